@@ -1,0 +1,38 @@
+"""napari-phendiff: reveal cell phenotypes by translating microscopy images between conditions (PhenDiff).
+
+    import napari_phendiff as pd
+    model = pd.load_checkpoint("demo")
+    treated = pd.translate(model, image, source="untreated", target="TNFa")
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# Public API, imported on first use so `import napari_phendiff` (and napari's plugin discovery) stays fast.
+_API = {
+    "load_checkpoint": "core.checkpoint",
+    "PhenDiffModel": "core.checkpoint",
+    "translate": "core.translate",
+    "iter_translate": "core.translate",
+    "TranslateEvent": "core.translate",
+    "train": "core.train",
+    "iter_train": "core.train",
+    "TrainConfig": "core.train",
+    "TrainEvent": "core.train",
+    "read_image": "core.images",
+    "write_image": "core.images",
+    "simulate_dataset": "core.simulate",
+    "simulate_field": "core.simulate",
+    "PhenDiffError": "core.errors",
+    "DataError": "core.errors",
+    "CheckpointError": "core.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

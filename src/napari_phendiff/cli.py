@@ -1,0 +1,193 @@
+"""The `phendiff` command: parse arguments, call the core, show a progress bar. No science here, no Qt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = {
+    "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
+    "train": "phendiff train cells --out my-model --preset tiny --steps 2000\n"
+             "  phendiff train cells --out my-model --steps 4000 --resume      # continue a run\n"
+             "  accelerate launch -m napari_phendiff.cli train cells --out my-model --preset paper   # several GPUs",
+    "translate": "phendiff translate my-model cells/untreated/*.tif --source untreated --target TNFa --out translated\n"
+                 "  phendiff translate demo image.tif --source untreated --target TNFa --target untreated --out out",
+    "demo": "phendiff demo --out phendiff-demo",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 1
+    from .core.errors import PhenDiffError
+
+    try:
+        args.run(args)
+    except PhenDiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phendiff",
+        description="Reveal cell phenotypes by translating microscopy images between conditions (PhenDiff).",
+    )
+    sub = parser.add_subparsers(title="commands")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("simulate", "Write a simulated two-condition image set with ground truth beside it.")
+    p.add_argument("out", type=Path, help="folder to create (one subfolder per condition)")
+    p.add_argument("--phenotype", default="translocation", choices=["translocation", "golgi", "actin"])
+    p.add_argument("--n-per-class", type=int, default=100, help="images per condition (default 100)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_simulate)
+
+    p = command("train", "Train a PhenDiff model on a folder with one subfolder of images per condition.")
+    p.add_argument("data", type=Path, help="labelled folder: DATA/<condition>/*.tif")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"],
+                   help="model size: tiny (4M parameters, CPU), small (16M), paper (63M, GPU)")
+    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128)")
+    p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="save every N steps (default 500)")
+    p.add_argument("--resize", action="store_true", help="scale whole images to the model size instead of cropping")
+    p.add_argument("--channel-names", nargs="+", help="names of the channels, in order (e.g. DNA reporter)")
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the training saved in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.set_defaults(run=_train)
+
+    p = command("translate", "Translate images from a source condition to one or more target conditions.")
+    p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files (TIFF, PNG, JPEG)")
+    p.add_argument("--source", required=True, help="condition of the input images")
+    p.add_argument("--target", required=True, action="append", help="condition to translate to (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="folder for <input>_to_<target>.tif")
+    _translation_options(p)
+    p.set_defaults(run=_translate)
+
+    p = command("demo", "Translate simulated cells with the shipped demo model (offline, CPU, a few minutes).")
+    p.add_argument("--out", type=Path, default=Path("phendiff-demo"), help="output folder (default phendiff-demo)")
+    p.add_argument("--n", type=int, default=3, help="images per condition (default 3)")
+    _translation_options(p)
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _translation_options(p: argparse.ArgumentParser) -> None:
+    from .core.translate import DEFAULT_STEPS  # light: no model is loaded
+
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps each way (default {DEFAULT_STEPS})")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: none)")
+    p.add_argument("--batch-size", type=int, help="tiles per batch (default: 8 on CPU, 32 on GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+class _TranslationBar:
+    """A progress bar fed by TranslateEvents."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __call__(self, event) -> None:
+        if self.bar is None:
+            self.bar = _progress(event.total, self.desc)
+        self.bar.update(event.step - self.bar.n)
+        if event.phase == "done":
+            self.bar.close()
+
+
+def _simulate(args) -> None:
+    from .core.simulate import simulate_dataset
+
+    bar = _progress(0, "simulating")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed, progress=progress)
+    bar.close()
+    print(f"images: {out}\nground truth: {out.parent / (out.name + '_truth')}")
+
+
+def _train(args) -> None:
+    from .core.train import TrainConfig, iter_train
+
+    config = TrainConfig(data=args.data, out=args.out, preset=args.preset, image_size=args.image_size,
+                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, device=args.device, resize=args.resize,
+                         mixed_precision=args.mixed_precision, resume=args.resume, num_workers=args.num_workers,
+                         channel_names=args.channel_names)
+    bar = None
+    events = iter_train(config)
+    try:
+        for event in events:
+            if event.kind == "start":
+                print(event.message)
+                bar = _progress(event.total, "training")
+                bar.update(event.step)
+            elif event.kind == "step":
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+            elif event.kind == "done":
+                bar.close()
+                print(f"checkpoint: {event.path}")
+    except KeyboardInterrupt:
+        events.close()  # saves a resumable checkpoint
+        print(f"\nstopped; resumable checkpoint in {config.out} (add --resume to continue)", file=sys.stderr)
+        raise
+
+
+def _translate(args) -> None:
+    from .core.checkpoint import load_checkpoint
+    from .core.images import read_image
+    from .core.translate import translate
+    from .core.export import provenance, write_translation
+
+    model = load_checkpoint(args.checkpoint, device=args.device)
+    images = [read_image(path) for path in args.inputs]  # every input checked before any work
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path, image in zip(args.inputs, images):
+        results = translate(model, image, args.source, args.target, steps=args.steps, seed=args.seed,
+                            guidance=args.guidance, batch_size=args.batch_size, progress=_TranslationBar(path.name))
+        for target, translated in results.items():
+            meta = provenance(model, args.source, target, args.steps, args.seed, args.guidance, path)
+            print(write_translation(args.out, path.stem, target, translated, model, meta))
+
+
+def _demo(args) -> None:
+    from .core.demo import run_demo
+
+    written = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
+                       batch_size=args.batch_size, device=args.device, progress=_TranslationBar)
+    print("\n".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Writing translations: ImageJ-compatible TIFFs that record how they were made."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .checkpoint import PhenDiffModel
+from .images import write_image
+
+
+def provenance(model: PhenDiffModel, source: str, target: str, steps: int, seed: int,
+               guidance: float | None, input_path: str | Path | None = None) -> dict:
+    """What a translated image needs to be reproduced: checkpoint, conditions and settings."""
+    return {
+        "software": f"napari-phendiff {__version__}",
+        "checkpoint": str(model.path),
+        "source": source,
+        "target": target,
+        "steps": steps,
+        "seed": seed,
+        "guidance": guidance,
+        "input": str(input_path) if input_path else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_translation(out: Path, stem: str, target: str, image: np.ndarray, model: PhenDiffModel,
+                      meta: dict) -> Path:
+    """Write `<out>/<stem>_to_<target>.tif` with the checkpoint's channel names and the provenance."""
+    safe_target = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in target)
+    return write_image(Path(out) / f"{stem}_to_{safe_target}.tif", image, channel_names=model.channel_names,
+                       provenance=meta)

@@ -1,0 +1,198 @@
+"""Read, validate, normalise and write 2D microscopy images.
+
+Every image inside napari-phendiff is a numpy array shaped (C, Y, X): channels first, never forced to RGB.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import DataError
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+OTHER_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = TIFF_SUFFIXES | OTHER_SUFFIXES
+MAX_CHANNELS = 8
+SPLIT_HINT = (
+    "napari-phendiff works on 2D images (one plane, one or more channels). Split the stack into 2D files first, "
+    "e.g. in Fiji with Image > Stacks > Stack to Images, or in Python: "
+    "for i, plane in enumerate(tifffile.imread(path)): tifffile.imwrite(f'plane_{i:03d}.tif', plane)"
+)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a 2D single- or multi-channel image file as (C, Y, X) in its own dtype."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file.")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                array, axes = series.asarray(), series.axes
+        else:
+            import imageio.v3 as iio
+
+            array, axes = np.asarray(iio.imread(path)), None
+    except Exception as exc:  # any reader failure means the same thing to the user
+        raise DataError(
+            f"{path}: could not be read ({type(exc).__name__}: {exc}). The file is corrupt, truncated or not an "
+            "image; re-export it from the acquisition software or remove it from the folder."
+        ) from exc
+    image = to_cyx(array, axes=axes, source=str(path))
+    if path.suffix.lower() in OTHER_SUFFIXES:
+        image = _drop_rgb_redundancy(image)
+    check_finite(image, str(path))
+    return image
+
+
+def to_cyx(array: np.ndarray, axes: str | None = None, source: str = "image") -> np.ndarray:
+    """Bring a 2D image with an optional channel axis to (C, Y, X).
+
+    `axes` (tifffile letters such as "CYX", "YXS", "ZYX") decides where it is known; otherwise a small last or
+    first axis (at most MAX_CHANNELS long) is taken as channels.
+    """
+    array = np.asarray(array)
+    if axes is not None and len(axes) == array.ndim:
+        keep = [i for i, (a, n) in enumerate(zip(axes, array.shape)) if n > 1 or a in "YX"]
+        array = array.reshape([array.shape[i] for i in keep])
+        axes = "".join(axes[i] for i in keep)
+        stack_axes = [a for a in axes if a in "ZTI"]
+        if stack_axes or array.ndim > 3:
+            raise DataError(
+                f"{source}: is a stack of shape {array.shape} (axes {axes}), not a 2D image. {SPLIT_HINT}"
+            )
+        if array.ndim == 3 and axes[-1] in "CS" and axes[:2] == "YX":
+            return np.moveaxis(array, -1, 0)
+        if array.ndim == 3 and axes[0] in "CS":
+            return array
+    if array.ndim == 2:
+        return array[None]
+    if array.ndim == 3:
+        if array.shape[0] <= MAX_CHANNELS and array.shape[0] < min(array.shape[1:]):
+            return array
+        if array.shape[-1] <= MAX_CHANNELS and array.shape[-1] < min(array.shape[:2]):
+            return np.moveaxis(array, -1, 0)
+    raise DataError(
+        f"{source}: has shape {array.shape}, which is neither a 2D image (Y, X) nor a 2D image with at most "
+        f"{MAX_CHANNELS} channels (C, Y, X or Y, X, C). If it is a Z stack or a time series: {SPLIT_HINT}"
+    )
+
+
+def _drop_rgb_redundancy(image: np.ndarray) -> np.ndarray:
+    """PNG/JPEG: drop a constant alpha channel, and keep one channel of grey images saved as RGB."""
+    if image.shape[0] == 4 and np.all(image[3] == image[3].flat[0]):
+        image = image[:3]
+    if image.shape[0] == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[0], image[2]):
+        image = image[:1]
+    return image
+
+
+def check_finite(image: np.ndarray, source: str) -> None:
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise DataError(
+            f"{source}: contains {bad} NaN or infinite pixel values. Replace them (e.g. with 0 or the background "
+            "level) before using the image."
+        )
+
+
+@dataclass
+class Normalization:
+    """Per-channel robust intensity scaling: percentile `low` maps to -1 and `high` to +1.
+
+    Computed once on the training set and stored in the checkpoint, so absolute intensity differences between
+    conditions survive (a per-image scaling would erase an intensity phenotype). No clipping: clipping would
+    break the exactness of DDIM inversion on bright pixels.
+    """
+
+    low: list[float]
+    high: list[float]
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    dtype: str = "uint16"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, images: list[np.ndarray], percentiles: tuple[float, float] = (0.5, 99.5), max_pixels: int = 2_000_000):
+        """Fit on a list of (C, Y, X) images; pixels are subsampled evenly so memory stays bounded."""
+        channels = images[0].shape[0]
+        per_image = max(1, max_pixels // len(images))
+        pooled = []
+        for image in images:
+            flat = image.reshape(channels, -1)
+            step = max(1, flat.shape[1] // per_image)
+            pooled.append(flat[:, ::step].astype(np.float64))
+        pooled = np.concatenate(pooled, axis=1)
+        low, high = np.percentile(pooled, percentiles, axis=1)
+        high = np.where(high - low < 1e-6, low + 1.0, high)  # a flat channel must not divide by zero
+        return cls(low=[float(v) for v in low], high=[float(v) for v in high], percentiles=tuple(percentiles),
+                   dtype=str(images[0].dtype))
+
+    def _scale(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """low and high shaped to broadcast over (C, Y, X) or (N, C, Y, X)."""
+        shape = (-1, 1, 1) if ndim == 3 else (1, -1, 1, 1)
+        low = np.asarray(self.low, dtype=np.float32).reshape(shape)
+        high = np.asarray(self.high, dtype=np.float32).reshape(shape)
+        return low, high
+
+    def forward(self, image: np.ndarray) -> np.ndarray:
+        """(C, Y, X) or (N, C, Y, X) in any dtype -> float32, about [-1, 1]."""
+        low, high = self._scale(image.ndim)
+        return (2.0 * (image.astype(np.float32) - low) / (high - low) - 1.0).astype(np.float32)
+
+    def inverse(self, scaled: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+        """Undo `forward` and cast to `dtype`; integer types are rounded and clipped to their range."""
+        low, high = self._scale(scaled.ndim)
+        image = (scaled.astype(np.float64) + 1.0) / 2.0 * (high - low) + low
+        return cast_like(image, np.dtype(dtype))
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "percentiles": list(self.percentiles), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalization":
+        return cls(low=list(data["low"]), high=list(data["high"]), percentiles=tuple(data["percentiles"]),
+                   dtype=data.get("dtype", "uint16"))
+
+
+def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(image), info.min, info.max).astype(dtype)
+    return image.astype(dtype)
+
+
+def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str] | None = None,
+                provenance: dict | None = None) -> Path:
+    """Write a (C, Y, X) image as an ImageJ-compatible TIFF (C axis, dtype kept) with provenance metadata.
+
+    ImageJ hyperstacks hold only uint8, uint16 and float32; other dtypes are written as a plain TIFF with the
+    same metadata so nothing is silently converted. The file appears only once it is complete.
+    """
+    path = Path(path)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    info = json.dumps(provenance or {}, default=str)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        if image.dtype in (np.uint8, np.uint16, np.float32):
+            metadata = {"axes": "CYX", "Info": info}
+            if channel_names:
+                metadata["Labels"] = list(channel_names)
+            tifffile.imwrite(tmp, image, imagej=True, metadata=metadata)
+        else:
+            tifffile.imwrite(tmp, image, metadata={"axes": "CYX", "provenance": info})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

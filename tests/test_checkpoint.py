@@ -1,0 +1,97 @@
+"""The checkpoint folder: diffusers-native, complete, atomic, and never unpickled."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from diffusers import DDIMScheduler, UNet2DModel
+
+import napari_phendiff as pd
+from napari_phendiff.core.checkpoint import atomic_folder
+from napari_phendiff.core.errors import CheckpointError
+
+
+def test_round_trip_keeps_what_translation_needs(tiny_checkpoint, sim_data):
+    model = pd.load_checkpoint(tiny_checkpoint, device="cpu")
+    assert model.conditions == ["TNFa", "untreated"]
+    assert model.channels == 2 and model.channel_names == ["DNA", "reporter"]
+    assert model.image_size == 32
+    assert len(model.normalization.low) == 2 and all(h > l for l, h in zip(model.normalization.low,
+                                                                          model.normalization.high))
+    manifest = json.loads((tiny_checkpoint / "phendiff.json").read_text())
+    assert manifest["trained_steps"] == 6 and manifest["provenance"]["data_folder"] == str(sim_data.resolve())
+    assert not model.unet.training and not any(p.requires_grad for p in model.unet.parameters())
+
+
+def test_any_diffusers_user_can_open_it(tiny_checkpoint):
+    unet = UNet2DModel.from_pretrained(tiny_checkpoint / "unet")
+    scheduler = DDIMScheduler.from_pretrained(tiny_checkpoint / "scheduler")
+    assert unet.config.num_class_embeds == 3  # two conditions + the null condition
+    assert scheduler.config.clip_sample is False
+    assert not list(tiny_checkpoint.rglob("*.bin"))
+
+
+class _Exploit:
+    """Unpickling this would create a file: proof that a loader executed the pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_weights_are_refused_without_being_opened(tiny_checkpoint, tmp_path):
+    bad = shutil.copytree(tiny_checkpoint, tmp_path / "bad")
+    marker = tmp_path / "executed"
+    (bad / "unet" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(CheckpointError, match="pickled weights.*diffusion_pytorch_model.bin"):
+        pd.load_checkpoint(bad, device="cpu")
+    assert not marker.exists()
+
+
+def test_incomplete_or_foreign_folders_are_explained(tiny_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint folder.*'demo'"):
+        pd.load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(CheckpointError, match="phendiff.json is missing"):
+        pd.load_checkpoint(tmp_path / "other")
+    partial = shutil.copytree(tiny_checkpoint, tmp_path / "partial")
+    (partial / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        pd.load_checkpoint(partial)
+    future = shutil.copytree(tiny_checkpoint, tmp_path / "future")
+    manifest = json.loads((future / "phendiff.json").read_text())
+    (future / "phendiff.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        pd.load_checkpoint(future)
+
+
+def test_atomic_folder_leaves_old_checkpoint_on_failure(tmp_path):
+    out = tmp_path / "ckpt"
+    with atomic_folder(out) as folder:
+        (folder / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as folder:
+            (folder / "a.txt").write_text("half")
+            raise RuntimeError("crash while writing")
+    assert (out / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_unknown_condition_lists_the_known_ones(tiny_checkpoint):
+    model = pd.load_checkpoint(tiny_checkpoint, device="cpu")
+    with pytest.raises(CheckpointError, match="knows TNFa, untreated"):
+        pd.translate(model, np.zeros((2, 32, 32), np.uint16), "treated", "untreated")
+
+
+def test_demo_checkpoint_is_shipped_and_small():
+    model = pd.load_checkpoint("demo", device="cpu")
+    assert model.conditions == ["TNFa", "untreated"] and model.channel_names == ["DNA", "reporter"]
+    size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
+    assert size < 12e6
+    assert not (model.path / "training").exists()

@@ -1,0 +1,58 @@
+"""The training loop: checkpoints, refusal to overwrite, and exact resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import napari_phendiff as pd
+from napari_phendiff.core.errors import CheckpointError
+
+
+def config(data, out, **kw):
+    base = dict(data=data, out=out, preset="tiny", image_size=32, steps=6, batch_size=4, checkpoint_every=2,
+                device="cpu")
+    return pd.TrainConfig(**{**base, **kw})
+
+
+def weights(folder):
+    return (load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+            load_file(folder / "training" / "model.safetensors"))
+
+
+def test_interrupted_run_resumes_where_it_stopped_and_ends_identical(sim_data, tmp_path):
+    straight = pd.train(config(sim_data, tmp_path / "straight"))
+
+    events = pd.iter_train(config(sim_data, tmp_path / "stopped"))
+    for event in events:
+        if event.kind == "step" and event.step == 3:
+            break
+    events.close()  # what a Stop button or Ctrl-C does: save, then end
+    stopped = json.loads((tmp_path / "stopped" / "phendiff.json").read_text())
+    assert stopped["trained_steps"] == 3
+
+    resumed = list(pd.iter_train(config(sim_data, tmp_path / "stopped", resume=True)))
+    assert resumed[0].kind == "start" and resumed[0].step == 3 and "resuming at step 3" in resumed[0].message
+    assert [e.step for e in resumed if e.kind == "step"] == [4, 5, 6]
+    for a, b in zip(weights(straight), weights(tmp_path / "stopped")):
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_refuses_to_overwrite_and_checks_resume_settings(sim_data, tiny_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="already holds a checkpoint.*--resume"):
+        pd.train(config(sim_data, tiny_checkpoint))
+    with pytest.raises(CheckpointError, match="image_size: checkpoint 32, now 48"):
+        pd.train(config(sim_data, tiny_checkpoint, resume=True, image_size=48, steps=10))
+    with pytest.raises(CheckpointError, match="already trained 6 steps"):
+        pd.train(config(sim_data, tiny_checkpoint, resume=True, steps=6))
+
+
+def test_loss_goes_down_on_real_data(sim_data, tmp_path):
+    losses = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "m", steps=40, checkpoint_every=100,
+                                                   lr=1e-3, warmup_steps=5)) if e.kind == "step"]
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5

@@ -1,0 +1,126 @@
+"""Translation: shapes and dtypes, tiles, determinism, one inversion for several targets, stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_phendiff as pd
+from napari_phendiff.core.errors import DataError
+from napari_phendiff.core.simulate import simulate_field
+from conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return pd.load_checkpoint(tiny_checkpoint, device="cpu")
+
+
+def field(size=32, seed=0, condition="untreated"):
+    return simulate_field("translocation", condition, size, seed=seed, cell_diameter=20.0).image
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32), (3, 2, 32, 32), (2, 50, 70), (2, 20, 24)])
+def test_output_has_input_shape_and_dtype(model, shape):
+    image = random_image(shape, seed=1)
+    out = pd.translate(model, image, "untreated", "TNFa", steps=3)
+    assert out.shape == image.shape and out.dtype == np.uint16
+
+
+def test_float_input_stays_float(model):
+    image = field().astype(np.float32)
+    out = pd.translate(model, image, "untreated", "TNFa", steps=3)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_wrong_channels_and_shapes_are_explained(model):
+    with pytest.raises(DataError, match="3 channel.*trained on 2: DNA, reporter"):
+        pd.translate(model, random_image((3, 32, 32)), "untreated", "TNFa", steps=2)
+    with pytest.raises(DataError, match=r"give \(C, Y, X\) or \(N, C, Y, X\)\."):
+        pd.translate(model, random_image((32, 32)), "untreated", "TNFa", steps=2)
+    nan = field().astype(np.float32)
+    nan[0, 1, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        pd.translate(model, nan, "untreated", "TNFa", steps=2)
+
+
+def test_same_seed_same_result(model):
+    image = field(48, seed=2)
+    first = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
+    again = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
+    assert np.array_equal(first, again)
+    stochastic = [pd.translate(model, image, "untreated", "TNFa", steps=4, seed=s, eta=1.0) for s in (1, 1, 2)]
+    assert np.array_equal(stochastic[0], stochastic[1]) and not np.array_equal(stochastic[0], stochastic[2])
+
+
+class CountingUNet:
+    """Wraps the UNet to count forward passes per condition label."""
+
+    def __init__(self, unet):
+        self.unet, self.calls = unet, []
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def __call__(self, x, t, class_labels):
+        self.calls.append(int(class_labels[0]))
+        return self.unet(x, t, class_labels=class_labels)
+
+
+def test_several_targets_share_one_inversion(model, monkeypatch):
+    image = field(seed=4)
+    steps = 5
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    both = pd.translate(model, image, "untreated", ["TNFa", "untreated"], steps=steps)
+    source = model.condition_index("untreated")
+    assert counter.calls[:steps] == [source] * steps  # one inversion ...
+    assert len(counter.calls) == 3 * steps  # ... then one generation per target
+    monkeypatch.undo()
+    assert set(both) == {"TNFa", "untreated"}
+    assert np.array_equal(both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps))
+
+
+def test_guidance_runs_conditional_and_null_together(model, monkeypatch):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    pd.translate(model, field(), "untreated", "TNFa", steps=2, guidance=3.0)
+    assert len(counter.calls) == 4  # 2 inversion + 2 guided generation passes (conditional and null batched)
+
+
+def test_progress_events_then_one_result(model):
+    events = list(pd.iter_translate(model, np.stack([field(), field(seed=1)]), "untreated", ["TNFa", "untreated"],
+                                    steps=3, batch_size=1))
+    total = 2 * 3 * 3  # two single-tile batches x (inversion + two generations) x 3 steps
+    assert [e.step for e in events[:-1]] == list(range(1, total + 1))
+    assert all(e.total == total for e in events)
+    assert [e.phase for e in events[:3]] == ["invert"] * 3 and events[3].target == "TNFa"
+    assert events[-1].phase == "done" and set(events[-1].result) == {"TNFa", "untreated"}
+
+
+def test_stopping_between_steps_returns_nothing(model):
+    events = pd.iter_translate(model, field(), "untreated", "TNFa", steps=10)
+    seen = [next(events) for _ in range(4)]
+    events.close()
+    assert all(e.result is None for e in seen)
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+def test_whole_field_matches_tiles_where_there_is_one_tile(model):
+    image = field(32, seed=5)
+    tiled = pd.translate(model, image, "untreated", "TNFa", steps=3)
+    whole = pd.translate(model, image, "untreated", "TNFa", steps=3, tiles=False)
+    assert np.array_equal(tiled, whole)
+
+
+def test_demo_model_reconstructs_source_to_source():
+    """Inversion then regeneration with the SAME condition gives the input back (DDIM's near-exact inversion)."""
+    model = pd.load_checkpoint("demo", device="cpu")
+    fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
+                       for s in (11, 12)])
+    back = pd.translate(model, fields, "untreated", "untreated", steps=20)
+    scaled_in = model.normalization.forward(fields)
+    scaled_out = model.normalization.forward(back)
+    rmse = float(np.sqrt(np.mean((scaled_out - scaled_in) ** 2)))
+    assert rmse < 0.05 * 2, f"round trip RMSE {rmse:.3f} in the normalised [-1, 1] range"
