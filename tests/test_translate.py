@@ -124,3 +124,12 @@ def test_demo_model_reconstructs_source_to_source():
     scaled_out = model.normalization.forward(back)
     rmse = float(np.sqrt(np.mean((scaled_out - scaled_in) ** 2)))
     assert rmse < 0.05 * 2, f"round trip RMSE {rmse:.3f} in the normalised [-1, 1] range"
+
+
+def test_sample_generates_images_of_a_condition(model):
+    from napari_phendiff.core.translate import sample
+
+    images = sample(model, "TNFa", n=3, steps=3, seed=1)
+    assert images.shape == (3, 2, 32, 32) and images.dtype == np.uint16
+    assert np.array_equal(images, sample(model, "TNFa", n=3, steps=3, seed=1))
+    assert not np.array_equal(images, sample(model, "TNFa", n=3, steps=3, seed=2))

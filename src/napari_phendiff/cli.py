@@ -10,7 +10,8 @@ EXAMPLES = {
     "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
     "train": "phendiff train cells --out my-model --preset tiny --steps 2000\n"
              "  phendiff train cells --out my-model --steps 4000 --resume      # continue a run\n"
-             "  accelerate launch -m napari_phendiff.cli train cells --out my-model --preset paper   # several GPUs",
+             "  accelerate launch --multi_gpu -m napari_phendiff.cli train cells --out my-model --preset paper  # GPUs\n"
+             "  torchrun --nproc_per_node 2 -m napari_phendiff.cli train cells --out my-model   # CPU processes",
     "translate": "phendiff translate my-model cells/untreated/*.tif --source untreated --target TNFa --out translated\n"
                  "  phendiff translate demo image.tif --source untreated --target TNFa --target untreated --out out",
     "demo": "phendiff demo --out phendiff-demo",

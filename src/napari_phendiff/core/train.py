@@ -1,6 +1,7 @@
 """Train PhenDiff's class-conditional pixel diffusion model on a labelled folder: ONE loop, yielding events.
 
-The same loop runs on one CPU, one GPU, or several GPUs/nodes (`accelerate launch -m napari_phendiff.cli train`).
+The same loop runs on one CPU, one GPU, or several GPUs/nodes (`accelerate launch --multi_gpu -m
+napari_phendiff.cli train ...`, or `torchrun --nproc_per_node N -m napari_phendiff.cli train ...`).
 Each process draws its own batches, so the global batch is batch_size x processes; only the main process writes.
 The loss is the usual denoising objective: noise a clean image to a random timestep t and regress the added noise
 (or v), with the condition dropped to the null class 10% of the time so classifier-free guidance is possible.

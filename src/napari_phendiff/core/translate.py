@@ -163,6 +163,28 @@ def generate(model: PhenDiffModel, noise: torch.Tensor, condition: int, steps: i
     return x
 
 
+def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+           guidance: float | None = None) -> np.ndarray:
+    """Generate n new images of `condition` from random noise, (n, C, S, S) in the training data's dtype.
+
+    What the model has learned a condition looks like: used for training previews, not for translation.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (n, model.channels, model.image_size, model.image_size)
+    noise = torch.randn(shape, generator=generator).to(model.device)
+    clean = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
+    return model.normalization.inverse(clean.float().cpu().numpy(), model.normalization.dtype)
+
+
+def _finish(steps_iter):
+    """Run a per-step generator (invert/generate) to its end and return its result."""
+    while True:
+        try:
+            next(steps_iter)
+        except StopIteration as stop:
+            return stop.value
+
+
 def default_batch_size(device: torch.device) -> int:
     return 32 if device.type == "cuda" else 8
 
