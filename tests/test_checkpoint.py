@@ -23,6 +23,7 @@ def test_round_trip_keeps_what_translation_needs(tiny_checkpoint, sim_data):
     assert len(model.normalization.low) == 2 and all(h > l for l, h in zip(model.normalization.low,
                                                                           model.normalization.high))
     manifest = json.loads((tiny_checkpoint / "phendiff.json").read_text())
+    assert manifest["preset"] == "tiny" and manifest["schedule"]["clip_sample"] is False
     assert manifest["trained_steps"] == 6 and manifest["provenance"]["data_folder"] == str(sim_data.resolve())
     assert not model.unet.training and not any(p.requires_grad for p in model.unet.parameters())
 

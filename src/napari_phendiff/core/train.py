@@ -230,6 +230,7 @@ def _manifest(config, data, normalization, channel_names, schedule) -> dict:
     training = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return {
         "kind": "pixel",
+        "preset": config.preset,
         "conditions": data.conditions,
         "channel_names": channel_names,
         "image_size": config.image_size,
