@@ -1,0 +1,6 @@
+"""The napari docks: thin Qt widgets that gather parameters, run a core generator in napari's thread_worker and
+turn its events into progress and layers. No science here: everything they compute comes from `core`.
+
+    translate_dock.TranslateDock   the Translate dock (core.translate.iter_translate)
+    train_dock.TrainDock           the Train dock (core.train.iter_train)
+"""

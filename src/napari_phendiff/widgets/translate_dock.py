@@ -1,0 +1,344 @@
+"""The Translate dock: pick layers, checkpoint and conditions; one click runs core.translate.iter_translate.
+
+The work happens in `run_translation` (napari's thread_worker over the core generator); the dock only gathers
+parameters, advances napari's progress bar per step and turns the final result into layers.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel,
+                            QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..core.checkpoint import MANIFEST, PhenDiffModel, load_checkpoint, read_manifest, resolve_checkpoint
+from ..core.errors import PhenDiffError
+from ..core.export import provenance
+from ..core.translate import DEFAULT_STEPS, iter_translate
+from ._layers import ImageInput, difference_layer, translated_layer
+from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, connect_while_alive, device_combo,
+                      explain_memory_errors, row, spin)
+
+MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
+                 "'Release model' in other docks, or choose device cpu.")
+
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    """Everything the worker needs: plain values and pixels, no layers."""
+
+    checkpoint: Path
+    device: str
+    source: str
+    target: str
+    steps: int
+    guidance: float | None
+    seed: int
+    batch_size: int | None
+    images: np.ndarray  # (N, C, Y, X)
+
+
+@thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
+def run_translation(request: TranslateRequest, model: PhenDiffModel | None):
+    """Load the checkpoint unless it is cached (yielding the model so the dock can keep it), then translate."""
+    with explain_memory_errors(request.device, MEMORY_ADVICE):
+        if model is None:
+            model = load_checkpoint(request.checkpoint, device=request.device)
+        yield model
+        yield from iter_translate(model, request.images, request.source, request.target, steps=request.steps,
+                                  seed=request.seed, guidance=request.guidance, batch_size=request.batch_size)
+
+
+class TranslateDock(QWidget):
+    """Translate image layers from a source condition to a target condition with a PhenDiff checkpoint."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.manifest: dict | None = None
+        self.manifest_error = ""
+        self.model: PhenDiffModel | None = None
+        self._model_key: tuple | None = None
+        self._worker = self._pbar = None
+        self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
+        self._run_key: tuple | None = None
+        self._build()
+        self._refresh_checkpoints()
+        self._refresh_layers()
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        connect_while_alive(CHECKPOINTS.events.recent, self._refresh_checkpoints, self)
+
+    # --- building ------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.layer_list = QListWidget()
+        self.layer_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        self.layer_list.setMinimumHeight(60)
+        self.layer_list.setMaximumHeight(110)
+        self.layer_list.setToolTip("Tick the image layer to translate, or the layers that form the channels, in "
+                                   "the checkpoint's channel order (drag to reorder).")
+        self.layer_list.itemChanged.connect(self._guess_source)
+        self.checkpoint = QComboBox()
+        self.checkpoint.currentIndexChanged.connect(self._load_manifest)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.browse_checkpoint)
+        self.checkpoint_info = QLabel(wordWrap=True)
+        self.source, self.target = QComboBox(), QComboBox()
+        self.steps = spin(QSpinBox(), 1, 1000, DEFAULT_STEPS, "DDIM steps, for inversion and again for generation.")
+        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, 1.0, "Classifier-free guidance scale; 1 means off.")
+        self.guidance.setSpecialValueText("off")
+        self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, "Only matters for stochastic settings; recorded with the result.")
+        self.batch_size = spin(QSpinBox(), 0, 1024, 0, "Tiles translated together; lower it if the GPU runs out "
+                                "of memory.")
+        self.batch_size.setSpecialValueText("auto")
+        self.device = device_combo()
+        self.scope = QComboBox()
+        self.scope.addItems(["current plane", "whole stack"])
+        self.translate_button = QPushButton("Translate")
+        self.translate_button.clicked.connect(self.translate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.release_button = QPushButton("Release model")
+        self.release_button.clicked.connect(self.release_model)
+        self.status = QLabel(wordWrap=True)
+
+        form = QFormLayout()
+        form.addRow("Image layers", self.layer_list)
+        form.addRow("Checkpoint", row(self.checkpoint, browse))
+        form.addRow("", self.checkpoint_info)
+        form.addRow("Source", self.source)
+        form.addRow("Target", self.target)
+        form.addRow("DDIM steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Seed", self.seed)
+        form.addRow("Tiles per batch", self.batch_size)
+        form.addRow("Device", self.device)
+        form.addRow("Translate", self.scope)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(row(self.translate_button, self.cancel_button))
+        layout.addWidget(self.release_button)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self._set_running(False)
+
+    # --- inputs --------------------------------------------------------------------------------------------------
+    def _refresh_layers(self, event=None) -> None:
+        """Keep one item per image layer, keeping the user's order and ticks; tick the active layer if none is."""
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        for index in reversed(range(self.layer_list.count())):
+            if self.layer_list.item(index).text() not in names:
+                self.layer_list.takeItem(index)
+        listed = {self.layer_list.item(index).text() for index in range(self.layer_list.count())}
+        for name in names:
+            if name not in listed:
+                item = QListWidgetItem(name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Unchecked)
+                self.layer_list.addItem(item)
+        active = self.viewer.layers.selection.active
+        if not self.channel_layers() and self.layer_list.count():
+            name = active.name if isinstance(active, Image) else self.layer_list.item(0).text()
+            self.set_channel_layers([name])
+
+    def channel_layers(self) -> list[Image]:
+        """The ticked layers, in the dock's order: one layer, or one layer per channel."""
+        items = [self.layer_list.item(index) for index in range(self.layer_list.count())]
+        ticked = [item.text() for item in items if item.checkState() == Qt.CheckState.Checked]
+        return [self.viewer.layers[name] for name in ticked if name in self.viewer.layers]
+
+    def set_channel_layers(self, names: list[str]) -> None:
+        """Tick exactly these layers, in this order (they move to the top of the list)."""
+        for index in range(self.layer_list.count()):
+            self.layer_list.item(index).setCheckState(Qt.CheckState.Unchecked)
+        for position, name in enumerate(names):
+            item = self.layer_list.findItems(name, Qt.MatchFlag.MatchExactly)[0]
+            self.layer_list.insertItem(position, self.layer_list.takeItem(self.layer_list.row(item)))
+            item.setCheckState(Qt.CheckState.Checked)
+
+    def _guess_source(self, item=None) -> None:
+        """A ticked layer named after a condition (as in the sample data) sets the source, the target the other."""
+        for layer in self.channel_layers() if self.manifest else []:
+            if self.source.findText(layer.name) >= 0:
+                self.source.setCurrentText(layer.name)
+                others = [c for c in self.manifest["conditions"] if c != layer.name]
+                self.target.setCurrentText(others[0])
+                return
+
+    # --- checkpoint ----------------------------------------------------------------------------------------------
+    def _refresh_checkpoints(self, recent=None) -> None:
+        current = self.checkpoint.currentData()
+        self.checkpoint.blockSignals(True)
+        self.checkpoint.clear()
+        self.checkpoint.addItem("demo (shipped)", "demo")
+        for path in CHECKPOINTS.recent:
+            if path != "demo":
+                self.checkpoint.addItem(path, path)
+        self.checkpoint.blockSignals(False)
+        self.select_checkpoint(current or "demo")
+
+    def select_checkpoint(self, path: str | Path) -> None:
+        """Select a checkpoint folder (or "demo"), adding it to the recent list if it is new."""
+        if self.checkpoint.findData(str(path)) < 0:
+            CHECKPOINTS.add(path)  # refreshes the list through the event
+        index = max(0, self.checkpoint.findData(str(path)))
+        if self.checkpoint.currentIndex() == index:
+            self._load_manifest()
+        self.checkpoint.setCurrentIndex(index)
+
+    def browse_checkpoint(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a checkpoint folder (it holds phendiff.json)")
+        if folder:
+            self.select_checkpoint(Path(folder).resolve())
+
+    def _load_manifest(self, index=None) -> None:
+        """Read the chosen checkpoint's manifest (no weights): conditions for the dropdowns, channels to check."""
+        self.source.clear()
+        self.target.clear()
+        self.manifest, self.manifest_error = None, ""
+        try:
+            self.manifest = read_manifest(self.checkpoint.currentData())
+        except PhenDiffError as exc:
+            self.manifest_error = str(exc)
+            self.checkpoint_info.setText(ERROR_STYLE.format(exc))
+            return
+        conditions = self.manifest["conditions"]
+        self.source.addItems(conditions)
+        self.target.addItems(conditions)
+        self.target.setCurrentIndex(min(1, len(conditions) - 1))
+        channels = self.manifest["channel_names"]
+        self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
+                                     f"{', '.join(conditions)} · {self.manifest['image_size']} px")
+        self._guess_source()
+
+    # --- running -------------------------------------------------------------------------------------------------
+    def request(self) -> tuple[ImageInput, TranslateRequest]:
+        """Check the inputs and gather the pixels (main thread); raise PhenDiffError saying what to fix."""
+        self._refresh_layers()  # layers may have been renamed
+        if self.manifest is None:
+            self._load_manifest()
+        if self.manifest is None:
+            raise PhenDiffError(self.manifest_error)
+        if self.source.currentText() == self.target.currentText():
+            raise PhenDiffError("Source and target are the same condition; choose another target.")
+        point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
+        inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
+        guidance = self.guidance.value()
+        request = TranslateRequest(
+            checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
+            source=self.source.currentText(), target=self.target.currentText(), steps=self.steps.value(),
+            guidance=None if guidance == 1.0 else guidance, seed=self.seed.value(),
+            batch_size=self.batch_size.value() or None, images=inputs.pixels())
+        return inputs, request
+
+    def translate(self):
+        """The Translate button: start the worker and return it (None if the inputs do not fit)."""
+        try:
+            inputs, request = self.request()
+        except PhenDiffError as exc:
+            self._report(str(exc))
+            return None
+        # a checkpoint trained further in place has a newer manifest: the cached weights are then stale
+        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        worker = run_translation(request, self.model if key == self._model_key else None)
+        self._pending, self._run_key = (inputs, request), key
+        worker.yielded.connect(self._on_yielded)
+        worker.finished.connect(self._on_finished)
+        worker.errored.connect(self._on_errored)
+        self._worker, self._pbar = worker, worker.pbar
+        self._set_running(True)
+        self.status.setText(f"Translating {request.images.shape[0]} image(s) {request.source} → {request.target}…")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop between two steps; nothing is added."""
+        if self._worker is not None and self._pending is not None:
+            self._pending = None
+            self._worker.quit()
+            self.status.setText("Cancelling after the current step…")
+
+    def _on_yielded(self, event) -> None:
+        # napari's progress bar processes Qt events whenever it moves, so the next events may be handled inside
+        # pbar.update(): finish this event's own work first and move the bar last.
+        if isinstance(event, PhenDiffModel):
+            self._keep_model(event)
+            return
+        if event.phase == "done" and self._pending is not None:
+            self._show_result(event.result)
+        if self._pbar.total != event.total:
+            self._pbar.total = event.total
+        if event.step > self._pbar.n:
+            self._pbar.update(event.step - self._pbar.n)
+
+    def _on_finished(self) -> None:
+        if self._worker.abort_requested:
+            self.status.setText("Cancelled: no layers were added.")
+        self._pending, self._worker = None, None
+        self._set_running(False)
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._pending = None
+        self.status.setText(ERROR_STYLE.format(exc))
+
+    def _show_result(self, result: np.ndarray) -> None:
+        """Add `<name> → <target>` and `<name> Δ <target>` per input layer, then show them side by side."""
+        inputs, request = self._pending
+        self._pending = None
+        meta = provenance(self.model, request.source, request.target, request.steps, request.seed,
+                          request.guidance, input_path=", ".join(layer.name for layer in inputs.layers))
+        meta["plane"] = inputs.plane
+        triples = []
+        for layer, translated, original in zip(inputs.layers, inputs.split(result), inputs.split(request.images)):
+            difference = translated.astype(np.float32) - original.astype(np.float32)
+            new = self.viewer.add_image(**translated_layer(layer, translated, inputs.kept_axes,
+                                                           f"{layer.name} → {request.target}", meta))
+            diff = self.viewer.add_image(**difference_layer(layer, difference, inputs.kept_axes,
+                                                            f"{layer.name} Δ {request.target}", meta))
+            triples.append((layer, new, diff))
+        self.show_side_by_side(triples)
+        self.status.setText(f"Done: {request.source} → {request.target}, {request.steps} steps. Grid view: original "
+                            "| translated | difference (other layers hidden).")
+
+    def show_side_by_side(self, triples: list[tuple[Image, Image, Image]]) -> None:
+        """Grid mode with one row per input layer: original | translated | difference; other layers hidden."""
+        shown = [layer.name for triple in triples for layer in triple]  # napari hands plugins proxies: use names
+        names = [layer.name for layer in self.viewer.layers]
+        for layer in self.viewer.layers:
+            layer.visible = layer.name in shown
+        self.viewer.layers.move_multiple([names.index(name) for name in shown], 0)
+        grid = self.viewer.canvas.grid
+        grid.stride, grid.shape, grid.enabled = 1, (len(triples), 3), True
+        self.viewer.reset_view()
+
+    def _keep_model(self, model: PhenDiffModel) -> None:
+        """Cache the model the worker used, releasing a different one held before."""
+        if self.model is not None and self.model is not model:
+            self.model.release()
+        self.model, self._model_key = model, self._run_key
+
+    def release_model(self) -> None:
+        """Free the cached model (GPU memory goes back to the driver)."""
+        if self.model is not None:
+            self.model.release()
+        self.model, self._model_key = None, None
+        gc.collect()
+        self.status.setText("Model released.")
+
+    def _set_running(self, running: bool) -> None:
+        self.translate_button.setEnabled(not running)
+        self.release_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _report(self, message: str) -> None:
+        self.status.setText(ERROR_STYLE.format(message))
+        show_error(message)
+
