@@ -1,0 +1,288 @@
+"""The Train dock: a labelled folder and a few options in, core.train.iter_train run in napari's thread_worker.
+
+The same training loop as `phendiff train`; the dock adds a loss curve, an ETA, and sample images generated from
+each checkpoint (core.translate.sample) shown as layers. Stop closes the loop, which saves a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QLineEdit,
+                            QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..core.checkpoint import load_checkpoint, read_manifest
+from ..core.dataset import scan_folder
+from ..core.errors import PhenDiffError
+from ..core.models.pixel import PRESETS
+from ..core.train import TrainConfig, TrainEvent, iter_train
+from ..core.translate import sample
+from ._loss_plot import LossPlot
+from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, default_checkpoint_folder, device_combo,
+                      explain_memory_errors, row, spin)
+
+PREVIEW_STEPS = 20
+MEMORY_ADVICE = "Lower the batch size or the image size, or choose device cpu."
+
+
+@dataclass(frozen=True)
+class Previews:
+    """Images generated from the checkpoint saved at `step`: {condition: (n, C, S, S)}."""
+
+    step: int
+    images: dict[str, np.ndarray]
+
+
+@thread_worker(progress={"desc": "PhenDiff: training"}, worker_class=StoppableWorker)
+def run_training(config: TrainConfig, previews: int):
+    """core.train.iter_train, plus `previews` generated images per condition after every checkpoint."""
+    with contextlib.closing(iter_train(config)) as events, explain_memory_errors(config.device, MEMORY_ADVICE):
+        for event in events:
+            yield event
+            if previews and event.kind in ("checkpoint", "done"):
+                model = load_checkpoint(event.path, device=config.device)
+                images = {c: sample(model, c, previews, steps=PREVIEW_STEPS, seed=0) for c in model.conditions}
+                model.release()
+                yield Previews(event.step, images)
+
+
+class TrainDock(QWidget):
+    """Train a PhenDiff model on a labelled folder (one subfolder of images per condition), or continue one."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker = self._pbar = None
+        self._config: TrainConfig | None = None
+        self._first_step = self._last_step = 0
+        self._timing: tuple[float, int] | None = None  # (time, step) of the first step of this run
+        self._build()
+
+    def _build(self) -> None:
+        self.data = QLineEdit(placeholderText="folder with one subfolder of images per condition")
+        self.data.editingFinished.connect(self.check_folder)
+        self.folder_info = QLabel(wordWrap=True)
+        self.channel_names = QLineEdit(placeholderText="e.g. DNA, reporter (optional)")
+        self.preset = QComboBox()
+        for name, spec in PRESETS.items():
+            self.preset.addItem(f"pixel PhenDiff · {name}", name)
+        self.preset.currentIndexChanged.connect(self._preset_changed)
+        self.image_size = spin(QSpinBox(), 8, 1024, 64, "Side of the square crops the model learns from (px).")
+        self.image_size.setSingleStep(8)
+        self.steps = spin(QSpinBox(), 1, 10_000_000, 5000, "Optimisation steps in total (a resumed run continues "
+                           "up to this number).")
+        self.batch_size = spin(QSpinBox(), 1, 1024, 16, "Images per step.")
+        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, 2e-4, "Peak learning rate.")
+        self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, 500, "Save a checkpoint (and previews) this often.")
+        self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
+        self.device = device_combo()
+        self.out = QLineEdit(str(default_checkpoint_folder() / "new-model"))
+        self.out.setToolTip("The checkpoint folder training writes (a per-user folder unless you choose one).")
+        self.resume = QCheckBox("continue the checkpoint in the output folder")
+        self.resume.toggled.connect(self._resume_toggled)
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.progress = QProgressBar()
+        self.status = QLabel(wordWrap=True)
+        self.loss_plot = LossPlot()
+
+        form = QFormLayout()
+        form.addRow("Data folder", row(self.data, _button("Browse…", self.browse_data)))
+        form.addRow("", self.folder_info)
+        form.addRow("Channel names", self.channel_names)
+        form.addRow("Model", self.preset)
+        form.addRow("Image size", self.image_size)
+        form.addRow("Steps", self.steps)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Checkpoint every", self.checkpoint_every)
+        form.addRow("Previews", self.previews)
+        form.addRow("Device", self.device)
+        form.addRow("Output folder", row(self.out, _button("Browse…", self.browse_out)))
+        form.addRow("Resume", self.resume)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(row(self.train_button, self.stop_button))
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.loss_plot)
+        layout.addStretch()
+        self._set_running(False)
+
+    # --- inputs --------------------------------------------------------------------------------------------------
+    def browse_data(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder with one subfolder per condition")
+        if folder:
+            self.set_data_folder(folder)
+
+    def browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the output folder (new, or a checkpoint to resume)")
+        if folder:
+            self.out.setText(folder)
+
+    def set_data_folder(self, folder: str | Path) -> None:
+        self.data.setText(str(folder))
+        self.check_folder()
+
+    def check_folder(self) -> None:
+        """Show the conditions and image counts found, or what is wrong with the folder."""
+        try:
+            self._scan()
+        except PhenDiffError as exc:
+            self.folder_info.setText(ERROR_STYLE.format(exc))
+
+    def _scan(self):
+        """scan_folder (fast: no pixels read), shown in the dock; propose an output folder named after the data."""
+        found = scan_folder(self.data.text())
+        self.folder_info.setText(" · ".join(f"{c}: {n} images" for c, n in found.counts.items()))
+        if not self.resume.isChecked() and Path(self.out.text()).parent == default_checkpoint_folder():
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+            self.out.setText(str(default_checkpoint_folder() / f"{found.root.name}-{stamp}"))
+        return found
+
+    def _preset_changed(self, index=None) -> None:
+        self.image_size.setValue(PRESETS[self.preset.currentData()]["default_size"])
+
+    def _resume_toggled(self, on: bool) -> None:
+        """Resuming must keep the model: take preset, size and channels from the checkpoint being continued."""
+        if not on:
+            return
+        try:
+            manifest = read_manifest(self.out.text())
+        except PhenDiffError as exc:
+            self.status.setText(ERROR_STYLE.format(exc))
+            return
+        training = manifest["training"]
+        self.preset.setCurrentIndex(self.preset.findData(training["preset"]))
+        self.image_size.setValue(int(training["image_size"]))
+        self.channel_names.setText(", ".join(manifest["channel_names"]))
+        self.steps.setValue(max(self.steps.value(), int(manifest["trained_steps"]) + 1))
+        if not self.data.text():
+            self.set_data_folder(training["data"])
+        self.status.setText(f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}.")
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig the current settings describe (checked by TrainConfig itself)."""
+        names = [n.strip() for n in self.channel_names.text().split(",") if n.strip()]
+        try:
+            return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(),
+                               preset=self.preset.currentData(), image_size=self.image_size.value(),
+                               steps=self.steps.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+                               checkpoint_every=self.checkpoint_every.value(), device=self.device.currentData(),
+                               resume=self.resume.isChecked(), channel_names=names or None)
+        except ValueError as exc:
+            raise PhenDiffError(str(exc)) from exc
+
+    # --- running -------------------------------------------------------------------------------------------------
+    def train(self):
+        """The Train button: validate, then start the worker and return it (None if something must be fixed)."""
+        try:
+            self._scan()
+            config = self.config()
+        except PhenDiffError as exc:
+            self.folder_info.setText(ERROR_STYLE.format(exc))
+            show_error(str(exc))
+            return None
+        self._config, self._timing = config, None
+        self.loss_plot.clear()
+        worker = run_training(config, self.previews.value())
+        worker.yielded.connect(self._on_yielded)
+        worker.finished.connect(self._on_finished)
+        worker.errored.connect(self._on_errored)
+        self._worker, self._pbar = worker, worker.pbar
+        self._set_running(True)
+        self.status.setText("Reading the images…")
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Stop after the current step; the training loop saves a resumable checkpoint."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("Stopping: saving a resumable checkpoint…")
+
+    def _on_yielded(self, event) -> None:
+        # napari's progress bar processes Qt events whenever it moves, so later events may be handled inside
+        # pbar.update(): each handler finishes its own work before it moves the bar.
+        if isinstance(event, Previews):
+            self._show_previews(event)
+        elif event.kind == "start":
+            self._first_step = self._last_step = event.step
+            self.progress.setRange(event.step, event.total)
+            self._show_step(event.step, event.total)
+            self.status.setText(event.message)
+            self._pbar.total = event.total - event.step
+        elif event.kind == "step":
+            self._on_step(event)
+        else:  # a checkpoint was written; "done" is the last one
+            CHECKPOINTS.add(event.path)
+            if event.kind == "done":
+                self.status.setText(f"Finished {event.step} steps. Checkpoint: {event.path} (listed in the "
+                                    "Translate dock).")
+
+    def _on_step(self, event: TrainEvent) -> None:
+        if self._timing is None:
+            self._timing = (time.monotonic(), event.step)
+        done_before, self._last_step = self._last_step, max(self._last_step, event.step)
+        self._show_step(self._last_step, event.total)
+        self.loss_plot.add(event.step, event.loss)
+        started, first = self._timing
+        seconds = (time.monotonic() - started) / max(1, event.step - first) * (event.total - event.step)
+        eta = datetime.timedelta(seconds=round(seconds)) if event.step > first else "…"
+        self.status.setText(f"step {event.step} / {event.total} · loss {event.loss:.4f} · lr {event.lr:.2e} · "
+                            f"ETA {eta}")
+        if self._last_step > done_before:
+            self._pbar.update(self._last_step - done_before)
+
+    def _show_step(self, step: int, total: int) -> None:
+        self.progress.setValue(step)
+        self.progress.setFormat(f"{step} / {total} steps")
+
+    def _show_previews(self, previews: Previews) -> None:
+        """One layer per condition, `preview: <condition>`, updated in place at every checkpoint."""
+        for position, (condition, images) in enumerate(previews.images.items()):
+            name = f"preview: {condition}"
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = images
+                layer.reset_contrast_limits()
+                layer.metadata["phendiff"]["step"] = previews.step
+            else:
+                offset = position * images.shape[-1] * 1.1  # conditions side by side
+                self.viewer.add_image(images, name=name, axis_labels=("sample", "channel", "y", "x"),
+                                      translate=(0, 0, 0, offset), colormap="gray",
+                                      metadata={"phendiff": {"preview_of": condition, "step": previews.step}})
+
+    def _on_finished(self) -> None:
+        self.loss_plot.redraw()
+        if self._worker.abort_requested:
+            saved = self._last_step > self._first_step
+            if saved:
+                CHECKPOINTS.add(self._config.out)
+            self.status.setText(f"Stopped at step {self._last_step}: resumable checkpoint in {self._config.out}; "
+                                "tick Resume and press Train to continue." if saved else "Stopped before training.")
+        self._worker = None
+        self._set_running(False)
+
+    def _on_errored(self, exc: Exception) -> None:
+        self.status.setText(ERROR_STYLE.format(exc))
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+
+def _button(text: str, slot) -> QPushButton:
+    button = QPushButton(text)
+    button.clicked.connect(slot)
+    return button
