@@ -1,0 +1,36 @@
+"""Sample data: simulated cells in both conditions of the demo checkpoint, opened and translated in napari."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT, read_manifest  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "phendiff.json").is_file(),
+                                reason="the shipped demo checkpoint is not in this checkout")
+
+
+def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-phendiff", "simulated_cells")
+    manifest = read_manifest("demo")
+    size = manifest["metadata"]["simulator"]["size"]
+    assert sorted(layer.name for layer in viewer.layers) == sorted(manifest["conditions"])
+    for layer in viewer.layers:
+        assert layer.data.shape == (4, len(manifest["channel_names"]), size, size) and layer.data.dtype == np.uint16
+    untreated, treated = viewer.layers["untreated"].data, viewer.layers["TNFa"].data
+    np.testing.assert_array_equal(untreated.shape, treated.shape)
+    assert not np.array_equal(untreated[:, 1], treated[:, 1])  # the reporter channel tells the conditions apart
+
+    _, dock = viewer.window.add_plugin_dock_widget("napari-phendiff", "Translate")
+    dock.set_channel_layers(["untreated"])
+    assert (dock.source.currentText(), dock.target.currentText()) == ("untreated", "TNFa")  # from the layer name
+    dock.steps.setValue(2)
+    with qtbot.waitSignal(dock.translate().finished, timeout=120_000):
+        pass
+    translated = viewer.layers["untreated → TNFa"]
+    assert translated.data.shape == untreated.shape[1:] and translated.data.dtype == np.uint16
+    assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)
