@@ -1,0 +1,198 @@
+"""The Translate and Train docks, opened through the plugin manifest in a real viewer (Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import QTimer  # noqa: E402
+
+from napari_phendiff.core.errors import PhenDiffError  # noqa: E402
+from napari_phendiff.widgets import _shared  # noqa: E402
+from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
+from napari_phendiff.widgets.translate_dock import TranslateDock  # noqa: E402
+
+from conftest import random_image  # noqa: E402
+
+WAIT_MS = 120_000
+
+
+@pytest.fixture(autouse=True)
+def recent_checkpoints(tmp_path, monkeypatch):
+    """Keep the recent-checkpoint list of these tests out of the user's own."""
+    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
+    _shared.CHECKPOINTS.recent = ()
+    yield _shared.CHECKPOINTS
+    _shared.CHECKPOINTS.recent = ()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def open_dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-phendiff", name)
+    return widget
+
+
+@pytest.fixture
+def translate_dock(viewer, tiny_checkpoint):
+    dock = open_dock(viewer, "Translate")
+    dock.select_checkpoint(tiny_checkpoint)
+    dock.steps.setValue(2)
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.source.setCurrentText("untreated")
+    dock.target.setCurrentText("TNFa")
+    return dock
+
+
+def run(qtbot, worker):
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+
+
+def test_docks_open_through_the_manifest(viewer):
+    assert isinstance(open_dock(viewer, "Translate"), TranslateDock)
+    assert isinstance(open_dock(viewer, "Train"), TrainDock)
+
+
+def test_translate_adds_translated_and_difference_layers(qtbot, viewer, translate_dock, tiny_checkpoint):
+    image = random_image((2, 48, 48), seed=1)
+    viewer.add_image(image, name="cells", colormap="magma", contrast_limits=(500, 1100))
+    translate_dock.set_channel_layers(["cells"])
+    run(qtbot, translate_dock.translate())
+
+    translated, difference = viewer.layers["cells → TNFa"], viewer.layers["cells Δ TNFa"]
+    assert translated.data.shape == image.shape and translated.data.dtype == np.uint16
+    assert translated.colormap.name == "magma" and tuple(translated.contrast_limits) == (500, 1100)
+    assert difference.data.dtype == np.float32
+    np.testing.assert_allclose(difference.data, translated.data.astype(np.float32) - image)
+    low, high = difference.contrast_limits
+    assert low == -high > -np.inf and high > 0
+    meta = translated.metadata["phendiff"]
+    assert meta["checkpoint"] == str(tiny_checkpoint) and (meta["source"], meta["target"]) == ("untreated", "TNFa")
+    assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"]
+    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells → TNFa", "cells Δ TNFa"]
+    assert viewer.canvas.grid.enabled and viewer.canvas.grid.shape == (1, 3)
+    assert translate_dock.model is not None
+    translate_dock.release_model()
+    assert translate_dock.model is None
+
+
+def test_channel_layers_of_a_stack(qtbot, viewer, translate_dock):
+    stack = random_image((3, 2, 40, 40), seed=2)
+    viewer.add_image(stack, channel_axis=1, name=["DNA", "reporter"])
+    translate_dock.set_channel_layers(["DNA", "reporter"])
+    translate_dock.scope.setCurrentText("whole stack")
+    run(qtbot, translate_dock.translate())
+
+    for name in ("DNA", "reporter"):
+        assert viewer.layers[f"{name} → TNFa"].data.shape == (3, 40, 40)
+        assert viewer.layers[f"{name} Δ TNFa"].data.shape == (3, 40, 40)
+    assert viewer.canvas.grid.shape == (2, 3)
+
+
+def test_wrong_channel_count_is_explained_before_running(viewer, translate_dock):
+    viewer.add_image(random_image((40, 40)), name="one channel")
+    translate_dock.set_channel_layers(["one channel"])
+    assert translate_dock.translate() is None
+    assert "needs 2 channel(s): DNA, reporter" in translate_dock.status.text()
+
+
+def test_incomplete_checkpoint_is_explained(tmp_path, viewer, translate_dock, tiny_checkpoint):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "phendiff.json").write_text((tiny_checkpoint / "phendiff.json").read_text())
+    translate_dock.select_checkpoint(broken)
+    assert "missing" in translate_dock.checkpoint_info.text()
+    viewer.add_image(random_image((2, 40, 40)), name="cells")
+    assert translate_dock.translate() is None
+
+
+def test_cancel_adds_no_layers(qtbot, viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48)), name="cells")
+    translate_dock.steps.setValue(500)
+    worker = translate_dock.translate()
+    qtbot.waitUntil(lambda: translate_dock._pbar.n > 0, timeout=WAIT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        translate_dock.cancel()
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    assert "Cancelled" in translate_dock.status.text()
+
+
+def test_viewer_stays_responsive_while_translating(qtbot, viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48)), name="cells")
+    translate_dock.steps.setValue(40)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    worker = translate_dock.translate()
+    start = time.monotonic()
+    run(qtbot, worker)
+    timer.stop()
+    during = [t for t in ticks if t >= start]
+    assert len(during) >= 10, f"the event loop ran {len(during)} times in {time.monotonic() - start:.1f} s"
+    assert max(np.diff([start, *during])) < 2.0
+
+
+def test_out_of_memory_becomes_advice():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(PhenDiffError, match="Lower 'Tiles per batch'"):
+        with _shared.explain_memory_errors("cuda", "Lower 'Tiles per batch'."):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, viewer, sim_data):
+    translate = open_dock(viewer, "Translate")
+    train = open_dock(viewer, "Train")
+    train.set_data_folder(sim_data)
+    assert "TNFa: 4 images" in train.folder_info.text() and "untreated: 4 images" in train.folder_info.text()
+    out = tmp_path / "model"
+    train.out.setText(str(out))
+    train.image_size.setValue(32)
+    for box, value in ((train.steps, 3), (train.batch_size, 2), (train.checkpoint_every, 2), (train.previews, 1)):
+        box.setValue(value)
+    train.device.setCurrentIndex(train.device.findData("cpu"))
+    run(qtbot, train.train())
+
+    assert json.loads((out / "phendiff.json").read_text())["trained_steps"] == 3
+    assert translate.checkpoint.findData(str(out)) >= 0
+    assert train.progress.value() == 3 and len(train.loss_plot.losses) == 3
+    assert viewer.layers["preview: TNFa"].data.shape == (1, 2, 32, 32)
+    assert "Finished 3 steps" in train.status.text()
+
+
+def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
+    train = open_dock(viewer, "Train")
+    train.set_data_folder(sim_data)
+    out = tmp_path / "stopped"
+    train.out.setText(str(out))
+    train.image_size.setValue(32)
+    train.steps.setValue(10_000)
+    train.batch_size.setValue(2)
+    train.previews.setValue(0)
+    worker = train.train()
+    qtbot.waitUntil(lambda: train._last_step >= 2, timeout=WAIT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        train.stop()
+    assert (out / "training" / "state.json").is_file()
+    assert "resumable checkpoint" in train.status.text()
+    train.resume.setChecked(True)
+    assert train.config().resume
+
+
+def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):
+    (tmp_path / "only" / "untreated").mkdir(parents=True)
+    train = open_dock(viewer, "Train")
+    train.set_data_folder(tmp_path / "only")
+    assert train.train() is None
+    assert "contain no images" in train.folder_info.text()
