@@ -60,6 +60,11 @@ def run(qtbot, worker):
 
 
 def test_docks_open_through_the_manifest(viewer):
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-phendiff")  # what `npe2 validate --imports` checks
+    manifest.validate_imports()
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Translate", "Train"]
     assert isinstance(open_dock(viewer, "Translate"), TranslateDock)
     assert isinstance(open_dock(viewer, "Train"), TrainDock)
 

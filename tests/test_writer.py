@@ -64,6 +64,14 @@ def test_other_dtypes_are_kept(tmp_path, viewer):
         np.testing.assert_array_equal(tif.asarray(), difference)
 
 
+def test_one_layer_through_the_several_layers_writer_keeps_its_channels(tmp_path):
+    image = random_image((2, 16, 16))
+    write_image_layers(str(tmp_path / "one.tif"), [(image, {"name": "cells"}, "image")])
+    with tifffile.TiffFile(tmp_path / "one.tif") as tif:
+        assert tif.series[0].axes == "CYX"
+        np.testing.assert_array_equal(tif.asarray(), image)
+
+
 def test_layers_that_cannot_be_channels_of_one_file():
     layers = [(np.zeros((8, 8), np.uint16), {"name": "a"}, "image"),
               (np.zeros((9, 9), np.uint16), {"name": "b"}, "image")]

@@ -28,6 +28,8 @@ def write_image_layer(path: str, data, meta: dict) -> list[str]:
 
 def write_image_layers(path: str, layer_data: list[tuple]) -> list[str]:
     """napari's multi-layer writer: several image layers of one shape and dtype, one channel each, to one TIFF."""
+    if len(layer_data) == 1:  # napari offers this writer for one layer too: keep that layer's own channels
+        return write_image_layer(path, *layer_data[0][:2])
     stacks = [_as_stack(data, meta, single_channel=True) for data, meta, _ in layer_data]
     names = [meta.get("name", f"layer {i}") for i, (_, meta, _) in enumerate(layer_data)]
     if len({(s.shape, s.dtype) for s in stacks}) > 1 or any(meta.get("rgb") for _, meta, _ in layer_data):
