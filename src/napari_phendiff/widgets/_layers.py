@@ -130,7 +130,8 @@ def difference_layer(original: Image, difference: np.ndarray, kept_axes: list[in
                          translate=np.insert(placement["translate"], -2, 0.0),
                          axis_labels=[*placement["axis_labels"][:-2], "channel", *placement["axis_labels"][-2:]])
     return dict(data=difference, name=name, colormap=DIFFERENCE_COLORMAP, contrast_limits=(-limit, limit),
-                rgb=False, **placement, metadata={"phendiff": {**meta, "kind": "difference", "original": original.name}})
+                rgb=False, **placement,
+                metadata={"phendiff": {**meta, "kind": "difference", "original": original.name}})
 
 
 def _placement(original: Image, kept_axes: list[int]) -> dict:

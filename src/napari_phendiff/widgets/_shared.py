@@ -58,7 +58,7 @@ CHECKPOINTS.events.recent.connect(_save_recent)
 
 
 def connect_while_alive(signal, slot, widget: QWidget) -> None:
-    """Connect a psygnal signal to a widget's method until Qt deletes the widget (a dock closed with its viewer)."""
+    """Connect a psygnal signal or napari event to a widget's method until Qt deletes the widget."""
     signal.connect(slot)
     widget.destroyed.connect(partial(_disconnect, signal, slot))
 

@@ -15,14 +15,14 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel,
-                            QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QSpinBox,
+                            QVBoxLayout, QWidget)
 
 from ..core.checkpoint import MANIFEST, PhenDiffModel, load_checkpoint, read_manifest, resolve_checkpoint
 from ..core.errors import PhenDiffError
 from ..core.export import provenance
 from ..core.translate import DEFAULT_STEPS, iter_translate
+from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, connect_while_alive, device_combo,
                       explain_memory_errors, row, spin)
@@ -72,20 +72,12 @@ class TranslateDock(QWidget):
         self._run_key: tuple | None = None
         self._build()
         self._refresh_checkpoints()
-        self._refresh_layers()
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
         connect_while_alive(CHECKPOINTS.events.recent, self._refresh_checkpoints, self)
 
     # --- building ------------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.layer_list = QListWidget()
-        self.layer_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
-        self.layer_list.setMinimumHeight(60)
-        self.layer_list.setMaximumHeight(110)
-        self.layer_list.setToolTip("Tick the image layer to translate, or the layers that form the channels, in "
-                                   "the checkpoint's channel order (drag to reorder).")
-        self.layer_list.itemChanged.connect(self._guess_source)
+        self.layers = LayerPicker(self.viewer)
+        self.layers.itemChanged.connect(self._guess_source)
         self.checkpoint = QComboBox()
         self.checkpoint.currentIndexChanged.connect(self._load_manifest)
         browse = QPushButton("Browse…")
@@ -111,7 +103,7 @@ class TranslateDock(QWidget):
         self.status = QLabel(wordWrap=True)
 
         form = QFormLayout()
-        form.addRow("Image layers", self.layer_list)
+        form.addRow("Image layers", self.layers)
         form.addRow("Checkpoint", row(self.checkpoint, browse))
         form.addRow("", self.checkpoint_info)
         form.addRow("Source", self.source)
@@ -131,38 +123,13 @@ class TranslateDock(QWidget):
         self._set_running(False)
 
     # --- inputs --------------------------------------------------------------------------------------------------
-    def _refresh_layers(self, event=None) -> None:
-        """Keep one item per image layer, keeping the user's order and ticks; tick the active layer if none is."""
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        for index in reversed(range(self.layer_list.count())):
-            if self.layer_list.item(index).text() not in names:
-                self.layer_list.takeItem(index)
-        listed = {self.layer_list.item(index).text() for index in range(self.layer_list.count())}
-        for name in names:
-            if name not in listed:
-                item = QListWidgetItem(name)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Unchecked)
-                self.layer_list.addItem(item)
-        active = self.viewer.layers.selection.active
-        if not self.channel_layers() and self.layer_list.count():
-            name = active.name if isinstance(active, Image) else self.layer_list.item(0).text()
-            self.set_channel_layers([name])
-
     def channel_layers(self) -> list[Image]:
-        """The ticked layers, in the dock's order: one layer, or one layer per channel."""
-        items = [self.layer_list.item(index) for index in range(self.layer_list.count())]
-        ticked = [item.text() for item in items if item.checkState() == Qt.CheckState.Checked]
-        return [self.viewer.layers[name] for name in ticked if name in self.viewer.layers]
+        """The ticked layers: one layer, or one layer per channel in channel order."""
+        return self.layers.ticked()
 
     def set_channel_layers(self, names: list[str]) -> None:
-        """Tick exactly these layers, in this order (they move to the top of the list)."""
-        for index in range(self.layer_list.count()):
-            self.layer_list.item(index).setCheckState(Qt.CheckState.Unchecked)
-        for position, name in enumerate(names):
-            item = self.layer_list.findItems(name, Qt.MatchFlag.MatchExactly)[0]
-            self.layer_list.insertItem(position, self.layer_list.takeItem(self.layer_list.row(item)))
-            item.setCheckState(Qt.CheckState.Checked)
+        """Tick exactly these layers, in this order."""
+        self.layers.tick(names)
 
     def _guess_source(self, item=None) -> None:
         """A ticked layer named after a condition (as in the sample data) sets the source, the target the other."""
@@ -222,7 +189,7 @@ class TranslateDock(QWidget):
     # --- running -------------------------------------------------------------------------------------------------
     def request(self) -> tuple[ImageInput, TranslateRequest]:
         """Check the inputs and gather the pixels (main thread); raise PhenDiffError saying what to fix."""
-        self._refresh_layers()  # layers may have been renamed
+        self.layers.refresh()  # layers may have been renamed
         if self.manifest is None:
             self._load_manifest()
         if self.manifest is None:
