@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import napari
@@ -30,6 +30,7 @@ from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, default_checkpo
                       explain_memory_errors, row, spin)
 
 PREVIEW_STEPS = 20
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # the same defaults as `phendiff train`
 MEMORY_ADVICE = "Lower the batch size or the image size, or choose device cpu."
 
 
@@ -72,16 +73,19 @@ class TrainDock(QWidget):
         self.folder_info = QLabel(wordWrap=True)
         self.channel_names = QLineEdit(placeholderText="e.g. DNA, reporter (optional)")
         self.preset = QComboBox()
-        for name, spec in PRESETS.items():
+        for name in PRESETS:
             self.preset.addItem(f"pixel PhenDiff · {name}", name)
+        self.preset.setCurrentIndex(self.preset.findData(DEFAULTS["preset"]))
         self.preset.currentIndexChanged.connect(self._preset_changed)
-        self.image_size = spin(QSpinBox(), 8, 1024, 64, "Side of the square crops the model learns from (px).")
+        self.image_size = spin(QSpinBox(), 8, 1024, PRESETS[DEFAULTS["preset"]]["default_size"],
+                               "Side of the square crops the model learns from (px).")
         self.image_size.setSingleStep(8)
-        self.steps = spin(QSpinBox(), 1, 10_000_000, 5000, "Optimisation steps in total (a resumed run continues "
-                           "up to this number).")
-        self.batch_size = spin(QSpinBox(), 1, 1024, 16, "Images per step.")
-        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, 2e-4, "Peak learning rate.")
-        self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, 500, "Save a checkpoint (and previews) this often.")
+        self.steps = spin(QSpinBox(), 1, 10_000_000, DEFAULTS["steps"], "Optimisation steps in total (a resumed "
+                          "run continues up to this number).")
+        self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], "Images per step.")
+        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULTS["lr"], "Peak learning rate.")
+        self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, DEFAULTS["checkpoint_every"],
+                                     "Save a checkpoint (and previews) this often.")
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
         self.device = device_combo()
         self.out = QLineEdit(str(default_checkpoint_folder() / "new-model"))
