@@ -1,6 +1,6 @@
 """Re-create the demo checkpoint shipped in src/napari_phendiff/data/demo (reproducible: fixed seeds).
 
-    python scripts/train_demo.py --work /tmp/demo-work            # about 35 min on 2 CPU cores
+    python scripts/train_demo.py --work /tmp/demo-work            # about 25-40 min on 2 CPU cores
 
 Simulates the translocation phenotype (NF-kB-like reporter cytoplasmic when untreated, nuclear under TNFa), trains
 the `tiny` model on 48-px crops, and writes the EMA weights in float16 (a few MB) without the resume state.
@@ -22,7 +22,7 @@ SIMULATOR = {"phenotype": "translocation", "size": 96, "cell_diameter": 20.0, "n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for data and the full checkpoint")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--install", action="store_true", help="only copy --work's checkpoint into the package")
     args = parser.parse_args()
