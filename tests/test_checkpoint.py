@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 
@@ -73,6 +74,7 @@ def test_incomplete_or_foreign_folders_are_explained(tiny_checkpoint, tmp_path):
 
 
 def test_atomic_folder_leaves_old_checkpoint_on_failure(tmp_path):
+    os.umask(0o022)
     out = tmp_path / "ckpt"
     with atomic_folder(out) as folder:
         (folder / "a.txt").write_text("first")
@@ -81,6 +83,7 @@ def test_atomic_folder_leaves_old_checkpoint_on_failure(tmp_path):
             (folder / "a.txt").write_text("half")
             raise RuntimeError("crash while writing")
     assert (out / "a.txt").read_text() == "first"
+    assert out.stat().st_mode & 0o055 == 0o055 and (out / "a.txt").stat().st_mode & 0o044 == 0o044  # not private
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 
