@@ -74,10 +74,13 @@ def test_incomplete_or_foreign_folders_are_explained(tiny_checkpoint, tmp_path):
 
 
 def test_atomic_folder_leaves_old_checkpoint_on_failure(tmp_path):
-    os.umask(0o022)
     out = tmp_path / "ckpt"
-    with atomic_folder(out) as folder:
-        (folder / "a.txt").write_text("first")
+    previous = os.umask(0o022)
+    try:
+        with atomic_folder(out) as folder:
+            (folder / "a.txt").write_text("first")
+    finally:
+        os.umask(previous)
     with pytest.raises(RuntimeError):
         with atomic_folder(out) as folder:
             (folder / "a.txt").write_text("half")
