@@ -253,9 +253,8 @@ def _manifest(config, data, normalization, channel_names, schedule) -> dict:
 def _save(out: Path, unet, ema: EMAModel, optimizer, lr_scheduler, schedule: dict, manifest: dict, step: int):
     ema_unet = copy.deepcopy(unet).float()
     ema.copy_to(ema_unet.parameters())
-    scheduler_config = {k: v for k, v in schedule.items()}
     with atomic_folder(out) as folder:
-        write_checkpoint(folder, ema_unet, scheduler_config, manifest)
+        write_checkpoint(folder, ema_unet, schedule, manifest)
         save_training_state(folder / "training", unet.state_dict(), optimizer, lr_scheduler,
                             {"step": step, "ema_step": ema.optimization_step})
 
