@@ -6,17 +6,12 @@ One layer gives one file with its own channels; several layers (say the channel 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import tifffile
 
 from . import __version__
 from .core.errors import PhenDiffError
 from .core.images import MAX_CHANNELS, write_image
 from .widgets._layers import CHANNEL_LABELS
-
-IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
 def write_image_layer(path: str, data, meta: dict) -> list[str]:
@@ -65,14 +60,4 @@ def _provenance(metas: list[dict]) -> dict:
 
 def _write(path: str, stack: np.ndarray, channel_names, provenance: dict) -> str:
     channel_names = list(channel_names) if channel_names and len(channel_names) == stack.shape[1] else None
-    if len(stack) == 1 and stack.dtype in IMAGEJ_DTYPES:
-        return str(write_image(path, stack[0], channel_names=channel_names, provenance=provenance))
-    # core's write_image takes one CYX image; stacks, and dtypes ImageJ lacks, keep their exact shape here
-    axes = "".join(a for a, n in zip("TC", stack.shape) if n > 1) + "YX"
-    array = stack.reshape([n for a, n in zip("TCYX", stack.shape) if a in axes])
-    info = json.dumps(provenance, default=str)
-    if stack.dtype in IMAGEJ_DTYPES:
-        tifffile.imwrite(path, array, imagej=True, metadata={"axes": axes, "Info": info})
-    else:
-        tifffile.imwrite(path, array, metadata={"axes": axes, "provenance": info})
-    return str(path)
+    return str(write_image(path, stack, channel_names=channel_names, provenance=provenance))

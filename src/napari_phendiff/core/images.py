@@ -173,25 +173,30 @@ def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str] | None = None,
                 provenance: dict | None = None) -> Path:
-    """Write a (C, Y, X) image as an ImageJ-compatible TIFF (C axis, dtype kept) with provenance metadata.
+    """Write a (Y, X) or (C, Y, X) image, or a (T, C, Y, X) stack, as an ImageJ-compatible TIFF with provenance.
 
-    ImageJ hyperstacks hold only uint8, uint16 and float32; other dtypes are written as a plain TIFF with the
-    same metadata so nothing is silently converted. The file appears only once it is complete.
+    Channels are the C axis, the dtype is kept, size-1 axes are left out. ImageJ hyperstacks hold only uint8,
+    uint16 and float32; other dtypes are written as a plain TIFF with the same metadata so nothing is silently
+    converted. The file appears only once it is complete.
     """
     path = Path(path)
     image = np.asarray(image)
-    if image.ndim == 2:
+    while image.ndim < 4:
         image = image[None]
+    if image.ndim != 4:
+        raise DataError(f"{path}: cannot write an array of shape {image.shape}; give (C, Y, X) or (T, C, Y, X).")
+    axes = "".join(a for a, n in zip("TC", image.shape) if n > 1) + "YX"
+    array = image.reshape([n for a, n in zip("TCYX", image.shape) if a in axes])
     info = json.dumps(provenance or {}, default=str)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        if image.dtype in (np.uint8, np.uint16, np.float32):
-            metadata = {"axes": "CYX", "Info": info}
-            if channel_names:
+        if array.dtype in (np.uint8, np.uint16, np.float32):
+            metadata = {"axes": axes, "Info": info}
+            if channel_names and "C" in axes:
                 metadata["Labels"] = list(channel_names)
-            tifffile.imwrite(tmp, image, imagej=True, metadata=metadata)
+            tifffile.imwrite(tmp, array, imagej=True, metadata=metadata)
         else:
-            tifffile.imwrite(tmp, image, metadata={"axes": "CYX", "provenance": info})
+            tifffile.imwrite(tmp, array, metadata={"axes": axes, "provenance": info})
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
