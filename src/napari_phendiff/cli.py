@@ -59,8 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     p = command("train", "Train a PhenDiff model on a folder with one subfolder of images per condition.")
     p.add_argument("data", type=Path, help="labelled folder: DATA/<condition>/*.tif")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--model", default="pixel", choices=["pixel", "latent", "cyclegan"],
+                   help="pixel: PhenDiff, trained from scratch (default); latent: Phen-LDiff, fine-tunes a pre-trained "
+                        "Stable Diffusion (--base); cyclegan: the CycleGAN baseline")
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"],
-                   help="model size: tiny (4M parameters, CPU), small (16M), paper (63M, GPU)")
+                   help="pixel model size: tiny (4M parameters, CPU), small (16M), paper (63M, GPU)")
+    p.add_argument("--base", help="latent: pre-trained Stable Diffusion folder (diffusers layout) or hub id")
+    p.add_argument("--adapter", default="lora", choices=["lora", "svdiff", "attention", "full"],
+                   help="latent: what to fine-tune (default lora)")
+    p.add_argument("--rank", type=int, default=4, help="latent: LoRA rank (default 4)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="latent: less memory, slower steps")
     p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128)")
     p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
     p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
@@ -140,8 +148,9 @@ def _simulate(args) -> None:
 def _train(args) -> None:
     from .core.train import TrainConfig, iter_train
 
-    config = TrainConfig(data=args.data, out=args.out, preset=args.preset, image_size=args.image_size,
-                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    config = TrainConfig(data=args.data, out=args.out, model=args.model, preset=args.preset, base=args.base,
+                         adapter=args.adapter, rank=args.rank, gradient_checkpointing=args.gradient_checkpointing,
+                         image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, device=args.device, resize=args.resize,
                          mixed_precision=args.mixed_precision, resume=args.resume, num_workers=args.num_workers,
                          channel_names=args.channel_names)

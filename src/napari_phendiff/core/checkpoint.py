@@ -25,12 +25,19 @@ from safetensors.torch import load_file, save_file
 from .device import get_device
 from .errors import CheckpointError
 from .images import Normalization
+from .models.pixel import size_multiple
 
 FORMAT_VERSION = 1
 MANIFEST = "phendiff.json"
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "demo"
 NAMED_CHECKPOINTS = {"demo": DEMO_CHECKPOINT}
+# What each model kind must hold, besides the manifest.
+REQUIRED_FILES = {
+    "pixel": ["unet/diffusion_pytorch_model.safetensors", "unet/config.json", "scheduler/scheduler_config.json"],
+    "latent": ["scheduler/scheduler_config.json"],
+    "cyclegan": ["cyclegan.safetensors"],
+}
 
 
 @dataclass
@@ -45,6 +52,7 @@ class PhenDiffModel:
     normalization: Normalization
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
+    kind = "pixel"
 
     @property
     def channels(self) -> int:
@@ -65,6 +73,27 @@ class PhenDiffModel:
                 f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
             )
         return self.conditions.index(name)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be a multiple of this (the UNet halves the resolution at each level)."""
+        return size_multiple(self.unet)
+
+    # The three methods translate.py needs from a diffusion model. A pixel model diffuses the normalised image
+    # itself; a latent model (models/latent.py) encodes it with a VAE and conditions through embeddings.
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of the noise from which n new images are generated."""
+        return (n, self.channels, self.image_size, self.image_size)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (noise or v, as the scheduler config says) for conditions `labels`."""
+        return self.unet(x, t, class_labels=labels).sample
 
     def release(self) -> None:
         """Move the weights off the GPU and return its memory to the driver."""
@@ -101,10 +130,13 @@ def read_manifest(path: str | Path) -> dict:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{manifest_path}: format version {version!r}, this napari-phendiff reads version "
                               f"{FORMAT_VERSION}. Upgrade napari-phendiff, or re-train with this version.")
-    for sub, needed in (("unet", "diffusion_pytorch_model.safetensors"), ("unet", "config.json"),
-                        ("scheduler", "scheduler_config.json")):
-        if not (path / sub / needed).is_file():
-            raise CheckpointError(f"{path}: {sub}/{needed} is missing; the checkpoint is incomplete (was it "
+    kind = manifest.get("kind", "pixel")
+    if kind not in REQUIRED_FILES:
+        raise CheckpointError(f"{manifest_path}: unknown model kind {kind!r} (this napari-phendiff knows "
+                              f"{', '.join(REQUIRED_FILES)}). Upgrade napari-phendiff.")
+    for needed in REQUIRED_FILES[kind]:
+        if not (path / needed).is_file():
+            raise CheckpointError(f"{path}: {needed} is missing; the checkpoint is incomplete (was it "
                                   "copied while training was writing it?). Copy it again or re-train.")
     return manifest
 
@@ -120,10 +152,22 @@ def refuse_pickles(path: Path) -> None:
         )
 
 
-def load_checkpoint(path_or_name: str | Path = "demo", device: str | torch.device = "auto") -> PhenDiffModel:
-    """Load a checkpoint folder (or the shipped "demo") for translation, with its EMA weights in eval mode."""
+def load_checkpoint(path_or_name: str | Path = "demo", device: str | torch.device = "auto"):
+    """Load a checkpoint folder (or the shipped "demo") for translation, with its EMA weights in eval mode.
+
+    Returns a PhenDiffModel (pixel diffusion), a LatentModel (Phen-LDiff) or a CycleGANModel, by the manifest's kind.
+    """
     path = resolve_checkpoint(path_or_name)
     manifest = read_manifest(path)
+    kind = manifest.get("kind", "pixel")
+    if kind == "latent":
+        from .models.latent import load_latent
+
+        return load_latent(path, manifest, get_device(device))
+    if kind == "cyclegan":
+        from .models.cyclegan import load_cyclegan
+
+        return load_cyclegan(path, manifest, get_device(device))
     unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True).float()
     unet.to(get_device(device)).eval().requires_grad_(False)
     scheduler_config = dict(DDIMScheduler.load_config(path / "scheduler"))

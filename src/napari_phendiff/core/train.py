@@ -32,12 +32,16 @@ from .images import Normalization
 from .models.pixel import PRESETS, SCHEDULE_DEFAULTS, build_unet
 
 
+MODELS = ("pixel", "latent", "cyclegan")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; stored in the checkpoint's manifest."""
 
     data: Path
     out: Path
+    model: str = "pixel"                   # pixel (PhenDiff) | latent (Phen-LDiff) | cyclegan (baseline)
     preset: str = "tiny"
     image_size: int | None = None          # None: the preset's default
     steps: int = 5000
@@ -56,11 +60,17 @@ class TrainConfig:
     resume: bool = False
     num_workers: int = 0
     channel_names: list[str] | None = None
+    base: str | None = None                # latent: the pre-trained Stable Diffusion folder or hub id
+    adapter: str = "lora"                  # latent: lora | svdiff | attention | full
+    rank: int = 4                          # latent: LoRA rank
+    gradient_checkpointing: bool = False   # latent: trade compute for memory
     schedule: dict = field(default_factory=dict)   # overrides of models.pixel.SCHEDULE_DEFAULTS
     metadata: dict = field(default_factory=dict)   # free-form, copied into the manifest (e.g. how data was made)
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown model {self.model!r}: choose one of {', '.join(MODELS)}.")
         if self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}.")
         if self.image_size is None:
@@ -92,6 +102,11 @@ def train(config: TrainConfig) -> Path:
 
 def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
     """Train step by step. Closing the generator (a Stop button, Ctrl-C) saves a resumable checkpoint first."""
+    if config.model == "cyclegan":
+        from .train_cyclegan import iter_train_cyclegan
+
+        yield from iter_train_cyclegan(config)
+        return
     from accelerate import Accelerator
 
     device = get_device(config.device)

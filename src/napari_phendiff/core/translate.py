@@ -28,7 +28,6 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from .checkpoint import PhenDiffModel
 from .errors import DataError
 from .images import check_finite
-from .models.pixel import size_multiple
 
 DEFAULT_STEPS = 50
 TILE_OVERLAP = 0.25
@@ -80,12 +79,13 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
     target_indices = [model.condition_index(t) for t in targets]
     stack, restore = _as_stack(images, model)
     scaled = model.normalization.forward(stack)
-    padded, (height, width) = _pad(scaled, model.image_size if tiles else 0, size_multiple(model.unet))
+    padded, (height, width) = _pad(scaled, model.image_size if tiles else 0, model.size_multiple)
     windows = _windows(padded.shape[-2:], model.image_size, tiles)
     jobs = [(n, window) for n in range(len(padded)) for window in windows]
     batch_size = batch_size or default_batch_size(model.device)
     batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
-    total = len(batches) * steps * (1 + len(targets))
+    direct = model.kind == "cyclegan"  # a direct mapping: one step per target, no inversion
+    total = len(batches) * (len(targets) if direct else steps * (1 + len(targets)))
 
     ramp = _blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
@@ -94,13 +94,15 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
     done = 0
     for batch in batches:
         clean = torch.from_numpy(np.stack([padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
-        inversion = invert(model, clean.to(model.device), source_index, steps)
-        noise = yield from _count(inversion, "invert", done, total, None)
-        done += steps
-        for name, index in zip(targets, target_indices):
-            generation = generate(model, noise, index, steps, guidance=guidance, eta=eta, generator=generator)
-            out = (yield from _count(generation, "generate", done, total, name)).float().cpu().numpy()
-            done += steps
+        clean = clean.to(model.device)
+        if direct:
+            work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total)
+        else:
+            work = _diffusion_batch(model, clean, source_index, targets, target_indices, steps, done, total,
+                                    guidance=guidance, eta=eta, generator=generator)
+        outs = yield from work
+        done = outs.pop(None)
+        for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
                 canvas[name][n, :, y:y + h, x:x + w] += tile * ramp
         for n, (y, x, h, w) in batch:
@@ -110,6 +112,36 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
         blended = (canvas[name] / weight)[..., :height, :width]
         results[name] = restore(model.normalization.inverse(blended, stack.dtype))
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target])
+
+
+def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], steps: int,
+                     done: int, total: int, **generation_options):
+    """Invert one batch under the source condition, regenerate it under each target: yields events, returns
+    {target: array} plus the new step count under the key None."""
+    with torch.inference_mode():
+        start = model.encode(clean)
+    noise = yield from _count(invert(model, start, source, steps), "invert", done, total, None)
+    done += steps
+    outs = {}
+    for name, index in zip(targets, indices):
+        generation = generate(model, noise, index, steps, **generation_options)
+        end = yield from _count(generation, "generate", done, total, name)
+        with torch.inference_mode():
+            outs[name] = model.decode(end).float().cpu().numpy()
+        done += steps
+    return {**outs, None: done}
+
+
+def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], done: int,
+                  total: int):
+    """A direct mapping (CycleGAN's generators): one step per target."""
+    outs = {}
+    for name, index in zip(targets, indices):
+        with torch.inference_mode():
+            outs[name] = model.map(clean, source, index).float().cpu().numpy()
+        done += 1
+        yield TranslateEvent("generate", done, total, name)
+    return {**outs, None: done}
 
 
 def _count(steps_iter, phase: str, offset: int, total: int, target: str | None):
@@ -131,7 +163,7 @@ def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int):
     scheduler.set_timesteps(steps, device=x.device)
     labels = torch.full((x.shape[0],), condition, device=x.device)
     for t in scheduler.timesteps:
-        eps = model.unet(x, t, class_labels=labels).sample
+        eps = model.predict(x, t, labels)
         x = scheduler.step(eps, t, x).prev_sample
         yield
     return x
@@ -151,10 +183,10 @@ def generate(model: PhenDiffModel, noise: torch.Tensor, condition: int, steps: i
     x = noise
     for t in scheduler.timesteps:
         if guided:
-            eps_cond, eps_null = model.unet(torch.cat([x, x]), t, class_labels=labels).sample.chunk(2)
+            eps_cond, eps_null = model.predict(torch.cat([x, x]), t, labels).chunk(2)
             eps = eps_null + guidance * (eps_cond - eps_null)
         else:
-            eps = model.unet(x, t, class_labels=labels).sample
+            eps = model.predict(x, t, labels)
         variance_noise = None
         if eta > 0:
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
@@ -169,10 +201,13 @@ def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = DEF
 
     What the model has learned a condition looks like: used for training previews, not for translation.
     """
+    if model.kind == "cyclegan":
+        raise ValueError("A CycleGAN maps images between conditions; it cannot generate new ones from noise.")
     generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (n, model.channels, model.image_size, model.image_size)
-    noise = torch.randn(shape, generator=generator).to(model.device)
-    clean = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
+    noise = torch.randn(model.noise_shape(n), generator=generator).to(model.device)
+    latent = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
+    with torch.inference_mode():
+        clean = model.decode(latent)
     return model.normalization.inverse(clean.float().cpu().numpy(), model.normalization.dtype)
 
 
