@@ -15,6 +15,10 @@ EXAMPLES = {
     "translate": "phendiff translate my-model cells/untreated/*.tif --source untreated --target TNFa --out translated\n"
                  "  phendiff translate demo image.tif --source untreated --target TNFa --target untreated --out out",
     "demo": "phendiff demo --out phendiff-demo",
+    "evaluate": "phendiff evaluate my-model held-out --source untreated --target TNFa --out report\n"
+                "  phendiff evaluate my-model held-out --source untreated --target TNFa --out report "
+                "--truth held-out_truth   # simulated data",
+    "generalization": "phendiff generalization cells --out gen --n-per-class 50 --steps 4000",
 }
 
 
@@ -59,28 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("train", "Train a PhenDiff model on a folder with one subfolder of images per condition.")
     p.add_argument("data", type=Path, help="labelled folder: DATA/<condition>/*.tif")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    p.add_argument("--model", default="pixel", choices=["pixel", "latent", "cyclegan"],
-                   help="pixel: PhenDiff, trained from scratch (default); latent: Phen-LDiff, fine-tunes a pre-trained "
-                        "Stable Diffusion (--base); cyclegan: the CycleGAN baseline")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"],
-                   help="pixel model size: tiny (4M parameters, CPU), small (16M), paper (63M, GPU)")
-    p.add_argument("--base", help="latent: pre-trained Stable Diffusion folder (diffusers layout) or hub id")
-    p.add_argument("--adapter", default="lora", choices=["lora", "svdiff", "attention", "full"],
-                   help="latent: what to fine-tune (default lora)")
-    p.add_argument("--rank", type=int, default=4, help="latent: LoRA rank (default 4)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="latent: less memory, slower steps")
-    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128)")
-    p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    _model_options(p)
     p.add_argument("--checkpoint-every", type=int, default=500, help="save every N steps (default 500)")
-    p.add_argument("--resize", action="store_true", help="scale whole images to the model size instead of cropping")
-    p.add_argument("--channel-names", nargs="+", help="names of the channels, in order (e.g. DNA reporter)")
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the training saved in --out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.set_defaults(run=_train)
 
     p = command("translate", "Translate images from a source condition to one or more target conditions.")
@@ -92,12 +77,74 @@ def _parser() -> argparse.ArgumentParser:
     _translation_options(p)
     p.set_defaults(run=_translate)
 
+    p = command("evaluate", "Score translations of held-out images: FID/KID, precision/recall, cycle loss, "
+                            "classifier rate, per-cell measurements; writes a report.")
+    p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
+    p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
+    p.add_argument("--source", required=True, help="condition of the images to translate")
+    p.add_argument("--target", required=True, help="condition to translate them to")
+    p.add_argument("--out", type=Path, required=True, help="report folder to create")
+    p.add_argument("--features", default="classifier",
+                   help="feature extractor for FID/KID/precision/recall: 'classifier' (default, offline: trained on "
+                        "DATA's real images) or 'inception:PATH' (local Inception-v3 weights, needs torch-fidelity)")
+    p.add_argument("--truth", type=Path, help="ground-truth folder of simulated DATA (DATA_truth): adds "
+                                               "phenotype_transfer and identity_iou")
+    p.add_argument("--n", type=int, help="translate only the first N source images (default: all)")
+    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
+    _translation_options(p)
+    p.set_defaults(run=_evaluate)
+
+    p = command("generalization", "Memorisation vs generalisation: train two models on disjoint subsets and "
+                                  "compare what they generate from the same seeds.")
+    p.add_argument("data", type=Path, help="labelled folder with at least 2 x N images per condition")
+    p.add_argument("--out", type=Path, required=True, help="report folder to create (the two models go inside)")
+    p.add_argument("--n-per-class", type=int, required=True, help="training images per condition for each model")
+    p.add_argument("--n-samples", type=int, default=16, help="images generated per condition (default 16)")
+    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps for generating (default 50)")
+    _model_options(p)
+    p.set_defaults(run=_generalization)
+
     p = command("demo", "Translate simulated cells with the shipped demo model (offline, CPU, a few minutes).")
     p.add_argument("--out", type=Path, default=Path("phendiff-demo"), help="output folder (default phendiff-demo)")
     p.add_argument("--n", type=int, default=3, help="images per condition (default 3)")
     _translation_options(p)
     p.set_defaults(run=_demo)
     return parser
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """What model to train and how: shared by `train` and `generalization`."""
+    p.add_argument("--model", default="pixel", choices=["pixel", "latent", "cyclegan"],
+                   help="pixel: PhenDiff, trained from scratch (default); latent: Phen-LDiff, fine-tunes a pre-trained "
+                        "Stable Diffusion (--base); cyclegan: the CycleGAN baseline")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"],
+                   help="model size: pixel tiny (4M parameters, CPU), small (16M), paper (63M, GPU); cyclegan "
+                        "tiny/small/paper = 16/32/64 filters (paper: the original; use --batch-size 1-4)")
+    p.add_argument("--base", help="latent: pre-trained Stable Diffusion folder (diffusers layout) or hub id")
+    p.add_argument("--adapter", default="lora", choices=["lora", "svdiff", "attention", "full"],
+                   help="latent: what to fine-tune (default lora)")
+    p.add_argument("--rank", type=int, default=4, help="latent: LoRA rank (default 4)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="latent: less memory, slower steps")
+    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128)")
+    p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    p.add_argument("--resize", action="store_true", help="scale whole images to the model size instead of cropping")
+    p.add_argument("--channel-names", nargs="+", help="names of the channels, in order (e.g. DNA reporter)")
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+
+
+def _train_config(args, data: Path, out: Path, **extra):
+    from .core.train import TrainConfig
+
+    return TrainConfig(data=data, out=out, model=args.model, preset=args.preset, base=args.base,
+                       adapter=args.adapter, rank=args.rank, gradient_checkpointing=args.gradient_checkpointing,
+                       image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, device=args.device, resize=args.resize, mixed_precision=args.mixed_precision,
+                       num_workers=args.num_workers, channel_names=args.channel_names, **extra)
 
 
 def _translation_options(p: argparse.ArgumentParser) -> None:
@@ -146,14 +193,9 @@ def _simulate(args) -> None:
 
 
 def _train(args) -> None:
-    from .core.train import TrainConfig, iter_train
+    from .core.train import iter_train
 
-    config = TrainConfig(data=args.data, out=args.out, model=args.model, preset=args.preset, base=args.base,
-                         adapter=args.adapter, rank=args.rank, gradient_checkpointing=args.gradient_checkpointing,
-                         image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, device=args.device, resize=args.resize,
-                         mixed_precision=args.mixed_precision, resume=args.resume, num_workers=args.num_workers,
-                         channel_names=args.channel_names)
+    config = _train_config(args, args.data, args.out, checkpoint_every=args.checkpoint_every, resume=args.resume)
     bar = None
     events = iter_train(config)
     try:
@@ -189,6 +231,41 @@ def _translate(args) -> None:
         for target, translated in results.items():
             meta = provenance(model, args.source, target, args.steps, args.seed, args.guidance, path)
             print(write_translation(args.out, path.stem, target, translated, model, meta))
+
+
+def _evaluate(args) -> None:
+    from .core.evaluate import METRIC_KEYS, evaluate
+
+    results = evaluate(args.checkpoint, args.data, args.source, args.target, args.out, features=args.features,
+                       truth=args.truth, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
+                       batch_size=args.batch_size, device=args.device, classifier_steps=args.classifier_steps,
+                       progress=_TranslationBar)
+    keys = [*METRIC_KEYS, "phenotype_transfer", "identity_iou"]
+    print(f"features: {results['features']}")
+    print("\n".join(f"{key}: {results[key]:.4g}" for key in keys if key in results))
+    print(f"report: {args.out / 'report.html'}")
+
+
+def _generalization(args) -> None:
+    from .core.generalization import generalization
+
+    bars = {}
+
+    def show(name: str, event) -> None:
+        if event.kind == "start":
+            bars[name] = _progress(event.total, f"training model {name}")
+            bars[name].update(event.step)
+        elif event.kind == "step":
+            bars[name].update(1)
+        elif event.kind == "done":
+            bars[name].close()
+
+    config = _train_config(args, args.data, args.out)
+    results = generalization(args.data, args.out, args.n_per_class, config, n_samples=args.n_samples,
+                             steps=args.sample_steps, seed=args.seed, on_train_event=show)
+    print(f"same-seed similarity (generalisation -> 1): {results['same_seed_similarity_median']:.3f}")
+    print(f"nearest-training similarity (memorisation -> 1): {results['nearest_training_similarity_median']:.3f}")
+    print(f"{results['verdict']}\nreport: {args.out}")
 
 
 def _demo(args) -> None:

@@ -14,15 +14,18 @@ from .images import write_image
 
 def provenance(model: PhenDiffModel, source: str, target: str, steps: int, seed: int,
                guidance: float | None, input_path: str | Path | None = None) -> dict:
-    """What a translated image needs to be reproduced: checkpoint, conditions and settings."""
+    """What a translated image needs to be reproduced: checkpoint, conditions and settings.
+
+    A direct mapping (CycleGAN) has no steps, seed or guidance, so none are recorded for it.
+    """
+    settings = {} if model.kind == "cyclegan" else {"steps": steps, "seed": seed, "guidance": guidance}
     return {
         "software": f"napari-phendiff {__version__}",
         "checkpoint": str(model.path),
+        "model": model.kind,
         "source": source,
         "target": target,
-        "steps": steps,
-        "seed": seed,
-        "guidance": guidance,
+        **settings,
         "input": str(input_path) if input_path else None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,172 @@
+"""`phendiff generalization`: does a model generalise, or does it memorise its training images?
+
+The analysis of the Phen-LDiff paper (after Kadkhodaie et al.): train two models on disjoint subsets of K images per
+condition, then generate from the same seeds with both.
+- Generalisation: when the two models learned the same distribution, they map the same noise to nearly the same
+  image, so the similarity of same-seed images is near 1 even though they never saw a common image.
+- Memorisation: a model that memorised its training set returns copies of it, so the similarity of each generated
+  image to its nearest training image is near 1 (and the two models disagree, having memorised different images).
+Similarity is the cosine similarity of mean-centred images (Pearson correlation of pixels), so the uniform dark
+background does not make every pair look alike.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .checkpoint import atomic_folder, load_checkpoint
+from .dataset import scan_folder
+from .errors import DataError
+from .images import read_image
+from .train import TrainConfig, TrainEvent, iter_train
+from .translate import DEFAULT_STEPS, sample
+
+
+def generalization(data: str | Path, out: str | Path, n_per_class: int, config: TrainConfig, *, n_samples: int = 16,
+                   steps: int = DEFAULT_STEPS, seed: int = 0,
+                   on_train_event: Callable[[str, TrainEvent], None] | None = None) -> dict:
+    """Train two models (settings from `config`, its data/out ignored) on disjoint subsets of `n_per_class` images
+    per condition of `data`, generate `n_samples` images per condition from the same seeds, and write histograms
+    and a JSON summary into `out` (with the two models in out/model_a and out/model_b).
+
+    `on_train_event(name, event)` is called with every training event of model "a" and "b".
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not empty; choose a new folder or delete this one.")
+    if config.model == "cyclegan":
+        raise DataError("The generalization analysis generates images from noise, which a CycleGAN cannot do; use "
+                        "--model pixel or --model latent.")
+    folder = scan_folder(data)
+    subsets = _disjoint_subsets(folder, n_per_class, seed)
+    work = out.with_name(f".{out.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    models = {}
+    for name, files in subsets.items():
+        subset = work / f"data_{name}"
+        for condition, paths in files.items():
+            (subset / condition).mkdir(parents=True)
+            for path in paths:
+                shutil.copy2(path, subset / condition / path.name)
+        run = replace(config, data=subset, out=work / f"model_{name}", resume=False)
+        for event in iter_train(run):
+            if on_train_event is not None:
+                on_train_event(name, event)
+        models[name] = load_checkpoint(run.out, device=config.device)
+
+    reference = models["a"].normalization  # one intensity scale for every image compared
+    results, same_seed, nearest = {"conditions": {}}, {}, {}
+    for condition in folder.conditions:
+        generated = {name: reference.forward(sample(model, condition, n_samples, steps=steps, seed=seed))
+                     for name, model in models.items()}
+        same_seed[condition] = _similarity(generated["a"], generated["b"])
+        nearest[condition] = {name: _nearest_training(generated[name], [reference.forward(read_image(p))
+                                                                          for p in subsets[name][condition]])
+                              for name in models}
+        results["conditions"][condition] = {
+            "same_seed_similarity_median": float(np.median(same_seed[condition])),
+            "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
+        }
+    all_same = np.concatenate(list(same_seed.values()))
+    all_nearest = np.concatenate([v for per in nearest.values() for v in per.values()])
+    results.update({
+        "same_seed_similarity_median": float(np.median(all_same)),
+        "nearest_training_similarity_median": float(np.median(all_nearest)),
+        "verdict": _verdict(float(np.median(all_same)), float(np.median(all_nearest))),
+        "n_per_class": n_per_class, "n_samples_per_condition": n_samples, "steps": steps, "seed": seed,
+        "model": config.model, "training": {"steps": config.steps, "preset": config.preset,
+                                            "image_size": config.image_size, "adapter": config.adapter},
+        "data": str(Path(data).resolve()),
+        "similarity": "cosine similarity of mean-centred images, in model a's normalised units",
+    })
+    try:
+        with atomic_folder(out) as final:
+            (final / "generalization.json").write_text(json.dumps(results, indent=2))
+            np.savez(final / "similarities.npz", same_seed=all_same, nearest_training=all_nearest)
+            _histograms(final / "generalization.png", all_same, all_nearest, results)
+            for name in models:
+                shutil.move(str(work / f"model_{name}"), final / f"model_{name}")
+                shutil.move(str(work / f"data_{name}"), final / f"data_{name}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _disjoint_subsets(folder, n_per_class: int, seed: int) -> dict[str, dict[str, list[Path]]]:
+    short = {c: len(f) for c, f in folder.files.items() if len(f) < 2 * n_per_class}
+    if n_per_class < 1 or short:
+        listing = ", ".join(f"{c}: {k}" for c, k in short.items())
+        raise DataError(f"{folder.root}: two disjoint subsets of {n_per_class} images per condition need "
+                        f"{2 * n_per_class} per condition ({listing}). Lower --n-per-class.")
+    rng = np.random.default_rng(seed)
+    subsets = {"a": {}, "b": {}}
+    for condition, files in folder.files.items():
+        order = rng.permutation(len(files))
+        subsets["a"][condition] = [files[i] for i in order[:n_per_class]]
+        subsets["b"][condition] = [files[i] for i in order[n_per_class:2 * n_per_class]]
+    return subsets
+
+
+def _centred(images: np.ndarray) -> np.ndarray:
+    flat = np.asarray(images, np.float64).reshape(len(images), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of mean-centred images, pair by pair."""
+    return np.sum(_centred(a) * _centred(b), axis=1)
+
+
+def _nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.ndarray:
+    """For each generated (C, S, S) image, the highest similarity to any S x S window of any training image
+    (stride S/4, the four rotations and their mirrors: training saw crops under those augmentations)."""
+    size = generated.shape[-1]
+    stride = max(1, size // 4)
+    windows = []
+    for image in training:
+        for y in range(0, image.shape[1] - size + 1, stride):
+            for x in range(0, image.shape[2] - size + 1, stride):
+                crop = image[:, y:y + size, x:x + size]
+                for k in range(4):
+                    rotated = np.rot90(crop, k, axes=(1, 2))
+                    windows += [rotated, rotated[:, :, ::-1]]
+    if not windows:
+        raise DataError(f"Training images are smaller than the generated images ({size} px).")
+    bank = _centred(np.stack(windows))
+    return (_centred(generated) @ bank.T).max(axis=1)
+
+
+def _verdict(same_seed: float, nearest: float) -> str:
+    if same_seed > nearest:
+        return "generalises: the two models agree with each other more than with any training image"
+    return "memorises: generated images resemble training images more than the other model's images"
+
+
+def _histograms(path: Path, same_seed: np.ndarray, nearest: np.ndarray, results: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    bins = np.linspace(-0.2, 1, 49)
+    axes[0].hist(same_seed, bins=bins, color="tab:blue")
+    axes[0].set_title(f"model a vs model b, same seed\nmedian {np.median(same_seed):.3f} (generalisation → 1)",
+                      fontsize=9)
+    axes[1].hist(nearest, bins=bins, color="tab:red")
+    axes[1].set_title(f"generated vs nearest training image\nmedian {np.median(nearest):.3f} (memorisation → 1)",
+                      fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("cosine similarity (mean-centred)")
+    fig.suptitle(f"{results['model']} model, {results['n_per_class']} training images per condition", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
