@@ -35,7 +35,7 @@ NAMED_CHECKPOINTS = {"demo": DEMO_CHECKPOINT}
 # What each model kind must hold, besides the manifest.
 REQUIRED_FILES = {
     "pixel": ["unet/diffusion_pytorch_model.safetensors", "unet/config.json", "scheduler/scheduler_config.json"],
-    "latent": ["scheduler/scheduler_config.json"],
+    "latent": ["scheduler/scheduler_config.json", "conditions.safetensors"],
     "cyclegan": ["cyclegan.safetensors"],
 }
 

@@ -1,7 +1,9 @@
 """The Train dock: a labelled folder and a few options in, core.train.iter_train run in napari's thread_worker.
 
-The same training loop as `phendiff train`; the dock adds a loss curve, an ETA, and sample images generated from
-each checkpoint (core.translate.sample) shown as layers. Stop closes the loop, which saves a resumable checkpoint.
+The same training loop and choices as `phendiff train`: the pixel model (preset), the latent model (Stable Diffusion
+base folder, adapter, LoRA rank) or the CycleGAN baseline. The dock adds a loss curve, an ETA, and sample images
+generated from each checkpoint of a diffusion model (core.translate.sample) shown as layers. Stop closes the loop,
+which saves a resumable checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import napari
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..core.checkpoint import load_checkpoint, read_manifest
 from ..core.dataset import scan_folder
 from ..core.errors import PhenDiffError
+from ..core.models.adapters import ADAPTERS
+from ..core.models.latent import native_image_size
 from ..core.models.pixel import PRESETS
 from ..core.train import TrainConfig, TrainEvent, iter_train
 from ..core.translate import sample
@@ -31,7 +36,19 @@ from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, default_checkpo
 
 PREVIEW_STEPS = 20
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # the same defaults as `phendiff train`
-MEMORY_ADVICE = "Lower the batch size or the image size, or choose device cpu."
+MEMORY_ADVICE = ("Lower the batch size or the image size, or choose device cpu; for the latent model, tick "
+                 "gradient checkpointing or choose the lora adapter.")
+MODELS = {
+    "pixel": "pixel: PhenDiff, trained from scratch",
+    "latent": "latent: Phen-LDiff, fine-tunes Stable Diffusion",
+    "cyclegan": "cyclegan: the CycleGAN baseline",
+}
+ADAPTER_TIPS = {
+    "lora": "low-rank updates of the attention layers: few weights, little memory (tens to hundreds of images)",
+    "svdiff": "shifts of the singular values of every weight: fewest weights (tens of images)",
+    "attention": "the attention layers themselves (hundreds of images)",
+    "full": "every UNet weight: most memory (thousands of images)",
+}
 
 
 @dataclass(frozen=True)
@@ -72,11 +89,19 @@ class TrainDock(QWidget):
         self.data.editingFinished.connect(self.check_folder)
         self.folder_info = QLabel(wordWrap=True)
         self.channel_names = QLineEdit(placeholderText="e.g. DNA, reporter (optional)")
+        self.model = QComboBox()
+        for name, text in MODELS.items():
+            self.model.addItem(text, name)
+        self.model.setCurrentIndex(self.model.findData(DEFAULTS["model"]))
+        self.model.currentIndexChanged.connect(self._model_changed)
         self.preset = QComboBox()
         for name in PRESETS:
-            self.preset.addItem(f"pixel PhenDiff · {name}", name)
+            self.preset.addItem(name, name)
         self.preset.setCurrentIndex(self.preset.findData(DEFAULTS["preset"]))
+        self.preset.setToolTip("Model size: tiny runs on a CPU, paper needs a GPU.")
         self.preset.currentIndexChanged.connect(self._preset_changed)
+        self.preset_label = QLabel("Preset")
+        self.latent_options = self._build_latent_options()
         self.image_size = spin(QSpinBox(), 8, 1024, PRESETS[DEFAULTS["preset"]]["default_size"],
                                "Side of the square crops the model learns from (px).")
         self.image_size.setSingleStep(8)
@@ -104,7 +129,9 @@ class TrainDock(QWidget):
         form.addRow("Data folder", row(self.data, _button("Browse…", self.browse_data)))
         form.addRow("", self.folder_info)
         form.addRow("Channel names", self.channel_names)
-        form.addRow("Model", self.preset)
+        form.addRow("Model", self.model)
+        form.addRow(self.preset_label, self.preset)
+        form.addRow(self.latent_options)
         form.addRow("Image size", self.image_size)
         form.addRow("Steps", self.steps)
         form.addRow("Batch size", self.batch_size)
@@ -122,12 +149,55 @@ class TrainDock(QWidget):
         layout.addWidget(self.loss_plot)
         layout.addStretch()
         self._set_running(False)
+        self._model_changed()
+
+    def _build_latent_options(self) -> QWidget:
+        """Base model, adapter, rank and gradient checkpointing: shown only for the latent model."""
+        self.base = QLineEdit(placeholderText="Stable Diffusion 1.x/2.x folder (diffusers layout) or hub id")
+        self.base.setToolTip("The pre-trained model to fine-tune; docs/latent.md says how to download one.")
+        self.base.editingFinished.connect(self.check_base)
+        self.adapter = QComboBox()
+        for name in ADAPTERS:
+            self.adapter.addItem(name, name)
+            self.adapter.setItemData(self.adapter.count() - 1, ADAPTER_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        self.adapter.setCurrentIndex(self.adapter.findData(DEFAULTS["adapter"]))
+        self.adapter.currentIndexChanged.connect(self._adapter_changed)
+        self.rank = spin(QSpinBox(), 1, 256, DEFAULTS["rank"], "LoRA rank: more is more capacity and memory.")
+        self.gradient_checkpointing = QCheckBox("less memory, slower steps")
+        self.gradient_checkpointing.setChecked(DEFAULTS["gradient_checkpointing"])
+        options = QWidget()
+        form = QFormLayout(options)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Base model", row(self.base, _button("Browse…", self.browse_base)))
+        form.addRow("Adapter", self.adapter)
+        form.addRow("LoRA rank", self.rank)
+        form.addRow("Gradient checkpointing", self.gradient_checkpointing)
+        return options
 
     # --- inputs --------------------------------------------------------------------------------------------------
     def browse_data(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder with one subfolder per condition")
         if folder:
             self.set_data_folder(folder)
+
+    def browse_base(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a Stable Diffusion folder (with unet/, vae/, scheduler/)")
+        if folder:
+            self.set_base(folder)
+
+    def set_base(self, base: str | Path) -> None:
+        self.base.setText(str(base))
+        self.check_base()
+
+    def check_base(self) -> None:
+        """Read the base model's configs (fast): take its own image size, or show what is wrong."""
+        if not self.base.text().strip():
+            return
+        try:
+            self.image_size.setValue(native_image_size(self.base.text()))
+            self.status.setText(f"Base model: {self.base.text()} ({self.image_size.value()} px images).")
+        except PhenDiffError as exc:
+            self.status.setText(ERROR_STYLE.format(exc))
 
     def browse_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the output folder (new, or a checkpoint to resume)")
@@ -157,6 +227,23 @@ class TrainDock(QWidget):
     def _preset_changed(self, index=None) -> None:
         self.image_size.setValue(PRESETS[self.preset.currentData()]["default_size"])
 
+    def _model_changed(self, index=None) -> None:
+        """Show the options of the chosen model; a CycleGAN maps images and cannot generate previews."""
+        model = self.model.currentData()
+        self.preset.setVisible(model != "latent")
+        self.preset_label.setVisible(model != "latent")
+        self.latent_options.setVisible(model == "latent")
+        self.previews.setEnabled(model != "cyclegan")
+        if model == "latent":
+            self.check_base()
+        else:
+            self._preset_changed()
+        self._adapter_changed()
+
+    def _adapter_changed(self, index=None) -> None:
+        self.rank.setEnabled(self.adapter.currentData() == "lora")
+        self.adapter.setToolTip(ADAPTER_TIPS[self.adapter.currentData()])
+
     def _resume_toggled(self, on: bool) -> None:
         """Resuming must keep the model: take preset, size and channels from the checkpoint being continued."""
         if not on:
@@ -167,7 +254,13 @@ class TrainDock(QWidget):
             self.status.setText(ERROR_STYLE.format(exc))
             return
         training = manifest["training"]
+        self.model.setCurrentIndex(self.model.findData(manifest.get("kind", "pixel")))
         self.preset.setCurrentIndex(self.preset.findData(training["preset"]))
+        if manifest.get("kind") == "latent":
+            self.base.setText(manifest["base"]["source"])
+            self.adapter.setCurrentIndex(self.adapter.findData(training["adapter"]))
+            self.rank.setValue(int(training["rank"]))
+            self.gradient_checkpointing.setChecked(bool(training["gradient_checkpointing"]))
         self.image_size.setValue(int(training["image_size"]))
         self.channel_names.setText(", ".join(manifest["channel_names"]))
         self.steps.setValue(max(self.steps.value(), int(manifest["trained_steps"]) + 1))
@@ -180,7 +273,10 @@ class TrainDock(QWidget):
         names = [n.strip() for n in self.channel_names.text().split(",") if n.strip()]
         try:
             return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(),
-                               preset=self.preset.currentData(), image_size=self.image_size.value(),
+                               model=self.model.currentData(), preset=self.preset.currentData(),
+                               base=self.base.text().strip() or None, adapter=self.adapter.currentData(),
+                               rank=self.rank.value(), gradient_checkpointing=self.gradient_checkpointing.isChecked(),
+                               image_size=self.image_size.value(),
                                steps=self.steps.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
                                checkpoint_every=self.checkpoint_every.value(), device=self.device.currentData(),
                                resume=self.resume.isChecked(), channel_names=names or None)
@@ -199,7 +295,7 @@ class TrainDock(QWidget):
             return None
         self._config, self._timing = config, None
         self.loss_plot.clear()
-        worker = run_training(config, self.previews.value())
+        worker = run_training(config, self.previews.value() if self.previews.isEnabled() else 0)
         worker.yielded.connect(self._on_yielded)
         worker.finished.connect(self._on_finished)
         worker.errored.connect(self._on_errored)

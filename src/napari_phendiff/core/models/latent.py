@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -288,7 +289,7 @@ def _read_contexts(path: Path, rows: int, dim: int) -> torch.Tensor:
     file = path / CONDITIONS_FILE
     try:
         contexts = load_file(file)["conditions"]
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, SafetensorError) as exc:
         raise CheckpointError(f"{file}: cannot be read ({exc}); the checkpoint is incomplete. Copy it again or "
                               "re-train.") from exc
     if contexts.ndim != 3 or contexts.shape[0] != rows or contexts.shape[2] != dim:
