@@ -42,7 +42,10 @@ def test_simulate_train_translate(tmp_path, capsys):
     assert main(["translate", str(ckpt), *map(str, inputs), "--source", "untreated", "--target", "nocodazole",
                  "--target", "untreated", "--out", str(out), "--steps", "3", "--device", "cpu"]) == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(f"{p.stem}_to_{t}.tif" for p in inputs for t in ("nocodazole", "untreated"))
+    assert written == sorted([f"{p.stem}_to_{t}.tif" for p in inputs for t in ("nocodazole", "untreated")]
+                             + ["summary.json"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["written"] == 4 and summary["processes"] == 1
     with tifffile.TiffFile(out / f"{inputs[0].stem}_to_nocodazole.tif") as tif:
         assert tif.is_imagej and tif.imagej_metadata["channels"] == 3
         assert tif.asarray().shape == (3, 48, 48) and tif.asarray().dtype == np.uint16

@@ -13,6 +13,9 @@ EXAMPLES = {
              "  accelerate launch --multi_gpu -m napari_phendiff.cli train cells --out my-model --preset paper  # GPUs\n"
              "  torchrun --nproc_per_node 2 -m napari_phendiff.cli train cells --out my-model   # CPU processes",
     "translate": "phendiff translate my-model cells/untreated/*.tif --source untreated --target TNFa --out translated\n"
+                 "  phendiff translate my-model plate/ --source untreated --target TNFa --out translated   # a folder\n"
+                 "  torchrun --nproc_per_node 4 -m napari_phendiff.cli translate my-model plate/ --source untreated "
+                 "--target TNFa --out translated   # 4 processes (GPUs)\n"
                  "  phendiff translate demo image.tif --source untreated --target TNFa --target untreated --out out",
     "demo": "phendiff demo --out phendiff-demo",
     "evaluate": "phendiff evaluate my-model held-out --source untreated --target TNFa --out report\n"
@@ -70,10 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("translate", "Translate images from a source condition to one or more target conditions.")
     p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
-    p.add_argument("inputs", nargs="+", type=Path, help="image files (TIFF, PNG, JPEG)")
+    p.add_argument("inputs", nargs="+", type=Path,
+                   help="image files (TIFF, PNG, JPEG) or folders of them (searched recursively; layout kept)")
     p.add_argument("--source", required=True, help="condition of the input images")
     p.add_argument("--target", required=True, action="append", help="condition to translate to (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="folder for <input>_to_<target>.tif")
+    p.add_argument("--overwrite", action="store_true", help="translate again inputs whose outputs already exist")
     _translation_options(p)
     p.set_defaults(run=_translate)
 
@@ -217,20 +222,15 @@ def _train(args) -> None:
 
 
 def _translate(args) -> None:
-    from .core.checkpoint import load_checkpoint
-    from .core.images import read_image
-    from .core.translate import translate
-    from .core.export import provenance, write_translation
+    from .core.batch import SUMMARY, translate_files
 
-    model = load_checkpoint(args.checkpoint, device=args.device)
-    images = [read_image(path) for path in args.inputs]  # every input checked before any work
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path, image in zip(args.inputs, images):
-        results = translate(model, image, args.source, args.target, steps=args.steps, seed=args.seed,
-                            guidance=args.guidance, batch_size=args.batch_size, progress=_TranslationBar(path.name))
-        for target, translated in results.items():
-            meta = provenance(model, args.source, target, args.steps, args.seed, args.guidance, path)
-            print(write_translation(args.out, path.stem, target, translated, model, meta))
+    result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, steps=args.steps,
+                             seed=args.seed, guidance=args.guidance, batch_size=args.batch_size, device=args.device,
+                             overwrite=args.overwrite, progress=_TranslationBar, report=print)
+    if result.skipped:
+        print(f"{len(result.skipped)} input(s) already translated in {args.out}, skipped (--overwrite redoes them)")
+    if (args.out / SUMMARY).is_file():
+        print(f"summary: {args.out / SUMMARY}")
 
 
 def _evaluate(args) -> None:

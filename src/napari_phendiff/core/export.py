@@ -34,6 +34,10 @@ def provenance(model: PhenDiffModel, source: str, target: str, steps: int, seed:
 def write_translation(out: Path, stem: str, target: str, image: np.ndarray, model: PhenDiffModel,
                       meta: dict) -> Path:
     """Write `<out>/<stem>_to_<target>.tif` with the checkpoint's channel names and the provenance."""
-    safe_target = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in target)
-    return write_image(Path(out) / f"{stem}_to_{safe_target}.tif", image, channel_names=model.channel_names,
+    return write_image(Path(out) / f"{stem}_to_{safe_name(target)}.tif", image, channel_names=model.channel_names,
                        provenance=meta)
+
+
+def safe_name(condition: str) -> str:
+    """A condition name as it appears in file names (anything but letters, digits, - _ . becomes _)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in condition)
