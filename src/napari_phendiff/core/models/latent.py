@@ -247,6 +247,7 @@ def load_latent(path: Path, manifest: dict, device: torch.device) -> LatentModel
         raise CheckpointError(f"{path / MANIFEST}: unknown adapter {adapter!r}; the checkpoint is damaged or from a "
                               "newer napari-phendiff.")
     unet, vae, _ = load_base(source, unet_folder=path / "unet" if adapter == "full" else None)
+    unet.to(device)  # before the adapter: SVDiff's decompositions are much faster on a GPU
     if adapter != "full":
         load_adapter(unet, path, adapter)
     conditions = list(manifest["conditions"])
@@ -329,7 +330,7 @@ class LatentTrainable:
 
         unet, self.vae, self.schedule = load_base(self.source)
         self.counts = {"unet": sum(p.numel() for p in unet.parameters())}
-        apply_adapter(unet, self.adapter, self.rank)
+        apply_adapter(unet.to(device), self.adapter, self.rank)  # on the device: SVDiff's SVDs are faster there
         contexts, self.contexts_from = initial_contexts(self.source, conditions, unet.config.cross_attention_dim)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
