@@ -40,8 +40,27 @@ REQUIRED_FILES = {
 }
 
 
+class ConditionedModel:
+    """What every loaded model offers (pixel, latent, CycleGAN): its conditions and channels, by name."""
+
+    conditions: list[str]
+    channel_names: list[str]
+    path: Path | None
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_names)
+
+    def condition_index(self, name: str) -> int:
+        if name not in self.conditions:
+            raise CheckpointError(
+                f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
+            )
+        return self.conditions.index(name)
+
+
 @dataclass
-class PhenDiffModel:
+class PhenDiffModel(ConditionedModel):
     """A loaded checkpoint, ready to translate."""
 
     unet: UNet2DModel
@@ -55,10 +74,6 @@ class PhenDiffModel:
     kind = "pixel"
 
     @property
-    def channels(self) -> int:
-        return len(self.channel_names)
-
-    @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
@@ -66,13 +81,6 @@ class PhenDiffModel:
     def null_condition(self) -> int:
         """Class index meaning "no condition" (used by classifier-free guidance)."""
         return len(self.conditions)
-
-    def condition_index(self, name: str) -> int:
-        if name not in self.conditions:
-            raise CheckpointError(
-                f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
-            )
-        return self.conditions.index(name)
 
     @property
     def size_multiple(self) -> int:

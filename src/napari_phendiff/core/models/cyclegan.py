@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import FORMAT_VERSION, MANIFEST
+from ..checkpoint import FORMAT_VERSION, MANIFEST, ConditionedModel
 from ..errors import CheckpointError
 from ..images import Normalization
 
@@ -176,7 +176,7 @@ class ImagePool:
 
 
 @dataclass
-class CycleGANModel:
+class CycleGANModel(ConditionedModel):
     """A loaded CycleGAN checkpoint: a direct mapping between its two conditions, no inversion."""
 
     generators: nn.ModuleDict
@@ -190,19 +190,8 @@ class CycleGANModel:
     size_multiple = SIZE_MULTIPLE
 
     @property
-    def channels(self) -> int:
-        return len(self.channel_names)
-
-    @property
     def device(self) -> torch.device:
         return next(self.generators.parameters()).device
-
-    def condition_index(self, name: str) -> int:
-        if name not in self.conditions:
-            raise CheckpointError(
-                f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
-            )
-        return self.conditions.index(name)
 
     def map(self, x: torch.Tensor, source: int, target: int) -> torch.Tensor:
         """Normalised images (B, C, H, W) of condition `source` as the generator renders them in `target`."""
