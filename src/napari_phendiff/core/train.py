@@ -159,7 +159,7 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
         trainable.load_raw_weights(weights)
         start = int(state["step"])
         if ema is not None:
-            average = load_file(config.out / "training" / AVERAGE_FILE)
+            average = _read_average(config.out / "training" / AVERAGE_FILE)
             ema.shadow_params = [average[name].to(p.device, torch.float32) for name, p in named]
             ema.optimization_step = int(state["ema_step"])
     denoiser, optimizer = accelerator.prepare(trainable.denoiser, optimizer)
@@ -298,6 +298,14 @@ def _backward(accelerator, denoiser, noisy, timesteps, labels, target, micro_bat
             accelerator.backward(loss)
         total += float(loss.detach())
     return total
+
+
+def _read_average(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: cannot resume, {path.name} (the weights' moving average) is missing: "
+                              "the checkpoint was written by an older napari-phendiff or trained with ema_decay 0. "
+                              "Start a new training run into another folder.")
+    return load_file(path)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -90,6 +90,7 @@ def save_adapter(folder: Path, unet: UNet2DConditionModel, adapter: str) -> None
     """Write only what `adapter` trained: LoRA in diffusers format (StableDiffusionPipeline.load_lora_weights reads
     it), SVDiff shifts or attention weights by parameter name, or the whole UNet for a full fine-tune."""
     if adapter == "lora":
+        from diffusers import StableDiffusionPipeline  # imports transformers: only when needed
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
