@@ -56,3 +56,11 @@ def test_loss_goes_down_on_real_data(sim_data, tmp_path):
     losses = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "m", steps=40, checkpoint_every=100,
                                                    lr=1e-3, warmup_steps=5)) if e.kind == "step"]
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_pixel_checkpoint_without_a_saved_average_resumes_from_its_unet(sim_data, tmp_path):
+    first = config(sim_data, tmp_path / "m", steps=2, batch_size=2)
+    pd.train(first)
+    (first.out / "training" / "average.safetensors").unlink()  # as napari-phendiff 0.1.0 wrote them
+    pd.train(config(sim_data, first.out, steps=3, batch_size=2, resume=True))
+    assert json.loads((first.out / "phendiff.json").read_text())["trained_steps"] == 3

@@ -301,6 +301,10 @@ def _backward(accelerator, denoiser, noisy, timesteps, labels, target, micro_bat
 
 
 def _read_average(path: Path) -> dict[str, torch.Tensor]:
+    written_before = path.parent.parent / "unet" / "diffusion_pytorch_model.safetensors"
+    if not path.is_file() and written_before.is_file():
+        # A pixel checkpoint from before average.safetensors existed: its unet/ holds the moving average.
+        return load_file(written_before)
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: cannot resume, {path.name} (the weights' moving average) is missing: "
                               "the checkpoint was written by an older napari-phendiff or trained with ema_decay 0. "
