@@ -42,16 +42,16 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
         "PhenDiff (pixel)": dict(model="pixel", steps=args.pixel_steps, batch_size=args.pixel_batch),
     }
     if args.latent_base:
-        methods["Phen-LDiff (LoRA)"] = dict(model="latent", base=args.latent_base, adapter="lora",
-                                            steps=args.pixel_steps, batch_size=args.pixel_batch)
+        methods["Phen-LDiff (LoRA)"] = dict(model="latent", base=args.latent_base, adapter="lora", resize=True,
+                                            image_size=512, steps=args.pixel_steps, batch_size=args.pixel_batch)
     for name, options in methods.items():
         slug = options["model"]
         checkpoint, report = folder / f"model_{slug}", folder / f"report_{slug}"
         if not (checkpoint / "phendiff.json").is_file() or _trained(checkpoint) < options["steps"]:
             start = time.perf_counter()
-            config = TrainConfig(data=train_data, out=checkpoint, image_size=args.crop, seed=0,
+            config = TrainConfig(**{"image_size": args.crop, **options}, data=train_data, out=checkpoint, seed=0,
                                  checkpoint_every=max(options["steps"] // 4, 1), channel_names=channels,
-                                 resume=checkpoint.exists(), **options)
+                                 resume=checkpoint.exists())
             train(config)
             _note(checkpoint, "train_seconds", time.perf_counter() - start)
         if not (report / "metrics.json").is_file():
@@ -60,6 +60,10 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
                      steps=args.translate_steps, seed=0)
             _note(checkpoint, "evaluate_seconds", time.perf_counter() - start)
         print(f"{phenotype} {name}: done", flush=True)
+    demo_report = folder / "report_demo"
+    if args.also_demo and phenotype == "translocation" and not (demo_report / "metrics.json").is_file():
+        evaluate("demo", held_out, source, target, demo_report, truth=held_out.with_name("held_out_truth"),
+                 steps=args.translate_steps, seed=0)
 
 
 def _trained(checkpoint: Path) -> int:
@@ -76,14 +80,16 @@ def _note(checkpoint: Path, key: str, value: float) -> None:
 def collect(work: Path, args) -> str:
     rows = []
     for phenotype in args.phenotypes:
-        for slug, name in (("cyclegan", "CycleGAN"), ("pixel", "PhenDiff (pixel)"), ("latent", "Phen-LDiff (LoRA)")):
+        for slug, name in (("cyclegan", "CycleGAN"), ("pixel", "PhenDiff (pixel)"), ("latent", "Phen-LDiff (LoRA)"),
+                           ("demo", "PhenDiff, shipped demo model")):
             metrics_path = work / phenotype / f"report_{slug}" / "metrics.json"
             if not metrics_path.is_file():
                 continue
             metrics = json.loads(metrics_path.read_text())
             timing_path = work / phenotype / f"timing_model_{slug}.json"
             timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-            steps = _trained(work / phenotype / f"model_{slug}")
+            model_folder = work / phenotype / f"model_{slug}"
+            steps = _trained(model_folder if model_folder.is_dir() else Path(metrics["checkpoint"]))
             minutes = timing.get("train_seconds", float("nan")) / 60
             rows.append([phenotype, f"{metrics['source']} → {metrics['target']}", name, f"{steps}", minutes]
                         + [metrics[c] for c in COLUMNS]
@@ -119,6 +125,8 @@ def main() -> None:
     parser.add_argument("--cyclegan-steps", type=int, default=1200)
     parser.add_argument("--translate-steps", type=int, default=25)
     parser.add_argument("--latent-base", help="a local Stable Diffusion folder, to add Phen-LDiff (LoRA)")
+    parser.add_argument("--also-demo", action="store_true",
+                        help="also evaluate the shipped demo model (translocation; 2000 steps, batch 16, 96-px fields)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")

@@ -247,8 +247,9 @@ def test_train_dock_offers_the_latent_model(sim_data, base, tmp_path, monkeypatc
     assert [dock.adapter.itemData(i) for i in range(dock.adapter.count())] == ADAPTERS
     dock.set_base(base)
     assert dock.image_size.value() == 16  # the base's own size
+    assert dock.lr.value() == pytest.approx(1e-4)  # lora's usual rate
     dock.adapter.setCurrentIndex(dock.adapter.findData("svdiff"))
-    assert not dock.rank.isEnabled()
+    assert not dock.rank.isEnabled() and dock.lr.value() == pytest.approx(1e-3)
     dock.set_data_folder(sim_data)
     dock.out.setText(str(tmp_path / "dock-model"))
     for box, value in ((dock.steps, 2), (dock.batch_size, 2), (dock.previews, 1)):

@@ -64,3 +64,10 @@ def test_pixel_checkpoint_without_a_saved_average_resumes_from_its_unet(sim_data
     (first.out / "training" / "average.safetensors").unlink()  # as napari-phendiff 0.1.0 wrote them
     pd.train(config(sim_data, first.out, steps=3, batch_size=2, resume=True))
     assert json.loads((first.out / "phendiff.json").read_text())["trained_steps"] == 3
+
+
+def test_learning_rate_defaults_follow_the_model_and_adapter(tmp_path):
+    assert config(tmp_path, tmp_path).lr == 2e-4
+    assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", adapter="full").lr == 1e-5
+    assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", adapter="svdiff").lr == 1e-3
+    assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", lr=3e-4).lr == 3e-4

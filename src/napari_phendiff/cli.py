@@ -11,7 +11,9 @@ EXAMPLES = {
     "train": "phendiff train cells --out my-model --preset tiny --steps 2000\n"
              "  phendiff train cells --out my-model --steps 4000 --resume      # continue a run\n"
              "  accelerate launch --multi_gpu -m napari_phendiff.cli train cells --out my-model --preset paper  # GPUs\n"
-             "  torchrun --nproc_per_node 2 -m napari_phendiff.cli train cells --out my-model   # CPU processes",
+             "  torchrun --nproc_per_node 2 -m napari_phendiff.cli train cells --out my-model   # CPU processes\n"
+             "  phendiff train cells --out my-ldm --model latent --base ./stable-diffusion-2-1-base --adapter lora\n"
+             "  phendiff train cells --out my-cyclegan --model cyclegan --batch-size 1",
     "translate": "phendiff translate my-model cells/untreated/*.tif --source untreated --target TNFa --out translated\n"
                  "  phendiff translate my-model plate/ --source untreated --target TNFa --out translated   # a folder\n"
                  "  torchrun --nproc_per_node 4 -m napari_phendiff.cli translate my-model plate/ --source untreated "
@@ -130,10 +132,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="latent: what to fine-tune (default lora)")
     p.add_argument("--rank", type=int, default=4, help="latent: LoRA rank (default 4)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="latent: less memory, slower steps")
-    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128)")
+    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128; latent: the "
+                                                   "base model's own, e.g. 512 for SD 2.1-base)")
     p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
     p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, "
+                                            "svdiff 1e-3, attention and full 1e-5)")
     p.add_argument("--resize", action="store_true", help="scale whole images to the model size instead of cropping")
     p.add_argument("--channel-names", nargs="+", help="names of the channels, in order (e.g. DNA reporter)")
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])

@@ -1,10 +1,14 @@
 """The checkpoint on disk: a folder any diffusers user can open, written atomically, loaded without pickle.
 
     <checkpoint>/
-      phendiff.json            manifest: conditions, channels, normalisation, image size, preset, config, provenance
+      phendiff.json            manifest: kind, conditions, channels, normalisation, image size, config, provenance
       unet/                    diffusers UNet2DModel (EMA weights, safetensors): UNet2DModel.from_pretrained(ckpt/"unet")
       scheduler/               DDIMScheduler config: DDIMScheduler.from_pretrained(ckpt/"scheduler")
-      training/                only to resume: raw weights, optimizer and LR-scheduler state (safetensors + JSON)
+      training/                only to resume: raw weights, their moving average (average.safetensors), optimizer
+                               and LR-scheduler state (safetensors + JSON)
+
+That is a pixel (PhenDiff) checkpoint; a latent one (models/latent.py) holds a reference to its base model and only
+the trained parameters, a CycleGAN one (models/cyclegan.py) its two generators in cyclegan.safetensors.
 """
 
 from __future__ import annotations

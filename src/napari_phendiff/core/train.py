@@ -42,6 +42,9 @@ from .models.pixel import PRESETS, SCHEDULE_DEFAULTS, build_unet
 
 
 MODELS = ("pixel", "latent", "cyclegan")
+# Peak learning rates: training from scratch (pixel, CycleGAN as in its paper); fine-tuning a pre-trained Stable
+# Diffusion, by what is trained (few new parameters take larger steps; all of its weights need small ones).
+DEFAULT_LR = {"pixel": 2e-4, "cyclegan": 2e-4, "lora": 1e-4, "svdiff": 1e-3, "attention": 1e-5, "full": 1e-5}
 
 
 @dataclass
@@ -55,7 +58,7 @@ class TrainConfig:
     image_size: int | None = None          # None: the preset's default (latent: the base model's own size)
     steps: int = 5000
     batch_size: int = 16
-    lr: float = 2e-4
+    lr: float | None = None                # None: DEFAULT_LR for the model (and adapter)
     warmup_steps: int = 100
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
@@ -90,6 +93,8 @@ class TrainConfig:
                 raise ValueError(f"Unknown adapter {self.adapter!r}: choose one of {', '.join(ADAPTERS)}.")
         elif self.image_size is None:
             self.image_size = PRESETS[self.preset]["default_size"]
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.adapter if self.model == "latent" else self.model]
         for name in ("steps", "batch_size", "checkpoint_every", "image_size", "rank"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")

@@ -28,7 +28,7 @@ from ..core.errors import PhenDiffError
 from ..core.models.adapters import ADAPTERS
 from ..core.models.latent import native_image_size
 from ..core.models.pixel import PRESETS
-from ..core.train import TrainConfig, TrainEvent, iter_train
+from ..core.train import DEFAULT_LR, TrainConfig, TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, default_checkpoint_folder, device_combo,
@@ -108,7 +108,8 @@ class TrainDock(QWidget):
         self.steps = spin(QSpinBox(), 1, 10_000_000, DEFAULTS["steps"], "Optimisation steps in total (a resumed "
                           "run continues up to this number).")
         self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], "Images per step.")
-        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULTS["lr"], "Peak learning rate.")
+        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULT_LR[DEFAULTS["model"]],
+                       "Peak learning rate (set to the usual one for the model and adapter when they change).")
         self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, DEFAULTS["checkpoint_every"],
                                      "Save a checkpoint (and previews) this often.")
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
@@ -241,6 +242,8 @@ class TrainDock(QWidget):
         self._adapter_changed()
 
     def _adapter_changed(self, index=None) -> None:
+        model = self.model.currentData()
+        self.lr.setValue(DEFAULT_LR[self.adapter.currentData() if model == "latent" else model])
         self.rank.setEnabled(self.adapter.currentData() == "lora")
         self.adapter.setToolTip(ADAPTER_TIPS[self.adapter.currentData()])
 
