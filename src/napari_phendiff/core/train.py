@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import (MANIFEST, atomic_folder, load_training_state, read_manifest, save_training_state,
                          write_checkpoint)
-from .dataset import SampleStream, TrainingSamples, load_folder
+from .dataset import LabelledImages, SampleStream, TrainingSamples, load_folder
 from .device import get_device
 from .errors import CheckpointError, DataError
 from .images import Normalization
@@ -137,16 +137,7 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
         from .models.latent import native_image_size
 
         config = replace(config, image_size=native_image_size(config.base))
-    data = load_folder(config.data, min_size=None if config.resize else config.image_size)
-    if resume_from:
-        manifest = read_manifest(config.out)
-        _check_resume_fits(manifest, data, config)
-        normalization = Normalization.from_dict(manifest["normalization"])
-    else:
-        normalization = Normalization.fit(data.images)
-    channel_names = config.channel_names or [f"channel {i + 1}" for i in range(data.channels)]
-    if len(channel_names) != data.channels:
-        raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
+    data, normalization, channel_names = load_training_data(config, resume_from)
 
     torch.manual_seed(config.seed)  # same initial weights for the same seed
     trainable = _trainable(config, data, accelerator)
@@ -354,6 +345,22 @@ def _check_out_folder(config: TrainConfig) -> bool:
         raise CheckpointError(f"{out}: already holds {what}. Add --resume to continue that training, or choose "
                               "another output folder.")
     return False
+
+
+def load_training_data(config: TrainConfig, resume_from: bool) -> tuple[LabelledImages, Normalization, list[str]]:
+    """The labelled images, their normalisation (the checkpoint's when resuming, so intensities keep their meaning)
+    and the channel names, after checking that a resumed run still fits its checkpoint."""
+    data = load_folder(config.data, min_size=None if config.resize else config.image_size)
+    if resume_from:
+        manifest = read_manifest(config.out)
+        _check_resume_fits(manifest, data, config)
+        normalization = Normalization.from_dict(manifest["normalization"])
+    else:
+        normalization = Normalization.fit(data.images)
+    channel_names = config.channel_names or [f"channel {i + 1}" for i in range(data.channels)]
+    if len(channel_names) != data.channels:
+        raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
+    return data, normalization, channel_names
 
 
 def _check_resume_fits(manifest: dict, data, config: TrainConfig) -> None:

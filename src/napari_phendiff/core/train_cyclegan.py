@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_folder, load_training_state, read_manifest, save_training_state
-from .dataset import LabelledImages, TrainingSamples, load_folder, scan_folder
+from .checkpoint import atomic_folder, load_training_state, save_training_state
+from .dataset import LabelledImages, TrainingSamples, scan_folder
 from .device import get_device
 from .errors import DataError
-from .images import Normalization
 from .models.cyclegan import (ImagePool, architecture, build_discriminators, build_generators, check_image_size,
                               write_cyclegan)
-from .train import TrainConfig, TrainEvent, _check_out_folder, _check_resume_fits, _manifest
+from .train import TrainConfig, TrainEvent, _check_out_folder, _manifest, load_training_data
 
 LAMBDA_CYCLE = 10.0
 LAMBDA_IDENTITY = 0.5    # times LAMBDA_CYCLE
@@ -55,16 +54,7 @@ def iter_train_cyclegan(config: TrainConfig) -> Iterator[TrainEvent]:
     check_image_size(config.image_size)
     device = get_device(config.device)
     resume_from = _check_out_folder(config)
-    data = load_folder(config.data, min_size=None if config.resize else config.image_size)
-    if resume_from:
-        saved = read_manifest(config.out)
-        _check_resume_fits(saved, data, config)
-        normalization = Normalization.from_dict(saved["normalization"])
-    else:
-        normalization = Normalization.fit(data.images)
-    channel_names = config.channel_names or [f"channel {i + 1}" for i in range(data.channels)]
-    if len(channel_names) != data.channels:
-        raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
+    data, normalization, channel_names = load_training_data(config, resume_from)
 
     arch = architecture(config.preset, data.channels)
     torch.manual_seed(config.seed)  # same initial weights for the same seed
