@@ -115,6 +115,10 @@ def test_phenotype_transfer_is_one_for_real_targets_and_zero_for_untouched_sourc
     untouched = EvaluationSet(paths, sources, sources, sources, targets, target_paths)
     assert truth_metrics(as_if_translated, truth, ["DNA", "reporter"])["phenotype_transfer"] > 0.85
     assert truth_metrics(untouched, truth, ["DNA", "reporter"])["phenotype_transfer"] < 0.15
+    blank = np.stack([sources[0][0], np.zeros_like(sources[0][1])])  # reporter gone: its cells are unmeasurable
+    scores = truth_metrics(EvaluationSet(paths, sources, [blank, *targets[1:]], sources, targets, target_paths),
+                           truth, ["DNA", "reporter"])
+    assert 0.1 < scores["phenotype_unmeasured"] < 0.6 and scores["phenotype_transfer"] > 0.85
 
 
 def test_cells_are_segmented_where_they_are():

@@ -236,8 +236,14 @@ def truth_metrics(evaluation: EvaluationSet, truth: Path, channel_names: list[st
            for im, (nu, _) in zip(evaluation.translated, masks)]
     reference = [cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu)
                  for im, (nu, _) in zip(evaluation.originals, masks)]
+    # The simulator's measure is NaN for a cell it cannot measure (e.g. no signal left above background in the
+    # cytoplasm); such cells are left out of the transfer rate and counted instead.
+    unmeasured = float(np.mean(np.isnan(translated_values))) if len(translated_values) else 0.0
+    source_values, target_values, translated_values = (v[~np.isnan(v)] for v in
+                                                       (source_values, target_values, translated_values))
     return {
         "phenotype_transfer": transfer_rate(translated_values, source_values, target_values),
+        "phenotype_unmeasured": unmeasured,
         "identity_iou": float(np.mean(iou)), "identity_iou_reference": float(np.mean(reference)),
         "truth_phenotype": phenotype, "truth_measure": info.get("measure", ""),
         "truth_median_real_source": float(np.median(source_values)),

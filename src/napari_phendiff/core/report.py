@@ -133,7 +133,9 @@ def _html(results: dict, summary: list[dict]) -> str:
         truth = (f"<p>Ground truth ({html.escape(results['truth_measure'])}, median per cell): real "
                  f"{html.escape(results['source'])} {number(results['truth_median_real_source'])}, translated "
                  f"{number(results['truth_median_translated'])}, real {html.escape(results['target'])} "
-                 f"{number(results['truth_median_real_target'])}.</p>")
+                 f"{number(results['truth_median_real_target'])}. Cells the simulator's measure could not "
+                 f"score on the translated images (left out of the transfer): "
+                 f"{number(results['phenotype_unmeasured'])}.</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Translation report: {html.escape(results['source'])} → \
 {html.escape(results['target'])}</title>
