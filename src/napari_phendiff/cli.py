@@ -162,6 +162,8 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps each way (default {DEFAULT_STEPS})")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: none)")
     p.add_argument("--batch-size", type=int, help="tiles per batch (default: 8 on CPU, 32 on GPU)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network precision (default fp32; bf16/fp16 are faster on GPUs, see docs/benchmarks.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
 
@@ -230,7 +232,7 @@ def _translate(args) -> None:
 
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, steps=args.steps,
                              seed=args.seed, guidance=args.guidance, batch_size=args.batch_size, device=args.device,
-                             overwrite=args.overwrite, progress=_TranslationBar, report=print)
+                             precision=args.precision, overwrite=args.overwrite, progress=_TranslationBar, report=print)
     if result.skipped:
         print(f"{len(result.skipped)} input(s) already translated in {args.out}, skipped (--overwrite redoes them)")
     if (args.out / SUMMARY).is_file():
@@ -243,6 +245,7 @@ def _evaluate(args) -> None:
     results = evaluate(args.checkpoint, args.data, args.source, args.target, args.out, features=args.features,
                        truth=args.truth, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
                        batch_size=args.batch_size, device=args.device, classifier_steps=args.classifier_steps,
+                       precision=args.precision,
                        progress=_TranslationBar)
     keys = [*METRIC_KEYS, "phenotype_transfer", "identity_iou"]
     print(f"features: {results['features']}")
@@ -276,7 +279,8 @@ def _demo(args) -> None:
     from .core.demo import run_demo
 
     written = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
-                       batch_size=args.batch_size, device=args.device, progress=_TranslationBar)
+                       batch_size=args.batch_size, device=args.device, precision=args.precision,
+                       progress=_TranslationBar)
     print("\n".join(str(p) for p in written))
 
 

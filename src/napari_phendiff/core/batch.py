@@ -63,7 +63,8 @@ def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
                     steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None,
-                    batch_size: int | None = None, device: str = "auto", overwrite: bool = False,
+                    batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
+                    overwrite: bool = False,
                     progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
                     report: Callable[[Path], None] | None = None) -> BatchResult:
     """Translate every input (this process's share of them) to every target; returns what this process did.
@@ -88,7 +89,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
             image = read_image(job.path)
             callback = progress(job.path.name) if progress else None
             results = translate(model, image, source, targets, steps=steps, seed=seed, guidance=guidance,
-                                batch_size=batch_size, progress=callback)
+                                batch_size=batch_size, precision=precision, progress=callback)
             job.out_dir.mkdir(parents=True, exist_ok=True)
             for target, translated in results.items():
                 meta = provenance(model, source, target, steps, seed, guidance, job.path)

@@ -23,7 +23,7 @@ FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulat
 
 
 def run_demo(out: str | Path, *, n: int = 3, steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None,
-             batch_size: int | None = None, device: str = "auto",
+             batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
              progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None) -> list[Path]:
     """Translate n simulated fields per condition to the other condition; write TIFFs, a PNG figure and a summary.
 
@@ -41,7 +41,8 @@ def run_demo(out: str | Path, *, n: int = 3, steps: int = DEFAULT_STEPS, seed: i
                                  cell_diameter=sim["cell_diameter"]) for i in range(n)]
         stack = np.stack([f.image for f in fields])
         translated = translate(model, stack, source, target, steps=steps, seed=seed, guidance=guidance,
-                               batch_size=batch_size, progress=progress(f"{source} -> {target}") if progress else None)
+                               batch_size=batch_size, precision=precision,
+                               progress=progress(f"{source} -> {target}") if progress else None)
         before, after = [], []
         for i, (field, image) in enumerate(zip(fields, translated)):
             stem = f"{source}_{i}"

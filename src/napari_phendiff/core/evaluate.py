@@ -44,7 +44,7 @@ class EvaluationSet:
 def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | Path, *,
              features: str = "classifier", truth: str | Path | None = None, n: int | None = None,
              steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None, batch_size: int | None = None,
-             device: str = "auto", classifier_steps: int = 400,
+             device: str = "auto", classifier_steps: int = 400, precision: str = "fp32",
              progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None) -> dict:
     """Translate held-out `source` images of `data` to `target`, score them, write the report folder `out`.
 
@@ -63,7 +63,7 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
     target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
     originals = [images.images[i] for i in source_idx]
-    options = dict(steps=steps, seed=seed, guidance=guidance, batch_size=batch_size)
+    options = dict(steps=steps, seed=seed, guidance=guidance, batch_size=batch_size, precision=precision)
     translated = _translate_all(model, originals, source, target, options, progress, f"{source} -> {target}")
     round_trips = _translate_all(model, translated, target, source, options, progress, f"{target} -> {source} (cycle)")
     evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
