@@ -17,7 +17,7 @@ import resource
 import time
 from pathlib import Path
 
-from report import hardware, table, write_section
+from report import hardware, save_figure, table, write_section
 
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "field_memory.png"
 
@@ -62,10 +62,7 @@ def plot(rows: list[list], path: Path) -> None:
     ax.set_ylabel("peak memory growth (MiB)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -38,3 +38,14 @@ def write_section(name: str, markdown: str) -> Path:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
     return DOC
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure for the docs and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -25,7 +25,7 @@ from napari_phendiff.core.measure import rmse, transfer_rate
 from napari_phendiff.core.simulate import PHENOTYPES, measure_phenotype, simulate_field
 from napari_phendiff.core.translate import translate
 
-from report import hardware, table, write_section
+from report import hardware, save_figure, table, write_section
 
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "steps_curve.png"
 FIRST_SEED = 2_000_000  # fields no model was trained on
@@ -65,10 +65,7 @@ def plot(rows: list[list], path: Path) -> None:
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.set_xlabel("DDIM steps (each way)")
         ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     with atomic_folder(out) as folder:
         (folder / "metrics.json").write_text(json.dumps(results, indent=2))
         _write_cells(folder / "cells.csv", table)
-        write_report(folder, results, evaluation, table, model.channel_names)
+        write_report(folder, results, evaluation, table, cell_summary(table), model.channel_names)
     return results
 
 

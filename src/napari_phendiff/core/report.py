@@ -41,11 +41,9 @@ EXPLANATIONS = {
 }
 
 
-def write_report(folder: Path, results: dict, evaluation, rows: list[dict], channel_names: list[str]) -> Path:
+def write_report(folder: Path, results: dict, evaluation, rows: list[dict], summary: list[dict],
+                 channel_names: list[str]) -> Path:
     """examples.png, distributions.png, cell_summary.csv and report.html into `folder`."""
-    from .evaluate import cell_summary
-
-    summary = cell_summary(rows)
     _write_summary(folder / "cell_summary.csv", summary)
     examples = [(f"{p.name}: {results['source']} → {results['target']}", o, t)
                 for p, o, t in list(zip(evaluation.paths, evaluation.originals, evaluation.translated))[:3]]

@@ -104,8 +104,7 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, steps, done, total,
                                     dtype=dtype, guidance=guidance, eta=eta, generator=generator)
-        outs = yield from work
-        done = outs.pop(None)
+        outs, done = yield from work
         for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
                 canvas[name][n, :, y:y + h, x:x + w] += tile * ramp
@@ -121,7 +120,7 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
 def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], steps: int,
                      done: int, total: int, dtype: torch.dtype | None = None, **generation_options):
     """Invert one batch under the source condition, regenerate it under each target: yields events, returns
-    {target: array} plus the new step count under the key None."""
+    ({target: array}, steps done so far)."""
     with torch.inference_mode():
         start = model.encode(clean)
     noise = yield from _count(invert(model, start, source, steps, dtype=dtype), "invert", done, total, None)
@@ -133,7 +132,7 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
         with torch.inference_mode():
             outs[name] = model.decode(end).float().cpu().numpy()
         done += steps
-    return {**outs, None: done}
+    return outs, done
 
 
 def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], done: int,
@@ -145,7 +144,7 @@ def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], i
             outs[name] = model.map(clean, source, index).float().cpu().numpy()
         done += 1
         yield TranslateEvent("generate", done, total, name)
-    return {**outs, None: done}
+    return outs, done
 
 
 def _count(steps_iter, phase: str, offset: int, total: int, target: str | None):
