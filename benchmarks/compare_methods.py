@@ -54,14 +54,14 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
                                  resume=checkpoint.exists())
             train(config)
             _note(checkpoint, "train_seconds", time.perf_counter() - start)
-        if not (report / "metrics.json").is_file():
+        if not args.train_only and not (report / "metrics.json").is_file():
             start = time.perf_counter()
             evaluate(checkpoint, held_out, source, target, report, truth=held_out.with_name("held_out_truth"),
                      steps=args.translate_steps, seed=0)
             _note(checkpoint, "evaluate_seconds", time.perf_counter() - start)
         print(f"{phenotype} {name}: done", flush=True)
     demo_report = folder / "report_demo"
-    if args.also_demo and phenotype == "translocation" and not (demo_report / "metrics.json").is_file():
+    if args.also_demo and not args.train_only and phenotype == "translocation" and not (demo_report / "metrics.json").is_file():
         evaluate("demo", held_out, source, target, demo_report, truth=held_out.with_name("held_out_truth"),
                  steps=args.translate_steps, seed=0)
 
@@ -78,7 +78,7 @@ def _note(checkpoint: Path, key: str, value: float) -> None:
 
 
 def collect(work: Path, args) -> str:
-    rows = []
+    rows, settings = [], set()
     for phenotype in args.phenotypes:
         for slug, name in (("cyclegan", "CycleGAN"), ("pixel", "PhenDiff (pixel)"), ("latent", "Phen-LDiff (LoRA)"),
                            ("demo", "PhenDiff, shipped demo model")):
@@ -86,6 +86,8 @@ def collect(work: Path, args) -> str:
             if not metrics_path.is_file():
                 continue
             metrics = json.loads(metrics_path.read_text())
+            if metrics.get("settings"):
+                settings.add(metrics["settings"])
             timing_path = work / phenotype / f"timing_model_{slug}.json"
             timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
             model_folder = work / phenotype / f"model_{slug}"
@@ -100,8 +102,8 @@ def collect(work: Path, args) -> str:
         f"({args.size} px, cell diameter {args.cell_diameter:g} px, seed 0), {args.n_held_out} held-out images per "
         f"condition (seed 1) with ground truth. Budget: PhenDiff `tiny` {args.pixel_steps} steps, batch "
         f"{args.pixel_batch}, {args.crop}-px crops; CycleGAN `tiny` {args.cyclegan_steps} steps, batch 1, "
-        f"{args.crop}-px crops. Evaluation: `phendiff evaluate` with {args.translate_steps} DDIM steps each way "
-        "(seed 0), features from the offline condition classifier (not Inception: no weights here, so FID/KID are "
+        f"{args.crop}-px crops. Evaluation: `phendiff evaluate` at the project's default translation "
+        f"({'; '.join(sorted(settings)) or 'none recorded'}), features from the offline condition classifier (not Inception: no weights here, so FID/KID are "
         "comparable within this table only). Train minutes are wall time on a shared machine.\n\n"
         + table(header, rows)
         + "\n\nphenotype_transfer and identity_iou use the simulator's ground truth (1 = every cell's phenotype "
@@ -123,11 +125,13 @@ def main() -> None:
     parser.add_argument("--pixel-steps", type=int, default=1200)
     parser.add_argument("--pixel-batch", type=int, default=8)
     parser.add_argument("--cyclegan-steps", type=int, default=1200)
-    parser.add_argument("--translate-steps", type=int, default=25)
+    parser.add_argument("--translate-steps", type=int, default=20,
+                        help="DDIM steps of the whole schedule for evaluate (strength and guidance: the defaults)")
     parser.add_argument("--latent-base", help="a local Stable Diffusion folder, to add Phen-LDiff (LoRA)")
     parser.add_argument("--also-demo", action="store_true",
                         help="also evaluate the shipped demo model (translocation; 2000 steps, batch 16, 96-px fields)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--train-only", action="store_true", help="train the models, evaluate nothing")
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()

@@ -72,25 +72,26 @@ def test_several_targets_share_one_inversion(model, monkeypatch):
     steps = 5
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
-    both = pd.translate(model, image, "untreated", ["TNFa", "untreated"], steps=steps)
+    both = pd.translate(model, image, "untreated", ["TNFa", "untreated"], steps=steps, strength=1.0, guidance=1.0)
     source = model.condition_index("untreated")
     assert counter.calls[:steps] == [source] * steps  # one inversion ...
     assert len(counter.calls) == 3 * steps  # ... then one generation per target
     monkeypatch.undo()
     assert set(both) == {"TNFa", "untreated"}
-    assert np.array_equal(both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps))
+    assert np.array_equal(both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps, strength=1.0,
+                                                     guidance=1.0))
 
 
 def test_guidance_runs_conditional_and_null_together(model, monkeypatch):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
-    pd.translate(model, field(), "untreated", "TNFa", steps=2, guidance=3.0)
+    pd.translate(model, field(), "untreated", "TNFa", steps=2, strength=1.0, guidance=3.0, negative="null")
     assert len(counter.calls) == 4  # 2 inversion + 2 guided generation passes (conditional and null batched)
 
 
 def test_progress_events_then_one_result(model):
     events = list(pd.iter_translate(model, np.stack([field(), field(seed=1)]), "untreated", ["TNFa", "untreated"],
-                                    steps=3, batch_size=1))
+                                    steps=3, strength=1.0, batch_size=1))
     total = 2 * 3 * 3  # two single-tile batches x (inversion + two generations) x 3 steps
     assert [e.step for e in events[:-1]] == list(range(1, total + 1))
     assert all(e.total == total for e in events)
@@ -109,7 +110,7 @@ def test_stopping_between_steps_returns_nothing(model):
 
 def test_whole_field_matches_tiles_where_there_is_one_tile(model):
     image = field(32, seed=5)
-    tiled = pd.translate(model, image, "untreated", "TNFa", steps=3)
+    tiled = pd.translate(model, image, "untreated", "TNFa", steps=3, tiles=True)
     whole = pd.translate(model, image, "untreated", "TNFa", steps=3, tiles=False)
     assert np.array_equal(tiled, whole)
 
@@ -119,14 +120,14 @@ def test_demo_model_reconstructs_source_to_source():
     model = pd.load_checkpoint("demo", device="cpu")
     fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
                        for s in (11, 12)])
-    back = pd.translate(model, fields, "untreated", "untreated", steps=50)
+    back = pd.translate(model, fields, "untreated", "untreated", steps=50, strength=1.0, guidance=1.0, tiles=True)
     scaled_in = model.normalization.forward(fields)
     scaled_out = model.normalization.forward(back)
     rmse = float(np.sqrt(np.mean((scaled_out - scaled_in) ** 2)))
     # measured 0.086 here (0.028 on 96-px fields, where overlapping tiles average out); a translation to the
     # other condition moves the same fields about 3x as far
     assert rmse < 0.1, f"round trip RMSE {rmse:.3f} in the normalised [-1, 1] range"
-    changed = pd.translate(model, fields, "untreated", "TNFa", steps=50)
+    changed = pd.translate(model, fields, "untreated", "TNFa", steps=50, strength=1.0, guidance=1.0, tiles=True)
     assert rmse < 0.5 * float(np.sqrt(np.mean((model.normalization.forward(changed) - scaled_in) ** 2)))
 
 
@@ -146,5 +147,5 @@ def test_lower_precision_stays_close_to_float32(tiny_checkpoint):
     fast = model.normalization.forward(pd.translate(model, image, "untreated", "TNFa", steps=2, precision="bf16"))
     psnr = 10 * np.log10(4 / np.mean((reference - fast) ** 2))  # normalised data span [-1, 1]: peak 2
     assert 25 < psnr < 200
-    with pytest.raises(ValueError, match="Unknown precision"):
+    with pytest.raises(ValueError, match="precision must be one of"):
         pd.translate(model, image, "untreated", "TNFa", steps=2, precision="int8")

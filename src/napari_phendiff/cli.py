@@ -24,6 +24,9 @@ EXAMPLES = {
                 "  phendiff evaluate my-model held-out --source untreated --target TNFa --out report "
                 "--truth held-out_truth   # simulated data",
     "generalization": "phendiff generalization cells --out gen --n-per-class 50 --steps 4000",
+    "calibrate": "phendiff calibrate my-model held-out --source untreated --target TNFa --out calibration\n"
+                 "  phendiff calibrate my-model held-out --source TNFa --target untreated --out calibration-back "
+                 "--unaffected DNA",
 }
 
 
@@ -62,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--phenotype", default="translocation", choices=["translocation", "golgi", "actin"])
     p.add_argument("--n-per-class", type=int, default=100, help="images per condition (default 100)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--cell-diameter", type=float, default=28.0,
+                   help="cell diameter in pixels (default 28; the demo model was trained on 20)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_simulate)
 
@@ -100,6 +105,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
     _translation_options(p)
     p.set_defaults(run=_evaluate)
+
+    p = command("calibrate", "Choose strength and guidance for a checkpoint on held-out images (no ground truth "
+                             "needed) and store them as its default for this direction.")
+    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
+    p.add_argument("--source", required=True, help="condition of the images to translate")
+    p.add_argument("--target", required=True, help="condition to translate them to")
+    p.add_argument("--out", type=Path, required=True, help="folder for the frontier (table, plot, choice)")
+    p.add_argument("--unaffected", nargs="+", help="channels the condition should not change (default: the "
+                                                   "nuclear channel, e.g. DNA)")
+    p.add_argument("--strengths", type=float, nargs="+", help="strengths to try (default 0.2 0.3 0.4 0.5 0.6 0.8 1)")
+    p.add_argument("--guidances", type=float, nargs="+", help="guidance scales to try, source as the negative "
+                                                              "(default 1 2 3 4 6)")
+    p.add_argument("--n", type=int, default=16, help="held-out source images to translate (default 16)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps of the whole schedule (default 20)")
+    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
+    p.add_argument("--batch-size", type=int, help="fields per network call (default: by device memory)")
+    p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.set_defaults(run=_calibrate)
 
     p = command("generalization", "Memorisation vs generalisation: train two models on disjoint subsets and "
                                   "compare what they generate from the same seeds.")
@@ -157,15 +183,37 @@ def _train_config(args, data: Path, out: Path, **extra):
 
 
 def _translation_options(p: argparse.ArgumentParser) -> None:
-    from .core.translate import DEFAULT_STEPS  # light: no model is loaded
+    """The translation options, from core/options.py (light: no torch). Unset ones take the checkpoint's calibrated
+    setting for the direction, else the project default."""
+    from .core import options as o
 
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps each way (default {DEFAULT_STEPS})")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: none)")
-    p.add_argument("--batch-size", type=int, help="tiles per batch (default: 8 on CPU, 32 on GPU)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (default fp32; bf16/fp16 are faster on GPUs, see docs/benchmarks.md)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    group = p.add_argument_group("translation (unset: the checkpoint's calibrated setting, else the default)")
+    defaults = o.TranslateOptions()
+    group.add_argument("--steps", type=int, help=f"{o.HELP['steps']}")
+    group.add_argument("--strength", type=float, help=f"{o.HELP['strength']} (default {defaults.strength:g})")
+    group.add_argument("--guidance", type=float, help=f"{o.HELP['guidance']} (default {defaults.guidance:g})")
+    group.add_argument("--negative", choices=o.NEGATIVES, help=f"{o.HELP['negative']} (default {defaults.negative})")
+    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help=f"{o.HELP['guidance_interval']} (default 0 1: everywhere)")
+    group.add_argument("--inversion", choices=o.INVERSIONS, help=f"{o.HELP['inversion']} (default ddim)")
+    group.add_argument("--eta", type=float, help=f"{o.HELP['eta']} (default 0)")
+    group.add_argument("--batch-size", type=int, help=o.HELP["batch_size"])
+    group.add_argument("--precision", choices=o.PRECISIONS, help=o.HELP["precision"])
+    group.add_argument("--tiles", choices=["auto", "whole", "tiles"], default="auto",
+                       help=f"{o.HELP['tiles']} (auto); 'whole' or 'tiles' forces either")
+    group.add_argument("--seed", type=int, help=o.HELP["seed"])
+    group.add_argument("--device", default="auto", choices=list(o.DEVICES))
+
+
+def _given(args) -> dict:
+    """The translation options the user set on the command line (None: not set)."""
+    from .core.options import FIELD_NAMES
+
+    given = {name: getattr(args, name, None) for name in FIELD_NAMES if name != "tiles"}
+    if given.get("guidance_interval") is not None:
+        given["guidance_interval"] = tuple(given["guidance_interval"])
+    given["tiles"] = {"auto": None, "whole": False, "tiles": True}[getattr(args, "tiles", "auto")]
+    return given
 
 
 def _progress(total: int, desc: str):
@@ -198,7 +246,8 @@ def _simulate(args) -> None:
         bar.n = done
         bar.refresh()
 
-    out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed, progress=progress)
+    out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed,
+                           cell_diameter=args.cell_diameter, progress=progress)
     bar.close()
     print(f"images: {out}\nground truth: {out.parent / (out.name + '_truth')}")
 
@@ -230,9 +279,10 @@ def _train(args) -> None:
 def _translate(args) -> None:
     from .core.batch import SUMMARY, translate_files
 
-    result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, steps=args.steps,
-                             seed=args.seed, guidance=args.guidance, batch_size=args.batch_size, device=args.device,
-                             precision=args.precision, overwrite=args.overwrite, progress=_TranslationBar, report=print)
+    result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
+                             overwrite=args.overwrite, progress=_TranslationBar, report=print, **_given(args))
+    if result.settings:
+        print(f"settings: {result.settings}")
     if result.skipped:
         print(f"{len(result.skipped)} input(s) already translated in {args.out}, skipped (--overwrite redoes them)")
     if (args.out / SUMMARY).is_file():
@@ -243,14 +293,46 @@ def _evaluate(args) -> None:
     from .core.evaluate import METRIC_KEYS, evaluate
 
     results = evaluate(args.checkpoint, args.data, args.source, args.target, args.out, features=args.features,
-                       truth=args.truth, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
-                       batch_size=args.batch_size, device=args.device, classifier_steps=args.classifier_steps,
-                       precision=args.precision,
-                       progress=_TranslationBar)
+                       truth=args.truth, n=args.n, device=args.device, classifier_steps=args.classifier_steps,
+                       progress=_TranslationBar, **_given(args))
     keys = [*METRIC_KEYS, "phenotype_transfer", "identity_iou"]
+    if results.get("settings"):
+        print(f"settings: {results['settings']}")
     print(f"features: {results['features']}")
-    print("\n".join(f"{key}: {results[key]:.4g}" for key in keys if key in results))
+    for key in keys:
+        if key in results:
+            baseline = results.get(f"baseline_{key}")
+            print(f"{key}: {results[key]:.4g}" + (f"  (untranslated: {baseline:.4g})" if baseline is not None else ""))
+    for warning in results.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"report: {args.out / 'report.html'}")
+
+
+def _calibrate(args) -> None:
+    from .core.calibrate import GUIDANCES, KEEP_MIN, STRENGTHS, calibrate, grid
+
+    bar = _progress(0, "calibrating")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
+    chosen = calibrate(args.checkpoint, args.data, args.source, args.target, args.out, settings=settings,
+                       unaffected=args.unaffected, n=args.n, steps=args.steps, classifier_steps=args.classifier_steps,
+                       seed=args.seed, batch_size=args.batch_size, device=args.device, store=not args.no_store,
+                       progress=progress)
+    bar.close()
+    print(f"chosen: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
+          f"moved {chosen['moved']:.2f} (classifier P({args.target})), kept {chosen['kept']:.2f} (nuclei IoU)")
+    if not chosen["keeps_cells"]:
+        print(f"warning: no setting kept the nuclei in place (IoU >= {KEEP_MIN}); the one keeping most was chosen. "
+              "Check the model before trusting its translations.", file=sys.stderr)
+    print(f"frontier: {args.out / 'frontier.png'}")
+    if not args.no_store:
+        print(f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
+              f"{args.source} -> {args.target}")
 
 
 def _generalization(args) -> None:
@@ -278,9 +360,7 @@ def _generalization(args) -> None:
 def _demo(args) -> None:
     from .core.demo import run_demo
 
-    written = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, guidance=args.guidance,
-                       batch_size=args.batch_size, device=args.device, precision=args.precision,
-                       progress=_TranslationBar)
+    written = run_demo(args.out, n=args.n, device=args.device, progress=_TranslationBar, **_given(args))
     print("\n".join(str(p) for p in written))
 
 

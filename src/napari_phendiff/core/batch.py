@@ -5,6 +5,8 @@ One process: `phendiff translate MODEL FOLDER ...`. Several (GPUs of a node, nod
 translate ...`. The files are dealt round-robin over the processes; each translates and writes its own share.
 Outputs already on disk are skipped (every file is written atomically, so one that exists is complete), so a run
 that was stopped continues where it was. At the end the main process writes one summary.json for the whole run.
+Images of one shape are translated together, as many per network call as the translation's batch allows, so a
+folder of small crops runs as fast as a stack of them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .checkpoint import load_checkpoint, read_manifest
 from .errors import DataError
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
-from .translate import DEFAULT_STEPS, TranslateEvent, translate
+from .options import describe
+from .translate import (TranslateEvent, default_batch_size, fits_whole, is_direct, translate,
+                        translation_options)
 
 SUMMARY = "summary.json"
 
@@ -40,6 +46,7 @@ class BatchResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    settings: str = ""  # the translation's settings and where each came from
 
 
 def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
@@ -62,14 +69,14 @@ def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
 
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                    steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None,
-                    batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
-                    overwrite: bool = False,
+                    device: str = "auto", overwrite: bool = False,
                     progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
-                    report: Callable[[Path], None] | None = None) -> BatchResult:
+                    report: Callable[[Path], None] | None = None, **options) -> BatchResult:
     """Translate every input (this process's share of them) to every target; returns what this process did.
 
-    `progress(description)` gives the per-event callback for each file; `report(path)` is called per written file.
+    options: the translation options (core/options.py; unset ones take the checkpoint's calibrated setting, else
+    the defaults). `progress(description)` gives the per-event callback for each group of files translated
+    together; `report(path)` is called per written file.
     """
     from accelerate import PartialState
 
@@ -81,29 +88,54 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
     todo = [job for job in mine if overwrite or not all(job.output(t).is_file() for t in targets)]
     result = BatchResult(skipped=[job.path for job in mine if job not in todo])
     started = time.perf_counter()
+    settings: dict = {}
     if todo:
         model = load_checkpoint(checkpoint, device=state.device if state.num_processes > 1 else device)
         for name in [source, *targets]:
             model.condition_index(name)  # an unknown condition fails before any work
-        for job in todo:
-            image = read_image(job.path)
-            callback = progress(job.path.name) if progress else None
-            results = translate(model, image, source, targets, steps=steps, seed=seed, guidance=guidance,
-                                batch_size=batch_size, precision=precision, progress=callback)
-            job.out_dir.mkdir(parents=True, exist_ok=True)
-            for target, translated in results.items():
-                meta = provenance(model, source, target, steps, seed, guidance, job.path)
-                written = write_translation(job.out_dir, job.path.stem, target, translated, model, meta)
-                result.written.append(written)
-                if report:
-                    report(written)
+        chosen, sources = translation_options(model, source, targets[0], **options)
+        settings = {"options": chosen.record(), "options_from": sources}
+        result.settings = describe(chosen, sources, direct=is_direct(model))
+        for group, images in _groups(model, todo, chosen):
+            names = group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
+            callback = progress(names) if progress else None
+            translated = translate(model, np.stack(images), source, targets, chosen, progress=callback)
+            for i, job in enumerate(group):
+                job.out_dir.mkdir(parents=True, exist_ok=True)
+                for target, stack in translated.items():
+                    meta = provenance(model, source, target, chosen, job.path)
+                    written = write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)
+                    result.written.append(written)
+                    if report:
+                        report(written)
     result.seconds = time.perf_counter() - started
     _write_shard(out, state.process_index, result)
     state.wait_for_everyone()
     if state.is_main_process:
         _merge_summary(out, state.num_processes, dict(checkpoint=str(checkpoint), source=source, targets=targets,
-                                                      steps=steps, seed=seed, guidance=guidance, inputs=len(jobs)))
+                                                      inputs=len(jobs), **settings))
     return result
+
+
+def _groups(model, jobs: list[Job], options):
+    """Yield (jobs, images) of one shape, as many as one translation batch holds: whole fields that fit the
+    memory budget together, or (for tiled fields) one file at a time. Files are read as they are needed."""
+    pending: dict[tuple, tuple[list[Job], list[np.ndarray]]] = {}
+    for job in jobs:
+        image = read_image(job.path)
+        group, images = pending.setdefault(image.shape, ([], []))
+        group.append(job)
+        images.append(image)
+        if len(group) >= _per_call(model, image.shape, options):
+            yield pending.pop(image.shape)
+    yield from pending.values()
+
+
+def _per_call(model, shape: tuple, options) -> int:
+    """How many files of this shape go into one translate() call."""
+    if is_direct(model) or options.tiles or not fits_whole(model, (1, *shape[-3:]), 1):
+        return 1
+    return options.batch_size or default_batch_size(model, shape[-2:], tiles=False)
 
 
 def _write_shard(out: Path, rank: int, result: BatchResult) -> None:

@@ -17,17 +17,19 @@ from .export import provenance, write_translation
 from .figures import comparison_figure
 from .images import write_image
 from .simulate import PHENOTYPES, measure_phenotype, simulate_field
-from .translate import DEFAULT_STEPS, TranslateEvent, translate
+from .options import describe
+from .translate import TranslateEvent, translate, translation_options
 
 FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulate_dataset(seed=0)
 
 
-def run_demo(out: str | Path, *, n: int = 3, steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None,
-             batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
-             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None) -> list[Path]:
+def run_demo(out: str | Path, *, n: int = 3, device: str = "auto",
+             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None, **options) -> list[Path]:
     """Translate n simulated fields per condition to the other condition; write TIFFs, a PNG figure and a summary.
 
-    `progress(description)`, if given, returns the per-event callback used while each direction runs.
+    options: translation options (core/options.py); unset ones take the demo checkpoint's calibrated setting for
+    each direction. `progress(description)`, if given, returns the per-event callback used while each direction
+    runs.
     Returns the written files, the figure and the summary first.
     """
     out = Path(out)
@@ -36,31 +38,36 @@ def run_demo(out: str | Path, *, n: int = 3, steps: int = DEFAULT_STEPS, seed: i
     phenotype = PHENOTYPES[sim["phenotype"]]
     out.mkdir(parents=True, exist_ok=True)
     written, rows, lines = [], [], [f"phenotype: {phenotype.measure_name} (per cell, median over the fields)"]
+    real = {}
+    for condition in phenotype.conditions:
+        made = [simulate_field(phenotype.name, condition, sim["size"], seed=FIRST_SEED + 500 + i,
+                               cell_diameter=sim["cell_diameter"]) for i in range(n)]
+        real[condition] = float(np.nanmedian(np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells,
+                                                                               phenotype.name) for f in made])))
     for source, target in (phenotype.conditions, phenotype.conditions[::-1]):
-        fields = [simulate_field(phenotype.name, source, sim["size"], seed=FIRST_SEED + seed * 1000 + i,
+        fields = [simulate_field(phenotype.name, source, sim["size"], seed=FIRST_SEED + i,
                                  cell_diameter=sim["cell_diameter"]) for i in range(n)]
         stack = np.stack([f.image for f in fields])
-        translated = translate(model, stack, source, target, steps=steps, seed=seed, guidance=guidance,
-                               batch_size=batch_size, precision=precision,
+        chosen, sources = translation_options(model, source, target, **options)
+        lines.append(f"{source} -> {target} settings: {describe(chosen, sources)}")
+        translated = translate(model, stack, source, target, chosen,
                                progress=progress(f"{source} -> {target}") if progress else None)
         before, after = [], []
         for i, (field, image) in enumerate(zip(fields, translated)):
             stem = f"{source}_{i}"
             written.append(write_image(out / f"{stem}.tif", field.image, channel_names=model.channel_names,
                                        provenance={"simulated": sim["phenotype"], "condition": source}))
-            meta = provenance(model, source, target, steps, seed, guidance, f"simulated {stem}")
+            meta = provenance(model, source, target, chosen, f"simulated {stem}")
             written.append(write_translation(out, stem, target, image, model, meta))
             before.append(measure_phenotype(field.image, field.nuclei, field.cells, phenotype.name))
             after.append(measure_phenotype(image, field.nuclei, field.cells, phenotype.name))
-            if i == 0:
-                rows.append((f"{source} -> {target}", field.image, image))
-        lines.append(f"{source} -> {target}: {np.median(np.concatenate(before)):.2f} -> "
-                     f"{np.median(np.concatenate(after)):.2f}")
-    for condition in phenotype.conditions:
-        real = [simulate_field(phenotype.name, condition, sim["size"], seed=FIRST_SEED + 500 + i,
-                               cell_diameter=sim["cell_diameter"]) for i in range(n)]
-        values = np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, phenotype.name) for f in real])
-        lines.append(f"real {condition} cells: {np.median(values):.2f}")
+        moved = float(np.nanmedian(np.concatenate(after)))
+        off = abs(moved - real[target]) / abs(real[target])
+        lines.append(f"{source} -> {target}: {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f} "
+                     f"(real {target} cells: {real[target]:.2f}; {off:.0%} off)")
+        rows.append((f"{source} -> {target} (median {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
+                     f"real {target} {real[target]:.2f})", fields[0].image, translated[0]))
+    lines += [f"real {condition} cells: {value:.2f}" for condition, value in real.items()]
     figure = comparison_figure(out / "demo.png", rows, model.channel_names)
     summary = out / "summary.txt"
     summary.write_text("\n".join(lines) + "\n")

@@ -11,3 +11,7 @@ class DataError(PhenDiffError, ValueError):
 
 class CheckpointError(PhenDiffError, ValueError):
     """A checkpoint folder is missing, incomplete, unsafe or does not fit the request."""
+
+
+class ConfigError(PhenDiffError, ValueError):
+    """A setting (an option of a command, a dock or a function) is out of range or of the wrong kind."""

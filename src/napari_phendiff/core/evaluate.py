@@ -3,13 +3,16 @@
 Held-out source images are translated to the target condition (and back, for the cycle loss) and compared with
 real target images: distribution distances on features (FID, KID, precision/recall), a condition classifier's
 verdict, CellProfiler-style per-cell measurements, and, for simulated data with ground truth, whether each cell's
-phenotype moved to the target while the cells stayed where they were.
+phenotype moved to the target while the cells stayed where they were. Every score is also given for the
+copy-the-source baseline (the untranslated originals scored as if they were the translations), and the report warns
+when the cells did not stay the same or the translation does no better than that baseline.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,14 +22,32 @@ import tifffile
 
 from . import cells as cellmeasure
 from . import metrics
+from .calibrate import channel_change, kept_score
 from .checkpoint import atomic_folder, load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
 from .features import InceptionFeatures, train_classifier
 from .measure import transfer_rate
-from .translate import DEFAULT_STEPS, TranslateEvent, translate
+from .options import describe
+from .translate import TranslateEvent, is_direct, translate, translation_options
 
-METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate")
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate",
+               "identity_iou_segmented")
+
+# When the report warns. Nuclei found on a translation should mostly cover the nuclei found on its original: below
+# MIN_IDENTITY_IOU the cells were moved, removed or invented (the same segmentation on a real image and itself gives
+# 1). With ground truth, the true-nuclei overlap should keep MIN_IDENTITY_SHARE of the originals' own score.
+# Classifier rate or precision at or above HIGH_REALISM look like success, which is misleading when identity is low.
+# Below MIN_CLASSIFIER_ACCURACY on real held-out images the classifier cannot tell the conditions apart.
+MIN_IDENTITY_IOU = 0.7
+MIN_IDENTITY_SHARE = 0.8
+HIGH_REALISM = 0.8
+MIN_CLASSIFIER_ACCURACY = 0.8
+# A measurement "differs" between the real conditions (so that "moved ... of the way" means something) when the
+# effect size target vs source is at least MIN_EFFECT (Cohen's d, a medium effect) and the rank test target vs
+# source, where it can be computed, gives p below MAX_P.
+MIN_EFFECT = 0.5
+MAX_P = 0.05
 
 
 @dataclass
@@ -43,14 +64,15 @@ class EvaluationSet:
 
 def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | Path, *,
              features: str = "classifier", truth: str | Path | None = None, n: int | None = None,
-             steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None, batch_size: int | None = None,
-             device: str = "auto", classifier_steps: int = 400, precision: str = "fp32",
-             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None) -> dict:
+             device: str = "auto", classifier_steps: int = 400,
+             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None, **options) -> dict:
     """Translate held-out `source` images of `data` to `target`, score them, write the report folder `out`.
 
     checkpoint: a folder, "demo", or a loaded model. data: a labelled folder the model did not train on.
     features: "classifier" (offline) or "inception:PATH" (local Inception-v3 weights). truth: the simulator's
     ground-truth folder for `data` (e.g. cells_truth). n: translate only the first n source images.
+    options: translation options (core/options.py); unset ones take the checkpoint's calibrated setting for each
+    direction (the round trip back uses the reverse direction's), else the defaults.
     `progress(description)`, if given, returns the per-event callback for each translation pass.
     Returns the metrics (also written to out/metrics.json).
     """
@@ -63,9 +85,12 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
     target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
     originals = [images.images[i] for i in source_idx]
-    options = dict(steps=steps, seed=seed, guidance=guidance, batch_size=batch_size, precision=precision)
-    translated = _translate_all(model, originals, source, target, options, progress, f"{source} -> {target}")
-    round_trips = _translate_all(model, translated, target, source, options, progress, f"{target} -> {source} (cycle)")
+    forward, forward_from = translation_options(model, source, target, **options)
+    backward, _ = translation_options(model, target, source, **options)
+    seed = forward.seed
+    translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
+    round_trips = _translate_all(model, translated, target, source, backward, progress,
+                                 f"{target} -> {source} (cycle)")
     evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
                                [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
 
@@ -73,7 +98,8 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
     results = {**_distribution_metrics(extractor, evaluation),
                **_classifier_metrics(classifier, evaluation, source, target),
-               **_cycle_metrics(model, evaluation)}
+               **_cycle_metrics(model, evaluation),
+               **identity_metrics(model, evaluation)}
     table = _cell_table(evaluation, model.channel_names)
     if truth is not None:
         results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
@@ -81,8 +107,11 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         "features": extractor.name, "checkpoint": str(getattr(model, "path", "") or checkpoint),
         "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
         "n_translated": len(originals), "n_real_target": len(target_idx),
-        **({} if model.kind == "cyclegan" else {"steps": steps, "seed": seed, "guidance": guidance}),
+        "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
+        **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
+                                        "settings": describe(forward, forward_from)}),
     })
+    results["warnings"] = translation_warnings(results)
 
     from .report import write_report
 
@@ -106,7 +135,7 @@ def _check_conditions(model, images, source: str, target: str) -> None:
                         f"{model.channels} ({', '.join(model.channel_names)}).")
 
 
-def _translate_all(model, stack: list[np.ndarray], source: str, target: str, options: dict, progress, label: str):
+def _translate_all(model, stack: list[np.ndarray], source: str, target: str, options, progress, label: str):
     """Translate images of possibly different sizes: one call per size, results in input order."""
     by_shape: dict[tuple, list[int]] = {}
     for i, image in enumerate(stack):
@@ -114,7 +143,7 @@ def _translate_all(model, stack: list[np.ndarray], source: str, target: str, opt
     results: list[np.ndarray | None] = [None] * len(stack)
     for shape, members in by_shape.items():
         callback = progress(f"{label} {shape[-2]}x{shape[-1]}" if len(by_shape) > 1 else label) if progress else None
-        out = translate(model, np.stack([stack[i] for i in members]), source, target, progress=callback, **options)
+        out = translate(model, np.stack([stack[i] for i in members]), source, target, options, progress=callback)
         for i, image in zip(members, out):
             results[i] = image
     return results
@@ -127,19 +156,25 @@ def _inception(spec: str, normalization):
 
 
 def _distribution_metrics(extractor, evaluation: EvaluationSet) -> dict:
+    """FID, KID, precision and recall of the translations against the real targets, and (baseline_ keys) of the
+    untranslated originals: what copying the source would score."""
     real = extractor.features(evaluation.targets)
-    fake = extractor.features(evaluation.translated)
-    kid_mean, kid_std = metrics.kid(real, fake)
-    precision, recall = metrics.precision_recall(real, fake, k=min(3, len(real) - 1, len(fake) - 1))
-    return {"fid": metrics.fid(real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
-            "precision": precision, "recall": recall}
+    scores = {}
+    for prefix, stack in (("", evaluation.translated), ("baseline_", evaluation.originals)):
+        fake = extractor.features(stack)
+        kid_mean, kid_std = metrics.kid(real, fake)
+        precision, recall = metrics.precision_recall(real, fake, k=min(3, len(real) - 1, len(fake) - 1))
+        scores.update({f"{prefix}fid": metrics.fid(real, fake), f"{prefix}kid_mean": kid_mean,
+                       f"{prefix}kid_std": kid_std, f"{prefix}precision": precision, f"{prefix}recall": recall})
+    return scores
 
 
 def _classifier_metrics(classifier, evaluation: EvaluationSet, source: str, target: str) -> dict:
     target_index = classifier.conditions.index(target)
     rate = lambda stack: float(np.mean(classifier.predict(stack) == target_index))  # noqa: E731
+    real_source = rate(evaluation.originals)
     return {"classifier_target_rate": rate(evaluation.translated),
-            "classifier_target_rate_real_source": rate(evaluation.originals),
+            "classifier_target_rate_real_source": real_source, "baseline_classifier_target_rate": real_source,
             "classifier_target_rate_real_target": rate(evaluation.targets),
             "classifier_accuracy": classifier.accuracy, "classifier_held_out_images": classifier.n_held_out}
 
@@ -153,6 +188,72 @@ def _cycle_metrics(model, evaluation: EvaluationSet) -> dict:
         per_image.append(l2)
         per_pixel.append(mse)
     return {"cycle_l2": float(np.mean(per_image)), "cycle_l2_per_pixel": float(np.mean(per_pixel))}
+
+
+def identity_metrics(model, evaluation: EvaluationSet) -> dict:
+    """Did the cells stay the same? Needs no ground truth.
+
+    identity_iou_segmented: mean overlap of the nuclei segmented on each original with those segmented on its
+    translation (1 = the nuclei stayed where they were). channel_change: per channel, the root mean square change
+    from original to translation in the model's normalised units (about [-1, 1]; mean over images), so a channel the
+    condition should not touch can be checked; also flat, as channel_change_<name>.
+    """
+    pairs = list(zip(evaluation.originals, evaluation.translated))
+    per_image = [channel_change(model, [original], [translated]) for original, translated in pairs]
+    change = {name: float(np.mean([c[name] for c in per_image])) for name in model.channel_names}
+    return {"identity_iou_segmented": kept_score(evaluation.originals, evaluation.translated, model.channel_names),
+            "channel_change": change, **{f"channel_change_{_key(name)}": value for name, value in change.items()}}
+
+
+def _key(name: str) -> str:
+    """A channel name as part of a metric key: letters, digits and underscores only."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "channel"
+
+
+def translation_warnings(results: dict) -> list[str]:
+    """Plain sentences for the top of the report: where the scores cannot be trusted, and what to look at.
+
+    Warns when the cells did not stay the same (identity_iou_segmented, or identity_iou against its reference with
+    ground truth), when realism scores are high although identity is low, when the translation does not beat the
+    copy-the-source baseline, and when the condition classifier cannot tell the real conditions apart.
+    """
+    get = lambda key: results.get(key, float("nan"))  # noqa: E731 (NaN compares False: no warning)
+    source, target = results.get("source", "source"), results.get("target", "target")
+    warnings = []
+    low_identity = False
+    if get("identity_iou_segmented") < MIN_IDENTITY_IOU:
+        low_identity = True
+        warnings.append(f"The nuclei found on the translated images overlap little with those found on their "
+                        f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
+                        "moved, removed or invented cells, so look at examples.png before trusting any other score.")
+    if get("identity_iou") < MIN_IDENTITY_SHARE * get("identity_iou_reference"):
+        low_identity = True
+        warnings.append(f"The true nuclei overlap with those found on the translated images by only "
+                        f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
+                        "cells did not stay where they were, so the translated cells are not the original cells.")
+    if low_identity and (get("classifier_target_rate") >= HIGH_REALISM or get("precision") >= HIGH_REALISM):
+        warnings.append(f"The translations look like real {target} images (classifier rate "
+                        f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
+                        "changed: the model drew new target-like cells instead of translating these ones, so these "
+                        "scores do not show a working translation.")
+    if get("fid") >= get("baseline_fid"):
+        warnings.append(f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
+                        f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
+                        "with its copy-the-source baseline.")
+    if get("classifier_target_rate") <= get("baseline_classifier_target_rate"):
+        warnings.append(f"The condition classifier calls no more translated images {target} "
+                        f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
+                        f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
+                        "towards the target.")
+    if get("phenotype_transfer") <= get("baseline_phenotype_transfer"):
+        warnings.append(f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
+                        f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
+                        "transfer the phenotype.")
+    if get("classifier_accuracy") < MIN_CLASSIFIER_ACCURACY:
+        warnings.append(f"The condition classifier was right on only {get('classifier_accuracy'):.0%} of held-out "
+                        "real images: it cannot reliably tell the real conditions apart, so its translation rate "
+                        "means little.")
+    return warnings
 
 
 def _cell_table(evaluation: EvaluationSet, channel_names: list[str]) -> list[dict]:
@@ -190,7 +291,9 @@ def cell_summary(rows: list[dict]) -> list[dict]:
     """Per measurement: medians of real source, translated and real target, effect sizes and a rank test.
 
     `moved` is how far the translated median went from the source median towards the target one (1 = all the
-    way, 0 = not at all); the effect size target vs source says whether the measurement shows a phenotype.
+    way, 0 = not at all), given only where the real conditions differ (`differs`: |Cohen's d| target vs source at
+    least MIN_EFFECT and, where it can be computed, the rank test target vs source below MAX_P); elsewhere NaN, as
+    a measurement without a phenotype has no way to move.
     """
     measurements = [k for k in (rows[0] if rows else {}) if k not in ("group", "file", "cell")]
     summary = []
@@ -202,11 +305,16 @@ def cell_summary(rows: list[dict]) -> list[dict]:
             continue
         source, translated, target = (np.median(groups[g]) for g in ("real source", "translated", "real target"))
         span = target - source
+        effect = metrics.effect_size(groups["real source"], groups["real target"])
+        p_real = metrics.rank_test(groups["real source"], groups["real target"])
+        differs = bool(abs(effect) >= MIN_EFFECT and not p_real >= MAX_P)  # NaN effect: no; NaN p: effect decides
         summary.append({
             "measurement": name, "median_real_source": source, "median_translated": translated,
-            "median_real_target": target, "moved": (translated - source) / span if span else float("nan"),
-            "effect_target_vs_source": metrics.effect_size(groups["real source"], groups["real target"]),
+            "median_real_target": target,
+            "moved": (translated - source) / span if differs and span else float("nan"),
+            "differs": differs, "effect_target_vs_source": effect,
             "effect_translated_vs_source": metrics.effect_size(groups["real source"], groups["translated"]),
+            "p_target_vs_source": p_real,
             "p_translated_vs_target": metrics.rank_test(groups["translated"], groups["real target"]),
         })
     return summary
@@ -216,7 +324,8 @@ def truth_metrics(evaluation: EvaluationSet, truth: Path, channel_names: list[st
     """Ground-truth scores for simulated data (the simulator's masks, written by `phendiff simulate`).
 
     phenotype_transfer: share of translated cells (measured with their original's true masks) whose simulator
-    phenotype value is closer to the real target cells' median than to the real source cells'.
+    phenotype value is closer to the real target cells' median than to the real source cells';
+    baseline_phenotype_transfer: the same share for the untranslated originals (copying the source).
     identity_iou: overlap of the true nuclei with the nuclei segmented on the translated image (the same cells,
     in the same places); identity_iou_reference is the same for the originals, the segmentation's own ceiling.
     """
@@ -243,6 +352,7 @@ def truth_metrics(evaluation: EvaluationSet, truth: Path, channel_names: list[st
                                                        (source_values, target_values, translated_values))
     return {
         "phenotype_transfer": transfer_rate(translated_values, source_values, target_values),
+        "baseline_phenotype_transfer": transfer_rate(source_values, source_values, target_values),
         "phenotype_unmeasured": unmeasured,
         "identity_iou": float(np.mean(iou)), "identity_iou_reference": float(np.mean(reference)),
         "truth_phenotype": phenotype, "truth_measure": info.get("measure", ""),

@@ -10,15 +10,16 @@ import numpy as np
 from .. import __version__
 from .checkpoint import PhenDiffModel
 from .images import write_image
+from .options import TranslateOptions
 
 
-def provenance(model: PhenDiffModel, source: str, target: str, steps: int, seed: int,
-               guidance: float | None, input_path: str | Path | None = None) -> dict:
-    """What a translated image needs to be reproduced: checkpoint, conditions and settings.
+def provenance(model: PhenDiffModel, source: str, target: str, options: TranslateOptions | None,
+               input_path: str | Path | None = None) -> dict:
+    """What a translated image needs to be reproduced: checkpoint, conditions and the translation's settings.
 
-    A direct mapping (CycleGAN) has no steps, seed or guidance, so none are recorded for it.
+    A direct mapping (CycleGAN) has no steps, strength or guidance, so none are recorded for it.
     """
-    settings = {} if model.kind == "cyclegan" else {"steps": steps, "seed": seed, "guidance": guidance}
+    settings = {} if options is None or hasattr(model, "map") else options.record()
     return {
         "software": f"napari-phendiff {__version__}",
         "checkpoint": str(model.path),

@@ -69,6 +69,10 @@ class TrainedClassifier:
         """(N, F) pooled penultimate-layer features of (C, Y, X) images."""
         return self._run(images, "features")
 
+    def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, conditions) probability of each condition for each image."""
+        return torch.from_numpy(self._run(images, "logits")).softmax(dim=1).numpy()
+
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Index of the most likely condition for each image."""
         return self._run(images, "logits").argmax(axis=1)

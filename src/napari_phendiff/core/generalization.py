@@ -8,6 +8,11 @@ condition, then generate from the same seeds with both.
   image to its nearest training image is near 1 (and the two models disagree, having memorised different images).
 Similarity is the cosine similarity of mean-centred images (Pearson correlation of pixels), so the uniform dark
 background does not make every pair look alike.
+- Not yet decided: a model that has learned little returns images that still resemble the noise they started from,
+  and two such models agree because they were given the same noise. The similarity of each generated image to its
+  starting noise is the check: only when the two models agree more than that does their agreement mean anything.
+  The two models also start from different random weights (seeds derived from the training seed), since models
+  sharing their initial weights agree before they have learned anything.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .checkpoint import atomic_folder, load_checkpoint
 from .dataset import scan_folder
@@ -47,48 +53,56 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     subsets = _disjoint_subsets(folder, n_per_class, seed)
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
-    models = {}
+    models, seeds = {}, model_seeds(config.seed)
     for name, files in subsets.items():
         subset = work / f"data_{name}"
         for condition, paths in files.items():
             (subset / condition).mkdir(parents=True)
             for path in paths:
                 shutil.copy2(path, subset / condition / path.name)
-        run = replace(config, data=subset, out=work / f"model_{name}", resume=False)
+        run = replace(config, data=subset, out=work / f"model_{name}", resume=False, seed=seeds[name])
         for event in iter_train(run):
             if on_train_event is not None:
                 on_train_event(name, event)
         models[name] = load_checkpoint(run.out, device=config.device)
 
     reference = models["a"].normalization  # one intensity scale for every image compared
-    results, same_seed, nearest = {"conditions": {}}, {}, {}
+    results, same_seed, nearest, noise = {"conditions": {}}, {}, {}, {}
     for condition in folder.conditions:
-        generated = {name: reference.forward(sample(model, condition, n_samples, steps=steps, seed=seed))
-                     for name, model in models.items()}
+        raw = {name: sample(model, condition, n_samples, steps=steps, seed=seed) for name, model in models.items()}
+        generated = {name: reference.forward(images) for name, images in raw.items()}
         same_seed[condition] = _similarity(generated["a"], generated["b"])
         nearest[condition] = {name: _nearest_training(generated[name], [reference.forward(read_image(p))
                                                                           for p in subsets[name][condition]])
                               for name in models}
+        noise[condition] = {name: _noise_similarity(model, raw[name], seed) for name, model in models.items()}
         results["conditions"][condition] = {
             "same_seed_similarity_median": float(np.median(same_seed[condition])),
             "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
+            "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
         }
     all_same = np.concatenate(list(same_seed.values()))
     all_nearest = np.concatenate([v for per in nearest.values() for v in per.values()])
+    all_noise = np.concatenate([v for per in noise.values() for v in per.values()])
+    medians = [float(np.median(v)) for v in (all_same, all_nearest, all_noise)]
     results.update({
-        "same_seed_similarity_median": float(np.median(all_same)),
-        "nearest_training_similarity_median": float(np.median(all_nearest)),
-        "verdict": _verdict(float(np.median(all_same)), float(np.median(all_nearest))),
+        "same_seed_similarity_median": medians[0],
+        "nearest_training_similarity_median": medians[1],
+        "starting_noise_similarity_median": medians[2],
+        "verdict": _verdict(*medians),
         "n_per_class": n_per_class, "n_samples_per_condition": n_samples, "steps": steps, "seed": seed,
         "model": config.model, "training": {"steps": config.steps, "preset": config.preset,
-                                            "image_size": config.image_size, "adapter": config.adapter},
+                                            "image_size": config.image_size, "adapter": config.adapter,
+                                            "seeds": seeds},
         "data": str(Path(data).resolve()),
-        "similarity": "cosine similarity of mean-centred images, in model a's normalised units",
+        "similarity": "cosine similarity of mean-centred images, in model a's normalised units (starting noise: in "
+                      "each model's own units, compared where the model diffuses: pixels or latents)",
     })
     try:
         with atomic_folder(out) as final:
             (final / "generalization.json").write_text(json.dumps(results, indent=2))
-            np.savez(final / "similarities.npz", same_seed=all_same, nearest_training=all_nearest)
+            np.savez(final / "similarities.npz", same_seed=all_same, nearest_training=all_nearest,
+                     starting_noise=all_noise)
             _histograms(final / "generalization.png", all_same, all_nearest, results)
             for name in models:
                 shutil.move(str(work / f"model_{name}"), final / f"model_{name}")
@@ -96,6 +110,11 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def model_seeds(seed: int) -> dict[str, int]:
+    """Training seeds of model a and b: different initial weights (and crops), reproducible from one seed."""
+    return {"a": seed, "b": seed + 1}
 
 
 def _disjoint_subsets(folder, n_per_class: int, seed: int) -> dict[str, dict[str, list[Path]]]:
@@ -143,7 +162,21 @@ def _nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.n
     return (_centred(generated) @ bank.T).max(axis=1)
 
 
-def _verdict(same_seed: float, nearest: float) -> str:
+def _noise_similarity(model, generated: np.ndarray, seed: int) -> np.ndarray:
+    """Similarity of each image `sample(model, ..., seed=seed)` generated to the noise it started from, where the
+    model diffuses (the normalised image, or a latent model's latents)."""
+    noise = torch.randn(model.noise_shape(len(generated)), generator=torch.Generator("cpu").manual_seed(seed))
+    with torch.inference_mode():
+        diffused = model.encode(torch.from_numpy(model.normalization.forward(generated)).to(model.device))
+    return _similarity(diffused.float().cpu().numpy(), noise.numpy())
+
+
+def _verdict(same_seed: float, nearest: float, noise: float) -> str:
+    """The highest of the three similarities decides."""
+    if noise >= max(same_seed, nearest):
+        return ("not decided: the generated images still resemble the noise they started from more than anything "
+                "else, so the two models agree only because they were given the same noise; train longer (or "
+                "generate with more --sample-steps) before reading this analysis")
     if same_seed > nearest:
         return "generalises: the two models agree with each other more than with any training image"
     return "memorises: generated images resemble training images more than the other model's images"
@@ -165,7 +198,9 @@ def _histograms(path: Path, same_seed: np.ndarray, nearest: np.ndarray, results:
                       fontsize=9)
     for ax in axes:
         ax.set_xlabel("cosine similarity (mean-centred)")
-    fig.suptitle(f"{results['model']} model, {results['n_per_class']} training images per condition", fontsize=10)
+    verdict = results["verdict"].split(":")[0]
+    fig.suptitle(f"{results['model']} model, {results['n_per_class']} training images per condition; generated vs "
+                 f"starting noise: median {results['starting_noise_similarity_median']:.3f}; {verdict}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -38,7 +38,17 @@ EXPLANATIONS = {
     "identity_iou": ("Identity IoU (ground truth)", "higher is better",
                      "Overlap of the true nuclei with nuclei found on the translated image: the same cells, in the "
                      "same places. Compare with the reference, the same score on the originals."),
+    "identity_iou_segmented": ("Identity IoU (segmented)", "higher is better",
+                               "Overlap of the nuclei found on each original with those found on its translation "
+                               "(no ground truth needed): 1 when the nuclei stayed where they were, low when the "
+                               "model moved, removed or invented cells."),
+    "channel_change": ("Change per channel", "low for channels the condition does not touch",
+                       "Root mean square change from original to translation, per channel, in normalised units "
+                       "(images span about −1 to 1): a channel the condition should not affect (often DNA) should "
+                       "barely change."),
 }
+# Shares of images or cells, printed as percentages.
+RATES = {"precision", "recall", "classifier_target_rate", "phenotype_transfer", "phenotype_unmeasured"}
 
 
 def write_report(folder: Path, results: dict, evaluation, rows: list[dict], summary: list[dict],
@@ -83,7 +93,9 @@ def _distributions_figure(path: Path, rows: list[dict], summary: list[dict], cou
         for group, colour in colours.items():
             ax.hist(np.clip(values[group], low, high), bins=bins, density=True, histtype="step", lw=1.6,
                     color=colour, label=f"{group} (n={len(values[group])})")
-        ax.set_title(f"{name}\nmoved {entry['moved']:.2f} of the way", fontsize=9)
+        moved = (f"moved {entry['moved']:.2f} of the way" if entry["differs"] and np.isfinite(entry["moved"])
+                 else "the real conditions do not differ")
+        ax.set_title(f"{name}\n{moved}", fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(ranked):]:
         ax.axis("off")
@@ -100,69 +112,89 @@ def _how(results: dict) -> str:
     return f"with {results['steps']} DDIM steps each way (seed {results['seed']})"
 
 
-def _html(results: dict, summary: list[dict]) -> str:
-    def number(value) -> str:
-        return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
+
+def _percent(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) and math.isfinite(value) else _number(value)
+
+
+def _value(key: str, value) -> str:
+    """A score as the report prints it: shares as percentages, per-channel scores as a list."""
+    if isinstance(value, dict):
+        return ", ".join(f"{html.escape(name)} {_number(v)}" for name, v in value.items())
+    return _percent(value) if key in RATES else _number(value)
+
+
+def _html(results: dict, summary: list[dict]) -> str:
     metric_rows = []
     for key, (label, better, meaning) in EXPLANATIONS.items():
         if key not in results:
             continue
-        value = number(results[key])
+        value = _value(key, results[key])
+        baseline = _value(key, results[f"baseline_{key}"]) if f"baseline_{key}" in results else ""
         if key == "kid_mean":
-            value += f" ± {number(results['kid_std'])}"
+            value += f" ± {_number(results['kid_std'])}"
+            baseline += f" ± {_number(results['baseline_kid_std'])}" if baseline else ""
         if key == "identity_iou":
-            value += f" (reference {number(results['identity_iou_reference'])})"
-        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{better}</td><td>{meaning}</td></tr>")
+            value += f" (reference {_number(results['identity_iou_reference'])})"
+        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{baseline}</td><td>{better}</td>"
+                           f"<td>{meaning}</td></tr>")
     cells = "".join(
-        f"<tr><td>{html.escape(s['measurement'])}</td><td>{number(s['median_real_source'])}</td>"
-        f"<td>{number(s['median_translated'])}</td><td>{number(s['median_real_target'])}</td>"
-        f"<td>{number(s['moved'])}</td><td>{number(s['effect_target_vs_source'])}</td>"
-        f"<td>{number(s['p_translated_vs_target'])}</td></tr>"
+        f"<tr><td>{html.escape(s['measurement'])}</td><td>{_number(s['median_real_source'])}</td>"
+        f"<td>{_number(s['median_translated'])}</td><td>{_number(s['median_real_target'])}</td>"
+        f"<td>{_number(s['moved']) if s['differs'] else 'no difference'}</td>"
+        f"<td>{_number(s['effect_target_vs_source'])}</td><td>{_number(s['p_target_vs_source'])}</td>"
+        f"<td>{_number(s['p_translated_vs_target'])}</td></tr>"
         for s in sorted(summary, key=lambda s: -abs(s["effect_target_vs_source"])
                         if np.isfinite(s["effect_target_vs_source"]) else 0))
-    accuracy = results.get("classifier_accuracy", float("nan"))
-    warning = ""
-    if np.isfinite(accuracy) and accuracy < 0.8:
-        warning = (f"<p class=warn>The condition classifier reached only {accuracy:.0%} on held-out real images: "
-                   "it cannot reliably tell the real conditions apart, so its translation rate means little.</p>")
+    warnings = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in results.get("warnings", []))
+    rate = lambda key: _percent(results.get(key, float("nan")))  # noqa: E731
+    differs = results.get("differs_if", {})
     truth = ""
     if "phenotype_transfer" in results:
         truth = (f"<p>Ground truth ({html.escape(results['truth_measure'])}, median per cell): real "
-                 f"{html.escape(results['source'])} {number(results['truth_median_real_source'])}, translated "
-                 f"{number(results['truth_median_translated'])}, real {html.escape(results['target'])} "
-                 f"{number(results['truth_median_real_target'])}. Cells the simulator's measure could not "
+                 f"{html.escape(results['source'])} {_number(results['truth_median_real_source'])}, translated "
+                 f"{_number(results['truth_median_translated'])}, real {html.escape(results['target'])} "
+                 f"{_number(results['truth_median_real_target'])}. Cells the simulator's measure could not "
                  f"score on the translated images (left out of the transfer): "
-                 f"{number(results['phenotype_unmeasured'])}.</p>")
+                 f"{_value('phenotype_unmeasured', results['phenotype_unmeasured'])}.</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Translation report: {html.escape(results['source'])} → \
 {html.escape(results['target'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:14px}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}
 th{{background:#f2f2f2}}.warn{{color:#a00}}img{{max-width:100%}}</style></head><body>
-<h1>{html.escape(results['source'])} → {html.escape(results['target'])}</h1>
+<h1>{html.escape(results['source'])} → {html.escape(results['target'])}</h1>{warnings}
 <p>Checkpoint <code>{html.escape(results['checkpoint'])}</code> ({html.escape(results['model_kind'])}),
 {results['n_translated']} held-out {html.escape(results['source'])} images of <code>{html.escape(results['data'])}</code>
 translated {_how(results)} and compared with
 {results['n_real_target']} real {html.escape(results['target'])} images. Features for FID, KID, precision and recall:
 <b>{html.escape(results['features'])}</b> (numbers from different feature extractors are not comparable).</p>
 <h2>Scores</h2>
-<table><tr><th>score</th><th>value</th><th></th><th>what it means</th></tr>{''.join(metric_rows)}</table>
-<p>The condition classifier was right on {number(accuracy)} of {results.get('classifier_held_out_images')} held-out
-real images. It calls {number(results.get('classifier_target_rate_real_source'))} of the real
-{html.escape(results['source'])} images and {number(results.get('classifier_target_rate_real_target'))} of the real
+<p>The <i>copy-the-source baseline</i> scores the untranslated {html.escape(results['source'])} images as if they
+were the translations: a translation that works beats it clearly on every score that has one.</p>
+<table><tr><th>score</th><th>value</th><th>copy-the-source baseline</th><th></th><th>what it means</th></tr>
+{''.join(metric_rows)}</table>
+<p>The condition classifier was right on {rate('classifier_accuracy')} of {results.get('classifier_held_out_images')}
+held-out real images. It calls {rate('classifier_target_rate_real_source')} of the real
+{html.escape(results['source'])} images and {rate('classifier_target_rate_real_target')} of the real
 {html.escape(results['target'])} images "{html.escape(results['target'])}": the translation rate lies between
-these two if the translation works.</p>{warning}{truth}
+these two if the translation works.</p>{truth}
 <h2>Examples</h2><p>Original | translated | difference (translated − original), per channel.</p>
 <img src="examples.png" alt="examples">
 <h2>Per-cell measurements</h2>
 <p>Nuclei segmented on the nuclear channel, cells grown from them (cells.csv has every cell; translated cells are
-measured with their original's masks). <i>moved</i>: how far the translated median went from the real source
-median towards the real target median (1 = all the way). <i>effect</i>: Cohen's d of real target vs real source
-(which measurements show the phenotype at all). <i>p</i>: Mann-Whitney test translated vs real target (small p: still
-distinguishable).</p>
+measured with their original's masks). <i>effect</i>: Cohen's d of real target vs real source (which measurements
+show the phenotype at all). <i>moved</i>: how far the translated median went from the real source median towards the
+real target median (1 = all the way), given only where the real conditions differ: |effect| at least
+{differs.get('min_abs_effect')} and a Mann-Whitney test real target vs real source with p below
+{differs.get('max_p')}; elsewhere there is nothing to move and it reads "no difference". <i>p translated vs
+target</i>: Mann-Whitney test (small p: still distinguishable).</p>
 <img src="distributions.png" alt="distributions">
 <table><tr><th>measurement</th><th>median real source</th><th>median translated</th><th>median real target</th>
-<th>moved</th><th>effect target vs source</th><th>p translated vs target</th></tr>{cells}</table>
+<th>moved</th><th>effect target vs source</th><th>p target vs source</th><th>p translated vs target</th></tr>
+{cells}</table>
 </body></html>
 """

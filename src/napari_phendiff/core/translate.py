@@ -6,19 +6,33 @@ UNet for condition c, one deterministic DDIM step (eta = 0) from noise level t t
     x0_hat = (x_t - sqrt(1 - alpha_t) * eps(x_t, t, c)) / sqrt(alpha_t)          # the clean image it implies
     x_t'   = sqrt(alpha_t') * x0_hat + sqrt(1 - alpha_t') * eps(x_t, t, c)      # re-noised to level t'
 
-Generation walks t' = t - T/steps down to a clean image with c = target (diffusers DDIMScheduler). Inversion walks
-the same grid upwards with c = source (DDIMInverseScheduler), so it ends at the noise x_T from which the source
-condition would regenerate the image. Regenerating x_T with the target condition keeps what the model does not tie
-to the condition (cell positions, shapes, texture) and changes what it does: the phenotype.
+(a v-predicting model gives x0_hat and eps from v the usual way). Generation walks the grid t' = t - T/steps down to
+a clean image with c = target (diffusers DDIMScheduler); inversion walks the same grid upwards with c = source
+(DDIMInverseScheduler). Regenerating with the target condition keeps what the model does not tie to the condition
+(cell positions, shapes, texture) and changes what it does: the phenotype.
 
-Images larger than the model are cut into tiles of the model's size with 25% overlap, translated in batches and
-blended with linear ramps, so memory is bounded by the tile batch, not the field (docs/method.md measures seams).
+Strength s (0 < s <= 1) inverts only the first k = round(s * steps) steps of the grid, to noise level t ~ s * T, and
+regenerates from there over the same k steps: s = 1 is the original PhenDiff (DDIB) translation; lower values keep
+more of the image. Guidance contrasts the target with a negative branch (both in one network call):
+
+    eps = eps(x, t, negative) + w * (eps(x, t, target) - eps(x, t, negative))        # on v alike
+
+where the negative is the null condition (classifier-free guidance) or the source condition (what differs between
+the two conditions), optionally only for noise levels t/T within an interval (Kynkaanniemi et al. 2024).
+
+Exact inversion (BDIA, Zhang et al. 2023) replaces each DDIM step from z_i by an update that also uses the state
+before it,  z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1),  with D the DDIM map above from the one network
+call at z_i. Solved for z_{i+1} it runs backwards exactly, so inversion followed by regeneration with the source
+condition gives the image back up to float rounding, at the cost of plain DDIM.
+
+Fields are translated whole when they fit the device's memory budget and in tiles of the model's size beyond it
+(25% overlap, blended with linear ramps), so memory stays bounded for any field (docs/method.md measures seams).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,11 +40,20 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .checkpoint import PhenDiffModel
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .images import check_finite
+from .options import DEFAULT_STEPS, TranslateOptions, resolve_options
 
-DEFAULT_STEPS = 50
 TILE_OVERLAP = 0.25
+# Memory for whole fields: what the network's activations may take. On a GPU half of the free memory; on a CPU a
+# fixed budget, because whole fields were faster than tiles on this project's CPU up to 384 px but slower from
+# 512 px (docs/benchmarks.md, large_fields and field_memory).
+CPU_BUDGET_BYTES = 512 * 2**20
+GPU_BUDGET_FRACTION = 0.5
+# Peak activation bytes per pixel and image of a pixel UNet, per channel of its first level: 2.0 KB/pixel measured
+# for `tiny` (32 channels) by benchmarks/field_memory.py, rounded up.
+BYTES_PER_PIXEL_PER_CHANNEL = 64
+DEFAULT_BYTES_PER_PIXEL = 16_384  # models without an estimate (latent: VAE at full resolution; CycleGAN)
 
 
 @dataclass(frozen=True)
@@ -44,14 +67,15 @@ class TranslateEvent:
     result: Any = None
 
 
-def translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str], *,
-              progress: Callable[[TranslateEvent], None] | None = None, **options):
+def translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str],
+              options: TranslateOptions | None = None, *,
+              progress: Callable[[TranslateEvent], None] | None = None, **overrides):
     """Translate images from `source` to `target`; see `iter_translate` for the options.
 
     Returns an array of the input's shape and dtype, or {target: array} when `target` is a list.
     `progress`, if given, is called with every TranslateEvent (e.g. to advance a progress bar).
     """
-    for event in iter_translate(model, images, source, target, **options):
+    for event in iter_translate(model, images, source, target, options, **overrides):
         if progress is not None:
             progress(event)
         if event.phase == "done":
@@ -59,42 +83,54 @@ def translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str
     raise RuntimeError("translation stopped before it finished")  # unreachable unless the generator is broken
 
 
-def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str], *,
-                   steps: int = DEFAULT_STEPS, seed: int = 0, guidance: float | None = None,
-                   batch_size: int | None = None, eta: float = 0.0, tiles: bool = True,
-                   precision: str = "fp32") -> Iterator[TranslateEvent]:
-    """Translate step by step, yielding a TranslateEvent after every UNet step and a final "done" event.
+def translation_options(model, source: str, target: str, options: TranslateOptions | None = None,
+                        **overrides) -> tuple[TranslateOptions, dict[str, str]]:
+    """The options a translation runs with, and where each came from ("given", "calibrated", "default").
+
+    A TranslateOptions object is taken as given in full; keyword overrides are laid over the checkpoint's
+    calibrated setting for this direction (if any), then over the project defaults.
+    """
+    if options is not None:
+        return replace(options, **overrides).validate(), {name: "given" for name in options.record()}
+    return resolve_options(getattr(model, "manifest", None), source, target, overrides)
+
+
+def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str],
+                   options: TranslateOptions | None = None, **overrides) -> Iterator[TranslateEvent]:
+    """Translate step by step, yielding a TranslateEvent after every network step and a final "done" event.
 
     images: one image (C, Y, X), a stack (N, C, Y, X), or (Y, X) for a one-channel model, in any dtype.
-    target: a condition, or a list of conditions (one inversion then serves all of them).
-    steps: DDIM steps for inversion and again for generation.
-    guidance: classifier-free guidance scale for generation (None or 1: none).
-    eta: 0 gives the deterministic DDIM; > 0 adds noise drawn from `seed` during generation.
-    tiles: False runs the fully convolutional UNet on the whole field at once (more memory).
-    precision: "fp32", or "bf16"/"fp16" to run the network under autocast (faster on GPUs; the DDIM arithmetic
-    stays in float32). docs/benchmarks.md measures how far the result moves.
-    Closing the generator stops the work between two steps; nothing partial is returned.
+    target: a condition, or a list of conditions (one inversion then serves all of them; the options are those of
+    the first direction).
+    options: a TranslateOptions, or its fields as keywords (steps, strength, guidance, negative, guidance_interval,
+    inversion, eta, seed, batch_size, precision, tiles; see core/options.py). Unset fields take the checkpoint's
+    calibrated setting for this direction, else the project defaults.
+    Every option is checked before any work. Closing the generator stops the work between two steps; nothing
+    partial is returned.
     """
     targets = [target] if isinstance(target, str) else list(target)
     if not targets:
-        raise ValueError("Give at least one target condition.")
-    dtype = autocast_dtype(precision)
+        raise ConfigError("Give at least one target condition.")
+    options, _ = translation_options(model, source, targets[0], options, **overrides)
+    dtype = autocast_dtype(options.precision)
     source_index = model.condition_index(source)
     target_indices = [model.condition_index(t) for t in targets]
     stack, restore = _as_stack(images, model)
     scaled = model.normalization.forward(stack)
+    tiles = options.tiles if options.tiles is not None else not fits_whole(model, scaled.shape, options.batch_size)
     padded, (height, width) = _pad(scaled, model.image_size if tiles else 0, model.size_multiple)
     windows = _windows(padded.shape[-2:], model.image_size, tiles)
     jobs = [(n, window) for n in range(len(padded)) for window in windows]
-    batch_size = batch_size or default_batch_size(model.device)
+    batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
     batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
-    direct = model.kind == "cyclegan"  # a direct mapping: one step per target, no inversion
-    total = len(batches) * (len(targets) if direct else steps * (1 + len(targets)))
+    direct = is_direct(model)
+    inverse_steps, forward_steps = network_steps(options)
+    total = len(batches) * (len(targets) if direct else inverse_steps + forward_steps * len(targets))
 
     ramp = _blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
     weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generator = torch.Generator("cpu").manual_seed(options.seed)
     done = 0
     for batch in batches:
         clean = torch.from_numpy(np.stack([padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
@@ -102,8 +138,8 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
         if direct:
             work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total)
         else:
-            work = _diffusion_batch(model, clean, source_index, targets, target_indices, steps, done, total,
-                                    dtype=dtype, guidance=guidance, eta=eta, generator=generator)
+            work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
+                                    dtype=dtype, generator=generator)
         outs, done = yield from work
         for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
@@ -117,21 +153,32 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target])
 
 
-def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], steps: int,
-                     done: int, total: int, dtype: torch.dtype | None = None, **generation_options):
+def is_direct(model) -> bool:
+    """A direct mapping between conditions (CycleGAN's generators) rather than a diffusion model."""
+    return hasattr(model, "map")
+
+
+def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
+                     options: TranslateOptions, done: int, total: int, dtype: torch.dtype | None = None,
+                     generator: torch.Generator | None = None):
     """Invert one batch under the source condition, regenerate it under each target: yields events, returns
     ({target: array}, steps done so far)."""
+    inverse_steps, forward_steps = network_steps(options)
     with torch.inference_mode():
         start = model.encode(clean)
-    noise = yield from _count(invert(model, start, source, steps, dtype=dtype), "invert", done, total, None)
-    done += steps
+    inversion = invert(model, start, source, options.steps, strength=options.strength, method=options.inversion,
+                       dtype=dtype)
+    inverted = yield from _count(inversion, "invert", done, total, None)
+    done += inverse_steps
     outs = {}
     for name, index in zip(targets, indices):
-        generation = generate(model, noise, index, steps, dtype=dtype, **generation_options)
+        generation = generate(model, inverted, index, options.steps, strength=options.strength,
+                              guidance=options.guidance, negative=negative_label(model, options.negative, source),
+                              interval=options.guidance_interval, eta=options.eta, generator=generator, dtype=dtype)
         end = yield from _count(generation, "generate", done, total, name)
         with torch.inference_mode():
             outs[name] = model.decode(end).float().cpu().numpy()
-        done += steps
+        done += forward_steps
     return outs, done
 
 
@@ -159,37 +206,137 @@ def _count(steps_iter, phase: str, offset: int, total: int, target: str | None):
         return stop.value
 
 
+def negative_label(model, negative: str, source: int) -> int:
+    """The condition index of guidance's negative branch."""
+    return source if negative == "source" else model.null_condition
+
+
+# --- the DDIM walk ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Inverted:
+    """Where an inversion ended: the noisy state after each of its steps (index 0: the clean start).
+
+    `start(k)` gives what regeneration over the last k steps of the grid starts from: the state after k inversion
+    steps (DDIM), or that state and the one before it (BDIA needs both).
+    """
+
+    states: list[torch.Tensor]
+    method: str
+    steps: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.states) - 1
+
+    def start(self, k: int):
+        """(state, upper) for a regeneration over the last k grid steps; upper is the state one level above,
+        which BDIA's update needs (None for DDIM, and for a one-step BDIA walk, whose only step is plain DDIM)."""
+        if not 1 <= k <= self.depth:
+            raise ConfigError(f"This inversion went {self.depth} step(s) deep; it cannot start a regeneration of "
+                              f"{k} steps. Invert with a higher strength.")
+        if self.method == "bdia" and k >= 2:
+            return self.states[k - 1], self.states[k]
+        return self.states[k], None
+
+
+def network_steps(options: TranslateOptions) -> tuple[int, int]:
+    """Network calls of one inversion and of one regeneration (BDIA's regeneration starts one level lower, from
+    the last two inverted states, so it needs one call fewer)."""
+    k = options.run_steps
+    return k, (max(1, k - 1) if options.inversion == "bdia" else k)
+
+
+def _grid_steps(steps: int, strength: float) -> int:
+    return max(1, round(strength * steps))
+
+
 @torch.inference_mode()
-def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, dtype: torch.dtype | None = None):
-    """DDIM inversion of clean images x (normalised, B,C,H,W) under `condition`; yields per step, returns x_T."""
+def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
+           method: str = "ddim", dtype: torch.dtype | None = None, keep: bool = False):
+    """Invert clean images x (normalised, B,C,H,W) under `condition` over the first strength x steps of the grid.
+
+    Yields after every step and returns an Inverted. keep=True keeps every intermediate state, so one inversion
+    also serves every lower strength on the same grid (sweeps, morphs); otherwise only the last two are kept.
+    """
+    depth = _grid_steps(steps, strength)
     scheduler = DDIMInverseScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
     labels = torch.full((x.shape[0],), condition, device=x.device)
-    for t in scheduler.timesteps:
-        eps = _predict(model, x, t, labels, dtype)
-        x = scheduler.step(eps, t, x).prev_sample
+    states = [x]
+    if method == "ddim":
+        for t in scheduler.timesteps[:depth]:
+            eps = _predict(model, x, t, labels, dtype)
+            x = scheduler.step(eps, t, x).prev_sample
+            states.append(x)
+            if not keep:
+                states[:-2] = [None] * (len(states) - 2)
+            yield
+    elif method == "bdia":
+        grid = _Grid(model.scheduler_config, steps, x.device)
+        # z_0 from the clean image: one plain DDIM inversion step (its accuracy does not matter for exactness)
+        eps = _predict(model, x, grid.timesteps[0], labels, dtype)
+        x = grid.ddim(x, eps, -1, 0)
+        states.append(x)
         yield
-    return x
+        for i in range(depth - 1):  # z_{i+1} = z_{i-1} - D(z_i; i -> i-1) + D(z_i; i -> i+1)
+            eps = _predict(model, x, grid.timesteps[i], labels, dtype)
+            x = states[-2] - grid.ddim(x, eps, i, i - 1) + grid.ddim(x, eps, i, i + 1)
+            states.append(x)
+            if not keep:
+                states[:-2] = [None] * (len(states) - 2)
+            yield
+    else:
+        raise ConfigError(f"Unknown inversion {method!r}.")
+    return Inverted(states, method, steps)
 
 
 @torch.inference_mode()
-def generate(model: PhenDiffModel, noise: torch.Tensor, condition: int, steps: int, *, guidance: float | None = None,
-             eta: float = 0.0, generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
-    """DDIM generation from x_T under `condition`, with optional classifier-free guidance; returns x_0."""
-    scheduler = DDIMScheduler.from_config(model.scheduler_config)
-    scheduler.set_timesteps(steps, device=noise.device)
-    batch = noise.shape[0]
-    labels = torch.full((batch,), condition, device=noise.device)
+def generate(model: PhenDiffModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
+             strength: float = 1.0, guidance: float | None = None, negative: int | None = None,
+             interval: tuple[float, float] = (0.0, 1.0), eta: float = 0.0,
+             generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+    """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
+
+    start: an Inverted (from `invert`, at least as deep) or plain noise x_T (strength 1).
+    guidance: scale w (None or 1: none); negative: the condition index of the negative branch (default: null).
+    interval: guidance only where t / T lies within it.
+    """
+    depth = _grid_steps(steps, strength)
+    if isinstance(start, Inverted):
+        x, upper = start.start(depth)
+        method = start.method
+    else:
+        x, upper, method = start, None, "ddim"
+    batch = x.shape[0]
+    labels = torch.full((batch,), condition, device=x.device)
+    negative = model.null_condition if negative is None else negative
     guided = guidance is not None and guidance != 1.0
-    if guided:
-        labels = torch.cat([labels, torch.full((batch,), model.null_condition, device=noise.device)])
-    x = noise
-    for t in scheduler.timesteps:
-        if guided:
-            eps_cond, eps_null = _predict(model, torch.cat([x, x]), t, labels, dtype).chunk(2)
-            eps = eps_null + guidance * (eps_cond - eps_null)
-        else:
-            eps = _predict(model, x, t, labels, dtype)
+    both = torch.cat([labels, torch.full((batch,), negative, device=x.device)]) if guided else None
+    total = model.scheduler_config["num_train_timesteps"]
+    low, high = interval
+
+    def prediction(x, t):
+        if guided and low <= float(t) / total <= high:
+            eps_target, eps_negative = _predict(model, torch.cat([x, x]), t, both, dtype).chunk(2)
+            return eps_negative + guidance * (eps_target - eps_negative)
+        return _predict(model, x, t, labels, dtype)
+
+    if method == "bdia":
+        grid = _Grid(model.scheduler_config, steps, x.device)
+        if upper is None:  # a one-step walk: plain DDIM from level 0 to the clean image
+            x = grid.ddim(x, prediction(x, grid.timesteps[0]), 0, -1)
+            yield
+            return x
+        for i in range(depth - 2, -1, -1):  # z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1)
+            eps = prediction(x, grid.timesteps[i])
+            x, upper = upper - grid.ddim(x, eps, i, i + 1) + grid.ddim(x, eps, i, i - 1), x
+            yield
+        return x
+    scheduler = DDIMScheduler.from_config(model.scheduler_config)
+    scheduler.set_timesteps(steps, device=x.device)
+    for t in scheduler.timesteps[len(scheduler.timesteps) - depth:]:
+        eps = prediction(x, t)
         variance_noise = None
         if eta > 0:
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
@@ -198,12 +345,45 @@ def generate(model: PhenDiffModel, noise: torch.Tensor, condition: int, steps: i
     return x
 
 
+class _Grid:
+    """The DDIM grid of diffusers' schedulers, written out for BDIA, which needs the DDIM map between any two
+    neighbouring levels (diffusers' schedulers step only one way).
+
+    Level i >= 0 is timestep timesteps[i] of the ascending grid; level -1 is the clean image (alpha = 1).
+    """
+
+    def __init__(self, config: dict, steps: int, device: torch.device):
+        inverse = DDIMInverseScheduler.from_config(config)
+        inverse.set_timesteps(steps, device=device)
+        self.timesteps = inverse.timesteps
+        self.alphas = DDIMScheduler.from_config(config).alphas_cumprod.to(device)
+        self.prediction_type = config.get("prediction_type", "epsilon")
+
+    def alpha(self, i: int) -> torch.Tensor:
+        if i < 0:
+            return torch.ones((), dtype=self.alphas.dtype, device=self.alphas.device)
+        return self.alphas[self.timesteps[min(i, len(self.timesteps) - 1)]]
+
+    def ddim(self, x: torch.Tensor, output: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """D(x; i -> j): the clean image and noise that `output` (the network's, at level i) implies, re-noised
+        to level j."""
+        a, a_next = self.alpha(i), self.alpha(j)
+        if self.prediction_type == "v_prediction":
+            x0 = a.sqrt() * x - (1 - a).sqrt() * output
+            eps = a.sqrt() * output + (1 - a).sqrt() * x
+        elif self.prediction_type == "epsilon":
+            x0, eps = (x - (1 - a).sqrt() * output) / a.sqrt(), output
+        else:
+            raise ConfigError(f"BDIA inversion supports epsilon and v prediction, not {self.prediction_type!r}.")
+        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        raise ConfigError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
 
 
@@ -221,8 +401,8 @@ def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = DEF
 
     What the model has learned a condition looks like: used for training previews, not for translation.
     """
-    if model.kind == "cyclegan":
-        raise ValueError("A CycleGAN maps images between conditions; it cannot generate new ones from noise.")
+    if is_direct(model):
+        raise ConfigError("A CycleGAN maps images between conditions; it cannot generate new ones from noise.")
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = torch.randn(model.noise_shape(n), generator=generator).to(model.device)
     latent = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
@@ -240,8 +420,40 @@ def _finish(steps_iter):
             return stop.value
 
 
-def default_batch_size(device: torch.device) -> int:
-    return 32 if device.type == "cuda" else 8
+# --- memory: whole fields or tiles --------------------------------------------------------------------------------
+
+def bytes_per_pixel(model) -> int:
+    """Estimated peak activation memory per pixel of one image in one network call."""
+    unet = getattr(model, "unet", None)
+    widths = getattr(getattr(unet, "config", None), "block_out_channels", None)
+    if model.kind == "pixel" and widths:
+        return BYTES_PER_PIXEL_PER_CHANNEL * int(widths[0])
+    return DEFAULT_BYTES_PER_PIXEL
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the network's activations may take on `device`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_BUDGET_FRACTION)
+    return CPU_BUDGET_BYTES
+
+
+def fits_whole(model, shape: tuple[int, ...], batch_size: int | None = None, budget: int | None = None) -> bool:
+    """Whether one network call on whole fields of `shape` (N, C, Y, X) fits the memory budget: the largest of
+    `batch_size` fields (default one) at a time."""
+    per_field = bytes_per_pixel(model) * shape[-2] * shape[-1]
+    budget = memory_budget(model.device) if budget is None else budget
+    return per_field * min(batch_size or 1, shape[0]) <= budget
+
+
+def default_batch_size(model, window: tuple[int, int] | None = None, tiles: bool = True) -> int:
+    """Tiles per call: 8 on a CPU, 32 on a GPU; whole fields: as many as the memory budget allows (at least 1)."""
+    fixed = 32 if model.device.type == "cuda" else 8
+    if tiles or window is None:
+        return fixed
+    per_field = bytes_per_pixel(model) * window[0] * window[1]
+    return max(1, min(fixed, memory_budget(model.device) // per_field))
 
 
 def _as_stack(images: np.ndarray, model: PhenDiffModel):

@@ -21,7 +21,8 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
 from ..core.checkpoint import MANIFEST, PhenDiffModel, load_checkpoint, read_manifest, resolve_checkpoint
 from ..core.errors import PhenDiffError
 from ..core.export import provenance
-from ..core.translate import DEFAULT_STEPS, iter_translate
+from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options
+from ..core.translate import TranslateEvent, is_direct, iter_translate
 from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, connect_while_alive, device_combo,
@@ -39,10 +40,8 @@ class TranslateRequest:
     device: str
     source: str
     target: str
-    steps: int
-    guidance: float | None
-    seed: int
-    batch_size: int | None
+    options: TranslateOptions
+    sources: dict  # where each option came from: "given", "calibrated", "default"
     images: np.ndarray  # (N, C, Y, X)
 
 
@@ -53,8 +52,7 @@ def run_translation(request: TranslateRequest, model: PhenDiffModel | None):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
         yield model
-        yield from iter_translate(model, request.images, request.source, request.target, steps=request.steps,
-                                  seed=request.seed, guidance=request.guidance, batch_size=request.batch_size)
+        yield from iter_translate(model, request.images, request.source, request.target, request.options)
 
 
 class TranslateDock(QWidget):
@@ -84,9 +82,23 @@ class TranslateDock(QWidget):
         browse.clicked.connect(self.browse_checkpoint)
         self.checkpoint_info = QLabel(wordWrap=True)
         self.source, self.target = QComboBox(), QComboBox()
-        self.steps = spin(QSpinBox(), 1, 1000, DEFAULT_STEPS, "DDIM steps, for inversion and again for generation.")
-        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, 1.0, "Classifier-free guidance scale; 1 means off.")
+        self.source.currentTextChanged.connect(self._preselect_options)
+        self.target.currentTextChanged.connect(self._preselect_options)
+        defaults = TranslateOptions()
+        self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength,
+                             "How far the image is taken apart before it is rebuilt: low keeps every cell, high "
+                             "lets the condition change more (1: all the way to noise).")
+        self.strength.setSingleStep(0.05)
+        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, defaults.guidance,
+                             "How strongly the target condition is pushed: 1 = not at all; higher moves the "
+                             "phenotype further but may change what should stay.")
         self.guidance.setSpecialValueText("off")
+        self.negative = QComboBox()
+        self.negative.addItems(list(NEGATIVES))
+        self.negative.setToolTip("What the target is contrasted with: 'source' pushes along what differs between "
+                                 "the two conditions; 'null' is classic classifier-free guidance.")
+        self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, HELP["steps"].capitalize() + ".")
+        self.settings_info = QLabel(wordWrap=True)
         self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, "Only matters for stochastic settings; recorded with the result.")
         self.batch_size = spin(QSpinBox(), 0, 1024, 0, "Tiles translated together; lower it if the GPU runs out "
                                 "of memory.")
@@ -108,8 +120,11 @@ class TranslateDock(QWidget):
         form.addRow("", self.checkpoint_info)
         form.addRow("Source", self.source)
         form.addRow("Target", self.target)
-        form.addRow("DDIM steps", self.steps)
+        form.addRow("Strength", self.strength)
         form.addRow("Guidance", self.guidance)
+        form.addRow("Contrast with", self.negative)
+        form.addRow("DDIM steps", self.steps)
+        form.addRow("", self.settings_info)
         form.addRow("Seed", self.seed)
         form.addRow("Tiles per batch", self.batch_size)
         form.addRow("Device", self.device)
@@ -185,6 +200,21 @@ class TranslateDock(QWidget):
         self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
                                      f"{', '.join(conditions)} · {self.manifest['image_size']} px")
         self._guess_source()
+        self._preselect_options()
+
+    def _preselect_options(self, text=None) -> None:
+        """Set strength, guidance, contrast and steps to the checkpoint's calibrated setting for this direction
+        (else the defaults) and say which they are."""
+        source, target = self.source.currentText(), self.target.currentText()
+        if not self.manifest or not source or not target:
+            return
+        options, sources = resolve_options(self.manifest, source, target)
+        self.strength.setValue(options.strength)
+        self.guidance.setValue(options.guidance)
+        self.negative.setCurrentText(options.negative)
+        self.steps.setValue(options.steps)
+        origin = "calibrated for this checkpoint" if "calibrated" in sources.values() else "project defaults"
+        self.settings_info.setText(f"Preselected: {origin} ({describe(options, sources)}).")
 
     # --- running -------------------------------------------------------------------------------------------------
     def request(self) -> tuple[ImageInput, TranslateRequest]:
@@ -198,12 +228,18 @@ class TranslateDock(QWidget):
             raise PhenDiffError("Source and target are the same condition; choose another target.")
         point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
         inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
-        guidance = self.guidance.value()
+        source, target = self.source.currentText(), self.target.currentText()
+        shown = dict(strength=self.strength.value(), guidance=self.guidance.value(),
+                     negative=self.negative.currentText(), steps=self.steps.value())
+        preset, preset_from = resolve_options(self.manifest, source, target)
+        sources = {name: (preset_from[name] if getattr(preset, name) == value else "given")
+                   for name, value in shown.items()}
+        options, _ = resolve_options(self.manifest, source, target, {
+            **shown, "seed": self.seed.value(), "batch_size": self.batch_size.value() or None})
         request = TranslateRequest(
             checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
-            source=self.source.currentText(), target=self.target.currentText(), steps=self.steps.value(),
-            guidance=None if guidance == 1.0 else guidance, seed=self.seed.value(),
-            batch_size=self.batch_size.value() or None, images=inputs.pixels())
+            source=source, target=target, options=options, sources={**preset_from, **sources},
+            images=inputs.pixels())
         return inputs, request
 
     def translate(self):
@@ -236,7 +272,7 @@ class TranslateDock(QWidget):
     def _on_yielded(self, event) -> None:
         # napari's progress bar processes Qt events whenever it moves, so the next events may be handled inside
         # pbar.update(): finish this event's own work first and move the bar last.
-        if isinstance(event, PhenDiffModel):
+        if not isinstance(event, TranslateEvent):  # the loaded model, whatever its kind
             self._keep_model(event)
             return
         if event.phase == "done" and self._pending is not None:
@@ -260,8 +296,8 @@ class TranslateDock(QWidget):
         """Add `<name> → <target>` and `<name> Δ <target>` per input layer, then show them side by side."""
         inputs, request = self._pending
         self._pending = None
-        meta = provenance(self.model, request.source, request.target, request.steps, request.seed,
-                          request.guidance, input_path=", ".join(layer.name for layer in inputs.layers))
+        meta = provenance(self.model, request.source, request.target, request.options,
+                          input_path=", ".join(layer.name for layer in inputs.layers))
         meta["plane"] = inputs.plane
         triples = []
         for layer, translated, original in zip(inputs.layers, inputs.split(result), inputs.split(request.images)):
@@ -272,7 +308,8 @@ class TranslateDock(QWidget):
                                                             f"{layer.name} Δ {request.target}", meta))
             triples.append((layer, new, diff))
         self.show_side_by_side(triples)
-        self.status.setText(f"Done: {request.source} → {request.target}, {request.steps} steps. Grid view: original "
+        settings = describe(request.options, request.sources, direct=is_direct(self.model))
+        self.status.setText(f"Done: {request.source} → {request.target} ({settings}). Grid view: original "
                             "| translated | difference (other layers hidden).")
 
     def show_side_by_side(self, triples: list[tuple[Image, Image, Image]]) -> None:

@@ -1,0 +1,180 @@
+"""The translation engine's options: strength, guidance with a chosen negative, exact inversion, whole fields by
+memory, checks before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+import napari_phendiff as pd
+from napari_phendiff.core import translate as engine
+from napari_phendiff.core.errors import ConfigError
+from napari_phendiff.core.options import TranslateOptions, resolve_options
+from napari_phendiff.core.simulate import simulate_field
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return pd.load_checkpoint(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return pd.load_checkpoint("demo", device="cpu")
+
+
+def field(size=32, seed=0, condition="untreated"):
+    return simulate_field("translocation", condition, size, seed=seed, cell_diameter=20.0).image
+
+
+class CountingUNet:
+    """Wraps the UNet to record each forward pass: its batch size, labels and spatial size."""
+
+    def __init__(self, unet):
+        self.unet, self.calls = unet, []
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def __call__(self, x, t, class_labels):
+        self.calls.append((x.shape[0], class_labels.tolist(), tuple(x.shape[-2:])))
+        return self.unet(x, t, class_labels=class_labels)
+
+
+def plain_diffusers_translation(model, image, source, target, steps):
+    """The original PhenDiff translation written directly on diffusers: full DDIM inversion, then generation."""
+    x = torch.from_numpy(model.normalization.forward(image[None]))
+    inverse = DDIMInverseScheduler.from_config(model.scheduler_config)
+    inverse.set_timesteps(steps)
+    forward = DDIMScheduler.from_config(model.scheduler_config)
+    forward.set_timesteps(steps)
+    with torch.inference_mode():
+        for t in inverse.timesteps:
+            x = inverse.step(model.unet(x, t, class_labels=torch.tensor([source])).sample, t, x).prev_sample
+        for t in forward.timesteps:
+            x = forward.step(model.unet(x, t, class_labels=torch.tensor([target])).sample, t, x).prev_sample
+    return model.normalization.inverse(x.numpy(), image.dtype)[0]
+
+
+def test_full_strength_without_guidance_is_the_original_translation_bit_for_bit(model):
+    image = field(32, seed=21)
+    ours = pd.translate(model, image, "untreated", "TNFa", steps=6, strength=1.0, guidance=1.0, tiles=False)
+    source, target = model.condition_index("untreated"), model.condition_index("TNFa")
+    assert np.array_equal(ours, plain_diffusers_translation(model, image, source, target, steps=6))
+
+
+def test_strength_runs_that_share_of_the_grid_each_way(model, monkeypatch):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    pd.translate(model, field(), "untreated", "TNFa", steps=10, strength=0.3, guidance=1.0)
+    source, target = model.condition_index("untreated"), model.condition_index("TNFa")
+    assert [labels[0] for _, labels, _ in counter.calls] == [source] * 3 + [target] * 3
+
+
+def test_lower_strength_reconstructs_closer(demo):
+    fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
+                       for s in (31, 32)])
+    scaled = demo.normalization.forward(fields)
+    error = {}
+    for strength in (0.3, 1.0):
+        back = pd.translate(demo, fields, "untreated", "untreated", steps=20, strength=strength, guidance=1.0)
+        error[strength] = float(np.sqrt(np.mean((demo.normalization.forward(back) - scaled) ** 2)))
+    # measured 0.029 and 0.17 (normalised units, data span about [-1, 1])
+    assert error[0.3] < 0.05 and error[0.3] < 0.5 * error[1.0], error
+
+
+def test_exact_inversion_reconstructs_to_float_rounding(demo):
+    image = field(48, seed=33)
+    x = torch.from_numpy(demo.normalization.forward(image[None]))
+    for strength in (0.1, 0.5, 1.0):
+        inverted = engine._finish(engine.invert(demo, x, demo.condition_index("untreated"), 20, strength=strength, method="bdia"))
+        back = engine._finish(engine.generate(demo, inverted, demo.condition_index("untreated"), 20,
+                                              strength=strength))
+        # measured 6e-7 to 2e-5 RMSE; plain DDIM inversion gives 0.02 to 0.15 on the same field
+        assert float((back - x).pow(2).mean().sqrt()) < 1e-4, strength
+        assert not torch.equal(inverted.states[-1], x)  # it did go somewhere
+    out = pd.translate(demo, image, "untreated", "TNFa", steps=10, inversion="bdia", strength=0.5)
+    assert out.shape == image.shape and np.isfinite(out.astype(np.float64)).all()
+
+
+def test_source_negative_guidance_at_scale_one_is_unguided(model):
+    image = field(seed=2)
+    unguided = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0)
+    at_one = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0, negative="source")
+    assert np.array_equal(unguided, at_one)
+    # just above 1 the batched two-branch formula runs, and lands where the unguided walk does
+    barely = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0 + 1e-6,
+                          negative="source", tiles=False)
+    reference = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0, tiles=False)
+    assert np.abs(barely.astype(np.int64) - reference.astype(np.int64)).max() <= 2
+
+
+def test_guidance_batches_target_with_the_chosen_negative(model, monkeypatch):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    pd.translate(model, field(), "untreated", "TNFa", steps=4, strength=0.5, guidance=3.0, negative="source")
+    source, target = model.condition_index("untreated"), model.condition_index("TNFa")
+    generation = counter.calls[2:]
+    assert len(generation) == 2 and all(batch == 2 and labels == [target, source] for batch, labels, _ in generation)
+    counter.calls.clear()
+    pd.translate(model, field(), "untreated", "TNFa", steps=4, strength=0.5, guidance=3.0, negative="null")
+    assert all(labels == [target, model.null_condition] for _, labels, _ in counter.calls[2:])
+    counter.calls.clear()  # an interval that holds only the lower noise levels: the upper step runs unguided
+    pd.translate(model, field(), "untreated", "TNFa", steps=10, strength=0.4, guidance=3.0, guidance_interval=(0, 0.15))
+    assert [batch for batch, _, _ in counter.calls[4:]] == [1, 1, 2, 2]  # t/T = 0.3, 0.2 | 0.1, 0.0
+
+
+def test_source_and_null_negatives_differ(model):
+    image = field(seed=3)
+    source = pd.translate(model, image, "untreated", "TNFa", steps=4, guidance=4.0, negative="source")
+    null = pd.translate(model, image, "untreated", "TNFa", steps=4, guidance=4.0, negative="null")
+    assert not np.array_equal(source, null)
+
+
+@pytest.mark.parametrize("option, value, phrase", [
+    ("strength", 0.0, "strength must be in"), ("strength", 1.5, "strength must be in"),
+    ("guidance", float("nan"), "guidance must be a finite"), ("guidance", -1.0, "guidance must be >= 0"),
+    ("guidance", float("inf"), "guidance must be a finite"),
+    ("guidance_interval", (0.5, 0.2), "guidance_interval must satisfy"),
+    ("guidance_interval", (-0.1, 1.0), "guidance_interval must satisfy"),
+    ("guidance_interval", (0.0, 1.2), "guidance_interval must satisfy"),
+    ("steps", 0, "steps must be between"), ("steps", -3, "steps must be between"),
+    ("steps", 100000, "steps must be between"), ("batch_size", -1, "batch_size must be at least 1"),
+    ("negative", "target", "negative must be one of"), ("inversion", "edict", "inversion must be one of"),
+])
+def test_bad_values_are_clear_errors_before_any_work(model, monkeypatch, option, value, phrase):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    with pytest.raises(ConfigError, match=phrase):
+        pd.translate(model, field(), "untreated", "TNFa", **{option: value})
+    assert counter.calls == []
+
+
+def test_whole_field_or_tiles_follows_the_memory_budget(model, monkeypatch):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    image = field(64, seed=4)  # the checkpoint was trained on 32 px: 9 tiles, or one whole field
+    pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, guidance=1.0)
+    assert {shape for _, _, shape in counter.calls} == {(64, 64)}
+    counter.calls.clear()
+    per_field = engine.bytes_per_pixel(model) * 64 * 64
+    monkeypatch.setattr(engine, "CPU_BUDGET_BYTES", per_field - 1)  # no longer fits: tiles of the model's size
+    pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, guidance=1.0)
+    assert {shape for _, _, shape in counter.calls} == {(32, 32)}
+    counter.calls.clear()
+    pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, guidance=1.0, tiles=False)  # forced
+    assert {shape for _, _, shape in counter.calls} == {(64, 64)}
+
+
+def test_options_resolve_given_then_calibrated_then_default():
+    manifest = {"calibration": {"untreated->TNFa": {"strength": 0.3, "guidance": 2.0, "negative": "null"}}}
+    options, sources = resolve_options(manifest, "untreated", "TNFa", {"guidance": 5.0, "strength": None})
+    assert (options.strength, options.guidance, options.negative, options.steps) == (
+        0.3, 5.0, "null", TranslateOptions().steps)
+    assert (sources["strength"], sources["guidance"], sources["steps"]) == ("calibrated", "given", "default")
+    other, other_sources = resolve_options(manifest, "TNFa", "untreated")
+    assert other == TranslateOptions() and set(other_sources.values()) == {"default"}
+    with pytest.raises(ConfigError, match="Unknown translation option"):
+        resolve_options(manifest, "untreated", "TNFa", {"strenght": 0.2})
