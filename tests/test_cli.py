@@ -73,3 +73,24 @@ def test_demo_writes_figure_tiffs_and_summary(tmp_path, capsys):
                             "TNFa_0_to_untreated.tif"])
     assert "untreated -> TNFa" in (out / "summary.txt").read_text()
     assert tifffile.imread(out / "untreated_0_to_TNFa.tif").dtype == np.uint16
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--strength", "0"], "strength must be in"), (["--strength", "1.5"], "strength must be in"),
+    (["--guidance", "nan"], "guidance must be a finite"), (["--guidance", "inf"], "guidance must be a finite"),
+    (["--steps", "0"], "steps must be between"), (["--steps", "-3"], "steps must be between"),
+    (["--steps", "100000"], "steps must be between"), (["--batch-size", "-1"], "batch_size must be at least 1"),
+    (["--guidance-interval", "0.6", "0.2"], "guidance_interval must satisfy"),
+])
+def test_bad_translation_settings_fail_before_anything_is_written(tmp_path, capsys, flags, phrase):
+    image = tmp_path / "in.tif"
+    tifffile.imwrite(image, np.full((2, 32, 32), 500, np.uint16))
+    out = tmp_path / "out"
+    code = main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa", "--out", str(out),
+                 *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and phrase in err and "Traceback" not in err
+    assert not out.exists()

@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint, read_manifest
 from .errors import DataError
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
-from .options import describe
+from .options import check_given, describe
 from .translate import (TranslateEvent, default_batch_size, fits_whole, is_direct, translate,
                         translation_options)
 
@@ -81,6 +81,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
     from accelerate import PartialState
 
     out = Path(out)
+    check_given(options)  # bad settings fail before anything is read
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out)
     state = PartialState(cpu=str(device) == "cpu")

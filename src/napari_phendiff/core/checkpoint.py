@@ -50,6 +50,9 @@ class ConditionedModel:
     conditions: list[str]
     channel_names: list[str]
     path: Path | None
+    # Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
+    # (core/translate.py); a cautious guess where nothing was measured (latent: the VAE at full resolution).
+    bytes_per_pixel: int = 16_384
 
     @property
     def channels(self) -> int:
@@ -90,6 +93,12 @@ class PhenDiffModel(ConditionedModel):
     def size_multiple(self) -> int:
         """Image sides must be a multiple of this (the UNet halves the resolution at each level)."""
         return size_multiple(self.unet)
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """64 bytes per pixel and channel of the UNet's first level: `tiny` (32 channels) peaked at about 2.0 KB
+        per pixel on whole fields (benchmarks/field_memory.py), rounded up."""
+        return 64 * int(self.unet.config.block_out_channels[0])
 
     # The three methods translate.py needs from a diffusion model. A pixel model diffuses the normalised image
     # itself; a latent model (models/latent.py) encodes it with a VAE and conditions through embeddings.

@@ -17,7 +17,7 @@ from .export import provenance, write_translation
 from .figures import comparison_figure
 from .images import write_image
 from .simulate import PHENOTYPES, measure_phenotype, simulate_field
-from .options import describe
+from .options import check_given, describe
 from .translate import TranslateEvent, translate, translation_options
 
 FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulate_dataset(seed=0)
@@ -33,6 +33,7 @@ def run_demo(out: str | Path, *, n: int = 3, device: str = "auto",
     Returns the written files, the figure and the summary first.
     """
     out = Path(out)
+    check_given(options)
     model = load_checkpoint("demo", device=device)
     sim = model.manifest["metadata"]["simulator"]
     phenotype = PHENOTYPES[sim["phenotype"]]

@@ -28,7 +28,7 @@ from .dataset import load_folder
 from .errors import DataError
 from .features import InceptionFeatures, train_classifier
 from .measure import transfer_rate
-from .options import describe
+from .options import check_given, describe
 from .translate import TranslateEvent, is_direct, translate, translation_options
 
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate",
@@ -79,6 +79,7 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new report folder or delete this one.")
+    check_given(options)
     model = load_checkpoint(checkpoint, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
     images = load_folder(data)
     _check_conditions(model, images, source, target)

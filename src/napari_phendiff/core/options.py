@@ -179,6 +179,11 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
     return TranslateOptions(**values).validate(), sources
 
 
+def check_given(given: dict | None) -> None:
+    """Check the options a user set, on their own, before anything is loaded (raises ConfigError)."""
+    resolve_options(None, "", "", given)
+
+
 def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = False) -> str:
     """One line naming the settings that shape a translation and where each came from."""
     if direct:

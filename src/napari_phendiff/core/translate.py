@@ -50,10 +50,6 @@ TILE_OVERLAP = 0.25
 # 512 px (docs/benchmarks.md, large_fields and field_memory).
 CPU_BUDGET_BYTES = 512 * 2**20
 GPU_BUDGET_FRACTION = 0.5
-# Peak activation bytes per pixel and image of a pixel UNet, per channel of its first level: 2.0 KB/pixel measured
-# for `tiny` (32 channels) by benchmarks/field_memory.py, rounded up.
-BYTES_PER_PIXEL_PER_CHANNEL = 64
-DEFAULT_BYTES_PER_PIXEL = 16_384  # models without an estimate (latent: VAE at full resolution; CycleGAN)
 
 
 @dataclass(frozen=True)
@@ -423,12 +419,8 @@ def _finish(steps_iter):
 # --- memory: whole fields or tiles --------------------------------------------------------------------------------
 
 def bytes_per_pixel(model) -> int:
-    """Estimated peak activation memory per pixel of one image in one network call."""
-    unet = getattr(model, "unet", None)
-    widths = getattr(getattr(unet, "config", None), "block_out_channels", None)
-    if model.kind == "pixel" and widths:
-        return BYTES_PER_PIXEL_PER_CHANNEL * int(widths[0])
-    return DEFAULT_BYTES_PER_PIXEL
+    """Estimated peak activation memory per pixel of one image in one network call (the model's own estimate)."""
+    return int(model.bytes_per_pixel)
 
 
 def memory_budget(device: torch.device) -> int:

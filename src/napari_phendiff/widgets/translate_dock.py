@@ -203,8 +203,8 @@ class TranslateDock(QWidget):
         self._preselect_options()
 
     def _preselect_options(self, text=None) -> None:
-        """Set strength, guidance, contrast and steps to the checkpoint's calibrated setting for this direction
-        (else the defaults) and say which they are."""
+        """Set strength, guidance and contrast to the checkpoint's calibrated setting for this direction (else the
+        defaults) and say which they are."""
         source, target = self.source.currentText(), self.target.currentText()
         if not self.manifest or not source or not target:
             return
@@ -212,9 +212,9 @@ class TranslateDock(QWidget):
         self.strength.setValue(options.strength)
         self.guidance.setValue(options.guidance)
         self.negative.setCurrentText(options.negative)
-        self.steps.setValue(options.steps)
         origin = "calibrated for this checkpoint" if "calibrated" in sources.values() else "project defaults"
-        self.settings_info.setText(f"Preselected: {origin} ({describe(options, sources)}).")
+        shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
+        self.settings_info.setText(f"Preselected: {origin} ({shown}).")
 
     # --- running -------------------------------------------------------------------------------------------------
     def request(self) -> tuple[ImageInput, TranslateRequest]:

@@ -216,6 +216,7 @@ class LatentModel(PhenDiffModel):
     vae: AutoencoderKL = field(kw_only=True)
     contexts: torch.Tensor = field(kw_only=True)
     kind = "latent"
+    bytes_per_pixel = 16_384  # the VAE decodes at full resolution: a cautious guess, not measured
 
     @property
     def size_multiple(self) -> int:
