@@ -3,9 +3,10 @@
     python benchmarks/compare_methods.py --work /tmp/compare [--phenotypes translocation golgi actin]
         [--n-per-class 100] [--pixel-steps 1200] [--cyclegan-steps 1200] [--latent-base SD_FOLDER]
 
-For each phenotype: simulate a training set (seed 0) and a held-out set with ground truth (seed 1), train each
-method on the training set with the stated budget, and run `phendiff evaluate` (untreated -> treated) on the
-held-out set. Stages already done in --work are reused, so an interrupted run continues and several phenotypes can
+For each phenotype: simulate a training set (seed 0), a held-out set with ground truth (seed 1) and a calibration
+set (seed 2), train each method on the training set with the stated budget, calibrate the PhenDiff model on the
+calibration set (`--calibrate`: `phendiff calibrate`, no ground truth), and run `phendiff evaluate` in both
+directions on the held-out set: CycleGAN, PhenDiff at its calibrated setting, PhenDiff's original full inversion. Stages already done in --work are reused, so an interrupted run continues and several phenotypes can
 run as separate processes (--no-write), with one final `--collect` writing the table into docs/benchmarks.md.
 """
 
@@ -18,12 +19,17 @@ from pathlib import Path
 
 import torch
 
+from napari_phendiff.core.calibrate import calibrate, grid
 from napari_phendiff.core.evaluate import evaluate
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
 from napari_phendiff.core.train import TrainConfig, train
 
 from report import hardware, table, write_section
 
+# What is evaluated: the model folder (before "-") and translation options over the checkpoint's defaults.
+EVALUATED = {"cyclegan": {}, "pixel": {}, "pixel-full": {"strength": 1.0, "guidance": 1.0}, "latent": {}}
+NAMES = {"cyclegan": "CycleGAN", "pixel": "PhenDiff (pixel), calibrated",
+         "pixel-full": "PhenDiff (pixel), full inversion", "latent": "Phen-LDiff (LoRA)"}
 COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean", "precision", "recall",
            "cycle_l2_per_pixel")
 
@@ -35,6 +41,9 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
         simulate_dataset(train_data, phenotype, args.n_per_class, args.size, seed=0, cell_diameter=args.cell_diameter)
     if not held_out.exists():
         simulate_dataset(held_out, phenotype, args.n_held_out, args.size, seed=1, cell_diameter=args.cell_diameter)
+    if not (folder / "calib").exists():
+        simulate_dataset(folder / "calib", phenotype, args.n_calibrate, args.size, seed=2,
+                         cell_diameter=args.cell_diameter)
     source, target = PHENOTYPES[phenotype].conditions
     channels = list(PHENOTYPES[phenotype].channels)
     methods = {
@@ -54,16 +63,28 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
                                  resume=checkpoint.exists())
             train(config)
             _note(checkpoint, "train_seconds", time.perf_counter() - start)
-        if not args.train_only and not (report / "metrics.json").is_file():
-            start = time.perf_counter()
-            evaluate(checkpoint, held_out, source, target, report, truth=held_out.with_name("held_out_truth"),
-                     steps=args.translate_steps, seed=0)
-            _note(checkpoint, "evaluate_seconds", time.perf_counter() - start)
-        print(f"{phenotype} {name}: done", flush=True)
-    demo_report = folder / "report_demo"
-    if args.also_demo and not args.train_only and phenotype == "translocation" and not (demo_report / "metrics.json").is_file():
-        evaluate("demo", held_out, source, target, demo_report, truth=held_out.with_name("held_out_truth"),
-                 steps=args.translate_steps, seed=0)
+        print(f"{phenotype} {name}: trained", flush=True)
+    if args.train_only:
+        return
+    for direction in ((source, target), (target, source)):
+        tag = f"{direction[0]}-to-{direction[1]}"
+        for slug, overrides in EVALUATED.items():
+            checkpoint = folder / f"model_{slug.split('-')[0]}"
+            if not (checkpoint / "phendiff.json").is_file():
+                continue
+            if slug == "pixel" and args.calibrate and not (folder / f"calibration_{tag}").is_dir():
+                start = time.perf_counter()
+                calibrate(checkpoint, folder / "calib", *direction, folder / f"calibration_{tag}",
+                          settings=grid(args.strengths, args.guidances), n=args.n_calibrate,
+                          steps=args.translate_steps, seed=0)
+                _note(checkpoint, f"calibrate_seconds_{tag}", time.perf_counter() - start)
+            report = folder / f"report_{slug}_{tag}"
+            if not (report / "metrics.json").is_file():
+                start = time.perf_counter()
+                evaluate(checkpoint, held_out, *direction, report, truth=held_out.with_name("held_out_truth"),
+                         steps=args.translate_steps, seed=0, **overrides)
+                _note(checkpoint, f"evaluate_seconds_{slug}_{tag}", time.perf_counter() - start)
+            print(f"{phenotype} {slug} {tag}: evaluated", flush=True)
 
 
 def _trained(checkpoint: Path) -> int:
@@ -80,31 +101,40 @@ def _note(checkpoint: Path, key: str, value: float) -> None:
 def collect(work: Path, args) -> str:
     rows, settings = [], set()
     for phenotype in args.phenotypes:
-        for slug, name in (("cyclegan", "CycleGAN"), ("pixel", "PhenDiff (pixel)"), ("latent", "Phen-LDiff (LoRA)"),
-                           ("demo", "PhenDiff, shipped demo model")):
-            metrics_path = work / phenotype / f"report_{slug}" / "metrics.json"
-            if not metrics_path.is_file():
-                continue
-            metrics = json.loads(metrics_path.read_text())
-            if metrics.get("settings"):
-                settings.add(metrics["settings"])
-            timing_path = work / phenotype / f"timing_model_{slug}.json"
-            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-            model_folder = work / phenotype / f"model_{slug}"
-            steps = _trained(model_folder if model_folder.is_dir() else Path(metrics["checkpoint"]))
-            minutes = timing.get("train_seconds", float("nan")) / 60
-            rows.append([phenotype, f"{metrics['source']} → {metrics['target']}", name, f"{steps}", minutes]
-                        + [metrics[c] for c in COLUMNS]
-                        + [f"{metrics['identity_iou_reference']:.2f}", f"{metrics['classifier_accuracy']:.2f}"])
-    header = ["phenotype", "direction", "method", "train steps", "train min", *COLUMNS, "IoU ref.", "clf acc."]
+        source, target = PHENOTYPES[phenotype].conditions
+        for direction in ((source, target), (target, source)):
+            tag = f"{direction[0]}-to-{direction[1]}"
+            for slug, name in NAMES.items():
+                metrics_path = work / phenotype / f"report_{slug}_{tag}" / "metrics.json"
+                if not metrics_path.is_file():
+                    continue
+                metrics = json.loads(metrics_path.read_text())
+                if metrics.get("settings"):
+                    settings.add(f"{name}: {metrics['settings']}")
+                model = slug.split("-")[0]
+                timing_path = work / phenotype / f"timing_model_{model}.json"
+                timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+                steps = _trained(work / phenotype / f"model_{model}")
+                minutes = timing.get("train_seconds", float("nan")) / 60
+                translation = metrics.get("translation") or {}
+                setting = (f"s {translation['strength']:g}, w {translation['guidance']:g}"
+                           if translation else "direct")
+                rows.append([phenotype, f"{direction[0]} → {direction[1]}", name, setting, f"{steps}", minutes]
+                            + [metrics[c] for c in COLUMNS]
+                            + [f"{metrics['identity_iou_reference']:.2f}", f"{metrics['classifier_accuracy']:.2f}"])
+    header = ["phenotype", "direction", "method", "translation", "train steps", "train min", *COLUMNS, "IoU ref.",
+              "clf acc."]
     return (
         f"Hardware: {hardware()}. Simulator: {args.n_per_class} training images per condition "
         f"({args.size} px, cell diameter {args.cell_diameter:g} px, seed 0), {args.n_held_out} held-out images per "
         f"condition (seed 1) with ground truth. Budget: PhenDiff `tiny` {args.pixel_steps} steps, batch "
         f"{args.pixel_batch}, {args.crop}-px crops; CycleGAN `tiny` {args.cyclegan_steps} steps, batch 1, "
-        f"{args.crop}-px crops. Evaluation: `phendiff evaluate` at the project's default translation "
-        f"({'; '.join(sorted(settings)) or 'none recorded'}), features from the offline condition classifier (not Inception: no weights here, so FID/KID are "
-        "comparable within this table only). Train minutes are wall time on a shared machine.\n\n"
+        f"{args.crop}-px crops. PhenDiff is evaluated twice: *calibrated* is `phendiff calibrate` run on "
+        f"{args.n_calibrate} other simulated fields per condition (seed 2, no ground truth used) and then `phendiff "
+        "evaluate` at the stored setting; *full inversion* is the original PhenDiff translation (strength 1, no "
+        f"guidance). {args.translate_steps}-step DDIM grid; features from the offline condition classifier (not "
+        "Inception: no weights here, so FID/KID are comparable within this table only). Train minutes are wall time "
+        "on a shared machine.\n\n"
         + table(header, rows)
         + "\n\nphenotype_transfer and identity_iou use the simulator's ground truth (1 = every cell's phenotype "
           "moved to the target / the nuclei stayed exactly in place; IoU ref. is the segmentation's own ceiling on "
@@ -128,10 +158,13 @@ def main() -> None:
     parser.add_argument("--translate-steps", type=int, default=20,
                         help="DDIM steps of the whole schedule for evaluate (strength and guidance: the defaults)")
     parser.add_argument("--latent-base", help="a local Stable Diffusion folder, to add Phen-LDiff (LoRA)")
-    parser.add_argument("--also-demo", action="store_true",
-                        help="also evaluate the shipped demo model (translocation; 2000 steps, batch 16, 96-px fields)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--train-only", action="store_true", help="train the models, evaluate nothing")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="run `phendiff calibrate` on the PhenDiff model (seed-2 fields) before evaluating it")
+    parser.add_argument("--n-calibrate", type=int, default=16, help="fields per condition for calibrate")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--guidances", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()

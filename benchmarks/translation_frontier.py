@@ -149,7 +149,7 @@ def markdown(results: dict, args, figure: Path) -> str:
              f"per direction, a {results['steps']}-step DDIM grid (strength s runs s x {results['steps']} steps each "
              f"way). Transfer and identity from the simulator's truth (identity = nuclei IoU over the "
              f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
-             f"no-truth scores on the same translations (classifier held-out accuracy "
+             f"no-truth scores on the same translations, *calibrated* its choice (kept >= {cal.KEEP_MIN}; classifier held-out accuracy "
              f"{results['classifier_accuracy']:.2f}). Hardware: {hardware()}.", ""]
     header = ["direction", "setting", "transfer", "identity", "DNA change", "median", "moved", "kept"]
     for direction, entry in results["directions"].items():
@@ -207,7 +207,7 @@ def plot(results: dict, path: Path) -> Path:
         ax.set_xlabel("identity (nuclei IoU / segmentation ceiling)")
         ax.set_ylabel("phenotype transfer (ground truth)")
         ax.set_title(f"{results['name']}: {direction} (points: strength)", fontsize=9)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -241,6 +241,9 @@ def main() -> None:
     saved = args.work / f"{args.name}.json"
     if args.collect:
         results = json.loads(saved.read_text())
+        for entry in results["directions"].values():  # the choice under the current rule (core/calibrate.py)
+            unaffected = ["DNA"] if "change_DNA" in entry["rows"][0] else []
+            entry["calibrated"] = cal.choose(entry["rows"], unaffected)
     else:
         results = run(args)
         saved.write_text(json.dumps(results, indent=1, default=float))

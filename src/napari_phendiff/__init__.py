@@ -16,6 +16,8 @@ _API = {
     "translate": "core.translate",
     "iter_translate": "core.translate",
     "TranslateEvent": "core.translate",
+    "TranslateOptions": "core.options",
+    "calibrate": "core.calibrate",
     "train": "core.train",
     "iter_train": "core.train",
     "TrainConfig": "core.train",

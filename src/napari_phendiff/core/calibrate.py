@@ -40,9 +40,11 @@ from .translate import (Inverted, _finish, autocast_dtype, fits_whole, generate,
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
-# What counts as "the cells were kept", chosen on the simulator (docs/method.md): nuclei overlap and the change of
-# channels the condition does not touch, against which the translation moving the most is picked.
-KEEP_MIN = 0.8
+# What counts as "the cells were kept": nuclei overlap, and the change of channels the condition does not touch.
+# KEEP_MIN was set on the simulator (benchmarks/translation_frontier.py, docs/method.md): on the demo and
+# translocation sweeps the choice with this bar matched, on average, the ground-truth optimum (the highest phenotype
+# transfer with identity >= 0.9 of the segmentation's ceiling); 0.80 chose too strong settings, 0.86 too weak ones.
+KEEP_MIN = 0.84
 UNAFFECTED_MAX = 0.2
 MOVED_TIE = 0.02  # settings within this of the best move count as tied; the one keeping more wins
 

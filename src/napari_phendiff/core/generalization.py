@@ -31,11 +31,11 @@ from .dataset import scan_folder
 from .errors import DataError
 from .images import read_image
 from .train import TrainConfig, TrainEvent, iter_train
-from .translate import DEFAULT_STEPS, sample
+from .translate import SAMPLE_STEPS, sample
 
 
 def generalization(data: str | Path, out: str | Path, n_per_class: int, config: TrainConfig, *, n_samples: int = 16,
-                   steps: int = DEFAULT_STEPS, seed: int = 0,
+                   steps: int = SAMPLE_STEPS, seed: int = 0,
                    on_train_event: Callable[[str, TrainEvent], None] | None = None) -> dict:
     """Train two models (settings from `config`, its data/out ignored) on disjoint subsets of `n_per_class` images
     per condition of `data`, generate `n_samples` images per condition from the same seeds, and write histograms

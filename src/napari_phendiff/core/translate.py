@@ -42,9 +42,10 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from .checkpoint import PhenDiffModel
 from .errors import ConfigError, DataError
 from .images import check_finite
-from .options import DEFAULT_STEPS, TranslateOptions, resolve_options
+from .options import TranslateOptions, resolve_options
 
 TILE_OVERLAP = 0.25
+SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
 # Memory for whole fields: what the network's activations may take. On a GPU half of the free memory; on a CPU a
 # fixed budget, because whole fields were faster than tiles on this project's CPU up to 384 px but slower from
 # 512 px (docs/benchmarks.md, large_fields and field_memory).
@@ -391,7 +392,7 @@ def _predict(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtyp
         return model.predict(x, t, labels).float()
 
 
-def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = SAMPLE_STEPS, seed: int = 0,
            guidance: float | None = None) -> np.ndarray:
     """Generate n new images of `condition` from random noise, (n, C, S, S) in the training data's dtype.
 
