@@ -127,6 +127,7 @@ def run(args) -> dict:
     base = TranslateOptions(steps=args.steps, batch_size=args.batch).validate()
     conditions = list(sets)
     results = {"name": args.name, "checkpoint": str(args.checkpoint), "phenotype": phenotype, "steps": args.steps,
+               "hardware": hardware(),
                "fields": args.fields, "classifier_accuracy": classifier.accuracy, "directions": {}}
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
         start = time.perf_counter()
@@ -150,7 +151,7 @@ def markdown(results: dict, args, figure: Path) -> str:
              f"way). Transfer and identity from the simulator's truth (identity = nuclei IoU over the "
              f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
              f"no-truth scores on the same translations, *calibrated* its choice (kept >= {cal.KEEP_MIN}; classifier held-out accuracy "
-             f"{results['classifier_accuracy']:.2f}). Hardware: {hardware()}.", ""]
+             f"{results['classifier_accuracy']:.2f}). Hardware: {results.get('hardware') or hardware()}.", ""]
     header = ["direction", "setting", "transfer", "identity", "DNA change", "median", "moved", "kept"]
     for direction, entry in results["directions"].items():
         rows = []

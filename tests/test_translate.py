@@ -49,7 +49,8 @@ def test_same_seed_same_result(model):
     first = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
     again = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
     assert np.array_equal(first, again)
-    stochastic = [pd.translate(model, image, "untreated", "TNFa", steps=4, seed=s, eta=1.0) for s in (1, 1, 2)]
+    stochastic = [pd.translate(model, image, "untreated", "TNFa", steps=4, strength=1.0, seed=s, eta=1.0)
+                  for s in (1, 1, 2)]
     assert np.array_equal(stochastic[0], stochastic[1]) and not np.array_equal(stochastic[0], stochastic[2])
 
 
