@@ -30,6 +30,7 @@ def main() -> None:
     worker.finished.connect(lambda: done.append(True))
     while not done:
         QApplication.processEvents()
+    viewer.dims.set_current_step(viewer.dims.ndim - 3, 1)  # the reporter channel, where the phenotype shows
     for _ in range(20):
         QApplication.processEvents()
     path = DOCS / "plugin_translate.png"
