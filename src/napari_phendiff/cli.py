@@ -236,16 +236,22 @@ class _TranslationBar:
             self.bar.close()
 
 
-def _simulate(args) -> None:
-    from .core.simulate import simulate_dataset
-
-    bar = _progress(0, "simulating")
+def _counting_bar(desc: str):
+    """A progress bar and the progress(done, total) callback that moves it."""
+    bar = _progress(0, desc)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
 
+    return bar, progress
+
+
+def _simulate(args) -> None:
+    from .core.simulate import simulate_dataset
+
+    bar, progress = _counting_bar("simulating")
     out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed,
                            cell_diameter=args.cell_diameter, progress=progress)
     bar.close()
@@ -311,13 +317,7 @@ def _evaluate(args) -> None:
 def _calibrate(args) -> None:
     from .core.calibrate import GUIDANCES, KEEP_MIN, STRENGTHS, calibrate, grid
 
-    bar = _progress(0, "calibrating")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _counting_bar("calibrating")
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
     chosen = calibrate(args.checkpoint, args.data, args.source, args.target, args.out, settings=settings,
                        unaffected=args.unaffected, n=args.n, steps=args.steps, classifier_steps=args.classifier_steps,
