@@ -66,8 +66,8 @@ def run_demo(out: str | Path, *, n: int = 3, device: str = "auto",
         off = abs(moved - real[target]) / abs(real[target])
         lines.append(f"{source} -> {target}: {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f} "
                      f"(real {target} cells: {real[target]:.2f}; {off:.0%} off)")
-        rows.append((f"{source} -> {target} (median {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
-                     f"real {target} {real[target]:.2f})", fields[0].image, translated[0]))
+        rows.append((f"{source} -> {target}\nmedian {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
+                     f"real {target} {real[target]:.2f}", fields[0].image, translated[0]))
     lines += [f"real {condition} cells: {value:.2f}" for condition, value in real.items()]
     figure = comparison_figure(out / "demo.png", rows, model.channel_names)
     summary = out / "summary.txt"
