@@ -32,3 +32,17 @@ def write_tif(path, array, **kwargs):
 
 def random_image(shape, seed=0, dtype=np.uint16, mean=800):
     return np.random.default_rng(seed).poisson(mean, shape).astype(dtype)
+
+
+class CountingUNet:
+    """Wraps the UNet to record each forward pass: its batch size, labels and spatial size."""
+
+    def __init__(self, unet):
+        self.unet, self.calls = unet, []
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def __call__(self, x, t, class_labels):
+        self.calls.append((x.shape[0], class_labels.tolist(), tuple(x.shape[-2:])))
+        return self.unet(x, t, class_labels=class_labels)

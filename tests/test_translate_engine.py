@@ -13,6 +13,7 @@ from napari_phendiff.core import translate as engine
 from napari_phendiff.core.errors import ConfigError
 from napari_phendiff.core.options import TranslateOptions, resolve_options
 from napari_phendiff.core.simulate import simulate_field
+from conftest import CountingUNet
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +28,6 @@ def demo():
 
 def field(size=32, seed=0, condition="untreated"):
     return simulate_field("translocation", condition, size, seed=seed, cell_diameter=20.0).image
-
-
-class CountingUNet:
-    """Wraps the UNet to record each forward pass: its batch size, labels and spatial size."""
-
-    def __init__(self, unet):
-        self.unet, self.calls = unet, []
-
-    def __getattr__(self, name):
-        return getattr(self.unet, name)
-
-    def __call__(self, x, t, class_labels):
-        self.calls.append((x.shape[0], class_labels.tolist(), tuple(x.shape[-2:])))
-        return self.unet(x, t, class_labels=class_labels)
 
 
 def plain_diffusers_translation(model, image, source, target, steps):

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .core.options import DEVICES  # light: no torch
+
 EXAMPLES = {
     "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
     "train": "phendiff train cells --out my-model --preset tiny --steps 2000\n"
@@ -91,11 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "Score translations of held-out images: FID/KID, precision/recall, cycle loss, "
                             "classifier rate, per-cell measurements; writes a report.")
-    p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
-    p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
-    p.add_argument("--source", required=True, help="condition of the images to translate")
-    p.add_argument("--target", required=True, help="condition to translate them to")
-    p.add_argument("--out", type=Path, required=True, help="report folder to create")
+    _held_out_arguments(p, "report folder to create")
     p.add_argument("--features", default="classifier",
                    help="feature extractor for FID/KID/precision/recall: 'classifier' (default, offline: trained on "
                         "DATA's real images) or 'inception:PATH' (local Inception-v3 weights, needs torch-fidelity)")
@@ -108,11 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", "Choose strength and guidance for a checkpoint on held-out images (no ground truth "
                              "needed) and store them as its default for this direction.")
-    p.add_argument("checkpoint", help="checkpoint folder")
-    p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
-    p.add_argument("--source", required=True, help="condition of the images to translate")
-    p.add_argument("--target", required=True, help="condition to translate them to")
-    p.add_argument("--out", type=Path, required=True, help="folder for the frontier (table, plot, choice)")
+    _held_out_arguments(p, "folder for the frontier (table, plot, choice)")
     p.add_argument("--unaffected", nargs="+", help="channels the condition should not change (default: the "
                                                    "nuclear channel, e.g. DNA)")
     p.add_argument("--strengths", type=float, nargs="+", help="strengths to try (default 0.2 0.3 0.4 0.5 0.6 0.8 1)")
@@ -124,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="fields per network call (default: by device memory)")
     p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.set_defaults(run=_calibrate)
 
     p = command("generalization", "Memorisation vs generalisation: train two models on disjoint subsets and "
@@ -143,6 +137,15 @@ def _parser() -> argparse.ArgumentParser:
     _translation_options(p)
     p.set_defaults(run=_demo)
     return parser
+
+
+def _held_out_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    """A checkpoint, a labelled folder of held-out images, a direction and an output folder (evaluate, calibrate)."""
+    p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
+    p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
+    p.add_argument("--source", required=True, help="condition of the images to translate")
+    p.add_argument("--target", required=True, help="condition to translate them to")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -202,7 +205,7 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--tiles", choices=["auto", "whole", "tiles"], default="auto",
                        help=f"{o.HELP['tiles']} (auto); 'whole' or 'tiles' forces either")
     group.add_argument("--seed", type=int, help=o.HELP["seed"])
-    group.add_argument("--device", default="auto", choices=list(o.DEVICES))
+    group.add_argument("--device", default="auto", choices=list(DEVICES))
 
 
 def _given(args) -> dict:

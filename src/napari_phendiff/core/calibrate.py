@@ -34,8 +34,8 @@ from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
-from .translate import (Inverted, _finish, autocast_dtype, fits_whole, generate, invert, is_direct,
-                        negative_label, translate)
+from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, regenerate,
+                        translate)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -113,7 +113,7 @@ def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequenc
     done, total = 0, len(chunks) * len(settings)
     for chunk in chunks:
         scaled = model.normalization.forward(stack[list(chunk)])
-        padded, (height, width) = _pad_to_multiple(scaled, model.size_multiple)
+        padded, (height, width) = _pad(scaled, 0, model.size_multiple)
         with torch.inference_mode():
             clean = model.encode(torch.from_numpy(padded).to(model.device))
         for method in dict.fromkeys(s.inversion for s in settings):
@@ -122,12 +122,8 @@ def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequenc
             inverted: Inverted = _finish(invert(model, clean, source_index, base.steps, strength=deepest,
                                                 method=method, dtype=dtype, keep=True))
             for setting in mine:
-                options = setting.options(base)
-                end = _finish(generate(model, inverted, target_index, options.steps, strength=options.strength,
-                                       guidance=options.guidance,
-                                       negative=negative_label(model, options.negative, source_index),
-                                       interval=options.guidance_interval, eta=options.eta, generator=generator,
-                                       dtype=dtype))
+                end = _finish(regenerate(model, inverted, target_index, source_index, setting.options(base),
+                                         generator=generator, dtype=dtype))
                 with torch.inference_mode():
                     out = model.decode(end).float().cpu().numpy()[..., :height, :width]
                 results[setting][list(chunk)] = model.normalization.inverse(out, stack.dtype)
@@ -135,12 +131,6 @@ def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequenc
                 if progress:
                     progress(done, total)
     return results
-
-
-def _pad_to_multiple(stack: np.ndarray, multiple: int):
-    from .translate import _pad
-
-    return _pad(stack, 0, multiple)
 
 
 # --- scores without ground truth -----------------------------------------------------------------------------------

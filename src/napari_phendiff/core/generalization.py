@@ -31,7 +31,7 @@ from .dataset import scan_folder
 from .errors import DataError
 from .images import read_image
 from .train import TrainConfig, TrainEvent, iter_train
-from .translate import SAMPLE_STEPS, sample
+from .translate import SAMPLE_STEPS, sample, starting_noise
 
 
 def generalization(data: str | Path, out: str | Path, n_per_class: int, config: TrainConfig, *, n_samples: int = 16,
@@ -165,7 +165,7 @@ def _nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.n
 def _noise_similarity(model, generated: np.ndarray, seed: int) -> np.ndarray:
     """Similarity of each image `sample(model, ..., seed=seed)` generated to the noise it started from, where the
     model diffuses (the normalised image, or a latent model's latents)."""
-    noise = torch.randn(model.noise_shape(len(generated)), generator=torch.Generator("cpu").manual_seed(seed))
+    noise = starting_noise(model, len(generated), seed)
     with torch.inference_mode():
         diffused = model.encode(torch.from_numpy(model.normalization.forward(generated)).to(model.device))
     return _similarity(diffused.float().cpu().numpy(), noise.numpy())

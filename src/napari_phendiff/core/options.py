@@ -96,7 +96,7 @@ class TranslateOptions:
     @property
     def run_steps(self) -> int:
         """Network steps run each way: strength x steps, at least one."""
-        return max(1, round(self.strength * self.steps))
+        return grid_steps(self.steps, self.strength)
 
     @property
     def guided(self) -> bool:
@@ -126,6 +126,11 @@ HELP = {
     "precision": "network precision: fp32 (default), bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)",
     "tiles": "whole fields when they fit the device's memory budget, tiles of the model's size beyond it",
 }
+
+
+def grid_steps(steps: int, strength: float) -> int:
+    """How many steps of a `steps`-step grid a translation at `strength` runs each way (at least one)."""
+    return max(1, round(strength * steps))
 
 
 def _integer(name: str, value) -> int:

@@ -42,7 +42,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from .checkpoint import PhenDiffModel
 from .errors import ConfigError, DataError
 from .images import check_finite
-from .options import TranslateOptions, resolve_options
+from .options import TranslateOptions, grid_steps, resolve_options
 
 TILE_OVERLAP = 0.25
 SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
@@ -169,9 +169,7 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
     done += inverse_steps
     outs = {}
     for name, index in zip(targets, indices):
-        generation = generate(model, inverted, index, options.steps, strength=options.strength,
-                              guidance=options.guidance, negative=negative_label(model, options.negative, source),
-                              interval=options.guidance_interval, eta=options.eta, generator=generator, dtype=dtype)
+        generation = regenerate(model, inverted, index, source, options, generator=generator, dtype=dtype)
         end = yield from _count(generation, "generate", done, total, name)
         with torch.inference_mode():
             outs[name] = model.decode(end).float().cpu().numpy()
@@ -206,6 +204,14 @@ def _count(steps_iter, phase: str, offset: int, total: int, target: str | None):
 def negative_label(model, negative: str, source: int) -> int:
     """The condition index of guidance's negative branch."""
     return source if negative == "source" else model.null_condition
+
+
+def regenerate(model, inverted: "Inverted", target: int, source: int, options: TranslateOptions,
+               generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+    """`generate` from an inversion under the target condition with the options' strength and guidance."""
+    return generate(model, inverted, target, options.steps, strength=options.strength, guidance=options.guidance,
+                    negative=negative_label(model, options.negative, source), interval=options.guidance_interval,
+                    eta=options.eta, generator=generator, dtype=dtype)
 
 
 # --- the DDIM walk ------------------------------------------------------------------------------------------------
@@ -244,10 +250,6 @@ def network_steps(options: TranslateOptions) -> tuple[int, int]:
     return k, (max(1, k - 1) if options.inversion == "bdia" else k)
 
 
-def _grid_steps(steps: int, strength: float) -> int:
-    return max(1, round(strength * steps))
-
-
 @torch.inference_mode()
 def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
            method: str = "ddim", dtype: torch.dtype | None = None, keep: bool = False):
@@ -256,7 +258,7 @@ def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, *,
     Yields after every step and returns an Inverted. keep=True keeps every intermediate state, so one inversion
     also serves every lower strength on the same grid (sweeps, morphs); otherwise only the last two are kept.
     """
-    depth = _grid_steps(steps, strength)
+    depth = grid_steps(steps, strength)
     scheduler = DDIMInverseScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
     labels = torch.full((x.shape[0],), condition, device=x.device)
@@ -299,7 +301,7 @@ def generate(model: PhenDiffModel, start: Inverted | torch.Tensor, condition: in
     guidance: scale w (None or 1: none); negative: the condition index of the negative branch (default: null).
     interval: guidance only where t / T lies within it.
     """
-    depth = _grid_steps(steps, strength)
+    depth = grid_steps(steps, strength)
     if isinstance(start, Inverted):
         x, upper = start.start(depth)
         method = start.method
@@ -400,12 +402,16 @@ def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = SAM
     """
     if is_direct(model):
         raise ConfigError("A CycleGAN maps images between conditions; it cannot generate new ones from noise.")
-    generator = torch.Generator("cpu").manual_seed(seed)
-    noise = torch.randn(model.noise_shape(n), generator=generator).to(model.device)
+    noise = starting_noise(model, n, seed).to(model.device)
     latent = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
     with torch.inference_mode():
         clean = model.decode(latent)
     return model.normalization.inverse(clean.float().cpu().numpy(), model.normalization.dtype)
+
+
+def starting_noise(model, n: int, seed: int) -> torch.Tensor:
+    """The noise `sample` starts n images from (on the CPU, reproducible from the seed)."""
+    return torch.randn(model.noise_shape(n), generator=torch.Generator("cpu").manual_seed(seed))
 
 
 def _finish(steps_iter):

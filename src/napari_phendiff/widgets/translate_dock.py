@@ -230,16 +230,14 @@ class TranslateDock(QWidget):
         inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
         source, target = self.source.currentText(), self.target.currentText()
         shown = dict(strength=self.strength.value(), guidance=self.guidance.value(),
-                     negative=self.negative.currentText(), steps=self.steps.value())
-        preset, preset_from = resolve_options(self.manifest, source, target)
-        sources = {name: (preset_from[name] if getattr(preset, name) == value else "given")
-                   for name, value in shown.items()}
-        options, _ = resolve_options(self.manifest, source, target, {
-            **shown, "seed": self.seed.value(), "batch_size": self.batch_size.value() or None})
+                     negative=self.negative.currentText(), steps=self.steps.value(), seed=self.seed.value(),
+                     batch_size=self.batch_size.value() or None)
+        preset, _ = resolve_options(self.manifest, source, target)
+        changed = {name: value for name, value in shown.items() if getattr(preset, name) != value}  # the user's
+        options, sources = resolve_options(self.manifest, source, target, changed)
         request = TranslateRequest(
             checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
-            source=source, target=target, options=options, sources={**preset_from, **sources},
-            images=inputs.pixels())
+            source=source, target=target, options=options, sources=sources, images=inputs.pixels())
         return inputs, request
 
     def translate(self):
