@@ -11,7 +11,7 @@
    timed in the same run, interleaved, after a warm-up; the median of the repeats is reported, and the ratio
    ours / reference says what the wrapping (normalisation, tiling, progress events) costs. The two outputs should
    agree to float rounding: same math, same weights.
-2. Training: steps/s and peak memory of napari-phendiff's real training loop (`core.train.iter_train`) on a small
+2. Training: steps/s and peak memory of napari-phendiff's real training loop (`core.training.run.iter_train`) on a small
    simulated data set, timed from its step events after a few warm-up steps. Each preset trains in a fresh
    process so its memory is its own. Peak memory: on CUDA `torch.cuda.max_memory_allocated` (weights, gradients,
    optimizer and EMA state, activations); on a CPU the growth of the process's peak resident set size (ru_maxrss)
@@ -38,12 +38,15 @@ import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from napari_phendiff.core.checkpoint import load_checkpoint, write_checkpoint
+from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.models.pixel import write as write_checkpoint
 from napari_phendiff.core.device import get_device
 from napari_phendiff.core.images import Normalization
 from napari_phendiff.core.models.pixel import PRESETS, SCHEDULE_DEFAULTS, build_unet
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset, simulate_field
-from napari_phendiff.core.train import TrainConfig, _mixed_precision, iter_train
+from napari_phendiff.core.options import TrainConfig
+from napari_phendiff.core.training.diffusion import mixed_precision as _mixed_precision
+from napari_phendiff.core.training.run import iter_train
 from napari_phendiff.core.translate import translate
 
 from report import hardware, table, write_section
@@ -304,7 +307,7 @@ weights (DDIMInverseScheduler then DDIMScheduler from the checkpoint's config, `
     if training_rows:
         sections.append(f"""### Training
 
-`core.train.iter_train` on simulated {PHENOTYPE} images, steps/s from its step events (data loading, forward,
+`core.training.run.iter_train` on simulated {PHENOTYPE} images, steps/s from its step events (data loading, forward,
 backward, AdamW, EMA). Memory: {memory_note}.
 
 {table(training_header, training_rows)}

@@ -22,7 +22,8 @@ import torch
 from napari_phendiff.core.calibrate import calibrate, grid
 from napari_phendiff.core.evaluate import evaluate
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
-from napari_phendiff.core.train import TrainConfig, train
+from napari_phendiff.core.options import TrainConfig
+from napari_phendiff.core.training.run import train
 
 from report import hardware, table, write_section
 

@@ -26,7 +26,7 @@ def run_one(checkpoint: str, size: int, tiles: bool, threads: int) -> dict:
     import numpy as np
     import torch
 
-    from napari_phendiff.core.checkpoint import load_checkpoint
+    from napari_phendiff.core.models import load_checkpoint
     from napari_phendiff.core.translate import translate
 
     torch.set_num_threads(threads)

@@ -36,7 +36,7 @@ def seam_lines(length: int, size: int) -> list[int]:
 def run_one(checkpoint: str, size: int, tiles: bool, steps: int, fields: int) -> dict:
     import torch
 
-    from napari_phendiff.core.checkpoint import load_checkpoint
+    from napari_phendiff.core.models import load_checkpoint
     from napari_phendiff.core.measure import transfer_rate
     from napari_phendiff.core.simulate import measure_phenotype, simulate_field
     from napari_phendiff.core.translate import translate

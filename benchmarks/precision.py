@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from napari_phendiff.core.checkpoint import load_checkpoint
+from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.translate import translate
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_phendiff.core.checkpoint import load_checkpoint
+from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.measure import rmse, transfer_rate
 from napari_phendiff.core.simulate import measure_phenotype, simulate_dataset, simulate_field
-from napari_phendiff.core.train import TrainConfig, train
+from napari_phendiff.core.options import TrainConfig
+from napari_phendiff.core.training.run import train
 from napari_phendiff.core.translate import translate
 
 from report import hardware, table, write_section

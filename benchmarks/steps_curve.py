@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_phendiff.core.checkpoint import load_checkpoint
+from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.measure import rmse, transfer_rate
 from napari_phendiff.core.simulate import PHENOTYPES, measure_phenotype, simulate_field
 from napari_phendiff.core.translate import translate

@@ -30,7 +30,7 @@ import torch
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
-from napari_phendiff.core.checkpoint import load_checkpoint
+from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.features import train_classifier
 from napari_phendiff.core.measure import transfer_rate

@@ -12,9 +12,12 @@ import argparse
 import shutil
 from pathlib import Path
 
-from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT, atomic_folder, load_checkpoint, write_checkpoint
+from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT, atomic_folder
+from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.models.pixel import write as write_checkpoint
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
-from napari_phendiff.core.train import TrainConfig, iter_train
+from napari_phendiff.core.options import TrainConfig
+from napari_phendiff.core.training.run import iter_train
 
 SIMULATOR = {"phenotype": "translocation", "size": 96, "cell_diameter": 20.0, "n_per_class": 200, "seed": 0}
 

@@ -14,13 +14,15 @@ import tifffile
 from napari_phendiff.cli import main
 from napari_phendiff.core import metrics
 from napari_phendiff.core.cells import mask_iou, measure_cells, segment_nuclei
-from napari_phendiff.core.checkpoint import PhenDiffModel, load_checkpoint
+from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.models.base import DirectModel
+from napari_phendiff.core.models.pixel import PixelModel
 from napari_phendiff.core.errors import CheckpointError, DataError
 from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, cell_summary, evaluate, identity_metrics,
                                            translation_warnings, truth_metrics)
 from napari_phendiff.core.generalization import _nearest_training, generalization
 from napari_phendiff.core.simulate import simulate_field
-from napari_phendiff.core.train import TrainConfig
+from napari_phendiff.core.options import TrainConfig
 
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(120, 16))
@@ -59,7 +61,7 @@ def test_too_few_images_is_a_clear_error():
         metrics.fid(A, A[:1])
 
 
-class IdentityModel(PhenDiffModel):
+class IdentityModel(PixelModel, DirectModel):
     """A direct mapping that changes nothing: its translations are the inputs."""
 
     kind = "cyclegan"
@@ -68,7 +70,7 @@ class IdentityModel(PhenDiffModel):
         return x
 
 
-def as_identity(model: PhenDiffModel) -> IdentityModel:
+def as_identity(model: PixelModel) -> IdentityModel:
     return IdentityModel(**{f.name: getattr(model, f.name) for f in fields(model)})
 
 
@@ -228,6 +230,7 @@ def test_memorised_images_are_recognised():
     assert _nearest_training(other, training)[0] < 0.6
 
 
+@pytest.mark.slow
 def test_generalization_trains_two_models_and_writes_histograms(sim_data, tmp_path):
     config = TrainConfig(data=sim_data, out=tmp_path / "unused", preset="tiny", image_size=16, steps=2,
                          batch_size=2, device="cpu")

@@ -10,59 +10,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from torch import nn
 
 import napari_phendiff as pd
 from napari_phendiff.cli import main as cli
-from napari_phendiff.core.errors import CheckpointError, DataError
+from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.translate import _finish, generate, invert
-from conftest import random_image, write_tif
+from conftest import random_image, tiny_base, write_tif
 
 ADAPTERS = ["lora", "svdiff", "attention", "full"]
-# The random VAE's latents have a standard deviation of about 0.4; Stable Diffusion's scaling factor is chosen to
-# bring them to about 1, and so is this one.
-SCALING_FACTOR = 2.5
-
-
-def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
-    """A Stable Diffusion 2.x-shaped pipeline, tiny and random: UNet (two levels, cross-attention), VAE (factor 2),
-    SD 2's PNDM scheduler config, and optionally a CLIP text encoder with a character-level tokenizer."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=(2, 4), norm_num_groups=8,
-        use_linear_projection=True)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, latent_channels=4,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), norm_num_groups=8, sample_size=16,
-        layers_per_block=1, scaling_factor=SCALING_FACTOR)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
-    tokenizer = encoder = None
-    if text_encoder:
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-        vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-        for char in "abcdefghijklmnopqrstuvwxyz0123456789":
-            vocab[char], vocab[char + "</w>"] = len(vocab), len(vocab) + 1
-        words = folder.parent / f"{folder.name}-words"
-        words.mkdir(parents=True)
-        (words / "vocab.json").write_text(json.dumps(vocab))
-        (words / "merges.txt").write_text("#version: 0.2\n")
-        tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=77)
-        encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=cross_attention_dim, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +96,7 @@ def test_lora_file_is_a_diffusers_lora(checkpoints, base):
                                    model.unet(x, t, encoder_hidden_states=context).sample)
 
 
+@pytest.mark.slow
 def test_source_to_source_round_trip_gives_the_vae_reconstruction_back(checkpoints):
     """Encoding is deterministic (the distribution's mean); DDIM inversion then regeneration under the same condition
     returns to the starting latents up to the discretisation error, which shrinks with more steps; so the output is
@@ -206,7 +167,7 @@ def test_base_without_text_encoder_and_more_than_three_channels(sim_data, tmp_pa
         write_tif(tmp_path / "four" / condition / "1.tif", random_image((4, 24, 24)))
     with pytest.raises(DataError, match="4 channels.*at most 3.*--model pixel"):
         pd.train(latent_config(tmp_path / "four", tmp_path / "m4", plain))
-    with pytest.raises(CheckpointError, match="--base"):
+    with pytest.raises(ConfigError, match="--base"):  # a setting left out, not a damaged checkpoint
         pd.TrainConfig(data=sim_data, out=tmp_path / "x", model="latent")
 
 

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT, read_manifest  # noqa: E402
+from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
+from napari_phendiff.core.models import read_manifest  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "phendiff.json").is_file(),
                                 reason="the shipped demo checkpoint is not in this checkout")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core.checkpoint import read_manifest
+from .core.models import read_manifest
 from .core.demo import FIRST_SEED
 from .core.simulate import PHENOTYPES, simulate_field
 

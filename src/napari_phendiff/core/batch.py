@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, read_manifest
+from .models import load_checkpoint, read_manifest
 from .errors import DataError
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image

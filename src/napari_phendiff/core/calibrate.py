@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from . import cells as cellmeasure
-from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, load_checkpoint, resolve_checkpoint
+from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, resolve_checkpoint
+from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
+from .models import load_checkpoint
 from .export import provenance, write_translation
 from .figures import comparison_figure
 from .images import write_image

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from .errors import PhenDiffError
-
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+from .options import DEVICES as DEVICE_CHOICES
 
 
 def available_devices() -> list[str]:

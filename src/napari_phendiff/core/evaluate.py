@@ -23,7 +23,8 @@ import tifffile
 from . import cells as cellmeasure
 from . import metrics
 from .calibrate import channel_change, kept_score
-from .checkpoint import atomic_folder, load_checkpoint
+from .checkpoint import atomic_folder
+from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
 from .features import InceptionFeatures, train_classifier

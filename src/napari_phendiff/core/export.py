@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .checkpoint import PhenDiffModel
+from .models.base import ConditionedModel, DirectModel
 from .images import write_image
 from .options import TranslateOptions
 
 
-def provenance(model: PhenDiffModel, source: str, target: str, options: TranslateOptions | None,
+def provenance(model: ConditionedModel, source: str, target: str, options: TranslateOptions | None,
                input_path: str | Path | None = None) -> dict:
     """What a translated image needs to be reproduced: checkpoint, conditions and the translation's settings.
 
     A direct mapping (CycleGAN) has no steps, strength or guidance, so none are recorded for it.
     """
-    settings = {} if options is None or hasattr(model, "map") else options.record()
+    settings = {} if options is None or isinstance(model, DirectModel) else options.record()
     return {
         "software": f"napari-phendiff {__version__}",
         "checkpoint": str(model.path),
@@ -32,7 +32,7 @@ def provenance(model: PhenDiffModel, source: str, target: str, options: Translat
     }
 
 
-def write_translation(out: Path, stem: str, target: str, image: np.ndarray, model: PhenDiffModel,
+def write_translation(out: Path, stem: str, target: str, image: np.ndarray, model: ConditionedModel,
                       meta: dict) -> Path:
     """Write `<out>/<stem>_to_<target>.tif` with the checkpoint's channel names and the provenance."""
     return write_image(Path(out) / f"{stem}_to_{safe_name(target)}.tif", image, channel_names=model.channel_names,

@@ -26,11 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_folder, load_checkpoint
+from .checkpoint import atomic_folder
+from .models import KINDS, load_checkpoint
 from .dataset import scan_folder
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .images import read_image
-from .train import TrainConfig, TrainEvent, iter_train
+from .options import TrainConfig
+from .training.run import TrainEvent, iter_train
 from .translate import SAMPLE_STEPS, sample, starting_noise
 
 
@@ -46,9 +48,10 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new folder or delete this one.")
-    if config.model == "cyclegan":
-        raise DataError("The generalization analysis generates images from noise, which a CycleGAN cannot do; use "
-                        "--model pixel or --model latent.")
+    if not config.kind.generates:
+        able = ", ".join(name for name, kind in KINDS.items() if kind.generates)
+        raise ConfigError(f"The generalization analysis generates images from noise, which a {config.model} model "
+                          f"cannot do; train one of: {able}.")
     folder = scan_folder(data)
     subsets = _disjoint_subsets(folder, n_per_class, seed)
     work = out.with_name(f".{out.name}.work")

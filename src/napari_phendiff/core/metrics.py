@@ -82,7 +82,7 @@ def cycle_distance(images: np.ndarray, round_trip: np.ndarray) -> tuple[float, f
     """
     a, b = np.asarray(images, np.float64), np.asarray(round_trip, np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"images {a.shape} and round trips {b.shape} differ in shape")
+        raise DataError(f"images {a.shape} and round trips {b.shape} differ in shape")
     squared = (a - b) ** 2
     per_image = np.sqrt(squared.reshape(len(a), -1).sum(axis=1))
     return float(per_image.mean()), float(squared.mean())
@@ -109,12 +109,12 @@ def _check(real: np.ndarray, fake: np.ndarray, minimum: int) -> tuple[np.ndarray
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     for name, array in (("real", real), ("generated", fake)):
         if array.ndim != 2:
-            raise ValueError(f"{name} features must be (samples, features), got shape {array.shape}")
+            raise DataError(f"{name} features must be (samples, features), got shape {array.shape}")
         if len(array) < minimum:
             raise DataError(f"Too few {name} images to compare distributions: {len(array)}, need at least "
                             f"{minimum}. Evaluate on more images.")
     if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real and generated features differ in length: {real.shape[1]} vs {fake.shape[1]}")
+        raise DataError(f"real and generated features differ in length: {real.shape[1]} vs {fake.shape[1]}")
     return real, fake
 
 

@@ -1,8 +1,10 @@
-"""Translation options: the one place that names them, their defaults, choices, checks and help texts.
+"""Training and translation options: the one place that names them, their defaults, choices, checks and help texts.
 
 No torch here, so the command line can build its parser from it without importing the engine. A new translation
 option is one field of TranslateOptions (with its check in `validate` and its words in HELP) plus its use in
-core/translate.py; the CLI, the docks, batch, demo, evaluate and the provenance of written files read it from here.
+core/translate.py; a new training option is one field of TrainConfig (with its check and its words in TRAIN_HELP)
+plus its use in core/training/. The CLI, the docks, batch, demo, evaluate and the provenance of written files read
+them from here.
 
 Defaults come in three layers, the first that has a value wins, and `resolve_options` says which one each value came
 from: what the user gave, the checkpoint's own calibrated setting for this direction (`phendiff calibrate` stores it
@@ -13,15 +15,25 @@ benchmarks/translation_frontier.py).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from .errors import ConfigError
+from .models import KINDS
 
 NEGATIVES = ("null", "source")
 INVERSIONS = ("ddim", "bdia")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_STEPS = 1000  # the training schedule's length: a DDIM grid cannot be finer
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+# Model sizes of the kinds trained from scratch (models/pixel.py and models/cyclegan.py give each its layers), with
+# the crop side each trains on by default.
+PRESET_SIZES = {"tiny": 64, "small": 64, "paper": 128}
+ADAPTERS = ("lora", "svdiff", "attention", "full")  # what a fine-tuned kind trains (models/adapters.py)
+# Peak learning rates: training from scratch (pixel, CycleGAN as in its paper); fine-tuning a pre-trained Stable
+# Diffusion, by what is trained (few new parameters take larger steps; all of its weights need small ones).
+DEFAULT_LR = {"pixel": 2e-4, "cyclegan": 2e-4, "lora": 1e-4, "svdiff": 1e-3, "attention": 1e-5, "full": 1e-5}
 
 # Project defaults, measured on the simulator's ground truth (benchmarks/translation_frontier.py, docs/method.md):
 # inverting the whole schedule (strength 1) throws the cells away; guidance contrasted with the source condition
@@ -201,3 +213,113 @@ def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = 
         parts.append(f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
                      f"({sources.get('guidance_interval', 'default')})")
     return ", ".join(parts)
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored in the checkpoint's manifest. Checked when made (ConfigError)."""
+
+    data: Path
+    out: Path
+    model: str = "pixel"                   # a kind of models.KINDS: pixel (PhenDiff) | latent | cyclegan
+    preset: str = "tiny"
+    image_size: int | None = None          # None: the preset's default (fine-tuned kinds: the base model's own)
+    steps: int = 5000
+    batch_size: int = 16
+    lr: float | None = None                # None: DEFAULT_LR for the model (and adapter)
+    warmup_steps: int = 100
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999               # 0: no averaging
+    condition_dropout: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: str = "auto"          # auto | no | bf16 | fp16 (auto: bf16/fp16 on CUDA, none elsewhere)
+    resize: bool = False                   # scale whole images to the model size instead of random crops
+    resume: bool = False
+    num_workers: int = 0
+    channel_names: list[str] | None = None
+    base: str | None = None                # fine-tuned kinds: the pre-trained Stable Diffusion folder or hub id
+    adapter: str = "lora"                  # fine-tuned kinds: lora | svdiff | attention | full
+    rank: int = 4                          # LoRA rank
+    gradient_checkpointing: bool = False   # fine-tuned kinds: trade compute for memory
+    schedule: dict = field(default_factory=dict)   # overrides of models.pixel.SCHEDULE_DEFAULTS
+    metadata: dict = field(default_factory=dict)   # free-form, copied into the manifest (e.g. how data was made)
+
+    def __post_init__(self):
+        self.data, self.out = Path(self.data), Path(self.out)
+        _choice("model", self.model, tuple(KINDS))
+        _choice("preset", self.preset, tuple(PRESET_SIZES))
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _choice("device", str(self.device).split(":")[0], DEVICES)  # cuda:1 is a cuda device
+        kind = KINDS[self.model]
+        if kind.fine_tunes:
+            if not self.base:
+                raise ConfigError(f"The {self.model} model fine-tunes a pre-trained Stable Diffusion: give its folder "
+                                  "or hub id as the base model (--base; docs/latent.md says how to download one).")
+            _choice("adapter", self.adapter, ADAPTERS)
+        elif self.image_size is None:
+            self.image_size = PRESET_SIZES[self.preset]
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.adapter if kind.fine_tunes else self.model]
+        for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("image_size", 1), ("rank", 1),
+                          ("warmup_steps", 0), ("num_workers", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None:
+                value = _integer(name, value)
+                if value < low:
+                    raise ConfigError(f"{name} must be at least {low}, not {value}.")
+                setattr(self, name, value)
+        self.lr = _number("lr", self.lr)
+        if not self.lr > 0:
+            raise ConfigError(f"lr (the learning rate) must be above 0, not {self.lr}.")
+        for name, low, high in (("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("ema_decay", 0, 1),
+                                ("condition_dropout", 0, 1)):
+            value = _number(name, getattr(self, name))
+            if not low <= value < high or (name == "grad_clip" and value == 0):
+                raise ConfigError(f"{name} must be in [{low}, {high}){' and above 0' if name == 'grad_clip' else ''}, "
+                                  f"not {value}.")
+            setattr(self, name, value)
+
+    @property
+    def kind(self):
+        """The model kind's registry entry (models.KINDS)."""
+        return KINDS[self.model]
+
+
+def _choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+
+
+# The choices of the TrainConfig fields that have them (the CLI and the Train dock offer exactly these).
+TRAIN_CHOICES = {"model": tuple(KINDS), "preset": tuple(PRESET_SIZES), "adapter": ADAPTERS,
+                 "mixed_precision": MIXED_PRECISIONS, "device": DEVICES}
+
+TRAIN_HELP = {
+    "model": "; ".join(f"{name}: {kind.help}" for name, kind in KINDS.items()),
+    "preset": "model size: pixel tiny (4M parameters, CPU), small (16M), paper (63M, GPU); cyclegan "
+              "tiny/small/paper = 16/32/64 filters (paper: the original; use batch size 1-4)",
+    "base": "fine-tuned models: the pre-trained Stable Diffusion folder (diffusers layout) or hub id",
+    "adapter": "fine-tuned models: what to fine-tune",
+    "rank": "LoRA rank",
+    "gradient_checkpointing": "fine-tuned models: less memory, slower steps",
+    "image_size": "crop side in pixels (default: the preset's, 64 or 128; fine-tuned models: the base model's own, "
+                  "e.g. 512 for SD 2.1-base)",
+    "steps": "optimisation steps (a resumed run continues up to this number)",
+    "batch_size": "images per step and process",
+    "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, svdiff 1e-3, attention and "
+          "full 1e-5)",
+    "resize": "scale whole images to the model size instead of cropping",
+    "channel_names": "names of the channels, in order (e.g. DNA reporter)",
+    "mixed_precision": "auto: bf16 or fp16 on a CUDA GPU, none elsewhere",
+    "num_workers": "data loader worker processes",
+    "seed": "random seed of the initial weights and of the batches",
+    "device": "where to train: auto takes the best available (cuda > mps > cpu)",
+    "checkpoint_every": "save a checkpoint every N steps",
+    "resume": "continue the training saved in the output folder",
+}
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.init and f.default is not MISSING}

@@ -40,7 +40,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage as ndi
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -147,12 +147,12 @@ def measure_phenotype(image: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, 
     image = np.asarray(image, dtype=np.float64)
     nuclei, cells = np.asarray(nuclei), np.asarray(cells)
     if image.ndim != 3 or image.shape[0] != len(pheno.channels):
-        raise ValueError(
+        raise ConfigError(
             f"measure_phenotype({phenotype!r}) needs a (C, Y, X) image with C={len(pheno.channels)} channels "
             f"{pheno.channels}, got shape {image.shape}."
         )
     if nuclei.shape != image.shape[1:] or cells.shape != image.shape[1:]:
-        raise ValueError(
+        raise ConfigError(
             f"Masks must match the image plane {image.shape[1:]}: nuclei {nuclei.shape}, cells {cells.shape}."
         )
     n_cells = int(max(nuclei.max(initial=0), cells.max(initial=0)))
@@ -188,11 +188,11 @@ def simulate_dataset(
     """
     pheno = get_phenotype(phenotype)
     if int(n_per_class) != n_per_class or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a whole number >= 1, got {n_per_class!r}.")
+        raise ConfigError(f"n_per_class must be a whole number >= 1, got {n_per_class!r}.")
     size = _check_geometry(size, cell_diameter)
     out = Path(out)
     if not out.name:
-        raise ValueError(f"{out}: give the data set folder a name, e.g. 'simulated/{phenotype}'.")
+        raise ConfigError(f"{out}: give the data set folder a name, e.g. 'simulated/{phenotype}'.")
     truth_dir = out.with_name(out.name + "_truth")
     for folder in (out, truth_dir):
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -214,29 +214,29 @@ def simulate_dataset(
 
 
 def get_phenotype(name: str) -> Phenotype:
-    """The Phenotype called ``name``, or a ValueError listing the valid names."""
+    """The Phenotype called ``name``, or a ConfigError listing the valid names."""
     if name not in PHENOTYPES:
-        raise ValueError(f"Unknown phenotype {name!r}; choose one of {', '.join(PHENOTYPES)}.")
+        raise ConfigError(f"Unknown phenotype {name!r}; choose one of {', '.join(PHENOTYPES)}.")
     return PHENOTYPES[name]
 
 
 def condition_index(pheno: Phenotype, condition: str | int) -> int:
-    """0 or 1 for a condition given by name or index, or a ValueError listing the valid ones."""
+    """0 or 1 for a condition given by name or index, or a ConfigError listing the valid ones."""
     if isinstance(condition, (int, np.integer)) and not isinstance(condition, bool) and condition in (0, 1):
         return int(condition)
     if condition in pheno.conditions:
         return pheno.conditions.index(condition)
-    raise ValueError(
+    raise ConfigError(
         f"Unknown condition {condition!r} for phenotype {pheno.name!r}; choose one of {pheno.conditions} or 0/1."
     )
 
 
 def _check_geometry(size: int, cell_diameter: float) -> int:
-    """The image side as an int, or a ValueError if the field or the cells cannot be drawn at that size."""
+    """The image side as an int, or a ConfigError if the field or the cells cannot be drawn at that size."""
     if isinstance(size, bool) or int(size) != size or size < 32:
-        raise ValueError(f"size must be a whole number of pixels >= 32, got {size!r}.")
+        raise ConfigError(f"size must be a whole number of pixels >= 32, got {size!r}.")
     if not 8 <= cell_diameter <= size:
-        raise ValueError(f"cell_diameter must be between 8 px and the image size ({size} px), got {cell_diameter}.")
+        raise ConfigError(f"cell_diameter must be between 8 px and the image size ({size} px), got {cell_diameter}.")
     return int(size)
 
 

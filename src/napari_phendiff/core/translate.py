@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from .checkpoint import PhenDiffModel
+from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError
 from .images import check_finite
 from .options import TranslateOptions, grid_steps, resolve_options
@@ -64,7 +64,7 @@ class TranslateEvent:
     result: Any = None
 
 
-def translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str],
+def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
               options: TranslateOptions | None = None, *,
               progress: Callable[[TranslateEvent], None] | None = None, **overrides):
     """Translate images from `source` to `target`; see `iter_translate` for the options.
@@ -92,7 +92,7 @@ def translation_options(model, source: str, target: str, options: TranslateOptio
     return resolve_options(getattr(model, "manifest", None), source, target, overrides)
 
 
-def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target: str | Sequence[str],
+def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
                    options: TranslateOptions | None = None, **overrides) -> Iterator[TranslateEvent]:
     """Translate step by step, yielding a TranslateEvent after every network step and a final "done" event.
 
@@ -152,7 +152,7 @@ def iter_translate(model: PhenDiffModel, images: np.ndarray, source: str, target
 
 def is_direct(model) -> bool:
     """A direct mapping between conditions (CycleGAN's generators) rather than a diffusion model."""
-    return hasattr(model, "map")
+    return isinstance(model, DirectModel)
 
 
 def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
@@ -251,7 +251,7 @@ def network_steps(options: TranslateOptions) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
+def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
            method: str = "ddim", dtype: torch.dtype | None = None, keep: bool = False):
     """Invert clean images x (normalised, B,C,H,W) under `condition` over the first strength x steps of the grid.
 
@@ -291,7 +291,7 @@ def invert(model: PhenDiffModel, x: torch.Tensor, condition: int, steps: int, *,
 
 
 @torch.inference_mode()
-def generate(model: PhenDiffModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
+def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
              strength: float = 1.0, guidance: float | None = None, negative: int | None = None,
              interval: tuple[float, float] = (0.0, 1.0), eta: float = 0.0,
              generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
@@ -394,7 +394,7 @@ def _predict(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtyp
         return model.predict(x, t, labels).float()
 
 
-def sample(model: PhenDiffModel, condition: str, n: int = 4, *, steps: int = SAMPLE_STEPS, seed: int = 0,
+def sample(model: DiffusionModel, condition: str, n: int = 4, *, steps: int = SAMPLE_STEPS, seed: int = 0,
            guidance: float | None = None) -> np.ndarray:
     """Generate n new images of `condition` from random noise, (n, C, S, S) in the training data's dtype.
 
@@ -455,7 +455,7 @@ def default_batch_size(model, window: tuple[int, int] | None = None, tiles: bool
     return max(1, min(fixed, memory_budget(model.device) // per_field))
 
 
-def _as_stack(images: np.ndarray, model: PhenDiffModel):
+def _as_stack(images: np.ndarray, model: ConditionedModel):
     """(N, C, Y, X) view of the input and a function giving results the input's own shape back."""
     array = np.asarray(images)
     if array.ndim == 2 and model.channels == 1:

@@ -1,1 +1,71 @@
-"""Model families: one module each."""
+"""Model kinds: one module each, found through the registry KINDS.
+
+A kind's module (core/models/<module>.py) owns everything about it: its loaded class, REQUIRED_FILES (besides the
+manifest), `load(path, manifest, device)` (device: a name such as "auto", or a torch.device) and `Trainer` (what core/training/run.py drives). A new kind is one module
+and one line below; nothing else in the tree names a kind. Importing this package is light (no torch): the command
+line reads the kinds' names and descriptions from here to build its choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A model kind as options, docks and the loaders need to know it, without importing its module."""
+
+    module: str                 # core/models/<module>.py
+    help: str                   # for a biologist choosing one
+    generates: bool = True      # draws new images from noise (training previews, the generalization analysis)
+    fine_tunes: bool = False    # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
+
+
+KINDS: dict[str, Kind] = {
+    "pixel": Kind("pixel", "PhenDiff, trained from scratch"),
+    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained Stable Diffusion (--base)", fine_tunes=True),
+    "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),
+}
+
+
+def kind_module(kind: str) -> ModuleType:
+    """The module owning a model kind (imported on first use)."""
+    if kind not in KINDS:
+        raise CheckpointError(f"Unknown model kind {kind!r}: this napari-phendiff knows {', '.join(KINDS)}. "
+                              "Upgrade napari-phendiff if the checkpoint is from a newer version.")
+    return import_module(f".{KINDS[kind].module}", __name__)
+
+
+def read_manifest(path_or_name: str | Path) -> dict:
+    """The manifest of a checkpoint folder (or "demo"), after checking the file format and that the folder holds
+    every file its kind needs. Reads no weights."""
+    from ..checkpoint import read_format, resolve_checkpoint
+
+    path = resolve_checkpoint(path_or_name)
+    manifest = read_format(path)
+    kind = manifest.get("kind", "pixel")
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r} (this napari-phendiff knows "
+                              f"{', '.join(KINDS)}). Upgrade napari-phendiff.")
+    for needed in kind_module(kind).REQUIRED_FILES:
+        if not (path / needed).is_file():
+            raise CheckpointError(f"{path}: {needed} is missing; the checkpoint is incomplete (was it "
+                                  "copied while training was writing it?). Copy it again or re-train.")
+    return manifest
+
+
+def load_checkpoint(path_or_name: str | Path = "demo", device="auto"):
+    """Load a checkpoint folder (or the shipped "demo") for translation, with its EMA weights in eval mode.
+
+    Returns the kind's model: a PixelModel (PhenDiff), a LatentModel (Phen-LDiff) or a CycleGANModel.
+    """
+    from ..checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(path_or_name)
+    manifest = read_manifest(path)
+    return kind_module(manifest.get("kind", "pixel")).load(path, manifest, device)

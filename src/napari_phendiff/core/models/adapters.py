@@ -20,9 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import CheckpointError
-
-ADAPTERS = ("lora", "svdiff", "attention", "full")
+from ..errors import CheckpointError, ConfigError
+from ..options import ADAPTERS
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "lora/pytorch_lora_weights.safetensors"
 # Where each method keeps its trained weights inside a checkpoint folder.
@@ -37,13 +36,13 @@ ADAPTER_FILES = {
 def apply_adapter(unet: UNet2DConditionModel, adapter: str, rank: int = 4) -> None:
     """Freeze the UNet and make trainable what `adapter` fine-tunes (adding LoRA or SVDiff parameters)."""
     if adapter not in ADAPTERS:
-        raise ValueError(f"Unknown adapter {adapter!r}: choose one of {', '.join(ADAPTERS)}.")
+        raise ConfigError(f"Unknown adapter {adapter!r}: choose one of {', '.join(ADAPTERS)}.")
     unet.requires_grad_(adapter == "full")
     if adapter == "lora":
         from peft import LoraConfig
 
         if rank < 1:
-            raise ValueError(f"The LoRA rank must be at least 1, got {rank}.")
+            raise ConfigError(f"The LoRA rank must be at least 1, got {rank}.")
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                     target_modules=LORA_TARGETS))
     elif adapter == "svdiff":

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,12 +38,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import FORMAT_VERSION, MANIFEST, PhenDiffModel
-from ..errors import CheckpointError, DataError
-from ..images import Normalization
+from ..checkpoint import MANIFEST, write_manifest
+from ..device import get_device
+from ..errors import CheckpointError, ConfigError, DataError
+from ..options import TrainConfig
+from ..training.diffusion import DiffusionTrainer
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
+from .pixel import PixelModel
 
 CONDITIONS_FILE = "conditions.safetensors"
+REQUIRED_FILES = ["scheduler/scheduler_config.json", CONDITIONS_FILE]
 CONTEXT_TOKENS = 77   # Stable Diffusion's text length, which its cross-attention was trained on
 PROMPT = "a fluorescence microscopy image of {} cells"
 # Images per forward pass while training, as pixels: 2 images of 512 x 512. A larger batch is split into passes of
@@ -210,7 +214,7 @@ class LatentDenoiser(nn.Module):
 
 
 @dataclass
-class LatentModel(PhenDiffModel):
+class LatentModel(PixelModel):
     """A loaded Phen-LDiff checkpoint: the fine-tuned UNet, the base's VAE and the learned condition embeddings."""
 
     vae: AutoencoderKL = field(kw_only=True)
@@ -241,8 +245,9 @@ class LatentModel(PhenDiffModel):
         super().release()
 
 
-def load_latent(path: Path, manifest: dict, device: torch.device) -> LatentModel:
+def load(path: Path, manifest: dict, device: str | torch.device) -> LatentModel:
     """The base model named in the manifest, with the checkpoint's fine-tuned weights and condition embeddings."""
+    device = get_device(device)
     source, adapter = check_base(path, manifest), manifest.get("adapter")
     if adapter not in ADAPTERS:
         raise CheckpointError(f"{path / MANIFEST}: unknown adapter {adapter!r}; the checkpoint is damaged or from a "
@@ -260,12 +265,7 @@ def load_latent(path: Path, manifest: dict, device: torch.device) -> LatentModel
         vae=vae,
         contexts=contexts.to(device),
         scheduler_config=dict(DDIMScheduler.load_config(path / "scheduler")),
-        conditions=conditions,
-        channel_names=list(manifest["channel_names"]),
-        image_size=int(manifest["image_size"]),
-        normalization=Normalization.from_dict(manifest["normalization"]),
-        manifest=manifest,
-        path=path,
+        **LatentModel.described_by(manifest, path),
     )
 
 
@@ -307,13 +307,13 @@ def write_latent(folder: Path, denoiser: LatentDenoiser, adapter: str, schedule:
     save_adapter(folder, denoiser.unet, adapter)
     save_file({"conditions": denoiser.conditions.detach().float().contiguous().cpu()}, folder / CONDITIONS_FILE)
     DDIMScheduler.from_config(schedule).save_pretrained(folder / "scheduler")
-    (folder / MANIFEST).write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, default=str))
+    write_manifest(folder, manifest)
 
 
 # --- training -------------------------------------------------------------------------------------------------------
 
 class LatentTrainable:
-    """What core.train's loop needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
+    """What the diffusion trainer (core/training/diffusion.py) needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
     clean images into latents, the parameters it trains, and how to write a checkpoint."""
 
     def __init__(self, config, conditions: list[str], channels: int, device: torch.device,
@@ -324,7 +324,7 @@ class LatentTrainable:
         check_channels(channels, vae_config.get("in_channels", 3), str(config.data))
         multiple = size_multiple(unet_config, vae_config)
         if config.image_size % multiple:
-            raise ValueError(f"Image size {config.image_size} must be a multiple of {multiple} for this base model "
+            raise ConfigError(f"Image size {config.image_size} must be a multiple of {multiple} for this base model "
                              f"(its VAE and UNet halve each side {multiple.bit_length() - 1} times).")
         self.unet_hash = config_hash(unet_config)
         self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size ** 2)
@@ -367,7 +367,6 @@ class LatentTrainable:
 
     def manifest(self) -> dict:
         return {
-            "kind": "latent",
             "base": {"source": self.source, "unet_config_sha256": self.unet_hash},
             "adapter": self.adapter,
             "rank": self.rank if self.adapter == "lora" else None,
@@ -384,3 +383,26 @@ class LatentTrainable:
         what = self.adapter + (f" rank {self.rank}" if self.adapter == "lora" else "")
         return (f"Phen-LDiff on {self.source}, {what}: {self.counts['adapter']:,} of {self.counts['unet']:,} UNet "
                 f"weights trained, plus {self.counts['conditions']:,} in the condition embeddings")
+
+
+class Trainer(DiffusionTrainer):
+    @classmethod
+    def prepare(cls, config: TrainConfig) -> TrainConfig:
+        config = super().prepare(config)
+        if config.image_size is None:
+            config = replace(config, image_size=native_image_size(config.base))
+        return config
+
+    @classmethod
+    def resume_problems(cls, manifest: dict, config: TrainConfig) -> list[str]:
+        saved = manifest["training"]
+        problems = [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
+                    for name in ("adapter",) + (("rank",) if config.adapter == "lora" else ())
+                    if saved[name] != getattr(config, name)]
+        if config_hash(base_configs(resolve_base(config.base))[0]) != manifest["base"]["unet_config_sha256"]:
+            problems.append(f"base: checkpoint {manifest['base']['source']}, now {config.base}, a different model")
+        return problems
+
+    def make_trainable(self, config: TrainConfig, data) -> LatentTrainable:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.accelerator.mixed_precision, torch.float32)
+        return LatentTrainable(config, data.conditions, data.channels, self.accelerator.device, dtype)

@@ -1,15 +1,37 @@
-"""PhenDiff's pixel-space noise predictor: a class-conditional diffusers UNet2DModel, plus the DDIM schedule."""
+"""PhenDiff (kind "pixel"): a class-conditional diffusers UNet2DModel on the normalised image itself, trained from
+scratch, with the DDIM schedule. This module owns the kind: its loaded class, files, load, write and trainer.
+
+    <checkpoint>/
+      phendiff.json            manifest: kind, conditions, channels, normalisation, image size, config, provenance
+      unet/                    diffusers UNet2DModel (EMA weights, safetensors): UNet2DModel.from_pretrained(ckpt/"unet")
+      scheduler/               DDIMScheduler config: DDIMScheduler.from_pretrained(ckpt/"scheduler")
+      training/                only to resume (core/training/)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
+from ..checkpoint import write_manifest
+from ..device import get_device
+from ..errors import ConfigError
+from ..options import PRESET_SIZES, TrainConfig
+from ..training.diffusion import DiffusionTrainer
+from .base import DiffusionModel
+
+REQUIRED_FILES = ["unet/diffusion_pytorch_model.safetensors", "unet/config.json", "scheduler/scheduler_config.json"]
 # Three resolution levels would be the paper's; `tiny` adds a fourth so a CPU can afford attention (8x8 at 64 px).
 PRESETS: dict[str, dict] = {
-    "tiny": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, norm_num_groups=8, default_size=64),
-    "small": dict(block_out_channels=(64, 128, 256), layers_per_block=2, norm_num_groups=32, default_size=64),
-    "paper": dict(block_out_channels=(128, 256, 512), layers_per_block=2, norm_num_groups=32, default_size=128),
+    "tiny": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, norm_num_groups=8),
+    "small": dict(block_out_channels=(64, 128, 256), layers_per_block=2, norm_num_groups=32),
+    "paper": dict(block_out_channels=(128, 256, 512), layers_per_block=2, norm_num_groups=32),
 }
+for _name, _spec in PRESETS.items():
+    _spec["default_size"] = PRESET_SIZES[_name]
 
 # Defaults chosen by measuring source->source reconstruction and translation on the simulator
 # (docs/method.md, benchmarks/schedule_choice.py): v-prediction with the cosine schedule reconstructed best and came
@@ -33,12 +55,12 @@ def build_unet(preset: str, channels: int, n_conditions: int, image_size: int) -
     """A randomly initialised noise predictor with one class embedding per condition plus a null condition
     (index n_conditions) for classifier-free guidance."""
     if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+        raise ConfigError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
     spec = PRESETS[preset]
     levels = len(spec["block_out_channels"])
     factor = 2 ** (levels - 1)
     if image_size % factor:
-        raise ValueError(f"Image size {image_size} must be a multiple of {factor} for the {preset!r} preset.")
+        raise ConfigError(f"Image size {image_size} must be a multiple of {factor} for the {preset!r} preset.")
     down = ("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",)
     up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
     return UNet2DModel(
@@ -61,3 +83,123 @@ def size_multiple(unet: UNet2DModel) -> int:
 
 def build_scheduler(**overrides) -> DDIMScheduler:
     return DDIMScheduler(**{**SCHEDULE_DEFAULTS, **overrides})
+
+
+@dataclass
+class PixelModel(DiffusionModel):
+    """A loaded PhenDiff checkpoint, ready to translate."""
+
+    unet: UNet2DModel = field(kw_only=True)
+    scheduler_config: dict = field(kw_only=True)
+    kind = "pixel"
+
+    def network(self) -> UNet2DModel:
+        return self.unet
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be a multiple of this (the UNet halves the resolution at each level)."""
+        return size_multiple(self.unet)
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """64 bytes per pixel and channel of the UNet's first level: `tiny` (32 channels) peaked at about 2.0 KB
+        per pixel on whole fields (benchmarks/field_memory.py), rounded up."""
+        return 64 * int(self.unet.config.block_out_channels[0])
+
+    # What translate.py needs from a diffusion model. A pixel model diffuses the normalised image itself; a latent
+    # model (models/latent.py) encodes it with a VAE and conditions through embeddings.
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of the noise from which n new images are generated."""
+        return (n, self.channels, self.image_size, self.image_size)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (noise or v, as the scheduler config says) for conditions `labels`."""
+        return self.unet(x, t, class_labels=labels).sample
+
+
+PhenDiffModel = PixelModel  # the name scripts written for earlier versions import
+
+
+def load(path: Path, manifest: dict, device: str | torch.device) -> PixelModel:
+    """The UNet (EMA weights, from safetensors) in eval mode on `device`, with the checkpoint's schedule."""
+    device = get_device(device)
+    unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True).float()
+    unet.to(device).eval().requires_grad_(False)
+    return PixelModel(
+        unet=unet,
+        scheduler_config=dict(DDIMScheduler.load_config(path / "scheduler")),
+        **PixelModel.described_by(manifest, path),
+    )
+
+
+def write(folder: Path, unet: UNet2DModel, scheduler_config: dict, manifest: dict, half: bool = False) -> None:
+    """Write manifest, unet/ and scheduler/ into `folder` (normally one from checkpoint.atomic_folder)."""
+    if half:
+        unet = _half_copy(unet)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    DDIMScheduler.from_config(scheduler_config).save_pretrained(folder / "scheduler")
+    write_manifest(folder, manifest)
+
+
+def _half_copy(unet: UNet2DModel) -> UNet2DModel:
+    copy = UNet2DModel.from_config(unet.config)
+    copy.load_state_dict(unet.state_dict())
+    return copy.half()
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+
+class PixelTrainable:
+    """PhenDiff's pixel UNet, trained from scratch: every weight, on the normalised images themselves."""
+
+    micro_batch = None  # the whole batch in one pass
+
+    def __init__(self, config: TrainConfig, conditions: list[str], channels: int):
+        self.unet = build_unet(config.preset, channels, len(conditions), config.image_size)
+        self.denoiser = _ClassConditional(self.unet)
+        self.schedule = {**SCHEDULE_DEFAULTS, **config.schedule}
+        self.preset = config.preset
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.unet.named_parameters())
+
+    def encode(self, clean: torch.Tensor) -> torch.Tensor:
+        return clean
+
+    def raw_weights(self) -> dict[str, torch.Tensor]:
+        return self.unet.state_dict()
+
+    def load_raw_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.unet.load_state_dict(weights)
+
+    def manifest(self) -> dict:
+        return {}
+
+    def write(self, folder: Path, manifest: dict) -> None:
+        write(folder, self.unet, self.schedule, manifest)
+
+    def describe(self) -> str:
+        return f"{self.preset} pixel model"
+
+
+class _ClassConditional(torch.nn.Module):
+    """The pixel UNet called as the loop calls every denoiser: (noisy, t, condition labels) -> prediction."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.unet(noisy, t, class_labels=labels).sample
+
+
+class Trainer(DiffusionTrainer):
+    def make_trainable(self, config: TrainConfig, data) -> PixelTrainable:
+        return PixelTrainable(config, data.conditions, data.channels)

@@ -1,0 +1,89 @@
+"""What every loaded model offers, and the two ways a model translates.
+
+A *diffusion* model (pixel PhenDiff, latent Phen-LDiff) is inverted to noise under the source condition and
+regenerated under the target (core/translate.py needs only encode, predict, decode and noise_shape from it). A
+*direct* model (the CycleGAN baseline) maps an image of one condition to another in one call (`map`).
+The engine asks which of the two a model is with `isinstance`, never by the kind's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..errors import CheckpointError
+from ..images import Normalization
+
+
+@dataclass
+class ConditionedModel:
+    """What every loaded model offers: its conditions and channels by name, where it came from, and release().
+    A kind adds its networks as keyword-only fields and names the one to move in `network()`."""
+
+    conditions: list[str]
+    channel_names: list[str]
+    image_size: int
+    normalization: Normalization
+    manifest: dict = field(default_factory=dict)
+    path: Path | None = None
+    kind = ""
+    # Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
+    # (core/translate.py); a cautious guess where nothing was measured (latent: the VAE at full resolution).
+    bytes_per_pixel: ClassVar[int] = 16_384
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_names)
+
+    def condition_index(self, name: str) -> int:
+        if name not in self.conditions:
+            raise CheckpointError(
+                f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
+            )
+        return self.conditions.index(name)
+
+    @staticmethod
+    def described_by(manifest: dict, path: Path) -> dict:
+        """The fields every kind reads from its manifest, for its constructor."""
+        return dict(conditions=list(manifest["conditions"]), channel_names=list(manifest["channel_names"]),
+                    image_size=int(manifest["image_size"]),
+                    normalization=Normalization.from_dict(manifest["normalization"]), manifest=manifest, path=path)
+
+    def network(self) -> torch.nn.Module:
+        """The weights that translate (what `device` reports and `release` moves)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network().parameters()).device
+
+    def release(self) -> None:
+        """Move the weights off the GPU and return its memory to the driver."""
+        self.network().to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class DiffusionModel(ConditionedModel):
+    """A conditional denoiser: translated by DDIM inversion under the source and regeneration under the target.
+
+    Subclasses give encode (normalised image -> what is diffused), decode (the reverse), noise_shape(n) and
+    predict(x, t, labels) (noise or v, as `scheduler_config` says); label `null_condition` means "no condition".
+    """
+
+    scheduler_config: dict
+
+    @property
+    def null_condition(self) -> int:
+        """Class index meaning "no condition" (used by classifier-free guidance)."""
+        return len(self.conditions)
+
+
+class DirectModel(ConditionedModel):
+    """A model that maps normalised images (B, C, H, W) of one condition to another in one call: `map`."""
+
+    def map(self, x, source: int, target: int):
+        raise NotImplementedError
