@@ -76,8 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="labelled folder: DATA/<condition>/*.tif")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     _model_options(p)
-    p.add_argument("--checkpoint-every", type=int, default=500, help="save every N steps (default 500)")
-    p.add_argument("--resume", action="store_true", help="continue the training saved in --out")
+    _model_options(p, ("checkpoint_every", "resume"))
     p.set_defaults(run=_train)
 
     p = command("translate", "Translate images from a source condition to one or more target conditions.")
@@ -148,41 +147,38 @@ def _held_out_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", type=Path, required=True, help=out_help)
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    """What model to train and how: shared by `train` and `generalization`."""
-    p.add_argument("--model", default="pixel", choices=["pixel", "latent", "cyclegan"],
-                   help="pixel: PhenDiff, trained from scratch (default); latent: Phen-LDiff, fine-tunes a pre-trained "
-                        "Stable Diffusion (--base); cyclegan: the CycleGAN baseline")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"],
-                   help="model size: pixel tiny (4M parameters, CPU), small (16M), paper (63M, GPU); cyclegan "
-                        "tiny/small/paper = 16/32/64 filters (paper: the original; use --batch-size 1-4)")
-    p.add_argument("--base", help="latent: pre-trained Stable Diffusion folder (diffusers layout) or hub id")
-    p.add_argument("--adapter", default="lora", choices=["lora", "svdiff", "attention", "full"],
-                   help="latent: what to fine-tune (default lora)")
-    p.add_argument("--rank", type=int, default=4, help="latent: LoRA rank (default 4)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="latent: less memory, slower steps")
-    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the preset's, 64 or 128; latent: the "
-                                                   "base model's own, e.g. 512 for SD 2.1-base)")
-    p.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step and process (default 16)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, "
-                                            "svdiff 1e-3, attention and full 1e-5)")
-    p.add_argument("--resize", action="store_true", help="scale whole images to the model size instead of cropping")
-    p.add_argument("--channel-names", nargs="+", help="names of the channels, in order (e.g. DNA reporter)")
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+# The TrainConfig fields `train` and `generalization` offer, in this order; types, choices, defaults and help come
+# from core/options.py.
+MODEL_FIELDS = ("model", "preset", "base", "adapter", "rank", "gradient_checkpointing", "image_size", "steps",
+                "batch_size", "lr", "resize", "channel_names", "mixed_precision", "num_workers", "seed", "device")
+
+
+def _model_options(p: argparse.ArgumentParser, names=MODEL_FIELDS) -> None:
+    """What model to train and how: shared by `train` and `generalization`, built from TrainConfig's fields."""
+    from dataclasses import fields
+
+    from .core.options import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig
+
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name in names:
+        flag, default, help = f"--{name.replace('_', '-')}", TRAIN_DEFAULTS[name], TRAIN_HELP[name]
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", help=help)
+            continue
+        kind = {"int": int, "float": float}.get(str(types[name]).split(" ")[0], str)
+        kwargs = {"nargs": "+"} if "list" in str(types[name]) else {"type": kind}
+        shown = f" (default {default:g})" if isinstance(default, (int, float)) else (
+            f" (default {default})" if default is not None else "")
+        p.add_argument(flag, default=default, choices=TRAIN_CHOICES.get(name), help=help + shown, **kwargs)
 
 
 def _train_config(args, data: Path, out: Path, **extra):
-    from .core.train import TrainConfig
+    from dataclasses import fields
 
-    return TrainConfig(data=data, out=out, model=args.model, preset=args.preset, base=args.base,
-                       adapter=args.adapter, rank=args.rank, gradient_checkpointing=args.gradient_checkpointing,
-                       image_size=args.image_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, device=args.device, resize=args.resize, mixed_precision=args.mixed_precision,
-                       num_workers=args.num_workers, channel_names=args.channel_names, **extra)
+    from .core.options import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**{**given, "data": data, "out": out, **extra})
 
 
 def _translation_options(p: argparse.ArgumentParser) -> None:
@@ -239,32 +235,39 @@ class _TranslationBar:
             self.bar.close()
 
 
-def _counting_bar(desc: str):
-    """A progress bar and the progress(done, total) callback that moves it."""
-    bar = _progress(0, desc)
+class _CountingBar:
+    """A progress bar moved by progress(done, total) callbacks; it appears with the first one, so an error raised
+    before any work is the only output."""
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
 
-    return bar, progress
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = _progress(total, self.desc)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _simulate(args) -> None:
     from .core.simulate import simulate_dataset
 
-    bar, progress = _counting_bar("simulating")
+    bar = _CountingBar("simulating")
     out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed,
-                           cell_diameter=args.cell_diameter, progress=progress)
+                           cell_diameter=args.cell_diameter, progress=bar)
     bar.close()
     print(f"images: {out}\nground truth: {out.parent / (out.name + '_truth')}")
 
 
 def _train(args) -> None:
-    from .core.train import iter_train
+    from .core.training.run import iter_train
 
-    config = _train_config(args, args.data, args.out, checkpoint_every=args.checkpoint_every, resume=args.resume)
+    config = _train_config(args, args.data, args.out)
     bar = None
     events = iter_train(config)
     try:
@@ -320,12 +323,12 @@ def _evaluate(args) -> None:
 def _calibrate(args) -> None:
     from .core.calibrate import GUIDANCES, KEEP_MIN, STRENGTHS, calibrate, grid
 
-    bar, progress = _counting_bar("calibrating")
+    bar = _CountingBar("calibrating")
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
     chosen = calibrate(args.checkpoint, args.data, args.source, args.target, args.out, settings=settings,
                        unaffected=args.unaffected, n=args.n, steps=args.steps, classifier_steps=args.classifier_steps,
                        seed=args.seed, batch_size=args.batch_size, device=args.device, store=not args.no_store,
-                       progress=progress)
+                       progress=bar)
     bar.close()
     print(f"chosen: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
           f"moved {chosen['moved']:.2f} (classifier P({args.target})), kept {chosen['kept']:.2f} (nuclei IoU)")

@@ -2,5 +2,5 @@
 turn its events into progress and layers. No science here: everything they compute comes from `core`.
 
     translate_dock.TranslateDock   the Translate dock (core.translate.iter_translate)
-    train_dock.TrainDock           the Train dock (core.train.iter_train)
+    train_dock.TrainDock           the Train dock (core.training.run.iter_train)
 """

@@ -1,4 +1,5 @@
-"""Pieces both docks use: the checkpoints they offer, per-user folders, device choice and the stoppable worker."""
+"""Pieces both docks use: the checkpoints they offer, per-user folders, device choice, the stoppable worker, the
+typed messages a worker yields (Loaded | Progress | Result) and the WorkerDock that runs one worker at a time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import platformdirs
 from napari.qt.threading import GeneratorWorker
 from psygnal import evented
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -79,6 +80,117 @@ class StoppableWorker(GeneratorWorker):
             return super().work()
         finally:
             self._gen.close()
+
+
+# --- what a worker yields to its dock: a tagged message, so no dock inspects the classes of what it receives ---------
+
+@dataclass(frozen=True)
+class Loaded:
+    """The worker loaded a model (whatever its kind); the dock keeps it for the next run."""
+
+    model: object
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step of the core generator: `event` is its own event (TranslateEvent, TrainEvent or Previews)."""
+
+    step: int
+    total: int
+    event: object = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the run produced (the translated images); the last message of a run that was not cancelled."""
+
+    value: object
+
+
+class WorkerDock(QWidget):
+    """A dock that runs one core generator at a time in napari's thread_worker: start, stop, progress (napari's bar
+    follows Progress messages), errors and the running state. Subclasses give `run_buttons` (enabled while idle),
+    `stop_buttons` (enabled while running), `status` (a QLabel) and the on_* handlers."""
+
+    status: QLabel
+
+    def __init__(self):
+        super().__init__()
+        self._worker = self._pbar = None
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def start_worker(self, worker, message: str):
+        """Connect and start `worker` (refused while another run is active); return it."""
+        if self.running:
+            raise PhenDiffError("A run is already active in this dock: wait for it, or press its stop button.")
+        worker.yielded.connect(self._dispatch)
+        worker.finished.connect(self._finished)
+        worker.errored.connect(self._errored)
+        self._worker, self._pbar = worker, worker.pbar
+        self.set_running(True)
+        self.status.setText(message)
+        worker.start()
+        return worker
+
+    def stop_worker(self) -> bool:
+        """Ask the worker to stop between two steps; False when nothing runs."""
+        if self._worker is None:
+            return False
+        self._worker.quit()
+        return True
+
+    def _dispatch(self, message) -> None:
+        # napari's progress bar processes Qt events whenever it moves, so the next messages may be handled inside
+        # pbar.update(): each handler finishes its own work first and the bar moves last.
+        if isinstance(message, Loaded):
+            self.on_loaded(message.model)
+        elif isinstance(message, Result):
+            self.on_result(message.value)
+        elif isinstance(message, Progress):
+            self.on_progress(message.event)
+            if self._pbar.total != message.total:
+                self._pbar.total = message.total
+            if message.step > self._pbar.n:
+                self._pbar.update(message.step - self._pbar.n)
+
+    def _finished(self) -> None:
+        aborted = self._worker.abort_requested
+        self._worker = None
+        self.set_running(False)
+        self.on_finished(aborted)
+
+    def _errored(self, exc: Exception) -> None:
+        self.on_error(exc)
+
+    def set_running(self, running: bool) -> None:
+        for button in self.run_buttons():
+            button.setEnabled(not running)
+        for button in self.stop_buttons():
+            button.setEnabled(running)
+
+    def run_buttons(self) -> list:
+        return []
+
+    def stop_buttons(self) -> list:
+        return []
+
+    def on_loaded(self, model) -> None:
+        pass
+
+    def on_progress(self, event) -> None:
+        pass
+
+    def on_result(self, value) -> None:
+        pass
+
+    def on_finished(self, aborted: bool) -> None:
+        pass
+
+    def on_error(self, exc: Exception) -> None:
+        self.status.setText(ERROR_STYLE.format(exc))
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The Train dock: a labelled folder and a few options in, core.train.iter_train run in napari's thread_worker.
+"""The Train dock: a labelled folder and a few options in, core.training.run.iter_train run in napari's thread_worker.
 
 The same training loop and choices as `phendiff train`: the pixel model (preset), the latent model (Stable Diffusion
 base folder, adapter, LoRA rank) or the CycleGAN baseline. The dock adds a loss curve, an ETA, and sample images
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import napari
@@ -22,27 +22,21 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..core.checkpoint import load_checkpoint, read_manifest
+from ..core.models import load_checkpoint, read_manifest
 from ..core.dataset import scan_folder
 from ..core.errors import PhenDiffError
-from ..core.models.adapters import ADAPTERS
-from ..core.models.latent import native_image_size
-from ..core.models.pixel import PRESETS
-from ..core.train import DEFAULT_LR, TrainConfig, TrainEvent, iter_train
+from ..core.models import KINDS
+from ..core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig
+from ..core.training.run import TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
-from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, default_checkpoint_folder, device_combo,
-                      explain_memory_errors, row, spin)
+from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
+                      default_checkpoint_folder, device_combo, explain_memory_errors, row, spin)
 
 PREVIEW_STEPS = 20
-DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # the same defaults as `phendiff train`
+DEFAULTS = TRAIN_DEFAULTS  # the same defaults as `phendiff train`
 MEMORY_ADVICE = ("Lower the batch size or the image size, or choose device cpu; for the latent model, tick "
                  "gradient checkpointing or choose the lora adapter.")
-MODELS = {
-    "pixel": "pixel: PhenDiff, trained from scratch",
-    "latent": "latent: Phen-LDiff, fine-tunes Stable Diffusion",
-    "cyclegan": "cyclegan: the CycleGAN baseline",
-}
 ADAPTER_TIPS = {
     "lora": "low-rank updates of the attention layers: few weights, little memory (tens to hundreds of images)",
     "svdiff": "shifts of the singular values of every weight: fewest weights (tens of images)",
@@ -61,24 +55,26 @@ class Previews:
 
 @thread_worker(progress={"desc": "PhenDiff: training"}, worker_class=StoppableWorker)
 def run_training(config: TrainConfig, previews: int):
-    """core.train.iter_train, plus `previews` generated images per condition after every checkpoint."""
+    """core.training.run.iter_train as Progress messages (counted from the step this run starts at), plus `previews`
+    generated images per condition after every checkpoint (Result messages)."""
     with contextlib.closing(iter_train(config)) as events, explain_memory_errors(config.device, MEMORY_ADVICE):
+        first = 0
         for event in events:
-            yield event
+            first = event.step if event.kind == "start" else first
+            yield Progress(event.step - first, event.total - first, event)
             if previews and event.kind in ("checkpoint", "done"):
                 model = load_checkpoint(event.path, device=config.device)
                 images = {c: sample(model, c, previews, steps=PREVIEW_STEPS, seed=0) for c in model.conditions}
                 model.release()
-                yield Previews(event.step, images)
+                yield Result(Previews(event.step, images))
 
 
-class TrainDock(QWidget):
+class TrainDock(WorkerDock):
     """Train a PhenDiff model on a labelled folder (one subfolder of images per condition), or continue one."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._worker = self._pbar = None
         self._config: TrainConfig | None = None
         self._first_step = self._last_step = 0
         self._timing: tuple[float, int] | None = None  # (time, step) of the first step of this run
@@ -90,19 +86,19 @@ class TrainDock(QWidget):
         self.folder_info = QLabel(wordWrap=True)
         self.channel_names = QLineEdit(placeholderText="e.g. DNA, reporter (optional)")
         self.model = QComboBox()
-        for name, text in MODELS.items():
-            self.model.addItem(text, name)
+        for name, kind in KINDS.items():
+            self.model.addItem(f"{name}: {kind.help}", name)
         self.model.setCurrentIndex(self.model.findData(DEFAULTS["model"]))
         self.model.currentIndexChanged.connect(self._model_changed)
         self.preset = QComboBox()
-        for name in PRESETS:
+        for name in PRESET_SIZES:
             self.preset.addItem(name, name)
         self.preset.setCurrentIndex(self.preset.findData(DEFAULTS["preset"]))
         self.preset.setToolTip("Model size: tiny runs on a CPU, paper needs a GPU.")
         self.preset.currentIndexChanged.connect(self._preset_changed)
         self.preset_label = QLabel("Preset")
         self.latent_options = self._build_latent_options()
-        self.image_size = spin(QSpinBox(), 8, 1024, PRESETS[DEFAULTS["preset"]]["default_size"],
+        self.image_size = spin(QSpinBox(), 8, 1024, PRESET_SIZES[DEFAULTS["preset"]],
                                "Side of the square crops the model learns from (px).")
         self.image_size.setSingleStep(8)
         self.steps = spin(QSpinBox(), 1, 10_000_000, DEFAULTS["steps"], "Optimisation steps in total (a resumed "
@@ -149,7 +145,7 @@ class TrainDock(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.loss_plot)
         layout.addStretch()
-        self._set_running(False)
+        self.set_running(False)
         self._model_changed()
 
     def _build_latent_options(self) -> QWidget:
@@ -194,6 +190,8 @@ class TrainDock(QWidget):
         """Read the base model's configs (fast): take its own image size, or show what is wrong."""
         if not self.base.text().strip():
             return
+        from ..core.models.latent import native_image_size
+
         try:
             self.image_size.setValue(native_image_size(self.base.text()))
             self.status.setText(f"Base model: {self.base.text()} ({self.image_size.value()} px images).")
@@ -226,16 +224,17 @@ class TrainDock(QWidget):
         return found
 
     def _preset_changed(self, index=None) -> None:
-        self.image_size.setValue(PRESETS[self.preset.currentData()]["default_size"])
+        self.image_size.setValue(PRESET_SIZES[self.preset.currentData()])
 
     def _model_changed(self, index=None) -> None:
-        """Show the options of the chosen model; a CycleGAN maps images and cannot generate previews."""
-        model = self.model.currentData()
-        self.preset.setVisible(model != "latent")
-        self.preset_label.setVisible(model != "latent")
-        self.latent_options.setVisible(model == "latent")
-        self.previews.setEnabled(model != "cyclegan")
-        if model == "latent":
+        """Show the options of the chosen kind: a preset for one trained from scratch, the base model and adapter
+        for one fine-tuned; previews only for one that generates (a CycleGAN maps images)."""
+        kind = KINDS[self.model.currentData()]
+        self.preset.setVisible(not kind.fine_tunes)
+        self.preset_label.setVisible(not kind.fine_tunes)
+        self.latent_options.setVisible(kind.fine_tunes)
+        self.previews.setEnabled(kind.generates)
+        if kind.fine_tunes:
             self.check_base()
         else:
             self._preset_changed()
@@ -243,7 +242,7 @@ class TrainDock(QWidget):
 
     def _adapter_changed(self, index=None) -> None:
         model = self.model.currentData()
-        self.lr.setValue(DEFAULT_LR[self.adapter.currentData() if model == "latent" else model])
+        self.lr.setValue(DEFAULT_LR[self.adapter.currentData() if KINDS[model].fine_tunes else model])
         self.rank.setEnabled(self.adapter.currentData() == "lora")
         self.adapter.setToolTip(ADAPTER_TIPS[self.adapter.currentData()])
 
@@ -259,7 +258,7 @@ class TrainDock(QWidget):
         training = manifest["training"]
         self.model.setCurrentIndex(self.model.findData(manifest.get("kind", "pixel")))
         self.preset.setCurrentIndex(self.preset.findData(training["preset"]))
-        if manifest.get("kind") == "latent":
+        if KINDS[manifest.get("kind", "pixel")].fine_tunes:
             self.base.setText(manifest["base"]["source"])
             self.adapter.setCurrentIndex(self.adapter.findData(training["adapter"]))
             self.rank.setValue(int(training["rank"]))
@@ -272,23 +271,21 @@ class TrainDock(QWidget):
         self.status.setText(f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}.")
 
     def config(self) -> TrainConfig:
-        """The TrainConfig the current settings describe (checked by TrainConfig itself)."""
+        """The TrainConfig the current settings describe (checked by TrainConfig itself: ConfigError)."""
         names = [n.strip() for n in self.channel_names.text().split(",") if n.strip()]
-        try:
-            return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(),
-                               model=self.model.currentData(), preset=self.preset.currentData(),
-                               base=self.base.text().strip() or None, adapter=self.adapter.currentData(),
-                               rank=self.rank.value(), gradient_checkpointing=self.gradient_checkpointing.isChecked(),
-                               image_size=self.image_size.value(),
-                               steps=self.steps.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-                               checkpoint_every=self.checkpoint_every.value(), device=self.device.currentData(),
-                               resume=self.resume.isChecked(), channel_names=names or None)
-        except ValueError as exc:
-            raise PhenDiffError(str(exc)) from exc
+        widgets = {"model": self.model, "preset": self.preset, "base": self.base, "adapter": self.adapter,
+                   "rank": self.rank, "gradient_checkpointing": self.gradient_checkpointing,
+                   "image_size": self.image_size, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                   "checkpoint_every": self.checkpoint_every, "device": self.device, "resume": self.resume}
+        return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(),
+                           channel_names=names or None, **{name: _value(w) for name, w in widgets.items()})
 
     # --- running -------------------------------------------------------------------------------------------------
     def train(self):
         """The Train button: validate, then start the worker and return it (None if something must be fixed)."""
+        if self.running:
+            show_error("Training is already running in this dock: press Stop first.")
+            return None
         try:
             self._scan()
             config = self.config()
@@ -299,32 +296,22 @@ class TrainDock(QWidget):
         self._config, self._timing = config, None
         self.loss_plot.clear()
         worker = run_training(config, self.previews.value() if self.previews.isEnabled() else 0)
-        worker.yielded.connect(self._on_yielded)
-        worker.finished.connect(self._on_finished)
-        worker.errored.connect(self._on_errored)
-        self._worker, self._pbar = worker, worker.pbar
-        self._set_running(True)
-        self.status.setText("Reading the images…")
-        worker.start()
-        return worker
+        return self.start_worker(worker, "Reading the images…")
 
     def stop(self) -> None:
         """Stop after the current step; the training loop saves a resumable checkpoint."""
-        if self._worker is not None:
-            self._worker.quit()
+        if self.stop_worker():
             self.status.setText("Stopping: saving a resumable checkpoint…")
 
-    def _on_yielded(self, event) -> None:
-        # napari's progress bar processes Qt events whenever it moves, so later events may be handled inside
-        # pbar.update(): each handler finishes its own work before it moves the bar.
-        if isinstance(event, Previews):
-            self._show_previews(event)
-        elif event.kind == "start":
+    def on_result(self, previews: Previews) -> None:
+        self._show_previews(previews)
+
+    def on_progress(self, event: TrainEvent) -> None:
+        if event.kind == "start":
             self._first_step = self._last_step = event.step
             self.progress.setRange(event.step, event.total)
             self._show_step(event.step, event.total)
             self.status.setText(event.message)
-            self._pbar.total = event.total - event.step
         elif event.kind == "step":
             self._on_step(event)
         else:  # a checkpoint was written; "done" is the last one
@@ -336,7 +323,7 @@ class TrainDock(QWidget):
     def _on_step(self, event: TrainEvent) -> None:
         if self._timing is None:
             self._timing = (time.monotonic(), event.step)
-        done_before, self._last_step = self._last_step, max(self._last_step, event.step)
+        self._last_step = max(self._last_step, event.step)
         self._show_step(self._last_step, event.total)
         self.loss_plot.add(event.step, event.loss)
         started, first = self._timing
@@ -344,8 +331,6 @@ class TrainDock(QWidget):
         eta = datetime.timedelta(seconds=round(seconds)) if event.step > first else "…"
         self.status.setText(f"step {event.step} / {event.total} · loss {event.loss:.4f} · lr {event.lr:.2e} · "
                             f"ETA {eta}")
-        if self._last_step > done_before:
-            self._pbar.update(self._last_step - done_before)
 
     def _show_step(self, step: int, total: int) -> None:
         self.progress.setValue(step)
@@ -366,23 +351,31 @@ class TrainDock(QWidget):
                                       translate=(0, 0, 0, offset), colormap="gray",
                                       metadata={"phendiff": {"preview_of": condition, "step": previews.step}})
 
-    def _on_finished(self) -> None:
+    def on_finished(self, aborted: bool) -> None:
         self.loss_plot.redraw()
-        if self._worker.abort_requested:
+        if aborted:
             saved = self._last_step > self._first_step
             if saved:
                 CHECKPOINTS.add(self._config.out)
             self.status.setText(f"Stopped at step {self._last_step}: resumable checkpoint in {self._config.out}; "
                                 "tick Resume and press Train to continue." if saved else "Stopped before training.")
-        self._worker = None
-        self._set_running(False)
 
-    def _on_errored(self, exc: Exception) -> None:
-        self.status.setText(ERROR_STYLE.format(exc))
+    def run_buttons(self) -> list:
+        return [self.train_button]
 
-    def _set_running(self, running: bool) -> None:
-        self.train_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+    def stop_buttons(self) -> list:
+        return [self.stop_button]
+
+
+def _value(widget):
+    """What a control holds, as TrainConfig takes it (an empty text box: not set)."""
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QLineEdit):
+        return widget.text().strip() or None
+    return widget.value()
 
 
 def _button(text: str, slot) -> QPushButton:

@@ -16,17 +16,19 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+                            QVBoxLayout)
 
-from ..core.checkpoint import MANIFEST, PhenDiffModel, load_checkpoint, read_manifest, resolve_checkpoint
+from ..core.checkpoint import MANIFEST, resolve_checkpoint
+from ..core.models import load_checkpoint, read_manifest
+from ..core.models.base import ConditionedModel
 from ..core.errors import PhenDiffError
 from ..core.export import provenance
 from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options
-from ..core.translate import TranslateEvent, is_direct, iter_translate
+from ..core.translate import is_direct, iter_translate
 from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, translated_layer
-from ._shared import (CHECKPOINTS, ERROR_STYLE, StoppableWorker, connect_while_alive, device_combo,
-                      explain_memory_errors, row, spin)
+from ._shared import (CHECKPOINTS, ERROR_STYLE, Loaded, Progress, Result, StoppableWorker, WorkerDock,
+                      connect_while_alive, device_combo, explain_memory_errors, row, spin)
 
 MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
                  "'Release model' in other docks, or choose device cpu.")
@@ -46,16 +48,20 @@ class TranslateRequest:
 
 
 @thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
-def run_translation(request: TranslateRequest, model: PhenDiffModel | None):
-    """Load the checkpoint unless it is cached (yielding the model so the dock can keep it), then translate."""
+def run_translation(request: TranslateRequest, model: ConditionedModel | None):
+    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate: Progress per step,
+    the Result before the last Progress."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
-        yield model
-        yield from iter_translate(model, request.images, request.source, request.target, request.options)
+        yield Loaded(model)
+        for event in iter_translate(model, request.images, request.source, request.target, request.options):
+            if event.phase == "done":
+                yield Result(event.result)
+            yield Progress(event.step, event.total, event)
 
 
-class TranslateDock(QWidget):
+class TranslateDock(WorkerDock):
     """Translate image layers from a source condition to a target condition with a PhenDiff checkpoint."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -63,9 +69,8 @@ class TranslateDock(QWidget):
         self.viewer = napari_viewer
         self.manifest: dict | None = None
         self.manifest_error = ""
-        self.model: PhenDiffModel | None = None
+        self.model: ConditionedModel | None = None
         self._model_key: tuple | None = None
-        self._worker = self._pbar = None
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
         self._build()
@@ -135,7 +140,7 @@ class TranslateDock(QWidget):
         layout.addWidget(self.release_button)
         layout.addWidget(self.status)
         layout.addStretch()
-        self._set_running(False)
+        self.set_running(False)
 
     # --- inputs --------------------------------------------------------------------------------------------------
     def channel_layers(self) -> list[Image]:
@@ -249,46 +254,45 @@ class TranslateDock(QWidget):
             return None
         # a checkpoint trained further in place has a newer manifest: the cached weights are then stale
         key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        if self.running:
+            self._report("A translation is already running: wait for it or press Cancel.")
+            return None
         worker = run_translation(request, self.model if key == self._model_key else None)
         self._pending, self._run_key = (inputs, request), key
-        worker.yielded.connect(self._on_yielded)
-        worker.finished.connect(self._on_finished)
-        worker.errored.connect(self._on_errored)
-        self._worker, self._pbar = worker, worker.pbar
-        self._set_running(True)
-        self.status.setText(f"Translating {request.images.shape[0]} image(s) {request.source} → {request.target}…")
-        worker.start()
-        return worker
+        return self.start_worker(worker, f"Translating {request.images.shape[0]} image(s) {request.source} → "
+                                         f"{request.target}…")
 
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
-        if self._worker is not None and self._pending is not None:
+        if self.running and self._pending is not None:
             self._pending = None
-            self._worker.quit()
+            self.stop_worker()
             self.status.setText("Cancelling after the current step…")
 
-    def _on_yielded(self, event) -> None:
-        # napari's progress bar processes Qt events whenever it moves, so the next events may be handled inside
-        # pbar.update(): finish this event's own work first and move the bar last.
-        if not isinstance(event, TranslateEvent):  # the loaded model, whatever its kind
-            self._keep_model(event)
-            return
-        if event.phase == "done" and self._pending is not None:
-            self._show_result(event.result)
-        if self._pbar.total != event.total:
-            self._pbar.total = event.total
-        if event.step > self._pbar.n:
-            self._pbar.update(event.step - self._pbar.n)
+    def on_loaded(self, model: ConditionedModel) -> None:
+        """Cache the model the worker used, releasing a different one held before."""
+        if self.model is not None and self.model is not model:
+            self.model.release()
+        self.model, self._model_key = model, self._run_key
 
-    def _on_finished(self) -> None:
-        if self._worker.abort_requested:
+    def on_result(self, result: np.ndarray) -> None:
+        if self._pending is not None:  # not cancelled
+            self._show_result(result)
+
+    def on_finished(self, aborted: bool) -> None:
+        if aborted:
             self.status.setText("Cancelled: no layers were added.")
-        self._pending, self._worker = None, None
-        self._set_running(False)
-
-    def _on_errored(self, exc: Exception) -> None:
         self._pending = None
-        self.status.setText(ERROR_STYLE.format(exc))
+
+    def on_error(self, exc: Exception) -> None:
+        self._pending = None
+        super().on_error(exc)
+
+    def run_buttons(self) -> list:
+        return [self.translate_button, self.release_button]
+
+    def stop_buttons(self) -> list:
+        return [self.cancel_button]
 
     def _show_result(self, result: np.ndarray) -> None:
         """Add `<name> → <target>` and `<name> Δ <target>` per input layer, then show them side by side."""
@@ -321,12 +325,6 @@ class TranslateDock(QWidget):
         grid.stride, grid.shape, grid.enabled = 1, (len(triples), 3), True
         self.viewer.reset_view()
 
-    def _keep_model(self, model: PhenDiffModel) -> None:
-        """Cache the model the worker used, releasing a different one held before."""
-        if self.model is not None and self.model is not model:
-            self.model.release()
-        self.model, self._model_key = model, self._run_key
-
     def release_model(self) -> None:
         """Free the cached model (GPU memory goes back to the driver)."""
         if self.model is not None:
@@ -334,11 +332,6 @@ class TranslateDock(QWidget):
         self.model, self._model_key = None, None
         gc.collect()
         self.status.setText("Model released.")
-
-    def _set_running(self, running: bool) -> None:
-        self.translate_button.setEnabled(not running)
-        self.release_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
 
     def _report(self, message: str) -> None:
         self.status.setText(ERROR_STYLE.format(message))
