@@ -24,6 +24,7 @@ def checkpoint(tiny_checkpoint, tmp_path):
     return copy
 
 
+@pytest.mark.slow
 def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data):
     model = pd.load_checkpoint(checkpoint, device="cpu")
     stack = np.stack([pd.read_image(p) for p in sorted((sim_data / "untreated").glob("*.tif"))[:2]])
@@ -48,6 +49,7 @@ def test_choice_moves_most_among_settings_that_keep_the_cells():
     assert cal.choose(lost) is lost[0]
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "calibration"
     code = main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",

@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each launches two processes
 
 
 def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:

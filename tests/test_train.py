@@ -23,6 +23,7 @@ def weights(folder):
             load_file(folder / "training" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped_and_ends_identical(sim_data, tmp_path):
     straight = pd.train(config(sim_data, tmp_path / "straight"))
 
@@ -52,6 +53,7 @@ def test_refuses_to_overwrite_and_checks_resume_settings(sim_data, tiny_checkpoi
         pd.train(config(sim_data, tiny_checkpoint, resume=True, steps=6))
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_real_data(sim_data, tmp_path):
     losses = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "m", steps=40, checkpoint_every=100,
                                                    lr=1e-3, warmup_steps=5)) if e.kind == "step"]

@@ -102,6 +102,7 @@ def test_whole_field_matches_tiles_where_there_is_one_tile(model):
     assert np.array_equal(tiled, whole)
 
 
+@pytest.mark.slow
 def test_demo_model_reconstructs_source_to_source():
     """Inversion then regeneration with the SAME condition gives the input back (DDIM's near-exact inversion)."""
     model = pd.load_checkpoint("demo", device="cpu")

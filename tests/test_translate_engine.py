@@ -60,6 +60,7 @@ def test_strength_runs_that_share_of_the_grid_each_way(model, monkeypatch):
     assert [labels[0] for _, labels, _ in counter.calls] == [source] * 3 + [target] * 3
 
 
+@pytest.mark.slow
 def test_lower_strength_reconstructs_closer(demo):
     fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
                        for s in (31, 32)])
@@ -72,6 +73,7 @@ def test_lower_strength_reconstructs_closer(demo):
     assert error[0.3] < 0.05 and error[0.3] < 0.5 * error[1.0], error
 
 
+@pytest.mark.slow
 def test_exact_inversion_reconstructs_to_float_rounding(demo):
     image = field(48, seed=33)
     x = torch.from_numpy(demo.normalization.forward(image[None]))

@@ -13,7 +13,6 @@ pytest.importorskip("pytestqt")
 
 from qtpy.QtCore import QTimer  # noqa: E402
 
-import napari_phendiff as pd  # noqa: E402
 from napari_phendiff.core.errors import PhenDiffError  # noqa: E402
 from napari_phendiff.widgets import _shared  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
@@ -202,22 +201,3 @@ def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):
     train.set_data_folder(tmp_path / "only")
     assert train.train() is None
     assert "contain no images" in train.folder_info.text()
-
-
-def test_translate_dock_translates_with_a_cyclegan(qtbot, viewer, sim_data, tmp_path):
-    """The dock tells the loaded model from progress by the event type, so a direct mapping works too."""
-    out = tmp_path / "cyclegan"
-    pd.train(pd.TrainConfig(data=sim_data, out=out, model="cyclegan", preset="tiny", image_size=32, steps=2,
-                            batch_size=2, checkpoint_every=2, device="cpu", channel_names=["DNA", "reporter"]))
-    dock = open_dock(viewer, "Translate")
-    dock.select_checkpoint(out)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.source.setCurrentText("untreated")
-    dock.target.setCurrentText("TNFa")
-    image = random_image((2, 48, 48), seed=3)
-    viewer.add_image(image, name="cells")
-    dock.set_channel_layers(["cells"])
-    run(qtbot, dock.translate())
-    assert viewer.layers["cells → TNFa"].data.shape == image.shape
-    assert "Done" in dock.status.text() and "direct mapping" in dock.status.text()
-    assert dock.translate_button.isEnabled()

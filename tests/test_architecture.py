@@ -1,0 +1,86 @@
+"""The structure the code promises (docs/architecture.md): no import circles, kinds named only in their own modules,
+the command line's choices and defaults equal to core/options.py's, and one line (exit 2) for a bad setting."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+import napari_phendiff
+from napari_phendiff.cli import MODEL_FIELDS, _parser, main
+from napari_phendiff.core.models import KINDS
+from napari_phendiff.core.options import FIELD_NAMES, TRAIN_CHOICES, TRAIN_DEFAULTS
+
+SRC = Path(napari_phendiff.__file__).parent
+_spec = importlib.util.spec_from_file_location("import_graph", Path(__file__).parents[1] / "scripts" / "import_graph.py")
+graph_tools = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(graph_tools)
+import_graph, cycles = graph_tools.import_graph, graph_tools.cycles
+
+
+def test_the_import_graph_has_no_circles():
+    graph = import_graph()
+    # the walker sees imports at module level and inside functions alike
+    assert "napari_phendiff.core.options" in graph["napari_phendiff.cli"]
+    assert "napari_phendiff.core.checkpoint" in graph["napari_phendiff.core.models"]  # inside read_manifest
+    assert graph["napari_phendiff.core.models.pixel"] >= {"napari_phendiff.core.checkpoint"}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_kinds_are_named_only_in_the_registry_and_their_own_modules():
+    names = "|".join(KINDS)
+    switch = re.compile(rf"""(==|!=)\s*["']({names})["']|["']({names})["']\s*(==|!=)|in\s*\(\s*["']({names})["']""")
+    allowed = {SRC / "core" / "models" / "__init__.py", *(SRC / "core" / "models" / f"{k.module}.py"
+                                                        for k in KINDS.values())}
+    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+                 for path in SRC.rglob("*.py") if path not in allowed
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if switch.search(line)]
+    assert offending == []
+
+
+def _actions(command: str) -> dict[str, argparse.Action]:
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices[command]._actions}
+
+
+@pytest.mark.parametrize("command", ["train", "generalization"])
+def test_training_choices_and_defaults_are_core_options(command):
+    actions = _actions(command)
+    names = MODEL_FIELDS + (("checkpoint_every", "resume") if command == "train" else ())
+    for name in names:
+        assert actions[name].default == TRAIN_DEFAULTS[name], name
+        assert tuple(actions[name].choices or ()) == tuple(TRAIN_CHOICES.get(name, ())), name
+    assert tuple(actions["model"].choices) == tuple(KINDS)
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate", "demo"])
+def test_translation_flags_are_the_translate_options(command):
+    actions = _actions(command)
+    assert set(FIELD_NAMES) <= set(actions)
+    assert all(actions[name].default is None for name in FIELD_NAMES if name != "tiles")
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["train", "DATA", "--out", "OUT", "--steps", "0"], "steps must be at least 1"),
+    (["train", "DATA", "--out", "OUT", "--batch-size", "0"], "batch_size must be at least 1"),
+    (["train", "DATA", "--out", "OUT", "--lr", "nan"], "lr must be a finite number"),
+    (["train", "DATA", "--out", "OUT", "--lr", "-1"], "lr (the learning rate) must be above 0"),
+    (["train", "DATA", "--out", "OUT", "--mixed-precision", "bf16", "--device", "cpu"], "needs a CUDA GPU"),
+    (["train", "DATA", "--out", "OUT", "--model", "latent"], "--base"),
+    (["simulate", "OUT", "--size", "16"], "size must be a whole number of pixels >= 32"),
+    (["generalization", "DATA", "--out", "OUT", "--n-per-class", "2", "--model", "cyclegan"], "cannot do"),
+])
+def test_bad_settings_are_one_line_and_exit_2(argv, phrase, sim_data, tmp_path, capsys):
+    argv = [str(sim_data) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and phrase in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
