@@ -32,22 +32,42 @@ EXAMPLES = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill` and cluster schedulers send before pre-emption), handled like Ctrl-C: training saves a
+    resumable checkpoint, translation stops between two files (each written atomically)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 1
-    from .core.errors import PhenDiffError
+    import signal
+    import threading
 
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        from .core.errors import PhenDiffError
+
         args.run(args)
     except PhenDiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -283,9 +303,24 @@ def _train(args) -> None:
                 bar.close()
                 print(f"checkpoint: {event.path}")
     except KeyboardInterrupt:
-        events.close()  # saves a resumable checkpoint
-        print(f"\nstopped; resumable checkpoint in {config.out} (add --resume to continue)", file=sys.stderr)
+        events.close()
+        saved = _trained_steps(config.out)
+        if saved:
+            print(f"\nstopped; resumable checkpoint of {saved} steps in {config.out} (add --resume to continue)",
+                  file=sys.stderr)
+        else:
+            print("\nstopped before the first step was trained; nothing was saved", file=sys.stderr)
         raise
+
+
+def _trained_steps(out: Path) -> int:
+    """Steps of the checkpoint in `out` (0 when there is none)."""
+    import json
+
+    try:
+        return int(json.loads((out / "phendiff.json").read_text()).get("trained_steps", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _translate(args) -> None:

@@ -19,12 +19,12 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
-from .errors import DataError
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
 from .options import check_given, describe
-from .translate import (TranslateEvent, default_batch_size, fits_whole, is_direct, translate,
+from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, translate,
                         translation_options)
 
 SUMMARY = "summary.json"
@@ -45,14 +45,21 @@ class Job:
 class BatchResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)  # input -> why it could not be translated
     seconds: float = 0.0
     settings: str = ""  # the translation's settings and where each came from
 
 
-def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
-    """Files given directly go to `out`; folders are searched recursively and keep their layout under `out`."""
+def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Job]:
+    """Files given directly go to `out`; folders are searched recursively and keep their layout under `out`.
+
+    Refuses an `out` inside an input folder (a second run would translate its own outputs) and two inputs or two
+    targets that would write the same output file."""
     jobs, missing = [], []
     for item in map(Path, inputs):
+        if item.is_dir() and (Path(out).resolve() == item.resolve() or item.resolve() in Path(out).resolve().parents):
+            raise DataError(f"--out {out} is inside the input folder {item}: a later run would translate these "
+                            "outputs too. Choose an output folder outside it.")
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)
                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
@@ -65,7 +72,26 @@ def plan_jobs(inputs: list[Path], out: Path) -> list[Job]:
         raise DataError(f"Input(s) not found: {', '.join(missing[:5])}. Give image files or folders of images.")
     if not jobs:
         raise DataError(f"No images (.tif, .tiff, .png, .jpg) found in {', '.join(map(str, inputs))}.")
+    _refuse_collisions(jobs, targets)
     return jobs
+
+
+def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:
+    """Never write two results to one path: name both inputs (or targets) and say how to avoid it."""
+    names = {}
+    for target in targets:
+        other = names.setdefault(safe_name(target), target)
+        if other != target:
+            raise DataError(f"Targets {other!r} and {target!r} would write the same files (*_to_{safe_name(target)}"
+                            ".tif). Translate them into different --out folders.")
+    writers: dict[Path, Path] = {}
+    for job in jobs:
+        for target in targets or [""]:
+            first = writers.setdefault(job.output(target).resolve(), job.path)
+            if first != job.path:
+                raise DataError(f"{first} and {job.path} would both be written to {job.output(target)}. Translate "
+                                "them into different --out folders, or give their common folder instead of the "
+                                "files (the folder layout is kept).")
 
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
@@ -83,7 +109,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
     out = Path(out)
     check_given(options)  # bad settings fail before anything is read
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
-    jobs = plan_jobs(inputs, out)
+    jobs = plan_jobs(inputs, out, targets)
     state = PartialState(cpu=str(device) == "cpu")
     mine = jobs[state.process_index::state.num_processes]
     todo = [job for job in mine if overwrite or not all(job.output(t).is_file() for t in targets)]
@@ -97,7 +123,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
         chosen, sources = translation_options(model, source, targets[0], **options)
         settings = {"options": chosen.record(), "options_from": sources}
         result.settings = describe(chosen, sources, direct=is_direct(model))
-        for group, images in _groups(model, todo, chosen):
+        for group, images in _groups(model, todo, chosen, result.failed):
             names = group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
             callback = progress(names) if progress else None
             translated = translate(model, np.stack(images), source, targets, chosen, progress=callback)
@@ -113,17 +139,27 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
     _write_shard(out, state.process_index, result)
     state.wait_for_everyone()
     if state.is_main_process:
-        _merge_summary(out, state.num_processes, dict(checkpoint=str(checkpoint), source=source, targets=targets,
-                                                      inputs=len(jobs), **settings))
+        failed = _merge_summary(out, state.num_processes, dict(checkpoint=str(checkpoint), source=source,
+                                                               targets=targets, inputs=len(jobs), **settings))
+        if failed:
+            listed = "; ".join(f"{path}: {why}" for path, why in list(failed.items())[:10])
+            raise DataError(f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were, see "
+                            f"{out / SUMMARY}): {listed}")
     return result
 
 
-def _groups(model, jobs: list[Job], options):
+def _groups(model, jobs: list[Job], options, failed: dict):
     """Yield (jobs, images) of one shape, as many as one translation batch holds: whole fields that fit the
-    memory budget together, or (for tiled fields) one file at a time. Files are read as they are needed."""
+    memory budget together, or (for tiled fields) one file at a time. Files are read as they are needed; one that
+    cannot be read or does not fit the model is recorded in `failed` and the others go on."""
     pending: dict[tuple, tuple[list[Job], list[np.ndarray]]] = {}
     for job in jobs:
-        image = read_image(job.path)
+        try:
+            image = read_image(job.path)
+            check_fits(model, image, job.path)
+        except PhenDiffError as exc:
+            failed[job.path] = str(exc)
+            continue
         group, images = pending.setdefault(image.shape, ([], []))
         group.append(job)
         images.append(image)
@@ -142,17 +178,33 @@ def _per_call(model, shape: tuple, options) -> int:
 def _write_shard(out: Path, rank: int, result: BatchResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
     shard = {"rank": rank, "written": [str(p) for p in result.written], "skipped": [str(p) for p in result.skipped],
-             "seconds": round(result.seconds, 2)}
+             "failed": {str(p): why for p, why in result.failed.items()}, "seconds": round(result.seconds, 2)}
     (out / f".shard-{rank}.json").write_text(json.dumps(shard))
 
 
-def _merge_summary(out: Path, processes: int, settings: dict) -> None:
+def _merge_summary(out: Path, processes: int, settings: dict) -> dict[str, str]:
+    """Write summary.json for this run, keeping the record of earlier runs into the same folder (`earlier_runs`,
+    and every file any run wrote in `files`); return the inputs that failed in this run."""
     shards = [json.loads((out / f".shard-{rank}.json").read_text()) for rank in range(processes)]
+    failed = {p: why for s in shards for p, why in s["failed"].items()}
     summary = {**settings, "processes": processes,
                "written": sum(len(s["written"]) for s in shards),
                "skipped_inputs": sum(len(s["skipped"]) for s in shards),
-               "per_process": [{k: (len(v) if isinstance(v, list) else v) for k, v in s.items()} for s in shards],
+               "failed": failed,
+               "per_process": [{k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in s.items()}
+                               for s in shards],
                "files": sorted(p for s in shards for p in s["written"])}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2))
+    try:
+        before = json.loads((out / SUMMARY).read_text())
+    except (OSError, ValueError):
+        before = None
+    if isinstance(before, dict):
+        earlier = before.pop("earlier_runs", [])
+        summary["files"] = sorted(set(summary["files"]) | set(before.pop("files", [])))
+        summary["earlier_runs"] = [*earlier, before]
+    tmp = out / f".{SUMMARY}.writing"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / SUMMARY)
     for rank in range(processes):
         (out / f".shard-{rank}.json").unlink()
+    return failed

@@ -16,6 +16,7 @@ own files, and models.load_checkpoint picks the kind from the manifest.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -40,6 +42,7 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
     if str(path_or_name) in NAMED_CHECKPOINTS:
         return NAMED_CHECKPOINTS[str(path_or_name)]
     path = Path(path_or_name).expanduser()
+    recover_interrupted_swap(path)
     if not path.is_dir():
         names = ", ".join(repr(n) for n in NAMED_CHECKPOINTS)
         raise CheckpointError(f"{path}: no such checkpoint folder. Give a folder written by `phendiff train`, "
@@ -63,7 +66,68 @@ def read_format(path: Path) -> dict:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{manifest_path}: format version {version!r}, this napari-phendiff reads version "
                               f"{FORMAT_VERSION}. Upgrade napari-phendiff, or re-train with this version.")
+    check_manifest(manifest, manifest_path)
     return manifest
+
+
+def check_weights(path: Path, manifest: dict) -> None:
+    """Refuse weights other than those the manifest was written with (when it recorded their digest)."""
+    recorded = manifest.get("weights_sha256")
+    if recorded is not None and recorded != weights_digest(path):
+        raise CheckpointError(f"{path}: its weights are not the ones {MANIFEST} was written with (the recorded "
+                              "digest of their headers differs): files were replaced or mixed from two checkpoints. "
+                              "Copy the whole checkpoint folder again, or re-train.")
+
+
+def check_manifest(manifest: dict, where: Path) -> None:
+    """The keys every kind reads, of the right types and ranges (an edited manifest fails here, not later)."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {what}. The manifest was edited or damaged; copy the checkpoint again "
+                               "or re-train.")
+
+    if not isinstance(manifest, dict):
+        raise bad("is not a JSON object")
+    missing = [k for k in ("conditions", "channel_names", "image_size", "normalization") if k not in manifest]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    conditions, channels = manifest["conditions"], manifest["channel_names"]
+    if (not isinstance(conditions, list) or len(conditions) < 2 or len(set(conditions)) != len(conditions)
+            or not all(isinstance(c, str) and c for c in conditions)):
+        raise bad(f"conditions must be two or more different names, not {conditions!r}")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
+        raise bad(f"channel_names must be a list of names, not {channels!r}")
+    size = manifest["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise bad(f"image_size must be a whole number of pixels >= 8, not {size!r}")
+    norm = manifest["normalization"]
+    try:
+        low, high = (np.asarray(norm[k], dtype=float) for k in ("low", "high"))
+    except (TypeError, KeyError, ValueError):
+        raise bad("normalization must hold lists 'low' and 'high'") from None
+    if low.shape != (len(channels),) or high.shape != (len(channels),):
+        raise bad(f"normalization has {low.size} low and {high.size} high values for {len(channels)} channel(s)")
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+        raise bad(f"normalization must be finite with high > low per channel, not low {norm['low']}, "
+                  f"high {norm['high']}")
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 of the headers (tensor names, shapes, dtypes, offsets) of the checkpoint's weight files, outside
+    training/: cheap to read, and it changes when any weight file is replaced by another checkpoint's."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*.safetensors") if "training" not in p.relative_to(folder).parts):
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            digest.update(str(file.relative_to(folder)).encode() + head + handle.read(min(length, 100_000_000)))
+    return digest.hexdigest()
+
+
+def stamp_weights(folder: Path) -> None:
+    """Record `weights_digest` in the manifest of a checkpoint just written in `folder`."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["weights_sha256"] = weights_digest(folder)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
 def refuse_pickles(path: Path) -> None:
@@ -77,12 +141,50 @@ def refuse_pickles(path: Path) -> None:
         )
 
 
+def recover_interrupted_swap(out: Path) -> bool:
+    """Put back the previous checkpoint when a kill came between the two renames of `atomic_folder` (it left
+    `.NAME.old` and no NAME); True when it did."""
+    out = Path(out)
+    old = out.with_name(f".{out.name}.old")
+    if out.exists() or not (old / MANIFEST).is_file():
+        return False
+    old.rename(out)
+    return True
+
+
+def check_writable(folder: Path) -> None:
+    """Raise CheckpointError unless files can be written in `folder` (or in its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: nothing can be written there ({exc.strerror or exc}). Choose another "
+                              "output folder, or fix its permissions.") from exc
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    """Raise CheckpointError when the disk holding `out` has less than `needed` bytes (plus a margin) free."""
+    folder = Path(out)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < 1.2 * needed + 2**20:
+        raise CheckpointError(f"{folder}: {free / 2**20:.0f} MB free, a checkpoint of this run needs about "
+                              f"{needed / 2**20:.0f} MB. Free some space or choose another output folder.")
+
+
 @contextlib.contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `out`; on success it replaces `out`, on failure it is removed,
-    so a crash never leaves a half-written checkpoint where a reader would look."""
+    so a crash never leaves a half-written checkpoint where a reader would look. Temporary folders left by
+    writes that were killed are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.writing-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
     try:
         yield tmp

@@ -8,13 +8,14 @@ to be pickled to resume exactly.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, PhenDiffWarning
 from .images import Normalization, is_image_file, read_image
 
 MAX_LISTED_PROBLEMS = 10
@@ -96,12 +97,35 @@ def load_folder(root: str | Path, min_size: int | None = None) -> LabelledImages
             labels.append(label)
             paths.append(path)
     if not problems:
-        problems += _channel_problems(images, paths)
+        problems += _channel_problems(images, paths) + _dtype_problems(images, paths)
     if problems:
         more = f"\n... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{folder.root}: {len(problems)} problem(s) with the images:\n- "
                         + "\n- ".join(problems[:MAX_LISTED_PROBLEMS]) + more)
+    _warn_about_label_images(images, labels, folder.conditions, folder.root)
     return LabelledImages(root=folder.root, conditions=folder.conditions, images=images, labels=labels, paths=paths)
+
+
+def _dtype_problems(images: list[np.ndarray], paths: list[Path]) -> list[str]:
+    """One normalisation and one output dtype serve the whole set: mixed dtypes (uint8 beside uint16) would put
+    the same intensity at two places on its scale."""
+    kinds: dict[str, list[Path]] = {}
+    for image, path in zip(images, paths):
+        kinds.setdefault(str(image.dtype), []).append(path)
+    if len(kinds) <= 1:
+        return []
+    listing = "; ".join(f"{d}: {len(p)} files, e.g. {p[0]}" for d, p in sorted(kinds.items()))
+    return [f"images have different data types ({listing}). Convert them to one type (as acquired, e.g. all "
+            "uint16) so intensities mean the same in every image."]
+
+
+def _warn_about_label_images(images: list[np.ndarray], labels: list[int], conditions: list[str], root) -> None:
+    """A condition whose images hold only a few whole values looks like segmentation labels, not intensities."""
+    for index, condition in enumerate(conditions):
+        sample = [image for image, label in zip(images, labels) if label == index][:8]
+        if sample and all(image.dtype.kind in "ui" and np.unique(image[:, ::2, ::2]).size <= 16 for image in sample):
+            warnings.warn(f"{root}/{condition}: its images hold at most 16 distinct values, as label masks do, "
+                          "not fluorescence intensities. Train on the raw images.", PhenDiffWarning, stacklevel=3)
 
 
 def _channel_problems(images: list[np.ndarray], paths: list[Path]) -> list[str]:

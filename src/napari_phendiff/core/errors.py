@@ -15,3 +15,7 @@ class CheckpointError(PhenDiffError, ValueError):
 
 class ConfigError(PhenDiffError, ValueError):
     """A setting (an option of a command, a dock or a function) is out of range or of the wrong kind."""
+
+
+class PhenDiffWarning(UserWarning):
+    """Something was done as asked but may not be what the user means (an input unlike the training images)."""

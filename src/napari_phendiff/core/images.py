@@ -34,6 +34,9 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file.")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an image file. Give one of the images in it (or, where a "
+                        "command takes folders, the folder as an input).")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
@@ -48,6 +51,9 @@ def read_image(path: str | Path) -> np.ndarray:
             f"{path}: could not be read ({type(exc).__name__}: {exc}). The file is corrupt, truncated or not an "
             "image; re-export it from the acquisition software or remove it from the folder."
         ) from exc
+    if array.dtype.kind not in "uif":
+        what = {"b": "true/false values (a mask)", "c": "complex numbers"}.get(array.dtype.kind, str(array.dtype))
+        raise DataError(f"{path}: holds {what}, not intensities. Give the microscope's integer or float32 image.")
     image = to_cyx(array, axes=axes, source=str(path))
     if path.suffix.lower() in OTHER_SUFFIXES:
         image = _drop_rgb_redundancy(image)
@@ -176,7 +182,7 @@ def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str]
     """Write a (Y, X) or (C, Y, X) image, or a (T, C, Y, X) stack, as an ImageJ-compatible TIFF with provenance.
 
     Channels are the C axis, the dtype is kept, size-1 axes are left out. ImageJ hyperstacks hold only uint8,
-    uint16 and float32; other dtypes are written as a plain TIFF with the same metadata so nothing is silently
+    uint16 and float32; other dtypes (and images one pixel wide) are written as a plain TIFF with the same metadata so nothing is silently
     converted. The file appears only once it is complete.
     """
     path = Path(path)
@@ -190,7 +196,8 @@ def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str]
     info = json.dumps(provenance or {}, default=str)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        if array.dtype in (np.uint8, np.uint16, np.float32):
+        # ImageJ's hyperstack reader mistakes 1-pixel-wide images for other axes: those go in the plain layout
+        if array.dtype in (np.uint8, np.uint16, np.float32) and min(image.shape[-2:]) > 1:
             metadata = {"axes": axes, "Info": info}
             if channel_names and "C" in axes:
                 metadata["Labels"] = list(channel_names)

@@ -32,6 +32,7 @@ Fields are translated whole when they fit the device's memory budget and in tile
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -40,7 +41,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .models.base import ConditionedModel, DiffusionModel, DirectModel
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PhenDiffWarning
 from .images import check_finite
 from .options import TranslateOptions, grid_steps, resolve_options
 
@@ -455,9 +456,22 @@ def default_batch_size(model, window: tuple[int, int] | None = None, tiles: bool
     return max(1, min(fixed, memory_budget(model.device) // per_field))
 
 
-def _as_stack(images: np.ndarray, model: ConditionedModel):
+def check_fits(model: ConditionedModel, images, where: str = "the image") -> None:
+    """Raise DataError unless `images` can be translated by `model` (shape, channels, dtype, finite values), and warn
+    (PhenDiffWarning) when they look unlike the training images."""
+    _as_stack(images, model, where)
+
+
+def _as_stack(images, model: ConditionedModel, where: str = "the image"):
     """(N, C, Y, X) view of the input and a function giving results the input's own shape back."""
+    if hasattr(images, "detach"):  # a torch tensor, possibly tracking gradients
+        images = images.detach().cpu().numpy()
     array = np.asarray(images)
+    kind = array.dtype.kind
+    if kind not in "uif":
+        what = {"b": "true/false values (a mask?)", "c": "complex numbers", "O": "Python objects (a ragged list?)"}
+        raise DataError(f"{where}: holds {what.get(kind, f'values of type {array.dtype}')}, not intensities. Give "
+                        "an integer or floating-point image (e.g. the microscope's uint8/uint16, or float32).")
     if array.ndim == 2 and model.channels == 1:
         stack, restore = array[None, None], (lambda out: out[0, 0])
     elif array.ndim == 3:
@@ -469,12 +483,31 @@ def _as_stack(images: np.ndarray, model: ConditionedModel):
                         + (" or (Y, X)" if model.channels == 1 else "") + ".")
     if stack.shape[1] != model.channels:
         raise DataError(
-            f"The image has {stack.shape[1]} channel(s) (shape {array.shape}, channels first) but checkpoint "
+            f"{where}: has {stack.shape[1]} channel(s) (shape {array.shape}, channels first) but checkpoint "
             f"{model.path or ''} was trained on {model.channels}: {', '.join(model.channel_names)}. "
             "Give the same channels in the same order."
         )
-    check_finite(stack, "the image")
+    check_finite(stack, where)
+    _warn_if_unlike_training(stack, model, where)
     return stack, restore
+
+
+def _warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: str) -> None:
+    """A different dtype or an intensity range far from the training images' is translated, but said."""
+    normalization = model.normalization
+    if str(stack.dtype) != normalization.dtype and np.dtype(normalization.dtype).kind in "ui":
+        warnings.warn(f"{where}: is {stack.dtype} but the model was trained on {normalization.dtype} images; "
+                      "intensities are read on the training images' scale, so the translation may be clipped or "
+                      f"dim. Convert the image to {normalization.dtype} as the training images were.",
+                      PhenDiffWarning, stacklevel=3)
+        return
+    scaled = normalization.forward(stack[:, :, ::4, ::4])
+    high = np.percentile(scaled, 99, axis=(0, 2, 3))
+    for name, value in zip(model.channel_names, high):
+        if not -3 < value < 5:  # the training images' 99.5th percentile is at +1
+            warnings.warn(f"{where}: channel {name!r} is far brighter or dimmer than in the training images "
+                          f"(99th percentile at {value:.1f} on the scale where training images reach 1). Check the "
+                          "channel order and the acquisition settings.", PhenDiffWarning, stacklevel=3)
 
 
 def _pad(stack: np.ndarray, min_size: int, multiple: int):

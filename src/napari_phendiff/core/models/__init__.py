@@ -13,7 +13,7 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, PhenDiffError
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def kind_module(kind: str) -> ModuleType:
 def read_manifest(path_or_name: str | Path) -> dict:
     """The manifest of a checkpoint folder (or "demo"), after checking the file format and that the folder holds
     every file its kind needs. Reads no weights."""
-    from ..checkpoint import read_format, resolve_checkpoint
+    from ..checkpoint import check_weights, read_format, resolve_checkpoint
 
     path = resolve_checkpoint(path_or_name)
     manifest = read_format(path)
@@ -56,6 +56,7 @@ def read_manifest(path_or_name: str | Path) -> dict:
         if not (path / needed).is_file():
             raise CheckpointError(f"{path}: {needed} is missing; the checkpoint is incomplete (was it "
                                   "copied while training was writing it?). Copy it again or re-train.")
+    check_weights(path, manifest)
     return manifest
 
 
@@ -66,6 +67,17 @@ def load_checkpoint(path_or_name: str | Path = "demo", device="auto"):
     """
     from ..checkpoint import resolve_checkpoint
 
+    from safetensors import SafetensorError
+
     path = resolve_checkpoint(path_or_name)
     manifest = read_manifest(path)
-    return kind_module(manifest.get("kind", "pixel")).load(path, manifest, device)
+    try:
+        return kind_module(manifest.get("kind", "pixel")).load(path, manifest, device)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, EnvironmentError) as exc:
+        if isinstance(exc, PhenDiffError):
+            raise
+        raise CheckpointError(f"{path}: its weights cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}). A "
+                              "file is truncated, damaged or from another model; copy the checkpoint again or "
+                              "re-train.") from exc

@@ -204,6 +204,10 @@ class CycleGANModel(DirectModel):
 def load(path: Path, manifest: dict, device: str | torch.device) -> CycleGANModel:
     """Both generators from `cyclegan.safetensors`, in eval mode on `device` (never from a pickle)."""
     device = get_device(device)
+    if len(manifest["conditions"]) != 2 or manifest.get("architecture", {}).get("channels") != len(
+            manifest["channel_names"]):
+        raise CheckpointError(f"{path / MANIFEST}: a CycleGAN maps two conditions with the channels of its "
+                              "architecture; the manifest names others (edited or damaged). Copy it again.")
     try:
         generators = build_generators(manifest["architecture"])
         generators.load_state_dict(load_file(path / WEIGHTS))
@@ -285,6 +289,9 @@ class Trainer:
 
     def wait(self) -> None:
         pass
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.generators.parameters(), *self.discriminators.parameters()]
 
     def load_state(self, folder: Path) -> int:
         weights, state = load_training_state(folder / "generators", self.opt_g, self.sched_g)

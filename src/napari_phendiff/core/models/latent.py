@@ -275,6 +275,8 @@ def check_base(path: Path, manifest: dict) -> str:
     source = base.get("source")
     if not source:
         raise CheckpointError(f"{path / MANIFEST}: names no base model; the checkpoint is damaged. Re-train.")
+    if not Path(source).is_absolute() and (path / source).is_dir():
+        source = str((path / source).resolve())  # a relative path is read from the checkpoint folder
     if Path(source).is_absolute() and not Path(source).is_dir():
         raise CheckpointError(f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
                               "base model back there, or write its new place as \"source\" under \"base\" in "

@@ -18,7 +18,7 @@ from diffusers import DDIMScheduler, UNet2DModel
 
 from ..checkpoint import write_manifest
 from ..device import get_device
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..options import PRESET_SIZES, TrainConfig
 from ..training.diffusion import DiffusionTrainer
 from .base import DiffusionModel
@@ -131,6 +131,11 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> PixelModel:
     """The UNet (EMA weights, from safetensors) in eval mode on `device`, with the checkpoint's schedule."""
     device = get_device(device)
     unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True).float()
+    conditions, channels = len(manifest["conditions"]), len(manifest["channel_names"])
+    if unet.config.num_class_embeds != conditions + 1 or unet.config.in_channels != channels:
+        raise CheckpointError(f"{path}: the UNet knows {unet.config.num_class_embeds - 1} condition(s) and "
+                              f"{unet.config.in_channels} channel(s), the manifest names {conditions} and {channels}: "
+                              "the manifest was edited or belongs to another model. Copy the checkpoint again.")
     unet.to(device).eval().requires_grad_(False)
     return PixelModel(
         unet=unet,
@@ -201,5 +206,13 @@ class _ClassConditional(torch.nn.Module):
 
 
 class Trainer(DiffusionTrainer):
+    @classmethod
+    def prepare(cls, config: TrainConfig) -> TrainConfig:
+        factor = 2 ** (len(PRESETS[config.preset]["block_out_channels"]) - 1)
+        if config.image_size % factor:  # before any image is read
+            raise ConfigError(f"Image size {config.image_size} must be a multiple of {factor} for the "
+                              f"{config.preset!r} preset (e.g. {max(factor, config.image_size // factor * factor)}).")
+        return super().prepare(config)
+
     def make_trainable(self, config: TrainConfig, data) -> PixelTrainable:
         return PixelTrainable(config, data.conditions, data.channels)

@@ -68,6 +68,9 @@ class DiffusionTrainer:
     def resume_problems(cls, manifest: dict, config: TrainConfig) -> list[str]:
         return []
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.params
+
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process

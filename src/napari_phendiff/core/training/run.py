@@ -11,14 +11,18 @@ its `Trainer` (core/models/<kind>.py, found through models.KINDS):
     .batches(start)                          one batch per step from `start` (a pure function of seed and step)
     .step(batch, step) -> (loss, lr, note)   one optimisation step
     .write(folder, manifest); .save_state(folder, step)   the checkpoint's files and its training state
+    .parameters()                            what is trained (sizes the checkpoint before the first step)
     .describe(), .hardware(), .manifest(), .is_main, .wait()
 
-Closing the generator (a Stop button, Ctrl-C) saves a resumable checkpoint first.
+Closing the generator (a Stop button) or interrupting it (Ctrl-C, or SIGTERM through the CLI) saves a resumable
+checkpoint first, when at least one step was trained. The output folder is checked (not inside the data, writable,
+room for a checkpoint) before the images are read.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,9 +31,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..checkpoint import MANIFEST, atomic_folder
+from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, recover_interrupted_swap,
+                          stamp_weights)
 from ..dataset import LabelledImages, load_folder
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, PhenDiffError
 from ..images import Normalization
 from ..models import kind_module, read_manifest
 from ..options import TrainConfig
@@ -56,42 +61,72 @@ def train(config: TrainConfig) -> Path:
 
 
 def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
-    """Train step by step. Closing the generator (a Stop button, Ctrl-C) saves a resumable checkpoint first."""
+    """Train step by step. Closing the generator (a Stop button) or Ctrl-C saves a resumable checkpoint first."""
     trainer_class = kind_module(config.model).Trainer
     config = trainer_class.prepare(config)
     resume_from = check_out_folder(config)
     data, normalization, channel_names = load_training_data(config, resume_from, trainer_class.resume_problems)
     trainer = trainer_class(config, data, normalization)
-    start = trainer.load_state(config.out / "training") if resume_from else 0
+    check_free_space(config.out, checkpoint_bytes(trainer))
+    start = _load_state(trainer, config.out / "training") if resume_from else 0
     manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
 
     def save(step: int) -> Path:
         if trainer.is_main:
             with atomic_folder(config.out) as folder:
                 trainer.write(folder, {**manifest, "trained_steps": step})
+                stamp_weights(folder)
                 trainer.save_state(folder / "training", step)
         trainer.wait()
         return config.out
 
     yield TrainEvent("start", start, config.steps, message=_start_message(config, data, start, trainer))
-    step = start
+    step = saved_at = start
     try:
         for batch in trainer.batches(start):
             loss, lr, note = trainer.step(batch, step)
+            if not math.isfinite(loss):
+                raise ConfigError(f"Training diverged at step {step + 1} (loss {loss}): the learning rate "
+                                  f"{config.lr:g} is too high for this model. Start again into a new folder with a "
+                                  "lower one (--lr); "
+                                  + (f"the checkpoint of step {saved_at} in {config.out} is from before." if saved_at
+                                     else "nothing was saved."))
             step += 1
             yield TrainEvent("step", step, config.steps, loss=loss, lr=lr, message=note)
             if step % config.checkpoint_every == 0 and step < config.steps:
+                saved_at = step
                 yield TrainEvent("checkpoint", step, config.steps, path=save(step))
-    except GeneratorExit:
+    except (GeneratorExit, KeyboardInterrupt):
+        # Stop, Ctrl-C, or SIGTERM (the CLI turns it into a KeyboardInterrupt): keep what was learned, resumable
         if step > start:
-            save(step)  # Stop: keep what was learned, resumable
+            save(step)
         raise
     yield TrainEvent("done", step, config.steps, path=save(step))
 
 
+def _load_state(trainer, folder: Path) -> int:
+    from safetensors import SafetensorError
+
+    try:
+        return trainer.load_state(folder)
+    except PhenDiffError:
+        raise
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{folder}: the training state cannot be read ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); it is truncated or damaged, so this run cannot be resumed. Start "
+                              "a new run into another folder (the checkpoint itself still translates).") from exc
+
+
 def check_out_folder(config: TrainConfig) -> bool:
-    """True when resuming from an existing checkpoint; refuse to overwrite anything else."""
+    """True when resuming from an existing checkpoint; refuse to overwrite anything else, to write inside the data
+    folder (the checkpoint would become a condition) or where nothing can be written."""
     out = config.out
+    data = Path(config.data).resolve()
+    if out.resolve() == data or data in out.resolve().parents:
+        raise ConfigError(f"{out}: is inside the data folder {config.data}, where a checkpoint would be read as one "
+                          "more condition. Choose an output folder outside it.")
+    recover_interrupted_swap(out)
+    check_writable(out.parent if not out.exists() else out)
     has_checkpoint = (out / MANIFEST).is_file()
     if config.resume:
         if has_checkpoint and not (out / "training").is_dir():
@@ -102,6 +137,12 @@ def check_out_folder(config: TrainConfig) -> bool:
         raise CheckpointError(f"{out}: already holds {what}. Add --resume to continue that training, or choose "
                               "another output folder.")
     return False
+
+
+def checkpoint_bytes(trainer) -> int:
+    """What one checkpoint of this run takes on disk, about: the trained weights, the raw and averaged copies and the
+    optimiser's two moments, in float32."""
+    return 5 * 4 * sum(p.numel() for p in trainer.parameters())
 
 
 def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=None
@@ -126,6 +167,12 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
     problems = [f"{name}: checkpoint {saved[name]!r}, now {value!r}"
                 for name, value in (("preset", config.preset), ("image_size", config.image_size))
                 if saved[name] != value]
+    # Settings that shape the optimisation: a resumed run that changed them would not be the run its manifest
+    # records (the learning-rate schedule and the batches are functions of them).
+    problems += [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
+                 for name in ("lr", "seed", "batch_size", "warmup_steps", "weight_decay", "grad_clip", "ema_decay",
+                              "condition_dropout", "resize")
+                 if name in saved and saved[name] != getattr(config, name)]
     if manifest.get("kind", "pixel") != config.model:
         problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
     elif resume_problems is not None:
