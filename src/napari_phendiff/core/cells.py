@@ -40,6 +40,19 @@ def segment_nuclei(channel: np.ndarray, min_area: int = 20) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def median_nucleus_diameter(images: list[np.ndarray], channel: int, max_images: int = 16,
+                            max_side: int = 256) -> float | None:
+    """Median equivalent diameter (px) of the nuclei segmented in up to `max_images` (C, Y, X) images, each cropped
+    to its central `max_side` square so large fields stay cheap; None when no nucleus is found."""
+    diameters = []
+    for image in images[:max_images]:
+        height, width = image.shape[-2:]
+        top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+        labels = segmentation.clear_border(segment_nuclei(image[channel, top:top + max_side, left:left + max_side]))
+        diameters += [region.equivalent_diameter_area for region in measure.regionprops(labels)]
+    return float(np.median(diameters)) if diameters else None
+
+
 def segment_cells(nuclei: np.ndarray) -> np.ndarray:
     """Grow each nucleus outwards by its median equivalent radius (neighbours never merge)."""
     areas = np.bincount(nuclei.ravel())[1:]

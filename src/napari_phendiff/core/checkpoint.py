@@ -73,10 +73,11 @@ def read_format(path: Path) -> dict:
 def check_weights(path: Path, manifest: dict) -> None:
     """Refuse weights other than those the manifest was written with (when it recorded their digest)."""
     recorded = manifest.get("weights_sha256")
-    if recorded is not None and recorded != weights_digest(path):
-        raise CheckpointError(f"{path}: its weights are not the ones {MANIFEST} was written with (the recorded "
-                              "digest of their headers differs): files were replaced or mixed from two checkpoints. "
-                              "Copy the whole checkpoint folder again, or re-train.")
+    if recorded is not None and recorded != weights_digest(path, manifest):
+        raise CheckpointError(f"{path}: its weights and {MANIFEST} do not belong together (the recorded digest "
+                              f"of the weights' headers and of {', '.join(DIGESTED_KEYS)} differs): the manifest was "
+                              "edited or files were mixed from two checkpoints. Copy the whole checkpoint folder "
+                              "again, or re-train.")
 
 
 def check_manifest(manifest: dict, where: Path) -> None:
@@ -111,10 +112,15 @@ def check_manifest(manifest: dict, where: Path) -> None:
                   f"high {norm['high']}")
 
 
-def weights_digest(folder: Path) -> str:
-    """SHA-256 of the headers (tensor names, shapes, dtypes, offsets) of the checkpoint's weight files, outside
-    training/: cheap to read, and it changes when any weight file is replaced by another checkpoint's."""
-    digest = hashlib.sha256()
+# What the weights mean: editing any of these apart from the weights (a reversed condition list) changes the digest.
+DIGESTED_KEYS = ("conditions", "channel_names", "image_size", "normalization")
+
+
+def weights_digest(folder: Path, manifest: dict) -> str:
+    """SHA-256 of the headers (tensor names, shapes, dtypes, offsets) of the checkpoint's weight files outside
+    training/, and of the manifest's DIGESTED_KEYS: cheap to read, and it changes when a weight file is replaced by
+    another checkpoint's or the manifest is edited apart from its weights."""
+    digest = hashlib.sha256(json.dumps({k: manifest.get(k) for k in DIGESTED_KEYS}, sort_keys=True).encode())
     for file in sorted(p for p in folder.rglob("*.safetensors") if "training" not in p.relative_to(folder).parts):
         with open(file, "rb") as handle:
             head = handle.read(8)
@@ -126,7 +132,7 @@ def weights_digest(folder: Path) -> str:
 def stamp_weights(folder: Path) -> None:
     """Record `weights_digest` in the manifest of a checkpoint just written in `folder`."""
     manifest = json.loads((folder / MANIFEST).read_text())
-    manifest["weights_sha256"] = weights_digest(folder)
+    manifest["weights_sha256"] = weights_digest(folder, manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 

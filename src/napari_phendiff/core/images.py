@@ -6,13 +6,14 @@ Every image inside napari-phendiff is a numpy array shaped (C, Y, X): channels f
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from .errors import DataError
+from .errors import DataError, PhenDiffWarning
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 OTHER_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -55,6 +56,11 @@ def read_image(path: str | Path) -> np.ndarray:
         what = {"b": "true/false values (a mask)", "c": "complex numbers"}.get(array.dtype.kind, str(array.dtype))
         raise DataError(f"{path}: holds {what}, not intensities. Give the microscope's integer or float32 image.")
     image = to_cyx(array, axes=axes, source=str(path))
+    if axes and image.ndim == 3 and image.shape[0] > 1 and not set(axes) & set("CS"):
+        warnings.warn(f"TIFF files without axes metadata (shape {array.shape}): the short axis is "
+                      "read as channels. If it is a Z stack or a time series instead: " + SPLIT_HINT + " Files "
+                      "written with ImageJ metadata (axes CYX) are read without guessing.", PhenDiffWarning,
+                      stacklevel=2)
     if path.suffix.lower() in OTHER_SUFFIXES:
         image = _drop_rgb_redundancy(image)
     check_finite(image, str(path))

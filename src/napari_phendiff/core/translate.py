@@ -501,6 +501,19 @@ def _warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: 
                       f"dim. Convert the image to {normalization.dtype} as the training images were.",
                       PhenDiffWarning, stacklevel=3)
         return
+    seen = (model.manifest or {}).get("training_images") or {}
+    if seen.get("nucleus_diameter_px") and seen.get("nuclear_channel") in model.channel_names:
+        from .cells import median_nucleus_diameter
+
+        channel = model.channel_names.index(seen["nuclear_channel"])
+        diameter = median_nucleus_diameter(list(stack[:2]), channel, max_images=2)
+        # on the simulator, fields of the training cells' size measured 0.8-1.17 of the training median, fields of
+        # 28-px cells (20 px trained) 1.0-1.65
+        if diameter and not 0.7 < diameter / seen["nucleus_diameter_px"] < 1.3:
+            warnings.warn(f"{where}: its nuclei measure about {diameter:.0f} px across, the training images' "
+                          f"{seen['nucleus_diameter_px']:.0f} px; a model translates cells of the size it learnt and "
+                          "may invent or merge nuclei at another. Rescale the image by "
+                          f"{seen['nucleus_diameter_px'] / diameter:.2f} first.", PhenDiffWarning, stacklevel=3)
     scaled = normalization.forward(stack[:, :, ::4, ::4])
     high = np.percentile(scaled, 99, axis=(0, 2, 3))
     for name, value in zip(model.channel_names, high):

@@ -199,6 +199,7 @@ def _manifest(config: TrainConfig, data, normalization: Normalization, channel_n
         "image_size": config.image_size,
         "normalization": normalization.to_dict(),
         "training": training,
+        "training_images": _statistics(data, channel_names),
         "metadata": config.metadata,
         "provenance": {
             "napari_phendiff": __version__,
@@ -210,6 +211,15 @@ def _manifest(config: TrainConfig, data, normalization: Normalization, channel_n
             "python": platform.python_version(),
         },
     }
+
+
+def _statistics(data, channel_names: list[str]) -> dict:
+    """What inputs are compared with at translation, to warn about images unlike these (core/translate.py)."""
+    from ..cells import median_nucleus_diameter, nuclear_channel
+
+    channel = nuclear_channel(channel_names)
+    return {"nuclear_channel": channel_names[channel],
+            "nucleus_diameter_px": median_nucleus_diameter(data.images, channel)}
 
 
 def _start_message(config: TrainConfig, data, start: int, trainer) -> str:
