@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, action="append", help="condition to translate to (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="folder for <input>_to_<target>.tif")
     p.add_argument("--overwrite", action="store_true", help="translate again inputs whose outputs already exist")
+    p.add_argument("--morph", type=int, default=0, metavar="K",
+                   help="also write <name>_morph.tif: the original and K frames going deeper to the translation")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="also write <name>_std.tif: the per-pixel standard deviation over N seeds (where the model "
+                        "is unsure)")
+    p.add_argument("--measure", action="store_true",
+                   help="also write <name>_cells.csv: every cell measured on the original and the translation")
     _translation_options(p)
     p.set_defaults(run=_translate)
 
@@ -327,7 +334,8 @@ def _translate(args) -> None:
     from .core.batch import SUMMARY, translate_files
 
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
-                             overwrite=args.overwrite, progress=_TranslationBar, report=print, **_given(args))
+                             overwrite=args.overwrite, morph=args.morph, samples=args.samples,
+                             measure=args.measure, progress=_TranslationBar, report=print, **_given(args))
     if result.settings:
         print(f"settings: {result.settings}")
     if result.skipped:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataError, PhenDiffError
+from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
@@ -37,8 +37,13 @@ class Job:
     path: Path
     out_dir: Path
 
-    def output(self, target: str) -> Path:
-        return self.out_dir / f"{self.path.stem}_to_{safe_name(target)}.tif"
+    def output(self, target: str, extra: str = "") -> Path:
+        """The translation's file, or one of its extras: "morph", "std" (.tif) or "cells" (.csv)."""
+        suffix = {"": ".tif", "morph": "_morph.tif", "std": "_std.tif", "cells": "_cells.csv"}[extra]
+        return self.out_dir / f"{self.path.stem}_to_{safe_name(target)}{suffix}"
+
+    def outputs(self, targets: list[str], extras: list[str]) -> list[Path]:
+        return [self.output(t, e) for t in targets for e in ["", *extras]]
 
 
 @dataclass
@@ -95,24 +100,33 @@ def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:
 
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                    device: str = "auto", overwrite: bool = False,
+                    device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
+                    measure: bool = False,
                     progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
                     report: Callable[[Path], None] | None = None, **options) -> BatchResult:
     """Translate every input (this process's share of them) to every target; returns what this process did.
 
     options: the translation options (core/options.py; unset ones take the checkpoint's calibrated setting, else
-    the defaults). `progress(description)` gives the per-event callback for each group of files translated
-    together; `report(path)` is called per written file.
+    the defaults). Per file and target, optionally: `morph` K frames from the original to the translation
+    (<name>_morph.tif, a stack), the standard deviation over `samples` seeds (<name>_std.tif, float32) and the
+    per-cell table (<name>_cells.csv); see core/explore.py. `progress(description)` gives the per-event callback
+    for each group of files translated together; `report(path)` is called per written file.
     """
     from accelerate import PartialState
 
     out = Path(out)
     check_given(options)  # bad settings fail before anything is read
+    for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, not {value!r}.")
+    if samples == 1:
+        raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
+    extras = [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure)) if wanted]
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out, targets)
     state = PartialState(cpu=str(device) == "cpu")
     mine = jobs[state.process_index::state.num_processes]
-    todo = [job for job in mine if overwrite or not all(job.output(t).is_file() for t in targets)]
+    todo = [job for job in mine if overwrite or not all(p.is_file() for p in job.outputs(targets, extras))]
     result = BatchResult(skipped=[job.path for job in mine if job not in todo])
     started = time.perf_counter()
     settings: dict = {}
@@ -131,10 +145,12 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
                 job.out_dir.mkdir(parents=True, exist_ok=True)
                 for target, stack in translated.items():
                     meta = provenance(model, source, target, chosen, job.path)
-                    written = write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)
-                    result.written.append(written)
-                    if report:
-                        report(written)
+                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
+                                        samples, measure, progress),
+                               write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
+                    result.written += written
+                    for path in written if report else ():
+                        report(path)
     result.seconds = time.perf_counter() - started
     _write_shard(out, state.process_index, result)
     state.wait_for_everyone()
@@ -146,6 +162,28 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
             raise DataError(f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were, see "
                             f"{out / SUMMARY}): {listed}")
     return result
+
+
+def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
+            meta: dict, morph: int, samples: int, measure: bool, progress) -> list[Path]:
+    """The extras asked for one file and target, written before its translation (whose presence marks the file
+    done): a morph stack, the spread over seeds, the per-cell table."""
+    from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
+    from .images import write_image
+
+    written = []
+    if morph:
+        frames = translate_morph(model, image, source, target, morph, options)
+        written.append(write_image(job.output(target, "morph"), frames, channel_names=model.channel_names,
+                                   provenance={**meta, "morph_frames": morph}))
+    if samples:
+        _, spread = translate_samples(model, image, source, target, samples, options)
+        written.append(write_image(job.output(target, "std"), spread.astype(np.float32),
+                                   channel_names=model.channel_names, provenance={**meta, "samples": samples}))
+    if measure:
+        _, rows = measure_translation(image, translated, model.channel_names)
+        written.append(write_cells_csv(job.output(target, "cells"), rows))
+    return written
 
 
 def _groups(model, jobs: list[Job], options, failed: dict):

@@ -31,6 +31,7 @@ Fields are translated whole when they fit the device's memory budget and in tile
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -63,6 +64,7 @@ class TranslateEvent:
     total: int
     target: str | None = None
     result: Any = None
+    reused: bool = False  # "done" only: every inversion came from the cache, none was run again
 
 
 def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
@@ -94,7 +96,8 @@ def translation_options(model, source: str, target: str, options: TranslateOptio
 
 
 def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
-                   options: TranslateOptions | None = None, **overrides) -> Iterator[TranslateEvent]:
+                   options: TranslateOptions | None = None, *, cache: dict | None = None,
+                   **overrides) -> Iterator[TranslateEvent]:
     """Translate step by step, yielding a TranslateEvent after every network step and a final "done" event.
 
     images: one image (C, Y, X), a stack (N, C, Y, X), or (Y, X) for a one-channel model, in any dtype.
@@ -103,6 +106,9 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     options: a TranslateOptions, or its fields as keywords (steps, strength, guidance, negative, guidance_interval,
     inversion, eta, seed, batch_size, precision, tiles; see core/options.py). Unset fields take the checkpoint's
     calibrated setting for this direction, else the project defaults.
+    cache: a dict the caller keeps between calls: the inversions of these images are kept in it (every level), so
+    another target, guidance, seed or a lower strength on the same grid regenerates without inverting again (the
+    done event says `reused`). It holds the inversions of one set of images; other images replace them.
     Every option is checked before any work. Closing the generator stops the work between two steps; nothing
     partial is returned.
     """
@@ -123,21 +129,25 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
-    total = len(batches) * (len(targets) if direct else inverse_steps + forward_steps * len(targets))
+    inversions = _cached_inversions(cache, model, padded, source_index, options, tiles, batch_size, direct)
+    reused = inversions is not None and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps
+                                            for b in range(len(batches)))
+    total = len(batches) * (len(targets) if direct else
+                            (0 if reused else inverse_steps) + forward_steps * len(targets))
 
     ramp = _blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
     weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
     generator = torch.Generator("cpu").manual_seed(options.seed)
     done = 0
-    for batch in batches:
+    for b, batch in enumerate(batches):
         clean = torch.from_numpy(np.stack([padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
         clean = clean.to(model.device)
         if direct:
             work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total)
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
-                                    dtype=dtype, generator=generator)
+                                    dtype=dtype, generator=generator, inversions=inversions, index=b)
         outs, done = yield from work
         for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
@@ -148,7 +158,23 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     for name in targets:
         blended = (canvas[name] / weight)[..., :height, :width]
         results[name] = restore(model.normalization.inverse(blended, stack.dtype))
-    yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target])
+    yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
+                         reused=reused)
+
+
+def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: int, options: TranslateOptions,
+                       tiles: bool, batch_size: int, direct: bool) -> dict | None:
+    """The per-batch inversions kept in `cache` for these images and this walk (None: no cache, or nothing to
+    invert). The key is everything an inversion depends on; the seed, target and guidance are not."""
+    if cache is None or direct:
+        return None
+    digest = hashlib.blake2b(padded.tobytes(), digest_size=16).hexdigest()
+    key = (id(model), digest, padded.shape, source, options.steps, options.inversion, options.precision, tiles,
+           batch_size)
+    if cache.get("key") != key:
+        cache.clear()
+        cache.update(key=key, inversions={})
+    return cache["inversions"]
 
 
 def is_direct(model) -> bool:
@@ -158,16 +184,20 @@ def is_direct(model) -> bool:
 
 def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
                      options: TranslateOptions, done: int, total: int, dtype: torch.dtype | None = None,
-                     generator: torch.Generator | None = None):
-    """Invert one batch under the source condition, regenerate it under each target: yields events, returns
-    ({target: array}, steps done so far)."""
+                     generator: torch.Generator | None = None, inversions: dict | None = None, index: int = 0):
+    """Invert one batch under the source condition (or take its inversion from `inversions`), regenerate it under
+    each target: yields events, returns ({target: array}, steps done so far)."""
     inverse_steps, forward_steps = network_steps(options)
-    with torch.inference_mode():
-        start = model.encode(clean)
-    inversion = invert(model, start, source, options.steps, strength=options.strength, method=options.inversion,
-                       dtype=dtype)
-    inverted = yield from _count(inversion, "invert", done, total, None)
-    done += inverse_steps
+    inverted = (inversions or {}).get(index)
+    if inverted is None or inverted.depth < inverse_steps:
+        with torch.inference_mode():
+            start = model.encode(clean)
+        inversion = invert(model, start, source, options.steps, strength=options.strength, method=options.inversion,
+                           dtype=dtype, keep=inversions is not None)
+        inverted = yield from _count(inversion, "invert", done, total, None)
+        done += inverse_steps
+        if inversions is not None:
+            inversions[index] = inverted
     outs = {}
     for name, index in zip(targets, indices):
         generation = regenerate(model, inverted, index, source, options, generator=generator, dtype=dtype)

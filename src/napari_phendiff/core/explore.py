@@ -1,0 +1,158 @@
+"""Exploring one translation: a morph from the original to the target, the spread over seeds, the source -> source
+control, and the change of every cell. The Translate dock and `phendiff translate --morph/--samples/--measure` call
+these; each shares one inversion through translate.iter_translate's cache.
+
+- Morph: frames at strengths s x j / K (j = 0..K) on the same grid, so frame 0 is the original, frame K is the plain
+  translation at strength s, and the frames between are the same cells taken apart a little more each time and
+  rebuilt under the target: a dose-like progression in which the cell layout stays put.
+- Samples: N regenerations from the one inversion with eta > 0 and seeds seed .. seed + N - 1; their mean and
+  per-pixel standard deviation. The deviation says where the model's answer depends on chance (high: it is unsure);
+  it does not say that the mean is right: a model can be consistently wrong.
+- Cells: nuclei are segmented on the original (core/cells.py) and each cell is measured with the same masks on the
+  original and on the translation, so a row is one cell before and after.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .cells import measure_cells, nuclear_channel, segment_cells, segment_nuclei
+from .errors import ConfigError
+from .options import TranslateOptions, grid_steps
+from .translate import TranslateEvent, is_direct, iter_translate, network_steps, translation_options
+
+MORPH_FRAMES = 8
+SAMPLES_ETA = 0.5  # eta for samples when the options leave it at 0 (deterministic samples would not differ)
+
+
+def morph_strengths(options: TranslateOptions, frames: int) -> list[float]:
+    """Strengths of frames 1..K: evenly deeper on the grid, the last at the options' own strength."""
+    if frames < 1:
+        raise ConfigError(f"A morph needs at least 1 frame after the original, not {frames}.")
+    depth = grid_steps(options.steps, options.strength)
+    return [max(1, round(depth * j / frames)) / options.steps for j in range(1, frames + 1)]
+
+
+def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
+               options: TranslateOptions | None = None, cache: dict | None = None,
+               **overrides) -> Iterator[TranslateEvent]:
+    """Yield progress, then a "done" event whose result stacks frames 0..K on a new leading axis."""
+    if is_direct(model):
+        raise ConfigError("A CycleGAN maps an image in one step: it has no strength to morph along. Use a diffusion "
+                          "checkpoint (pixel or latent).")
+    options, _ = translation_options(model, source, target, options, **overrides)
+    cache = {} if cache is None else cache
+    strengths = morph_strengths(options, frames)
+    deepest = replace(options, strength=strengths[-1])
+    order = [strengths[-1], *strengths[:-1]]  # the deepest first: its inversion serves every other frame
+    out = [np.asarray(images)]
+    runs = [replace(deepest, strength=strength) for strength in order]
+    total = yield from _runs(model, images, source, target, runs, cache, out.append)
+    out = [out[0], *out[2:], out[1]]  # original, shallow ... deep
+    yield TranslateEvent("done", total, total, target, result=np.stack(out))
+
+
+def _runs(model, images, source: str, target: str, runs: list[TranslateOptions], cache: dict, keep):
+    """Translations sharing one inversion (the first run's, the deepest), as one progress count; `keep(result)`
+    receives each result in order."""
+    overall = done = 0
+    for number, options in enumerate(runs):
+        for event in iter_translate(model, images, source, target, options, cache=cache):
+            if event.phase == "done":
+                keep(event.result)
+                done += event.total
+                continue
+            if not overall:  # the first run's count tells how many batches each later run has
+                inverse, forward = network_steps(options)
+                batches = event.total // (inverse + forward)
+                overall = event.total + batches * sum(network_steps(r)[1] for r in runs[1:])
+            yield TranslateEvent(event.phase, done + event.step, overall, target)
+    return done
+
+
+def translate_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
+                    options: TranslateOptions | None = None, **overrides) -> np.ndarray:
+    """(K + 1, *images.shape): the original, then the translation taken a step deeper per frame."""
+    for event in iter_morph(model, images, source, target, frames, options, **overrides):
+        if event.phase == "done":
+            return event.result
+
+
+def iter_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
+                 options: TranslateOptions | None = None, cache: dict | None = None,
+                 **overrides) -> Iterator[TranslateEvent]:
+    """Yield progress, then a "done" event whose result is (mean, std) in the image's intensity units (float32)."""
+    if samples < 2:
+        raise ConfigError(f"samples must be at least 2 to show a spread, not {samples}.")
+    if is_direct(model):
+        raise ConfigError("A CycleGAN's mapping is deterministic: samples would all be the same. Use a diffusion "
+                          "checkpoint (pixel or latent).")
+    options, _ = translation_options(model, source, target, options, **overrides)
+    if options.eta == 0:
+        options = replace(options, eta=SAMPLES_ETA)
+    if options.inversion == "bdia":
+        raise ConfigError("Samples need eta > 0, which BDIA's exact inversion does not allow: use inversion ddim.")
+    cache = {} if cache is None else cache
+    results = []
+    runs = [replace(options, seed=options.seed + k) for k in range(samples)]
+    total = yield from _runs(model, images, source, target, runs, cache,
+                             lambda r: results.append(np.asarray(r, np.float32)))
+    stack = np.stack(results)
+    yield TranslateEvent("done", total, total, target, result=(stack.mean(0), stack.std(0)))
+
+
+def translate_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
+                      options: TranslateOptions | None = None, **overrides) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and per-pixel standard deviation of `samples` regenerations from one inversion."""
+    for event in iter_samples(model, images, source, target, samples, options, **overrides):
+        if event.phase == "done":
+            return event.result
+
+
+def measure_translation(original: np.ndarray, translated: np.ndarray, channel_names: list[str]
+                        ) -> tuple[np.ndarray, list[dict]]:
+    """Cells of one (C, Y, X) image: (cell labels, one row per cell) with every measure on the original, on the
+    translation and its change (translated - original). Nuclei are segmented on the original's nuclear channel."""
+    original, translated = np.asarray(original), np.asarray(translated)
+    if original.shape != translated.shape or original.ndim != 3:
+        raise ConfigError(f"Measure one (C, Y, X) image and its translation of the same shape, not {original.shape} "
+                          f"and {translated.shape}.")
+    nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
+    cells = segment_cells(nuclei)
+    before = measure_cells(original, channel_names, nuclei, cells)
+    after = measure_cells(translated, channel_names, nuclei, cells)
+    centres = _centres(cells, before["cell"])
+    rows = []
+    for i, cell in enumerate(before["cell"]):
+        row = {"cell": int(cell), "y": centres[i][0], "x": centres[i][1]}
+        for name in before:
+            if name != "cell":
+                row[f"{name}_original"] = float(before[name][i])
+                row[f"{name}_translated"] = float(after[name][i])
+                row[f"{name}_change"] = float(after[name][i] - before[name][i])
+        rows.append(row)
+    return cells, rows
+
+
+def _centres(labels: np.ndarray, ids: np.ndarray) -> list[tuple[float, float]]:
+    from scipy import ndimage as ndi
+
+    return [tuple(map(float, c)) for c in ndi.center_of_mass(np.ones_like(labels), labels, ids)] if len(ids) else []
+
+
+def write_cells_csv(path: str | Path, rows: list[dict]) -> Path:
+    """The per-cell table as CSV (written whole, then moved into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="") as handle:
+        fields = list(rows[0]) if rows else ["cell"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
