@@ -201,3 +201,88 @@ def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):
     train.set_data_folder(tmp_path / "only")
     assert train.train() is None
     assert "contain no images" in train.folder_info.text()
+
+
+# --- exploring a translation ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def translated(qtbot, viewer, translate_dock):
+    """A simulated field translated once in the dock."""
+    from napari_phendiff.core.simulate import simulate_field
+
+    image = simulate_field("translocation", "untreated", 48, seed=4, cell_diameter=20.0).image
+    viewer.add_image(image, name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    run(qtbot, translate_dock.translate())
+    return image
+
+
+def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translate_dock, translated):
+    from conftest import CountingUNet
+
+    counter = CountingUNet(translate_dock.model.unet)
+    translate_dock.model.unet = counter
+    translate_dock.target.setCurrentText("untreated")
+    translate_dock.source.setCurrentText("TNFa")  # another direction: a new inversion
+    run(qtbot, translate_dock.translate())
+    first = len(counter.calls)
+    assert "reused" not in translate_dock.status.text() and first > 0
+    translate_dock.guidance.setValue(2.0)  # same images, source and grid: only regenerated
+    run(qtbot, translate_dock.translate())
+    assert "The inversion was reused" in translate_dock.status.text()
+    inverse_calls = [c for c in counter.calls[first:] if c[1] and set(c[1]) == {0}]  # the source alone: inverting
+    assert inverse_calls == [] and len(counter.calls) > first
+
+
+def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translate_dock, translated):
+    translate_dock.frames.setValue(3)
+    run(qtbot, translate_dock.morph())
+    frames = viewer.layers["cells morph → TNFa"].data
+    assert frames.shape == (4, *translated.shape) and frames.dtype == translated.dtype
+    np.testing.assert_array_equal(frames[0], translated)
+    np.testing.assert_array_equal(frames[-1], viewer.layers["cells → TNFa"].data)
+    assert viewer.layers["cells morph → TNFa"].axis_labels[0] == "frame"
+
+
+def test_control_and_uncertainty_layers(qtbot, viewer, translate_dock, translated):
+    run(qtbot, translate_dock.control())
+    control = viewer.layers["cells → untreated (control)"].data
+    assert control.shape == translated.shape and "cells Δ untreated (control)" in viewer.layers
+    translate_dock.samples.setValue(2)
+    translate_dock.steps.setValue(10)  # eta adds noise at every step but the last: more than one step
+    run(qtbot, translate_dock.translate())
+    spread = viewer.layers["cells uncertainty → TNFa"].data
+    assert spread.shape == translated.shape and spread.dtype == np.float32 and np.isfinite(spread).all()
+    assert spread.max() > 0 and "spread over 2 seeds" in translate_dock.status.text()
+
+
+def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, translate_dock, translated, tmp_path):
+    run(qtbot, translate_dock.measure_cells())
+    cells = translate_dock.cells
+    labels = viewer.layers["cells cells"]
+    assert labels.data.shape == translated.shape[1:] and len(cells.rows) == len(np.unique(labels.data)) - 1 > 0
+    assert len(labels.features) == len(cells.rows)
+    assert translate_dock.cells_table.rowCount() == len(cells.rows)
+    assert translate_dock.measure_choice.currentText() == "reporter_nc_ratio"
+    assert all(np.isfinite(row["reporter_integrated_change"]) for row in cells.rows)
+    assert "cells Δ reporter_nc_ratio" in viewer.layers
+    translate_dock.centre_on_row(0)
+    y, x = (float(translate_dock.cells_table.item(0, c).text()) for c in (2, 3))
+    assert tuple(np.round(viewer.camera.center[-2:], 3)) == (round(y, 3), round(x, 3))
+    written = translate_dock.export_cells(tmp_path / "cells.csv")
+    assert len(written.read_text().splitlines()) == len(cells.rows) + 1
+
+
+def test_the_dock_is_usable_after_a_refused_run_and_refuses_a_second_one(qtbot, viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    translate_dock.target.setCurrentText("untreated")
+    assert translate_dock.translate() is None and "same condition" in translate_dock.status.text()
+    assert translate_dock.translate_button.isEnabled() and translate_dock.release_button.isEnabled()
+    assert not translate_dock.cancel_button.isEnabled()
+    translate_dock.target.setCurrentText("TNFa")
+    worker = translate_dock.translate()
+    assert worker is not None and translate_dock.translate() is None
+    assert "already running" in translate_dock.status.text()
+    run(qtbot, worker)
+    assert translate_dock.translate_button.isEnabled()

@@ -15,8 +15,9 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QSpinBox,
-                            QVBoxLayout)
+                            QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
 from ..core.models import load_checkpoint, read_manifest
@@ -24,6 +25,7 @@ from ..core.models.base import ConditionedModel
 from ..core.errors import PhenDiffError
 from ..core.export import provenance
 from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options
+from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_translation, write_cells_csv
 from ..core.translate import is_direct, iter_translate
 from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, translated_layer
@@ -45,20 +47,73 @@ class TranslateRequest:
     options: TranslateOptions
     sources: dict  # where each option came from: "given", "calibrated", "default"
     images: np.ndarray  # (N, C, Y, X)
+    mode: str = "translate"  # translate | control (source -> source) | morph
+    frames: int = MORPH_FRAMES  # morph: frames after the original
+    samples: int = 0  # translate: seeds for the spread layer (0: none)
+
+    @property
+    def shown_target(self) -> str:
+        return self.source if self.mode == "control" else self.target
+
+
+@dataclass(frozen=True)
+class Translated:
+    """The result of a run: translated images (N, C, Y, X), or morph frames (K + 1, N, C, Y, X)."""
+
+    images: np.ndarray
+    reused: bool  # the inversion came from the dock's cache
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Per-pixel standard deviation over seeds (N, C, Y, X), float32."""
+
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Per-image cell labels (N, Y, X) and one row per cell (with its image index)."""
+
+    labels: np.ndarray
+    rows: list[dict]
 
 
 @thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
-def run_translation(request: TranslateRequest, model: ConditionedModel | None):
-    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate: Progress per step,
-    the Result before the last Progress."""
+def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
+    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate, morph or run the
+    control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
+    part (Translated, then Spread when samples were asked)."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
         yield Loaded(model)
-        for event in iter_translate(model, request.images, request.source, request.target, request.options):
-            if event.phase == "done":
-                yield Result(event.result)
-            yield Progress(event.step, event.total, event)
+        images, source, options = request.images, request.source, request.options
+        if request.mode == "morph":
+            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache)]
+        else:
+            parts = [iter_translate(model, images, source, request.shown_target, options, cache=cache)]
+        if request.mode == "translate" and request.samples >= 2 and not is_direct(model):
+            parts.append(iter_samples(model, images, source, request.target, request.samples, options, cache=cache))
+        offset = 0
+        for number, events in enumerate(parts):
+            for event in events:
+                if event.phase == "done":
+                    yield Result(Spread(event.result[1]) if number else Translated(event.result, event.reused))
+                yield Progress(offset + event.step, offset + event.total, event)
+            offset += event.total
+
+
+@thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker)
+def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
+    """Segment and measure the cells of each image (core.explore.measure_translation)."""
+    labels, rows = [], []
+    for index, (original, image) in enumerate(zip(originals, translated)):
+        cells, found = measure_translation(original, image, channel_names)
+        labels.append(cells)
+        rows += [{"image": index, **row} for row in found]
+        yield Progress(index + 1, len(originals))
+    yield Result(Cells(np.stack(labels), rows))
 
 
 class TranslateDock(WorkerDock):
@@ -71,6 +126,9 @@ class TranslateDock(WorkerDock):
         self.manifest_error = ""
         self.model: ConditionedModel | None = None
         self._model_key: tuple | None = None
+        self._inversions: dict = {}  # the inversion of the last images, for regenerating without inverting again
+        self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
+        self.cells: Cells | None = None
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
         self._build()
@@ -115,6 +173,32 @@ class TranslateDock(WorkerDock):
         self.translate_button.clicked.connect(self.translate)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
+        self.frames = spin(QSpinBox(), 1, 64, MORPH_FRAMES, "Frames of the morph after the original: each goes a "
+                           "little deeper, the last is the translation; the slider scrubs the progression.")
+        self.samples = spin(QSpinBox(), 0, 32, 0, "Regenerate with this many seeds and add a layer of how much they "
+                            "disagree per pixel: where the model is unsure. Off: none.")
+        self.samples.setSpecialValueText("off")
+        self.morph_button = QPushButton("Morph")
+        self.morph_button.setToolTip("One layer of frames from the original to the target, on the same cells.")
+        self.morph_button.clicked.connect(self.morph)
+        self.control_button = QPushButton("Control: source → source")
+        self.control_button.setToolTip("The same settings back to the source condition: what the model changes "
+                                       "anyway, to tell the phenotype from reconstruction error.")
+        self.control_button.clicked.connect(self.control)
+        self.measure_button = QPushButton("Measure cells")
+        self.measure_button.setToolTip("Segment the nuclei of the original and measure every cell on the original "
+                                       "and on the last translation.")
+        self.measure_button.clicked.connect(self.measure_cells)
+        self.measure_choice = QComboBox()
+        self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
+        self.measure_choice.currentTextChanged.connect(self._show_measure)
+        self.cells_table = QTableWidget()
+        self.cells_table.setMinimumHeight(160)
+        self.cells_table.setSortingEnabled(True)
+        self.cells_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.cells_table.cellClicked.connect(self.centre_on_row)
+        self.export_button = QPushButton("Export table…")
+        self.export_button.clicked.connect(self.browse_export)
         self.release_button = QPushButton("Release model")
         self.release_button.clicked.connect(self.release_model)
         self.status = QLabel(wordWrap=True)
@@ -134,11 +218,17 @@ class TranslateDock(WorkerDock):
         form.addRow("Tiles per batch", self.batch_size)
         form.addRow("Device", self.device)
         form.addRow("Translate", self.scope)
+        form.addRow("Uncertainty samples", self.samples)
+        form.addRow("Morph frames", self.frames)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(row(self.translate_button, self.cancel_button))
         layout.addWidget(self.release_button)
+        layout.addWidget(row(self.morph_button, self.control_button))
         layout.addWidget(self.status)
+        layout.addWidget(row(self.measure_button, self.measure_choice))
+        layout.addWidget(self.cells_table)
+        layout.addWidget(self.export_button)
         layout.addStretch()
         self.set_running(False)
 
@@ -222,15 +312,16 @@ class TranslateDock(WorkerDock):
         self.settings_info.setText(f"Preselected: {origin} ({shown}).")
 
     # --- running -------------------------------------------------------------------------------------------------
-    def request(self) -> tuple[ImageInput, TranslateRequest]:
+    def request(self, mode: str = "translate") -> tuple[ImageInput, TranslateRequest]:
         """Check the inputs and gather the pixels (main thread); raise PhenDiffError saying what to fix."""
         self.layers.refresh()  # layers may have been renamed
         if self.manifest is None:
             self._load_manifest()
         if self.manifest is None:
             raise PhenDiffError(self.manifest_error)
-        if self.source.currentText() == self.target.currentText():
-            raise PhenDiffError("Source and target are the same condition; choose another target.")
+        if mode != "control" and self.source.currentText() == self.target.currentText():
+            raise PhenDiffError("Source and target are the same condition; choose another target (or press "
+                                "'Control: source → source' for the round trip).")
         point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
         inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
         source, target = self.source.currentText(), self.target.currentText()
@@ -242,13 +333,25 @@ class TranslateDock(WorkerDock):
         options, sources = resolve_options(self.manifest, source, target, changed)
         request = TranslateRequest(
             checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
-            source=source, target=target, options=options, sources=sources, images=inputs.pixels())
+            source=source, target=target, options=options, sources=sources, images=inputs.pixels(), mode=mode,
+            frames=self.frames.value(), samples=self.samples.value())
         return inputs, request
 
     def translate(self):
         """The Translate button: start the worker and return it (None if the inputs do not fit)."""
+        return self._start("translate")
+
+    def morph(self):
+        """The Morph button: one layer of frames from the original to the target (the slider scrubs them)."""
+        return self._start("morph")
+
+    def control(self):
+        """The control button: source -> source at the same settings."""
+        return self._start("control")
+
+    def _start(self, mode: str):
         try:
-            inputs, request = self.request()
+            inputs, request = self.request(mode)
         except PhenDiffError as exc:
             self._report(str(exc))
             return None
@@ -257,10 +360,24 @@ class TranslateDock(WorkerDock):
         if self.running:
             self._report("A translation is already running: wait for it or press Cancel.")
             return None
-        worker = run_translation(request, self.model if key == self._model_key else None)
+        worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
         self._pending, self._run_key = (inputs, request), key
-        return self.start_worker(worker, f"Translating {request.images.shape[0]} image(s) {request.source} → "
-                                         f"{request.target}…")
+        what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:"}[mode]
+        return self.start_worker(worker, f"{what} {request.images.shape[0]} image(s) {request.source} → "
+                                         f"{request.shown_target}…")
+
+    def measure_cells(self):
+        """The Measure cells button: segment and measure every cell of the last translation's originals."""
+        if self._last is None:
+            self._report("Translate first: the cells are measured on the original and its last translation.")
+            return None
+        if self.running:
+            self._report("A run is active: wait for it or press Cancel.")
+            return None
+        inputs, request, result = self._last
+        self._pending = ("cells", inputs, request)
+        return self.start_worker(run_measure(request.images, result, self.manifest["channel_names"]),
+                                 "Measuring cells…")
 
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
@@ -270,13 +387,20 @@ class TranslateDock(WorkerDock):
             self.status.setText("Cancelling after the current step…")
 
     def on_loaded(self, model: ConditionedModel) -> None:
-        """Cache the model the worker used, releasing a different one held before."""
+        """Cache the model the worker used, releasing a different one held before (and its inversions)."""
         if self.model is not None and self.model is not model:
             self.model.release()
+            self._inversions.clear()
         self.model, self._model_key = model, self._run_key
 
-    def on_result(self, result: np.ndarray) -> None:
-        if self._pending is not None:  # not cancelled
+    def on_result(self, result) -> None:
+        if self._pending is None:  # cancelled
+            return
+        if isinstance(result, Cells):
+            self._show_cells(result)
+        elif isinstance(result, Spread):
+            self._show_spread(result.images)
+        else:
             self._show_result(result)
 
     def on_finished(self, aborted: bool) -> None:
@@ -289,30 +413,166 @@ class TranslateDock(WorkerDock):
         super().on_error(exc)
 
     def run_buttons(self) -> list:
-        return [self.translate_button, self.release_button]
+        return [self.translate_button, self.release_button, self.morph_button, self.control_button,
+                self.measure_button]
 
     def stop_buttons(self) -> list:
         return [self.cancel_button]
 
-    def _show_result(self, result: np.ndarray) -> None:
-        """Add `<name> → <target>` and `<name> Δ <target>` per input layer, then show them side by side."""
+    def _show_result(self, outcome: Translated) -> None:
+        """Add `<name> → <target>` and `<name> Δ <target>` per input layer (a morph: one layer of frames), then
+        show them side by side."""
         inputs, request = self._pending
-        self._pending = None
-        meta = provenance(self.model, request.source, request.target, request.options,
+        target, label = request.shown_target, " (control)" if request.mode == "control" else ""
+        meta = provenance(self.model, request.source, target, request.options,
                           input_path=", ".join(layer.name for layer in inputs.layers))
         meta["plane"] = inputs.plane
+        settings = describe(request.options, request.sources, direct=is_direct(self.model))
+        reused = " The inversion was reused: only regenerated." if outcome.reused else ""
+        if request.mode == "morph":
+            self._show_morph(inputs, request, outcome.images, meta)
+            self.status.setText(f"Done: morph {request.source} → {target} in {request.frames} frame(s) after the "
+                                f"original ({settings}). Move the frame slider.{reused}")
+            return
         triples = []
-        for layer, translated, original in zip(inputs.layers, inputs.split(result), inputs.split(request.images)):
+        for layer, translated, original in zip(inputs.layers, inputs.split(outcome.images),
+                                               inputs.split(request.images)):
             difference = translated.astype(np.float32) - original.astype(np.float32)
             new = self.viewer.add_image(**translated_layer(layer, translated, inputs.kept_axes,
-                                                           f"{layer.name} → {request.target}", meta))
+                                                           f"{layer.name} → {target}{label}", meta))
             diff = self.viewer.add_image(**difference_layer(layer, difference, inputs.kept_axes,
-                                                            f"{layer.name} Δ {request.target}", meta))
+                                                            f"{layer.name} Δ {target}{label}", meta))
+            new.help = diff.help = f"{request.source} → {target}{label}: {settings}"
             triples.append((layer, new, diff))
+        if request.mode == "translate":
+            self._last = (inputs, request, outcome.images)
         self.show_side_by_side(triples)
-        settings = describe(request.options, request.sources, direct=is_direct(self.model))
-        self.status.setText(f"Done: {request.source} → {request.target} ({settings}). Grid view: original "
-                            "| translated | difference (other layers hidden).")
+        limits = ", ".join(f"{diff.name}: ±{diff.contrast_limits[1]:.4g}" for _, _, diff in triples)
+        self.status.setText(f"Done: {request.source} → {target}{label} ({settings}). Grid view: original "
+                            f"| translated | difference (colour limits {limits}; other layers hidden).{reused}")
+
+    def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict) -> None:
+        """One layer per input layer with a leading "frame" axis: frame 0 the original, the last the translation."""
+        per_frame = [inputs.split(frame) for frame in frames]
+        for i, layer in enumerate(inputs.layers):
+            stack = np.stack([parts[i] for parts in per_frame])
+            kwargs = translated_layer(layer, stack[0], inputs.kept_axes, f"{layer.name} morph → {request.target}",
+                                      {**meta, "morph_frames": request.frames})
+            kwargs.update(data=stack, scale=[1.0, *kwargs["scale"]], translate=[0.0, *kwargs["translate"]],
+                          axis_labels=["frame", *kwargs["axis_labels"]])
+            self.viewer.add_image(**kwargs)
+        self.viewer.canvas.grid.enabled = False
+        self.viewer.dims.set_current_step(0, len(frames) - 1)
+
+    def _show_spread(self, spread: np.ndarray) -> None:
+        """`<name> uncertainty`: the per-pixel standard deviation over seeds, beside the translation."""
+        inputs, request = self._pending
+        for layer, part in zip(inputs.layers, inputs.split(spread)):
+            kwargs = translated_layer(layer, part.astype(np.float32), inputs.kept_axes,
+                                      f"{layer.name} uncertainty → {request.target}",
+                                      {"samples": request.samples, "kind": "uncertainty"})
+            kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
+                          rgb=False)
+            self.viewer.add_image(**kwargs)
+        self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds added.")
+
+    # --- cells ---------------------------------------------------------------------------------------------------
+    def _show_cells(self, cells: Cells) -> None:
+        """A Labels layer of the cells (per-cell values as its features), the measures to choose from, the table."""
+        import pandas as pd
+
+        _, inputs, request = self._pending
+        self.cells = cells
+        layer = inputs.layers[0]
+        spatial = inputs.kept_axes[-2:]
+        data = cells.labels[0] if len(cells.labels) == 1 else cells.labels
+        scale = np.asarray(layer.scale)[spatial]
+        translate = np.asarray(layer.translate)[spatial]
+        if data.ndim == 3:
+            scale, translate = np.r_[1.0, scale], np.r_[0.0, translate]
+        features = pd.DataFrame(cells.rows)
+        if len(cells.labels) == 1 and len(features):
+            features = features.drop(columns="image").rename(columns={"cell": "index"})
+        name = f"{layer.name} cells"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
+                               features=features if len(cells.labels) == 1 else None,
+                               metadata={"phendiff": {"source": request.source, "target": request.target}})
+        measures = [k[:-len("_change")] for k in (cells.rows[0] if cells.rows else {}) if k.endswith("_change")]
+        self.measure_choice.blockSignals(True)
+        self.measure_choice.clear()
+        self.measure_choice.addItems(measures)
+        preferred = [m for m in measures if m.endswith("_nc_ratio") and not m.startswith(
+            self.manifest["channel_names"][0])]
+        self.measure_choice.blockSignals(False)
+        if preferred:
+            self.measure_choice.setCurrentText(preferred[0])
+        self._show_measure()
+        self.status.setText(f"Measured {len(cells.rows)} cell(s): the table lists each before and after; click a "
+                            "row to centre the viewer on its cell.")
+
+    def _show_measure(self, text=None) -> None:
+        """Fill the table with the chosen measure and colour the cells by its change (`<layer> Δ <measure>`)."""
+        measure = self.measure_choice.currentText()
+        if self.cells is None or not measure:
+            return
+        columns = ["image", "cell", "y", "x", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
+        table = self.cells_table
+        table.setSortingEnabled(False)
+        table.clear()
+        table.setColumnCount(len(columns))
+        table.setHorizontalHeaderLabels(["image", "cell", "y", "x", "original", "translated", "change"])
+        table.setRowCount(len(self.cells.rows))
+        for r, values in enumerate(self.cells.rows):
+            for c, key in enumerate(columns):
+                item = QTableWidgetItem()
+                item.setData(Qt.ItemDataRole.DisplayRole, float(values[key]) if c > 1 else int(values[key]))
+                table.setItem(r, c, item)
+        table.setSortingEnabled(True)
+        changes = np.zeros(int(self.cells.labels.max()) + 1, np.float32)
+        name = f"cells Δ {measure}"
+        image = np.zeros(self.cells.labels.shape, np.float32)
+        for index in range(len(self.cells.labels)):
+            changes[:] = 0
+            for row in self.cells.rows:
+                if row["image"] == index and np.isfinite(row[f"{measure}_change"]):
+                    changes[row["cell"]] = row[f"{measure}_change"]
+            image[index] = changes[self.cells.labels[index]]
+        labels = self.viewer.layers[next(l.name for l in self.viewer.layers if l.name.endswith(" cells"))]
+        limit = float(np.abs(image).max()) or 1.0
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = image[0] if image.shape[0] == 1 else image
+        else:
+            for old in [l.name for l in self.viewer.layers if l.name.startswith("cells Δ ")]:
+                self.viewer.layers.remove(old)
+            self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
+                                  contrast_limits=(-limit, limit), scale=labels.scale, translate=labels.translate,
+                                  opacity=0.7)
+        self.viewer.layers[name].contrast_limits = (-limit, limit)
+
+    def centre_on_row(self, row: int, column: int = 0) -> None:
+        """Centre the viewer on the cell of a table row."""
+        y = float(self.cells_table.item(row, 2).data(Qt.ItemDataRole.DisplayRole))
+        x = float(self.cells_table.item(row, 3).data(Qt.ItemDataRole.DisplayRole))
+        labels = next(l for l in self.viewer.layers if l.name.endswith(" cells"))
+        scale, translate = np.asarray(labels.scale)[-2:], np.asarray(labels.translate)[-2:]
+        self.viewer.camera.center = tuple(np.asarray([y, x]) * scale + translate)
+        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
+
+    def export_cells(self, path: str | Path) -> Path:
+        """Write the per-cell table (every measure, before, after, change) as CSV."""
+        if self.cells is None:
+            raise PhenDiffError("Measure cells first.")
+        return write_cells_csv(path, self.cells.rows)
+
+    def browse_export(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Save the per-cell table", "cells.csv", "CSV (*.csv)")
+        if name:
+            try:
+                self.status.setText(f"Table written: {self.export_cells(name)}")
+            except PhenDiffError as exc:
+                self._report(str(exc))
 
     def show_side_by_side(self, triples: list[tuple[Image, Image, Image]]) -> None:
         """Grid mode with one row per input layer: original | translated | difference; other layers hidden."""
@@ -330,6 +590,7 @@ class TranslateDock(WorkerDock):
         if self.model is not None:
             self.model.release()
         self.model, self._model_key = None, None
+        self._inversions.clear()
         gc.collect()
         self.status.setText("Model released.")
 
