@@ -94,13 +94,13 @@ def test_folder_of_small_images_is_translated_in_batches(checkpoint, sim_data, t
     from napari_phendiff.core import batch
 
     calls = []
-    real = batch.translate
+    real = batch.iter_translate
 
     def counting(model, images, *args, **kwargs):
         calls.append(len(images))
         return real(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "translate", counting)
+    monkeypatch.setattr(batch, "iter_translate", counting)
     result = batch.translate_files(checkpoint, [sim_data / "untreated"], "untreated", ["TNFa"], tmp_path / "out",
                                    device="cpu", steps=4, strength=0.5)
     assert calls == [4] and len(result.written) == 4  # four 48-px fields, one call

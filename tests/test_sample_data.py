@@ -33,5 +33,18 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     with qtbot.waitSignal(dock.translate().finished, timeout=120_000):
         pass
     translated = viewer.layers["untreated → TNFa"]
-    assert translated.data.shape == untreated.shape[1:] and translated.data.dtype == np.uint16
+    # the current plane's result sits at its own index of a stack-shaped layer: aligned under the field slider
+    assert translated.data.shape == untreated.shape and translated.data.dtype == np.uint16
+    plane = translated.metadata["phendiff"]["plane"][0]
+    assert [bool(translated.data[i].any()) for i in range(4)] == [i == plane for i in range(4)]
+    first = translated.data[plane].copy()
+    other = (plane + 1) % 4
+    viewer.dims.set_current_step(0, other)
+    with qtbot.waitSignal(dock.translate().finished, timeout=120_000):
+        pass
+    assert viewer.layers["untreated → TNFa"] is translated  # filled plane by plane
+    np.testing.assert_array_equal(translated.data[plane], first)
+    assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]
+    np.testing.assert_allclose(viewer.layers["untreated Δ TNFa"].data[other],
+                               translated.data[other].astype(np.float32) - untreated[other].astype(np.float32))
     assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)

@@ -18,7 +18,7 @@ from napari_phendiff.widgets import _shared  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 from napari_phendiff.widgets.translate_dock import TranslateDock  # noqa: E402
 
-from conftest import random_image  # noqa: E402
+from conftest import random_image, write_tif  # noqa: E402
 
 WAIT_MS = 120_000
 
@@ -286,3 +286,51 @@ def test_the_dock_is_usable_after_a_refused_run_and_refuses_a_second_one(qtbot, 
     assert "already running" in translate_dock.status.text()
     run(qtbot, worker)
     assert translate_dock.translate_button.isEnabled()
+
+
+def test_a_folder_is_translated_with_the_dock_settings_and_cell_tables(qtbot, viewer, translate_dock, tmp_path):
+    for i in range(3):
+        write_tif(tmp_path / "plate" / f"well_{i}.tif", random_image((2, 48, 48), seed=i))
+    worker = translate_dock.translate_folder(tmp_path / "plate", tmp_path / "out")
+    run(qtbot, worker)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted([f"well_{i}_to_TNFa{s}" for i in range(3) for s in (".tif", "_cells.csv")]
+                           + ["summary.json"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["written"] == 6 and summary["options"]["steps"] == 2  # the dock's setting
+    assert "Folder done: 6 file(s) written" in translate_dock.status.text()
+    run(qtbot, translate_dock.translate_folder(tmp_path / "plate", tmp_path / "out"))  # resumable: nothing redone
+    assert "0 file(s) written, 3 input(s) already translated" in translate_dock.status.text()
+    assert translate_dock.translate_folder(tmp_path / "plate", tmp_path / "plate" / "out") is None
+    assert "inside the input folder" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()
+
+
+def test_source_is_guessed_from_the_name_or_folder_and_shown(viewer, translate_dock, tmp_path):
+    from napari_phendiff.widgets.translate_dock import guess_condition
+
+    layer = viewer.add_image(random_image((2, 48, 48)), name="TNFa_0003")
+    assert guess_condition(layer, ["TNFa", "untreated"]) == ("TNFa", "name")
+    path = write_tif(tmp_path / "untreated" / "field7.tif", random_image((2, 48, 48)))
+    opened = viewer.open(path)[0]
+    assert guess_condition(opened, ["TNFa", "untreated"]) == ("untreated", "folder")
+    translate_dock.set_channel_layers(["TNFa_0003"])
+    assert (translate_dock.source.currentText(), translate_dock.target.currentText()) == ("TNFa", "untreated")
+    assert "guessed from the layer's name: TNFa" in translate_dock.status.text()
+
+
+def test_two_whole_images_ticked_as_channels_are_refused(viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48)), name="a")
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="b")
+    translate_dock.set_channel_layers(["a", "b"])
+    assert translate_dock.translate() is None
+    assert "each look" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()
+
+
+def test_progress_shows_in_the_dock_and_errors_name_its_controls(qtbot, viewer, translate_dock, tmp_path):
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    run(qtbot, translate_dock.translate())
+    bar = translate_dock.progress_bar
+    assert bar.value() == bar.maximum() > 0 and bar.format().startswith(f"step {bar.maximum()} / {bar.maximum()}")
+    translate_dock.on_error(PhenDiffError("out: already holds a checkpoint. Add --resume to continue that training"))
+    assert "--" not in translate_dock.status.text() and "Tick Resume to continue" in translate_dock.status.text()

@@ -24,7 +24,7 @@ from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
 from .options import check_given, describe
-from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, translate,
+from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
                         translation_options)
 
 SUMMARY = "summary.json"
@@ -63,7 +63,7 @@ def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Jo
     jobs, missing = [], []
     for item in map(Path, inputs):
         if item.is_dir() and (Path(out).resolve() == item.resolve() or item.resolve() in Path(out).resolve().parents):
-            raise DataError(f"--out {out} is inside the input folder {item}: a later run would translate these "
+            raise DataError(f"The output folder {out} is inside the input folder {item}: a later run would translate these "
                             "outputs too. Choose an output folder outside it.")
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)
@@ -100,17 +100,36 @@ def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:
 
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                    device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
-                    measure: bool = False,
                     progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
-                    report: Callable[[Path], None] | None = None, **options) -> BatchResult:
+                    **kwargs) -> BatchResult:
     """Translate every input (this process's share of them) to every target; returns what this process did.
+
+    The arguments are those of `iter_translate_files`; `progress(description)` gives the per-event callback for
+    each group of files translated together.
+    """
+    events = iter_translate_files(checkpoint, inputs, source, targets, out, **kwargs)
+    callbacks: dict = {}
+    while True:
+        try:
+            names, event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            callbacks.setdefault(names, progress(names))(event)
+
+
+def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
+                         device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
+                         measure: bool = False, model=None, report: Callable[[Path], None] | None = None,
+                         **options):
+    """Translate step by step: yields (files, TranslateEvent) per network step, returns the BatchResult. Closing
+    it stops between two steps (every file written so far is complete; no summary is written for the run).
 
     options: the translation options (core/options.py; unset ones take the checkpoint's calibrated setting, else
     the defaults). Per file and target, optionally: `morph` K frames from the original to the translation
     (<name>_morph.tif, a stack), the standard deviation over `samples` seeds (<name>_std.tif, float32) and the
-    per-cell table (<name>_cells.csv); see core/explore.py. `progress(description)` gives the per-event callback
-    for each group of files translated together; `report(path)` is called per written file.
+    per-cell table (<name>_cells.csv); see core/explore.py. `model`: one already loaded from `checkpoint` (the
+    dock's), else it is loaded here. `report(path)` is called per written file.
     """
     from accelerate import PartialState
 
@@ -131,7 +150,8 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
     started = time.perf_counter()
     settings: dict = {}
     if todo:
-        model = load_checkpoint(checkpoint, device=state.device if state.num_processes > 1 else device)
+        if model is None:
+            model = load_checkpoint(checkpoint, device=state.device if state.num_processes > 1 else device)
         for name in [source, *targets]:
             model.condition_index(name)  # an unknown condition fails before any work
         chosen, sources = translation_options(model, source, targets[0], **options)
@@ -139,14 +159,15 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
         result.settings = describe(chosen, sources, direct=is_direct(model))
         for group, images in _groups(model, todo, chosen, result.failed):
             names = group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
-            callback = progress(names) if progress else None
-            translated = translate(model, np.stack(images), source, targets, chosen, progress=callback)
+            for event in iter_translate(model, np.stack(images), source, targets, chosen):
+                translated = event.result
+                yield names, event
             for i, job in enumerate(group):
                 job.out_dir.mkdir(parents=True, exist_ok=True)
                 for target, stack in translated.items():
                     meta = provenance(model, source, target, chosen, job.path)
                     written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
-                                        samples, measure, progress),
+                                        samples, measure),
                                write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
                     result.written += written
                     for path in written if report else ():
@@ -165,7 +186,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
 
 
 def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
-            meta: dict, morph: int, samples: int, measure: bool, progress) -> list[Path]:
+            meta: dict, morph: int, samples: int, measure: bool) -> list[Path]:
     """The extras asked for one file and target, written before its translation (whose presence marks the file
     done): a morph stack, the spread over seeds, the per-cell table."""
     from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv

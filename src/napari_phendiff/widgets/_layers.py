@@ -45,6 +45,12 @@ class ImageInput:
             if len(layers) != channels:
                 raise DataError(f"{len(layers)} layers are ticked as channels but {expected}. Tick the layers "
                                 "that form the channels, in order (drag them to reorder).")
+            holding = [l.name for l in layers if not l.rgb and any(
+                n == channels for n in l.data.shape[:-2]) and l.data.ndim > 2]
+            if len(holding) == len(layers):
+                raise DataError(f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
+                                f"like a whole {channels}-channel image already. Tick one of them to translate it; "
+                                "tick several only when each is one channel.")
             shapes = sorted({layer.data.shape for layer in layers})
             if len(shapes) > 1 or any(layer.rgb for layer in layers):
                 raise DataError(f"The channel layers {', '.join(l.name for l in layers)} must be single-channel "
@@ -91,6 +97,18 @@ class ImageInput:
             return [np.transpose(part[0], np.argsort(kept)) for part in parts]
         arranged_shape = tuple(self.layers[0].data.shape[a] for a in self.order)
         return [np.transpose(part.reshape(arranged_shape), np.argsort(self.order)) for part in parts]
+
+
+def place_plane(inputs: ImageInput, layer: Image, part: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """A plane's result put at its own index of an array shaped like the layer's data (`into`, or zeros), so the
+    translation stays aligned with its original under the stack sliders."""
+    stack_axes = inputs.order[:inputs.n_stack]
+    shape = tuple(layer.data.shape[:-1] if layer.rgb and part.ndim == layer.data.ndim - 1 - len(stack_axes) else
+                  layer.data.shape)
+    full = np.zeros(shape, part.dtype) if into is None or into.shape != shape else into
+    index = tuple(inputs.plane[stack_axes.index(a)] if a in stack_axes else slice(None) for a in range(len(shape)))
+    full[index] = part
+    return full
 
 
 def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:

@@ -4,7 +4,9 @@ typed messages a worker yields (Loaded | Progress | Result) and the WorkerDock t
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import platformdirs
 from napari.qt.threading import GeneratorWorker
 from psygnal import evented
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -107,16 +109,32 @@ class Result:
     value: object
 
 
+# Core messages name command-line flags; in a dock they name its controls.
+DOCK_WORDS = {"Add --resume to continue": "Tick Resume to continue", "add --resume": "tick Resume",
+              "--resume": "Resume", "--steps": "Steps", "--lr": "Learning rate", "--base": "Base model",
+              "--batch-size": "Batch size", "--image-size": "Image size", "--mixed-precision": "precision",
+              "--out": "the output folder", "--strength": "Strength", "--guidance": "Guidance"}
+
+
+def in_dock_words(message: str) -> str:
+    """A core message with its command-line flags replaced by the dock's control names."""
+    for flag, control in DOCK_WORDS.items():
+        message = message.replace(flag, control)
+    return message
+
+
 class WorkerDock(QWidget):
     """A dock that runs one core generator at a time in napari's thread_worker: start, stop, progress (napari's bar
     follows Progress messages), errors and the running state. Subclasses give `run_buttons` (enabled while idle),
     `stop_buttons` (enabled while running), `status` (a QLabel) and the on_* handlers."""
 
     status: QLabel
+    progress_bar: QProgressBar | None = None  # when a dock shows one, it follows Progress with the step and ETA
 
     def __init__(self):
         super().__init__()
         self._worker = self._pbar = None
+        self._started: tuple[float, int] | None = None  # (time, step) of a run's first Progress
 
     @property
     def running(self) -> bool:
@@ -129,7 +147,7 @@ class WorkerDock(QWidget):
         worker.yielded.connect(self._dispatch)
         worker.finished.connect(self._finished)
         worker.errored.connect(self._errored)
-        self._worker, self._pbar = worker, worker.pbar
+        self._worker, self._pbar, self._started = worker, worker.pbar, None
         self.set_running(True)
         self.status.setText(message)
         worker.start()
@@ -151,10 +169,24 @@ class WorkerDock(QWidget):
             self.on_result(message.value)
         elif isinstance(message, Progress):
             self.on_progress(message.event)
+            self._show_progress(message.step, message.total)
             if self._pbar.total != message.total:
                 self._pbar.total = message.total
             if message.step > self._pbar.n:
                 self._pbar.update(message.step - self._pbar.n)
+
+    def _show_progress(self, step: int, total: int) -> None:
+        if self.progress_bar is None or total <= 0:
+            return
+        now = time.monotonic()
+        if self._started is None:
+            self._started = (now, step)
+        began, first = self._started
+        left = (now - began) / (step - first) * (total - step) if step > first else None
+        eta = f" · ETA {datetime.timedelta(seconds=round(left))}" if left is not None else ""
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(min(step, total))
+        self.progress_bar.setFormat(f"step {step} / {total}{eta}")
 
     def _finished(self) -> None:
         aborted = self._worker.abort_requested
@@ -190,7 +222,7 @@ class WorkerDock(QWidget):
         pass
 
     def on_error(self, exc: Exception) -> None:
-        self.status.setText(ERROR_STYLE.format(exc))
+        self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
 
 
 @contextlib.contextmanager

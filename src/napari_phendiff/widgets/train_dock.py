@@ -31,7 +31,7 @@ from ..core.training.run import TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
-                      default_checkpoint_folder, device_combo, explain_memory_errors, row, spin)
+                      default_checkpoint_folder, device_combo, explain_memory_errors, in_dock_words, row, spin)
 
 PREVIEW_STEPS = 20
 DEFAULTS = TRAIN_DEFAULTS  # the same defaults as `phendiff train`
@@ -196,7 +196,7 @@ class TrainDock(WorkerDock):
             self.image_size.setValue(native_image_size(self.base.text()))
             self.status.setText(f"Base model: {self.base.text()} ({self.image_size.value()} px images).")
         except PhenDiffError as exc:
-            self.status.setText(ERROR_STYLE.format(exc))
+            self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
 
     def browse_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the output folder (new, or a checkpoint to resume)")
@@ -212,7 +212,7 @@ class TrainDock(WorkerDock):
         try:
             self._scan()
         except PhenDiffError as exc:
-            self.folder_info.setText(ERROR_STYLE.format(exc))
+            self.folder_info.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
 
     def _scan(self):
         """scan_folder (fast: no pixels read), shown in the dock; propose an output folder named after the data."""
@@ -253,7 +253,7 @@ class TrainDock(WorkerDock):
         try:
             manifest = read_manifest(self.out.text())
         except PhenDiffError as exc:
-            self.status.setText(ERROR_STYLE.format(exc))
+            self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
             return
         training = manifest["training"]
         self.model.setCurrentIndex(self.model.findData(manifest.get("kind", "pixel")))
@@ -290,8 +290,8 @@ class TrainDock(WorkerDock):
             self._scan()
             config = self.config()
         except PhenDiffError as exc:
-            self.folder_info.setText(ERROR_STYLE.format(exc))
-            show_error(str(exc))
+            self.folder_info.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
+            show_error(in_dock_words(str(exc)))
             return None
         self._config, self._timing = config, None
         self.loss_plot.clear()

@@ -1,119 +1,52 @@
 """The Translate dock: pick layers, checkpoint and conditions; one click runs core.translate.iter_translate.
 
-The work happens in `run_translation` (napari's thread_worker over the core generator); the dock only gathers
-parameters, advances napari's progress bar per step and turns the final result into layers.
+The work happens in _translate_worker.py (napari's thread_worker over the core generators: translate, morph,
+control, samples, a folder, measuring cells); the dock only gathers parameters, shows progress and turns the
+results into layers and the per-cell table.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+import re
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari.layers import Image
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QSpinBox,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout)
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QProgressBar, QPushButton,
+                            QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
+from ..core.batch import plan_jobs
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
-from ..core.models import load_checkpoint, read_manifest
-from ..core.models.base import ConditionedModel
 from ..core.errors import PhenDiffError
+from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
+from ..core.models import read_manifest
+from ..core.models.base import ConditionedModel
 from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options
-from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_translation, write_cells_csv
-from ..core.translate import is_direct, iter_translate
+from ..core.translate import is_direct
 from ._layer_picker import LayerPicker
-from ._layers import ImageInput, difference_layer, translated_layer
-from ._shared import (CHECKPOINTS, ERROR_STYLE, Loaded, Progress, Result, StoppableWorker, WorkerDock,
-                      connect_while_alive, device_combo, explain_memory_errors, row, spin)
+from ._layers import ImageInput, difference_layer, place_plane, translated_layer
+from ._shared import CHECKPOINTS, ERROR_STYLE, WorkerDock, connect_while_alive, device_combo, in_dock_words, row, spin
+from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
+                                run_translation)
 
-MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
-                 "'Release model' in other docks, or choose device cpu.")
+def guess_condition(layer, conditions: list[str]) -> tuple[str, str] | None:
+    """(condition, "name" or "folder") when the layer's name or its file's folders name one condition: exactly, or
+    as a word of the name (`untreated_0003`); the longest match wins (`TNFa_high` over `TNFa`)."""
+    def words(text: str) -> set[str]:
+        return {w.lower() for w in re.split(r"[^0-9A-Za-z]+", text) if w} | {text.lower()}
 
-
-@dataclass(frozen=True)
-class TranslateRequest:
-    """Everything the worker needs: plain values and pixels, no layers."""
-
-    checkpoint: Path
-    device: str
-    source: str
-    target: str
-    options: TranslateOptions
-    sources: dict  # where each option came from: "given", "calibrated", "default"
-    images: np.ndarray  # (N, C, Y, X)
-    mode: str = "translate"  # translate | control (source -> source) | morph
-    frames: int = MORPH_FRAMES  # morph: frames after the original
-    samples: int = 0  # translate: seeds for the spread layer (0: none)
-
-    @property
-    def shown_target(self) -> str:
-        return self.source if self.mode == "control" else self.target
-
-
-@dataclass(frozen=True)
-class Translated:
-    """The result of a run: translated images (N, C, Y, X), or morph frames (K + 1, N, C, Y, X)."""
-
-    images: np.ndarray
-    reused: bool  # the inversion came from the dock's cache
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Per-pixel standard deviation over seeds (N, C, Y, X), float32."""
-
-    images: np.ndarray
-
-
-@dataclass(frozen=True)
-class Cells:
-    """Per-image cell labels (N, Y, X) and one row per cell (with its image index)."""
-
-    labels: np.ndarray
-    rows: list[dict]
-
-
-@thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
-def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
-    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate, morph or run the
-    control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
-    part (Translated, then Spread when samples were asked)."""
-    with explain_memory_errors(request.device, MEMORY_ADVICE):
-        if model is None:
-            model = load_checkpoint(request.checkpoint, device=request.device)
-        yield Loaded(model)
-        images, source, options = request.images, request.source, request.options
-        if request.mode == "morph":
-            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache)]
-        else:
-            parts = [iter_translate(model, images, source, request.shown_target, options, cache=cache)]
-        if request.mode == "translate" and request.samples >= 2 and not is_direct(model):
-            parts.append(iter_samples(model, images, source, request.target, request.samples, options, cache=cache))
-        offset = 0
-        for number, events in enumerate(parts):
-            for event in events:
-                if event.phase == "done":
-                    yield Result(Spread(event.result[1]) if number else Translated(event.result, event.reused))
-                yield Progress(offset + event.step, offset + event.total, event)
-            offset += event.total
-
-
-@thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker)
-def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
-    """Segment and measure the cells of each image (core.explore.measure_translation)."""
-    labels, rows = [], []
-    for index, (original, image) in enumerate(zip(originals, translated)):
-        cells, found = measure_translation(original, image, channel_names)
-        labels.append(cells)
-        rows += [{"image": index, **row} for row in found]
-        yield Progress(index + 1, len(originals))
-    yield Result(Cells(np.stack(labels), rows))
+    path = getattr(getattr(layer, "source", None), "path", None)
+    places = [("name", layer.name)] + ([("folder", part) for part in reversed(Path(path).parent.parts)] if path else [])
+    for where, text in places:
+        matches = [c for c in conditions if c.lower() == text.lower() or c.lower() in words(text)]
+        if matches:
+            return max(matches, key=len), where
+    return None
 
 
 class TranslateDock(WorkerDock):
@@ -197,11 +130,16 @@ class TranslateDock(WorkerDock):
         self.cells_table.setSortingEnabled(True)
         self.cells_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.cells_table.cellClicked.connect(self.centre_on_row)
+        self.folder_button = QPushButton("Translate folder…")
+        self.folder_button.setToolTip("Every image of a folder with these settings: TIFFs, per-cell tables and one "
+                                      "summary in an output folder; a second run continues where it stopped.")
+        self.folder_button.clicked.connect(self.browse_folder)
         self.export_button = QPushButton("Export table…")
         self.export_button.clicked.connect(self.browse_export)
         self.release_button = QPushButton("Release model")
         self.release_button.clicked.connect(self.release_model)
         self.status = QLabel(wordWrap=True)
+        self.progress_bar = QProgressBar()
 
         form = QFormLayout()
         form.addRow("Image layers", self.layers)
@@ -224,7 +162,9 @@ class TranslateDock(WorkerDock):
         layout.addLayout(form)
         layout.addWidget(row(self.translate_button, self.cancel_button))
         layout.addWidget(self.release_button)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(row(self.morph_button, self.control_button))
+        layout.addWidget(self.folder_button)
         layout.addWidget(self.status)
         layout.addWidget(row(self.measure_button, self.measure_choice))
         layout.addWidget(self.cells_table)
@@ -242,12 +182,16 @@ class TranslateDock(WorkerDock):
         self.layers.tick(names)
 
     def _guess_source(self, item=None) -> None:
-        """A ticked layer named after a condition (as in the sample data) sets the source, the target the other."""
+        """The source from a ticked layer: its name, else the folder its file came from, naming a condition (as
+        the sample data and a folder per condition do); the target becomes another condition. The guess is shown."""
         for layer in self.channel_layers() if self.manifest else []:
-            if self.source.findText(layer.name) >= 0:
-                self.source.setCurrentText(layer.name)
-                others = [c for c in self.manifest["conditions"] if c != layer.name]
+            found = guess_condition(layer, self.manifest["conditions"])
+            if found is not None:
+                condition, where = found
+                self.source.setCurrentText(condition)
+                others = [c for c in self.manifest["conditions"] if c != condition]
                 self.target.setCurrentText(others[0])
+                self.status.setText(f"Source guessed from the layer's {where}: {condition} (change it if wrong).")
                 return
 
     # --- checkpoint ----------------------------------------------------------------------------------------------
@@ -325,17 +269,20 @@ class TranslateDock(WorkerDock):
         point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
         inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
         source, target = self.source.currentText(), self.target.currentText()
+        return inputs, self._settings_request(source, target, inputs.pixels(), mode)
+
+    def _settings_request(self, source: str, target: str, images: np.ndarray, mode: str) -> TranslateRequest:
+        """The dock's settings for one run; options the user changed from the preselection count as given."""
         shown = dict(strength=self.strength.value(), guidance=self.guidance.value(),
                      negative=self.negative.currentText(), steps=self.steps.value(), seed=self.seed.value(),
                      batch_size=self.batch_size.value() or None)
         preset, _ = resolve_options(self.manifest, source, target)
         changed = {name: value for name, value in shown.items() if getattr(preset, name) != value}  # the user's
         options, sources = resolve_options(self.manifest, source, target, changed)
-        request = TranslateRequest(
+        return TranslateRequest(
             checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
-            source=source, target=target, options=options, sources=sources, images=inputs.pixels(), mode=mode,
+            source=source, target=target, options=options, sources=sources, images=images, mode=mode,
             frames=self.frames.value(), samples=self.samples.value())
-        return inputs, request
 
     def translate(self):
         """The Translate button: start the worker and return it (None if the inputs do not fit)."""
@@ -365,6 +312,36 @@ class TranslateDock(WorkerDock):
         what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:"}[mode]
         return self.start_worker(worker, f"{what} {request.images.shape[0]} image(s) {request.source} → "
                                          f"{request.shown_target}…")
+
+    def browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the folder of images to translate")
+        if not folder:
+            return
+        out = QFileDialog.getExistingDirectory(self, "Choose the output folder (outside the images' folder)")
+        if out:
+            self.translate_folder(folder, out)
+
+    def translate_folder(self, folder: str | Path, out: str | Path):
+        """Translate every image of `folder` into `out` with the dock's settings (source, target, strength, ...);
+        returns the worker (None if something must be fixed first)."""
+        if self.running:
+            self._report("A run is active: wait for it or press Cancel.")
+            return None
+        try:
+            if self.manifest is None:
+                raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+            source, target = self.source.currentText(), self.target.currentText()
+            if source == target:
+                raise PhenDiffError("Source and target are the same condition; choose another target.")
+            request = self._settings_request(source, target, np.zeros((0,)), "translate")
+            plan_jobs([Path(folder)], Path(out), [target])  # no images, a collision or out inside: say so now
+        except PhenDiffError as exc:
+            self._report(str(exc))
+            return None
+        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        worker = run_folder(request, self.model if key == self._model_key else None, Path(folder), Path(out))
+        self._pending, self._run_key = ("folder", None, request), key
+        return self.start_worker(worker, f"Translating the images of {folder} {source} → {target}…")
 
     def measure_cells(self):
         """The Measure cells button: segment and measure every cell of the last translation's originals."""
@@ -396,7 +373,12 @@ class TranslateDock(WorkerDock):
     def on_result(self, result) -> None:
         if self._pending is None:  # cancelled
             return
-        if isinstance(result, Cells):
+        if isinstance(result, Folder):
+            done = result.result
+            self.status.setText(f"Folder done: {len(done.written)} file(s) written, {len(done.skipped)} input(s) "
+                                f"already translated and skipped, in {result.out} (summary.json lists them; per-cell "
+                                "tables are the *_cells.csv files).")
+        elif isinstance(result, Cells):
             self._show_cells(result)
         elif isinstance(result, Spread):
             self._show_spread(result.images)
@@ -414,7 +396,7 @@ class TranslateDock(WorkerDock):
 
     def run_buttons(self) -> list:
         return [self.translate_button, self.release_button, self.morph_button, self.control_button,
-                self.measure_button]
+                self.measure_button, self.folder_button]
 
     def stop_buttons(self) -> list:
         return [self.cancel_button]
@@ -438,10 +420,25 @@ class TranslateDock(WorkerDock):
         for layer, translated, original in zip(inputs.layers, inputs.split(outcome.images),
                                                inputs.split(request.images)):
             difference = translated.astype(np.float32) - original.astype(np.float32)
-            new = self.viewer.add_image(**translated_layer(layer, translated, inputs.kept_axes,
-                                                           f"{layer.name} → {target}{label}", meta))
-            diff = self.viewer.add_image(**difference_layer(layer, difference, inputs.kept_axes,
-                                                            f"{layer.name} Δ {target}{label}", meta))
+            names = f"{layer.name} → {target}{label}", f"{layer.name} Δ {target}{label}"
+            added = []
+            for name, data, make in zip(names, (translated, difference), (translated_layer, difference_layer)):
+                if inputs.plane is not None and not layer.rgb:
+                    # a plane's result goes to its own index of a stack-shaped layer (filled plane by plane)
+                    old = self.viewer.layers[name] if name in self.viewer.layers else None
+                    data = place_plane(inputs, layer, data, None if old is None else np.asarray(old.data))
+                    if old is not None and old.data.shape == data.shape:
+                        old.data = data
+                        old.metadata["phendiff"].update(meta)  # the settings and plane of the latest run
+                        added.append(old)
+                        continue
+                    if old is not None:
+                        self.viewer.layers.remove(old)
+                    kwargs = make(layer, data, sorted(inputs.order), name, meta)
+                else:
+                    kwargs = make(layer, data, inputs.kept_axes, name, meta)
+                added.append(self.viewer.add_image(**kwargs))
+            new, diff = added
             new.help = diff.help = f"{request.source} → {target}{label}: {settings}"
             triples.append((layer, new, diff))
         if request.mode == "translate":
@@ -535,9 +532,9 @@ class TranslateDock(WorkerDock):
         image = np.zeros(self.cells.labels.shape, np.float32)
         for index in range(len(self.cells.labels)):
             changes[:] = 0
-            for row in self.cells.rows:
-                if row["image"] == index and np.isfinite(row[f"{measure}_change"]):
-                    changes[row["cell"]] = row[f"{measure}_change"]
+            for cell in self.cells.rows:
+                if cell["image"] == index and np.isfinite(cell[f"{measure}_change"]):
+                    changes[cell["cell"]] = cell[f"{measure}_change"]
             image[index] = changes[self.cells.labels[index]]
         labels = self.viewer.layers[next(l.name for l in self.viewer.layers if l.name.endswith(" cells"))]
         limit = float(np.abs(image).max()) or 1.0
@@ -595,6 +592,7 @@ class TranslateDock(WorkerDock):
         self.status.setText("Model released.")
 
     def _report(self, message: str) -> None:
+        message = in_dock_words(message)
         self.status.setText(ERROR_STYLE.format(message))
         show_error(message)
 

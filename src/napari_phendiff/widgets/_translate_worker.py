@@ -1,0 +1,135 @@
+"""What the Translate dock runs in napari's thread_worker, and the typed results it yields: plain values and pixels
+in, no layers (the dock turns the results into layers on the main thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from napari.qt.threading import thread_worker
+
+from ..core.batch import iter_translate_files
+from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_translation
+from ..core.models import load_checkpoint
+from ..core.models.base import ConditionedModel
+from ..core.options import TranslateOptions
+from ..core.translate import is_direct, iter_translate
+from ._shared import Loaded, Progress, Result, StoppableWorker, explain_memory_errors
+
+MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
+                 "'Release model' in other docks, or choose device cpu.")
+
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    """Everything the worker needs: plain values and pixels, no layers."""
+
+    checkpoint: Path
+    device: str
+    source: str
+    target: str
+    options: TranslateOptions
+    sources: dict  # where each option came from: "given", "calibrated", "default"
+    images: np.ndarray  # (N, C, Y, X)
+    mode: str = "translate"  # translate | control (source -> source) | morph
+    frames: int = MORPH_FRAMES  # morph: frames after the original
+    samples: int = 0  # translate: seeds for the spread layer (0: none)
+
+    @property
+    def shown_target(self) -> str:
+        return self.source if self.mode == "control" else self.target
+
+
+@dataclass(frozen=True)
+class Translated:
+    """The result of a run: translated images (N, C, Y, X), or morph frames (K + 1, N, C, Y, X)."""
+
+    images: np.ndarray
+    reused: bool  # the inversion came from the dock's cache
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Per-pixel standard deviation over seeds (N, C, Y, X), float32."""
+
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Per-image cell labels (N, Y, X) and one row per cell (with its image index)."""
+
+    labels: np.ndarray
+    rows: list[dict]
+
+
+@thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
+def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
+    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate, morph or run the
+    control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
+    part (Translated, then Spread when samples were asked)."""
+    with explain_memory_errors(request.device, MEMORY_ADVICE):
+        if model is None:
+            model = load_checkpoint(request.checkpoint, device=request.device)
+        yield Loaded(model)
+        images, source, options = request.images, request.source, request.options
+        if request.mode == "morph":
+            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache)]
+        else:
+            parts = [iter_translate(model, images, source, request.shown_target, options, cache=cache)]
+        if request.mode == "translate" and request.samples >= 2 and not is_direct(model):
+            parts.append(iter_samples(model, images, source, request.target, request.samples, options, cache=cache))
+        offset = 0
+        for number, events in enumerate(parts):
+            for event in events:
+                if event.phase == "done":
+                    yield Result(Spread(event.result[1]) if number else Translated(event.result, event.reused))
+                yield Progress(offset + event.step, offset + event.total, event)
+            offset += event.total
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What a folder run did (core.batch.BatchResult) and where."""
+
+    result: object
+    out: Path
+
+
+@thread_worker(progress={"desc": "PhenDiff: translating a folder"}, worker_class=StoppableWorker)
+def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path):
+    """The command line's batch path (core.batch.iter_translate_files) over a folder, with the per-cell tables:
+    Progress per step, the Result (a Folder) at the end. Cancel stops between two steps; finished files stay."""
+    with explain_memory_errors(request.device, MEMORY_ADVICE):
+        if model is None:
+            model = load_checkpoint(request.checkpoint, device=request.device)
+        yield Loaded(model)
+        given = {k: v for k, v in request.options.record().items() if request.sources.get(k) == "given"}
+        if "guidance_interval" in given:
+            given["guidance_interval"] = tuple(given["guidance_interval"])
+        events = iter_translate_files(request.checkpoint, [folder], request.source, [request.target], out,
+                                      model=model, measure=True, samples=request.samples, **given)
+        done, group, offset = 0, None, 0
+        while True:
+            try:
+                names, event = next(events)
+            except StopIteration as stop:
+                yield Result(Folder(stop.value, out))
+                return
+            if names != group:
+                group, offset = names, done
+            done = offset + event.step
+            yield Progress(done, offset + event.total, event)
+
+
+@thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker)
+def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
+    """Segment and measure the cells of each image (core.explore.measure_translation)."""
+    labels, rows = [], []
+    for index, (original, image) in enumerate(zip(originals, translated)):
+        cells, found = measure_translation(original, image, channel_names)
+        labels.append(cells)
+        rows += [{"image": index, **row} for row in found]
+        yield Progress(index + 1, len(originals))
+    yield Result(Cells(np.stack(labels), rows))
