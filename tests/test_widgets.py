@@ -334,3 +334,31 @@ def test_progress_shows_in_the_dock_and_errors_name_its_controls(qtbot, viewer, 
     assert bar.value() == bar.maximum() > 0 and bar.format().startswith(f"step {bar.maximum()} / {bar.maximum()}")
     translate_dock.on_error(PhenDiffError("out: already holds a checkpoint. Add --resume to continue that training"))
     assert "--" not in translate_dock.status.text() and "Tick Resume to continue" in translate_dock.status.text()
+
+
+def test_saving_a_translated_layer_keeps_the_channel_names(qtbot, viewer, translate_dock, tmp_path):
+    import tifffile
+
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    run(qtbot, translate_dock.translate())
+    path = tmp_path / "translated.tif"
+    viewer.layers["cells → TNFa"].save(str(path), plugin="napari-phendiff")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
+        assert json.loads(tif.imagej_metadata["Info"])["layers"][0]["target"] == "TNFa"
+
+
+@pytest.mark.parametrize("action", ["morph", "control", "measure_cells"])
+def test_cancel_during_each_run_adds_no_layer(qtbot, viewer, translate_dock, action):
+    viewer.add_image(random_image((2, 48, 48)), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    if action == "measure_cells":
+        run(qtbot, translate_dock.translate())
+    before = [layer.name for layer in viewer.layers]
+    translate_dock.steps.setValue(500)
+    worker = getattr(translate_dock, action)()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        translate_dock.cancel()
+    assert [layer.name for layer in viewer.layers] == before
+    assert "Cancelled" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()

@@ -417,9 +417,13 @@ class TranslateDock(WorkerDock):
                                 f"original ({settings}). Move the frame slider.{reused}")
             return
         triples = []
-        for layer, translated, original in zip(inputs.layers, inputs.split(outcome.images),
-                                               inputs.split(request.images)):
+        channel_names = self.manifest["channel_names"]
+        for i, (layer, translated, original) in enumerate(zip(inputs.layers, inputs.split(outcome.images),
+                                                              inputs.split(request.images))):
             difference = translated.astype(np.float32) - original.astype(np.float32)
+            # the writer names the TIFF's channels from this: all of them, or this layer's one
+            meta = {**meta, "channels": channel_names if inputs.channel_axis is not None or len(channel_names) == 1
+                    else [channel_names[i]]}
             names = f"{layer.name} → {target}{label}", f"{layer.name} Δ {target}{label}"
             added = []
             for name, data, make in zip(names, (translated, difference), (translated_layer, difference_layer)):
