@@ -214,6 +214,18 @@ def test_too_little_disk_space_fails_before_the_first_step(sim_data, tmp_path, m
     assert not (tmp_path / "m" / "phendiff.json").exists()
 
 
+def test_a_failed_checkpoint_write_says_what_was_kept(sim_data, tmp_path, monkeypatch):
+    from napari_phendiff.core.training import run
+
+    def full(folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run, "stamp_weights", full)
+    with pytest.raises(CheckpointError, match="step 2 could not be written .No space left on device.; nothing was saved"):
+        pd.train(small_config(sim_data, tmp_path / "m"))
+    assert not list(tmp_path.glob(".m.writing-*")) and not (tmp_path / "m" / "phendiff.json").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_a_read_only_output_folder_fails_before_training(sim_data, tmp_path):
     (tmp_path / "locked").mkdir(mode=0o555)

@@ -73,10 +73,16 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
 
     def save(step: int) -> Path:
         if trainer.is_main:
-            with atomic_folder(config.out) as folder:
-                trainer.write(folder, {**manifest, "trained_steps": step})
-                stamp_weights(folder)
-                trainer.save_state(folder / "training", step)
+            try:
+                with atomic_folder(config.out) as folder:
+                    trainer.write(folder, {**manifest, "trained_steps": step})
+                    stamp_weights(folder)
+                    trainer.save_state(folder / "training", step)
+            except OSError as exc:  # disk full, folder gone or made read-only during the run
+                before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
+                raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written "
+                                      f"({exc.strerror or exc}); {before}. Free space or fix the folder, then "
+                                      "resume.") from exc
         trainer.wait()
         return config.out
 
@@ -94,8 +100,9 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
             step += 1
             yield TrainEvent("step", step, config.steps, loss=loss, lr=lr, message=note)
             if step % config.checkpoint_every == 0 and step < config.steps:
+                path = save(step)
                 saved_at = step
-                yield TrainEvent("checkpoint", step, config.steps, path=save(step))
+                yield TrainEvent("checkpoint", step, config.steps, path=path)
     except (GeneratorExit, KeyboardInterrupt):
         # Stop, Ctrl-C, or SIGTERM (the CLI turns it into a KeyboardInterrupt): keep what was learned, resumable
         if step > start:
