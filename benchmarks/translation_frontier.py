@@ -104,7 +104,7 @@ def score(phenotype, model, classifier, source_set, target_set, target, translat
         "median_target": float(np.nanmedian(target_values)),
         "dna_change": change[model.channel_names[nuclear]],
         **{f"change_{name}": value for name, value in change.items()},
-        "moved": cal.target_probability(classifier, translated, target),
+        "moved": cal.target_probability(classifier, translated, target) if classifier is not None else None,
         "kept": cal.kept_score(originals, translated, model.channel_names),
     }
 
