@@ -94,3 +94,10 @@ def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
                                        requires_safety_checker=False)
     pipeline.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def wait_for(qtbot, worker, timeout=120_000):
+    """Wait until a dock has handled the end of its worker's run (a fast run may end before a signal could be
+    waited for, so this waits on the dock's own flag)."""
+    assert worker is not None
+    qtbot.waitUntil(lambda: worker.dock_done, timeout=timeout)

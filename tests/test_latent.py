@@ -20,7 +20,7 @@ from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.translate import _finish, generate, invert
-from conftest import random_image, tiny_base, write_tif
+from conftest import random_image, tiny_base, wait_for, write_tif
 
 ADAPTERS = ["lora", "svdiff", "attention", "full"]
 
@@ -217,8 +217,7 @@ def test_train_dock_offers_the_latent_model(sim_data, base, tmp_path, monkeypatc
         box.setValue(value)
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
     worker = dock.train()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_for(qtbot, worker, 120_000)
     manifest = json.loads((tmp_path / "dock-model" / "phendiff.json").read_text())
     assert manifest["kind"] == "latent" and manifest["adapter"] == "svdiff"
     assert dock.viewer.layers["preview: TNFa"].data.shape == (1, 2, 16, 16)

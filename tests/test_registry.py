@@ -10,7 +10,7 @@ import napari_phendiff as pd
 from napari_phendiff.core.models import KINDS
 from napari_phendiff.core.translate import iter_translate
 
-from conftest import random_image, tiny_base
+from conftest import random_image, tiny_base, wait_for
 
 pytest.importorskip("napari")
 pytestmark = pytest.mark.slow
@@ -57,8 +57,8 @@ def test_every_kind_trains_loads_translates_and_resumes_exactly(kind, sim_data, 
     dock.set_channel_layers(["cells"])
     worker = dock.translate()
     assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    pass
+    wait_for(qtbot, worker, 120_000)
     assert viewer.layers["cells → TNFa"].data.shape == image.shape
     assert "Done" in dock.status.text() and dock.translate_button.isEnabled()
 

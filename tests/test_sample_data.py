@@ -10,6 +10,8 @@ pytest.importorskip("napari")
 from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
 from napari_phendiff.core.models import read_manifest  # noqa: E402
 
+from conftest import wait_for  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "phendiff.json").is_file(),
                                 reason="the shipped demo checkpoint is not in this checkout")
 
@@ -30,8 +32,7 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     dock.set_channel_layers(["untreated"])
     assert (dock.source.currentText(), dock.target.currentText()) == ("untreated", "TNFa")  # from the layer name
     dock.steps.setValue(2)
-    with qtbot.waitSignal(dock.translate().finished, timeout=120_000):
-        pass
+    wait_for(qtbot, dock.translate())
     translated = viewer.layers["untreated → TNFa"]
     # the current plane's result sits at its own index of a stack-shaped layer: aligned under the field slider
     assert translated.data.shape == untreated.shape and translated.data.dtype == np.uint16
@@ -40,8 +41,7 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     first = translated.data[plane].copy()
     other = (plane + 1) % 4
     viewer.dims.set_current_step(0, other)
-    with qtbot.waitSignal(dock.translate().finished, timeout=120_000):
-        pass
+    wait_for(qtbot, dock.translate())
     assert viewer.layers["untreated → TNFa"] is translated  # filled plane by plane
     np.testing.assert_array_equal(translated.data[plane], first)
     assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]

@@ -18,7 +18,7 @@ from napari_phendiff.widgets import _shared  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 from napari_phendiff.widgets.translate_dock import TranslateDock  # noqa: E402
 
-from conftest import random_image, write_tif  # noqa: E402
+from conftest import random_image, wait_for, write_tif  # noqa: E402
 
 WAIT_MS = 120_000
 
@@ -54,9 +54,7 @@ def translate_dock(viewer, tiny_checkpoint):
 
 
 def run(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
-        pass
+    wait_for(qtbot, worker, WAIT_MS)
 
 
 def test_docks_open_through_the_manifest(viewer):
@@ -127,8 +125,8 @@ def test_cancel_adds_no_layers(qtbot, viewer, translate_dock):
     translate_dock.steps.setValue(500)
     worker = translate_dock.translate()
     qtbot.waitUntil(lambda: translate_dock._pbar.n > 0, timeout=WAIT_MS)
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
-        translate_dock.cancel()
+    translate_dock.cancel()
+    wait_for(qtbot, worker, WAIT_MS)
     assert [layer.name for layer in viewer.layers] == ["cells"]
     assert "Cancelled" in translate_dock.status.text()
 
@@ -187,8 +185,8 @@ def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
     train.previews.setValue(0)
     worker = train.train()
     qtbot.waitUntil(lambda: train._last_step >= 2, timeout=WAIT_MS)
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
-        train.stop()
+    train.stop()
+    wait_for(qtbot, worker, WAIT_MS)
     assert (out / "training" / "state.json").is_file()
     assert "resumable checkpoint" in train.status.text()
     train.resume.setChecked(True)
@@ -358,7 +356,7 @@ def test_cancel_during_each_run_adds_no_layer(qtbot, viewer, translate_dock, act
     before = [layer.name for layer in viewer.layers]
     translate_dock.steps.setValue(500)
     worker = getattr(translate_dock, action)()
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
-        translate_dock.cancel()
+    translate_dock.cancel()
+    wait_for(qtbot, worker, WAIT_MS)
     assert [layer.name for layer in viewer.layers] == before
     assert "Cancelled" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()

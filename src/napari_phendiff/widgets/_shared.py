@@ -144,6 +144,7 @@ class WorkerDock(QWidget):
         """Connect and start `worker` (refused while another run is active); return it."""
         if self.running:
             raise PhenDiffError("A run is already active in this dock: wait for it, or press its stop button.")
+        worker.dock_done = False  # set once the dock has handled the end of the run (scripts and tests wait on it)
         worker.yielded.connect(self._dispatch)
         worker.finished.connect(self._finished)
         worker.errored.connect(self._errored)
@@ -190,6 +191,7 @@ class WorkerDock(QWidget):
 
     def _finished(self) -> None:
         aborted = self._worker.abort_requested
+        self._worker.dock_done = True
         self._worker = None
         self.set_running(False)
         self.on_finished(aborted)

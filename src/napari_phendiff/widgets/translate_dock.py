@@ -61,6 +61,7 @@ class TranslateDock(WorkerDock):
         self._model_key: tuple | None = None
         self._inversions: dict = {}  # the inversion of the last images, for regenerating without inverting again
         self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
+        self._cancelled = False
         self.cells: Cells | None = None
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
@@ -359,7 +360,7 @@ class TranslateDock(WorkerDock):
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
         if self.running and self._pending is not None:
-            self._pending = None
+            self._pending, self._cancelled = None, True
             self.stop_worker()
             self.status.setText("Cancelling after the current step…")
 
@@ -386,9 +387,9 @@ class TranslateDock(WorkerDock):
             self._show_result(result)
 
     def on_finished(self, aborted: bool) -> None:
-        if aborted:
+        if aborted or self._cancelled:  # a fast run may end before the stop request reaches it
             self.status.setText("Cancelled: no layers were added.")
-        self._pending = None
+        self._pending, self._cancelled = None, False
 
     def on_error(self, exc: Exception) -> None:
         self._pending = None
