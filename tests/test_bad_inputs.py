@@ -303,11 +303,10 @@ def launch(args, **kw):
 def test_a_signal_during_training_saves_a_loadable_checkpoint(sim_data, tmp_path, signum, code):
     out = tmp_path / "m"
     process = launch(["train", str(sim_data), "--out", str(out), "--image-size", "32", "--batch-size", "2",
-                      "--steps", "100000", "--checkpoint-every", "100000", "--device", "cpu"])
-    for line in process.stdout:  # the start message comes once the images are read
-        if line.startswith("starting"):
-            break
-    time.sleep(3)  # some steps
+                      "--steps", "100000", "--checkpoint-every", "1", "--device", "cpu"])
+    deadline = time.monotonic() + 120
+    while not (out / "phendiff.json").is_file() and time.monotonic() < deadline:  # a first step was trained
+        time.sleep(0.1)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == code, err[-2000:]
