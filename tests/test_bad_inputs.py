@@ -294,8 +294,11 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(copy_of, tmp_path
 
 def launch(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # a shell's background job starts with SIGINT ignored, which the child would inherit: give it the default back,
+    # as a terminal's Ctrl-C finds it
     return subprocess.Popen([sys.executable, "-m", "napari_phendiff.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 @pytest.mark.slow
