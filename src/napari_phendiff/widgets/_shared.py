@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 from napari.qt.threading import GeneratorWorker
 from psygnal import evented
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -262,6 +262,15 @@ def spin(box, low, high, value, tip: str):
     box.setValue(value)
     box.setToolTip(tip)
     return box
+
+
+def button(text: str, slot, tip: str = "") -> QPushButton:
+    """A push button calling `slot` when clicked, with its tooltip."""
+    made = QPushButton(text)
+    made.clicked.connect(slot)
+    if tip:
+        made.setToolTip(tip)
+    return made
 
 
 def row(*widgets) -> QWidget:

@@ -31,7 +31,8 @@ from ..core.training.run import TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
-                      default_checkpoint_folder, device_combo, explain_memory_errors, in_dock_words, row, spin)
+                      button, default_checkpoint_folder, device_combo, explain_memory_errors, in_dock_words, row,
+                      spin)
 
 PREVIEW_STEPS = 20
 DEFAULTS = TRAIN_DEFAULTS  # the same defaults as `phendiff train`
@@ -123,7 +124,7 @@ class TrainDock(WorkerDock):
         self.loss_plot = LossPlot()
 
         form = QFormLayout()
-        form.addRow("Data folder", row(self.data, _button("Browse…", self.browse_data)))
+        form.addRow("Data folder", row(self.data, button("Browse…", self.browse_data)))
         form.addRow("", self.folder_info)
         form.addRow("Channel names", self.channel_names)
         form.addRow("Model", self.model)
@@ -136,7 +137,7 @@ class TrainDock(WorkerDock):
         form.addRow("Checkpoint every", self.checkpoint_every)
         form.addRow("Previews", self.previews)
         form.addRow("Device", self.device)
-        form.addRow("Output folder", row(self.out, _button("Browse…", self.browse_out)))
+        form.addRow("Output folder", row(self.out, button("Browse…", self.browse_out)))
         form.addRow("Resume", self.resume)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -165,7 +166,7 @@ class TrainDock(WorkerDock):
         options = QWidget()
         form = QFormLayout(options)
         form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Base model", row(self.base, _button("Browse…", self.browse_base)))
+        form.addRow("Base model", row(self.base, button("Browse…", self.browse_base)))
         form.addRow("Adapter", self.adapter)
         form.addRow("LoRA rank", self.rank)
         form.addRow("Gradient checkpointing", self.gradient_checkpointing)
@@ -377,8 +378,3 @@ def _value(widget):
         return widget.text().strip() or None
     return widget.value()
 
-
-def _button(text: str, slot) -> QPushButton:
-    button = QPushButton(text)
-    button.clicked.connect(slot)
-    return button

@@ -30,7 +30,8 @@ from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_
 from ..core.translate import is_direct
 from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, place_plane, translated_layer
-from ._shared import CHECKPOINTS, ERROR_STYLE, WorkerDock, connect_while_alive, device_combo, in_dock_words, row, spin
+from ._shared import (CHECKPOINTS, ERROR_STYLE, WorkerDock, button, connect_while_alive, device_combo, in_dock_words,
+                      row, spin)
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
                                 run_translation)
 
@@ -112,17 +113,14 @@ class TranslateDock(WorkerDock):
         self.samples = spin(QSpinBox(), 0, 32, 0, "Regenerate with this many seeds and add a layer of how much they "
                             "disagree per pixel: where the model is unsure. Off: none.")
         self.samples.setSpecialValueText("off")
-        self.morph_button = QPushButton("Morph")
-        self.morph_button.setToolTip("One layer of frames from the original to the target, on the same cells.")
-        self.morph_button.clicked.connect(self.morph)
-        self.control_button = QPushButton("Control: source → source")
-        self.control_button.setToolTip("The same settings back to the source condition: what the model changes "
-                                       "anyway, to tell the phenotype from reconstruction error.")
-        self.control_button.clicked.connect(self.control)
-        self.measure_button = QPushButton("Measure cells")
-        self.measure_button.setToolTip("Segment the nuclei of the original and measure every cell on the original "
-                                       "and on the last translation.")
-        self.measure_button.clicked.connect(self.measure_cells)
+        self.morph_button = button("Morph", self.morph,
+                                   "One layer of frames from the original to the target, on the same cells.")
+        self.control_button = button("Control: source → source", self.control,
+                                     "The same settings back to the source condition: what the model changes "
+                                     "anyway, to tell the phenotype from reconstruction error.")
+        self.measure_button = button("Measure cells", self.measure_cells,
+                                     "Segment the nuclei of the original and measure every cell on the original "
+                                     "and on the last translation.")
         self.measure_choice = QComboBox()
         self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
         self.measure_choice.currentTextChanged.connect(self._show_measure)
@@ -131,12 +129,10 @@ class TranslateDock(WorkerDock):
         self.cells_table.setSortingEnabled(True)
         self.cells_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.cells_table.cellClicked.connect(self.centre_on_row)
-        self.folder_button = QPushButton("Translate folder…")
-        self.folder_button.setToolTip("Every image of a folder with these settings: TIFFs, per-cell tables and one "
-                                      "summary in an output folder; a second run continues where it stopped.")
-        self.folder_button.clicked.connect(self.browse_folder)
-        self.export_button = QPushButton("Export table…")
-        self.export_button.clicked.connect(self.browse_export)
+        self.folder_button = button("Translate folder…", self.browse_folder,
+                                    "Every image of a folder with these settings: TIFFs, per-cell tables and one "
+                                    "summary in an output folder; a second run continues where it stopped.")
+        self.export_button = button("Export table…", self.browse_export)
         self.release_button = QPushButton("Release model")
         self.release_button.clicked.connect(self.release_model)
         self.status = QLabel(wordWrap=True)
