@@ -57,9 +57,9 @@ def test_every_kind_trains_loads_translates_and_resumes_exactly(kind, sim_data, 
     dock.set_channel_layers(["cells"])
     worker = dock.translate()
     assert worker is not None
-    pass
     wait_for(qtbot, worker, 120_000)
-    assert viewer.layers["cells → TNFa"].data.shape == image.shape
+    name = "cells_to_TNFa" if kind == "cyclegan" else "cells_to_TNFa_s0.3_w4"  # a direct mapping has no settings
+    assert viewer.layers[name].data.shape == image.shape
     assert "Done" in dock.status.text() and dock.translate_button.isEnabled()
 
     stopped = tmp_path / "stopped"

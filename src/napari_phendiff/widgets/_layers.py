@@ -11,6 +11,7 @@ import numpy as np
 from napari.layers import Image
 
 from ..core.errors import DataError
+from ..core.export import safe_name
 
 CHANNEL_LABELS = {"c", "ch", "channel", "channels"}
 DIFFERENCE_COLORMAP = "RdBu_r"
@@ -128,6 +129,13 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
     raise DataError(f"Layer '{layer.name}' (shape {layer.data.shape}) has no axis of {channels} channels but "
                     f"{expected}. Tick the {channels} layers that form the channels, in order, or choose a layer "
                     "with a channel axis.")
+
+
+def result_name(original: str, target: str, tag: str = "", extra: str = "") -> str:
+    """A result layer's name, also its file name when saved: `<original>_to_<target>[_<settings>][_<extra>]`, as
+    the CLI names its files (`cells_to_TNFa_s0.3_w4`, `cells_to_TNFa_s0.3_w4_diff`); letters, digits, - _ . only."""
+    parts = [f"{safe_name(original)}_to_{safe_name(target)}", tag, extra]
+    return "_".join(part for part in parts if part)
 
 
 def translated_layer(original: Image, data: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
