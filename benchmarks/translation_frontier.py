@@ -124,9 +124,10 @@ def run(args) -> dict:
     classifier = classifier_for(phenotype, model, sets, args)
     intervals = [tuple(float(v) for v in text.split("-")) for text in args.intervals]
     settings = cal.grid(args.strengths, args.guidances, args.negatives, args.inversions, intervals)
-    base = TranslateOptions(steps=args.steps, batch_size=args.batch).validate()
+    base = TranslateOptions(steps=args.steps, batch_size=args.batch, keep_channels=tuple(args.keep)).validate()
     conditions = list(sets)
     results = {"name": args.name, "checkpoint": str(args.checkpoint), "phenotype": phenotype, "steps": args.steps,
+               "keep_channels": list(args.keep),
                "hardware": hardware(),
                "fields": args.fields, "classifier_accuracy": classifier.accuracy, "directions": {}}
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
@@ -231,6 +232,7 @@ def main() -> None:
     parser.add_argument("--negatives", nargs="+", default=["source", "null"])
     parser.add_argument("--inversions", nargs="+", default=["ddim"])
     parser.add_argument("--intervals", nargs="+", default=["0-1"], help="guidance intervals LOW-HIGH of t/T")
+    parser.add_argument("--keep", nargs="*", default=[], help="channels kept as the original's (keep_channels)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--work", type=Path, default=Path("/tmp/frontier"))
     parser.add_argument("--collect", action="store_true", help="only write the docs from --work")

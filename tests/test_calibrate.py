@@ -49,6 +49,33 @@ def test_choice_moves_most_among_settings_that_keep_the_cells():
     assert cal.choose(lost) is lost[0]
 
 
+def test_with_the_nuclei_kept_the_choice_is_the_gentlest_setting_as_treated_as_real_images():
+    rows = [dict(strength=0.5, guidance=8.0, moved=1.0, kept=1.0),   # overshoots the real condition
+            dict(strength=0.3, guidance=4.0, moved=0.96, kept=1.0),  # as treated-looking as real images: chosen
+            dict(strength=0.4, guidance=4.0, moved=0.97, kept=1.0),
+            dict(strength=0.3, guidance=2.0, moved=0.60, kept=1.0)]  # not far enough
+    assert cal.choose(rows, real_moved=0.97) is rows[1]
+    assert cal.choose(rows) is rows[0]  # without the real images' rate: the most moved
+    assert cal.choose(rows, real_moved=1.5) is rows[0]  # none reaches it: the most moved
+
+
+def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys):
+    out = tmp_path / "calibration"
+    assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
+                 "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
+                 "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0
+    assert "kept as the original's: DNA" in capsys.readouterr().out
+    chosen = json.loads((out / "calibration.json").read_text())["chosen"]
+    assert chosen["keep_channels"] == ["DNA"] and 0 <= chosen["real_target_moved"] <= 1
+    model = pd.load_checkpoint(checkpoint, device="cpu")
+    options, sources = translation_options(model, "untreated", "TNFa")
+    assert options.keep_channels == ("DNA",) and sources["keep_channels"] == "calibrated"
+    image = pd.read_image(sorted((sim_data / "untreated").glob("*.tif"))[0])
+    np.testing.assert_array_equal(pd.translate(model, image, "untreated", "TNFa", steps=4)[0], image[0])
+    with pytest.raises(ConfigError, match="the checkpoint's channels are DNA, reporter"):
+        cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c4", keep_channels=["Hoechst"])
+
+
 @pytest.mark.slow
 def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "calibration"

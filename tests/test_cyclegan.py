@@ -165,3 +165,11 @@ def test_command_line(sim_data, tmp_path, capsys):
                  "--out", str(out), "--device", "cpu"]) == 0
     written = pd.read_image(out / f"{inputs[0].stem}_to_TNFa.tif")
     assert written.shape == pd.read_image(inputs[0]).shape
+
+
+def test_kept_channels_are_copied_from_the_input(model):
+    image = random_image((2, 32, 32), seed=9)
+    mapped = pd.translate(model, image, "untreated", "TNFa")
+    kept = pd.translate(model, image, "untreated", "TNFa", keep_channels=("DNA",))
+    np.testing.assert_array_equal(kept[0], image[0])
+    np.testing.assert_array_equal(kept[1], mapped[1])  # a direct mapping does not see the kept channel change

@@ -221,3 +221,11 @@ def test_train_dock_offers_the_latent_model(sim_data, base, tmp_path, monkeypatc
     manifest = json.loads((tmp_path / "dock-model" / "phendiff.json").read_text())
     assert manifest["kind"] == "latent" and manifest["adapter"] == "svdiff"
     assert dock.viewer.layers["preview: TNFa"].data.shape == (1, 2, 16, 16)
+
+
+def test_kept_channels_are_refused_for_a_latent_model(checkpoints):
+    from napari_phendiff.core.errors import ConfigError
+
+    model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
+    with pytest.raises(ConfigError, match="needs a pixel-space model"):
+        pd.translate(model, field(32, seed=1), "untreated", "TNFa", keep_channels=("DNA",))

@@ -167,3 +167,41 @@ def test_options_resolve_given_then_calibrated_then_default():
     assert other == TranslateOptions() and set(other_sources.values()) == {"default"}
     with pytest.raises(ConfigError, match="Unknown translation option"):
         resolve_options(manifest, "untreated", "TNFa", {"strenght": 0.2})
+
+
+def test_kept_channels_stay_the_originals_and_the_others_are_regenerated_around_them(model):
+    image = field(seed=6)
+    plain = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.6)
+    kept = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.6, keep_channels=("DNA",))
+    np.testing.assert_array_equal(kept[0], image[0])  # DNA: the original's, to the last bit
+    assert not np.array_equal(plain[0], image[0])  # without keeping it, the model changes it
+    assert not np.array_equal(kept[1], image[1]) and not np.array_equal(kept[1], plain[1])  # conditioned on it
+
+
+def test_kept_channels_follow_the_inversion_at_every_level(model, monkeypatch):
+    """The kept channel of the state the network sees at each regeneration step is the inversion's at that level."""
+    image = field(seed=7)
+    x = torch.from_numpy(model.normalization.forward(image[None]))
+    inverted = engine._finish(engine.invert(model, x, 0, 10, strength=0.5, keep=True))
+    seen = []
+    monkeypatch.setattr(engine, "_predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()),
+                                                                            torch.zeros_like(x))[1])
+    engine._finish(engine.generate(model, inverted, 1, 10, strength=0.5, keep=[0]))
+    levels = list(range(inverted.depth, 0, -1))  # the states regeneration starts each step from
+    assert len(seen) == len(levels)
+    for state, level in zip(seen, levels):
+        torch.testing.assert_close(state[:, 0], inverted.states[level][:, 0])
+
+
+@pytest.mark.parametrize("keep, phrase", [
+    (("Actin",), "the checkpoint's channels are DNA, reporter"), (("DNA", "reporter"), "nothing would be translated"),
+    (("DNA", "DNA"), "must be distinct"),
+])
+def test_bad_kept_channels_are_clear_errors_before_any_work(model, monkeypatch, keep, phrase):
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    with pytest.raises(ConfigError, match=phrase):
+        pd.translate(model, field(), "untreated", "TNFa", keep_channels=keep)
+    with pytest.raises(ConfigError, match="use inversion 'ddim'"):
+        pd.translate(model, field(), "untreated", "TNFa", keep_channels=("DNA",), inversion="bdia")
+    assert counter.calls == []

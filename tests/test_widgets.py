@@ -73,7 +73,7 @@ def test_translate_adds_translated_and_difference_layers(qtbot, viewer, translat
     translate_dock.set_channel_layers(["cells"])
     run(qtbot, translate_dock.translate())
 
-    translated, difference = viewer.layers["cells → TNFa"], viewer.layers["cells Δ TNFa"]
+    translated, difference = viewer.layers["cells_to_TNFa_s0.3_w4"], viewer.layers["cells_to_TNFa_s0.3_w4_diff"]
     assert translated.data.shape == image.shape and translated.data.dtype == np.uint16
     assert translated.colormap.name == "magma" and tuple(translated.contrast_limits) == (500, 1100)
     assert difference.data.dtype == np.float32
@@ -83,7 +83,7 @@ def test_translate_adds_translated_and_difference_layers(qtbot, viewer, translat
     meta = translated.metadata["phendiff"]
     assert meta["checkpoint"] == str(tiny_checkpoint) and (meta["source"], meta["target"]) == ("untreated", "TNFa")
     assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"]
-    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells → TNFa", "cells Δ TNFa"]
+    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells_to_TNFa_s0.3_w4", "cells_to_TNFa_s0.3_w4_diff"]
     assert viewer.canvas.grid.enabled and viewer.canvas.grid.shape == (1, 3)
     assert translate_dock.model is not None
     translate_dock.release_model()
@@ -98,8 +98,8 @@ def test_channel_layers_of_a_stack(qtbot, viewer, translate_dock):
     run(qtbot, translate_dock.translate())
 
     for name in ("DNA", "reporter"):
-        assert viewer.layers[f"{name} → TNFa"].data.shape == (3, 40, 40)
-        assert viewer.layers[f"{name} Δ TNFa"].data.shape == (3, 40, 40)
+        assert viewer.layers[f"{name}_to_TNFa_s0.3_w4"].data.shape == (3, 40, 40)
+        assert viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].data.shape == (3, 40, 40)
     assert viewer.canvas.grid.shape == (2, 3)
 
 
@@ -235,21 +235,21 @@ def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translat
 def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translate_dock, translated):
     translate_dock.frames.setValue(3)
     run(qtbot, translate_dock.morph())
-    frames = viewer.layers["cells morph → TNFa"].data
+    frames = viewer.layers["cells_to_TNFa_s0.3_w4_morph"].data
     assert frames.shape == (4, *translated.shape) and frames.dtype == translated.dtype
     np.testing.assert_array_equal(frames[0], translated)
-    np.testing.assert_array_equal(frames[-1], viewer.layers["cells → TNFa"].data)
-    assert viewer.layers["cells morph → TNFa"].axis_labels[0] == "frame"
+    np.testing.assert_array_equal(frames[-1], viewer.layers["cells_to_TNFa_s0.3_w4"].data)
+    assert viewer.layers["cells_to_TNFa_s0.3_w4_morph"].axis_labels[0] == "frame"
 
 
 def test_control_and_uncertainty_layers(qtbot, viewer, translate_dock, translated):
     run(qtbot, translate_dock.control())
-    control = viewer.layers["cells → untreated (control)"].data
-    assert control.shape == translated.shape and "cells Δ untreated (control)" in viewer.layers
+    control = viewer.layers["cells_to_untreated_s0.3_w4_control"].data
+    assert control.shape == translated.shape and "cells_to_untreated_s0.3_w4_control_diff" in viewer.layers
     translate_dock.samples.setValue(2)
     translate_dock.steps.setValue(10)  # eta adds noise at every step but the last: more than one step
     run(qtbot, translate_dock.translate())
-    spread = viewer.layers["cells uncertainty → TNFa"].data
+    spread = viewer.layers["cells_to_TNFa_s0.3_w4_std"].data
     assert spread.shape == translated.shape and spread.dtype == np.float32 and np.isfinite(spread).all()
     assert spread.max() > 0 and "spread over 2 seeds" in translate_dock.status.text()
 
@@ -263,7 +263,7 @@ def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, tra
     assert translate_dock.cells_table.rowCount() == len(cells.rows)
     assert translate_dock.measure_choice.currentText() == "reporter_nc_ratio"
     assert all(np.isfinite(row["reporter_integrated_change"]) for row in cells.rows)
-    assert "cells Δ reporter_nc_ratio" in viewer.layers
+    assert "cells_change_reporter_nc_ratio" in viewer.layers
     translate_dock.centre_on_row(0)
     y, x = (float(translate_dock.cells_table.item(0, c).text()) for c in (2, 3))
     assert tuple(np.round(viewer.camera.center[-2:], 3)) == (round(y, 3), round(x, 3))
@@ -341,10 +341,36 @@ def test_saving_a_translated_layer_keeps_the_channel_names(qtbot, viewer, transl
     translate_dock.set_channel_layers(["cells"])
     run(qtbot, translate_dock.translate())
     path = tmp_path / "translated.tif"
-    viewer.layers["cells → TNFa"].save(str(path), plugin="napari-phendiff")
+    viewer.layers["cells_to_TNFa_s0.3_w4"].save(str(path), plugin="napari-phendiff")
     with tifffile.TiffFile(path) as tif:
         assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
         assert json.loads(tif.imagej_metadata["Info"])["layers"][0]["target"] == "TNFa"
+
+
+def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer, translate_dock, tmp_path):
+    import tifffile
+
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="field 3 (untreated)")
+    translate_dock.set_channel_layers(["field 3 (untreated)"])
+    with pytest.raises(PhenDiffError, match="Translate first"):
+        translate_dock.save_results(tmp_path)
+    translate_dock.strength.setValue(0.5)
+    run(qtbot, translate_dock.translate())
+    names = ["field_3__untreated__to_TNFa_s0.5_w4", "field_3__untreated__to_TNFa_s0.5_w4_diff"]
+    assert translate_dock.results == names and all(name in viewer.layers for name in names)
+    assert viewer.layers[names[1]].colorbar.visible  # the difference's colours can be read as values
+    written = translate_dock.save_results(tmp_path / "out")
+    assert [p.name for p in written] == [f"{name}.tif" for name in names]
+    with tifffile.TiffFile(written[0]) as tif:
+        assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
+        info = json.loads(tif.imagej_metadata["Info"])["layers"][0]
+        assert (info["target"], info["strength"], info["guidance"]) == ("TNFa", 0.5, 4.0)
+    np.testing.assert_allclose(tifffile.imread(written[1]), viewer.layers[names[1]].data)
+    again = translate_dock.save_results(tmp_path / "out")  # nothing is overwritten
+    assert [p.name for p in again] == [f"{name}_2.tif" for name in names]
+    translate_dock.guidance.setValue(2.0)  # other settings: other layers, the first ones kept
+    run(qtbot, translate_dock.translate())
+    assert translate_dock.results[0] == "field_3__untreated__to_TNFa_s0.5_w2" and names[0] in viewer.layers
 
 
 @pytest.mark.parametrize("action", ["morph", "control", "measure_cells"])
@@ -360,3 +386,16 @@ def test_cancel_during_each_run_adds_no_layer(qtbot, viewer, translate_dock, act
     wait_for(qtbot, worker, WAIT_MS)
     assert [layer.name for layer in viewer.layers] == before
     assert "Cancelled" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()
+
+
+def test_keep_unchanged_keeps_the_ticked_channel_and_names_it(qtbot, viewer, translate_dock):
+    image = random_image((2, 48, 48), seed=4)
+    viewer.add_image(image, name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    assert list(translate_dock.keep_checks) == ["DNA", "reporter"] and translate_dock.kept_channels() == ()
+    translate_dock.keep_checks["DNA"].setChecked(True)
+    run(qtbot, translate_dock.translate())
+    translated = viewer.layers["cells_to_TNFa_s0.3_w4_keep_DNA"]
+    np.testing.assert_array_equal(translated.data[0], image[0])
+    assert translated.metadata["phendiff"]["keep_channels"] == ["DNA"]
+    assert "kept DNA (given)" in translate_dock.status.text()

@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps of the whole schedule (default 20)")
     p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
     p.add_argument("--batch-size", type=int, help="fields per network call (default: by device memory)")
+    p.add_argument("--keep-channels", nargs="+", default=[], metavar="CHANNEL",
+                   help="channels every setting keeps as the original's (e.g. DNA); stored with the choice")
     p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=list(DEVICES))
@@ -222,6 +224,8 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help=f"{o.HELP['guidance_interval']} (default 0 1: everywhere)")
     group.add_argument("--inversion", choices=o.INVERSIONS, help=f"{o.HELP['inversion']} (default ddim)")
+    group.add_argument("--keep-channels", nargs="+", metavar="CHANNEL", help=f"{o.HELP['keep_channels']} "
+                       "(default: none)")
     group.add_argument("--eta", type=float, help=f"{o.HELP['eta']} (default 0)")
     group.add_argument("--batch-size", type=int, help=o.HELP["batch_size"])
     group.add_argument("--precision", choices=o.PRECISIONS, help=o.HELP["precision"])
@@ -238,6 +242,8 @@ def _given(args) -> dict:
     given = {name: getattr(args, name, None) for name in FIELD_NAMES if name != "tiles"}
     if given.get("guidance_interval") is not None:
         given["guidance_interval"] = tuple(given["guidance_interval"])
+    if given.get("keep_channels") is not None:
+        given["keep_channels"] = tuple(given["keep_channels"])
     given["tiles"] = {"auto": None, "whole": False, "tiles": True}[getattr(args, "tiles", "auto")]
     return given
 
@@ -371,10 +377,14 @@ def _calibrate(args) -> None:
     chosen = calibrate(args.checkpoint, args.data, args.source, args.target, args.out, settings=settings,
                        unaffected=args.unaffected, n=args.n, steps=args.steps, classifier_steps=args.classifier_steps,
                        seed=args.seed, batch_size=args.batch_size, device=args.device, store=not args.no_store,
-                       progress=bar)
+                       keep_channels=args.keep_channels, progress=bar)
     bar.close()
     print(f"chosen: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
           f"moved {chosen['moved']:.2f} (classifier P({args.target})), kept {chosen['kept']:.2f} (nuclei IoU)")
+    if chosen["keep_channels"]:
+        print(f"kept as the original's: {', '.join(chosen['keep_channels'])}"
+              + (f" (the gentlest setting as treated-looking as real {args.target} images, "
+                 f"P {chosen['real_target_moved']:.2f})" if chosen["real_target_moved"] is not None else ""))
     if not chosen["keeps_cells"]:
         print(f"warning: no setting kept the nuclei in place (IoU >= {KEEP_MIN}); the one keeping most was chosen. "
               "Check the model before trusting its translations.", file=sys.stderr)

@@ -35,8 +35,8 @@ from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
-from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, regenerate,
-                        translate)
+from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
+                        regenerate, translate)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -156,15 +156,24 @@ def target_probability(classifier, images: Sequence[np.ndarray], target: str) ->
     return float(np.mean(classifier.probabilities(list(images))[:, classifier.conditions.index(target)]))
 
 
-def choose(rows: list[dict], unaffected: Sequence[str] = ()) -> dict:
+def choose(rows: list[dict], unaffected: Sequence[str] = (), real_moved: float | None = None) -> dict:
     """The row that moves most among those that keep the cells; within MOVED_TIE of the best, the one that keeps
-    most. If none keeps the cells, the one that keeps most (and the caller is told)."""
+    most. If none keeps the cells, the one that keeps most (and the caller is told).
+
+    real_moved (the classifier's P(target) on real target images) is for translations that keep the nuclear channel
+    as the original's, where `kept` is 1 by construction and moving most would overshoot the real condition: the
+    gentlest setting (lowest strength, then guidance) that looks as much like the target as real target images do.
+    """
     def keeps(row):
         return row["kept"] >= KEEP_MIN and all(row[f"change_{c}"] <= UNAFFECTED_MAX for c in unaffected)
 
     feasible = [r for r in rows if keeps(r)]
     if not feasible:
         return max(rows, key=lambda r: r["kept"])
+    if real_moved is not None:
+        enough = [r for r in feasible if r["moved"] >= real_moved - MOVED_TIE]
+        if enough:
+            return min(enough, key=lambda r: (r["strength"], r["guidance"]))
     best = max(r["moved"] for r in feasible)
     tied = [r for r in feasible if r["moved"] >= best - MOVED_TIE]
     return max(tied, key=lambda r: (r["kept"], -r["strength"], -r["guidance"]))
@@ -174,11 +183,14 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
               settings: Sequence[Setting] | None = None, unaffected: Sequence[str] | None = None,
               n: int | None = 16, steps: int = 20, classifier_steps: int = 400, seed: int = 0,
               batch_size: int | None = None, device: str = "auto", store: bool = True,
-              progress: Callable[[int, int], None] | None = None) -> dict:
+              keep_channels: Sequence[str] = (), progress: Callable[[int, int], None] | None = None) -> dict:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True) the
     chosen setting into the checkpoint's manifest as the default for source -> target. Returns the chosen row.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
+    keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
+    choice. When they hold the nuclei, the choice is the gentlest setting that looks as treated as real target
+    images (see `choose`).
     """
     settings = list(settings or grid())
     if not settings:
@@ -215,7 +227,9 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
                         f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
     classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed)
     stack = np.stack(source_images)
-    base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size).validate()
+    base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size,
+                            keep_channels=tuple(keep_channels)).validate()
+    kept_channels(model, base.keep_channels)
     translated = sweep(model, stack, source, target, settings, base, progress=progress)
     rows = []
     for setting, result in translated.items():
@@ -223,10 +237,14 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
         rows.append({**asdict(setting), "moved": target_probability(classifier, result, target),
                      "kept": kept_score(stack, result, model.channel_names),
                      **{f"change_{name}": value for name, value in change.items()}})
-    chosen = choose(rows, unaffected)
+    nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
+    target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
+    real_moved = target_probability(classifier, target_images, target) if nuclear in base.keep_channels else None
+    chosen = choose(rows, [c for c in unaffected if c not in base.keep_channels], real_moved)
     feasible = chosen["kept"] >= KEEP_MIN
     record = {
         **{k: chosen[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
+        "keep_channels": list(base.keep_channels), "real_target_moved": real_moved,
         "steps": steps, "moved": chosen["moved"], "kept": chosen["kept"], "unaffected": unaffected,
         "keeps_cells": feasible, "data": str(Path(data).resolve()), "images": len(stack),
         "classifier_accuracy": classifier.accuracy,

@@ -46,7 +46,7 @@ DEFAULT_GUIDANCE = 4.0
 DEFAULT_NEGATIVE = "source"
 
 # The settings `phendiff calibrate` may store per direction in the checkpoint manifest.
-CALIBRATED_FIELDS = ("strength", "guidance", "negative", "guidance_interval", "inversion")
+CALIBRATED_FIELDS = ("strength", "guidance", "negative", "guidance_interval", "inversion", "keep_channels")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class TranslateOptions:
     negative: str = DEFAULT_NEGATIVE
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     inversion: str = "ddim"
+    keep_channels: tuple[str, ...] = ()
     eta: float = 0.0
     seed: int = 0
     batch_size: int | None = None
@@ -89,6 +90,12 @@ class TranslateOptions:
                               f"schedule), not {self.guidance_interval!r}.")
         if self.inversion not in INVERSIONS:
             raise ConfigError(f"inversion must be one of {', '.join(INVERSIONS)}, not {self.inversion!r}.")
+        keep = (self.keep_channels,) if isinstance(self.keep_channels, str) else tuple(self.keep_channels or ())
+        if any(not isinstance(name, str) or not name for name in keep) or len(set(keep)) < len(keep):
+            raise ConfigError(f"keep_channels must be distinct channel names, not {self.keep_channels!r}.")
+        if keep and self.inversion == "bdia":
+            raise ConfigError("keep_channels replaces the kept channels by the inversion's own at every step, "
+                              "which an exact (bdia) walk cannot follow: use inversion 'ddim' with it.")
         eta = _number("eta", self.eta)
         if eta < 0:
             raise ConfigError(f"eta must be >= 0 (0 = deterministic DDIM), not {self.eta}.")
@@ -103,7 +110,7 @@ class TranslateOptions:
         if self.tiles not in (None, True, False):
             raise ConfigError(f"tiles must be True, False or None (by memory), not {self.tiles!r}.")
         return replace(self, steps=steps, strength=strength, guidance=guidance, guidance_interval=(low, high),
-                       eta=eta, seed=seed, batch_size=batch)
+                       keep_channels=keep, eta=eta, seed=seed, batch_size=batch)
 
     @property
     def run_steps(self) -> int:
@@ -118,6 +125,7 @@ class TranslateOptions:
         """The settings as plain JSON values, for provenance."""
         values = asdict(self)
         values["guidance_interval"] = list(self.guidance_interval)
+        values["keep_channels"] = list(self.keep_channels)
         return values
 
 
@@ -132,6 +140,8 @@ HELP = {
     "guidance_interval": "apply guidance only at noise levels t/T within LOW HIGH (fractions of the schedule, "
                          "0 = clean, 1 = pure noise)",
     "inversion": "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
+    "keep_channels": "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the "
+                     "other channels are regenerated around them (pixel-space models and CycleGAN)",
     "eta": "0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration",
     "seed": "random seed (matters only for eta > 0); recorded with the result",
     "batch_size": "tiles or fields per network call (default: by device memory)",
@@ -172,6 +182,8 @@ def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict
     settings = {k: entry[k] for k in CALIBRATED_FIELDS if k in entry}
     if "guidance_interval" in settings:
         settings["guidance_interval"] = tuple(settings["guidance_interval"])
+    if "keep_channels" in settings:
+        settings["keep_channels"] = tuple(settings["keep_channels"])
     return settings
 
 
@@ -209,10 +221,27 @@ def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = 
         return "direct mapping (no steps, strength or guidance)"
     names = ("strength", "guidance", "negative", "steps", "inversion")
     parts = [f"{n} {getattr(options, n)} ({sources.get(n, 'default')})" for n in names]
+    if options.keep_channels:
+        parts.append(f"kept {'+'.join(options.keep_channels)} ({sources.get('keep_channels', 'default')})")
     if options.guidance_interval != (0.0, 1.0):
         parts.append(f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
                      f"({sources.get('guidance_interval', 'default')})")
     return ", ".join(parts)
+
+
+def settings_tag(options: TranslateOptions, direct: bool = False) -> str:
+    """The settings that shape a translation, short enough for a layer or file name: `s0.3_w4` (strength and
+    guidance), then `_null` for classic guidance and `_bdia` for exact inversion when they are used."""
+    if direct:
+        return ""
+    tag = f"s{options.strength:g}_w{options.guidance:g}"
+    if options.negative != "source" and options.guidance != 1.0:
+        tag += f"_{options.negative}"
+    if options.inversion != "ddim":
+        tag += f"_{options.inversion}"
+    if options.keep_channels:
+        tag += "_keep_" + "-".join(options.keep_channels)
+    return tag
 
 
 # --- training ------------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from .models import KINDS
 from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError, PhenDiffWarning
 from .images import check_finite
@@ -119,6 +120,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     dtype = autocast_dtype(options.precision)
     source_index = model.condition_index(source)
     target_indices = [model.condition_index(t) for t in targets]
+    keep = kept_channels(model, options.keep_channels)
     stack, restore = _as_stack(images, model)
     scaled = model.normalization.forward(stack)
     tiles = options.tiles if options.tiles is not None else not fits_whole(model, scaled.shape, options.batch_size)
@@ -144,7 +146,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         clean = torch.from_numpy(np.stack([padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
         clean = clean.to(model.device)
         if direct:
-            work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total)
+            work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total, keep)
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
                                     dtype=dtype, generator=generator, inversions=inversions, index=b)
@@ -193,7 +195,7 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
         with torch.inference_mode():
             start = model.encode(clean)
         inversion = invert(model, start, source, options.steps, strength=options.strength, method=options.inversion,
-                           dtype=dtype, keep=inversions is not None)
+                           dtype=dtype, keep=inversions is not None or bool(options.keep_channels))
         inverted = yield from _count(inversion, "invert", done, total, None)
         done += inverse_steps
         if inversions is not None:
@@ -209,12 +211,13 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
 
 
 def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], done: int,
-                  total: int):
-    """A direct mapping (CycleGAN's generators): one step per target."""
+                  total: int, keep: Sequence[int] = ()):
+    """A direct mapping (CycleGAN's generators): one step per target; kept channels are copied from the input."""
     outs = {}
     for name, index in zip(targets, indices):
         with torch.inference_mode():
             outs[name] = model.map(clean, source, index).float().cpu().numpy()
+        outs[name][:, list(keep)] = clean[:, list(keep)].float().cpu().numpy()
         done += 1
         yield TranslateEvent("generate", done, total, name)
     return outs, done
@@ -239,10 +242,29 @@ def negative_label(model, negative: str, source: int) -> int:
 
 def regenerate(model, inverted: "Inverted", target: int, source: int, options: TranslateOptions,
                generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
-    """`generate` from an inversion under the target condition with the options' strength and guidance."""
+    """`generate` from an inversion under the target condition with the options' strength, guidance and kept
+    channels."""
     return generate(model, inverted, target, options.steps, strength=options.strength, guidance=options.guidance,
                     negative=negative_label(model, options.negative, source), interval=options.guidance_interval,
-                    eta=options.eta, generator=generator, dtype=dtype)
+                    eta=options.eta, generator=generator, dtype=dtype,
+                    keep=kept_channels(model, options.keep_channels))
+
+
+def kept_channels(model: ConditionedModel, names: Sequence[str]) -> list[int]:
+    """The indices of the channels a translation keeps, checked against the checkpoint (ConfigError)."""
+    if not names:
+        return []
+    if not KINDS[model.kind].keeps_channels:
+        raise ConfigError(f"keep_channels needs a pixel-space model; '{model.path}' is a {model.kind} model, whose "
+                          "autoencoder mixes the channels. Leave keep_channels out.")
+    channels = list(model.channel_names)
+    unknown = [name for name in names if name not in channels]
+    if unknown:
+        raise ConfigError(f"keep_channels {', '.join(unknown)}: the checkpoint's channels are {', '.join(channels)}.")
+    if len(names) == len(channels):
+        raise ConfigError(f"keep_channels names every channel ({', '.join(channels)}): nothing would be translated. "
+                          "Keep only the channels the conditions do not change.")
+    return [channels.index(name) for name in names]
 
 
 # --- the DDIM walk ------------------------------------------------------------------------------------------------
@@ -325,14 +347,23 @@ def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *
 def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
              strength: float = 1.0, guidance: float | None = None, negative: int | None = None,
              interval: tuple[float, float] = (0.0, 1.0), eta: float = 0.0,
-             generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+             generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+             keep: Sequence[int] = ()):
     """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
 
     start: an Inverted (from `invert`, at least as deep) or plain noise x_T (strength 1).
     guidance: scale w (None or 1: none); negative: the condition index of the negative branch (default: null).
     interval: guidance only where t / T lies within it.
+    keep: channels replaced after every step by the inversion's state at the same level (an Inverted with every
+    state kept), so they end as the original's and the other channels are generated around them. This is the
+    replacement method of conditional sampling (Song et al. 2021, "Score-based generative modeling through SDEs",
+    imputation); written here because diffusers' schedulers have no channel replacement.
     """
     depth = grid_steps(steps, strength)
+    keep = list(keep)
+    if keep and (not isinstance(start, Inverted) or start.method != "ddim"
+                 or any(s is None for s in start.states[:depth + 1])):
+        raise ConfigError("Keeping channels needs a DDIM inversion that kept every state (invert(..., keep=True)).")
     if isinstance(start, Inverted):
         x, upper = start.start(depth)
         method = start.method
@@ -365,12 +396,14 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
         return x
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
-    for t in scheduler.timesteps[len(scheduler.timesteps) - depth:]:
+    for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth:]):
         eps = prediction(x, t)
         variance_noise = None
         if eta > 0:
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
         x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
+        if keep:
+            x[:, keep] = start.states[depth - 1 - i][:, keep]
         yield
     return x
 

@@ -16,20 +16,20 @@ import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QProgressBar, QPushButton,
-                            QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                            QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.batch import plan_jobs
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
 from ..core.errors import PhenDiffError
 from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
-from ..core.models import read_manifest
+from ..core.models import KINDS, read_manifest
 from ..core.models.base import ConditionedModel
-from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options
+from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
 from ..core.translate import is_direct
 from ._layer_picker import LayerPicker
-from ._layers import ImageInput, difference_layer, place_plane, translated_layer
+from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WorkerDock, button, connect_while_alive, device_combo, in_dock_words,
                       row, spin)
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
@@ -64,6 +64,7 @@ class TranslateDock(WorkerDock):
         self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
         self._cancelled = False
         self.cells: Cells | None = None
+        self.results: list[str] = []  # the names of the last run's layers, for Save results
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
         self._build()
@@ -95,6 +96,12 @@ class TranslateDock(WorkerDock):
         self.negative.addItems(list(NEGATIVES))
         self.negative.setToolTip("What the target is contrasted with: 'source' pushes along what differs between "
                                  "the two conditions; 'null' is classic classifier-free guidance.")
+        self.keep_box = QWidget()  # one check box per channel of the checkpoint, made when it is chosen
+        QHBoxLayout(self.keep_box).setContentsMargins(0, 0, 0, 0)
+        self.keep_box.setToolTip("Channels the conditions do not change (say DNA): they stay exactly as in the "
+                                 "original and the other channels are rebuilt around them, so the nuclei cannot "
+                                 "move. Not for latent (Stable Diffusion) checkpoints.")
+        self.keep_checks: dict[str, QCheckBox] = {}
         self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, HELP["steps"].capitalize() + ".")
         self.settings_info = QLabel(wordWrap=True)
         self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, "Only matters for stochastic settings; recorded with the result.")
@@ -133,6 +140,9 @@ class TranslateDock(WorkerDock):
                                     "Every image of a folder with these settings: TIFFs, per-cell tables and one "
                                     "summary in an output folder; a second run continues where it stopped.")
         self.export_button = button("Export table…", self.browse_export)
+        self.save_button = button("Save results…", self.browse_save,
+                                  "Write the last run's layers as TIFFs into a folder, named as the layers are, "
+                                  "with the checkpoint's channel names and the settings recorded inside.")
         self.release_button = QPushButton("Release model")
         self.release_button.clicked.connect(self.release_model)
         self.status = QLabel(wordWrap=True)
@@ -147,6 +157,7 @@ class TranslateDock(WorkerDock):
         form.addRow("Strength", self.strength)
         form.addRow("Guidance", self.guidance)
         form.addRow("Contrast with", self.negative)
+        form.addRow("Keep unchanged", self.keep_box)
         form.addRow("DDIM steps", self.steps)
         form.addRow("", self.settings_info)
         form.addRow("Seed", self.seed)
@@ -161,7 +172,7 @@ class TranslateDock(WorkerDock):
         layout.addWidget(self.release_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(row(self.morph_button, self.control_button))
-        layout.addWidget(self.folder_button)
+        layout.addWidget(row(self.save_button, self.folder_button))
         layout.addWidget(self.status)
         layout.addWidget(row(self.measure_button, self.measure_choice))
         layout.addWidget(self.cells_table)
@@ -233,6 +244,7 @@ class TranslateDock(WorkerDock):
         self.target.addItems(conditions)
         self.target.setCurrentIndex(min(1, len(conditions) - 1))
         channels = self.manifest["channel_names"]
+        self._make_keep_checks(channels, KINDS[self.manifest.get("kind", "pixel")].keeps_channels)
         self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
                                      f"{', '.join(conditions)} · {self.manifest['image_size']} px")
         self._guess_source()
@@ -248,9 +260,27 @@ class TranslateDock(WorkerDock):
         self.strength.setValue(options.strength)
         self.guidance.setValue(options.guidance)
         self.negative.setCurrentText(options.negative)
+        for name, check in self.keep_checks.items():
+            check.setChecked(name in options.keep_channels)
         origin = "calibrated for this checkpoint" if "calibrated" in sources.values() else "project defaults"
         shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
+        if options.keep_channels:
+            shown += f", {'+'.join(options.keep_channels)} kept"
         self.settings_info.setText(f"Preselected: {origin} ({shown}).")
+
+    def _make_keep_checks(self, channels: list[str], allowed: bool) -> None:
+        layout = self.keep_box.layout()
+        for check in self.keep_checks.values():
+            layout.removeWidget(check)
+            check.deleteLater()
+        self.keep_checks = {name: QCheckBox(name) for name in channels}
+        for check in self.keep_checks.values():
+            check.setEnabled(allowed and len(channels) > 1)
+            layout.addWidget(check)
+
+    def kept_channels(self) -> tuple[str, ...]:
+        """The channels ticked under Keep unchanged, in the checkpoint's order."""
+        return tuple(name for name, check in self.keep_checks.items() if check.isChecked())
 
     # --- running -------------------------------------------------------------------------------------------------
     def request(self, mode: str = "translate") -> tuple[ImageInput, TranslateRequest]:
@@ -272,7 +302,7 @@ class TranslateDock(WorkerDock):
         """The dock's settings for one run; options the user changed from the preselection count as given."""
         shown = dict(strength=self.strength.value(), guidance=self.guidance.value(),
                      negative=self.negative.currentText(), steps=self.steps.value(), seed=self.seed.value(),
-                     batch_size=self.batch_size.value() or None)
+                     batch_size=self.batch_size.value() or None, keep_channels=self.kept_channels())
         preset, _ = resolve_options(self.manifest, source, target)
         changed = {name: value for name, value in shown.items() if getattr(preset, name) != value}  # the user's
         options, sources = resolve_options(self.manifest, source, target, changed)
@@ -399,7 +429,7 @@ class TranslateDock(WorkerDock):
         return [self.cancel_button]
 
     def _show_result(self, outcome: Translated) -> None:
-        """Add `<name> → <target>` and `<name> Δ <target>` per input layer (a morph: one layer of frames), then
+        """Add `<name>_to_<target>_<settings>` and `..._diff` per input layer (a morph: one layer of frames), then
         show them side by side."""
         inputs, request = self._pending
         target, label = request.shown_target, " (control)" if request.mode == "control" else ""
@@ -407,13 +437,14 @@ class TranslateDock(WorkerDock):
                           input_path=", ".join(layer.name for layer in inputs.layers))
         meta["plane"] = inputs.plane
         settings = describe(request.options, request.sources, direct=is_direct(self.model))
+        tag = settings_tag(request.options, direct=is_direct(self.model))
         reused = " The inversion was reused: only regenerated." if outcome.reused else ""
         if request.mode == "morph":
-            self._show_morph(inputs, request, outcome.images, meta)
+            self._show_morph(inputs, request, outcome.images, meta, tag)
             self.status.setText(f"Done: morph {request.source} → {target} in {request.frames} frame(s) after the "
                                 f"original ({settings}). Move the frame slider.{reused}")
             return
-        triples = []
+        triples, self.results = [], []
         channel_names = self.manifest["channel_names"]
         for i, (layer, translated, original) in enumerate(zip(inputs.layers, inputs.split(outcome.images),
                                                               inputs.split(request.images))):
@@ -421,7 +452,9 @@ class TranslateDock(WorkerDock):
             # the writer names the TIFF's channels from this: all of them, or this layer's one
             meta = {**meta, "channels": channel_names if inputs.channel_axis is not None or len(channel_names) == 1
                     else [channel_names[i]]}
-            names = f"{layer.name} → {target}{label}", f"{layer.name} Δ {target}{label}"
+            extra = "control" if request.mode == "control" else ""
+            names = (result_name(layer.name, target, tag, extra),
+                     result_name(layer.name, target, tag, "_".join(filter(None, [extra, "diff"]))))
             added = []
             for name, data, make in zip(names, (translated, difference), (translated_layer, difference_layer)):
                 if inputs.plane is not None and not layer.rgb:
@@ -441,24 +474,31 @@ class TranslateDock(WorkerDock):
                 added.append(self.viewer.add_image(**kwargs))
             new, diff = added
             new.help = diff.help = f"{request.source} → {target}{label}: {settings}"
+            if hasattr(diff, "colorbar"):  # napari >= 0.6: the difference's colours read as values
+                diff.colorbar.visible = True
             triples.append((layer, new, diff))
+            self.results += [new.name, diff.name]
         if request.mode == "translate":
             self._last = (inputs, request, outcome.images)
         self.show_side_by_side(triples)
         limits = ", ".join(f"{diff.name}: ±{diff.contrast_limits[1]:.4g}" for _, _, diff in triples)
         self.status.setText(f"Done: {request.source} → {target}{label} ({settings}). Grid view: original "
-                            f"| translated | difference (colour limits {limits}; other layers hidden).{reused}")
+                            f"| translated | difference (colour limits {limits}; other layers hidden).{reused} "
+                            "'Save results…' writes them as TIFFs.")
 
-    def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict) -> None:
+    def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict,
+                    tag: str) -> None:
         """One layer per input layer with a leading "frame" axis: frame 0 the original, the last the translation."""
         per_frame = [inputs.split(frame) for frame in frames]
+        self.results = []
         for i, layer in enumerate(inputs.layers):
             stack = np.stack([parts[i] for parts in per_frame])
-            kwargs = translated_layer(layer, stack[0], inputs.kept_axes, f"{layer.name} morph → {request.target}",
+            kwargs = translated_layer(layer, stack[0], inputs.kept_axes,
+                                      result_name(layer.name, request.target, tag, "morph"),
                                       {**meta, "morph_frames": request.frames})
             kwargs.update(data=stack, scale=[1.0, *kwargs["scale"]], translate=[0.0, *kwargs["translate"]],
                           axis_labels=["frame", *kwargs["axis_labels"]])
-            self.viewer.add_image(**kwargs)
+            self.results.append(self.viewer.add_image(**kwargs).name)
         self.viewer.canvas.grid.enabled = False
         self.viewer.dims.set_current_step(0, len(frames) - 1)
 
@@ -466,12 +506,13 @@ class TranslateDock(WorkerDock):
         """`<name> uncertainty`: the per-pixel standard deviation over seeds, beside the translation."""
         inputs, request = self._pending
         for layer, part in zip(inputs.layers, inputs.split(spread)):
+            tag = settings_tag(request.options, direct=is_direct(self.model))
             kwargs = translated_layer(layer, part.astype(np.float32), inputs.kept_axes,
-                                      f"{layer.name} uncertainty → {request.target}",
+                                      result_name(layer.name, request.target, tag, "std"),
                                       {"samples": request.samples, "kind": "uncertainty"})
             kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
                           rgb=False)
-            self.viewer.add_image(**kwargs)
+            self.results.append(self.viewer.add_image(**kwargs).name)
         self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds added.")
 
     # --- cells ---------------------------------------------------------------------------------------------------
@@ -511,7 +552,7 @@ class TranslateDock(WorkerDock):
                             "row to centre the viewer on its cell.")
 
     def _show_measure(self, text=None) -> None:
-        """Fill the table with the chosen measure and colour the cells by its change (`<layer> Δ <measure>`)."""
+        """Fill the table with the chosen measure and colour the cells by its change (`cells_change_<measure>`)."""
         measure = self.measure_choice.currentText()
         if self.cells is None or not measure:
             return
@@ -529,7 +570,7 @@ class TranslateDock(WorkerDock):
                 table.setItem(r, c, item)
         table.setSortingEnabled(True)
         changes = np.zeros(int(self.cells.labels.max()) + 1, np.float32)
-        name = f"cells Δ {measure}"
+        name = f"cells_change_{measure}"
         image = np.zeros(self.cells.labels.shape, np.float32)
         for index in range(len(self.cells.labels)):
             changes[:] = 0
@@ -542,7 +583,7 @@ class TranslateDock(WorkerDock):
         if name in self.viewer.layers:
             self.viewer.layers[name].data = image[0] if image.shape[0] == 1 else image
         else:
-            for old in [l.name for l in self.viewer.layers if l.name.startswith("cells Δ ")]:
+            for old in [l.name for l in self.viewer.layers if l.name.startswith("cells_change_")]:
                 self.viewer.layers.remove(old)
             self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
                                   contrast_limits=(-limit, limit), scale=labels.scale, translate=labels.translate,
@@ -570,6 +611,40 @@ class TranslateDock(WorkerDock):
             try:
                 self.status.setText(f"Table written: {self.export_cells(name)}")
             except PhenDiffError as exc:
+                self._report(str(exc))
+
+    def save_results(self, folder: str | Path) -> list[Path]:
+        """Write the last run's layers (translated and difference, a morph, an uncertainty) into `folder` with the
+        plugin's TIFF writer: `<layer name>.tif`, channel names and settings kept; an existing file is not
+        overwritten (the new one gets `_2`, `_3`, ...)."""
+        from ..writer import write_image_layer
+
+        present = [name for name in self.results if name in self.viewer.layers]
+        if not present:
+            raise PhenDiffError("Translate first: Save results writes the layers of the last run, and none of them "
+                                "is open.")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in present:
+            data, meta, _ = self.viewer.layers[name].as_layer_data_tuple()
+            path, n = folder / f"{name}.tif", 1
+            while path.exists():
+                n += 1
+                path = folder / f"{name}_{n}.tif"
+            written += [Path(p) for p in write_image_layer(str(path), data, meta)]
+        return written
+
+    def browse_save(self) -> None:
+        start = next((str(Path(p).parent) for p in (getattr(getattr(layer, "source", None), "path", None)
+                                                       for layer in self.channel_layers()) if p), "")
+        folder = QFileDialog.getExistingDirectory(self, "Choose the folder for the results' TIFFs", start)
+        if folder:
+            try:
+                written = self.save_results(folder)
+                self.status.setText(f"Saved {len(written)} file(s) in {folder}: "
+                                    f"{', '.join(p.name for p in written)}.")
+            except (PhenDiffError, OSError) as exc:
                 self._report(str(exc))
 
     def show_side_by_side(self, triples: list[tuple[Image, Image, Image]]) -> None:

@@ -24,11 +24,13 @@ class Kind:
     help: str                   # for a biologist choosing one
     generates: bool = True      # draws new images from noise (training previews, the generalization analysis)
     fine_tunes: bool = False    # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
+    keeps_channels: bool = True  # works on the image's own channels, so a translation can keep some (keep_channels)
 
 
 KINDS: dict[str, Kind] = {
     "pixel": Kind("pixel", "PhenDiff, trained from scratch"),
-    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained Stable Diffusion (--base)", fine_tunes=True),
+    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained Stable Diffusion (--base)", fine_tunes=True,
+                   keeps_channels=False),
     "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),
 }
 
