@@ -27,8 +27,9 @@ def weights(folder):
 def test_interrupted_run_resumes_where_it_stopped_and_ends_identical(sim_data, tmp_path):
     straight = pd.train(config(sim_data, tmp_path / "straight"))
 
-    events = pd.iter_train(config(sim_data, tmp_path / "stopped"))
+    events, losses = pd.iter_train(config(sim_data, tmp_path / "stopped")), []
     for event in events:
+        losses += [(event.step, event.loss)] if event.kind == "step" else []
         if event.kind == "step" and event.step == 3:
             break
     events.close()  # what a Stop button or Ctrl-C does: save, then end
@@ -37,6 +38,7 @@ def test_interrupted_run_resumes_where_it_stopped_and_ends_identical(sim_data, t
 
     resumed = list(pd.iter_train(config(sim_data, tmp_path / "stopped", resume=True)))
     assert resumed[0].kind == "start" and resumed[0].step == 3 and "resuming at step 3" in resumed[0].message
+    assert resumed[0].history == tuple(losses)  # the loss curve of the steps trained before
     assert [e.step for e in resumed if e.kind == "step"] == [4, 5, 6]
     for a, b in zip(weights(straight), weights(tmp_path / "stopped")):
         assert a.keys() == b.keys()

@@ -165,13 +165,21 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
     for box, value in ((train.steps, 3), (train.batch_size, 2), (train.checkpoint_every, 2), (train.previews, 1)):
         box.setValue(value)
     train.device.setCurrentIndex(train.device.findData("cpu"))
-    run(qtbot, train.train())
+    worker, said = train.train(), []
+    worker.yielded.connect(lambda message: said.append(getattr(getattr(message, "event", None), "message", "")))
+    run(qtbot, worker)
 
+    assert "Making previews of step 2: TNFa (1 of 2)…" in said  # the status says what takes the time
     assert json.loads((out / "phendiff.json").read_text())["trained_steps"] == 3
     assert translate.checkpoint.findData(str(out)) >= 0
     assert train.progress.value() == 3 and len(train.loss_plot.losses) == 3
     assert viewer.layers["preview: TNFa"].data.shape == (1, 2, 32, 32)
     assert "Finished 3 steps" in train.status.text()
+    # both previews are on screen: the view was reset to hold them
+    shown = viewer.camera.center[-1]
+    lows, highs = zip(*[(layer.extent.world[0][-1], layer.extent.world[1][-1]) for layer in viewer.layers
+                        if layer.name.startswith("preview: ")])
+    assert min(lows) <= shown <= max(highs) and len(lows) == 2
 
 
 def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
@@ -191,6 +199,12 @@ def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
     assert "resumable checkpoint" in train.status.text()
     train.resume.setChecked(True)
     assert train.config().resume
+    stopped_at, curve = train._last_step, list(train.loss_plot.losses)
+    train.steps.setValue(stopped_at + 2)
+    wait_for(qtbot, train.train(), WAIT_MS)
+    # the curve goes on from the checkpoint's history instead of starting again
+    assert train.loss_plot.steps == list(range(1, stopped_at + 3))
+    np.testing.assert_allclose(train.loss_plot.losses[:stopped_at], curve[:stopped_at], rtol=1e-6)
 
 
 def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):

@@ -65,7 +65,13 @@ def run_training(config: TrainConfig, previews: int):
             yield Progress(event.step - first, event.total - first, event)
             if previews and event.kind in ("checkpoint", "done"):
                 model = load_checkpoint(event.path, device=config.device)
-                images = {c: sample(model, c, previews, steps=PREVIEW_STEPS, seed=0) for c in model.conditions}
+                images = {}
+                for i, condition in enumerate(model.conditions):  # say what is happening: this takes a while
+                    yield Progress(event.step - first, event.total - first, TrainEvent(
+                        "preview", event.step, event.total,
+                        message=f"Making previews of step {event.step}: {condition} ({i + 1} of "
+                                f"{len(model.conditions)})…"))
+                    images[condition] = sample(model, condition, previews, steps=PREVIEW_STEPS, seed=0)
                 model.release()
                 yield Result(Previews(event.step, images))
 
@@ -78,6 +84,7 @@ class TrainDock(WorkerDock):
         self.viewer = napari_viewer
         self._config: TrainConfig | None = None
         self._first_step = self._last_step = 0
+        self._done_text = ""
         self._timing: tuple[float, int] | None = None  # (time, step) of the first step of this run
         self._build()
 
@@ -294,7 +301,7 @@ class TrainDock(WorkerDock):
             self.folder_info.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
             show_error(in_dock_words(str(exc)))
             return None
-        self._config, self._timing = config, None
+        self._config, self._timing, self._done_text = config, None, ""
         self.loss_plot.clear()
         worker = run_training(config, self.previews.value() if self.previews.isEnabled() else 0)
         return self.start_worker(worker, "Reading the images…")
@@ -306,6 +313,7 @@ class TrainDock(WorkerDock):
 
     def on_result(self, previews: Previews) -> None:
         self._show_previews(previews)
+        self.status.setText(self._done_text or f"Previews of step {previews.step} shown; training goes on…")
 
     def on_progress(self, event: TrainEvent) -> None:
         if event.kind == "start":
@@ -313,13 +321,19 @@ class TrainDock(WorkerDock):
             self.progress.setRange(event.step, event.total)
             self._show_step(event.step, event.total)
             self.status.setText(event.message)
+            for step, loss in event.history:  # a resumed run: the curve goes on from where it stopped
+                self.loss_plot.add(step, loss)
+            self.loss_plot.redraw()
+        elif event.kind == "preview":
+            self.status.setText(event.message)
         elif event.kind == "step":
             self._on_step(event)
         else:  # a checkpoint was written; "done" is the last one
             CHECKPOINTS.add(event.path)
             if event.kind == "done":
-                self.status.setText(f"Finished {event.step} steps. Checkpoint: {event.path} (listed in the "
-                                    "Translate dock).")
+                self._done_text = (f"Finished {event.step} steps. Checkpoint: {event.path} (listed in the "
+                                   "Translate dock).")
+                self.status.setText(self._done_text)
 
     def _on_step(self, event: TrainEvent) -> None:
         if self._timing is None:
@@ -338,7 +352,9 @@ class TrainDock(WorkerDock):
         self.progress.setFormat(f"{step} / {total} steps")
 
     def _show_previews(self, previews: Previews) -> None:
-        """One layer per condition, `preview: <condition>`, updated in place at every checkpoint."""
+        """One layer per condition, `preview: <condition>`, updated in place at every checkpoint; the view is reset
+        when they are first added, so all of them are on screen."""
+        added = False
         for position, (condition, images) in enumerate(previews.images.items()):
             name = f"preview: {condition}"
             if name in self.viewer.layers:
@@ -351,6 +367,9 @@ class TrainDock(WorkerDock):
                 self.viewer.add_image(images, name=name, axis_labels=("sample", "channel", "y", "x"),
                                       translate=(0, 0, 0, offset), colormap="gray",
                                       metadata={"phendiff": {"preview_of": condition, "step": previews.step}})
+                added = True
+        if added:
+            self.viewer.reset_view()
 
     def on_finished(self, aborted: bool) -> None:
         self.loss_plot.redraw()

@@ -22,6 +22,7 @@ room for a checkpoint) before the images are read.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import platform
 from dataclasses import asdict, dataclass
@@ -39,10 +40,13 @@ from ..images import Normalization
 from ..models import kind_module, read_manifest
 from ..options import TrainConfig
 
+LOSSES = "losses.json"  # beside the resumable state in <checkpoint>/training: the loss curve so far
+
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """kind: "start", "step", "checkpoint" or "done"; `path` is set for checkpoints."""
+    """kind: "start", "step", "checkpoint" or "done"; `path` is set for checkpoints. A resumed run's "start" carries
+    the losses of the steps trained before, as (step, loss) pairs, in `history`."""
 
     kind: str
     step: int
@@ -51,6 +55,7 @@ class TrainEvent:
     lr: float | None = None
     path: Path | None = None
     message: str = ""
+    history: tuple = ()
 
 
 def train(config: TrainConfig) -> Path:
@@ -69,6 +74,7 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
     trainer = trainer_class(config, data, normalization)
     check_free_space(config.out, checkpoint_bytes(trainer))
     start = _load_state(trainer, config.out / "training") if resume_from else 0
+    losses = _loss_history(config.out / "training", start) if resume_from else []
     manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
 
     def save(step: int) -> Path:
@@ -78,6 +84,7 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
                     trainer.write(folder, {**manifest, "trained_steps": step})
                     stamp_weights(folder)
                     trainer.save_state(folder / "training", step)
+                    (folder / "training" / LOSSES).write_text(json.dumps(losses))
             except OSError as exc:  # disk full, folder gone or made read-only during the run
                 before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
                 raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written "
@@ -86,7 +93,8 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
         trainer.wait()
         return config.out
 
-    yield TrainEvent("start", start, config.steps, message=_start_message(config, data, start, trainer))
+    yield TrainEvent("start", start, config.steps, message=_start_message(config, data, start, trainer),
+                     history=tuple(map(tuple, losses)))
     step = saved_at = start
     try:
         for batch in trainer.batches(start):
@@ -98,6 +106,7 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
                                   + (f"the checkpoint of step {saved_at} in {config.out} is from before." if saved_at
                                      else "nothing was saved."))
             step += 1
+            losses.append([step, float(loss)])
             yield TrainEvent("step", step, config.steps, loss=loss, lr=lr, message=note)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 path = save(step)
@@ -109,6 +118,16 @@ def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
             save(step)
         raise
     yield TrainEvent("done", step, config.steps, path=save(step))
+
+
+def _loss_history(folder: Path, start: int) -> list[list]:
+    """The (step, loss) pairs saved with the training state, up to `start` (none for a checkpoint saved before
+    they were kept, or if the file is damaged: the curve then starts at the resumed step)."""
+    try:
+        pairs = json.loads((folder / LOSSES).read_text())
+        return [[int(s), float(v)] for s, v in pairs if int(s) <= start]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _load_state(trainer, folder: Path) -> int:
