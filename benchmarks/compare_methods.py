@@ -28,9 +28,13 @@ from napari_phendiff.core.training.run import train
 from report import hardware, table, write_section
 
 # What is evaluated: the model folder (before "-") and translation options over the checkpoint's defaults.
-EVALUATED = {"cyclegan": {}, "pixel": {}, "pixel-full": {"strength": 1.0, "guidance": 1.0}, "latent": {}}
+# "-keep": the DNA channel kept as the original's (keep_channels), for both methods alike; PhenDiff's setting then
+# comes from `calibrate --keep-channels DNA` on the calibration set (not stored, so "pixel" keeps its own).
+EVALUATED = {"cyclegan": {}, "pixel": {}, "pixel-full": {"strength": 1.0, "guidance": 1.0}, "latent": {},
+             "cyclegan-keep": {"keep_channels": ("DNA",)}, "pixel-keep": None}
 NAMES = {"cyclegan": "CycleGAN", "pixel": "PhenDiff (pixel), calibrated",
-         "pixel-full": "PhenDiff (pixel), full inversion", "latent": "Phen-LDiff (LoRA)"}
+         "pixel-full": "PhenDiff (pixel), full inversion", "latent": "Phen-LDiff (LoRA)",
+         "cyclegan-keep": "CycleGAN, DNA kept", "pixel-keep": "PhenDiff (pixel), DNA kept, calibrated"}
 COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean", "precision", "recall",
            "cycle_l2_per_pixel")
 
@@ -79,6 +83,17 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
                           settings=grid(args.strengths, args.guidances), n=args.n_calibrate,
                           steps=args.translate_steps, seed=0)
                 _note(checkpoint, f"calibrate_seconds_{tag}", time.perf_counter() - start)
+            if overrides is None:  # calibrated with the DNA kept, on the calibration set
+                calibration = folder / f"calibration_keep_{tag}"
+                if not (calibration / "calibration.json").is_file():
+                    start = time.perf_counter()
+                    calibrate(checkpoint, folder / "calib", *direction, calibration,
+                              settings=grid(args.keep_strengths, args.keep_guidances), n=args.n_calibrate,
+                              steps=args.translate_steps, seed=0, store=False, keep_channels=["DNA"])
+                    _note(checkpoint, f"calibrate_keep_seconds_{tag}", time.perf_counter() - start)
+                chosen = json.loads((calibration / "calibration.json").read_text())["chosen"]
+                overrides = {k: chosen[k] for k in ("strength", "guidance", "negative")}
+                overrides["keep_channels"] = tuple(chosen["keep_channels"])
             report = folder / f"report_{slug}_{tag}"
             if not (report / "metrics.json").is_file():
                 start = time.perf_counter()
@@ -166,6 +181,8 @@ def main() -> None:
     parser.add_argument("--n-calibrate", type=int, default=16, help="fields per condition for calibrate")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
     parser.add_argument("--guidances", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
+    parser.add_argument("--keep-strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
+    parser.add_argument("--keep-guidances", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()

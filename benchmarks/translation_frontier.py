@@ -153,6 +153,11 @@ def markdown(results: dict, args, figure: Path) -> str:
              f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
              f"no-truth scores on the same translations, *calibrated* its choice (kept >= {cal.KEEP_MIN}; classifier held-out accuracy "
              f"{results['classifier_accuracy']:.2f}). Hardware: {results.get('hardware') or hardware()}.", ""]
+    if results.get("keep_channels"):
+        lines += [f"Channels kept as the original's (keep_channels): {', '.join(results['keep_channels'])}. Identity "
+                  "is then 1 by construction (the nuclei are segmented on the kept DNA) and the truth optimum, which "
+                  "maximises transfer, overshoots: read the median against the real target's (untranslated row).",
+                  ""]
     header = ["direction", "setting", "transfer", "identity", "DNA change", "median", "moved", "kept"]
     for direction, entry in results["directions"].items():
         rows = []

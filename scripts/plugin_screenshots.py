@@ -35,14 +35,14 @@ def main() -> None:
     dock.frames.setValue(6)
     wait(dock.morph())
     for layer in viewer.layers:
-        layer.visible = layer.name in ("untreated_to_TNFa_s0.3_w4_morph",)
+        layer.visible = layer.name in ("untreated_to_TNFa_s0.45_w3_keep_DNA_morph",)
     viewer.dims.set_current_step(0, 3)  # a frame half way
     viewer.reset_view()
     shoot(viewer, dock, "plugin_morph.png")
 
     wait(dock.measure_cells())
     for layer in viewer.layers:
-        layer.visible = layer.name in ("untreated_to_TNFa_s0.3_w4", "cells_change_reporter_nc_ratio")
+        layer.visible = layer.name in ("untreated_to_TNFa_s0.45_w3_keep_DNA", "cells_change_reporter_nc_ratio")
     viewer.reset_view()
     dock.cells_table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
     shoot(viewer, dock, "plugin_cells.png")

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import tifffile
 
+from napari_phendiff.core.simulate import simulate_field
+
 from napari_phendiff.cli import main
 
 GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui")
@@ -84,6 +86,8 @@ import pytest  # noqa: E402
     (["--steps", "0"], "steps must be between"), (["--steps", "-3"], "steps must be between"),
     (["--steps", "100000"], "steps must be between"), (["--batch-size", "-1"], "batch_size must be at least 1"),
     (["--guidance-interval", "0.6", "0.2"], "guidance_interval must satisfy"),
+    (["--keep-channels", "Actin"], "the checkpoint's channels are DNA, reporter"),
+    (["--keep-channels", "DNA", "reporter"], "nothing would be translated"),
 ])
 def test_bad_translation_settings_fail_before_anything_is_written(tmp_path, capsys, flags, phrase):
     image = tmp_path / "in.tif"
@@ -94,3 +98,15 @@ def test_bad_translation_settings_fail_before_anything_is_written(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and phrase in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_demo_keeps_its_dna_by_default_and_says_so(tmp_path, capsys):
+    image = tmp_path / "in.tif"
+    field = simulate_field("translocation", "untreated", 48, seed=3, cell_diameter=20.0).image
+    tifffile.imwrite(image, field, imagej=True, metadata={"axes": "CYX"})
+    assert main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa",
+                 "--out", str(tmp_path / "out"), "--steps", "10"]) == 0
+    assert "kept DNA (calibrated)" in capsys.readouterr().out
+    translated = tifffile.imread(tmp_path / "out" / "in_to_TNFa.tif")
+    np.testing.assert_array_equal(translated[0], field[0])
+    assert not np.array_equal(translated[1], field[1])

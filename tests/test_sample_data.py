@@ -33,7 +33,7 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     assert (dock.source.currentText(), dock.target.currentText()) == ("untreated", "TNFa")  # from the layer name
     dock.steps.setValue(2)
     wait_for(qtbot, dock.translate())
-    translated = viewer.layers["untreated_to_TNFa_s0.3_w4"]
+    translated = viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA"]
     # the current plane's result sits at its own index of a stack-shaped layer: aligned under the field slider
     assert translated.data.shape == untreated.shape and translated.data.dtype == np.uint16
     plane = translated.metadata["phendiff"]["plane"][0]
@@ -42,9 +42,9 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     other = (plane + 1) % 4
     viewer.dims.set_current_step(0, other)
     wait_for(qtbot, dock.translate())
-    assert viewer.layers["untreated_to_TNFa_s0.3_w4"] is translated  # filled plane by plane
+    assert viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA"] is translated  # filled plane by plane
     np.testing.assert_array_equal(translated.data[plane], first)
     assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]
-    np.testing.assert_allclose(viewer.layers["untreated_to_TNFa_s0.3_w4_diff"].data[other],
+    np.testing.assert_allclose(viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
                                translated.data[other].astype(np.float32) - untreated[other].astype(np.float32))
     assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)

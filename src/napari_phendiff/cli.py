@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core.options import DEVICES  # light: no torch
+from .core.options import DEMO_FIELDS, DEVICES  # light: no torch
 
 EXAMPLES = {
     "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("demo", "Translate simulated cells with the shipped demo model (offline, CPU, a few minutes).")
     p.add_argument("--out", type=Path, default=Path("phendiff-demo"), help="output folder (default phendiff-demo)")
-    p.add_argument("--n", type=int, default=3, help="images per condition (default 3)")
+    p.add_argument("--n", type=int, default=DEMO_FIELDS, help=f"images per condition (default {DEMO_FIELDS})")
     _translation_options(p)
     p.set_defaults(run=_demo)
     return parser

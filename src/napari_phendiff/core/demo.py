@@ -17,13 +17,13 @@ from .export import provenance, write_translation
 from .figures import comparison_figure
 from .images import write_image
 from .simulate import PHENOTYPES, measure_phenotype, simulate_field
-from .options import check_given, describe
+from .options import DEMO_FIELDS, check_given, describe
 from .translate import TranslateEvent, translate, translation_options
 
 FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulate_dataset(seed=0)
 
 
-def run_demo(out: str | Path, *, n: int = 3, device: str = "auto",
+def run_demo(out: str | Path, *, n: int = DEMO_FIELDS, device: str = "auto",
              progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None, **options) -> list[Path]:
     """Translate n simulated fields per condition to the other condition; write TIFFs, a PNG figure and a summary.
 

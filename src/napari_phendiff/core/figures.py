@@ -28,14 +28,17 @@ def comparison_figure(path: str | Path, rows: list[tuple[str, np.ndarray, np.nda
             low, high = np.percentile(before, (0.5, 99.8))
             difference = after - before
             limit = max(float(np.percentile(np.abs(difference), 99.5)), 1e-9)
+            unchanged = not difference.any()  # a kept channel: no colour scale to read
             panels = ((before, "gray", low, high, f"{title}\n{channel}: original"),
                       (after, "gray", low, high, "translated"),
-                      (difference, "RdBu_r", -limit, limit, "difference (translated - original)"))
+                      (difference, "RdBu_r", -limit, limit, "difference: none (kept as the original's)" if unchanged
+                       else "difference (translated - original)"))
             for ax, (data, cmap, vmin, vmax, label) in zip(axes[row], panels):
                 shown = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax)
                 ax.set_title(label, fontsize=8)
                 ax.axis("off")
-            fig.colorbar(shown, ax=axes[row, 2], fraction=0.046, pad=0.02)
+            if not unchanged:
+                fig.colorbar(shown, ax=axes[row, 2], fraction=0.046, pad=0.02)
             row += 1
     fig.tight_layout()
     fig.savefig(path, dpi=110)
