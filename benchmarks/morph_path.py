@@ -1,4 +1,5 @@
-"""Is the morph a faithful path? Frames of `translate_morph` (by strength, one inversion) on the simulator's truth.
+"""Which morph is the more faithful path? Frames of `translate_morph` by strength and by blending the conditions'
+embeddings (one inversion each), on the simulator's truth.
 
     python benchmarks/morph_path.py --fields 8 --frames 6
 
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_phendiff.core.explore import morph_strengths, translate_morph
+from napari_phendiff.core.explore import MORPH_PATHS, translate_morph
 from napari_phendiff.core.models import load_checkpoint
-from napari_phendiff.core.options import TranslateOptions
+from napari_phendiff.core.options import describe
+from napari_phendiff.core.translate import translation_options
 
 from report import hardware, save_figure, table, write_section
 from translation_frontier import score, simulated_sets
@@ -33,50 +35,65 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=8)
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--seed", type=int, default=5000)
+    parser.add_argument("--paths", nargs="+", default=list(MORPH_PATHS))
     args = parser.parse_args()
     model = load_checkpoint(args.checkpoint, device="cpu")
     phenotype, sets = simulated_sets(model, args.fields, args.seed)
     conditions = list(sets)
-    options = TranslateOptions()
-    strengths = [0.0] + morph_strengths(options, args.frames)
-    results, started = {}, time.perf_counter()
+    results, settings, started = {}, {}, time.perf_counter()
     for source in conditions:
         target = next(c for c in conditions if c != source)
-        stacks = np.stack([translate_morph(model, image, source, target, args.frames, options)
-                           for image in sets[source]["images"]], axis=1)  # (frames, fields, C, Y, X)
-        results[f"{source} -> {target}"] = [score(phenotype, model, None, sets[source], sets[target], target, frame)
-                                            if k else score(phenotype, model, None, sets[source], sets[target],
-                                                            target, sets[source]["images"])
-                                            for k, frame in enumerate(stacks)]
+        options, sources = translation_options(model, source, target)  # the checkpoint's own settings
+        settings[f"{source} -> {target}"] = describe(options, sources)
+        for path in args.paths:
+            stacks = np.stack([translate_morph(model, image, source, target, args.frames, options, path=path)
+                               for image in sets[source]["images"]], axis=1)  # (frames, fields, C, Y, X)
+            results[(f"{source} -> {target}", path)] = [
+                score(phenotype, model, None, sets[source], sets[target], target, frame) for frame in stacks]
     seconds = time.perf_counter() - started
-    rows = [[direction, k, f"{strengths[k]:.2f}", r["median_translated"], r["transfer"], r["identity"]]
-            for direction, scored in results.items() for k, r in enumerate(scored)]
-    monotone = {d: bool(np.all(np.diff([r["median_translated"] for r in s]) * np.sign(
-        s[-1]["median_translated"] - s[0]["median_translated"]) >= -0.02)) for d, s in results.items()}
+    steps = {path: [0.0] + [j / args.frames for j in range(1, args.frames + 1)] for path in args.paths}
+    rows = [[direction, path, k, f"{steps[path][k]:.2f}", r["median_translated"], r["transfer"], r["identity"],
+             r["change_" + model.channel_names[1]]]
+            for (direction, path), scored in results.items() for k, r in enumerate(scored)]
+
+    def monotone(scored):
+        medians = [r["median_translated"] for r in scored]
+        return bool(np.all(np.diff(medians) * np.sign(medians[-1] - medians[0]) >= -0.02))
+
+    def evenness(scored):
+        """The largest share of the whole move made by one frame (1/K: perfectly even; 1: all in one frame)."""
+        medians = np.array([r["median_translated"] for r in scored])
+        return float(np.max(np.abs(np.diff(medians))) / max(abs(medians[-1] - medians[0]), 1e-9))
 
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, (direction, scored) in zip(axes, results.items()):
-        ax.plot(range(len(scored)), [r["median_translated"] for r in scored], "o-", label="morph frames")
+    directions = list(dict.fromkeys(d for d, _ in results))
+    fig, axes = plt.subplots(1, len(directions), figsize=(9, 3.4), squeeze=False)
+    for ax, direction in zip(axes[0], directions):
+        for path in args.paths:
+            scored = results[(direction, path)]
+            ax.plot(range(len(scored)), [r["median_translated"] for r in scored], "o-", label=f"by {path}")
         ax.axhline(scored[0]["median_source"], color="grey", ls=":", label="real source median")
         ax.axhline(scored[0]["median_target"], color="green", ls="--", label="real target median")
         ax.set_title(direction)
         ax.set_xlabel("frame")
         ax.set_ylabel("median nuclear/cytoplasmic reporter")
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     save_figure(fig, FIGURE)
+    summary = "; ".join(
+        f"{d} by {p}: {'monotone' if monotone(s) else 'NOT monotone'}, {s[0]['median_translated']:.2f} -> "
+        f"{s[-1]['median_translated']:.2f} (real target {s[0]['median_target']:.2f}), largest single-frame share "
+        f"{evenness(s):.2f}, {model.channel_names[1]} change of frame 1 {s[1]['change_' + model.channel_names[1]]:.3f}"
+        for (d, p), s in results.items())
     text = (f"## Morph path on the ground truth (`benchmarks/morph_path.py`)\n\n"
-            f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames by "
-            f"strength (project defaults: strength {options.strength}, guidance {options.guidance} against the "
-            f"source, {options.steps}-step grid; frame 0 is the original), {hardware()}, {seconds:.0f} s. Scores with "
-            "the original's true masks.\n\n"
-            + table(["direction", "frame", "strength", "median phenotype", "transfer", "identity"], rows)
-            + "\n\n" + "; ".join(f"{d}: the median moves {'monotonically' if m else 'NOT monotonically'} from "
-                                   f"{results[d][0]['median_translated']:.2f} to {results[d][-1]['median_translated']:.2f}"
-                                   f" (real target {results[d][0]['median_target']:.2f}), identity at the last frame "
-                                   f"{results[d][-1]['identity']:.2f}" for d, m in monotone.items())
-            + ".\n\n![morph path](images/morph_path.png)\n")
+            f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames after "
+            f"the original (frame 0), at the checkpoint's own settings ({'; '.join(f'{d}: {s}' for d, s in settings.items())}). "
+            "*strength*: frame j is the translation taken j/K of the way down to that strength; *embedding*: every "
+            "frame at that strength, the target's embedding blended from the source's j/K of the way. Scores with "
+            f"the original's true masks; {hardware()}, {seconds:.0f} s.\n\n"
+            + table(["direction", "path", "frame", "j/K", "median phenotype", "transfer", "identity",
+                     f"{model.channel_names[1]} change"], rows)
+            + "\n\n" + summary + ".\n\n![morph path](images/morph_path.png)\n")
     write_section("morph_path", text)
     print(text)
 

@@ -110,3 +110,16 @@ def test_the_demo_keeps_its_dna_by_default_and_says_so(tmp_path, capsys):
     translated = tifffile.imread(tmp_path / "out" / "in_to_TNFa.tif")
     np.testing.assert_array_equal(translated[0], field[0])
     assert not np.array_equal(translated[1], field[1])
+
+
+def test_translate_writes_a_morph_by_embedding(tmp_path):
+    image = tmp_path / "in.tif"
+    field = simulate_field("translocation", "untreated", 48, seed=4, cell_diameter=20.0).image
+    tifffile.imwrite(image, field, imagej=True, metadata={"axes": "CYX"})
+    assert main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa", "--out",
+                 str(tmp_path / "out"), "--steps", "10", "--morph", "2", "--morph-path", "embedding"]) == 0
+    with tifffile.TiffFile(tmp_path / "out" / "in_to_TNFa_morph.tif") as tif:
+        frames = tif.asarray()
+        info = json.loads(tif.imagej_metadata["Info"])
+    assert frames.shape[0] == 3 and info["morph_path"] == "embedding"
+    np.testing.assert_array_equal(frames[-1], tifffile.imread(tmp_path / "out" / "in_to_TNFa.tif"))

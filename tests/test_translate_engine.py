@@ -205,3 +205,39 @@ def test_bad_kept_channels_are_clear_errors_before_any_work(model, monkeypatch, 
     with pytest.raises(ConfigError, match="use inversion 'ddim'"):
         pd.translate(model, field(), "untreated", "TNFa", keep_channels=("DNA",), inversion="bdia")
     assert counter.calls == []
+
+
+def test_embedding_morph_shares_one_inversion_and_ends_at_the_translation(model, monkeypatch):
+    from napari_phendiff.core.explore import translate_morph
+
+    image = field(seed=8)
+    plain = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.5)
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    frames = translate_morph(model, image, "untreated", "TNFa", 3, steps=10, strength=0.5, path="embedding")
+    assert frames.shape == (4, *image.shape) and frames.dtype == image.dtype
+    np.testing.assert_array_equal(frames[0], image)
+    np.testing.assert_array_equal(frames[-1], plain)  # full weight: the target's own embedding, bit for bit
+    assert not np.array_equal(frames[1], frames[2]) and not np.array_equal(frames[2], frames[3])
+    inverting = [c for c in counter.calls if set(c[1]) == {model.condition_index("untreated")}]  # inverting
+    assert len(inverting) == 5  # strength 0.5 of a 10-step grid, once for all three frames
+    # the blend touched only those frames: the model's target embedding is its own again
+    monkeypatch.undo()
+    np.testing.assert_array_equal(pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.5), plain)
+
+
+def test_the_middle_of_an_embedding_morph_is_a_blend_of_the_two_conditions(model):
+    """Half way, the target's label looks up the mean of the source's and the target's class embeddings."""
+    table = model.unet.class_embedding
+    with model.blended_condition(1, 0, 0.5):
+        mixed = table(torch.tensor([1, 0]))
+    torch.testing.assert_close(mixed[0], 0.5 * (table.weight[0] + table.weight[1]))
+    torch.testing.assert_close(mixed[1], table.weight[0])  # the other label untouched
+    torch.testing.assert_close(table(torch.tensor([1]))[0], table.weight[1])  # and the blend gone afterwards
+
+
+def test_embedding_morph_is_refused_where_it_cannot_run(model):
+    from napari_phendiff.core.explore import translate_morph
+
+    with pytest.raises(ConfigError, match="morph path must be one of strength, embedding"):
+        translate_morph(model, field(), "untreated", "TNFa", 2, path="dose")

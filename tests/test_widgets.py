@@ -413,3 +413,12 @@ def test_keep_unchanged_keeps_the_ticked_channel_and_names_it(qtbot, viewer, tra
     np.testing.assert_array_equal(translated.data[0], image[0])
     assert translated.metadata["phendiff"]["keep_channels"] == ["DNA"]
     assert "kept DNA (given)" in translate_dock.status.text()
+
+
+def test_morph_by_embedding_is_its_own_layer_and_ends_at_the_translation(qtbot, viewer, translate_dock, translated):
+    translate_dock.frames.setValue(2)
+    translate_dock.morph_path.setCurrentText("embedding")
+    run(qtbot, translate_dock.morph())
+    layer = viewer.layers["cells_to_TNFa_s0.3_w4_morph_embedding"]
+    assert layer.data.shape == (3, *translated.shape) and layer.metadata["phendiff"]["morph_path"] == "embedding"
+    np.testing.assert_array_equal(layer.data[-1], viewer.layers["cells_to_TNFa_s0.3_w4"].data)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core.options import DEMO_FIELDS, DEVICES  # light: no torch
+from .core.options import DEMO_FIELDS, DEVICES, MORPH_PATHS  # light: no torch
 
 EXAMPLES = {
     "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="translate again inputs whose outputs already exist")
     p.add_argument("--morph", type=int, default=0, metavar="K",
                    help="also write <name>_morph.tif: the original and K frames going deeper to the translation")
+    p.add_argument("--morph-path", choices=MORPH_PATHS, default="strength",
+                   help="the morph's frames: deeper by strength (default), or at the translation's strength with the "
+                        "target's embedding blended from the source's (pixel checkpoints)")
     p.add_argument("--samples", type=int, default=0, metavar="N",
                    help="also write <name>_std.tif: the per-pixel standard deviation over N seeds (where the model "
                         "is unsure)")
@@ -340,7 +343,8 @@ def _translate(args) -> None:
     from .core.batch import SUMMARY, translate_files
 
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
-                             overwrite=args.overwrite, morph=args.morph, samples=args.samples,
+                             overwrite=args.overwrite, morph=args.morph, morph_path=args.morph_path,
+                             samples=args.samples,
                              measure=args.measure, progress=_TranslationBar, report=print, **_given(args))
     if result.settings:
         print(f"settings: {result.settings}")

@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
 from .images import is_image_file, read_image
-from .options import check_given, describe
+from .options import MORPH_PATHS, check_given, describe
 from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
                         translation_options)
 
@@ -120,14 +120,14 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
 
 def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
                          device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
-                         measure: bool = False, model=None, report: Callable[[Path], None] | None = None,
+                         measure: bool = False, morph_path: str = "strength", model=None, report: Callable[[Path], None] | None = None,
                          **options):
     """Translate step by step: yields (files, TranslateEvent) per network step, returns the BatchResult. Closing
     it stops between two steps (every file written so far is complete; no summary is written for the run).
 
     options: the translation options (core/options.py; unset ones take the checkpoint's calibrated setting, else
     the defaults). Per file and target, optionally: `morph` K frames from the original to the translation
-    (<name>_morph.tif, a stack), the standard deviation over `samples` seeds (<name>_std.tif, float32) and the
+    (<name>_morph.tif, a stack; `morph_path` "strength" or "embedding"), the standard deviation over `samples` seeds (<name>_std.tif, float32) and the
     per-cell table (<name>_cells.csv); see core/explore.py. `model`: one already loaded from `checkpoint` (the
     dock's), else it is loaded here. `report(path)` is called per written file.
     """
@@ -138,6 +138,8 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
     for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be a whole number >= {low}, not {value!r}.")
+    if morph_path not in MORPH_PATHS:
+        raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
     if samples == 1:
         raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
     extras = [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure)) if wanted]
@@ -166,8 +168,8 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
                 job.out_dir.mkdir(parents=True, exist_ok=True)
                 for target, stack in translated.items():
                     meta = provenance(model, source, target, chosen, job.path)
-                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
-                                        samples, measure),
+                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta,
+                                        (morph, morph_path), samples, measure),
                                write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
                     result.written += written
                     for path in written if report else ():
@@ -186,17 +188,18 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
 
 
 def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
-            meta: dict, morph: int, samples: int, measure: bool) -> list[Path]:
+            meta: dict, morph: tuple[int, str], samples: int, measure: bool) -> list[Path]:
     """The extras asked for one file and target, written before its translation (whose presence marks the file
     done): a morph stack, the spread over seeds, the per-cell table."""
     from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
     from .images import write_image
 
     written = []
-    if morph:
-        frames = translate_morph(model, image, source, target, morph, options)
-        written.append(write_image(job.output(target, "morph"), frames, channel_names=model.channel_names,
-                                   provenance={**meta, "morph_frames": morph}))
+    frames, path = morph
+    if frames:
+        stack = translate_morph(model, image, source, target, frames, options, path=path)
+        written.append(write_image(job.output(target, "morph"), stack, channel_names=model.channel_names,
+                                   provenance={**meta, "morph_frames": frames, "morph_path": path}))
     if samples:
         _, spread = translate_samples(model, image, source, target, samples, options)
         written.append(write_image(job.output(target, "std"), spread.astype(np.float32),

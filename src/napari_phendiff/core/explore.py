@@ -14,6 +14,8 @@ these; each shares one inversion through translate.iter_translate's cache.
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +25,7 @@ import numpy as np
 
 from .cells import measure_cells, nuclear_channel, segment_cells, segment_nuclei
 from .errors import ConfigError
-from .options import TranslateOptions, grid_steps
+from .options import MORPH_PATHS, TranslateOptions, grid_steps
 from .translate import TranslateEvent, is_direct, iter_translate, network_steps, translation_options
 
 MORPH_FRAMES = 8
@@ -39,14 +41,33 @@ def morph_strengths(options: TranslateOptions, frames: int) -> list[float]:
 
 
 def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
-               options: TranslateOptions | None = None, cache: dict | None = None,
+               options: TranslateOptions | None = None, cache: dict | None = None, path: str = "strength",
                **overrides) -> Iterator[TranslateEvent]:
-    """Yield progress, then a "done" event whose result stacks frames 0..K on a new leading axis."""
+    """Yield progress, then a "done" event whose result stacks frames 0..K on a new leading axis.
+
+    path "strength": frame j is the translation taken j/K of the way down to the options' strength (one inversion).
+    path "embedding": every frame at the options' strength, with the target condition's embedding blended from the
+    source's, j/K of the way (pixel checkpoints; one inversion too). docs/benchmarks.md (morph_path) compares them.
+    """
     if is_direct(model):
         raise ConfigError("A CycleGAN maps an image in one step: it has no strength to morph along. Use a diffusion "
                           "checkpoint (pixel or latent).")
+    if path not in MORPH_PATHS:
+        raise ConfigError(f"The morph path must be one of {', '.join(MORPH_PATHS)}, not {path!r}.")
     options, _ = translation_options(model, source, target, options, **overrides)
     cache = {} if cache is None else cache
+    if path == "embedding":
+        if frames < 1:
+            raise ConfigError(f"A morph needs at least 1 frame after the original, not {frames}.")
+        with model.blended_condition(model.condition_index(target), model.condition_index(source), 1.0):
+            pass  # refuses a kind that cannot blend, before any work
+        out = [np.asarray(images)]
+        weights = [j / frames for j in range(1, frames + 1)]
+        total = yield from _runs(model, images, source, target, [options] * frames, cache, out.append,
+                                 around=lambda k: model.blended_condition(model.condition_index(target),
+                                                                          model.condition_index(source), weights[k]))
+        yield TranslateEvent("done", total, total, target, result=np.stack(out))
+        return
     strengths = morph_strengths(options, frames)
     deepest = replace(options, strength=strengths[-1])
     order = [strengths[-1], *strengths[:-1]]  # the deepest first: its inversion serves every other frame
@@ -57,28 +78,29 @@ def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int 
     yield TranslateEvent("done", total, total, target, result=np.stack(out))
 
 
-def _runs(model, images, source: str, target: str, runs: list[TranslateOptions], cache: dict, keep):
+def _runs(model, images, source: str, target: str, runs: list[TranslateOptions], cache: dict, keep, around=None):
     """Translations sharing one inversion (the first run's, the deepest), as one progress count; `keep(result)`
-    receives each result in order."""
+    receives each result in order; `around(k)`, if given, is a context the k-th run happens in."""
     overall = done = 0
     for number, options in enumerate(runs):
-        for event in iter_translate(model, images, source, target, options, cache=cache):
-            if event.phase == "done":
-                keep(event.result)
-                done += event.total
-                continue
-            if not overall:  # the first run's count tells how many batches each later run has
-                inverse, forward = network_steps(options)
-                batches = event.total // (inverse + forward)
-                overall = event.total + batches * sum(network_steps(r)[1] for r in runs[1:])
-            yield TranslateEvent(event.phase, done + event.step, overall, target)
+        with around(number) if around else contextlib.nullcontext():
+            for event in iter_translate(model, images, source, target, options, cache=cache):
+                if event.phase == "done":
+                    keep(event.result)
+                    done += event.total
+                    continue
+                if not overall:  # the first run's count tells how many batches each later run has
+                    inverse, forward = network_steps(options)
+                    batches = event.total // (inverse + forward)
+                    overall = event.total + batches * sum(network_steps(r)[1] for r in runs[1:])
+                yield TranslateEvent(event.phase, done + event.step, overall, target)
     return done
 
 
 def translate_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
-                    options: TranslateOptions | None = None, **overrides) -> np.ndarray:
-    """(K + 1, *images.shape): the original, then the translation taken a step deeper per frame."""
-    for event in iter_morph(model, images, source, target, frames, options, **overrides):
+                    options: TranslateOptions | None = None, path: str = "strength", **overrides) -> np.ndarray:
+    """(K + 1, *images.shape): the original, then the translation a step further along `path` per frame."""
+    for event in iter_morph(model, images, source, target, frames, options, path=path, **overrides):
         if event.phase == "done":
             return event.result
 

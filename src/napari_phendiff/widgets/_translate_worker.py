@@ -34,6 +34,7 @@ class TranslateRequest:
     images: np.ndarray  # (N, C, Y, X)
     mode: str = "translate"  # translate | control (source -> source) | morph
     frames: int = MORPH_FRAMES  # morph: frames after the original
+    morph_path: str = "strength"  # morph: by strength or by blending the conditions' embeddings
     samples: int = 0  # translate: seeds for the spread layer (0: none)
 
     @property
@@ -75,7 +76,8 @@ def run_translation(request: TranslateRequest, model: ConditionedModel | None, c
         yield Loaded(model)
         images, source, options = request.images, request.source, request.options
         if request.mode == "morph":
-            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache)]
+            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache,
+                                path=request.morph_path)]
         else:
             parts = [iter_translate(model, images, source, request.shown_target, options, cache=cache)]
         if request.mode == "translate" and request.samples >= 2 and not is_direct(model):

@@ -26,7 +26,7 @@ from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
 from ..core.models import KINDS, read_manifest
 from ..core.models.base import ConditionedModel
-from ..core.options import HELP, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
+from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
 from ..core.translate import is_direct
 from ._layer_picker import LayerPicker
 from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
@@ -117,6 +117,11 @@ class TranslateDock(WorkerDock):
         self.cancel_button.clicked.connect(self.cancel)
         self.frames = spin(QSpinBox(), 1, 64, MORPH_FRAMES, "Frames of the morph after the original: each goes a "
                            "little deeper, the last is the translation; the slider scrubs the progression.")
+        self.morph_path = QComboBox()
+        self.morph_path.addItems(list(MORPH_PATHS))
+        self.morph_path.setToolTip("strength: each frame takes the image apart a little deeper (frame 1 barely "
+                                   "changed); embedding: every frame as deep as the translation, the condition "
+                                   "blended from the source to the target.")
         self.samples = spin(QSpinBox(), 0, 32, 0, "Regenerate with this many seeds and add a layer of how much they "
                             "disagree per pixel: where the model is unsure. Off: none.")
         self.samples.setSpecialValueText("off")
@@ -165,7 +170,7 @@ class TranslateDock(WorkerDock):
         form.addRow("Device", self.device)
         form.addRow("Translate", self.scope)
         form.addRow("Uncertainty samples", self.samples)
-        form.addRow("Morph frames", self.frames)
+        form.addRow("Morph frames", row(self.frames, self.morph_path))
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(row(self.translate_button, self.cancel_button))
@@ -309,7 +314,7 @@ class TranslateDock(WorkerDock):
         return TranslateRequest(
             checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
             source=source, target=target, options=options, sources=sources, images=images, mode=mode,
-            frames=self.frames.value(), samples=self.samples.value())
+            frames=self.frames.value(), morph_path=self.morph_path.currentText(), samples=self.samples.value())
 
     def translate(self):
         """The Translate button: start the worker and return it (None if the inputs do not fit)."""
@@ -493,9 +498,10 @@ class TranslateDock(WorkerDock):
         self.results = []
         for i, layer in enumerate(inputs.layers):
             stack = np.stack([parts[i] for parts in per_frame])
+            extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
             kwargs = translated_layer(layer, stack[0], inputs.kept_axes,
-                                      result_name(layer.name, request.target, tag, "morph"),
-                                      {**meta, "morph_frames": request.frames})
+                                      result_name(layer.name, request.target, tag, extra),
+                                      {**meta, "morph_frames": request.frames, "morph_path": request.morph_path})
             kwargs.update(data=stack, scale=[1.0, *kwargs["scale"]], translate=[0.0, *kwargs["translate"]],
                           axis_labels=["frame", *kwargs["axis_labels"]])
             self.results.append(self.viewer.add_image(**kwargs).name)

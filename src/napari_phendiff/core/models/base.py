@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..images import Normalization
 
 
@@ -80,6 +80,11 @@ class DiffusionModel(ConditionedModel):
     def null_condition(self) -> int:
         """Class index meaning "no condition" (used by classifier-free guidance)."""
         return len(self.conditions)
+
+    def blended_condition(self, condition: int, other: int, weight: float):
+        """A context in which `condition` means weight x its own embedding + (1 - weight) x `other`'s (the morph's
+        embedding path). Only kinds that condition through an embedding table give one."""
+        raise ConfigError(f"{self.kind} checkpoints cannot blend two conditions; morph by strength instead.")
 
 
 class DirectModel(ConditionedModel):

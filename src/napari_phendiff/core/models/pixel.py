@@ -10,6 +10,8 @@ scratch, with the DDIM schedule. This module owns the kind: its loaded class, fi
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +124,28 @@ class PixelModel(DiffusionModel):
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The UNet's prediction (noise or v, as the scheduler config says) for conditions `labels`."""
         return self.unet(x, t, class_labels=labels).sample
+
+    @contextlib.contextmanager
+    def blended_condition(self, condition: int, other: int, weight: float):
+        """While active, label `condition` gets weight x its class embedding + (1 - weight) x `other`'s: a forward
+        hook on the UNet's embedding table (diffusers' UNet2DModel takes labels, not embeddings)."""
+        table = self.unet.class_embedding
+        with torch.no_grad():
+            mixed = (1.0 - weight) * table.weight[other] + weight * table.weight[condition]
+
+        def hook(module, inputs, output):
+            rows = inputs[0] == condition
+            if not bool(rows.any()):
+                return output
+            output = output.clone()
+            output[rows] = mixed.to(output.dtype)
+            return output
+
+        handle = table.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 PhenDiffModel = PixelModel  # the name scripts written for earlier versions import
