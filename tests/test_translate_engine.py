@@ -86,6 +86,8 @@ def test_exact_inversion_reconstructs_to_float_rounding(demo):
         assert not torch.equal(inverted.states[-1], x)  # it did go somewhere
     out = pd.translate(demo, image, "untreated", "TNFa", steps=10, inversion="bdia", strength=0.5)
     assert out.shape == image.shape and np.isfinite(out.astype(np.float64)).all()
+    # the demo's calibrated DNA keeping needs a DDIM walk: the exact inversion asked for wins over it
+    assert resolve_options(demo.manifest, "untreated", "TNFa", {"inversion": "bdia"})[0].keep_channels == ()
 
 
 def test_source_negative_guidance_at_scale_one_is_unguided(model):

@@ -214,6 +214,10 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
             values[name], sources[name] = calibrated[name], "calibrated"
         else:
             sources[name] = "default"
+    if values.get("inversion") == "bdia" and sources["keep_channels"] == "calibrated":
+        # the user's exact inversion wins over a calibrated channel keeping, which needs a DDIM walk
+        del values["keep_channels"]
+        sources["keep_channels"] = "default"
     return TranslateOptions(**values).validate(), sources
 
 
