@@ -86,8 +86,9 @@ def main() -> None:
         f"{evenness(s):.2f}, {model.channel_names[1]} change of frame 1 {s[1]['change_' + model.channel_names[1]]:.3f}"
         for (d, p), s in results.items())
     text = (f"## Morph path on the ground truth (`benchmarks/morph_path.py`)\n\n"
-            f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames after "
-            f"the original (frame 0), at the checkpoint's own settings ({'; '.join(f'{d}: {s}' for d, s in settings.items())}). "
+            f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames "
+            "after the original (frame 0), at the checkpoint's own settings ("
+            + "; ".join(f"{d}: {s}" for d, s in settings.items()) + "). "
             "*strength*: frame j is the translation taken j/K of the way down to that strength; *embedding*: every "
             "frame at that strength, the target's embedding blended from the source's j/K of the way. Scores with "
             f"the original's true masks; {hardware()}, {seconds:.0f} s.\n\n"

@@ -83,7 +83,8 @@ def test_translate_adds_translated_and_difference_layers(qtbot, viewer, translat
     meta = translated.metadata["phendiff"]
     assert meta["checkpoint"] == str(tiny_checkpoint) and (meta["source"], meta["target"]) == ("untreated", "TNFa")
     assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"]
-    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells_to_TNFa_s0.3_w4", "cells_to_TNFa_s0.3_w4_diff"]
+    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells_to_TNFa_s0.3_w4",
+                                                           "cells_to_TNFa_s0.3_w4_diff"]
     assert viewer.canvas.grid.enabled and viewer.canvas.grid.shape == (1, 3)
     assert translate_dock.model is not None
     translate_dock.release_model()

@@ -120,14 +120,16 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
 
 def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
                          device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
-                         measure: bool = False, morph_path: str = "strength", model=None, report: Callable[[Path], None] | None = None,
+                         measure: bool = False, morph_path: str = "strength", model=None,
+                         report: Callable[[Path], None] | None = None,
                          **options):
     """Translate step by step: yields (files, TranslateEvent) per network step, returns the BatchResult. Closing
     it stops between two steps (every file written so far is complete; no summary is written for the run).
 
     options: the translation options (core/options.py; unset ones take the checkpoint's calibrated setting, else
     the defaults). Per file and target, optionally: `morph` K frames from the original to the translation
-    (<name>_morph.tif, a stack; `morph_path` "strength" or "embedding"), the standard deviation over `samples` seeds (<name>_std.tif, float32) and the
+    (<name>_morph.tif, a stack, along `morph_path` "strength" or "embedding"), the standard deviation over
+    `samples` seeds (<name>_std.tif, float32) and the
     per-cell table (<name>_cells.csv); see core/explore.py. `model`: one already loaded from `checkpoint` (the
     dock's), else it is loaded here. `report(path)` is called per written file.
     """
@@ -168,8 +170,8 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
                 job.out_dir.mkdir(parents=True, exist_ok=True)
                 for target, stack in translated.items():
                     meta = provenance(model, source, target, chosen, job.path)
-                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta,
-                                        (morph, morph_path), samples, measure),
+                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
+                                        morph_path, samples, measure),
                                write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
                     result.written += written
                     for path in written if report else ():
@@ -188,18 +190,17 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
 
 
 def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
-            meta: dict, morph: tuple[int, str], samples: int, measure: bool) -> list[Path]:
+            meta: dict, morph: int, morph_path: str, samples: int, measure: bool) -> list[Path]:
     """The extras asked for one file and target, written before its translation (whose presence marks the file
     done): a morph stack, the spread over seeds, the per-cell table."""
     from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
     from .images import write_image
 
     written = []
-    frames, path = morph
-    if frames:
-        stack = translate_morph(model, image, source, target, frames, options, path=path)
-        written.append(write_image(job.output(target, "morph"), stack, channel_names=model.channel_names,
-                                   provenance={**meta, "morph_frames": frames, "morph_path": path}))
+    if morph:
+        frames = translate_morph(model, image, source, target, morph, options, path=morph_path)
+        written.append(write_image(job.output(target, "morph"), frames, channel_names=model.channel_names,
+                                   provenance={**meta, "morph_frames": morph, "morph_path": morph_path}))
     if samples:
         _, spread = translate_samples(model, image, source, target, samples, options)
         written.append(write_image(job.output(target, "std"), spread.astype(np.float32),

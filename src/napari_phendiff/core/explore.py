@@ -34,8 +34,6 @@ SAMPLES_ETA = 0.5  # eta for samples when the options leave it at 0 (determinist
 
 def morph_strengths(options: TranslateOptions, frames: int) -> list[float]:
     """Strengths of frames 1..K: evenly deeper on the grid, the last at the options' own strength."""
-    if frames < 1:
-        raise ConfigError(f"A morph needs at least 1 frame after the original, not {frames}.")
     depth = grid_steps(options.steps, options.strength)
     return [max(1, round(depth * j / frames)) / options.steps for j in range(1, frames + 1)]
 
@@ -54,11 +52,11 @@ def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int 
                           "checkpoint (pixel or latent).")
     if path not in MORPH_PATHS:
         raise ConfigError(f"The morph path must be one of {', '.join(MORPH_PATHS)}, not {path!r}.")
+    if frames < 1:
+        raise ConfigError(f"A morph needs at least 1 frame after the original, not {frames}.")
     options, _ = translation_options(model, source, target, options, **overrides)
     cache = {} if cache is None else cache
     if path == "embedding":
-        if frames < 1:
-            raise ConfigError(f"A morph needs at least 1 frame after the original, not {frames}.")
         with model.blended_condition(model.condition_index(target), model.condition_index(source), 1.0):
             pass  # refuses a kind that cannot blend, before any work
         out = [np.asarray(images)]
