@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import napari_phendiff as pd
-from napari_phendiff.core.errors import CheckpointError
+from napari_phendiff.core.errors import CheckpointError, ConfigError
 
 
 def config(data, out, **kw):
@@ -75,3 +75,34 @@ def test_learning_rate_defaults_follow_the_model_and_adapter(tmp_path):
     assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", adapter="full").lr == 1e-5
     assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", adapter="svdiff").lr == 1e-3
     assert pd.TrainConfig(data=tmp_path, out=tmp_path, model="latent", base="sd", lr=3e-4).lr == 3e-4
+
+
+def test_min_snr_weights_follow_the_paper_for_v_and_noise_prediction():
+    from diffusers import DDPMScheduler
+
+    from napari_phendiff.core.models.pixel import SCHEDULE_DEFAULTS
+    from napari_phendiff.core.training.diffusion import loss_weights
+
+    timesteps = torch.tensor([0, 100, 500, 900, 999])
+    for prediction in ("v_prediction", "epsilon"):
+        scheduler = DDPMScheduler.from_config({**SCHEDULE_DEFAULTS, "prediction_type": prediction})
+        snr = scheduler.alphas_cumprod[timesteps] / (1 - scheduler.alphas_cumprod[timesteps])
+        assert torch.equal(loss_weights(scheduler, timesteps, 0.0), torch.ones(5))
+        weights = loss_weights(scheduler, timesteps, 5.0)
+        # Hang et al.: min(SNR, gamma) / SNR on the noise loss; the v loss is (SNR + 1) times the noise loss.
+        expected = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1 if prediction == "v_prediction" else snr)
+        torch.testing.assert_close(weights, expected.float(), rtol=1e-4, atol=1e-6)
+        assert weights[0] < 0.01  # almost clean samples are weighted down
+        assert torch.isfinite(weights).all()
+
+
+def test_min_snr_training_changes_the_loss_and_is_checked_on_resume(sim_data, tmp_path):
+    plain = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "plain", steps=2)) if e.kind == "step"]
+    weighted = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "snr", steps=2, snr_gamma=5.0))
+                if e.kind == "step"]
+    assert weighted[0] < plain[0]  # same batch and noise, every weight <= 1 and most well below
+    assert json.loads((tmp_path / "snr" / "phendiff.json").read_text())["training"]["snr_gamma"] == 5.0
+    with pytest.raises(CheckpointError, match="snr_gamma: checkpoint 5.0, now 0.0"):
+        pd.train(config(sim_data, tmp_path / "snr", steps=4, resume=True))
+    with pytest.raises(ConfigError, match="snr_gamma must be in"):
+        config(sim_data, tmp_path / "bad", snr_gamma=-1)

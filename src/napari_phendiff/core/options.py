@@ -274,6 +274,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999               # 0: no averaging
     condition_dropout: float = 0.1
+    snr_gamma: float = 0.0                 # min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain squared error
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
@@ -317,7 +318,7 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"lr (the learning rate) must be above 0, not {self.lr}.")
         for name, low, high in (("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("ema_decay", 0, 1),
-                                ("condition_dropout", 0, 1)):
+                                ("condition_dropout", 0, 1), ("snr_gamma", 0, math.inf)):
             value = _number(name, getattr(self, name))
             if not low <= value < high or (name == "grad_clip" and value == 0):
                 raise ConfigError(f"{name} must be in [{low}, {high}){' and above 0' if name == 'grad_clip' else ''}, "
@@ -359,6 +360,10 @@ TRAIN_HELP = {
     "num_workers": "data loader worker processes",
     "seed": "random seed of the initial weights and of the batches",
     "device": "where to train: auto takes the best available (cuda > mps > cpu)",
+    "condition_dropout": "share of training images shown with the null condition (what guidance against 'null' "
+                         "contrasts with)",
+    "snr_gamma": "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is the paper's value); 0: every noise level "
+                 "weighted as plain mean squared error",
     "checkpoint_every": "save a checkpoint every N steps",
     "resume": "continue the training saved in the output folder",
 }

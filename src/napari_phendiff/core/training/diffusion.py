@@ -7,8 +7,8 @@ The same step runs on one CPU, one GPU, or several GPUs/nodes (`accelerate launc
 napari_phendiff.cli train ...`, or `torchrun --nproc_per_node N -m napari_phendiff.cli train ...`).
 Each process draws its own batches, so the global batch is batch_size x processes; only the main process writes.
 The loss is the usual denoising objective: noise a clean image (or its latents) to a random timestep t and regress the
-added noise (or v), with the condition dropped to the null class 10% of the time so classifier-free guidance is
-possible. A batch may be run through the denoiser in several passes (the latent model does, to bound memory); their
+added noise (or v), optionally weighted per noise level (min-SNR-gamma), with the condition dropped to the null class
+10% of the time so classifier-free guidance is possible. A batch may be run through the denoiser in several passes (the latent model does, to bound memory); their
 gradients add up to the whole batch's.
 """
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_training_state, save_training_state
@@ -118,7 +118,8 @@ class DiffusionTrainer:
             target = self.noise_scheduler.get_velocity(clean, noise, timesteps)
         else:
             target = noise
-        loss = _backward(accelerator, self.denoiser, noisy, timesteps, labels, target, self.micro_batch)
+        weights = loss_weights(self.noise_scheduler, timesteps, config.snr_gamma)
+        loss = _backward(accelerator, self.denoiser, noisy, timesteps, labels, target, weights, self.micro_batch)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_(self.params, config.grad_clip)
         self.optimizer.step()
@@ -151,8 +152,24 @@ class DiffusionTrainer:
                 f"{accelerator.mixed_precision}, global batch {self.config.batch_size * accelerator.num_processes}")
 
 
-def _backward(accelerator, denoiser, noisy, timesteps, labels, target, micro_batch: int) -> float:
-    """Back-propagate the batch's mean squared error in passes of at most `micro_batch` samples; return the loss.
+def loss_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
+    """Each sample's weight in the loss: 1, or with snr_gamma > 0 the min-SNR-gamma weighting (Hang et al. 2023,
+    "Efficient diffusion training via min-SNR weighting strategy"), written for the prediction the model makes.
+
+    With SNR(t) = alpha_bar / (1 - alpha_bar), the paper's weight on the noise-prediction loss is min(SNR, gamma) / SNR;
+    a v-prediction loss equals (SNR + 1) times the noise-prediction loss, hence min(SNR, gamma) / (SNR + 1) there.
+    """
+    if snr_gamma == 0:
+        return torch.ones(len(timesteps), device=timesteps.device)
+    snr = compute_snr(noise_scheduler, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return torch.clamp(snr, max=snr_gamma) / (snr + 1)
+    return torch.clamp(snr_gamma / snr, max=1.0)  # min(SNR, gamma) / SNR, also where SNR is 0
+
+
+def _backward(accelerator, denoiser, noisy, timesteps, labels, target, weights, micro_batch: int) -> float:
+    """Back-propagate the batch's (weighted) mean squared error in passes of at most `micro_batch` samples; return
+    the loss.
 
     Each pass's loss is weighted by its share of the batch, so the accumulated gradient is the whole batch's.
     """
@@ -164,7 +181,8 @@ def _backward(accelerator, denoiser, noisy, timesteps, labels, target, micro_bat
         with contextlib.nullcontext() if last else accelerator.no_sync(denoiser):  # one gradient all-reduce
             with accelerator.autocast():
                 prediction = denoiser(noisy[part], timesteps[part], labels[part])
-            loss = F.mse_loss(prediction.float(), target[part].float()) * (len(prediction) / n)
+            error = F.mse_loss(prediction.float(), target[part].float(), reduction="none")
+            loss = (error.flatten(1).mean(1) * weights[part]).mean() * (len(prediction) / n)
             accelerator.backward(loss)
         total += float(loss.detach())
     return total
