@@ -32,7 +32,7 @@ from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
 from napari_phendiff.core.training.run import train
 
 from report import hardware, save_figure, table, write_section
-from translation_frontier import folder_sets, score
+from translation_frontier import _setting, folder_sets, score
 
 BASELINE = dict(model="pixel", preset="tiny", steps=1200, batch_size=8, image_size=48, seed=0)
 # One change each from the baseline: what the issue names as the recipe's levers.
@@ -115,8 +115,12 @@ def sweep_variant(folder: Path, phenotype: str, variant: str, checkpoint: Path, 
     return results
 
 
-def _setting(r: dict) -> cal.Setting:
-    return cal.Setting(r["strength"], r["guidance"], r["negative"], r["inversion"], tuple(r["guidance_interval"]))
+def _on_grid(results: dict, args) -> dict:
+    """Only the rows of the grid asked for (a saved sweep may hold more settings from another run)."""
+    grid = set(cal.grid(args.strengths, args.guidances, ["source"]))
+    for entry in results["directions"].values():
+        entry["rows"] = [r for r in entry["rows"] if _setting(r) in grid]
+    return results
 
 
 def best(rows: list[dict]) -> dict:
@@ -200,11 +204,11 @@ def main() -> None:
             saved = folder / f"recipe_{variant}.json"
             if args.collect:
                 if saved.is_file():
-                    results.append(json.loads(saved.read_text()))
+                    results.append(_on_grid(json.loads(saved.read_text()), args))
                 continue
             prepare_data(folder, phenotype)
             checkpoint = train_variant(folder, phenotype, variant)
-            results.append(sweep_variant(folder, phenotype, variant, checkpoint, args))
+            results.append(_on_grid(sweep_variant(folder, phenotype, variant, checkpoint, args), args))
         if not results or args.no_write:
             continue
         figure = Path(__file__).resolve().parent.parent / "docs" / "images" / f"recipe_{phenotype}.png"

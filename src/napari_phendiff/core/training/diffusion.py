@@ -8,8 +8,8 @@ napari_phendiff.cli train ...`, or `torchrun --nproc_per_node N -m napari_phendi
 Each process draws its own batches, so the global batch is batch_size x processes; only the main process writes.
 The loss is the usual denoising objective: noise a clean image (or its latents) to a random timestep t and regress the
 added noise (or v), optionally weighted per noise level (min-SNR-gamma), with the condition dropped to the null class
-10% of the time so classifier-free guidance is possible. A batch may be run through the denoiser in several passes (the latent model does, to bound memory); their
-gradients add up to the whole batch's.
+10% of the time so classifier-free guidance is possible. A batch may be run through the denoiser in several passes
+(the latent model does, to bound memory); their gradients add up to the whole batch's.
 """
 
 from __future__ import annotations
