@@ -19,7 +19,7 @@ from napari_phendiff.core.models.base import DirectModel
 from napari_phendiff.core.models.pixel import PixelModel
 from napari_phendiff.core.errors import CheckpointError, DataError
 from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, cell_summary, evaluate, identity_metrics,
-                                           translation_warnings, truth_metrics)
+                                           overshot, translation_warnings, truth_metrics)
 from napari_phendiff.core.generalization import _nearest_training, generalization
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.options import TrainConfig
@@ -153,6 +153,20 @@ def test_moved_only_where_the_real_conditions_differ():
     tiny = {s["measurement"]: s for s in cell_summary(few)}["shifted"]
     assert abs(tiny["effect_target_vs_source"]) > 0.5 and tiny["p_target_vs_source"] > 0.05
     assert np.isnan(tiny["moved"]) and not tiny["differs"]
+
+
+def test_a_translation_past_the_real_target_is_warned_about():
+    rng = np.random.default_rng(2)
+    rows = []
+    for group, shifts in (("real source", (0.0, 0.0)), ("translated", (3.0, 1.0)), ("real target", (1.0, 1.0))):
+        for i in range(40):
+            rows.append({"group": group, "file": "f.tif", "cell": i, "brightness": shifts[0] + 0.2 * rng.normal(),
+                         "ratio": shifts[1] + 0.2 * rng.normal()})
+    over = overshot(cell_summary(rows))
+    assert [m["measurement"] for m in over] == ["brightness"] and 2.5 < over[0]["moved"] < 3.5  # ratio: just right
+    warnings = translation_warnings({**GOOD, "overshot_measurements": over})
+    assert len(warnings) == 1 and "past the real TNFa cells in 1 measurement(s): brightness (3.0x)" in warnings[0]
+    assert translation_warnings({**GOOD, "overshot_measurements": []}) == []
 
 
 def paired_fields(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
