@@ -43,6 +43,7 @@ VARIANTS = {
     "crops-64": {"image_size": 64},             # whole 64-px fields (3.2 cell diameters) instead of 48-px crops
     "no-null-dropout": {"condition_dropout": 0.0},  # every image with its condition (source-negative guidance
                                                     # never calls the null class)
+    "small": {"preset": "small"},               # the next model size: 3.6x the parameters, wider and deeper levels
 }
 
 
