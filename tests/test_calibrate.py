@@ -59,6 +59,27 @@ def test_with_the_nuclei_kept_the_choice_is_the_gentlest_setting_as_treated_as_r
     assert cal.choose(rows, real_moved=1.5) is rows[0]  # none reaches it: the most moved
 
 
+def test_a_choice_that_exaggerates_the_target_is_flagged():
+    from types import SimpleNamespace
+
+    from napari_phendiff.core.simulate import simulate_field
+
+    rng = np.random.default_rng(0)
+    fields = [simulate_field("translocation", "untreated", 64, seed=i, cell_diameter=20.0) for i in range(4)]
+
+    def with_reporter(field, level):  # the reporter as bright as `level` inside every cell
+        return np.stack([field.image[0], 100 + level * (field.cells > 0) + rng.normal(0, 5, field.cells.shape)])
+
+    model = SimpleNamespace(channel_names=["DNA", "reporter"])
+    originals = np.stack([with_reporter(f, 100) for f in fields])
+    targets = [with_reporter(f, 200) for f in fields]
+    over = cal.overshot_measurements(model, originals, np.stack([with_reporter(f, 600) for f in fields]), targets)
+    assert "reporter_integrated" in [m["measurement"] for m in over] and min(m["moved"] for m in over) > 2
+    assert cal.overshot_measurements(model, originals, np.stack(targets), targets) == []  # as the target: fine
+    assert cal.overshot_measurements(model, originals, np.stack([with_reporter(f, 600) for f in fields]), targets,
+                                     kept=["reporter"]) == []
+
+
 def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "calibration"
     assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
@@ -67,6 +88,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     assert "kept as the original's: DNA" in capsys.readouterr().out
     chosen = json.loads((out / "calibration.json").read_text())["chosen"]
     assert chosen["keep_channels"] == ["DNA"] and 0 <= chosen["real_target_moved"] <= 1
+    assert isinstance(chosen["overshot_measurements"], list)
     model = pd.load_checkpoint(checkpoint, device="cpu")
     options, sources = translation_options(model, "untreated", "TNFa")
     assert options.keep_channels == ("DNA",) and sources["keep_channels"] == "calibrated"

@@ -393,6 +393,11 @@ def _calibrate(args) -> None:
     if not chosen["keeps_cells"]:
         print(f"warning: no setting kept the nuclei in place (IoU >= {KEEP_MIN}); the one keeping most was chosen. "
               "Check the model before trusting its translations.", file=sys.stderr)
+    if chosen["overshot_measurements"]:
+        listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])
+        print(f"warning: at the chosen setting the translations went far past the real {args.target} cells ({listed} "
+              f"of the way; 1x = all the way): the model exaggerates these, and the classifier's 'moved' may "
+              "overrate the translation. Look at the translations before trusting this choice.", file=sys.stderr)
     print(f"frontier: {args.out / 'frontier.png'}")
     if not args.no_store:
         print(f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "

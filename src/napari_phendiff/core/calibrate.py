@@ -231,7 +231,7 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
                             keep_channels=tuple(keep_channels)).validate()
     kept_channels(model, base.keep_channels)
     translated = sweep(model, stack, source, target, settings, base, progress=progress)
-    rows = []
+    rows, swept = [], list(translated)
     for setting, result in translated.items():
         change = channel_change(model, stack, result)
         rows.append({**asdict(setting), "moved": target_probability(classifier, result, target),
@@ -242,11 +242,14 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     real_moved = target_probability(classifier, target_images, target) if nuclear in base.keep_channels else None
     chosen = choose(rows, [c for c in unaffected if c not in base.keep_channels], real_moved)
     feasible = chosen["kept"] >= KEEP_MIN
+    overshoots = overshot_measurements(model, stack, translated[swept[next(i for i, r in enumerate(rows) if r is chosen)]], target_images,
+                                       base.keep_channels)
     record = {
         **{k: chosen[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
         "keep_channels": list(base.keep_channels), "real_target_moved": real_moved,
         "steps": steps, "moved": chosen["moved"], "kept": chosen["kept"], "unaffected": unaffected,
-        "keeps_cells": feasible, "data": str(Path(data).resolve()), "images": len(stack),
+        "keeps_cells": feasible, "overshot_measurements": overshoots,
+        "data": str(Path(data).resolve()), "images": len(stack),
         "classifier_accuracy": classifier.accuracy,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -261,6 +264,21 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     if store:
         store_calibration(path, source, target, record)
     return record
+
+
+def overshot_measurements(model, originals: np.ndarray, translated: np.ndarray, targets: Sequence[np.ndarray],
+                          kept: Sequence[str] = ()) -> list[dict]:
+    """Per-cell measurements (evaluate's) that the translations took far past the real target images: the sign
+    that a setting exaggerates what differs (brighter, grainier) instead of reproducing the target condition, which
+    the classifier's `moved` does not show (docs/benchmarks.md, calibration_scores). Measurements of kept channels
+    and areas (the originals' masks by construction) are left out."""
+    from .evaluate import EvaluationSet, _cell_table, cell_summary, overshot  # evaluate imports this module
+
+    paths = [Path(f"{i}") for i in range(len(originals))]
+    rows = _cell_table(EvaluationSet(paths, list(originals), list(translated), [], list(targets),
+                                     [Path(f"target {i}") for i in range(len(targets))]), model.channel_names)
+    return [m for m in overshot(cell_summary(rows)) if not m["measurement"].endswith("_area")
+            and not any(m["measurement"].startswith(f"{name}_") for name in kept)]
 
 
 def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
