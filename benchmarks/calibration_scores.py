@@ -28,7 +28,7 @@ import torch
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core.dataset import load_folder
-from napari_phendiff.core.evaluate import EvaluationSet, _cell_table, cell_summary
+from napari_phendiff.core.cellstats import cell_summary, cell_table
 from napari_phendiff.core.features import train_classifier
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.options import TranslateOptions
@@ -58,8 +58,7 @@ def cells_moved(model, originals: np.ndarray, translated: np.ndarray, targets: l
     """Median `moved` of evaluate's per-cell measurements that differ between the real conditions, and how many."""
     names = model.channel_names
     paths = [Path(f"{i}.tif") for i in range(len(originals))]
-    rows = _cell_table(EvaluationSet(paths, list(originals), list(translated), [], list(targets),
-                                     [Path(f"t{i}.tif") for i in range(len(targets))]), names)
+    rows = cell_table(paths, originals, translated, [Path(f"t{i}.tif") for i in range(len(targets))], targets, names)
     moved = [s["moved"] for s in cell_summary(rows)
              if s["differs"] and not s["measurement"].endswith("_area")
              and not any(s["measurement"].startswith(f"{k}_") for k in KEEP)]

@@ -18,8 +18,9 @@ from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.models.base import DirectModel
 from napari_phendiff.core.models.pixel import PixelModel
 from napari_phendiff.core.errors import CheckpointError, DataError
-from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, cell_summary, evaluate, identity_metrics,
-                                           overshot, translation_warnings, truth_metrics)
+from napari_phendiff.core.cellstats import cell_summary, overshot
+from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, evaluate, identity_metrics, translation_warnings,
+                                           truth_metrics)
 from napari_phendiff.core.generalization import _nearest_training, generalization
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.options import TrainConfig

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import cells as cellmeasure
+from .cellstats import cell_summary, cell_table, overshot
 from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, resolve_checkpoint
 from .models import load_checkpoint
 from .dataset import load_folder
@@ -272,11 +273,8 @@ def overshot_measurements(model, originals: np.ndarray, translated: np.ndarray, 
     that a setting exaggerates what differs (brighter, grainier) instead of reproducing the target condition, which
     the classifier's `moved` does not show (docs/benchmarks.md, calibration_scores). Measurements of kept channels
     and areas (the originals' masks by construction) are left out."""
-    from .evaluate import EvaluationSet, _cell_table, cell_summary, overshot  # evaluate imports this module
-
-    paths = [Path(f"{i}") for i in range(len(originals))]
-    rows = _cell_table(EvaluationSet(paths, list(originals), list(translated), [], list(targets),
-                                     [Path(f"target {i}") for i in range(len(targets))]), model.channel_names)
+    rows = cell_table([Path(f"{i}") for i in range(len(originals))], originals, translated,
+                      [Path(f"target {i}") for i in range(len(targets))], targets, model.channel_names)
     return [m for m in overshot(cell_summary(rows)) if not m["measurement"].endswith("_area")
             and not any(m["measurement"].startswith(f"{name}_") for name in kept)]
 

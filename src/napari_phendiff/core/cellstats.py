@@ -1,0 +1,91 @@
+"""Per-cell comparison of real and translated images: one table of CellProfiler-style measurements (core/cells.py)
+for the real source cells, their translations and the real target cells, and per measurement how far the
+translation moved it from the real source towards the real target. `phendiff evaluate` writes both into its report;
+`phendiff calibrate` checks its chosen setting with them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import cells as cellmeasure
+from . import metrics
+
+# A measurement "differs" between the real conditions (so that "moved ... of the way" means something) when the
+# effect size target vs source is at least MIN_EFFECT (Cohen's d, a medium effect) and the rank test target vs
+# source, where it can be computed, gives p below MAX_P.
+MIN_EFFECT = 0.5
+MAX_P = 0.05
+# A translation overshoots a measurement when its median went more than OVERSHOOT times as far from the real source
+# as the real target is (moved > OVERSHOOT): on the simulator, treated -> untreated translations that overshot
+# (actin intensity moved 2-6x the way) had moved the true phenotype in few cells (docs/benchmarks.md,
+# calibration_scores), so a report that shows only "moved" would look like success.
+OVERSHOOT = 2.0
+
+
+def cell_table(paths: Sequence[Path], originals: Sequence[np.ndarray], translated: Sequence[np.ndarray],
+               target_paths: Sequence[Path], targets: Sequence[np.ndarray], channel_names: list[str]) -> list[dict]:
+    """Per-cell rows for the real source images, their translations and the real target images.
+
+    Translated images are measured with the masks segmented on their originals, so each translated cell is the
+    same cell as its original (the identity score checks that the cells did stay in place).
+    """
+    rows = []
+    for path, original, translation in zip(paths, originals, translated):
+        nuclei = cellmeasure.segment_nuclei(original[cellmeasure.nuclear_channel(channel_names)])
+        cells = cellmeasure.segment_cells(nuclei)
+        for group, image in (("real source", original), ("translated", translation)):
+            rows += _rows(group, path, cellmeasure.measure_cells(image, channel_names, nuclei, cells))
+    for path, image in zip(target_paths, targets):
+        rows += _rows("real target", path, cellmeasure.measure_cells(image, channel_names))
+    return rows
+
+
+def _rows(group: str, path: Path, columns: dict[str, np.ndarray]) -> list[dict]:
+    names = list(columns)
+    return [{"group": group, "file": path.name, **{k: columns[k][i] for k in names}}
+            for i in range(len(columns["cell"]))]
+
+
+def overshot(summary: list[dict]) -> list[dict]:
+    """The measurements (of cell_summary) whose translated median went past the real target by more than OVERSHOOT
+    times the real difference, most overshot first: [{"measurement", "moved"}]."""
+    over = [{"measurement": s["measurement"], "moved": float(s["moved"])} for s in summary
+            if s["differs"] and np.isfinite(s["moved"]) and s["moved"] > OVERSHOOT]
+    return sorted(over, key=lambda m: -m["moved"])
+
+
+def cell_summary(rows: list[dict]) -> list[dict]:
+    """Per measurement: medians of real source, translated and real target, effect sizes and a rank test.
+
+    `moved` is how far the translated median went from the source median towards the target one (1 = all the
+    way, 0 = not at all), given only where the real conditions differ (`differs`: |Cohen's d| target vs source at
+    least MIN_EFFECT and, where it can be computed, the rank test target vs source below MAX_P); elsewhere NaN, as
+    a measurement without a phenotype has no way to move.
+    """
+    measurements = [k for k in (rows[0] if rows else {}) if k not in ("group", "file", "cell")]
+    summary = []
+    for name in measurements:
+        groups = {g: np.array([r[name] for r in rows if r["group"] == g], np.float64)
+                  for g in ("real source", "translated", "real target")}
+        groups = {g: v[np.isfinite(v)] for g, v in groups.items()}
+        if any(len(v) < 2 for v in groups.values()):
+            continue
+        source, translated, target = (np.median(groups[g]) for g in ("real source", "translated", "real target"))
+        span = target - source
+        effect = metrics.effect_size(groups["real source"], groups["real target"])
+        p_real = metrics.rank_test(groups["real source"], groups["real target"])
+        differs = bool(abs(effect) >= MIN_EFFECT and not p_real >= MAX_P)  # NaN effect: no; NaN p: effect decides
+        summary.append({
+            "measurement": name, "median_real_source": source, "median_translated": translated,
+            "median_real_target": target,
+            "moved": (translated - source) / span if differs and span else float("nan"),
+            "differs": differs, "effect_target_vs_source": effect,
+            "effect_translated_vs_source": metrics.effect_size(groups["real source"], groups["translated"]),
+            "p_target_vs_source": p_real,
+            "p_translated_vs_target": metrics.rank_test(groups["translated"], groups["real target"]),
+        })
+    return summary
