@@ -80,15 +80,20 @@ def test_a_choice_that_exaggerates_the_target_is_flagged():
                                      kept=["reporter"]) == []
 
 
-def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys):
+def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys,
+                                                                   monkeypatch):
     out = tmp_path / "calibration"
+    exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
+    monkeypatch.setattr(cal, "overshot_measurements", lambda *args, **kwargs: exaggerated)
     assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
                  "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
                  "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0
-    assert "kept as the original's: DNA" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "kept as the original's: DNA" in printed.out
+    assert "went far past the real TNFa cells (reporter_integrated 3.0x" in printed.err
     chosen = json.loads((out / "calibration.json").read_text())["chosen"]
     assert chosen["keep_channels"] == ["DNA"] and 0 <= chosen["real_target_moved"] <= 1
-    assert isinstance(chosen["overshot_measurements"], list)
+    assert chosen["overshot_measurements"] == exaggerated
     model = pd.load_checkpoint(checkpoint, device="cpu")
     options, sources = translation_options(model, "untreated", "TNFa")
     assert options.keep_channels == ("DNA",) and sources["keep_channels"] == "calibrated"
