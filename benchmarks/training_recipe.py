@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from napari_phendiff.core import calibrate as cal
@@ -145,16 +146,25 @@ def markdown(phenotype: str, results: list[dict], args, figure: Path) -> str:
     header = ["variant", "change", "train min", "direction", "best transfer", "best setting",
               "median reached (real target)", "mean transfer", "untranslated"]
     rows = []
+    partial = [r for r in results if any(len(e["rows"]) < len(cal.grid(args.strengths, args.guidances, ["source"]))
+                                         for e in r["directions"].values())]
     for a, b in ((source, target), (target, source)):
+        common = set.intersection(*({_setting(r) for r in result["directions"][f"{a}->{b}"]["rows"]}
+                                    for result in results))
         for result in results:
             entry = result["directions"][f"{a}->{b}"]
             top, u = best(entry["rows"]), entry["untranslated"]
-            change = ", ".join(f"{k} {v:g}" for k, v in result["changes"].items()) or "-"
+            change = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in result["changes"].items()) or "-"
             minutes = result["train_seconds"] / 60 if result.get("train_seconds") else float("nan")
             rows.append([result["variant"], change, minutes, f"{a} → {b}", top["transfer"],
                          f"s {top['strength']:g}, w {top['guidance']:g}",
                          f"{top['median_translated']:.3g} ({u['median_target']:.3g})",
-                         sum(r["transfer"] for r in entry["rows"]) / len(entry["rows"]), u["transfer"]])
+                         np.mean([r["transfer"] for r in entry["rows"] if _setting(r) in common]), u["transfer"]])
+    for result in partial:
+        swept = sorted({(r["strength"], r["guidance"]) for e in result["directions"].values() for r in e["rows"]})
+        lines += [f"`{result['variant']}` was swept on {', '.join(f's {s:g} w {w:g}' for s, w in swept)} only "
+                  "(the time its larger model takes on this CPU); *mean* is over the settings every variant has.", ""]
     lines += [table(header, rows), "", f"![recipe]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(lines)
 
