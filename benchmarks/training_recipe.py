@@ -179,9 +179,12 @@ def plot(phenotype: str, results: list[dict], path: Path) -> Path:
     directions = [f"{source}->{target}", f"{target}->{source}"]
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0), squeeze=False)
     for ax, direction in zip(axes[0], directions):
+        guidances = sorted({r["guidance"] for result in results for r in result["directions"][direction]["rows"]})
+        styles = dict(zip(guidances, ("-", "--", ":", "-.")))
         for i, result in enumerate(results):  # a colour per variant, a line style per guidance
             rows = result["directions"][direction]["rows"]
-            for guidance, style in zip(sorted({r["guidance"] for r in rows}), ("-", "--", ":", "-.")):
+            for guidance in sorted({r["guidance"] for r in rows}):
+                style = styles.get(guidance, "-")
                 members = sorted((r for r in rows if r["guidance"] == guidance), key=lambda r: r["strength"])
                 ax.plot([r["strength"] for r in members], [r["transfer"] for r in members], style, color=f"C{i}",
                         marker="o", ms=3, label=f"{result['variant']}, w {guidance:g}")
