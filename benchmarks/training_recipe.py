@@ -164,7 +164,7 @@ def markdown(phenotype: str, results: list[dict], args, figure: Path) -> str:
     for result in partial:
         swept = sorted({(r["strength"], r["guidance"]) for e in result["directions"].values() for r in e["rows"]})
         lines += [f"`{result['variant']}` was swept on {', '.join(f's {s:g} w {w:g}' for s, w in swept)} only "
-                  "(the time its larger model takes on this CPU); *mean* is over the settings every variant has.", ""]
+                  "(for lack of CPU time); *mean* is over the settings every variant has.", ""]
     lines += [table(header, rows), "", f"![recipe]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(lines)
 
