@@ -60,8 +60,7 @@ def test_with_the_nuclei_kept_the_choice_is_the_gentlest_setting_as_treated_as_r
 
 
 def test_a_choice_that_exaggerates_the_target_is_flagged():
-    from types import SimpleNamespace
-
+    from napari_phendiff.core.cellstats import overshoots
     from napari_phendiff.core.simulate import simulate_field
 
     rng = np.random.default_rng(0)
@@ -70,21 +69,21 @@ def test_a_choice_that_exaggerates_the_target_is_flagged():
     def with_reporter(field, level):  # the reporter as bright as `level` inside every cell
         return np.stack([field.image[0], 100 + level * (field.cells > 0) + rng.normal(0, 5, field.cells.shape)])
 
-    model = SimpleNamespace(channel_names=["DNA", "reporter"])
+    names = ["DNA", "reporter"]
     originals = np.stack([with_reporter(f, 100) for f in fields])
     targets = [with_reporter(f, 200) for f in fields]
-    over = cal.overshot_measurements(model, originals, np.stack([with_reporter(f, 600) for f in fields]), targets)
+    over = overshoots(originals, np.stack([with_reporter(f, 600) for f in fields]), targets, names)
     assert "reporter_integrated" in [m["measurement"] for m in over] and min(m["moved"] for m in over) > 2
-    assert cal.overshot_measurements(model, originals, np.stack(targets), targets) == []  # as the target: fine
-    assert cal.overshot_measurements(model, originals, np.stack([with_reporter(f, 600) for f in fields]), targets,
-                                     kept=["reporter"]) == []
+    assert overshoots(originals, np.stack(targets), targets, names) == []  # as the target: fine
+    kept = originals.copy()  # the reporter kept as the original's: it cannot overshoot, nor can the areas
+    assert overshoots(originals, kept, targets, names) == []
 
 
 def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys,
                                                                    monkeypatch):
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
-    monkeypatch.setattr(cal, "overshot_measurements", lambda *args, **kwargs: exaggerated)
+    monkeypatch.setattr(cal, "overshoots", lambda *args, **kwargs: exaggerated)
     assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
                  "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
                  "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import cells as cellmeasure
-from .cellstats import cell_summary, cell_table, overshot
+from .cellstats import overshoots
 from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, resolve_checkpoint
 from .models import load_checkpoint
 from .dataset import load_folder
@@ -232,7 +232,7 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
                             keep_channels=tuple(keep_channels)).validate()
     kept_channels(model, base.keep_channels)
     translated = sweep(model, stack, source, target, settings, base, progress=progress)
-    rows, swept = [], list(translated)
+    rows = []
     for setting, result in translated.items():
         change = channel_change(model, stack, result)
         rows.append({**asdict(setting), "moved": target_probability(classifier, result, target),
@@ -243,13 +243,14 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     real_moved = target_probability(classifier, target_images, target) if nuclear in base.keep_channels else None
     chosen = choose(rows, [c for c in unaffected if c not in base.keep_channels], real_moved)
     feasible = chosen["kept"] >= KEEP_MIN
-    overshoots = overshot_measurements(model, stack, translated[swept[next(i for i, r in enumerate(rows) if r is chosen)]], target_images,
-                                       base.keep_channels)
+    # the chosen setting's translations exaggerating what differs: the sign its `moved` overrates them
+    chosen_translation = next(result for row, result in zip(rows, translated.values()) if row is chosen)
+    overshot = overshoots(stack, chosen_translation, target_images, model.channel_names)
     record = {
         **{k: chosen[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
         "keep_channels": list(base.keep_channels), "real_target_moved": real_moved,
         "steps": steps, "moved": chosen["moved"], "kept": chosen["kept"], "unaffected": unaffected,
-        "keeps_cells": feasible, "overshot_measurements": overshoots,
+        "keeps_cells": feasible, "overshot_measurements": overshot,
         "data": str(Path(data).resolve()), "images": len(stack),
         "classifier_accuracy": classifier.accuracy,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -265,18 +266,6 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     if store:
         store_calibration(path, source, target, record)
     return record
-
-
-def overshot_measurements(model, originals: np.ndarray, translated: np.ndarray, targets: Sequence[np.ndarray],
-                          kept: Sequence[str] = ()) -> list[dict]:
-    """Per-cell measurements (evaluate's) that the translations took far past the real target images: the sign
-    that a setting exaggerates what differs (brighter, grainier) instead of reproducing the target condition, which
-    the classifier's `moved` does not show (docs/benchmarks.md, calibration_scores). Measurements of kept channels
-    and areas (the originals' masks by construction) are left out."""
-    rows = cell_table([Path(f"{i}") for i in range(len(originals))], originals, translated,
-                      [Path(f"target {i}") for i in range(len(targets))], targets, model.channel_names)
-    return [m for m in overshot(cell_summary(rows)) if not m["measurement"].endswith("_area")
-            and not any(m["measurement"].startswith(f"{name}_") for name in kept)]
 
 
 def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
