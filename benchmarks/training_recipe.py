@@ -1,12 +1,13 @@
 """Training recipe changes, one at a time, scored on the simulator's ground truth at the best translation settings.
 
     python benchmarks/training_recipe.py --work /tmp/compare --phenotypes actin golgi \
-        [--variants baseline min-snr-5 steps-2400 crops-64 no-null-dropout] [--threads 1] [--no-write]
+        [--variants baseline min-snr-5 steps-2400 crops-64 no-null-dropout small seed-1] [--threads 1] [--no-write]
     python benchmarks/training_recipe.py --work /tmp/compare --phenotypes actin golgi --collect
 
 The training and held-out sets are benchmarks/compare_methods.py's (same simulator seeds and sizes, and the same
 folders when --work is the same), so its CycleGAN rows are the bar. The baseline is its PhenDiff budget (`tiny`,
-1200 steps, batch 8, 48-px crops); each variant changes one TrainConfig field from it. Every trained model is swept
+1200 steps, batch 8, 48-px crops); each variant changes one TrainConfig field from it
+(`seed-1` only the seed: the spread between two runs of the same recipe). Every trained model is swept
 over strength x guidance (source negative) with the DNA kept, on the held-out fields of both directions, and each
 translation scored with the truth (translation_frontier.score): the share of cells whose phenotype moved, the
 median phenotype reached against the real target's, and the change of the unkept channels. With the DNA kept the
@@ -45,6 +46,8 @@ VARIANTS = {
     "no-null-dropout": {"condition_dropout": 0.0},  # every image with its condition (source-negative guidance
                                                     # never calls the null class)
     "small": {"preset": "small"},               # the next model size: 3.6x the parameters, wider and deeper levels
+    "seed-1": {"seed": 1},                      # not a change: the baseline again from another initialisation and
+                                                # batch order, to tell a variant's effect from chance
 }
 
 
@@ -138,7 +141,7 @@ def markdown(phenotype: str, results: list[dict], args, figure: Path) -> str:
              f"Training and held-out sets of `benchmarks/compare_methods.py` (100 images per condition, 64 px, cell "
              f"diameter 20 px; {first['fields']} held-out fields per direction with ground truth). Baseline: its "
              f"PhenDiff budget (`tiny`, 1200 steps, batch 8, 48-px crops); each variant changes one training "
-             f"setting. Every model is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
+             f"setting (`seed-1` only the seed, a repeat of the baseline: the spread between two runs). Every model is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
              f"{', '.join(f'{g:g}' for g in args.guidances)} against the source, the DNA kept, on a "
              f"{first['steps']}-step DDIM grid; *best* is the setting with the highest true transfer (the gentlest "
              f"within 0.02 of it), *mean* the transfer averaged over the whole sweep (how much of the grid works). "
