@@ -38,6 +38,8 @@ from report import hardware, save_figure, table, write_section
 from translation_frontier import folder_sets, score
 
 KEEP = ("DNA",)
+SHOWN = {"actin": "actin", "golgi": "Golgi"}  # the channel whose structure the condition changes
+EXAMPLE_SETTINGS = ((0.2, 6.0), (0.45, 6.0), (0.8, 6.0))  # (strength, guidance) shown in the example figure
 
 
 def translations(folder: Path, variant: str, model, sets: dict, source: str, target: str,
@@ -65,7 +67,7 @@ def cells_moved(model, originals: np.ndarray, translated: np.ndarray, targets: l
     return (float(np.median(moved)) if moved else float("nan")), len(moved)
 
 
-def run(folder: Path, phenotype: str, args) -> dict:
+def run(folder: Path, phenotype: str, args) -> tuple[dict, list]:
     calib = folder / "calib"
     if not calib.exists():  # compare_methods.py's calibration set
         simulate_dataset(calib, phenotype, 16, 64, seed=2, cell_diameter=20.0)
@@ -77,11 +79,16 @@ def run(folder: Path, phenotype: str, args) -> dict:
     results = {"phenotype": phenotype, "variant": args.variant, "classifier_accuracy": classifier.accuracy,
                "directions": {}}
     source, target = PHENOTYPES[phenotype].conditions
+    examples, shown = [], model.channel_names.index(SHOWN[phenotype])
     for a, b in ((source, target), (target, source)):
         targets = [im for im, label in zip(real.images, real.labels) if real.conditions[label] == b]
-        rows = []
-        for setting, out in [(None, sets[a]["images"])] + list(
-                translations(folder, args.variant, model, sets, a, b, settings, args.steps).items()):
+        translated = translations(folder, args.variant, model, sets, a, b, settings, args.steps)
+        examples.append((f"{phenotype}: {a} -> {b}", [("original", sets[a]["images"][0, shown])]
+                         + [(f"s {s.strength:g}, w {s.guidance:g}", out[0, shown]) for s, out in translated.items()
+                            if (s.strength, s.guidance) in EXAMPLE_SETTINGS]
+                         + [(f"real {b} (another field)", sets[b]["images"][0, shown])]))
+        rows, real_mean = [], float(np.mean(sets[b]["images"][:, shown], dtype=np.float64))
+        for setting, out in [(None, sets[a]["images"])] + list(translated.items()):
             truth = score(phenotype, model, classifier, sets[a], sets[b], b, out)
             moved, n = cells_moved(model, sets[a]["images"], out, targets)
             rows.append({"setting": "untranslated" if setting is None else
@@ -89,30 +96,38 @@ def run(folder: Path, phenotype: str, args) -> dict:
                          "strength": 0.0 if setting is None else setting.strength,
                          "guidance": 1.0 if setting is None else setting.guidance,
                          "transfer": truth["transfer"], "moved": truth["moved"], "cells_moved": moved,
-                         "measurements": n})
+                         "measurements": n,
+                         "brightness": float(np.mean(out[:, shown], dtype=np.float64)) / real_mean})
         results["directions"][f"{a}->{b}"] = rows
         print(f"{phenotype} {a}->{b}: done", flush=True)
     (folder / f"calibration_scores_{args.variant}.json").write_text(json.dumps(results, indent=1))
-    return results
+    return results, examples
 
 
-def markdown(all_results: list[dict], args, figure: Path) -> str:
+def markdown(all_results: list[dict], args, figure: Path, examples: Path) -> str:
     lines = ["## Do the no-truth scores follow the truth? (`benchmarks/calibration_scores.py`)", "",
              f"Models and held-out fields of the training-recipe benchmark (`{args.variant}`, {args.fields} fields per "
              f"direction), the DNA kept, a {args.steps}-step grid. *moved*: `phendiff calibrate`'s classifier "
              "P(target) (classifier trained on 16 other fields per condition, held-out accuracy in the heading); "
              "*cells moved*: median over the per-cell measurements of `phendiff evaluate` that differ between the "
              "real conditions of how far the translated median went towards the real target's (1 = all the way, "
-             "> 1 past it; areas and DNA measurements left out). *transfer*: the simulator's ground truth. "
+             "> 1 past it; areas and DNA measurements left out). *brightness*: the mean of the channel the condition "
+             "changes over the translated fields, divided by its mean over the real target fields (held-out). "
+             "*transfer*: the simulator's ground truth. "
              f"Hardware: {hardware()}.", ""]
     for result in all_results:
         for direction, rows in result["directions"].items():
             lines += [f"**{result['phenotype']}, {direction.replace('->', ' → ')}** (classifier accuracy "
                       f"{result['classifier_accuracy']:.2f})", "",
-                      table(["setting", "transfer (truth)", "moved (classifier)", "cells moved", "measurements"],
-                            [[r["setting"], r["transfer"], r["moved"], r["cells_moved"], r["measurements"]]
-                             for r in rows]), ""]
-    lines.append(f"![scores]({figure.relative_to(figure.parent.parent)})")
+                      table(["setting", "transfer (truth)", "moved (classifier)", "cells moved", "measurements",
+                             f"{SHOWN[result['phenotype']]} brightness (real target 1)"],
+                            [[r["setting"], r["transfer"], r["moved"], r["cells_moved"], r["measurements"],
+                              r["brightness"]] for r in rows]), ""]
+    lines += [f"![scores]({figure.relative_to(figure.parent.parent)})", "",
+              f"What the translations look like: the first held-out field of each direction, the {', '.join(SHOWN.values())} "
+              "channel; each row on one scale (from the original's 1st percentile to the 99.7th of the original and the real "
+              "target field together), so a translation brighter than real cells shows as white.", "",
+              f"![examples]({examples.relative_to(examples.parent.parent)})"]
     return "\n".join(lines)
 
 
@@ -137,6 +152,26 @@ def plot(all_results: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_examples(examples: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(images) for _, images in examples)
+    fig, axes = plt.subplots(len(examples), columns, figsize=(2.2 * columns, 2.4 * len(examples)), squeeze=False)
+    for row, (title, images) in zip(axes, examples):
+        for ax in row:
+            ax.axis("off")
+        real = np.concatenate([np.ravel(images[0][1]), np.ravel(images[-1][1])])  # the original and the real target
+        low, high = np.percentile(images[0][1], 1), np.percentile(real, 99.7)
+        for ax, (label, image) in zip(row, images):
+            ax.imshow(np.asarray(image, np.float64), cmap="gray", vmin=low, vmax=high)
+            ax.set_title(label, fontsize=8)
+        row[0].text(-0.08, 0.5, title, transform=row[0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+    return save_figure(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="training_recipe.py's --work")
@@ -151,12 +186,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [run(args.work / p, p, args) for p in args.phenotypes]
+    runs = [run(args.work / p, p, args) for p in args.phenotypes]
     if args.no_write:
         return
-    figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_scores.png"
+    results, examples = [r for r, _ in runs], [e for _, found in runs for e in found]
+    images = Path(__file__).resolve().parent.parent / "docs" / "images"
+    figure, example_figure = images / "calibration_scores.png", images / "calibration_examples.png"
     plot(results, figure)
-    text = markdown(results, args, figure)
+    plot_examples(examples, example_figure)
+    text = markdown(results, args, figure, example_figure)
     print(text)
     print(f"written to {write_section('calibration_scores', text)}")
 
