@@ -137,6 +137,10 @@ def test_warnings_say_when_scores_cannot_be_trusted():
     no_better = translation_warnings({**GOOD, "fid": 1.2, "classifier_target_rate": 0.0, "classifier_accuracy": 0.6})
     assert len(no_better) == 3 and "FID 1.2" in no_better[0] and "(0%) than untranslated untreated" in no_better[1]
     assert "right on only 60%" in no_better[2]
+    misled = translation_warnings({**GOOD, "classifier_target_rate": 0.003, "phenotype_transfer": 0.81})
+    assert len(misled) == 1 and "moved in 81% of the cells, the classifier calls 0% of the translated images TNFa" \
+        in misled[0]
+    assert translation_warnings({**GOOD, "classifier_target_rate": 0.5, "phenotype_transfer": 0.9}) == []
     assert translation_warnings({"source": "a", "target": "b"}) == []  # nothing measured, nothing to warn about
 
 
