@@ -36,6 +36,7 @@ from napari_phendiff.core.training.run import train
 from report import hardware, save_figure, table, write_section
 from translation_frontier import _setting, folder_sets, score
 
+SHOWN = {"actin": "actin", "golgi": "Golgi"}  # the channel whose structure the condition changes
 BASELINE = dict(model="pixel", preset="tiny", steps=1200, batch_size=8, image_size=48, seed=0)
 # One change each from the baseline: what the issue names as the recipe's levers.
 VARIANTS = {
@@ -134,7 +135,7 @@ def best(rows: list[dict]) -> dict:
     return min((r for r in rows if r["transfer"] >= top - 0.02), key=lambda r: (r["strength"], r["guidance"]))
 
 
-def markdown(phenotype: str, results: list[dict], args, figure: Path) -> str:
+def markdown(phenotype: str, results: list[dict], args, figure: Path, samples: Path) -> str:
     source, target = PHENOTYPES[phenotype].conditions
     first = results[0]
     lines = [f"## Training recipe, one change at a time: {phenotype} (`benchmarks/training_recipe.py`)", "",
@@ -168,7 +169,11 @@ def markdown(phenotype: str, results: list[dict], args, figure: Path) -> str:
         swept = sorted({(r["strength"], r["guidance"]) for e in result["directions"].values() for r in e["rows"]})
         lines += [f"`{result['variant']}` was swept on {', '.join(f's {s:g} w {w:g}' for s, w in swept)} only "
                   "(for lack of CPU time); *mean* is over the settings every variant has.", ""]
-    lines += [table(header, rows), "", f"![recipe]({figure.relative_to(figure.parent.parent)})"]
+    lines += [table(header, rows), "", f"![recipe]({figure.relative_to(figure.parent.parent)})", "",
+              f"What the models draw from noise (50 DDIM steps, no guidance, the {SHOWN[phenotype]} channel, "
+              f"{', '.join(f'`{v}`' for v in args.sample_variants)}), under crops of real held-out fields; every "
+              "image on the scale of the first real row.", "",
+              f"![samples]({samples.relative_to(samples.parent.parent)})"]
     return "\n".join(lines)
 
 
@@ -199,6 +204,37 @@ def plot(phenotype: str, results: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_samples(folder: Path, phenotype: str, variants: list[str], path: Path, n: int = 4) -> Path:
+    """What each model generates from noise for each condition (50 DDIM steps, no guidance), under crops of real
+    held-out fields of the model's size: whether it has learned to draw the structure a translation must make."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from napari_phendiff.core.models import load_checkpoint
+    from napari_phendiff.core.translate import sample
+
+    _, sets = folder_sets(folder / "held_out", n)
+    models = {v: load_checkpoint(folder / f"recipe_{v}", device="cpu") for v in variants
+              if (folder / f"recipe_{v}" / "phendiff.json").is_file()}
+    first = next(iter(models.values()))
+    shown, size = first.channel_names.index(SHOWN[phenotype]), first.manifest["image_size"]
+    rows = []
+    for condition in PHENOTYPES[phenotype].conditions:
+        rows.append((f"real {condition}", sets[condition]["images"][:n, shown, :size, :size]))
+        rows += [(f"{variant}: {condition}", sample(model, condition, n=n, steps=50, seed=0)[:, shown])
+                 for variant, model in models.items()]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
+    for row, (label, images) in zip(axes, rows):
+        low, high = np.percentile(rows[0][1], 1), np.percentile(rows[0][1], 99.7)  # one scale: the first real row
+        for ax, image in zip(row, images):
+            ax.imshow(np.asarray(image, np.float64), cmap="gray", vmin=low, vmax=high)
+            ax.axis("off")
+        row[0].set_title(label, fontsize=7, loc="left")
+    return save_figure(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
@@ -211,6 +247,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--sample-variants", nargs="+", default=["baseline", "seed-1"],
+                        help="variants whose samples from noise the docs show")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -230,7 +268,8 @@ def main() -> None:
             continue
         figure = Path(__file__).resolve().parent.parent / "docs" / "images" / f"recipe_{phenotype}.png"
         plot(phenotype, results, figure)
-        text = markdown(phenotype, results, args, figure)
+        samples = plot_samples(folder, phenotype, args.sample_variants, figure.with_name(f"recipe_samples_{phenotype}.png"))
+        text = markdown(phenotype, results, args, figure, samples)
         print(text)
         print(f"written to {write_section(f'recipe_{phenotype}', text)}")
 
