@@ -35,10 +35,10 @@ from napari_phendiff.core.options import TranslateOptions
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
 
 from report import hardware, save_figure, table, write_section
+from training_recipe import SHOWN
 from translation_frontier import folder_sets, score
 
 KEEP = ("DNA",)
-SHOWN = {"actin": "actin", "golgi": "Golgi"}  # the channel whose structure the condition changes
 EXAMPLE_SETTINGS = ((0.2, 6.0), (0.45, 6.0), (0.8, 6.0))  # (strength, guidance) shown in the example figure
 
 
