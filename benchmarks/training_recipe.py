@@ -43,6 +43,7 @@ VARIANTS = {
     "baseline": {},
     "min-snr-5": {"snr_gamma": 5.0},            # Hang et al. 2023: min-SNR-gamma weighting, gamma 5
     "steps-2400": {"steps": 2400},              # twice the optimisation steps
+    "steps-4800": {"steps": 4800},              # four times
     "crops-64": {"image_size": 64},             # whole 64-px fields (3.2 cell diameters) instead of 48-px crops
     "no-null-dropout": {"condition_dropout": 0.0},  # every image with its condition (source-negative guidance
                                                     # never calls the null class)
