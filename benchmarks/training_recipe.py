@@ -143,7 +143,8 @@ def markdown(phenotype: str, results: list[dict], args, figure: Path, samples: P
              f"Training and held-out sets of `benchmarks/compare_methods.py` (100 images per condition, 64 px, cell "
              f"diameter 20 px; {first['fields']} held-out fields per direction with ground truth). Baseline: its "
              f"PhenDiff budget (`tiny`, 1200 steps, batch 8, 48-px crops); each variant changes one training "
-             f"setting (`seed-1` only the seed, a repeat of the baseline: the spread between two runs). Every model is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
+             f"setting (`seed-1` only the seed, a repeat of the baseline: the spread between two runs). Every model "
+             f"is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
              f"{', '.join(f'{g:g}' for g in args.guidances)} against the source, the DNA kept, on a "
              f"{first['steps']}-step DDIM grid; *best* is the setting with the highest true transfer (the gentlest "
              f"within 0.02 of it), *mean* the transfer averaged over the whole sweep (how much of the grid works). "
@@ -227,8 +228,8 @@ def plot_samples(folder: Path, phenotype: str, variants: list[str], path: Path, 
         rows += [(f"{variant}: {condition}", sample(model, condition, n=n, steps=50, seed=0)[:, shown])
                  for variant, model in models.items()]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
+    low, high = np.percentile(rows[0][1], 1), np.percentile(rows[0][1], 99.7)  # one scale: the first real row
     for row, (label, images) in zip(axes, rows):
-        low, high = np.percentile(rows[0][1], 1), np.percentile(rows[0][1], 99.7)  # one scale: the first real row
         for ax, image in zip(row, images):
             ax.imshow(np.asarray(image, np.float64), cmap="gray", vmin=low, vmax=high)
             ax.axis("off")
@@ -269,7 +270,8 @@ def main() -> None:
             continue
         figure = Path(__file__).resolve().parent.parent / "docs" / "images" / f"recipe_{phenotype}.png"
         plot(phenotype, results, figure)
-        samples = plot_samples(folder, phenotype, args.sample_variants, figure.with_name(f"recipe_samples_{phenotype}.png"))
+        samples = plot_samples(folder, phenotype, args.sample_variants,
+                               figure.with_name(f"recipe_samples_{phenotype}.png"))
         text = markdown(phenotype, results, args, figure, samples)
         print(text)
         print(f"written to {write_section(f'recipe_{phenotype}', text)}")

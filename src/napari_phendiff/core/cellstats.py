@@ -58,14 +58,19 @@ def overshot(summary: list[dict]) -> list[dict]:
     return sorted(over, key=lambda m: -m["moved"])
 
 
-def overshoots(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+def summary_of(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                channel_names: list[str]) -> list[dict]:
-    """`overshot` of translations against real target images, for callers without a report's table. Kept
-    channels and areas never count: the translations are measured on their originals' masks, so these equal the
-    originals'."""
+    """`cell_summary` of translations against real target images, for callers without files or a report."""
     rows = cell_table([Path(f"{i}") for i in range(len(originals))], originals, translated,
                       [Path(f"target {i}") for i in range(len(targets))], targets, channel_names)
-    return overshot(cell_summary(rows))
+    return cell_summary(rows)
+
+
+def overshoots(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+               channel_names: list[str]) -> list[dict]:
+    """`overshot` of translations against real target images. Kept channels and areas never count: the
+    translations are measured on their originals' masks, so these equal the originals'."""
+    return overshot(summary_of(originals, translated, targets, channel_names))
 
 
 def cell_summary(rows: list[dict]) -> list[dict]:
