@@ -216,6 +216,24 @@ def test_cells_are_segmented_where_they_are():
     assert np.nanmedian(table["reporter_nc_ratio"]) > 1.3  # TNFa: the reporter is nuclear
 
 
+def test_spread_tells_perinuclear_from_scattered_signal():
+    untreated, treated = (simulate_field("golgi", condition, 96, seed=3, cell_diameter=20.0)
+                          for condition in ("untreated", "nocodazole"))
+    names = ["DNA", "Golgi", "tubulin"]
+    ribbon, fragments = (np.nanmedian(measure_cells(f.image, names)["Golgi_spread"]) for f in (untreated, treated))
+    assert ribbon + 0.04 < fragments  # nocodazole scatters the Golgi away from the nucleus
+    doubled = np.stack([untreated.image[0], untreated.image[1].astype(np.float64) * 2, untreated.image[2]])
+    assert np.nanmedian(measure_cells(doubled, names)["Golgi_spread"]) == pytest.approx(ribbon, abs=0.02)
+    # one round cell by hand: signal on the nucleus vs on the rim
+    yy, xx = np.indices((41, 41))
+    radius = np.hypot(yy - 20, xx - 20)
+    nuclei, cells = (radius < 6).astype(np.int32), (radius < 14).astype(np.int32)
+    dna = np.where(nuclei > 0, 1000.0, 10.0)
+    centre, rim = (np.stack([dna, np.where(mask, 500.0, 10.0)]) for mask in (radius < 4, (radius > 11) & (radius < 14)))
+    spread = [measure_cells(image, ["DNA", "Golgi"], nuclei, cells)["Golgi_spread"][0] for image in (centre, rim)]
+    assert spread[0] < 0.25 < 0.75 < spread[1] < 1.0
+
+
 def test_evaluate_cli_with_a_trained_model(tiny_checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["evaluate", str(tiny_checkpoint), str(sim_data), "--source", "TNFa", "--target", "untreated",
