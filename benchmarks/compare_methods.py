@@ -78,30 +78,22 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
         return
     for direction in ((source, target), (target, source)):
         tag = f"{direction[0]}-to-{direction[1]}"
-        for slug, overrides in EVALUATED.items():
-            if slug not in args.evaluated:
-                continue
-            checkpoint = folder / f"model_{slug.split('-')[0]}"
-            if not (checkpoint / "phendiff.json").is_file():
-                continue
-            if slug == "pixel" and args.calibrate and not (folder / f"calibration_{tag}").is_dir():
-                start = time.perf_counter()
-                calibrate(checkpoint, folder / "calib", *direction, folder / f"calibration_{tag}",
-                          settings=grid(args.strengths, args.guidances), n=args.n_calibrate,
-                          steps=args.translate_steps, seed=0)
-                _note(checkpoint, f"calibrate_seconds_{tag}", time.perf_counter() - start)
-            if overrides is None:  # calibrated with the DNA kept, on the calibration set
-                overrides = _kept_calibration(checkpoint, folder, direction, "", args)
-            _evaluate(checkpoint, folder / f"report_{slug}_{tag}", held_out, direction, overrides, args)
-            print(f"{phenotype} {slug} {tag}: evaluated", flush=True)
-        for seed in args.seeds:  # the DNA-kept pair again for each further training seed
-            if seed == 0:
-                continue
+        for seed in sorted({0, *args.seeds}):  # further seeds: the DNA-kept pair (SEEDED) only
             suffix = _suffix(seed)
-            for slug in SEEDED:
+            for slug, overrides in EVALUATED.items():
+                if slug not in args.evaluated or (seed and slug not in SEEDED):
+                    continue
                 checkpoint = folder / f"model_{slug.split('-')[0]}{suffix}"
-                overrides = (EVALUATED[slug] if EVALUATED[slug] is not None
-                             else _kept_calibration(checkpoint, folder, direction, suffix, args))
+                if not (checkpoint / "phendiff.json").is_file():
+                    continue
+                if slug == "pixel" and args.calibrate and not (folder / f"calibration_{tag}").is_dir():
+                    start = time.perf_counter()
+                    calibrate(checkpoint, folder / "calib", *direction, folder / f"calibration_{tag}",
+                              settings=grid(args.strengths, args.guidances), n=args.n_calibrate,
+                              steps=args.translate_steps, seed=0)
+                    _note(checkpoint, f"calibrate_seconds_{tag}", time.perf_counter() - start)
+                if overrides is None:  # calibrated with the DNA kept, on the calibration set
+                    overrides = _kept_calibration(checkpoint, folder, direction, suffix, args)
                 _evaluate(checkpoint, folder / f"report_{slug}_{tag}{suffix}", held_out, direction, overrides, args)
                 print(f"{phenotype} {slug} {tag} seed {seed}: evaluated", flush=True)
 

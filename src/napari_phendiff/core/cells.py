@@ -88,6 +88,7 @@ def measure_cells(image: np.ndarray, channel_names: list[str], nuclei: np.ndarra
     columns["nucleus_area"] = nucleus_area.astype(np.float64)
     columns["cell_area"] = cell_area.astype(np.float64)
     outside = cells == 0
+    relative_distance = _relative_distance(nuclei, cells, n)
     for c, name in enumerate(channel_names):
         channel = image[c]
         background = float(np.median(channel[outside])) if outside.any() else 0.0
@@ -105,7 +106,7 @@ def measure_cells(image: np.ndarray, channel_names: list[str], nuclei: np.ndarra
         columns[f"{name}_nc_ratio"] = np.where(np.abs(cytoplasm_mean) > 1e-9 * (np.abs(nucleus_mean) + 1),
                                                ratio, np.nan)
         columns[f"{name}_texture"] = _texture(channel, cells, n)[ids]
-        columns[f"{name}_spread"] = _spread(corrected, nuclei, cells, n)[ids]
+        columns[f"{name}_spread"] = _spread(corrected, relative_distance, cells, n)[ids]
     return columns
 
 
@@ -125,21 +126,27 @@ def _texture(channel: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
         return np.where(level > 0, roughness / level, np.nan)
 
 
-def _spread(corrected: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
-    """Intensity-weighted mean distance of the (background-corrected, non-negative) signal from the cell's nucleus
-    centroid, over the cell's equivalent radius sqrt(area/pi): a radial-distribution measure like CellProfiler's
+def _relative_distance(nuclei: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
+    """Each cell pixel's distance from its nucleus centroid over the cell's equivalent radius sqrt(area/pi); NaN
+    for pixels of a cell without a nucleus, 0 outside cells."""
+    yy, xx = np.indices(cells.shape, dtype=np.float64)
+    nucleus_area = np.bincount(nuclei.ravel(), minlength=n + 1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre_y, centre_x = _label_sum(yy, nuclei, n) / nucleus_area, _label_sum(xx, nuclei, n) / nucleus_area
+        radius = np.sqrt(np.bincount(cells.ravel(), minlength=n + 1) / np.pi)
+        distance = np.hypot(yy - centre_y[cells], xx - centre_x[cells]) / radius[cells]
+    return np.where(cells > 0, distance, 0.0)
+
+
+def _spread(corrected: np.ndarray, relative_distance: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
+    """Intensity-weighted mean of the relative distance from the nucleus (_relative_distance) of the
+    background-corrected, non-negative signal: a radial-distribution measure like CellProfiler's
     MeasureObjectIntensityDistribution, in one number. Perinuclear signal scores low, signal scattered to the cell's
     edge high (on the simulator: Golgi median 0.63 untreated, 0.72 under nocodazole); NaN without signal."""
-    yy, xx = np.indices(cells.shape, dtype=np.float64)
-    nucleus_area = np.maximum(np.bincount(nuclei.ravel(), minlength=n + 1), 1)
-    centre_y = _label_sum(yy, nuclei, n) / nucleus_area
-    centre_x = _label_sum(xx, nuclei, n) / nucleus_area
     weight = np.where(cells > 0, np.clip(corrected, 0, None), 0.0)
-    distance = np.hypot(yy - centre_y[cells], xx - centre_x[cells])
     total = _label_sum(weight, cells, n)
-    radius = np.sqrt(np.bincount(cells.ravel(), minlength=n + 1) / np.pi)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((total > 0) & (radius > 0), _label_sum(weight * distance, cells, n) / total / radius, np.nan)
+        return np.where(total > 0, _label_sum(weight * relative_distance, cells, n) / total, np.nan)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
