@@ -181,7 +181,7 @@ def _held_out_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
 
 # The TrainConfig fields `train` and `generalization` offer, in this order; types, choices, defaults and help come
 # from core/options.py.
-MODEL_FIELDS = ("model", "preset", "base", "adapter", "rank", "gradient_checkpointing", "image_size", "steps",
+MODEL_FIELDS = ("model", "preset", "start_from", "base", "adapter", "rank", "gradient_checkpointing", "image_size", "steps",
                 "batch_size", "lr", "condition_dropout", "snr_gamma", "resize", "channel_names", "mixed_precision",
                 "num_workers", "seed", "device")
 

