@@ -191,10 +191,14 @@ class PixelTrainable:
     micro_batch = None  # the whole batch in one pass
 
     def __init__(self, config: TrainConfig, conditions: list[str], channels: int):
-        self.unet = build_unet(config.preset, channels, len(conditions), config.image_size)
-        self.denoiser = _ClassConditional(self.unet)
-        self.schedule = {**SCHEDULE_DEFAULTS, **config.schedule}
         self.preset = config.preset
+        self.started_from = None
+        if config.start_from:
+            self.unet, self.schedule, self.started_from = start_from(config.start_from, conditions, channels)
+        else:
+            self.unet = build_unet(config.preset, channels, len(conditions), config.image_size)
+            self.schedule = {**SCHEDULE_DEFAULTS, **config.schedule}
+        self.denoiser = _ClassConditional(self.unet)
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self.unet.named_parameters())
@@ -209,13 +213,55 @@ class PixelTrainable:
         self.unet.load_state_dict(weights)
 
     def manifest(self) -> dict:
-        return {}
+        return {"started_from": self.started_from} if self.started_from else {}
 
     def write(self, folder: Path, manifest: dict) -> None:
         write(folder, self.unet, self.schedule, manifest)
 
     def describe(self) -> str:
+        if self.started_from:
+            rows = self.started_from["condition_rows"]
+            return (f"{self.preset} pixel model started from {self.started_from['checkpoint']} ("
+                    + ", ".join(f"{new} <- {old}" for new, old in rows.items()) + ")")
         return f"{self.preset} pixel model"
+
+
+def start_from(checkpoint: str, conditions: list[str], channels: int) -> tuple[UNet2DModel, dict, dict]:
+    """A UNet holding a pixel checkpoint's weights for a new folder's conditions, its schedule, and what was done.
+
+    Every weight is the checkpoint's except the condition rows of the class-embedding table: a condition of the new
+    folder with the same name as one of the checkpoint's keeps that row; a new one starts from the checkpoint's null
+    condition (so at step 0 it generates as the unconditioned model does), and the null row stays the null row.
+    """
+    from ..checkpoint import NAMED_CHECKPOINTS, resolve_checkpoint
+    from . import read_manifest
+
+    path = resolve_checkpoint(checkpoint)
+    manifest = read_manifest(path)
+    if manifest.get("kind", "pixel") != "pixel":
+        raise ConfigError(f"{path}: is a {manifest.get('kind')!r} checkpoint; a pixel model starts only from a pixel "
+                          "checkpoint (PhenDiff). Choose one trained with the pixel model, or train from scratch.")
+    old = load(path, manifest, "cpu").unet
+    if old.config.in_channels != channels:
+        raise ConfigError(f"{path}: was trained on images with {old.config.in_channels} channel(s) "
+                          f"({', '.join(manifest['channel_names'])}), the folder's have {channels}. Start from a "
+                          "checkpoint trained on the same channels, or train from scratch.")
+    old_conditions = list(manifest["conditions"])
+    unet = UNet2DModel.from_config({**old.config, "num_class_embeds": len(conditions) + 1})
+    weights = {k: v for k, v in old.state_dict().items() if not k.startswith("class_embedding.")}
+    unet.load_state_dict(weights, strict=False)
+    table, null = old.class_embedding.weight.detach(), len(old_conditions)
+    rows = {c: (c if c in old_conditions else "null") for c in conditions}
+    with torch.no_grad():
+        for i, condition in enumerate(conditions):
+            unet.class_embedding.weight[i] = table[old_conditions.index(condition) if condition in old_conditions
+                                                   else null]
+        unet.class_embedding.weight[len(conditions)] = table[null]
+    schedule = dict(manifest.get("schedule") or DDIMScheduler.load_config(path / "scheduler"))
+    schedule = {k: v for k, v in schedule.items() if not k.startswith("_")}
+    source = str(checkpoint) if str(checkpoint) in NAMED_CHECKPOINTS else str(path.resolve())
+    return unet.train(), schedule, {"checkpoint": source, "trained_steps": manifest.get("trained_steps"),
+                                     "conditions": old_conditions, "condition_rows": rows}
 
 
 class _ClassConditional(torch.nn.Module):
@@ -232,6 +278,8 @@ class _ClassConditional(torch.nn.Module):
 class Trainer(DiffusionTrainer):
     @classmethod
     def prepare(cls, config: TrainConfig) -> TrainConfig:
+        if config.start_from:
+            _check_start_preset(config)
         factor = 2 ** (len(PRESETS[config.preset]["block_out_channels"]) - 1)
         if config.image_size % factor:  # before any image is read
             raise ConfigError(f"Image size {config.image_size} must be a multiple of {factor} for the "
@@ -240,3 +288,16 @@ class Trainer(DiffusionTrainer):
 
     def make_trainable(self, config: TrainConfig, data) -> PixelTrainable:
         return PixelTrainable(config, data.conditions, data.channels)
+
+
+def _check_start_preset(config: TrainConfig) -> None:
+    """A run that starts from a checkpoint has that checkpoint's architecture: refuse a preset that says otherwise
+    (before any image is read) rather than record a preset the weights are not."""
+    from ..checkpoint import resolve_checkpoint
+    from . import read_manifest
+
+    path = resolve_checkpoint(config.start_from)
+    preset = read_manifest(path).get("preset")
+    if preset is not None and preset != config.preset:
+        raise ConfigError(f"{path}: is a {preset!r} model, but the preset is {config.preset!r}. Choose the preset "
+                          f"{preset!r} (--preset {preset}) to start from it.")

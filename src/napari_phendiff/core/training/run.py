@@ -197,7 +197,7 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
     # records (the learning-rate schedule and the batches are functions of them).
     problems += [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
                  for name in ("lr", "seed", "batch_size", "warmup_steps", "weight_decay", "grad_clip", "ema_decay",
-                              "condition_dropout", "snr_gamma", "resize")
+                              "condition_dropout", "snr_gamma", "resize", "start_from")
                  if name in saved and saved[name] != getattr(config, name)]
     if manifest.get("kind", "pixel") != config.model:
         problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
