@@ -223,9 +223,11 @@ def test_train_dock_offers_the_latent_model(sim_data, base, tmp_path, monkeypatc
     assert dock.viewer.layers["preview: TNFa"].data.shape == (1, 2, 16, 16)
 
 
-def test_kept_channels_are_refused_for_a_latent_model(checkpoints):
-    from napari_phendiff.core.errors import ConfigError
-
+def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change(checkpoints):
     model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
-    with pytest.raises(ConfigError, match="needs a pixel-space model"):
-        pd.translate(model, field(32, seed=1), "untreated", "TNFa", keep_channels=("DNA",))
+    image = field(32, seed=1)
+    free = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5)
+    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",))
+    assert np.array_equal(kept[0], image[0])           # pasted after decoding: exactly the original's
+    assert not np.array_equal(free[0], image[0])       # without keeping, the autoencoder changes it
+    assert not np.array_equal(kept[1], image[1])       # the reporter is regenerated

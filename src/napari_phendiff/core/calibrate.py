@@ -37,7 +37,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
 from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
-                        regenerate, translate)
+                        paste_kept, regenerate, translate)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -127,7 +127,9 @@ def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequenc
                 end = _finish(regenerate(model, inverted, target_index, source_index, setting.options(base),
                                          generator=generator, dtype=dtype))
                 with torch.inference_mode():
-                    out = model.decode(end).float().cpu().numpy()[..., :height, :width]
+                    out = model.decode(end).float().cpu().numpy()
+                paste_kept(out, torch.from_numpy(padded), kept_channels(model, base.keep_channels))
+                out = out[..., :height, :width]
                 results[setting][list(chunk)] = model.normalization.inverse(out, stack.dtype)
                 done += 1
                 if progress:

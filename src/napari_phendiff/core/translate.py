@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from .models import KINDS
 from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError, PhenDiffWarning
 from .images import check_finite
@@ -206,6 +205,7 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
         end = yield from _count(generation, "generate", done, total, name)
         with torch.inference_mode():
             outs[name] = model.decode(end).float().cpu().numpy()
+        paste_kept(outs[name], clean, kept_channels(model, options.keep_channels))
         done += forward_steps
     return outs, done
 
@@ -217,7 +217,7 @@ def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], i
     for name, index in zip(targets, indices):
         with torch.inference_mode():
             outs[name] = model.map(clean, source, index).float().cpu().numpy()
-        outs[name][:, list(keep)] = clean[:, list(keep)].float().cpu().numpy()
+        paste_kept(outs[name], clean, keep)
         done += 1
         yield TranslateEvent("generate", done, total, name)
     return outs, done
@@ -247,16 +247,21 @@ def regenerate(model, inverted: "Inverted", target: int, source: int, options: T
     return generate(model, inverted, target, options.steps, strength=options.strength, guidance=options.guidance,
                     negative=negative_label(model, options.negative, source), interval=options.guidance_interval,
                     eta=options.eta, generator=generator, dtype=dtype,
-                    keep=kept_channels(model, options.keep_channels))
+                    keep=model.kept_in_walk(kept_channels(model, options.keep_channels)))
+
+
+def paste_kept(out: np.ndarray, clean: torch.Tensor, keep: Sequence[int]) -> None:
+    """The kept channels of a translation (N, C, H, W) set to the input's, exactly: a pixel-space walk already ends
+    there (a no-op); a latent model's autoencoder mixes the channels, so they are pasted after decoding (the other
+    channels were regenerated around the autoencoder's reconstruction of them); a direct model copies them."""
+    if keep:
+        out[:, list(keep)] = clean[:, list(keep)].float().cpu().numpy()
 
 
 def kept_channels(model: ConditionedModel, names: Sequence[str]) -> list[int]:
     """The indices of the channels a translation keeps, checked against the checkpoint (ConfigError)."""
     if not names:
         return []
-    if not KINDS[model.kind].keeps_channels:
-        raise ConfigError(f"keep_channels needs a pixel-space model; '{model.path}' is a {model.kind} model, whose "
-                          "autoencoder mixes the channels. Leave keep_channels out.")
     channels = list(model.channel_names)
     unknown = [name for name in names if name not in channels]
     if unknown:

@@ -249,7 +249,7 @@ class TranslateDock(WorkerDock):
         self.target.addItems(conditions)
         self.target.setCurrentIndex(min(1, len(conditions) - 1))
         channels = self.manifest["channel_names"]
-        self._make_keep_checks(channels, KINDS[self.manifest.get("kind", "pixel")].keeps_channels)
+        self._make_keep_checks(channels)
         self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
                                      f"{', '.join(conditions)} · {self.manifest['image_size']} px")
         self._guess_source()
@@ -273,14 +273,14 @@ class TranslateDock(WorkerDock):
             shown += f", {'+'.join(options.keep_channels)} kept"
         self.settings_info.setText(f"Preselected: {origin} ({shown}).")
 
-    def _make_keep_checks(self, channels: list[str], allowed: bool) -> None:
+    def _make_keep_checks(self, channels: list[str]) -> None:
         layout = self.keep_box.layout()
         for check in self.keep_checks.values():
             layout.removeWidget(check)
             check.deleteLater()
         self.keep_checks = {name: QCheckBox(name) for name in channels}
         for check in self.keep_checks.values():
-            check.setEnabled(allowed and len(channels) > 1)
+            check.setEnabled(len(channels) > 1)
             layout.addWidget(check)
 
     def kept_channels(self) -> tuple[str, ...]:

@@ -81,6 +81,12 @@ class DiffusionModel(ConditionedModel):
         """Class index meaning "no condition" (used by classifier-free guidance)."""
         return len(self.conditions)
 
+    def kept_in_walk(self, keep: list[int]) -> list[int]:
+        """The kept channels the DDIM walk itself can hold at the inversion's values: all of them when the model
+        diffuses the image's own channels (the default); a model that diffuses something else keeps none in the
+        walk, and the engine pastes them after decoding."""
+        return keep
+
     def blended_condition(self, condition: int, other: int, weight: float):
         """A context in which `condition` means weight x its own embedding + (1 - weight) x `other`'s (the morph's
         embedding path). Only kinds that condition through an embedding table give one."""
