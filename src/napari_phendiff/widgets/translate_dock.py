@@ -24,7 +24,7 @@ from ..core.checkpoint import MANIFEST, resolve_checkpoint
 from ..core.errors import PhenDiffError
 from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
-from ..core.models import KINDS, read_manifest
+from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
 from ..core.translate import is_direct
