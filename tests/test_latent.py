@@ -20,7 +20,7 @@ from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.translate import _finish, generate, invert
-from conftest import random_image, tiny_base, wait_for, write_tif
+from conftest import random_image, tiny_base, write_tif
 
 ADAPTERS = ["lora", "svdiff", "attention", "full"]
 
@@ -190,37 +190,6 @@ def test_command_line_trains_and_translates(sim_data, base, tmp_path):
                 "--out", str(tmp_path / "translated"), "--device", "cpu"]) == 0
     written = pd.read_image(tmp_path / "translated" / f"{image.stem}_to_TNFa.tif")
     assert written.shape == pd.read_image(image).shape
-
-
-def test_train_dock_offers_the_latent_model(sim_data, base, tmp_path, monkeypatch, request):
-    pytest.importorskip("napari")
-    pytest.importorskip("pytestqt")
-    from napari_phendiff.widgets import _shared
-    from napari_phendiff.widgets.train_dock import TrainDock
-
-    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")  # not the user's list
-    monkeypatch.setattr(_shared.CHECKPOINTS, "recent", ())
-    qtbot = request.getfixturevalue("qtbot")
-    dock = TrainDock(request.getfixturevalue("make_napari_viewer")())
-    assert dock.latent_options.isHidden() and not dock.preset.isHidden()
-    dock.model.setCurrentIndex(dock.model.findData("latent"))
-    assert not dock.latent_options.isHidden() and dock.preset.isHidden()
-    assert [dock.adapter.itemData(i) for i in range(dock.adapter.count())] == ADAPTERS
-    dock.set_base(base)
-    assert dock.image_size.value() == 16  # the base's own size
-    assert dock.lr.value() == pytest.approx(1e-4)  # lora's usual rate
-    dock.adapter.setCurrentIndex(dock.adapter.findData("svdiff"))
-    assert not dock.rank.isEnabled() and dock.lr.value() == pytest.approx(1e-3)
-    dock.set_data_folder(sim_data)
-    dock.out.setText(str(tmp_path / "dock-model"))
-    for box, value in ((dock.steps, 2), (dock.batch_size, 2), (dock.previews, 1)):
-        box.setValue(value)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    worker = dock.train()
-    wait_for(qtbot, worker, 120_000)
-    manifest = json.loads((tmp_path / "dock-model" / "phendiff.json").read_text())
-    assert manifest["kind"] == "latent" and manifest["adapter"] == "svdiff"
-    assert dock.viewer.layers["preview: TNFa"].data.shape == (1, 2, 16, 16)
 
 
 def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change(checkpoints):

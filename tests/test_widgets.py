@@ -158,6 +158,7 @@ def test_out_of_memory_becomes_advice():
 def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, viewer, sim_data):
     translate = open_dock(viewer, "Translate")
     train = open_dock(viewer, "Train")
+    train.what.setCurrentIndex(train.what.findData("scratch"))  # the pixel model (the default fine-tunes a base)
     train.set_data_folder(sim_data)
     assert "TNFa: 4 images" in train.folder_info.text() and "untreated: 4 images" in train.folder_info.text()
     out = tmp_path / "model"
@@ -185,6 +186,7 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
 
 def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
     train = open_dock(viewer, "Train")
+    train.what.setCurrentIndex(train.what.findData("scratch"))  # the pixel model (the default fine-tunes a base)
     train.set_data_folder(sim_data)
     out = tmp_path / "stopped"
     train.out.setText(str(out))
