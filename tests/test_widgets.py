@@ -320,17 +320,19 @@ def test_a_folder_is_translated_with_the_dock_settings_and_cell_tables(qtbot, vi
     assert "inside the input folder" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()
 
 
-def test_source_is_guessed_from_the_name_or_folder_and_shown(viewer, translate_dock, tmp_path):
+def test_source_is_set_from_the_name_or_folder_and_shown(viewer, translate_dock, tmp_path):
     from napari_phendiff.widgets.translate_dock import guess_condition
 
-    layer = viewer.add_image(random_image((2, 48, 48)), name="TNFa_0003")
+    layer = viewer.add_image(random_image((2, 48, 48)), name="TNFa")
     assert guess_condition(layer, ["TNFa", "untreated"]) == ("TNFa", "name")
+    numbered = viewer.add_image(random_image((2, 48, 48)), name="TNFa_0003")
+    assert guess_condition(numbered, ["TNFa", "untreated"]) is None  # a word of a name is not trusted
     path = write_tif(tmp_path / "untreated" / "field7.tif", random_image((2, 48, 48)))
     opened = viewer.open(path)[0]
     assert guess_condition(opened, ["TNFa", "untreated"]) == ("untreated", "folder")
-    translate_dock.set_channel_layers(["TNFa_0003"])
+    translate_dock.set_channel_layers(["TNFa"])
     assert (translate_dock.source.currentText(), translate_dock.target.currentText()) == ("TNFa", "untreated")
-    assert "guessed from the layer's name: TNFa" in translate_dock.status.text()
+    assert "Source TNFa: from the name of layer 'TNFa'" in translate_dock.direction_info.text()
 
 
 def test_two_whole_images_ticked_as_channels_are_refused(viewer, translate_dock):

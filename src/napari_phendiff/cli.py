@@ -341,8 +341,14 @@ def _trained_steps(out: Path) -> int:
 
 
 def _translate(args) -> None:
-    from .core.batch import SUMMARY, translate_files
+    from .core.batch import SUMMARY, inputs_named_otherwise, translate_files
+    from .core.models import read_manifest
 
+    conditions = read_manifest(args.checkpoint)["conditions"]
+    for path, condition, where in inputs_named_otherwise(args.inputs, args.source, conditions):
+        named = "is named" if where == "name" else "sits in a folder named"
+        print(f"warning: {path} {named} '{condition}' but {'its images are' if path.is_dir() else 'is'} translated "
+              f"as --source {args.source}", file=sys.stderr)
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
                              overwrite=args.overwrite, morph=args.morph, morph_path=args.morph_path,
                              samples=args.samples,

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
-from .images import is_image_file, read_image
+from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe
 from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
                         translation_options)
@@ -66,9 +66,7 @@ def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Jo
             raise DataError(f"The output folder {out} is inside the input folder {item}: a later run would translate these "
                             "outputs too. Choose an output folder outside it.")
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)
-                           and not any(part.startswith(".") for part in p.relative_to(item).parts))
-            jobs += [Job(p, out / p.parent.relative_to(item)) for p in found]
+            jobs += [Job(p, out / p.parent.relative_to(item)) for p in images_in(item)]
         elif item.is_file():
             jobs.append(Job(item, out))
         else:
@@ -79,6 +77,38 @@ def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Jo
         raise DataError(f"No images (.tif, .tiff, .png, .jpg) found in {', '.join(map(str, inputs))}.")
     _refuse_collisions(jobs, targets)
     return jobs
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files under `folder`, searched recursively, hidden files and folders left out."""
+    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def named_condition(path: str | Path, conditions: list[str]) -> tuple[str, str] | None:
+    """The condition an image file or folder is named after: (condition, "name") when its own name (a file's without
+    the extension) is one of `conditions`, else (condition, "folder") when its parent folder's name is; whole names,
+    case-insensitive (`untreated/field7.tif` names untreated; `TNFa_high_0003.tif` names nothing). None otherwise:
+    the condition is then the user's to say, never guessed."""
+    path = Path(path)
+    by_name = {c.lower(): c for c in conditions}
+    own = path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+    for where, text in (("name", own), ("folder", path.parent.name)):
+        if text.lower() in by_name:
+            return by_name[text.lower()], where
+    return None
+
+
+def inputs_named_otherwise(inputs: list[Path], source: str, conditions: list[str]) -> list[tuple[Path, str, str]]:
+    """(path, condition, "name" | "folder") for each input, and each folder of images inside an input folder, named
+    after another condition than `source` (see `named_condition`): images that are probably not in `source`."""
+    places = []
+    for item in map(Path, inputs):
+        places.append(item)
+        if item.is_dir():
+            places += sorted({p.parent for p in images_in(item)} - {item})
+    found = ((place, named_condition(place, conditions)) for place in places)
+    return [(place, *named) for place, named in found if named is not None and named[0] != source]
 
 
 def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:

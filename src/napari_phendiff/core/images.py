@@ -67,6 +67,24 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def read_channel_names(path: str | Path) -> list[str] | None:
+    """The channel names a TIFF records (ImageJ `Labels`, as this package, Fiji and the simulator write them), in
+    the file's channel order; None when it records none (or is no readable TIFF)."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            labels, series = (tif.imagej_metadata or {}).get("Labels"), tif.series[0]
+            channels = dict(zip(series.axes, series.shape)).get("C")
+    except (OSError, ValueError, IndexError, KeyError):  # unreadable: reading its pixels says what is wrong
+        return None
+    if not labels or isinstance(labels, str) or not channels or len(labels) % channels:
+        return None
+    names = [str(label) for label in labels[:channels]]
+    return names if list(labels) == names * (len(labels) // channels) else None
+
+
 def to_cyx(array: np.ndarray, axes: str | None = None, source: str = "image") -> np.ndarray:
     """Bring a 2D image with an optional channel axis to (C, Y, X).
 

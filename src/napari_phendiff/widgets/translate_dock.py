@@ -7,6 +7,7 @@ results into layers and the per-cell table.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.batch import plan_jobs
+from ..core.batch import named_condition, plan_jobs
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
 from ..core.errors import PhenDiffError
 from ..core.explore import MORPH_FRAMES, write_cells_csv
@@ -35,18 +36,22 @@ from ._shared import (CHECKPOINTS, ERROR_STYLE, WorkerDock, button, connect_whil
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
                                 run_translation)
 
-def guess_condition(layer, conditions: list[str]) -> tuple[str, str] | None:
-    """(condition, "name" or "folder") when the layer's name or its file's folders name one condition: exactly, or
-    as a word of the name (`untreated_0003`); the longest match wins (`TNFa_high` over `TNFa`)."""
-    def words(text: str) -> set[str]:
-        return {w.lower() for w in re.split(r"[^0-9A-Za-z]+", text) if w} | {text.lower()}
+CHOOSE = "choose…"
 
+
+def guess_condition(layer, conditions: list[str]) -> tuple[str, str] | None:
+    """(condition, "name" | "file" | "folder") when the layer's name, its file's name or the name of the folder its
+    file is in is one of the conditions: whole names, case-insensitive, napari's ` [1]` of a repeated name left out
+    (`untreated`, `untreated/field7.tif`). Else None: the source is then the user's to choose, never guessed (a
+    `TNFa_high_0003` could be TNFa or TNFa_high)."""
+    name = re.sub(r" \[\d+\]$", "", layer.name).lower()
+    by_name = {c.lower(): c for c in conditions}
+    if name in by_name:
+        return by_name[name], "name"
     path = getattr(getattr(layer, "source", None), "path", None)
-    places = [("name", layer.name)] + ([("folder", part) for part in reversed(Path(path).parent.parts)] if path else [])
-    for where, text in places:
-        matches = [c for c in conditions if c.lower() == text.lower() or c.lower() in words(text)]
-        if matches:
-            return max(matches, key=len), where
+    found = named_condition(path, conditions) if path else None
+    if found is not None:
+        return found[0], "file" if found[1] == "name" else "folder"
     return None
 
 
@@ -67,6 +72,8 @@ class TranslateDock(WorkerDock):
         self.results: list[str] = []  # the names of the last run's layers, for Save results
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
+        self._source_from: tuple[str, str] | None = None  # (layer | folder, how): the source was set from a name
+        self._setting = False  # the dock, not the user, is changing the source
         self._build()
         self._refresh_checkpoints()
         connect_while_alive(CHECKPOINTS.events.recent, self._refresh_checkpoints, self)
@@ -81,8 +88,15 @@ class TranslateDock(WorkerDock):
         browse.clicked.connect(self.browse_checkpoint)
         self.checkpoint_info = QLabel(wordWrap=True)
         self.source, self.target = QComboBox(), QComboBox()
+        for combo in (self.source, self.target):
+            combo.setPlaceholderText(CHOOSE)
+        self.source.setToolTip("The condition the images are in. Set for you only when a ticked layer, its file or "
+                               "its folder (or the folder translated) is named after a condition; never guessed.")
+        self.source.currentTextChanged.connect(self._source_changed)
+        self.source.activated.connect(self._source_chosen)  # the user's choice, even of the condition already shown
         self.source.currentTextChanged.connect(self._preselect_options)
         self.target.currentTextChanged.connect(self._preselect_options)
+        self.direction_info = QLabel(wordWrap=True)
         defaults = TranslateOptions()
         self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength,
                              "How far the image is taken apart before it is rebuilt: low keeps every cell, high "
@@ -159,6 +173,7 @@ class TranslateDock(WorkerDock):
         form.addRow("", self.checkpoint_info)
         form.addRow("Source", self.source)
         form.addRow("Target", self.target)
+        form.addRow("", self.direction_info)
         form.addRow("Strength", self.strength)
         form.addRow("Guidance", self.guidance)
         form.addRow("Contrast with", self.negative)
@@ -187,25 +202,97 @@ class TranslateDock(WorkerDock):
 
     # --- inputs --------------------------------------------------------------------------------------------------
     def channel_layers(self) -> list[Image]:
-        """The ticked layers: one layer, or one layer per channel in channel order."""
+        """The ticked layers, in the order ticked: one layer, or one layer per channel (named after its channel)."""
         return self.layers.ticked()
 
     def set_channel_layers(self, names: list[str]) -> None:
         """Tick exactly these layers, in this order."""
         self.layers.tick(names)
 
+    # --- direction -----------------------------------------------------------------------------------------------
     def _guess_source(self, item=None) -> None:
-        """The source from a ticked layer: its name, else the folder its file came from, naming a condition (as
-        the sample data and a folder per condition do); the target becomes another condition. The guess is shown."""
-        for layer in self.channel_layers() if self.manifest else []:
-            found = guess_condition(layer, self.manifest["conditions"])
-            if found is not None:
-                condition, where = found
-                self.source.setCurrentText(condition)
-                others = [c for c in self.manifest["conditions"] if c != condition]
-                self.target.setCurrentText(others[0])
-                self.status.setText(f"Source guessed from the layer's {where}: {condition} (change it if wrong).")
-                return
+        """The source from the ticked layers when their names, files or folders name one condition (as the sample
+        data and a folder per condition do). Otherwise a source set from names before is taken back: the user
+        chooses it. A source the user chose stays."""
+        if not self.manifest:
+            return
+        found: dict[str, str] = {}
+        for layer in self.channel_layers():
+            named = guess_condition(layer, self.manifest["conditions"])
+            if named is not None:
+                where = {"name": "name", "file": "file's name", "folder": "file's folder"}[named[1]]
+                found.setdefault(named[0], f"the {where} of layer '{layer.name}'")
+        if len(found) == 1:
+            self.set_source(*next(iter(found.items())), kind="layer")
+        elif self._source_from is not None:
+            with self._by_the_dock():
+                self.source.setCurrentIndex(-1)
+            self._source_from = None
+            self._show_direction(f"The ticked layers are named after {' and '.join(found)}: choose the source."
+                                 if found else "")
+
+    def set_source(self, condition: str, origin: str, kind: str = "layer") -> None:
+        """Set the source from a name (`origin` says whose), and a target that differs from it when that is
+        unambiguous (the only other condition); the origin is shown next to the source."""
+        with self._by_the_dock():
+            self.source.setCurrentText(condition)
+        self._source_from = (kind, origin)
+        if self.target.currentText() in ("", condition):
+            self._only_other_target()
+        self._show_direction()
+
+    @contextlib.contextmanager
+    def _by_the_dock(self):
+        self._setting = True
+        try:
+            yield
+        finally:
+            self._setting = False
+
+    def _source_changed(self, text: str) -> None:
+        if not self._setting:
+            self._source_chosen()
+
+    def _source_chosen(self, index=None) -> None:
+        """The user chose the source: it is theirs now, whatever named it before."""
+        self._source_from = None
+        if not self.target.currentText():
+            self._only_other_target()
+        self._show_direction()
+
+    def _only_other_target(self) -> None:
+        others = [c for c in self.manifest["conditions"] if c != self.source.currentText()] if self.manifest else []
+        self.target.setCurrentIndex(self.target.findText(others[0]) if len(others) == 1 else -1)
+
+    def _show_direction(self, problem: str = "") -> None:
+        """Next to the source: where it came from, or what to do."""
+        if problem:
+            self.direction_info.setText(ERROR_STYLE.format(problem))
+        elif not self.source.currentText() and self.manifest:
+            self.direction_info.setText("Choose the source: the condition the images are in.")
+        elif self._source_from is not None:
+            self.direction_info.setText(f"Source {self.source.currentText()}: from {self._source_from[1]}.")
+        else:
+            self.direction_info.setText("")
+
+    def _direction_problem(self, mode: str, folder: Path | None = None) -> str:
+        """What is missing from the source and target ("" when nothing). A source set from the name of a layer is
+        not a folder's, nor one set from a folder's name the ticked layers'."""
+        source, target = self.source.currentText(), self.target.currentText()
+        kind, what = (("folder", f"the folder {folder.name}: choose the source condition of its images")
+                      if folder is not None else ("layer", "the ticked layers: choose their source condition"))
+        if self._source_from is not None and self._source_from[0] != kind:
+            return f"Source {source} was set from {self._source_from[1]}, not from {what}."
+        if not source:
+            where = f" of the images in {folder.name}" if folder is not None else ""
+            return f"Choose the source condition{where}: the dock does not guess the condition of the images."
+        if mode != "control" and not target:
+            return "Choose the target condition: the condition to translate the images to."
+        return ""
+
+    def _refuse_direction(self, problem: str) -> None:
+        self._show_direction(problem)
+        self._report(problem)
 
     # --- checkpoint ----------------------------------------------------------------------------------------------
     def _refresh_checkpoints(self, recent=None) -> None:
@@ -234,25 +321,34 @@ class TranslateDock(WorkerDock):
             self.select_checkpoint(Path(folder).resolve())
 
     def _load_manifest(self, index=None) -> None:
-        """Read the chosen checkpoint's manifest (no weights): conditions for the dropdowns, channels to check."""
-        self.source.clear()
-        self.target.clear()
+        """Read the chosen checkpoint's manifest (no weights): conditions for the dropdowns, channels to check.
+        The source and target stay as chosen when the checkpoint has them; otherwise they are to be chosen."""
+        chosen = self.source.currentText(), self.target.currentText()
+        with self._by_the_dock():
+            self.source.clear()
+            self.target.clear()
         self.manifest, self.manifest_error = None, ""
         try:
             self.manifest = read_manifest(self.checkpoint.currentData())
         except PhenDiffError as exc:
             self.manifest_error = str(exc)
             self.checkpoint_info.setText(ERROR_STYLE.format(exc))
+            self._source_from = None
+            self._show_direction()
             return
         conditions = self.manifest["conditions"]
-        self.source.addItems(conditions)
-        self.target.addItems(conditions)
-        self.target.setCurrentIndex(min(1, len(conditions) - 1))
+        with self._by_the_dock():
+            for combo, condition in zip((self.source, self.target), chosen):
+                combo.addItems(conditions)
+                combo.setCurrentIndex(combo.findText(condition) if condition else -1)
+        if not self.source.currentText():
+            self._source_from = None
         channels = self.manifest["channel_names"]
         self._make_keep_checks(channels)
         self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
                                      f"{', '.join(conditions)} · {self.manifest['image_size']} px")
         self._guess_source()
+        self._show_direction()
         self._preselect_options()
 
     def _preselect_options(self, text=None) -> None:
@@ -299,7 +395,8 @@ class TranslateDock(WorkerDock):
             raise PhenDiffError("Source and target are the same condition; choose another target (or press "
                                 "'Control: source → source' for the round trip).")
         point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
-        inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point)
+        opened = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point, opened)
         source, target = self.source.currentText(), self.target.currentText()
         return inputs, self._settings_request(source, target, inputs.pixels(), mode)
 
@@ -329,6 +426,10 @@ class TranslateDock(WorkerDock):
         return self._start("control")
 
     def _start(self, mode: str):
+        problem = self._direction_problem(mode) if self.manifest is not None else ""
+        if problem:
+            self._refuse_direction(problem)
+            return None
         try:
             inputs, request = self.request(mode)
         except PhenDiffError as exc:
@@ -342,8 +443,9 @@ class TranslateDock(WorkerDock):
         worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
         self._pending, self._run_key = (inputs, request), key
         what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:"}[mode]
+        matched = f" ({inputs.matched})" if inputs.matched else ""
         return self.start_worker(worker, f"{what} {request.images.shape[0]} image(s) {request.source} → "
-                                         f"{request.shown_target}…")
+                                         f"{request.shown_target}{matched}…")
 
     def browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the folder of images to translate")
@@ -354,14 +456,25 @@ class TranslateDock(WorkerDock):
             self.translate_folder(folder, out)
 
     def translate_folder(self, folder: str | Path, out: str | Path):
-        """Translate every image of `folder` into `out` with the dock's settings (source, target, strength, ...);
-        returns the worker (None if something must be fixed first)."""
+        """Translate every image of `folder` into `out` with the dock's settings (strength, ...); returns the worker
+        (None if something must be fixed first). A folder named after a condition, or inside one, sets the source;
+        otherwise the source must have been chosen in the dock (one set from a layer's name is not the folder's)."""
         if self.running:
             self._report("A run is active: wait for it or press Cancel.")
             return None
+        folder = Path(folder)
         try:
             if self.manifest is None:
                 raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+            named = named_condition(folder, self.manifest["conditions"])
+            if named is not None:
+                origin = (f"the name of the folder {folder.name}" if named[1] == "name" else
+                          f"the name of the folder {folder.parent.name}, which holds {folder.name}")
+                self.set_source(named[0], origin, kind="folder")
+            problem = self._direction_problem("translate", folder)
+            if problem:
+                self._refuse_direction(problem)
+                return None
             source, target = self.source.currentText(), self.target.currentText()
             if source == target:
                 raise PhenDiffError("Source and target are the same condition; choose another target.")
@@ -373,7 +486,8 @@ class TranslateDock(WorkerDock):
         key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
         worker = run_folder(request, self.model if key == self._model_key else None, Path(folder), Path(out))
         self._pending, self._run_key = ("folder", None, request), key
-        return self.start_worker(worker, f"Translating the images of {folder} {source} → {target}…")
+        origin = f" (source from {self._source_from[1]})" if self._source_from else ""
+        return self.start_worker(worker, f"Translating the images of {folder} {source} → {target}{origin}…")
 
     def measure_cells(self):
         """The Measure cells button: segment and measure every cell of the last translation's originals."""
@@ -454,9 +568,8 @@ class TranslateDock(WorkerDock):
         for i, (layer, translated, original) in enumerate(zip(inputs.layers, inputs.split(outcome.images),
                                                               inputs.split(request.images))):
             difference = translated.astype(np.float32) - original.astype(np.float32)
-            # the writer names the TIFF's channels from this: all of them, or this layer's one
-            meta = {**meta, "channels": channel_names if inputs.channel_axis is not None or len(channel_names) == 1
-                    else [channel_names[i]]}
+            # the writer names the TIFF's channels from this: the layer's own, in its order
+            meta = {**meta, "channels": inputs.layer_channels(channel_names)[i]}
             extra = "control" if request.mode == "control" else ""
             names = (result_name(layer.name, target, tag, extra),
                      result_name(layer.name, target, tag, "_".join(filter(None, [extra, "diff"]))))
@@ -487,9 +600,10 @@ class TranslateDock(WorkerDock):
             self._last = (inputs, request, outcome.images)
         self.show_side_by_side(triples)
         limits = ", ".join(f"{diff.name}: ±{diff.contrast_limits[1]:.4g}" for _, _, diff in triples)
+        matched = f" {inputs.matched[0].upper()}{inputs.matched[1:]}." if inputs.matched else ""
         self.status.setText(f"Done: {request.source} → {target}{label} ({settings}). Grid view: original "
                             f"| translated | difference (colour limits {limits}; other layers hidden).{reused} "
-                            "'Save results…' writes them as TIFFs.")
+                            f"'Save results…' writes them as TIFFs.{matched}")
 
     def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict,
                     tag: str) -> None:
