@@ -12,7 +12,8 @@ from ._shared import connect_while_alive
 class LayerPicker(QListWidget):
     """One checkable item per image layer of the viewer, in an order the user can change by dragging.
 
-    Tick one layer (its channel axis holds the channels), or several single-channel layers in channel order.
+    Tick one layer (its channel axis holds the channels), or several single-channel layers (matched to the
+    checkpoint's channels by name, widgets/_layers.py).
     """
 
     def __init__(self, viewer):
@@ -21,8 +22,8 @@ class LayerPicker(QListWidget):
         self.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.setMinimumHeight(60)
         self.setMaximumHeight(110)
-        self.setToolTip("Tick the image layer to translate, or the layers that form the channels, in the "
-                        "checkpoint's channel order (drag to reorder).")
+        self.setToolTip("Tick the image layer to translate, or the layers that form its channels: they are matched "
+                        "to the checkpoint's channels by name (DNA, field [DNA], field_DNA) or by their file's order.")
         self.refresh()
         connect_while_alive(viewer.layers.events.inserted, self.refresh, self)
         connect_while_alive(viewer.layers.events.removed, self.refresh, self)
