@@ -74,7 +74,8 @@ def test_translation_flags_are_the_translate_options(command):
     (["train", "DATA", "--out", "OUT", "--lr", "nan"], "lr must be a finite number"),
     (["train", "DATA", "--out", "OUT", "--lr", "-1"], "lr (the learning rate) must be above 0"),
     (["train", "DATA", "--out", "OUT", "--mixed-precision", "bf16", "--device", "cpu"], "needs a CUDA GPU"),
-    (["train", "DATA", "--out", "OUT", "--model", "latent"], "--base"),
+    (["train", "DATA", "--out", "OUT", "--model", "latent", "--start-from", "demo"], "--base"),
+    (["train", "DATA", "--out", "OUT", "--model", "cyclegan", "--start-from", "demo"], "cannot start from"),
     (["simulate", "OUT", "--size", "16"], "size must be a whole number of pixels >= 32"),
     (["generalization", "DATA", "--out", "OUT", "--n-per-class", "2", "--model", "cyclegan"], "cannot do"),
 ])

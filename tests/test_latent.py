@@ -15,7 +15,7 @@ from torch import nn
 
 import napari_phendiff as pd
 from napari_phendiff.cli import main as cli
-from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
+from napari_phendiff.core.errors import CheckpointError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
@@ -167,8 +167,8 @@ def test_base_without_text_encoder_and_more_than_three_channels(sim_data, tmp_pa
         write_tif(tmp_path / "four" / condition / "1.tif", random_image((4, 24, 24)))
     with pytest.raises(DataError, match="4 channels.*at most 3.*--model pixel"):
         pd.train(latent_config(tmp_path / "four", tmp_path / "m4", plain))
-    with pytest.raises(ConfigError, match="--base"):  # a setting left out, not a damaged checkpoint
-        pd.TrainConfig(data=sim_data, out=tmp_path / "x", model="latent")
+    # no --base: the base shipped with the plugin, named rather than a path, so the manifest stays portable
+    assert pd.TrainConfig(data=sim_data, out=tmp_path / "x", model="latent").base == "microscopy"
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3])
@@ -196,7 +196,7 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
     image = field(32, seed=1)
     free = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5)
-    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",))
+    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("channel 1",))
     assert np.array_equal(kept[0], image[0])           # pasted after decoding: exactly the original's
     assert not np.array_equal(free[0], image[0])       # without keeping, the autoencoder changes it
     assert not np.array_equal(kept[1], image[1])       # the reporter is regenerated
