@@ -21,7 +21,7 @@ from napari_phendiff.core.errors import CheckpointError, DataError
 from napari_phendiff.core.cellstats import cell_summary, overshot
 from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, evaluate, identity_metrics, translation_warnings,
                                            truth_metrics)
-from napari_phendiff.core.generalization import _nearest_training, generalization
+from napari_phendiff.core.generalization import nearest_training, generalization
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.options import TrainConfig
 
@@ -262,9 +262,9 @@ def test_memorised_images_are_recognised():
     training = [RNG.normal(size=(2, 40, 40))]
     copy = training[0][:, 8:24, 16:32][None]                     # a crop of a training image
     other = RNG.normal(size=(1, 2, 16, 16))
-    assert _nearest_training(copy, training)[0] == pytest.approx(1.0)
-    assert _nearest_training(np.rot90(copy, 1, axes=(2, 3)), training)[0] == pytest.approx(1.0)
-    assert _nearest_training(other, training)[0] < 0.6
+    assert nearest_training(copy, training)[0] == pytest.approx(1.0)
+    assert nearest_training(np.rot90(copy, 1, axes=(2, 3)), training)[0] == pytest.approx(1.0)
+    assert nearest_training(other, training)[0] < 0.6
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
         raw = {name: sample(model, condition, n_samples, steps=steps, seed=seed) for name, model in models.items()}
         generated = {name: reference.forward(images) for name, images in raw.items()}
         same_seed[condition] = _similarity(generated["a"], generated["b"])
-        nearest[condition] = {name: _nearest_training(generated[name], [reference.forward(read_image(p))
+        nearest[condition] = {name: nearest_training(generated[name], [reference.forward(read_image(p))
                                                                           for p in subsets[name][condition]])
                               for name in models}
         noise[condition] = {name: _noise_similarity(model, raw[name], seed) for name, model in models.items()}
@@ -146,7 +146,7 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(_centred(a) * _centred(b), axis=1)
 
 
-def _nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.ndarray:
+def nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.ndarray:
     """For each generated (C, S, S) image, the highest similarity to any S x S window of any training image
     (stride S/4, the four rotations and their mirrors: training saw crops under those augmentations)."""
     size = generated.shape[-1]
