@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -16,9 +17,18 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "napari_phendiff.cli", *args, "--device", "cpu"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    # Its own process group, killed whole if the test is interrupted (Ctrl-C) or times out: killing torchrun alone
+    # would leave its worker processes running.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def test_two_processes_share_a_folder_and_a_rerun_skips_finished_outputs(tiny_checkpoint, sim_data, tmp_path):
