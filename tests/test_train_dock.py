@@ -13,8 +13,7 @@ pytest.importorskip("pytestqt")
 
 from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
 from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
-from napari_phendiff.core.models.bases import SHIPPED_BASES  # noqa: E402
-from napari_phendiff.core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig  # noqa: E402
+from napari_phendiff.core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr  # noqa: E402
 from napari_phendiff.core.training.run import train  # noqa: E402
 from napari_phendiff.widgets import _shared, train_dock  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
@@ -72,7 +71,7 @@ def test_the_default_fine_tunes_the_shipped_base_with_lora(dock, sim_data, tmp_p
     config = dock.config()
     assert (config.model, config.base, config.adapter, config.rank) == ("latent", "microscopy", "lora", 4)
     assert config.start_from is None and config.image_size == 64  # the shipped base's own size
-    assert config.lr == pytest.approx(DEFAULT_LR["lora"])
+    assert config.lr == pytest.approx(default_lr("latent", "lora", "microscopy"))  # the base's own (base.json)
 
 
 @pytest.mark.parametrize("name", ["tiny_checkpoint", "demo"])
@@ -214,8 +213,6 @@ def test_the_adapter_costs_and_the_run_estimate_are_shown_before_the_click(dock,
     assert dock.costs.isHidden()
 
 
-@pytest.mark.skipif(not SHIPPED_BASES["microscopy"].joinpath("model_index.json").is_file(),
-                    reason="the shipped base (data/base/) is not built")
 def test_the_shipped_base_is_fine_tuned_offline_in_the_dock(dock, qtbot, sim_data, tmp_path):
     on_cpu(dock, sim_data, tmp_path / "shipped")
     dock.image_size.setValue(64)

@@ -269,7 +269,7 @@ class TrainConfig:
     image_size: int | None = None          # None: the preset's default (fine-tuned kinds: the base model's own)
     steps: int = 5000
     batch_size: int = 16
-    lr: float | None = None                # None: DEFAULT_LR for the model (and adapter)
+    lr: float | None = None                # None: default_lr for the model (and adapter and base)
     warmup_steps: int = 100
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
@@ -315,7 +315,7 @@ class TrainConfig:
             raise ConfigError(f"The {self.model} model cannot start from a checkpoint yet; train it from scratch "
                               "(leave the checkpoint to start from empty).")
         if self.lr is None:
-            self.lr = DEFAULT_LR[self.adapter if kind.fine_tunes else self.model]
+            self.lr = default_lr(self.model, self.adapter, self.base)
         for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("image_size", 1), ("rank", 1),
                           ("warmup_steps", 0), ("num_workers", 0), ("seed", 0)):
             value = getattr(self, name)
@@ -339,6 +339,16 @@ class TrainConfig:
     def kind(self):
         """The model kind's registry entry (models.KINDS)."""
         return KINDS[self.model]
+
+
+def default_lr(model: str, adapter: str = "lora", base: str | None = None) -> float:
+    """The peak learning rate a run gets when none is given: a shipped base's own for each adapter (its base.json
+    says which it was fine-tuned with in the benchmarks), else DEFAULT_LR for the adapter or the model."""
+    if not KINDS[model].fine_tunes:
+        return DEFAULT_LR[model]
+    from .models.bases import shipped_learning_rates
+
+    return shipped_learning_rates(base or DEFAULT_BASE).get(adapter, DEFAULT_LR[adapter])
 
 
 def _choice(name: str, value, choices: tuple) -> None:

@@ -31,7 +31,7 @@ from ..core.dataset import scan_folder
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS, load_checkpoint, read_manifest
 from ..core.models.bases import DEFAULT_BASE, adapter_costs, is_hub_id, is_shipped, iter_fetch
-from ..core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig
+from ..core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig, default_lr
 from ..core.training.run import TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
@@ -261,7 +261,7 @@ class TrainDock(WorkerDock):
     def _adapter_changed(self, index=None) -> None:
         kind = self.kind()
         if not self._restoring:
-            self.lr.setValue(DEFAULT_LR[self.adapter.currentData() if KINDS[kind].fine_tunes else kind])
+            self.lr.setValue(default_lr(kind, self.adapter.currentData(), self._base_source() or None))
         self.rank.setEnabled(self.adapter.currentData() == "lora")
         self.adapter.setToolTip(ADAPTER_TIPS[self.adapter.currentData()])
         self._show_costs()

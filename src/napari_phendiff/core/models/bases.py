@@ -11,6 +11,7 @@ fine-tuned from the shipped base opens on any computer with napari-phendiff. No 
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -154,6 +155,14 @@ def iter_fetch(repo_id: str) -> Iterator[tuple[int, int, str] | str]:
     yield str(Path(path).parents[len(Path(files[-1]).parts) - 1])
 
 
+def shipped_learning_rates(source: str) -> dict[str, float]:
+    """The learning rates a shipped base is fine-tuned with by default, by adapter ({} for any other base)."""
+    info = SHIPPED_BASES[source] / "base.json" if source in SHIPPED_BASES else None
+    if info is None or not info.is_file():
+        return {}
+    return {k: float(v) for k, v in json.loads(info.read_text()).get("learning_rates", {}).items()}
+
+
 COSTS_FILE = "costs.json"  # beside a shipped base: what each adapter cost on the computer it was measured on
 
 
@@ -161,8 +170,6 @@ def adapter_costs(source: str) -> dict | None:
     """What fine-tuning a base with each adapter was measured to cost (benchmarks/adapter_costs.py writes it for the
     shipped base): {"measured_on": str, "image_size": int, "batch_size": int, "adapters": {adapter: {
     "seconds_per_step": float, "peak_memory_mb": float, "checkpoint_mb": float}}}; None when not measured."""
-    import json
-
     if source not in SHIPPED_BASES or not (SHIPPED_BASES[source] / COSTS_FILE).is_file():
         return None
     return json.loads((SHIPPED_BASES[source] / COSTS_FILE).read_text())
