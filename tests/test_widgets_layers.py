@@ -10,7 +10,8 @@ pytest.importorskip("napari")
 from napari.layers import Image  # noqa: E402
 
 from napari_phendiff.core.errors import DataError  # noqa: E402
-from napari_phendiff.widgets._layers import ImageInput, difference_layer, translated_layer  # noqa: E402
+from napari_phendiff.widgets._layers import (ImageInput, channel_layer_stem, difference_layer,  # noqa: E402
+                                            layer_file_name, result_name, translated_layer)
 
 from conftest import random_image  # noqa: E402
 
@@ -60,3 +61,16 @@ def test_layers_that_do_not_fit_the_checkpoint():
         ImageInput.from_layers([Image(random_image((16, 16))), Image(random_image((8, 8)))], TWO)
     with pytest.raises(DataError, match="3 layers are ticked"):
         ImageInput.from_layers([Image(random_image((16, 16)))] * 3, TWO)
+
+
+def test_result_names_follow_the_name_rule():
+    assert layer_file_name("field 3 (untreated) [1]") == "field_3_untreated_1"
+    assert result_name("cells [1]", "TNFa high", "s0.3_w4", "diff") == "cells_1_to_TNFa_high_s0.3_w4_diff"
+    # a channel layer's results are named after the channel it holds, not napari's number for it
+    assert channel_layer_stem("field_crop [1]", "reporter") == "field_crop_reporter"
+    assert channel_layer_stem("field_crop", "DNA") == "field_crop_DNA"
+    assert channel_layer_stem("field [DNA]", "DNA") == "field_DNA"
+    assert channel_layer_stem("dna", "DNA") == "DNA"
+    assert channel_layer_stem("p65_GFP", "GFP") == "p65_GFP"
+    layers = [Image(random_image((16, 16)), name=name) for name in ("reporter :: well 2", "DNA :: well 2")]
+    assert ImageInput.from_layers(layers, TWO).result_stems(TWO) == ["well_2_DNA", "well_2_reporter"]

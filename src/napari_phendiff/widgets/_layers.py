@@ -129,6 +129,13 @@ class ImageInput:
         arranged_shape = tuple(self.layers[0].data.shape[a] for a in self.order)
         return [np.transpose(part.reshape(arranged_shape), np.argsort(self.order)) for part in parts]
 
+    def result_stems(self, names: list[str]) -> list[str]:
+        """What each layer's results are named from: its name, or for one channel layer of several, the image's
+        name and the checkpoint's channel it holds (channel_layer_stem)."""
+        if self.channel_axis is None and len(self.layers) > 1:
+            return [channel_layer_stem(layer.name, name) for layer, name in zip(self.layers, names)]
+        return [layer.name for layer in self.layers]
+
     def layer_channels(self, names: list[str]) -> list[list[str]]:
         """The checkpoint's channel names each layer's result holds, in that layer's order (a TIFF's labels)."""
         if self.channel_axis is None and len(self.layers) > 1:
@@ -293,11 +300,26 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
                     "or choose a layer with a channel axis.")
 
 
+def layer_file_name(text: str) -> str:
+    """`text` under the project's name rule (core.export.safe_name: letters, digits, - _ . only), with the runs of _
+    that spaces and brackets leave made one and none at the ends: `field 3 (untreated)` -> `field_3_untreated`."""
+    return re.sub(r"_{2,}", "_", safe_name(text)).strip("_")
+
+
 def result_name(original: str, target: str, tag: str = "", extra: str = "") -> str:
     """A result layer's name, also its file name when saved: `<original>_to_<target>[_<settings>][_<extra>]`, as
     the CLI names its files (`cells_to_TNFa_s0.3_w4`, `cells_to_TNFa_s0.3_w4_diff`); letters, digits, - _ . only."""
-    parts = [f"{safe_name(original)}_to_{safe_name(target)}", tag, extra]
-    return "_".join(part for part in parts if part)
+    parts = [f"{original}_to_{target}", tag, extra]
+    return layer_file_name("_".join(part for part in parts if part))
+
+
+def channel_layer_stem(name: str, channel: str) -> str:
+    """What the results of a channel layer are named from: the image's name and the channel the layer holds, not
+    napari's number of a split channel (`field [1]` holding reporter -> `field_reporter`; `field [DNA]` ->
+    `field_DNA`; `DNA` -> `DNA`)."""
+    image = re.sub(r" \[\d+\]$", "", name)
+    image = re.sub(rf"(?<![0-9a-z]){re.escape(channel)}(?![0-9a-z])", "", image, flags=re.IGNORECASE)
+    return layer_file_name(f"{image}_{channel}")
 
 
 def translated_layer(original: Image, data: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
