@@ -375,7 +375,7 @@ def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer
         translate_dock.save_results(tmp_path)
     translate_dock.strength.setValue(0.5)
     run(qtbot, translate_dock.translate())
-    names = ["field_3__untreated__to_TNFa_s0.5_w4", "field_3__untreated__to_TNFa_s0.5_w4_diff"]
+    names = ["field_3_untreated_to_TNFa_s0.5_w4", "field_3_untreated_to_TNFa_s0.5_w4_diff"]
     assert translate_dock.results == names and all(name in viewer.layers for name in names)
     assert viewer.layers[names[1]].colorbar.visible  # the difference's colours can be read as values
     written = translate_dock.save_results(tmp_path / "out")
@@ -389,7 +389,7 @@ def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer
     assert [p.name for p in again] == [f"{name}_2.tif" for name in names]
     translate_dock.guidance.setValue(2.0)  # other settings: other layers, the first ones kept
     run(qtbot, translate_dock.translate())
-    assert translate_dock.results[0] == "field_3__untreated__to_TNFa_s0.5_w2" and names[0] in viewer.layers
+    assert translate_dock.results[0] == "field_3_untreated_to_TNFa_s0.5_w2" and names[0] in viewer.layers
 
 
 @pytest.mark.parametrize("action", ["morph", "control", "measure_cells"])

@@ -1,5 +1,6 @@
 """Pieces both docks use: the checkpoints they offer, per-user folders, device choice, the stoppable worker, the
-typed messages a worker yields (Loaded | Progress | Result) and the WorkerDock that runs one worker at a time."""
+typed messages a worker yields (Loaded | Progress | Result), the WorkerDock that runs one worker at a time, and the
+layout pieces (a scroll area, sections that collapse)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import platformdirs
 from napari.qt.threading import GeneratorWorker
 from psygnal import evented
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QScrollArea,
+                            QToolButton, QVBoxLayout, QWidget)
 
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -24,6 +27,7 @@ APP = "napari-phendiff"
 RECENT_FILE = Path(platformdirs.user_config_dir(APP, appauthor=False)) / "recent_checkpoints.json"
 MAX_RECENT = 10
 ERROR_STYLE = "<span style='color:#e06c75'>{}</span>"
+WARNING_STYLE = "<span style='color:#e5c07b'>{}</span>"
 
 
 def default_checkpoint_folder() -> Path:
@@ -281,3 +285,77 @@ def row(*widgets) -> QWidget:
     for widget in widgets:
         layout.addWidget(widget)
     return container
+
+
+class Note(QLabel):
+    """A word-wrapped line of information next to the controls, taking no room while it says nothing."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(wordWrap=True)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        self.setVisible(bool(text))
+
+
+class _DockScroll(QScrollArea):
+    """A vertical scroll area as wide as what it holds: a dock scrolls down, never sideways."""
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        inner = self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        return QSize(inner + 2 * self.frameWidth(), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = self.widget().sizeHint()
+        return QSize(max(hint.width(), self.minimumSizeHint().width()), hint.height())
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # what it holds changed size: so does the dock
+        return super().eventFilter(watched, event)
+
+
+def scrolled(dock: QWidget) -> QWidget:
+    """The widget to lay a dock's controls out in: it sits in a scroll area filling `dock`, so a dock taller than
+    the window scrolls instead of being squeezed (controls overlapping) or cut."""
+    area = _DockScroll()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)  # the area now filters the widget's events
+    outer = QVBoxLayout(dock)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return inner
+
+
+class Section(QWidget):
+    """A titled group of controls that collapses to its title: click the title (an arrow and a name) to show or
+    hide the controls. Hidden controls keep their values."""
+
+    def __init__(self, title: str, content: QLayout, expanded: bool = True, tip: str = ""):
+        super().__init__()
+        self.title = QToolButton(text=title, checkable=True)
+        self.title.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.title.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+        self.title.setToolTip(tip)
+        self.title.toggled.connect(self.set_expanded)
+        self.content = QWidget()
+        self.content.setLayout(content)
+        content.setContentsMargins(12, 0, 0, 0)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addWidget(self.content)
+        self.set_expanded(expanded)
+
+    def set_expanded(self, expanded: bool) -> None:
+        if self.title.isChecked() != expanded:
+            self.title.setChecked(expanded)  # comes back here through toggled
+            return
+        self.title.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.content.setVisible(expanded)
+
+    def is_expanded(self) -> bool:
+        return self.title.isChecked()

@@ -9,30 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import html
 import re
+import warnings
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                            QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QProgressBar, QPushButton, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
 
 from ..core.batch import named_condition, plan_jobs
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
-from ..core.errors import PhenDiffError
+from ..core.errors import PhenDiffError, PhenDiffWarning
 from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
 from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
-from ..core.translate import is_direct
+from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
-from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
-from ._shared import (CHECKPOINTS, ERROR_STYLE, WorkerDock, button, connect_while_alive, device_combo, in_dock_words,
-                      row, spin)
+from ._layers import ImageInput, difference_layer, layer_file_name, place_plane, result_name, translated_layer
+from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
+                      device_combo, in_dock_words, row, scrolled, spin)
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
                                 run_translation)
 
@@ -82,11 +85,18 @@ class TranslateDock(WorkerDock):
     def _build(self) -> None:
         self.layers = LayerPicker(self.viewer)
         self.layers.itemChanged.connect(self._guess_source)
+        self._check_soon = QTimer(singleShot=True, interval=200)  # once after a burst of ticks, not per tick
+        self._check_soon.timeout.connect(self.check_input)
+        self.layers.itemChanged.connect(self._input_changed)
         self.checkpoint = QComboBox()
+        # a long folder path is shown cut, not widening the dock (its tooltip gives it whole)
+        self.checkpoint.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.checkpoint.setMinimumContentsLength(8)
         self.checkpoint.currentIndexChanged.connect(self._load_manifest)
         browse = QPushButton("Browse…")
+        browse.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         browse.clicked.connect(self.browse_checkpoint)
-        self.checkpoint_info = QLabel(wordWrap=True)
+        self.checkpoint_info = Note()
         self.source, self.target = QComboBox(), QComboBox()
         for combo in (self.source, self.target):
             combo.setPlaceholderText(CHOOSE)
@@ -96,7 +106,7 @@ class TranslateDock(WorkerDock):
         self.source.activated.connect(self._source_chosen)  # the user's choice, even of the condition already shown
         self.source.currentTextChanged.connect(self._preselect_options)
         self.target.currentTextChanged.connect(self._preselect_options)
-        self.direction_info = QLabel(wordWrap=True)
+        self.direction_info = Note()
         defaults = TranslateOptions()
         self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength,
                              "How far the image is taken apart before it is rebuilt: low keeps every cell, high "
@@ -117,7 +127,7 @@ class TranslateDock(WorkerDock):
                                  "move. Not for latent (Stable Diffusion) checkpoints.")
         self.keep_checks: dict[str, QCheckBox] = {}
         self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, HELP["steps"].capitalize() + ".")
-        self.settings_info = QLabel(wordWrap=True)
+        self.settings_info = Note()
         self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, "Only matters for stochastic settings; recorded with the result.")
         self.batch_size = spin(QSpinBox(), 0, 1024, 0, "Tiles translated together; lower it if the GPU runs out "
                                 "of memory.")
@@ -167,37 +177,61 @@ class TranslateDock(WorkerDock):
         self.status = QLabel(wordWrap=True)
         self.progress_bar = QProgressBar()
 
-        form = QFormLayout()
-        form.addRow("Image layers", self.layers)
-        form.addRow("Checkpoint", row(self.checkpoint, browse))
-        form.addRow("", self.checkpoint_info)
-        form.addRow("Source", self.source)
-        form.addRow("Target", self.target)
-        form.addRow("", self.direction_info)
-        form.addRow("Strength", self.strength)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Contrast with", self.negative)
-        form.addRow("Keep unchanged", self.keep_box)
-        form.addRow("DDIM steps", self.steps)
-        form.addRow("", self.settings_info)
-        form.addRow("Seed", self.seed)
-        form.addRow("Tiles per batch", self.batch_size)
-        form.addRow("Device", self.device)
-        form.addRow("Translate", self.scope)
-        form.addRow("Uncertainty samples", self.samples)
-        form.addRow("Morph frames", row(self.frames, self.morph_path))
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(row(self.translate_button, self.cancel_button))
-        layout.addWidget(self.release_button)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(row(self.morph_button, self.control_button))
-        layout.addWidget(row(self.save_button, self.folder_button))
-        layout.addWidget(self.status)
-        layout.addWidget(row(self.measure_button, self.measure_choice))
-        layout.addWidget(self.cells_table)
-        layout.addWidget(self.export_button)
+        self.input_warnings = Note()
+        self.input_warnings.setToolTip("How the ticked image differs from the checkpoint's training images, checked "
+                                       "on the current plane as a run would check it: translated anyway, but say.")
+        self.folder_info = Note("Every image of a folder, with the settings above, into an output folder.")
+
+        translate = QFormLayout()
+        translate.addRow("Image layers", self.layers)
+        translate.addRow("Checkpoint", row(self.checkpoint, browse))
+        translate.addRow(self.checkpoint_info)
+        translate.addRow(self.input_warnings)
+        translate.addRow("Source", self.source)
+        translate.addRow("Target", self.target)
+        translate.addRow(self.direction_info)
+        translate.addRow("Strength", self.strength)
+        translate.addRow("Guidance", self.guidance)
+        translate.addRow("Contrast with", self.negative)
+        translate.addRow("Keep unchanged", self.keep_box)
+        translate.addRow("DDIM steps", self.steps)
+        translate.addRow(self.settings_info)
+        translate.addRow("Translate", self.scope)
+        translate.addRow("Uncertainty samples", self.samples)
+        run = QFormLayout()
+        run.addRow("Seed", self.seed)
+        run.addRow("Tiles per batch", self.batch_size)
+        run.addRow("Device", self.device)
+        run.addRow(self.release_button)
+        explore = QFormLayout()
+        explore.addRow("Morph frames", row(self.frames, self.morph_path))
+        explore.addRow(row(self.morph_button, self.control_button))
+        cells = QVBoxLayout()
+        cells.addWidget(row(self.measure_button, self.measure_choice))
+        cells.addWidget(self.cells_table)
+        cells.addWidget(self.export_button)
+        folder = QVBoxLayout()
+        folder.addWidget(self.folder_info)
+        folder.addWidget(self.folder_button)
+        self.sections = {
+            "Translate": Section("Translate", translate),
+            "Run": Section("Run: seed, memory, device", run, expanded=False),
+            "Explore": Section("Explore: morph, control", explore, expanded=False),
+            "Cells": Section("Cells", cells, expanded=False),
+            "Folder": Section("Folder", folder, expanded=False)}
+        for form in (translate, run, explore):  # a narrow dock puts a field under its label rather than cut it
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        layout = QVBoxLayout(scrolled(self))
+        layout.setContentsMargins(6, 6, 6, 6)
+        for section in self.sections.values():
+            layout.addWidget(section)
         layout.addStretch()
+        footer = self.layout()  # below the scroll area: always in view
+        footer.setContentsMargins(6, 0, 6, 6)
+        footer.addWidget(row(self.translate_button, self.cancel_button, self.save_button))
+        footer.addWidget(self.progress_bar)
+        footer.addWidget(self.status)
         self.set_running(False)
 
     # --- inputs --------------------------------------------------------------------------------------------------
@@ -208,6 +242,33 @@ class TranslateDock(WorkerDock):
     def set_channel_layers(self, names: list[str]) -> None:
         """Tick exactly these layers, in this order."""
         self.layers.tick(names)
+
+    def _input_changed(self, item=None) -> None:
+        self._check_soon.start()
+
+    def check_input(self) -> list[str]:
+        """Show, next to the checkpoint, how the ticked image differs from the checkpoint's training images (its
+        cells' size, intensity range, dtype): the warnings core.translate.check_fits gives the CLI, here before the
+        run, on the current plane. Returns them. Inputs that do not fit are left to Translate, which says why."""
+        self.input_warnings.setText("")
+        if not self.manifest:
+            return []
+        opened = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        # the checkpoint's description without its weights: all check_fits reads
+        described = ConditionedModel(**ConditionedModel.described_by(
+            self.manifest, resolve_checkpoint(self.checkpoint.currentData())))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PhenDiffWarning)
+            try:
+                inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"],
+                                                self.viewer.dims.point, opened)
+                where = "Layer " + ", ".join(f"'{layer.name}'" for layer in inputs.layers)
+                check_fits(described, inputs.pixels(), where)
+            except PhenDiffError:
+                return []
+        said = [str(warning.message) for warning in caught if issubclass(warning.category, PhenDiffWarning)]
+        self.input_warnings.setText("<br>".join(WARNING_STYLE.format(html.escape(text, quote=False)) for text in said))
+        return said
 
     # --- direction -----------------------------------------------------------------------------------------------
     def _guess_source(self, item=None) -> None:
@@ -324,6 +385,7 @@ class TranslateDock(WorkerDock):
         """Read the chosen checkpoint's manifest (no weights): conditions for the dropdowns, channels to check.
         The source and target stay as chosen when the checkpoint has them; otherwise they are to be chosen."""
         chosen = self.source.currentText(), self.target.currentText()
+        self.checkpoint.setToolTip(self.checkpoint.currentText())
         with self._by_the_dock():
             self.source.clear()
             self.target.clear()
@@ -333,6 +395,7 @@ class TranslateDock(WorkerDock):
         except PhenDiffError as exc:
             self.manifest_error = str(exc)
             self.checkpoint_info.setText(ERROR_STYLE.format(exc))
+            self.input_warnings.setText("")
             self._source_from = None
             self._show_direction()
             return
@@ -350,6 +413,7 @@ class TranslateDock(WorkerDock):
         self._guess_source()
         self._show_direction()
         self._preselect_options()
+        self._input_changed()
 
     def _preselect_options(self, text=None) -> None:
         """Set strength, guidance and contrast to the checkpoint's calibrated setting for this direction (else the
@@ -565,14 +629,15 @@ class TranslateDock(WorkerDock):
             return
         triples, self.results = [], []
         channel_names = self.manifest["channel_names"]
+        stems = inputs.result_stems(channel_names)
         for i, (layer, translated, original) in enumerate(zip(inputs.layers, inputs.split(outcome.images),
                                                               inputs.split(request.images))):
             difference = translated.astype(np.float32) - original.astype(np.float32)
             # the writer names the TIFF's channels from this: the layer's own, in its order
             meta = {**meta, "channels": inputs.layer_channels(channel_names)[i]}
             extra = "control" if request.mode == "control" else ""
-            names = (result_name(layer.name, target, tag, extra),
-                     result_name(layer.name, target, tag, "_".join(filter(None, [extra, "diff"]))))
+            names = (result_name(stems[i], target, tag, extra),
+                     result_name(stems[i], target, tag, "_".join(filter(None, [extra, "diff"]))))
             added = []
             for name, data, make in zip(names, (translated, difference), (translated_layer, difference_layer)):
                 if inputs.plane is not None and not layer.rgb:
@@ -589,7 +654,7 @@ class TranslateDock(WorkerDock):
                     kwargs = make(layer, data, sorted(inputs.order), name, meta)
                 else:
                     kwargs = make(layer, data, inputs.kept_axes, name, meta)
-                added.append(self.viewer.add_image(**kwargs))
+                added.append(self._add_or_replace(kwargs))
             new, diff = added
             new.help = diff.help = f"{request.source} → {target}{label}: {settings}"
             if hasattr(diff, "colorbar"):  # napari >= 0.6: the difference's colours read as values
@@ -610,29 +675,43 @@ class TranslateDock(WorkerDock):
         """One layer per input layer with a leading "frame" axis: frame 0 the original, the last the translation."""
         per_frame = [inputs.split(frame) for frame in frames]
         self.results = []
+        stems = inputs.result_stems(self.manifest["channel_names"])
         for i, layer in enumerate(inputs.layers):
             stack = np.stack([parts[i] for parts in per_frame])
             extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
             kwargs = translated_layer(layer, stack[0], inputs.kept_axes,
-                                      result_name(layer.name, request.target, tag, extra),
+                                      result_name(stems[i], request.target, tag, extra),
                                       {**meta, "morph_frames": request.frames, "morph_path": request.morph_path})
             kwargs.update(data=stack, scale=[1.0, *kwargs["scale"]], translate=[0.0, *kwargs["translate"]],
                           axis_labels=["frame", *kwargs["axis_labels"]])
-            self.results.append(self.viewer.add_image(**kwargs).name)
+            self.results.append(self._add_or_replace(kwargs).name)
         self.viewer.canvas.grid.enabled = False
         self.viewer.dims.set_current_step(0, len(frames) - 1)
+
+    def _add_or_replace(self, kwargs: dict) -> Image:
+        """Add a result layer; one of the same name (a run with the same settings on the same layer) is replaced
+        at its place in the layer list, so re-runs never pile up napari's `name [1]` copies."""
+        name = kwargs["name"]
+        index = self.viewer.layers.index(name) if name in self.viewer.layers else None
+        if index is not None:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_image(**kwargs)
+        if index is not None:
+            self.viewer.layers.move(self.viewer.layers.index(layer.name), index)
+        return layer
 
     def _show_spread(self, spread: np.ndarray) -> None:
         """`<name> uncertainty`: the per-pixel standard deviation over seeds, beside the translation."""
         inputs, request = self._pending
-        for layer, part in zip(inputs.layers, inputs.split(spread)):
-            tag = settings_tag(request.options, direct=is_direct(self.model))
+        tag = settings_tag(request.options, direct=is_direct(self.model))
+        stems = inputs.result_stems(self.manifest["channel_names"])
+        for layer, stem, part in zip(inputs.layers, stems, inputs.split(spread)):
             kwargs = translated_layer(layer, part.astype(np.float32), inputs.kept_axes,
-                                      result_name(layer.name, request.target, tag, "std"),
+                                      result_name(stem, request.target, tag, "std"),
                                       {"samples": request.samples, "kind": "uncertainty"})
             kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
                           rgb=False)
-            self.results.append(self.viewer.add_image(**kwargs).name)
+            self.results.append(self._add_or_replace(kwargs).name)
         self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds added.")
 
     # --- cells ---------------------------------------------------------------------------------------------------
@@ -735,8 +814,8 @@ class TranslateDock(WorkerDock):
 
     def save_results(self, folder: str | Path) -> list[Path]:
         """Write the last run's layers (translated and difference, a morph, an uncertainty) into `folder` with the
-        plugin's TIFF writer: `<layer name>.tif`, channel names and settings kept; an existing file is not
-        overwritten (the new one gets `_2`, `_3`, ...)."""
+        plugin's TIFF writer: `<layer name>.tif` under the name rule (layer_file_name), channel names and settings
+        kept; an existing file is not overwritten (the new one gets `_2`, `_3`, ...)."""
         from ..writer import write_image_layer
 
         present = [name for name in self.results if name in self.viewer.layers]
@@ -748,10 +827,11 @@ class TranslateDock(WorkerDock):
         written = []
         for name in present:
             data, meta, _ = self.viewer.layers[name].as_layer_data_tuple()
-            path, n = folder / f"{name}.tif", 1
+            stem = layer_file_name(name)  # a layer renamed by hand too
+            path, n = folder / f"{stem}.tif", 1
             while path.exists():
                 n += 1
-                path = folder / f"{name}_{n}.tif"
+                path = folder / f"{stem}_{n}.tif"
             written += [Path(p) for p in write_image_layer(str(path), data, meta)]
         return written
 
