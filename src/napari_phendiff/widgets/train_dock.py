@@ -37,7 +37,7 @@ from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
                       button, default_checkpoint_folder, device_combo, explain_memory_errors, in_dock_words, row,
-                      spin)
+                      scrolled, spin)
 
 PREVIEW_STEPS = 20
 DEFAULTS = TRAIN_DEFAULTS  # the same defaults as `phendiff train`
@@ -197,7 +197,7 @@ class TrainDock(WorkerDock):
                               ("Resume", self.resume)):
             self._labels[widget] = QLabel(label)
             form.addRow(self._labels[widget], widget)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled(self))
         layout.addLayout(form)
         layout.addWidget(row(self.train_button, self.stop_button))
         layout.addWidget(self.progress)
