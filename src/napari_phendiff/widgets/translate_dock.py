@@ -267,7 +267,8 @@ class TranslateDock(WorkerDock):
             except PhenDiffError:
                 return []
         said = [str(warning.message) for warning in caught if issubclass(warning.category, PhenDiffWarning)]
-        self.input_warnings.setText("<br>".join(WARNING_STYLE.format(html.escape(text, quote=False)) for text in said))
+        self.input_warnings.setText("<br>".join(WARNING_STYLE.format("⚠ " + html.escape(text, quote=False))
+                                                for text in said))
         return said
 
     # --- direction -----------------------------------------------------------------------------------------------
