@@ -613,8 +613,8 @@ class TranslateDock(WorkerDock):
         return [self.cancel_button]
 
     def _show_result(self, outcome: Translated) -> None:
-        """Add `<name>_to_<target>_<settings>` and `..._diff` per input layer (a morph: one layer of frames), then
-        show them side by side."""
+        """Add `<name>_to_<target>_<settings>` and `..._diff` per input layer (a morph: one layer of frames), in
+        place of an earlier run's of the same names, then show them side by side."""
         inputs, request = self._pending
         target, label = request.shown_target, " (control)" if request.mode == "control" else ""
         meta = provenance(self.model, request.source, target, request.options,
