@@ -215,7 +215,10 @@ def test_the_adapter_costs_and_the_run_estimate_are_shown_before_the_click(dock,
 
 def test_the_shipped_base_is_fine_tuned_offline_in_the_dock(dock, qtbot, sim_data, tmp_path):
     on_cpu(dock, sim_data, tmp_path / "shipped")
-    dock.image_size.setValue(64)
+    assert dock.image_size.value() == 64      # the base's own size, larger than these 48-px images: refused in the dock
+    wait_for(qtbot, dock.train(), WAIT_MS)
+    assert "smaller than the model's image size 64 px" in dock.status.text()
+    dock.image_size.setValue(48)              # 12 x 12 latents: the base's UNet takes any multiple of 16 px
     wait_for(qtbot, dock.train(), WAIT_MS)
     manifest = read_manifest(tmp_path / "shipped")
     assert manifest["kind"] == "latent" and manifest["base"]["source"] == "microscopy"

@@ -201,7 +201,11 @@ class WorkerDock(QWidget):
         self.on_finished(aborted)
 
     def _errored(self, exc: Exception) -> None:
+        # The workers ignore their errors (ignore_errors=True): a project error is the user's to fix and is shown in
+        # the dock, in one line; anything else is a bug, raised again for napari to show with its traceback.
         self.on_error(exc)
+        if not isinstance(exc, PhenDiffError):
+            raise exc
 
     def set_running(self, running: bool) -> None:
         for button in self.run_buttons():

@@ -65,7 +65,8 @@ class Cells:
     rows: list[dict]
 
 
-@thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker)
+@thread_worker(progress={"desc": "PhenDiff: translating"},
+               worker_class=StoppableWorker, ignore_errors=True)
 def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
     """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate, morph or run the
     control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
@@ -99,7 +100,8 @@ class Folder:
     out: Path
 
 
-@thread_worker(progress={"desc": "PhenDiff: translating a folder"}, worker_class=StoppableWorker)
+@thread_worker(progress={"desc": "PhenDiff: translating a folder"},
+               worker_class=StoppableWorker, ignore_errors=True)
 def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path):
     """The command line's batch path (core.batch.iter_translate_files) over a folder, with the per-cell tables:
     Progress per step, the Result (a Folder) at the end. Cancel stops between two steps; finished files stay."""
@@ -125,7 +127,8 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
             yield Progress(done, offset + event.total, event)
 
 
-@thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker)
+@thread_worker(progress={"desc": "PhenDiff: measuring cells"},
+               worker_class=StoppableWorker, ignore_errors=True)
 def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
     """Segment and measure the cells of each image (core.explore.measure_translation)."""
     labels, rows = [], []

@@ -75,7 +75,8 @@ class BaseRead:
     problem: str | None = None
 
 
-@thread_worker(progress={"desc": "PhenDiff: training"}, worker_class=StoppableWorker)
+@thread_worker(progress={"desc": "PhenDiff: training"},
+               worker_class=StoppableWorker, ignore_errors=True)
 def run_training(config: TrainConfig, previews: int):
     """core.training.run.iter_train as Progress messages (counted from the step this run starts at), plus `previews`
     generated images per condition after every checkpoint (Result messages)."""
