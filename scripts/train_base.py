@@ -45,6 +45,10 @@ import torch
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_field
 
 LEARNING_RATES = {"lora": 1e-3, "svdiff": 1e-3, "attention": 1e-4, "full": 1e-4}
+# A fine-tune's steps when none are given: minutes on a laptop CPU. LoRA measured 0.18 s per step at batch 8 on 2 cores
+# (docs/benchmarks.md adapter_costs), about twice that at the default batch of 16, so 1500 steps take about 9 minutes;
+# docs/benchmarks.md finetune_claim times such a run and measures what it reaches.
+FINE_TUNE_STEPS = 1500
 PACKAGE_BASE = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff" / "data" / "base"
 FIELD = 80          # corpus images are 80 px; training crops are 64 px (the base's native size)
 CROP = 64
@@ -315,6 +319,7 @@ def ship(work: Path, vae_folder: Path, pretrained: Path, corpus: Path, target: P
         # What a fine-tune of this base takes by default (core/options.py default_lr): LoRA and SVDiff train a
         # few new numbers from zero and take larger steps than updates of the base's own weights (attention, full).
         "learning_rates": LEARNING_RATES,
+        "fine_tune_steps": FINE_TUNE_STEPS,
     }, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

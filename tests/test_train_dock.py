@@ -13,7 +13,8 @@ pytest.importorskip("pytestqt")
 
 from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
 from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
-from napari_phendiff.core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr  # noqa: E402
+from napari_phendiff.core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
+                                         default_steps)
 from napari_phendiff.core.training.run import train  # noqa: E402
 from napari_phendiff.widgets import _shared, train_dock  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
@@ -72,6 +73,9 @@ def test_the_default_fine_tunes_the_shipped_base_with_lora(dock, sim_data, tmp_p
     assert (config.model, config.base, config.adapter, config.rank) == ("latent", "microscopy", "lora", 4)
     assert config.start_from is None and config.image_size == 64  # the shipped base's own size
     assert config.lr == pytest.approx(default_lr("latent", "lora", "microscopy"))  # the base's own (base.json)
+    assert config.steps == default_steps("latent", "microscopy") < 5000           # minutes, not hours, on a CPU
+    dock.what.setCurrentIndex(dock.what.findData("scratch"))
+    assert dock.config().steps == 5000                                            # a model from random weights
 
 
 @pytest.mark.parametrize("name", ["tiny_checkpoint", "demo"])

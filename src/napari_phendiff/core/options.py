@@ -267,7 +267,7 @@ class TrainConfig:
     model: str = "pixel"                   # a kind of models.KINDS: pixel (PhenDiff) | latent | cyclegan
     preset: str = "tiny"
     image_size: int | None = None          # None: the preset's default (fine-tuned kinds: the base model's own)
-    steps: int = 5000
+    steps: int | None = None               # None: default_steps for the model and base
     batch_size: int = 16
     lr: float | None = None                # None: default_lr for the model (and adapter and base)
     warmup_steps: int = 100
@@ -316,6 +316,8 @@ class TrainConfig:
                               "(leave the checkpoint to start from empty).")
         if self.lr is None:
             self.lr = default_lr(self.model, self.adapter, self.base)
+        if self.steps is None:
+            self.steps = default_steps(self.model, self.base)
         for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("image_size", 1), ("rank", 1),
                           ("warmup_steps", 0), ("num_workers", 0), ("seed", 0)):
             value = getattr(self, name)
@@ -341,14 +343,28 @@ class TrainConfig:
         return KINDS[self.model]
 
 
+DEFAULT_STEPS_TRAINING = 5000  # a run's steps when none are given, unless its base says otherwise
+
+
+def default_steps(model: str, base: str | None = None) -> int:
+    """The steps a run gets when none are given: a shipped base's own fine-tuning steps (base.json: what fits in
+    minutes on a laptop CPU, docs/benchmarks.md), else DEFAULT_STEPS_TRAINING."""
+    if not KINDS[model].fine_tunes:
+        return DEFAULT_STEPS_TRAINING
+    from .models.bases import shipped_base_info
+
+    return int(shipped_base_info(base or DEFAULT_BASE).get("fine_tune_steps", DEFAULT_STEPS_TRAINING))
+
+
 def default_lr(model: str, adapter: str = "lora", base: str | None = None) -> float:
     """The peak learning rate a run gets when none is given: a shipped base's own for each adapter (its base.json
     says which it was fine-tuned with in the benchmarks), else DEFAULT_LR for the adapter or the model."""
     if not KINDS[model].fine_tunes:
         return DEFAULT_LR[model]
-    from .models.bases import shipped_learning_rates
+    from .models.bases import shipped_base_info
 
-    return shipped_learning_rates(base or DEFAULT_BASE).get(adapter, DEFAULT_LR[adapter])
+    rates = shipped_base_info(base or DEFAULT_BASE).get("learning_rates", {})
+    return float(rates.get(adapter, DEFAULT_LR[adapter]))
 
 
 def _choice(name: str, value, choices: tuple) -> None:
@@ -373,7 +389,8 @@ TRAIN_HELP = {
     "gradient_checkpointing": "fine-tuned models: less memory, slower steps",
     "image_size": "crop side in pixels (default: the preset's, 64 or 128; fine-tuned models: the base model's own, "
                   "e.g. 512 for SD 2.1-base)",
-    "steps": "optimisation steps (a resumed run continues up to this number)",
+    "steps": "optimisation steps (a resumed run continues up to this number; default: 5000, or the shipped base's "
+             "own fine-tuning steps)",
     "batch_size": "images per step and process",
     "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, svdiff 1e-3, attention and "
           "full 1e-5)",

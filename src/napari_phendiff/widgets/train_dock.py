@@ -31,7 +31,8 @@ from ..core.dataset import scan_folder
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS, load_checkpoint, read_manifest
 from ..core.models.bases import DEFAULT_BASE, adapter_costs, is_hub_id, is_shipped, iter_fetch
-from ..core.options import ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig, default_lr
+from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig, default_lr,
+                            default_steps)
 from ..core.training.run import TrainEvent, iter_train
 from ..core.translate import sample
 from ._loss_plot import LossPlot
@@ -162,8 +163,8 @@ class TrainDock(WorkerDock):
         self.image_size = spin(QSpinBox(), 8, 1024, PRESET_SIZES[DEFAULTS["preset"]],
                                "Side of the square crops the model learns from (px).")
         self.image_size.setSingleStep(8)
-        self.steps = spin(QSpinBox(), 1, 10_000_000, DEFAULTS["steps"], "Optimisation steps in total (a resumed "
-                          "run continues up to this number).")
+        self.steps = spin(QSpinBox(), 1, 10_000_000, default_steps(DEFAULTS["model"]), "Optimisation steps in total "
+                          "(a resumed run continues up to this number; set to the usual one when the choice changes).")
         self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], "Images per step.")
         self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULT_LR[DEFAULTS["model"]],
                        "Peak learning rate (set to the usual one for the model and adapter when they change).")
@@ -226,6 +227,7 @@ class TrainDock(WorkerDock):
         self._show_choice()
         if self._restoring:
             return
+        self.steps.setValue(default_steps(self.kind(), self._base_source() or None))
         self._adapter_changed()
         if self.what.currentData() == "scratch":
             self._preset_changed()

@@ -155,12 +155,13 @@ def iter_fetch(repo_id: str) -> Iterator[tuple[int, int, str] | str]:
     yield str(Path(path).parents[len(Path(files[-1]).parts) - 1])
 
 
-def shipped_learning_rates(source: str) -> dict[str, float]:
-    """The learning rates a shipped base is fine-tuned with by default, by adapter ({} for any other base)."""
+def shipped_base_info(source: str) -> dict:
+    """A shipped base's base.json (its recipe, and what a fine-tune of it takes by default: learning rates per adapter,
+    steps); {} for any other base."""
     info = SHIPPED_BASES[source] / "base.json" if source in SHIPPED_BASES else None
     if info is None or not info.is_file():
         return {}
-    return {k: float(v) for k, v in json.loads(info.read_text()).get("learning_rates", {}).items()}
+    return json.loads(info.read_text())
 
 
 COSTS_FILE = "costs.json"  # beside a shipped base: what each adapter cost on the computer it was measured on
