@@ -144,6 +144,15 @@ def test_cells_larger_than_the_training_cells_are_warned_about(tiny_checkpoint):
         pd.translate(model, big, "untreated", "TNFa", steps=2)
 
 
+def test_the_demo_knows_its_training_cells_and_warns_about_others():
+    demo = pd.load_checkpoint("demo", device="cpu")
+    seen = demo.manifest["training_images"]   # measured as training measures it, on the demo's own simulated data
+    assert seen["nuclear_channel"] == "DNA" and 7 < seen["nucleus_diameter_px"] < 10
+    big = simulate_field("translocation", "untreated", 96, seed=0, cell_diameter=40.0).image
+    with pytest.warns(PhenDiffWarning, match="nuclei measure about .* training images' 8 px"):
+        pd.translate(demo, big, "untreated", "TNFa", steps=2)
+
+
 def test_a_tiff_without_axes_is_read_as_channels_with_a_warning(tmp_path):
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, random_image((5, 32, 32)))
