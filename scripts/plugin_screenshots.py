@@ -1,15 +1,18 @@
-"""Retake the Translate dock screenshots of docs/plugin.md with the shipped demo model and the sample data.
+"""Retake the dock screenshots of docs/plugin.md with the shipped demo model, the shipped base and the sample data.
 
-    xvfb-run -a python scripts/plugin_screenshots.py
-    # writes docs/images/plugin_translate.png, plugin_morph.png and plugin_cells.png
+    xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py [--train-only]
+    # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png and train_dock_finetune.png
 
 Opens a real napari viewer, loads the plugin's sample data, translates the untreated layer's first field to TNFa
 through the dock (its preselected strength and guidance), waits for the worker, and saves the whole window; then
-morphs the same field and measures its cells, saving the window after each.
+morphs the same field and measures its cells, saving the window after each. Then fine-tunes the shipped base with
+LoRA in the Train dock on simulated translocation cells (100 per condition, 80 steps, previews) and saves the window.
 """
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import napari
@@ -20,6 +23,32 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
 def main() -> None:
+    if "--train-only" not in sys.argv:
+        translate_shots()
+    train_shot()
+
+
+def train_shot() -> None:
+    from napari_phendiff.core.simulate import simulate_dataset
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1680, 1050)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-phendiff", "Train")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = simulate_dataset(Path(tmp) / "cells", "translocation", 100, 64, seed=0, cell_diameter=20.0)
+        dock.set_data_folder(data)
+        dock.channel_names.setText("DNA, reporter")
+        dock.out.setText(str(Path(tmp) / "my-lora"))
+        for box, value in ((dock.steps, 80), (dock.batch_size, 8), (dock.checkpoint_every, 40), (dock.previews, 3)):
+            box.setValue(value)
+        dock.device.setCurrentIndex(dock.device.findData("cpu"))
+        wait(dock.train())
+        viewer.reset_view()
+        shoot(viewer, dock, "train_dock_finetune.png")
+    viewer.close()
+
+
+def translate_shots() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 900)
     viewer.open_sample("napari-phendiff", "simulated_cells")
