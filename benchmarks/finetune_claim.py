@@ -1,0 +1,259 @@
+"""Phen-LDiff's claim on this computer: does fine-tuning the shipped microscopy base on a few images per condition beat
+training from scratch on them, at equal wall-clock training time?
+
+    python benchmarks/finetune_claim.py --work /tmp/claim [--phenotype translocation] [--sizes 25 50 100]
+        [--methods lora svdiff attention full pixel cyclegan default] [--minutes 8] [--directions both|back]
+
+For each training-set size (images per condition, simulator seed 0, 64 px, cell diameter 20 px) and each method, the
+model is trained for the same wall-clock budget: a short probe run measures seconds per step, then the run is given
+budget / (seconds per step) steps (its learning-rate schedule ends with the budget); *default* is not held to
+the budget: it is `phendiff train DATA --out OUT --model latent` with every setting its default, timed. Each model is then calibrated
+with `phendiff calibrate --keep-channels DNA` on separate simulated fields (seed 2, no ground truth used) and
+evaluated with `phendiff evaluate --truth` on held-out fields (seed 1) in both directions at its calibrated setting,
+beside the copy-the-source baseline (the untranslated images scored as if they were the translations: evaluate's
+baseline_phenotype_transfer and identity_iou_reference). FID/KID use the
+offline condition classifier's features (no Inception weights here). Memorisation: 16 images per condition generated
+from noise by each diffusion model, each compared with its nearest training crop (cosine similarity of mean-centred
+images, as core/generalization.py; Phen-LDiff's figure); the histograms go to docs/images/finetune_memorisation.png.
+
+Every stage already done in --work is reused, so an interrupted run continues; `--collect` only gathers the tables
+into docs/benchmarks.md (section finetune_claim, or finetune_claim_<phenotype> for another phenotype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_phendiff.core.calibrate import calibrate, grid
+from napari_phendiff.core.dataset import load_folder
+from napari_phendiff.core.evaluate import evaluate
+from napari_phendiff.core.generalization import nearest_training
+from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.options import TrainConfig
+from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
+from napari_phendiff.core.training.run import iter_train
+from napari_phendiff.core.translate import sample
+
+from report import hardware, save_figure, table, write_section
+
+SIZE, CELL, CROP = 64, 20.0, 48
+# How each method is trained; every run gets the same wall-clock budget (--minutes).
+METHODS = {
+    # the shipped base's own default learning rates (data/base/base.json)
+    "lora": dict(model="latent", adapter="lora", batch_size=8),
+    "svdiff": dict(model="latent", adapter="svdiff", batch_size=8),
+    "attention": dict(model="latent", adapter="attention", batch_size=8),
+    "full": dict(model="latent", adapter="full", batch_size=8),
+    "pixel": dict(model="pixel", preset="tiny", image_size=CROP, batch_size=8),
+    "cyclegan": dict(model="cyclegan", preset="tiny", image_size=CROP, batch_size=1),
+    # not timed to the budget: `phendiff train DATA --out OUT --model latent` as a new user types it, every setting
+    # its default (the shipped base, LoRA, its own steps and learning rate, batch 16)
+    "default": dict(model="latent"),
+}
+NAMES = {"lora": "shipped base + LoRA", "svdiff": "shipped base + SVDiff", "attention": "shipped base + attention",
+         "full": "shipped base, full fine-tune", "pixel": "PhenDiff pixel, from scratch",
+         "cyclegan": "CycleGAN, from scratch", "default": "shipped base + LoRA, every default (not timed)",
+         "copy": "copy the source (baseline)"}
+COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean")
+
+
+def data_sets(work: Path, phenotype: str, sizes: list[int]) -> dict:
+    sets = {}
+    for n in sizes:
+        sets[n] = work / f"train_{n}"
+        if not sets[n].exists():
+            simulate_dataset(sets[n], phenotype, n, SIZE, seed=0, cell_diameter=CELL)
+    for name, n, seed in (("held_out", 20, 1), ("calib", 16, 2)):
+        if not (work / name).exists():
+            simulate_dataset(work / name, phenotype, n, SIZE, seed=seed, cell_diameter=CELL)
+    return sets
+
+
+def train_for(budget_s: float, config: dict, data: Path, out: Path, channels: list[str]) -> dict:
+    """Train `config` for about `budget_s` seconds of steps; returns the timing record (reused when done)."""
+    record_path = out.with_name(out.name + "_timing.json")
+    if record_path.is_file() and (out / "phendiff.json").is_file():
+        return json.loads(record_path.read_text())
+    if config == METHODS["default"]:
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        run = TrainConfig(data=data, out=out, device="cpu", channel_names=channels, **config)
+        for _ in iter_train(run):
+            pass
+        record = {"steps": run.steps, "train_seconds": time.perf_counter() - started}
+        record_path.write_text(json.dumps(record))
+        return record
+    probe = out.with_name(out.name + "_probe")
+    shutil.rmtree(probe, ignore_errors=True)
+    stamps = []
+    for event in iter_train(TrainConfig(data=data, out=probe, steps=8, checkpoint_every=1000, device="cpu",
+                                        channel_names=channels, **config)):
+        if event.kind == "step":
+            stamps.append(time.perf_counter())
+    shutil.rmtree(probe, ignore_errors=True)
+    per_step = (stamps[-1] - stamps[2]) / (len(stamps) - 3)  # the first steps warm up
+    steps = max(10, int(budget_s / per_step))
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    for _ in iter_train(TrainConfig(data=data, out=out, steps=steps, checkpoint_every=steps, device="cpu",
+                                    channel_names=channels, warmup_steps=min(100, steps // 10), **config)):
+        pass
+    record = {"probe_seconds_per_step": per_step, "steps": steps, "train_seconds": time.perf_counter() - started}
+    record_path.write_text(json.dumps(record))
+    return record
+
+
+def calibrated(model_dir: Path, work: Path, direction: tuple[str, str], args) -> dict:
+    out = work / f"calibration_{model_dir.name}_{direction[0]}-to-{direction[1]}"
+    if not (out / "calibration.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        calibrate(model_dir, work / "calib", *direction, out, settings=grid(args.strengths, args.guidances),
+                  n=16, steps=20, seed=0, store=False, keep_channels=["DNA"])
+    chosen = json.loads((out / "calibration.json").read_text())["chosen"]
+    return {**{k: chosen[k] for k in ("strength", "guidance", "negative")}, "keep_channels": ("DNA",)}
+
+
+def evaluated(model_dir: Path, work: Path, direction: tuple[str, str], args) -> dict:
+    report = work / f"report_{model_dir.name}_{direction[0]}-to-{direction[1]}"
+    if not (report / "metrics.json").is_file():
+        shutil.rmtree(report, ignore_errors=True)
+        overrides = calibrated(model_dir, work, direction, args) if not model_dir.name.startswith("cyclegan") else {
+            "keep_channels": ("DNA",)}
+        evaluate(model_dir, work / "held_out", *direction, report, truth=work / "held_out_truth", steps=20, seed=0,
+                 device="cpu", **overrides)
+    return json.loads((report / "metrics.json").read_text())
+
+
+def memorisation(model_dir: Path, data: Path, work: Path) -> list[float]:
+    path = work / f"memorisation_{model_dir.name}.json"
+    if not path.is_file():
+        model = load_checkpoint(model_dir, device="cpu")
+        training = load_folder(data)
+        bank = [model.normalization.forward(im) for im in training.images]
+        generated = np.concatenate([sample(model, c, 16, steps=20, seed=0) for c in model.conditions])
+        similarity = nearest_training(model.normalization.forward(generated), bank)
+        path.write_text(json.dumps([float(v) for v in similarity]))
+    return json.loads(path.read_text())
+
+
+def run(args) -> None:
+    phenotype = PHENOTYPES[args.phenotype]
+    channels = list(phenotype.channels)
+    sets = data_sets(args.work, args.phenotype, args.sizes)
+    directions = [phenotype.conditions, phenotype.conditions[::-1]]
+    if args.directions == "back":
+        directions = directions[1:]
+    for n in args.sizes:
+        for method in args.methods:
+            out = args.work / f"{method}_{n}"
+            timing = train_for(args.minutes * 60, METHODS[method], sets[n], out, channels)
+            print(f"{method} n={n}: {timing['steps']} steps in {timing['train_seconds'] / 60:.1f} min", flush=True)
+            for direction in directions:
+                metrics = evaluated(out, args.work, direction, args)
+                print(f"  {direction[0]} -> {direction[1]}: transfer {metrics['phenotype_transfer']:.2f}, identity "
+                      f"{metrics['identity_iou']:.2f}", flush=True)
+            if METHODS[method]["model"] != "cyclegan" and n == max(args.sizes) and args.memorisation:
+                memorisation(out, sets[n], args.work)
+
+
+def collect(args) -> str:
+    phenotype = PHENOTYPES[args.phenotype]
+    directions = [phenotype.conditions, phenotype.conditions[::-1]]
+    if args.directions == "back":
+        directions = directions[1:]
+    rows = []
+    for direction in directions:
+        tag = f"{direction[0]}-to-{direction[1]}"
+        reports = sorted(args.work.glob(f"report_*_{tag}/metrics.json"))
+        if reports:  # every report holds the same held-out fields' untranslated scores
+            metrics = json.loads(reports[0].read_text())
+            rows.append([f"{direction[0]} → {direction[1]}", "", NAMES["copy"], "", "", "",
+                         metrics["baseline_phenotype_transfer"], metrics["identity_iou_reference"], "", "", ""])
+        for n in args.sizes:
+            for method in args.methods:
+                report = args.work / f"report_{method}_{n}_{tag}" / "metrics.json"
+                timing_path = args.work / f"{method}_{n}_timing.json"
+                if not report.is_file() or not timing_path.is_file():
+                    continue
+                metrics, timing = json.loads(report.read_text()), json.loads(timing_path.read_text())
+                translation = metrics.get("translation") or {}
+                setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
+                rows.append([f"{direction[0]} → {direction[1]}", n, NAMES[method], timing["steps"],
+                             timing["train_seconds"] / 60, setting] + [metrics[c] for c in COLUMNS])
+    header = ["direction", "images per condition", "method", "train steps", "train min", "setting", *COLUMNS]
+    memorised = []
+    for method in args.methods:
+        path = args.work / f"memorisation_{method}_{max(args.sizes)}.json"
+        if path.is_file():
+            values = np.asarray(json.loads(path.read_text()))
+            memorised.append([NAMES[method], len(values), float(np.median(values)), float(np.mean(values > 0.9))])
+    text = (f"Hardware: {hardware()}. Held-out phenotype: {args.phenotype} (the shipped base's pre-training never saw "
+            f"it: data/base/base.json). Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
+            f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
+            "(seed 2), 20 held-out fields per condition with ground truth (seed 1). Every model trained for the same "
+            f"wall-clock budget ({args.minutes:g} min, steps set from a probe of its seconds per step; train min is "
+            "what the run took on a shared machine), then calibrated with `phendiff calibrate --keep-channels DNA` "
+            "(no ground truth) and evaluated with the DNA kept at that setting (CycleGAN: DNA kept, direct). "
+            "Identity is then the segmentation's ceiling for every method (nuclei are segmented on the kept DNA). "
+            "FID/KID on the offline condition classifier's features.\n\n" + table(header, rows))
+    if memorised:
+        text += ("\n\nMemorisation (16 images per condition generated from noise, nearest training crop): "
+                 "median cosine similarity and the share above 0.9 (near-copies).\n\n"
+                 + table(["method", "images", "median similarity", "share > 0.9"], memorised)
+                 + "\n\n![memorisation](images/finetune_memorisation.png)")
+        _memorisation_figure(args)
+    return text
+
+
+def _memorisation_figure(args) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.add_subplot()
+    for method in args.methods:
+        path = args.work / f"memorisation_{method}_{max(args.sizes)}.json"
+        if path.is_file():
+            ax.hist(json.loads(path.read_text()), bins=np.linspace(0, 1, 26), histtype="step", label=NAMES[method])
+    ax.set_xlabel("similarity to the nearest training crop")
+    ax.set_ylabel("generated images")
+    ax.set_title(f"{args.phenotype}, {max(args.sizes)} training images per condition", fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, Path(__file__).resolve().parent.parent / "docs" / "images" / "finetune_memorisation.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--phenotype", default="translocation", choices=list(PHENOTYPES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock training budget per model")
+    parser.add_argument("--directions", choices=["both", "back"], default="both",
+                        help="back: only treated -> untreated")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--guidances", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
+    parser.add_argument("--no-memorisation", dest="memorisation", action="store_false")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.collect:
+        run(args)
+    markdown = collect(args)
+    print(markdown)
+    if not args.no_write:
+        section = "finetune_claim" if args.phenotype == "translocation" else f"finetune_claim_{args.phenotype}"
+        print(f"written to {write_section(section, markdown)}")
+
+
+if __name__ == "__main__":
+    main()
