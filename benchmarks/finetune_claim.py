@@ -53,6 +53,9 @@ METHODS = {
     "full": dict(model="latent", adapter="full", batch_size=8),
     "pixel": dict(model="pixel", preset="tiny", image_size=CROP, batch_size=8),
     "cyclegan": dict(model="cyclegan", preset="tiny", image_size=CROP, batch_size=1),
+    # LoRA at other learning rates than the base's own (base.json: 1e-3), the same budget
+    "lora-lr1e-4": dict(model="latent", adapter="lora", batch_size=8, lr=1e-4),
+    "lora-lr3e-3": dict(model="latent", adapter="lora", batch_size=8, lr=3e-3),
     # not timed to the budget: `phendiff train DATA --out OUT --model latent` as a new user types it, every setting
     # its default (the shipped base, LoRA, its own steps and learning rate, batch 16)
     "default": dict(model="latent"),
@@ -60,6 +63,7 @@ METHODS = {
 NAMES = {"lora": "shipped base + LoRA", "svdiff": "shipped base + SVDiff", "attention": "shipped base + attention",
          "full": "shipped base, full fine-tune", "pixel": "PhenDiff pixel, from scratch",
          "cyclegan": "CycleGAN, from scratch", "default": "shipped base + LoRA, every default (not timed)",
+         "lora-lr1e-4": "shipped base + LoRA, lr 1e-4", "lora-lr3e-3": "shipped base + LoRA, lr 3e-3",
          "copy": "copy the source (baseline)"}
 COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean")
 
