@@ -14,6 +14,17 @@ from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.training.run import train
 
 
+
+@pytest.fixture
+def isolated_recent_checkpoints(tmp_path, monkeypatch):
+    """Keep the docks' recent-checkpoint list of a test out of the user's own (imports Qt: dock tests only)."""
+    from napari_phendiff.widgets import _shared
+
+    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
+    _shared.CHECKPOINTS.recent = ()
+    yield _shared.CHECKPOINTS
+    _shared.CHECKPOINTS.recent = ()
+
 @pytest.fixture(scope="session")
 def sim_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "cells"

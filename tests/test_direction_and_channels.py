@@ -16,18 +16,12 @@ from conftest import random_image, wait_for, write_tif
 from napari_phendiff.cli import main
 from napari_phendiff.core.batch import inputs_named_otherwise, named_condition
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_field
-from napari_phendiff.widgets import _shared
 
 CONDITIONS = ["TNFa", "untreated"]
 
 
-@pytest.fixture(autouse=True)
-def recent_checkpoints(tmp_path, monkeypatch):
-    """Keep the recent-checkpoint list of these tests out of the user's own."""
-    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
-    _shared.CHECKPOINTS.recent = ()
-    yield
-    _shared.CHECKPOINTS.recent = ()
+# the docks' list of recent checkpoints is kept out of the user's own (conftest.py)
+pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
 from napari_phendiff.core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
                                          default_steps)
 from napari_phendiff.core.training.run import train  # noqa: E402
-from napari_phendiff.widgets import _shared, train_dock  # noqa: E402
+from napari_phendiff.widgets import train_dock  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 
 from conftest import tiny_base, wait_for  # noqa: E402
@@ -27,13 +27,8 @@ COSTS = {"measured_on": "a test computer", "image_size": 64, "batch_size": 16,
                       "full": {"seconds_per_step": 2.0, "peak_memory_mb": 4100.0, "checkpoint_mb": 350.0}}}
 
 
-@pytest.fixture(autouse=True)
-def recent_checkpoints(tmp_path, monkeypatch):
-    """Keep the recent-checkpoint list of these tests out of the user's own."""
-    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
-    _shared.CHECKPOINTS.recent = ()
-    yield
-    _shared.CHECKPOINTS.recent = ()
+# the docks' list of recent checkpoints is kept out of the user's own (conftest.py)
+pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
 
 
 @pytest.fixture

@@ -18,18 +18,12 @@ from qtpy.QtCore import QPoint, QRect, Qt  # noqa: E402
 from qtpy.QtWidgets import QApplication, QFormLayout, QScrollArea  # noqa: E402
 
 from napari_phendiff.core.simulate import simulate_field  # noqa: E402
-from napari_phendiff.widgets import _shared  # noqa: E402
 
 NAME_RULE = re.compile(r"[A-Za-z0-9._-]+")
 
 
-@pytest.fixture(autouse=True)
-def recent_checkpoints(tmp_path, monkeypatch):
-    """Keep the recent-checkpoint list of these tests out of the user's own."""
-    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
-    _shared.CHECKPOINTS.recent = ()
-    yield
-    _shared.CHECKPOINTS.recent = ()
+# the docks' list of recent checkpoints is kept out of the user's own (conftest.py)
+pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
 
 
 @pytest.fixture

@@ -23,13 +23,8 @@ from conftest import random_image, wait_for, write_tif  # noqa: E402
 WAIT_MS = 120_000
 
 
-@pytest.fixture(autouse=True)
-def recent_checkpoints(tmp_path, monkeypatch):
-    """Keep the recent-checkpoint list of these tests out of the user's own."""
-    monkeypatch.setattr(_shared, "RECENT_FILE", tmp_path / "recent.json")
-    _shared.CHECKPOINTS.recent = ()
-    yield _shared.CHECKPOINTS
-    _shared.CHECKPOINTS.recent = ()
+# the docks' list of recent checkpoints is kept out of the user's own (conftest.py)
+pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
 
 
 @pytest.fixture
