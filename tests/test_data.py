@@ -139,3 +139,24 @@ def test_write_image_is_imagej_with_provenance(tmp_path):
         assert '"source": "a"' in tif.imagej_metadata["Info"]
         assert np.array_equal(tif.asarray(), image)
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_channel_names_the_files_record_name_the_model(tmp_path, sim_data):
+    from napari_phendiff.core.options import TrainConfig
+    from napari_phendiff.core.training.run import load_training_data
+
+    assert load_folder(sim_data).recorded_channel_names() == ["DNA", "reporter"]
+    config = TrainConfig(data=sim_data, out=tmp_path / "model", image_size=32, steps=1, device="cpu")
+    assert load_training_data(config, resume_from=False)[2] == ["DNA", "reporter"]
+    given = TrainConfig(data=sim_data, out=tmp_path / "m2", image_size=32, steps=1, device="cpu",
+                        channel_names=["Hoechst", "p65"])
+    assert load_training_data(given, resume_from=False)[2] == ["Hoechst", "p65"]  # what the user types wins
+    for condition, labels in (("a", ["DNA", "reporter"]), ("b", ["reporter", "DNA"])):
+        write_tif(tmp_path / "mixed" / condition / "x.tif", random_image((2, 32, 32)), imagej=True,
+                  metadata={"axes": "CYX", "Labels": labels})
+    with pytest.raises(DataError, match="record different channel names or orders .*a/x.tif: DNA, reporter.*"
+                                        "b/x.tif: reporter, DNA"):
+        load_folder(tmp_path / "mixed").recorded_channel_names()
+    write_tif(tmp_path / "bare" / "a" / "x.tif", random_image((2, 32, 32)))
+    write_tif(tmp_path / "bare" / "b" / "x.tif", random_image((2, 32, 32)))
+    assert load_folder(tmp_path / "bare").recorded_channel_names() is None

@@ -196,7 +196,7 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
     image = field(32, seed=1)
     free = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5)
-    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("channel 1",))
+    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",))  # names read from the files
     assert np.array_equal(kept[0], image[0])           # pasted after decoding: exactly the original's
     assert not np.array_equal(free[0], image[0])       # without keeping, the autoencoder changes it
     assert not np.array_equal(kept[1], image[1])       # the reporter is regenerated

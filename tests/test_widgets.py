@@ -156,6 +156,7 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
     train.what.setCurrentIndex(train.what.findData("scratch"))  # the pixel model (the default fine-tunes a base)
     train.set_data_folder(sim_data)
     assert "TNFa: 4 images" in train.folder_info.text() and "untreated: 4 images" in train.folder_info.text()
+    assert train.channel_names.placeholderText() == "from the files: DNA, reporter"
     out = tmp_path / "model"
     train.out.setText(str(out))
     train.image_size.setValue(32)

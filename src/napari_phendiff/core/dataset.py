@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, PhenDiffWarning
-from .images import Normalization, is_image_file, read_image
+from .images import Normalization, is_image_file, read_channel_names, read_image
 
 MAX_LISTED_PROBLEMS = 10
 
@@ -71,6 +71,24 @@ class LabelledImages:
     @property
     def channels(self) -> int:
         return self.images[0].shape[0]
+
+    def recorded_channel_names(self) -> list[str] | None:
+        """The channel names the files record (ImageJ `Labels`), if those that record any agree; None if none do.
+
+        Files that record different names or orders are refused: one of them holds its channels in another order,
+        and a model trained on both would learn a mix.
+        """
+        found: dict[tuple[str, ...], Path] = {}
+        for path in self.paths:
+            names = read_channel_names(path)
+            if names is not None and len(names) == self.channels:
+                found.setdefault(tuple(names), path)
+        if len(found) > 1:
+            listed = "; ".join(f"{path}: {', '.join(names)}" for names, path in list(found.items())[:3])
+            raise DataError(f"{self.root}: the images record different channel names or orders ({listed}). Save "
+                            "them all with the same channels in the same order, or give the names yourself "
+                            "(--channel-names / the Train dock's channel names).")
+        return list(next(iter(found))) if found else None
 
 
 def load_folder(root: str | Path, min_size: int | None = None) -> LabelledImages:

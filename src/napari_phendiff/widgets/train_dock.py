@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 
 from ..core.checkpoint import resolve_checkpoint
 from ..core.dataset import scan_folder
+from ..core.images import read_channel_names
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS, load_checkpoint, read_manifest
 from ..core.models.bases import DEFAULT_BASE, adapter_costs, is_hub_id, is_shipped, iter_fetch
@@ -423,6 +424,10 @@ class TrainDock(WorkerDock):
         """scan_folder (fast: no pixels read), shown in the dock; propose an output folder named after the data."""
         found = scan_folder(self.data.text())
         self.folder_info.setText(" · ".join(f"{c}: {n} images" for c, n in found.counts.items()))
+        first = next(iter(found.files.values()))[0]
+        recorded = read_channel_names(first)  # training reads them from every file; the first is enough to show
+        self.channel_names.setPlaceholderText(f"from the files: {', '.join(recorded)}" if recorded
+                                              else "e.g. DNA, reporter (optional)")
         if not self.resume.isChecked() and Path(self.out.text()).parent == default_checkpoint_folder():
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
             self.out.setText(str(default_checkpoint_folder() / f"{found.root.name}-{stamp}"))

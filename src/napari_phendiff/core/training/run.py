@@ -182,7 +182,8 @@ def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=N
         normalization = Normalization.from_dict(manifest["normalization"])
     else:
         normalization = Normalization.fit(data.images)
-    channel_names = config.channel_names or [f"channel {i + 1}" for i in range(data.channels)]
+    channel_names = (config.channel_names or data.recorded_channel_names()
+                     or [f"channel {i + 1}" for i in range(data.channels)])
     if len(channel_names) != data.channels:
         raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
     return data, normalization, channel_names
