@@ -30,6 +30,7 @@ import torch
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
+from napari_phendiff.core.cellstats import RealCells
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.features import train_classifier
@@ -72,15 +73,35 @@ def folder_sets(data: Path, fields: int) -> tuple[str, dict[str, dict]]:
 
 def classifier_for(phenotype: str, model, sets: dict, args):
     """The no-truth scores' classifier, trained on separate real fields of both conditions (as calibrate does on
-    the user's folder)."""
+    the user's folder), and those fields per condition (the real target images calibrate compares with)."""
     sim_size = int(sets[next(iter(sets))]["images"].shape[-1])
-    images, labels = [], []
+    images, labels, real = [], [], {}
     for c, condition in enumerate(sets):
-        for i in range(args.classifier_fields):
-            images.append(simulate_field(phenotype, condition, sim_size, seed=args.seed + 50_000 + i,
-                                         cell_diameter=args.cell_diameter).image)
-            labels.append(c)
-    return train_classifier(images, labels, list(sets), steps=args.classifier_steps, seed=0)
+        real[condition] = [simulate_field(phenotype, condition, sim_size, seed=args.seed + 50_000 + i,
+                                          cell_diameter=args.cell_diameter).image
+                           for i in range(args.classifier_fields)]
+        images += real[condition]
+        labels += [c] * len(real[condition])
+    return train_classifier(images, labels, list(sets), steps=args.classifier_steps, seed=0), real
+
+
+def scored_sweep(phenotype: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting],
+                 base: TranslateOptions, classifier, real_targets: list[np.ndarray], progress=None) -> list[dict]:
+    """Translate the held-out source fields with every setting and its source -> source control (one inversion),
+    and score each setting with the ground truth (`score`) and as calibrate does without it (Witnesses)."""
+    stack = sets[source]["images"]
+    witnesses = cal.Witnesses(classifier, cal.target_probability(classifier, real_targets, target),
+                              classifier.accuracy >= cal.CLASSIFIER_MIN_ACCURACY,
+                              RealCells(stack, real_targets, model.channel_names), tuple(base.keep_channels))
+    pairs = [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
+    out = cal.sweep_pairs(model, stack, source, pairs, base, progress=progress)
+    rows = []
+    for s in settings:
+        translated, control = out[(target, s)], out[(source, cal.control_of(s))]
+        rows.append({**asdict(s), **score(phenotype, model, classifier, sets[source], sets[target], target,
+                                          translated),
+                     **witnesses.score(model, stack, translated, control, target)})
+    return rows
 
 
 def score(phenotype, model, classifier, source_set, target_set, target, translated) -> dict:
@@ -121,7 +142,7 @@ def run(args) -> dict:
         phenotype, sets = folder_sets(Path(args.data), args.fields)
     else:
         phenotype, sets = simulated_sets(model, args.fields, args.seed)
-    classifier = classifier_for(phenotype, model, sets, args)
+    classifier, real = classifier_for(phenotype, model, sets, args)
     intervals = [tuple(float(v) for v in text.split("-")) for text in args.intervals]
     settings = cal.grid(args.strengths, args.guidances, args.negatives, args.inversions, intervals)
     base = TranslateOptions(steps=args.steps, batch_size=args.batch, keep_channels=tuple(args.keep)).validate()
@@ -132,17 +153,19 @@ def run(args) -> dict:
                "fields": args.fields, "classifier_accuracy": classifier.accuracy, "directions": {}}
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
         start = time.perf_counter()
-        translated = cal.sweep(model, sets[source]["images"], source, target, settings, base,
-                               progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True))
-        rows = [{**asdict(s), **score(phenotype, model, classifier, sets[source], sets[target], target, out)}
-                for s, out in translated.items()]
+        rows = scored_sweep(phenotype, model, sets, source, target, settings, base, classifier, real[target],
+                            progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True))
         untranslated = score(phenotype, model, classifier, sets[source], sets[target], target, sets[source]["images"])
-        chosen = cal.choose(rows, [model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]])
         results["directions"][f"{source}->{target}"] = {
-            "rows": rows, "untranslated": untranslated, "calibrated": chosen, "truth_optimum": truth_optimum(rows),
-            "seconds": time.perf_counter() - start}
+            "rows": rows, "untranslated": untranslated, "calibrated": _calibrated(rows, model.channel_names),
+            "truth_optimum": truth_optimum(rows), "seconds": time.perf_counter() - start}
         print(f"\n{source}->{target}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
+
+
+def _calibrated(rows: list[dict], channel_names: list[str]) -> dict:
+    """calibrate's rule on the rows: its choice, or the closest when it would store nothing."""
+    return cal.choose(rows, [channel_names[cellmeasure.nuclear_channel(channel_names)]]).best
 
 
 def markdown(results: dict, args, figure: Path) -> str:
@@ -151,7 +174,8 @@ def markdown(results: dict, args, figure: Path) -> str:
              f"per direction, a {results['steps']}-step DDIM grid (strength s runs s x {results['steps']} steps each "
              f"way). Transfer and identity from the simulator's truth (identity = nuclei IoU over the "
              f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
-             f"no-truth scores on the same translations, *calibrated* its choice (kept >= {cal.KEEP_MIN}; classifier held-out accuracy "
+             f"no-truth scores on the same translations, *calibrated* its choice (core/calibrate.py `choose`; "
+             f"classifier held-out accuracy "
              f"{results['classifier_accuracy']:.2f}). Hardware: {results.get('hardware') or hardware()}.", ""]
     if results.get("keep_channels"):
         lines += [f"Channels kept as the original's (keep_channels): {', '.join(results['keep_channels'])}. Identity "
@@ -250,8 +274,8 @@ def main() -> None:
     if args.collect:
         results = json.loads(saved.read_text())
         for entry in results["directions"].values():  # the choice under the current rule (core/calibrate.py)
-            unaffected = ["DNA"] if "change_DNA" in entry["rows"][0] else []
-            entry["calibrated"] = cal.choose(entry["rows"], unaffected)
+            if "kept_control" in entry["rows"][0]:  # runs before the controls were swept keep their old choice
+                entry["calibrated"] = _calibrated(entry["rows"], ["DNA"])
     else:
         results = run(args)
         saved.write_text(json.dumps(results, indent=1, default=float))

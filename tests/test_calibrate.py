@@ -37,26 +37,63 @@ def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data):
         assert np.array_equal(result, alone), setting
 
 
-def test_choice_moves_most_among_settings_that_keep_the_cells():
-    rows = [dict(strength=1.0, guidance=4.0, moved=0.99, kept=0.3, change_DNA=0.5),   # moves, loses the cells
-            dict(strength=0.4, guidance=4.0, moved=0.90, kept=0.85, change_DNA=0.1),
-            dict(strength=0.3, guidance=4.0, moved=0.89, kept=0.9, change_DNA=0.08),  # tied on moved, keeps more
-            dict(strength=0.3, guidance=1.0, moved=0.10, kept=0.99, change_DNA=0.02)]
-    assert cal.choose(rows, ["DNA"]) is rows[2]
-    rows[2]["change_DNA"] = 0.5  # its DNA changed too much: out
-    assert cal.choose(rows, ["DNA"]) is rows[1]
-    lost = [dict(strength=1.0, guidance=1.0, moved=0.9, kept=0.2, change_DNA=0.0)]
-    assert cal.choose(lost) is lost[0]
+def row(strength, guidance, reached, kept, kept_control=0.9, change_DNA=0.05):
+    return dict(strength=strength, guidance=guidance, negative="source", reached=reached, kept=kept,
+                kept_control=kept_control, change_DNA=change_DNA)
 
 
-def test_with_the_nuclei_kept_the_choice_is_the_gentlest_setting_as_treated_as_real_images():
-    rows = [dict(strength=0.5, guidance=8.0, moved=1.0, kept=1.0),   # overshoots the real condition
-            dict(strength=0.3, guidance=4.0, moved=0.96, kept=1.0),  # as treated-looking as real images: chosen
-            dict(strength=0.4, guidance=4.0, moved=0.97, kept=1.0),
-            dict(strength=0.3, guidance=2.0, moved=0.60, kept=1.0)]  # not far enough
-    assert cal.choose(rows, real_moved=0.97) is rows[1]
-    assert cal.choose(rows) is rows[0]  # without the real images' rate: the most moved
-    assert cal.choose(rows, real_moved=1.5) is rows[0]  # none reaches it: the most moved
+def test_the_rule_moves_the_phenotype_first_then_keeps_the_cells():
+    rows = [row(1.0, 4.0, 1.0, 0.30, kept_control=0.80),  # all the way, but loses the nuclei beyond its control
+            row(0.4, 4.0, 0.93, 0.82, kept_control=0.86),  # furthest of those that keep them: chosen
+            row(0.3, 4.0, 0.80, 0.86, kept_control=0.88),  # keeps more, moves less: a mix would pick it
+            row(0.2, 4.0, 0.55, 0.89, kept_control=0.90),
+            row(0.2, 1.0, 0.05, 0.91, kept_control=0.90)]
+    choice = cal.choose(rows, ["DNA"])
+    assert choice.row is rows[1] and choice.status == "calibrated"
+    assert "s 0.4, w 4 (source) went 0.93 of the way" in choice.reason and "the furthest of the 4" in choice.reason
+    # an absolute bar on the nuclei overlap (0.84) would have taken s 0.3: the control says 0.82 is the model's own
+    rows[1]["change_DNA"] = 0.5  # its DNA changed too much: out, the next furthest wins
+    assert cal.choose(rows, ["DNA"]).row is rows[2]
+    # within REACHED_TIE of the furthest, the one keeping the nuclei better wins; past the real target is no better
+    tied = [row(0.5, 6.0, 1.8, 0.80, kept_control=0.84), row(0.3, 6.0, 0.97, 0.84, kept_control=0.85)]
+    assert cal.choose(tied).row is tied[1]
+
+
+def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
+    rows = [row(s, w, reached, 0.9) for s, w, reached in ((0.2, 2.0, 0.05), (0.4, 4.0, 0.2), (0.6, 6.0, 0.41))]
+    choice = cal.choose(rows)
+    assert choice.row is None and choice.status == "not moved" and choice.best is rows[2]
+    assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
+    lost = [row(1.0, 1.0, 0.9, 0.2, kept_control=0.9), row(0.6, 4.0, 0.9, 0.45, kept_control=0.5)]
+    choice = cal.choose(lost)  # the second is within tolerance of its control but below the floor
+    assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
+
+
+def test_an_unreliable_classifier_is_not_a_witness(sim_data):
+    from napari_phendiff.core.cellstats import RealCells
+    from napari_phendiff.core.dataset import load_folder
+
+    class Fixed:  # a classifier that calls everything the target
+        conditions = ["TNFa", "untreated"]
+
+        def probabilities(self, images):
+            return np.tile([1.0, 0.0], (len(images), 1))
+
+    class Model:
+        channel_names = ["DNA", "reporter"]
+        normalization = pd.load_checkpoint("demo", device="cpu").normalization
+
+    data = load_folder(sim_data)
+    source = np.stack([im for im, label in zip(data.images, data.labels) if data.conditions[label] == "untreated"])
+    targets = [im for im, label in zip(data.images, data.labels) if data.conditions[label] == "TNFa"]
+    cells = RealCells(source, targets, Model.channel_names)
+    trusted = cal.Witnesses(Fixed(), 1.0, True, cells).score(Model, source, source, source, "TNFa")
+    flagged = cal.Witnesses(Fixed(), 1.0, False, cells).score(Model, source, source, source, "TNFa")
+    # the untranslated images: the classifier says "all the way", the cells say they did not move
+    assert trusted["moved"] == 1.0 and abs(flagged["cells_moved"]) < 0.05
+    assert flagged["reached"] == pytest.approx(min(flagged["cells_moved"], 1.0))
+    assert trusted["reached"] == pytest.approx((1.0 + min(trusted["cells_moved"], 1.0)) / 2)
+    assert flagged["kept"] == flagged["kept_control"] == 1.0
 
 
 def test_a_choice_that_exaggerates_the_target_is_flagged():
@@ -83,7 +120,8 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
                                                                    monkeypatch):
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
-    monkeypatch.setattr(cal, "overshoots", lambda *args, **kwargs: exaggerated)
+    monkeypatch.setattr(cal, "overshot", lambda *args, **kwargs: exaggerated)
+    monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
                  "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
                  "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0
@@ -92,6 +130,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     assert "went far past the real TNFa cells (reporter_integrated 3.0x" in printed.err
     chosen = json.loads((out / "calibration.json").read_text())["chosen"]
     assert chosen["keep_channels"] == ["DNA"] and 0 <= chosen["real_target_moved"] <= 1
+    assert chosen["status"] == "calibrated", chosen["reason"]
     assert chosen["overshot_measurements"] == exaggerated
     model = pd.load_checkpoint(checkpoint, device="cpu")
     options, sources = translation_options(model, "untreated", "TNFa")
@@ -100,11 +139,23 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     np.testing.assert_array_equal(pd.translate(model, image, "untreated", "TNFa", steps=4)[0], image[0])
     with pytest.raises(ConfigError, match="the checkpoint's channels are DNA, reporter"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c4", keep_channels=["Hoechst"])
+    # a sweep where nothing reaches the bar is reported and stores nothing
+    monkeypatch.setattr(cal, "REACHED_MIN", 2.0)
+    manifest = (checkpoint / "phendiff.json").read_text()
+    assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "TNFa", "--target", "untreated",
+                 "--out", str(tmp_path / "c5"), "--strengths", "0.25", "--guidances", "3", "--n", "2", "--steps",
+                 "4", "--classifier-steps", "5"]) == 0
+    printed = capsys.readouterr()
+    assert "not calibrated (not moved); closest: strength 0.25" in printed.out
+    assert "Nothing was stored" in printed.err and (checkpoint / "phendiff.json").read_text() == manifest
+    assert json.loads((tmp_path / "c5" / "calibration.json").read_text())["chosen"]["status"] == "not moved"
 
 
 @pytest.mark.slow
-def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys):
+def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys,
+                                                                 monkeypatch):
     out = tmp_path / "calibration"
+    monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     code = main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
                  "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "1", "3", "--n", "2",
                  "--steps", "8", "--classifier-steps", "5"])
@@ -114,7 +165,8 @@ def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_d
     saved = json.loads((out / "calibration.json").read_text())
     assert len(saved["rows"]) == 4 and (out / "frontier.png").stat().st_size > 0
     header = (out / "frontier.csv").read_text().splitlines()[0].split(",")
-    assert {"strength", "guidance", "moved", "kept", "change_DNA"} <= set(header)
+    assert {"strength", "guidance", "moved", "cells_moved", "reached", "kept", "kept_control",
+            "change_DNA"} <= set(header)
     chosen = saved["chosen"]
     manifest = json.loads((checkpoint / "phendiff.json").read_text())
     stored = manifest["calibration"]["untreated->TNFa"]

@@ -381,7 +381,7 @@ def _evaluate(args) -> None:
 
 
 def _calibrate(args) -> None:
-    from .core.calibrate import GUIDANCES, KEEP_MIN, STRENGTHS, calibrate, grid
+    from .core.calibrate import CLASSIFIER_MIN_ACCURACY, GUIDANCES, STRENGTHS, calibrate, grid
 
     bar = _CountingBar("calibrating")
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
@@ -390,22 +390,29 @@ def _calibrate(args) -> None:
                        seed=args.seed, batch_size=args.batch_size, device=args.device, store=not args.no_store,
                        keep_channels=args.keep_channels, progress=bar)
     bar.close()
-    print(f"chosen: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
-          f"moved {chosen['moved']:.2f} (classifier P({args.target})), kept {chosen['kept']:.2f} (nuclei IoU)")
+    if not chosen["classifier_trusted"]:
+        print(f"warning: the condition classifier told real {args.source} and {args.target} images apart in only "
+              f"{chosen['classifier_accuracy']:.0%} of held-out ones (< {CLASSIFIER_MIN_ACCURACY:.0%}); the choice "
+              "rests on the per-cell measurements alone.", file=sys.stderr)
+    verdict = "chosen" if chosen["status"] == "calibrated" else f"not calibrated ({chosen['status']}); closest"
+    print(f"{verdict}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
+          f"reached {chosen['reached']:.2f} of the way to real {args.target} (classifier P {chosen['moved']:.2f}, "
+          f"real {args.target} {chosen['real_target_moved']:.2f}; cell measurements {chosen['cells_moved']:.2f}), "
+          f"kept {chosen['kept']:.2f} (nuclei IoU; the {args.source} -> {args.source} control "
+          f"{chosen['kept_control']:.2f})")
+    print(f"why: {chosen['reason']}")
     if chosen["keep_channels"]:
-        print(f"kept as the original's: {', '.join(chosen['keep_channels'])}"
-              + (f" (the gentlest setting as treated-looking as real {args.target} images, "
-                 f"P {chosen['real_target_moved']:.2f})" if chosen["real_target_moved"] is not None else ""))
-    if not chosen["keeps_cells"]:
-        print(f"warning: no setting kept the nuclei in place (IoU >= {KEEP_MIN}); the one keeping most was chosen. "
-              "Check the model before trusting its translations.", file=sys.stderr)
+        print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
+    if chosen["status"] != "calibrated":
+        print(f"warning: {chosen['reason']} Nothing was stored: translations keep their current settings. Check "
+              "the model (train longer?) and the frontier before translating with it.", file=sys.stderr)
     if chosen["overshot_measurements"]:
         listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])
-        print(f"warning: at the chosen setting the translations went far past the real {args.target} cells ({listed} "
+        print(f"warning: at this setting the translations went far past the real {args.target} cells ({listed} "
               f"of the way; 1x = all the way): the model exaggerates these, and the classifier's 'moved' may "
               "overrate the translation. Look at the translations before trusting this choice.", file=sys.stderr)
     print(f"frontier: {args.out / 'frontier.png'}")
-    if not args.no_store:
+    if not args.no_store and chosen["status"] == "calibrated":
         print(f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
               f"{args.source} -> {args.target}")
 

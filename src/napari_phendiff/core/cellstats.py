@@ -61,9 +61,44 @@ def overshot(summary: list[dict]) -> list[dict]:
 def summary_of(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                channel_names: list[str]) -> list[dict]:
     """`cell_summary` of translations against real target images, for callers without files or a report."""
-    rows = cell_table([Path(f"{i}") for i in range(len(originals))], originals, translated,
-                      [Path(f"target {i}") for i in range(len(targets))], targets, channel_names)
-    return cell_summary(rows)
+    return RealCells(originals, targets, channel_names).summary(translated)
+
+
+class RealCells:
+    """The real source and target cells measured once, so that many translations of the same source images (a
+    calibration sweep) are each compared with them at the cost of measuring the translations alone."""
+
+    def __init__(self, originals: Sequence[np.ndarray], targets: Sequence[np.ndarray], channel_names: list[str]):
+        self.channel_names = list(channel_names)
+        self.masks = []
+        self.real: list[dict] = []
+        for i, original in enumerate(originals):
+            nuclei = cellmeasure.segment_nuclei(original[cellmeasure.nuclear_channel(channel_names)])
+            self.masks.append((nuclei, cellmeasure.segment_cells(nuclei)))
+            self.real += _rows("real source", Path(f"{i}"), cellmeasure.measure_cells(
+                original, channel_names, *self.masks[-1]))
+        for i, image in enumerate(targets):
+            self.real += _rows("real target", Path(f"target {i}"), cellmeasure.measure_cells(image, channel_names))
+
+    def summary(self, translated: Sequence[np.ndarray]) -> list[dict]:
+        """`cell_summary` of translations of the originals (same order), measured on the originals' masks."""
+        rows = list(self.real)
+        for i, (image, masks) in enumerate(zip(translated, self.masks)):
+            rows += _rows("translated", Path(f"{i}"), cellmeasure.measure_cells(image, self.channel_names, *masks))
+        return cell_summary(rows)
+
+
+def phenotype_moved(summary: list[dict], kept_channels: Sequence[str] = ()) -> tuple[float, int]:
+    """How far the translations moved the cells, over the measurements that differ between the real conditions:
+    the median of their `moved` (1 = all the way to the real target), and how many there are (NaN, 0 if none).
+
+    Areas and the channels kept as the original's are left out: translations are measured on their originals'
+    masks, so these cannot move.
+    """
+    moved = [s["moved"] for s in summary if s["differs"] and np.isfinite(s["moved"])
+             and not s["measurement"].endswith("_area")
+             and not any(s["measurement"].startswith(f"{channel}_") for channel in kept_channels)]
+    return (float(np.median(moved)) if moved else float("nan")), len(moved)
 
 
 def overshoots(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
