@@ -13,6 +13,7 @@ import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core.errors import CheckpointError, ConfigError
+from napari_phendiff.core.evaluate import evaluate
 from napari_phendiff.core.options import TranslateOptions
 from napari_phendiff.core.translate import translation_options
 
@@ -217,3 +218,27 @@ def test_folder_of_small_images_is_translated_in_batches(checkpoint, sim_data, t
         assert np.abs(written.astype(np.int64) - alone.astype(np.int64)).max() <= 3, path.name
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["options"]["strength"] == 0.5 and summary["options_from"]["strength"] == "given"
+
+
+def test_counts_and_an_unwritable_checkpoint_are_refused_before_the_sweep(checkpoint, sim_data, tmp_path, capsys):
+    for n in ("-1", "0", "two"):
+        with pytest.raises(SystemExit):
+            main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
+                  "--out", str(tmp_path / "c"), "--n", n])
+        assert "--n: must be" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="n \\(held-out source images\\) must be at least 1, not -1"):
+        cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c", n=-1)
+    with pytest.raises(ConfigError, match="n \\(source images to translate\\) must be at least 1, not 0"):
+        evaluate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "r", n=0)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpoint, sim_data, tmp_path,
+                                                                          monkeypatch):
+    def read_only(folder):  # what checkpoint.check_writable raises for a read-only folder (root writes anyway)
+        raise CheckpointError(f"{folder}: nothing can be written there (Permission denied).")
+
+    monkeypatch.setattr(cal, "check_writable", read_only)
+    monkeypatch.setattr(cal, "sweep_pairs", lambda *a, **k: pytest.fail("the sweep ran"))
+    with pytest.raises(CheckpointError, match="the checkpoint cannot be written.*--no-store"):
+        cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -71,6 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def count(text: str) -> int:
+    """An argparse type for how many of something: a whole number of at least 1 (a Python slice would take -1 as
+    "all but the last" and 0 as "none")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phendiff",
@@ -85,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("simulate", "Write a simulated two-condition image set with ground truth beside it.")
     p.add_argument("out", type=Path, help="folder to create (one subfolder per condition)")
     p.add_argument("--phenotype", default="translocation", choices=["translocation", "golgi", "actin"])
-    p.add_argument("--n-per-class", type=int, default=100, help="images per condition (default 100)")
+    p.add_argument("--n-per-class", type=count, default=100, help="images per condition (default 100)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--cell-diameter", type=float, default=28.0,
                    help="cell diameter in pixels (default 28; the demo model was trained on 20)")
@@ -128,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                         "DATA's real images) or 'inception:PATH' (local Inception-v3 weights, needs torch-fidelity)")
     p.add_argument("--truth", type=Path, help="ground-truth folder of simulated DATA (DATA_truth): adds "
                                                "phenotype_transfer and identity_iou")
-    p.add_argument("--n", type=int, help="translate only the first N source images (default: all)")
-    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
+    p.add_argument("--n", type=count, help="translate only the first N source images (default: all)")
+    p.add_argument("--classifier-steps", type=count, default=400, help="training steps of the condition classifier")
     _translation_options(p)
     p.set_defaults(run=_evaluate)
 
@@ -141,10 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strengths", type=float, nargs="+", help="strengths to try (default 0.2 0.3 0.4 0.5 0.6 0.8 1)")
     p.add_argument("--guidances", type=float, nargs="+", help="guidance scales to try, source as the negative "
                                                               "(default 1 2 3 4 6)")
-    p.add_argument("--n", type=int, default=16, help="held-out source images to translate (default 16)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps of the whole schedule (default 20)")
-    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the condition classifier")
-    p.add_argument("--batch-size", type=int, help="fields per network call (default: by device memory)")
+    p.add_argument("--n", type=count, default=16, help="held-out source images to translate (default 16)")
+    p.add_argument("--steps", type=count, default=20, help="DDIM steps of the whole schedule (default 20)")
+    p.add_argument("--classifier-steps", type=count, default=400, help="training steps of the condition classifier")
+    p.add_argument("--batch-size", type=count, help="fields per network call (default: by device memory)")
     p.add_argument("--keep-channels", nargs="+", default=[], metavar="CHANNEL",
                    help="channels every setting keeps as the original's (e.g. DNA); stored with the choice")
     p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
@@ -156,15 +168,15 @@ def _parser() -> argparse.ArgumentParser:
                                   "compare what they generate from the same seeds.")
     p.add_argument("data", type=Path, help="labelled folder with at least 2 x N images per condition")
     p.add_argument("--out", type=Path, required=True, help="report folder to create (the two models go inside)")
-    p.add_argument("--n-per-class", type=int, required=True, help="training images per condition for each model")
-    p.add_argument("--n-samples", type=int, default=16, help="images generated per condition (default 16)")
-    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps for generating (default 50)")
+    p.add_argument("--n-per-class", type=count, required=True, help="training images per condition for each model")
+    p.add_argument("--n-samples", type=count, default=16, help="images generated per condition (default 16)")
+    p.add_argument("--sample-steps", type=count, default=50, help="DDIM steps for generating (default 50)")
     _model_options(p)
     p.set_defaults(run=_generalization)
 
     p = command("demo", "Translate simulated cells with the shipped demo model (offline, CPU, a few minutes).")
     p.add_argument("--out", type=Path, default=Path("phendiff-demo"), help="output folder (default phendiff-demo)")
-    p.add_argument("--n", type=int, default=DEMO_FIELDS, help=f"images per condition (default {DEMO_FIELDS})")
+    p.add_argument("--n", type=count, default=DEMO_FIELDS, help=f"images per condition (default {DEMO_FIELDS})")
     _translation_options(p)
     p.set_defaults(run=_demo)
     return parser

@@ -38,12 +38,12 @@ import torch
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, overshot, phenotype_moved
-from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, resolve_checkpoint
+from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, resolve_checkpoint
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
-from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
+from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
 from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
                         paste_kept, regenerate, translate)
 
@@ -279,6 +279,9 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     settings = list(settings or grid())
     if not settings:
         raise ConfigError("Give at least one setting to calibrate.")
+    n = check_count("n (held-out source images)", n, allow_none=True)
+    for name, value in (("steps", steps), ("classifier_steps", classifier_steps)):
+        check_count(name, value)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new folder for the calibration.")
@@ -286,6 +289,13 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     if store and str(checkpoint) in NAMED_CHECKPOINTS:
         raise CheckpointError(f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
                               f"({path}) and calibrate the copy, or calibrate with store=False (--no-store).")
+    if store:  # before the sweep, not after it
+        try:
+            check_writable(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
+                                  "it; make it writable, calibrate a copy, or calibrate with store=False "
+                                  "(--no-store).") from exc
     model = load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
     if is_direct(model):
         raise ConfigError(f"{path}: a CycleGAN maps images directly; it has no strength or guidance to calibrate.")

@@ -30,7 +30,7 @@ from .dataset import load_folder
 from .errors import DataError
 from .features import InceptionFeatures, train_classifier
 from .measure import transfer_rate
-from .options import check_given, describe
+from .options import check_count, check_given, describe
 from .translate import TranslateEvent, is_direct, translate, translation_options
 
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate",
@@ -80,6 +80,8 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new report folder or delete this one.")
     check_given(options)
+    n = check_count("n (source images to translate)", n, allow_none=True)
+    check_count("classifier_steps", classifier_steps)
     model = load_checkpoint(checkpoint, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
     images = load_folder(data)
     _check_conditions(model, images, source, target)

@@ -31,7 +31,7 @@ from .models import KINDS, load_checkpoint
 from .dataset import scan_folder
 from .errors import ConfigError, DataError
 from .images import read_image
-from .options import TrainConfig
+from .options import TrainConfig, check_count
 from .training.run import TrainEvent, iter_train
 from .translate import SAMPLE_STEPS, sample, starting_noise
 
@@ -48,6 +48,8 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose a new folder or delete this one.")
+    for name, value in (("n_per_class", n_per_class), ("n_samples", n_samples), ("steps", steps)):
+        check_count(name, value)
     if not config.kind.generates:
         able = ", ".join(name for name, kind in KINDS.items() if kind.generates)
         raise ConfigError(f"The generalization analysis generates images from noise, which a {config.model} model "

@@ -169,6 +169,16 @@ def _integer(name: str, value) -> int:
     return int(value)
 
 
+def check_count(name: str, value, allow_none: bool = False) -> int | None:
+    """How many of something (images, steps): a whole number of at least 1 (None where `allow_none`: all)."""
+    if value is None and allow_none:
+        return None
+    value = _integer(name, value)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}.")
+    return value
+
+
 def _number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number, not {value!r}.")
