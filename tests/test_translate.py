@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_phendiff as pd
-from napari_phendiff.core.errors import DataError
+from napari_phendiff.core.errors import ConfigError, DataError
 from napari_phendiff.core.simulate import simulate_field
 from conftest import CountingUNet, random_image
 
@@ -139,3 +139,22 @@ def test_lower_precision_stays_close_to_float32(tiny_checkpoint):
     assert 25 < psnr < 200
     with pytest.raises(ValueError, match="precision must be one of"):
         pd.translate(model, image, "untreated", "TNFa", steps=2, precision="int8")
+
+
+def test_samples_that_could_not_differ_are_refused_before_any_translation(tiny_checkpoint, sim_data, tmp_path):
+    from napari_phendiff.core.batch import translate_files
+    from napari_phendiff.core.explore import translate_samples
+
+    model = pd.load_checkpoint(tiny_checkpoint, device="cpu")
+    image = pd.read_image(sorted((sim_data / "untreated").glob("*.tif"))[0])
+    # strength 0.3 x 4 steps regenerates in one step, which adds no noise: the spread would be 0 everywhere
+    with pytest.raises(ConfigError, match="regeneration is one step.*Use at least 5 steps"):
+        translate_samples(model, image, "untreated", "TNFa", 2, steps=4, strength=0.3)
+    with pytest.raises(ConfigError, match="BDIA"):
+        translate_samples(model, image, "untreated", "TNFa", 2, steps=10, inversion="bdia")
+    with pytest.raises(ConfigError, match="regeneration is one step"):
+        translate_files(tiny_checkpoint, [sim_data / "untreated"], "untreated", ["TNFa"], tmp_path / "out",
+                        device="cpu", samples=2, steps=4, strength=0.3)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.tif"))
+    mean, spread = translate_samples(model, image, "untreated", "TNFa", 2, steps=5, strength=0.3)
+    assert spread.max() > 0  # two noisy regeneration steps: the samples differ

@@ -125,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the morph's frames: deeper by strength (default), or at the translation's strength with the "
                         "target's embedding blended from the source's (pixel checkpoints)")
     p.add_argument("--samples", type=int, default=0, metavar="N",
-                   help="also write <name>_std.tif: the per-pixel standard deviation over N seeds (where the model "
-                        "is unsure)")
+                   help="also write <name>_std.tif: the per-pixel standard deviation over N regenerations from one "
+                        "inversion that differ in the noise added along the way (where the model is unsure; needs "
+                        "at least 2 regeneration steps: strength x steps >= 1.5)")
     p.add_argument("--measure", action="store_true",
                    help="also write <name>_cells.csv: every cell measured on the original and the translation")
     _translation_options(p)

@@ -189,6 +189,10 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
         for name in [source, *targets]:
             model.condition_index(name)  # an unknown condition fails before any work
         chosen, sources = translation_options(model, source, targets[0], **options)
+        if samples:  # samples that could not differ fail before the first translation, not after it
+            from .explore import sample_options
+
+            sample_options(model, chosen)
         settings = {"options": chosen.record(), "options_from": sources}
         result.settings = describe(chosen, sources, direct=is_direct(model))
         for group, images in _groups(model, todo, chosen, result.failed):

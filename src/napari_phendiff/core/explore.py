@@ -103,20 +103,37 @@ def translate_morph(model, images: np.ndarray, source: str, target: str, frames:
             return event.result
 
 
-def iter_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
-                 options: TranslateOptions | None = None, cache: dict | None = None,
-                 **overrides) -> Iterator[TranslateEvent]:
-    """Yield progress, then a "done" event whose result is (mean, std) in the image's intensity units (float32)."""
-    if samples < 2:
-        raise ConfigError(f"samples must be at least 2 to show a spread, not {samples}.")
+def sample_options(model, options: TranslateOptions) -> TranslateOptions:
+    """The options `samples` regenerations run with (eta SAMPLES_ETA where it is 0), refused where they could not
+    differ: the samples vary only the noise DDIM adds at each regeneration step but the last (which adds none), so
+    a regeneration of one step gives identical samples and a spread of 0 that would read as "certain everywhere"."""
     if is_direct(model):
         raise ConfigError("A CycleGAN's mapping is deterministic: samples would all be the same. Use a diffusion "
                           "checkpoint (pixel or latent).")
-    options, _ = translation_options(model, source, target, options, **overrides)
-    if options.eta == 0:
-        options = replace(options, eta=SAMPLES_ETA)
     if options.inversion == "bdia":
         raise ConfigError("Samples need eta > 0, which BDIA's exact inversion does not allow: use inversion ddim.")
+    if options.eta == 0:
+        options = replace(options, eta=SAMPLES_ETA)
+    regeneration = grid_steps(options.steps, options.strength)
+    if regeneration < 2:
+        more = next(n for n in range(options.steps + 1, 10 * options.steps + 20)
+                    if grid_steps(n, options.strength) >= 2)
+        raise ConfigError(f"At strength {options.strength:g} with {options.steps} steps the regeneration is one "
+                          f"step, which adds no noise: samples would all be the same and their spread 0 "
+                          f"everywhere. Use at least {more} steps (or a higher strength).")
+    return options
+
+
+def iter_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
+                 options: TranslateOptions | None = None, cache: dict | None = None,
+                 **overrides) -> Iterator[TranslateEvent]:
+    """Yield progress, then a "done" event whose result is (mean, std) in the image's intensity units (float32).
+
+    The samples share one inversion and differ in the noise added along the regeneration (`sample_options`)."""
+    if samples < 2:
+        raise ConfigError(f"samples must be at least 2 to show a spread, not {samples}.")
+    options, _ = translation_options(model, source, target, options, **overrides)
+    options = sample_options(model, options)
     cache = {} if cache is None else cache
     results = []
     runs = [replace(options, seed=options.seed + k) for k in range(samples)]
