@@ -22,7 +22,7 @@ import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import checkpoint as ckpt
 from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError, PhenDiffWarning
-from napari_phendiff.core.images import read_image, write_image
+from napari_phendiff.core.images import read_image, read_provenance, write_image
 from napari_phendiff.core.simulate import simulate_field
 
 from conftest import random_image, write_tif
@@ -108,6 +108,22 @@ def test_a_rerun_keeps_the_first_runs_record(tiny_checkpoint, tmp_path):
     assert summary["written"] == 0 and summary["skipped_inputs"] == 1
     assert summary["files"] == [str(tmp_path / "out" / "img_to_TNFa.tif")]
     assert [run["written"] for run in summary["earlier_runs"]] == [1]
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_the_difference(tiny_checkpoint, tmp_path, capsys):
+    image = write_tif(tmp_path / "img.tif", random_image((2, 32, 32)))
+    assert translate_cli(tiny_checkpoint, [image], tmp_path / "out", "--strength", "0.3") == 0
+    before = (tmp_path / "out" / "img_to_TNFa.tif").read_bytes()
+    capsys.readouterr()
+    assert translate_cli(tiny_checkpoint, [image], tmp_path / "out", "--strength", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "1 translation(s) already in the output folder were made with other settings" in err
+    assert "img_to_TNFa.tif: strength 0.3 there, 0.5 now" in err and "--overwrite" in err
+    assert (tmp_path / "out" / "img_to_TNFa.tif").read_bytes() == before
+    assert translate_cli(tiny_checkpoint, [image], tmp_path / "out", "--strength", "0.3", "--batch-size", "2") == 0
+    assert translate_cli(tiny_checkpoint, [image], tmp_path / "out", "--strength", "0.5", "--overwrite") == 0
+    assert pd.read_image(tmp_path / "out" / "img_to_TNFa.tif").shape == (2, 32, 32)
+    assert read_provenance(tmp_path / "out" / "img_to_TNFa.tif")["strength"] == 0.5
 
 
 # --- images that are not what they look like ---------------------------------------------------------------------

@@ -22,8 +22,9 @@ import numpy as np
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
+from .checkpoint import resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
-from .options import MORPH_PATHS, check_given, describe
+from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
                         translation_options)
 
@@ -181,6 +182,8 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
     mine = jobs[state.process_index::state.num_processes]
     todo = [job for job in mine if overwrite or not all(p.is_file() for p in job.outputs(targets, extras))]
     result = BatchResult(skipped=[job.path for job in mine if job not in todo])
+    if result.skipped:  # a rerun with other settings would leave files of both settings side by side
+        _check_done_settings(checkpoint, [job for job in mine if job not in todo], source, targets, options)
     started = time.perf_counter()
     settings: dict = {}
     if todo:
@@ -221,6 +224,34 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
             raise DataError(f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were, see "
                             f"{out / SUMMARY}): {listed}")
     return result
+
+
+# Settings that do not change what a translation is: how many fields share a network call.
+_SAME_RESULT = ("batch_size",)
+
+
+def _check_done_settings(checkpoint, done: list[Job], source: str, targets: list[str], options: dict) -> None:
+    """Refuse a rerun whose settings differ from those recorded in the translations it would skip."""
+    from .images import read_provenance
+
+    manifest = read_manifest(checkpoint)
+    path = str(resolve_checkpoint(checkpoint))
+    differ = []
+    for target in targets:
+        wanted = resolve_options(manifest, source, target, options)[0].record()
+        for job in done:
+            recorded = read_provenance(job.output(target)) or {}
+            changes = [f"{name} {recorded.get(name)!r} there, {value!r} now" for name, value in wanted.items()
+                       if name not in _SAME_RESULT and name in recorded and recorded[name] != value]
+            if recorded.get("checkpoint") not in (None, path):
+                changes.append(f"checkpoint {recorded['checkpoint']} there, {path} now")
+            if changes:
+                differ.append(f"{job.output(target)}: {'; '.join(changes)}")
+    if differ:
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ConfigError(f"{len(differ)} translation(s) already in the output folder were made with other settings: "
+                          + " | ".join(differ[:3]) + more + ". Translate into a new folder, or overwrite them with "
+                          "the new settings (--overwrite).")
 
 
 def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,

@@ -201,6 +201,19 @@ def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return image.astype(dtype)
 
 
+def read_provenance(path: str | Path) -> dict | None:
+    """The provenance `write_image` recorded in a TIFF (None for a file without one or unreadable)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            info = (tif.imagej_metadata or {}).get("Info")
+            if info is None and tif.shaped_metadata:
+                info = tif.shaped_metadata[0].get("provenance")
+        found = json.loads(info) if info else None
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str] | None = None,
                 provenance: dict | None = None) -> Path:
     """Write a (Y, X) or (C, Y, X) image, or a (T, C, Y, X) stack, as an ImageJ-compatible TIFF with provenance.
