@@ -6,12 +6,16 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from diffusers import DDIMScheduler, UNet2DModel
 
 import napari_phendiff as pd
+from napari_phendiff.core import checkpoint as ckpt
+from napari_phendiff.core.batch import iter_translate_files
 from napari_phendiff.core.checkpoint import atomic_folder
 from napari_phendiff.core.errors import CheckpointError
 
@@ -102,3 +106,70 @@ def test_demo_checkpoint_is_shipped_and_small():
     size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
     assert size < 12e6
     assert not (model.path / "training").exists()
+
+
+# --- one writer per output -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one (its pid stands for another phendiff run)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def hold_lock(out, pid, what="training"):
+    lock = out.with_name(f".{out.name}.lock")
+    lock.write_text(json.dumps({"pid": pid, "host": ckpt._HOST, "what": what, "since": "2026-12-04T10:00:00"}))
+    return lock
+
+
+def test_a_second_training_into_the_same_folder_is_refused_at_once(sim_data, tmp_path, other_process):
+    from napari_phendiff.core.options import TrainConfig
+
+    out = tmp_path / "model"
+    lock = hold_lock(out, other_process)
+    config = TrainConfig(data=sim_data, out=out, image_size=32, steps=2, batch_size=2, device="cpu")
+    with pytest.raises(CheckpointError, match=f"training \\(process {other_process} on .*since 2026-12-04T10:00:00\\) "
+                                              "is writing it"):
+        pd.train(config)
+    assert not out.exists() and lock.is_file()  # the other run's lock stays
+    with pytest.raises(CheckpointError, match="is writing it"):
+        list(iter_translate_files("demo", [sim_data / "untreated"], "untreated", ["TNFa"], out, device="cpu"))
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_and_released(sim_data, tmp_path):
+    from napari_phendiff.core.options import TrainConfig
+
+    out = tmp_path / "model"
+    lock = hold_lock(out, dead_pid())
+    pd.train(TrainConfig(data=sim_data, out=out, image_size=32, steps=2, batch_size=2, device="cpu"))
+    assert (out / "phendiff.json").is_file() and not lock.exists()
+
+
+def test_atomic_folder_leaves_a_live_writers_temporary_alone(tmp_path, other_process):
+    out = tmp_path / "model"
+    live = tmp_path / f".model.writing-{ckpt._HOST}-{other_process}-abc123"
+    dead = tmp_path / f".model.writing-{ckpt._HOST}-{dead_pid()}-def456"
+    for folder in (live, dead):
+        folder.mkdir()
+    with ckpt.atomic_folder(out) as folder:
+        (folder / "x").write_text("1")
+    assert live.is_dir() and not dead.exists() and (out / "x").read_text() == "1"
+
+
+def test_two_writers_of_one_output_in_this_process_exclude_each_other(tmp_path):
+    out = tmp_path / "report"
+    with ckpt.output_lock(out, "an evaluation"):
+        with pytest.raises(CheckpointError, match=f"an evaluation \\(process {os.getpid()}"):
+            with ckpt.output_lock(out, "another evaluation"):
+                pass
+    with ckpt.output_lock(out, "a later evaluation"):  # released after the first
+        assert json.loads(out.with_name(".report.lock").read_text())["what"] == "a later evaluation"

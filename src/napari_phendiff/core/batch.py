@@ -22,7 +22,7 @@ import numpy as np
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
-from .checkpoint import resolve_checkpoint
+from .checkpoint import output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
@@ -164,6 +164,15 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
     per-cell table (<name>_cells.csv); see core/explore.py. `model`: one already loaded from `checkpoint` (the
     dock's), else it is loaded here. `report(path)` is called per written file.
     """
+    with output_lock(Path(out), "a translation run"):
+        return (yield from _translate_run(checkpoint, inputs, source, targets, out, device=device, overwrite=overwrite,
+                                          morph=morph, samples=samples, measure=measure, morph_path=morph_path,
+                                          model=model, report=report, **options))
+
+
+def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
+                   device: str, overwrite: bool, morph: int, samples: int, measure: bool, morph_path: str, model,
+                   report: Callable[[Path], None] | None, **options):
     from accelerate import PartialState
 
     out = Path(out)

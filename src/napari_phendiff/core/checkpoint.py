@@ -16,11 +16,15 @@ own files, and models.load_checkpoint picks the kind from the manifest.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -186,12 +190,13 @@ def check_free_space(out: Path, needed: int) -> None:
 def atomic_folder(out: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `out`; on success it replaces `out`, on failure it is removed,
     so a crash never leaves a half-written checkpoint where a reader would look. Temporary folders left by
-    writes that were killed are removed first."""
+    writes that were killed are removed first; those of writers still running are left alone."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.writing-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+        if not _writer_alive(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-{_HOST}-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         _readable_by_all(tmp)
@@ -205,6 +210,89 @@ def atomic_folder(out: Path) -> Iterator[Path]:
             tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_HOST = socket.gethostname().replace("/", "_")
+_UNKNOWN_WRITER_AGE = 3600.0  # s: a temporary folder that names no writer is taken as stale after this
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _writer_alive(temporary: Path) -> bool:
+    """Whether the process that made a `.NAME.writing-HOST-PID-XXXX` folder may still be writing it (a writer on
+    another computer sharing the disk cannot be checked, so it counts as alive)."""
+    match = re.search(r"\.writing-(?P<host>.+)-(?P<pid>\d+)-\w+$", temporary.name)
+    if match is None:
+        try:
+            return time.time() - temporary.stat().st_mtime < _UNKNOWN_WRITER_AGE
+        except OSError:
+            return False
+    return match["host"] != _HOST or _process_alive(int(match["pid"]))
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
+    """One writer per output: hold `.NAME.lock` beside `out` while `what` writes it.
+
+    A second writer is refused at once (or after waiting up to `wait` seconds), told which process holds it; a lock
+    left by a process that was killed is taken over. In a distributed run only the first process takes the lock
+    (the others write nothing themselves)."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
+    mine = {"pid": os.getpid(), "host": _HOST, "what": what,
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is None:
+                try:  # being written by its new holder this instant, or left empty by a crash
+                    fresh = time.time() - lock.stat().st_mtime < 2.0
+                except OSError:
+                    continue
+                if not fresh:
+                    lock.unlink(missing_ok=True)
+                    continue
+            elif holder.get("host") == _HOST and not _process_alive(holder["pid"]):
+                lock.unlink(missing_ok=True)  # its process is gone: take it over
+                continue
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            who = (f"{holder.get('what', 'a run')} (process {holder['pid']} on {holder.get('host')}, since "
+                   f"{holder.get('since')})" if holder else "another run")
+            raise CheckpointError(f"{out}: {who} is writing it. Wait for it to finish or choose another folder; if "
+                                  f"that process is gone (its computer crashed), delete {lock}.") from None
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(mine, file)
+        break
+    try:
+        yield
+    finally:
+        if (_lock_holder(lock) or {}).get("pid") == mine["pid"]:
+            lock.unlink(missing_ok=True)
 
 
 def _readable_by_all(folder: Path) -> None:

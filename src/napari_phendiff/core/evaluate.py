@@ -24,7 +24,7 @@ from . import cells as cellmeasure
 from . import metrics
 from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, overshot
 from .calibrate import channel_change, kept_score
-from .checkpoint import atomic_folder
+from .checkpoint import atomic_folder, output_lock
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
@@ -82,50 +82,52 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     check_given(options)
     n = check_count("n (source images to translate)", n, allow_none=True)
     check_count("classifier_steps", classifier_steps)
-    model = load_checkpoint(checkpoint, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
-    images = load_folder(data)
-    _check_conditions(model, images, source, target)
-    source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
-    target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
-    originals = [images.images[i] for i in source_idx]
-    forward, forward_from = translation_options(model, source, target, **options)
-    backward, _ = translation_options(model, target, source, **options)
-    seed = forward.seed
-    translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
-    round_trips = _translate_all(model, translated, target, source, backward, progress,
-                                 f"{target} -> {source} (cycle)")
-    evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
-                               [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
+    with output_lock(out, "an evaluation"):  # one writer per report folder
+        model = load_checkpoint(checkpoint, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
+        images = load_folder(data)
+        _check_conditions(model, images, source, target)
+        source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
+        target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
+        originals = [images.images[i] for i in source_idx]
+        forward, forward_from = translation_options(model, source, target, **options)
+        backward, _ = translation_options(model, target, source, **options)
+        seed = forward.seed
+        translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
+        round_trips = _translate_all(model, translated, target, source, backward, progress,
+                                     f"{target} -> {source} (cycle)")
+        evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
+                                   [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
 
-    classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed)
-    extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
-    results = {**_distribution_metrics(extractor, evaluation),
-               **_classifier_metrics(classifier, evaluation, source, target),
-               **_cycle_metrics(model, evaluation),
-               **identity_metrics(model, evaluation)}
-    table = cell_table(evaluation.paths, evaluation.originals, evaluation.translated, evaluation.target_paths,
-                       evaluation.targets, model.channel_names)
-    summary = cell_summary(table)
-    results["overshot_measurements"] = overshot(summary)
-    if truth is not None:
-        results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
-    results.update({
-        "features": extractor.name, "checkpoint": str(getattr(model, "path", "") or checkpoint),
-        "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
-        "n_translated": len(originals), "n_real_target": len(target_idx),
-        "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
-        **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
-                                        "settings": describe(forward, forward_from)}),
-    })
-    results["warnings"] = translation_warnings(results)
+        classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
+                                      seed=seed)
+        extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
+        results = {**_distribution_metrics(extractor, evaluation),
+                   **_classifier_metrics(classifier, evaluation, source, target),
+                   **_cycle_metrics(model, evaluation),
+                   **identity_metrics(model, evaluation)}
+        table = cell_table(evaluation.paths, evaluation.originals, evaluation.translated, evaluation.target_paths,
+                           evaluation.targets, model.channel_names)
+        summary = cell_summary(table)
+        results["overshot_measurements"] = overshot(summary)
+        if truth is not None:
+            results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
+        results.update({
+            "features": extractor.name, "checkpoint": str(getattr(model, "path", "") or checkpoint),
+            "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
+            "n_translated": len(originals), "n_real_target": len(target_idx),
+            "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
+            **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
+                                            "settings": describe(forward, forward_from)}),
+        })
+        results["warnings"] = translation_warnings(results)
 
-    from .report import write_report
+        from .report import write_report
 
-    with atomic_folder(out) as folder:
-        (folder / "metrics.json").write_text(json.dumps(results, indent=2))
-        _write_cells(folder / "cells.csv", table)
-        write_report(folder, results, evaluation, table, summary, model.channel_names)
-    return results
+        with atomic_folder(out) as folder:
+            (folder / "metrics.json").write_text(json.dumps(results, indent=2))
+            _write_cells(folder / "cells.csv", table)
+            write_report(folder, results, evaluation, table, summary, model.channel_names)
+        return results
 
 
 def _check_conditions(model, images, source: str, target: str) -> None:

@@ -32,8 +32,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, recover_interrupted_swap,
-                          stamp_weights)
+from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, output_lock,
+                          recover_interrupted_swap, stamp_weights)
 from ..dataset import LabelledImages, load_folder
 from ..errors import CheckpointError, ConfigError, DataError, PhenDiffError
 from ..images import Normalization
@@ -66,7 +66,13 @@ def train(config: TrainConfig) -> Path:
 
 
 def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
-    """Train step by step. Closing the generator (a Stop button) or Ctrl-C saves a resumable checkpoint first."""
+    """Train step by step. Closing the generator (a Stop button) or Ctrl-C saves a resumable checkpoint first.
+    One run per output folder: a second one into the same folder is refused while the first runs."""
+    with output_lock(config.out, "training"):
+        yield from _train_run(config)
+
+
+def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
     trainer_class = kind_module(config.model).Trainer
     config = trainer_class.prepare(config)
     resume_from = check_out_folder(config)
