@@ -290,3 +290,23 @@ def test_generalization_trains_two_models_and_writes_histograms(sim_data, tmp_pa
     assert (out / "model_a" / "phendiff.json").is_file() and (out / "model_b" / "phendiff.json").is_file()
     with pytest.raises(DataError, match="Lower --n-per-class"):
         generalization(sim_data, tmp_path / "gen2", 3, config)
+
+
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda truth: (truth / "truth.json").write_text("{not json"), "truth.json: cannot be read"),
+    (lambda truth: (truth / "truth.json").write_text('{"phenotype": "mitosis"}'), "names no simulated phenotype"),
+    (lambda truth: next(truth.rglob("*_cells.tif")).unlink(), "ground-truth mask missing"),
+])
+def test_a_damaged_truth_folder_fails_before_any_translation(tiny_checkpoint, sim_data, tmp_path, monkeypatch,
+                                                               damage, phrase):
+    import shutil
+
+    from napari_phendiff.core import evaluate as evaluation
+
+    truth = tmp_path / "cells_truth"
+    shutil.copytree(sim_data.with_name(sim_data.name + "_truth"), truth)
+    damage(truth)
+    monkeypatch.setattr(evaluation, "_translate_all", lambda *a, **k: pytest.fail("translated before the check"))
+    with pytest.raises(DataError, match=phrase):
+        evaluate(tiny_checkpoint, sim_data, "untreated", "TNFa", tmp_path / "report", truth=truth)
+    assert not (tmp_path / "report").exists()

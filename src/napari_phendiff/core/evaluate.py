@@ -88,6 +88,10 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         _check_conditions(model, images, source, target)
         source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
         target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
+        if truth is not None:  # an unreadable truth fails before the translations, not after them
+            _truth_info(Path(truth))
+            for i in source_idx + target_idx:
+                _truth_mask_paths(Path(truth), images.paths[i])
         originals = [images.images[i] for i in source_idx]
         forward, forward_from = translation_options(model, source, target, **options)
         backward, _ = translation_options(model, target, source, **options)
@@ -332,20 +336,34 @@ def truth_metrics(evaluation: EvaluationSet, truth: Path, channel_names: list[st
 
 
 def _truth_info(truth: Path) -> dict:
+    from .simulate import PHENOTYPES
+
     info_path = truth / "truth.json"
     if not info_path.is_file():
         raise DataError(f"{truth}: not a ground-truth folder ({info_path.name} is missing). Give the folder "
                         "`phendiff simulate OUT` wrote next to OUT, named OUT_truth.")
-    return json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{info_path}: cannot be read ({exc}); `phendiff simulate` writes it, write the data set "
+                        "again or restore the file.") from exc
+    if not isinstance(info, dict) or info.get("phenotype") not in PHENOTYPES:
+        raise DataError(f"{info_path}: names no simulated phenotype (one of {', '.join(PHENOTYPES)}); is this the "
+                        "truth folder `phendiff simulate` wrote?")
+    return info
+
+
+def _truth_mask_paths(truth: Path, image_path: Path) -> list[Path]:
+    """TRUTH/<condition>/<stem>_nuclei.tif and _cells.tif for DATA/<condition>/<stem>.tif, which must exist."""
+    paths = [truth / image_path.parent.name / f"{image_path.stem}_{kind}.tif" for kind in ("nuclei", "cells")]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: ground-truth mask missing for {image_path}. Is {truth} the truth folder of "
+                            "this data set (simulated together with it)?")
+    return paths
 
 
 def _truth_masks(truth: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The true nuclei and cells of DATA/<condition>/<stem>.tif: TRUTH/<condition>/<stem>_nuclei.tif, _cells.tif."""
-    found = []
-    for kind in ("nuclei", "cells"):
-        path = truth / image_path.parent.name / f"{image_path.stem}_{kind}.tif"
-        if not path.is_file():
-            raise DataError(f"{path}: ground-truth mask missing for {image_path}. Is {truth} the truth folder of "
-                            "this data set (simulated together with it)?")
-        found.append(tifffile.imread(path).astype(np.int32))
-    return found[0], found[1]
+    nuclei, cells = (tifffile.imread(path).astype(np.int32) for path in _truth_mask_paths(truth, image_path))
+    return nuclei, cells
