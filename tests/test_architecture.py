@@ -46,6 +46,17 @@ def test_kinds_are_named_only_in_the_registry_and_their_own_modules():
     assert offending == []
 
 
+def test_library_code_leaves_matplotlib_global_state_alone():
+    """Inside napari, `matplotlib.use("Agg")` or pyplot's figure list would change napari's own plotting; the core
+    draws with matplotlib's object API (Figure) only."""
+    global_state = re.compile(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot")
+    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+                 for path in SRC.rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if global_state.search(line)]
+    assert offending == []
+    assert global_state.search('    matplotlib.use("Agg")') and global_state.search("import matplotlib.pyplot as plt")
+
+
 def _actions(command: str) -> dict[str, argparse.Action]:
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {a.dest: a for a in sub.choices[command]._actions}

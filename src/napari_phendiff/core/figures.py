@@ -14,13 +14,11 @@ def comparison_figure(path: str | Path, rows: list[tuple[str, np.ndarray, np.nda
     Original and translated share contrast limits (robust percentiles of the original), so brightness changes are
     visible; the difference uses a diverging colormap centred on zero with symmetric limits.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     n_rows = len(rows) * len(channel_names)
-    fig, axes = plt.subplots(n_rows, 3, figsize=(7.5, 2.4 * n_rows), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.4 * n_rows))
+    axes = fig.subplots(n_rows, 3, squeeze=False)
     row = 0
     for title, original, translated in rows:
         for c, channel in enumerate(channel_names):
@@ -42,5 +40,4 @@ def comparison_figure(path: str | Path, rows: list[tuple[str, np.ndarray, np.nda
             row += 1
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

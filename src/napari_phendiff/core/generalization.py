@@ -188,12 +188,10 @@ def _verdict(same_seed: float, nearest: float, noise: float) -> str:
 
 
 def _histograms(path: Path, same_seed: np.ndarray, nearest: np.ndarray, results: dict) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig = Figure(figsize=(10, 3.4))
+    axes = fig.subplots(1, 2)
     bins = np.linspace(-0.2, 1, 49)
     axes[0].hist(same_seed, bins=bins, color="tab:blue")
     axes[0].set_title(f"model a vs model b, same seed\nmedian {np.median(same_seed):.3f} (generalisation → 1)",
@@ -208,5 +206,4 @@ def _histograms(path: Path, same_seed: np.ndarray, nearest: np.ndarray, results:
                  f"starting noise: median {results['starting_noise_similarity_median']:.3f}; {verdict}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

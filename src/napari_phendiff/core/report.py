@@ -72,16 +72,14 @@ def _write_summary(path: Path, summary: list[dict]) -> None:
 
 def _distributions_figure(path: Path, rows: list[dict], summary: list[dict], count: int = 6) -> Path:
     """Histograms of the measurements that differ most between real source and real target cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     ranked = sorted((s for s in summary if np.isfinite(s["effect_target_vs_source"])),
                     key=lambda s: -abs(s["effect_target_vs_source"]))[:count]
     columns = 3
     n_rows = max(1, math.ceil(len(ranked) / columns))
-    fig, axes = plt.subplots(n_rows, columns, figsize=(11, 3.0 * n_rows), squeeze=False)
+    fig = Figure(figsize=(11, 3.0 * n_rows))
+    axes = fig.subplots(n_rows, columns, squeeze=False)
     colours = {"real source": "tab:blue", "translated": "tab:orange", "real target": "tab:green"}
     for ax, entry in zip(axes.ravel(), ranked):
         name = entry["measurement"]
@@ -102,7 +100,6 @@ def _distributions_figure(path: Path, rows: list[dict], summary: list[dict], cou
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
