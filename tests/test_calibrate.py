@@ -57,14 +57,15 @@ def test_the_rule_moves_the_phenotype_first_then_keeps_the_cells():
     assert cal.choose(rows, ["DNA"]).row is rows[2]
     # within REACHED_TIE of the furthest, the one keeping the nuclei better wins; past the real target is no better
     tied = [row(0.5, 6.0, 1.8, 0.80, kept_control=0.84), row(0.3, 6.0, 0.97, 0.84, kept_control=0.85)]
-    assert cal.choose(tied).row is tied[1]
+    choice = cal.choose(tied)
+    assert choice.row is tied[1] and "within 0.05 of the furthest (1.00)" in choice.reason
 
 
 def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
-    rows = [row(s, w, reached, 0.9) for s, w, reached in ((0.2, 2.0, 0.05), (0.4, 4.0, 0.2), (0.6, 6.0, 0.41))]
+    rows = [row(s, w, reached, 0.9) for s, w, reached in ((0.2, 2.0, 0.05), (0.4, 4.0, 0.1), (0.6, 6.0, 0.21))]
     choice = cal.choose(rows)
     assert choice.row is None and choice.status == "not moved" and choice.best is rows[2]
-    assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
+    assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.21" in choice.reason
     lost = [row(1.0, 1.0, 0.9, 0.2, kept_control=0.9), row(0.6, 4.0, 0.9, 0.45, kept_control=0.5)]
     choice = cal.choose(lost)  # the second is within tolerance of its control but below the floor
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
@@ -123,10 +124,15 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
     monkeypatch.setattr(cal, "overshot", lambda *args, **kwargs: exaggerated)
     monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
+    monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 1.01)  # no classifier is trusted: the cells decide
     assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
                  "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
                  "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0
     printed = capsys.readouterr()
+    assert "the choice rests on the per-cell measurements alone" in printed.err
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["chosen"]["classifier_trusted"] is False
+    assert all(row["reached"] == pytest.approx(min(row["cells_moved"], 1.0), nan_ok=True) for row in saved["rows"])
     assert "kept as the original's: DNA" in printed.out
     assert "went far past the real TNFa cells (reporter_integrated 3.0x" in printed.err
     chosen = json.loads((out / "calibration.json").read_text())["chosen"]
@@ -242,3 +248,20 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpo
     with pytest.raises(CheckpointError, match="the checkpoint cannot be written.*--no-store"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("entry, phrase", [
+    ([0.3, 4], "is a list, not a setting"),
+    ({"strength": 7}, "is not valid: strength"),
+    ({"strength": 0.3, "keep_channels": ["Hoechst"]}, "keeps channel\\(s\\) Hoechst, which it does not have "
+                                                      "\\(DNA, reporter\\)"),
+])
+def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoint, entry, phrase):
+    manifest = json.loads((checkpoint / "phendiff.json").read_text())
+    manifest["calibration"] = {"untreated->TNFa": entry}
+    model = pd.load_checkpoint(checkpoint, device="cpu")
+    model.manifest["calibration"] = manifest["calibration"]
+    with pytest.raises(CheckpointError, match="calibrated setting for untreated -> TNFa \\(calibration\\['untreated->"
+                                              f"TNFa'\\] in its phendiff.json\\) {phrase}"):
+        translation_options(model, "untreated", "TNFa")
+    assert translation_options(model, "TNFa", "untreated")[1]["strength"] == "default"  # the other direction runs

@@ -18,7 +18,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .models import KINDS
 from .models.bases import DEFAULT_BASE
 
@@ -195,13 +195,34 @@ def direction_key(source: str, target: str) -> str:
 
 
 def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict:
-    """The checkpoint's calibrated settings for source -> target (empty when it was not calibrated for it)."""
-    entry = ((manifest or {}).get("calibration") or {}).get(direction_key(source, target)) or {}
+    """The checkpoint's calibrated settings for source -> target (empty when it was not calibrated for it).
+
+    An entry that is not a valid setting (edited by hand) raises CheckpointError naming it, rather than failing
+    later as if the user had typed it."""
+    key = direction_key(source, target)
+    entry = ((manifest or {}).get("calibration") or {}).get(key) or {}
+
+    def invalid(why: str) -> CheckpointError:
+        return CheckpointError(f"The checkpoint's calibrated setting for {source} -> {target} (calibration[{key!r}] "
+                               f"in its phendiff.json) {why}. Calibrate it again (phendiff calibrate) or remove "
+                               "that entry.")
+
+    if not isinstance(entry, dict):
+        raise invalid(f"is a {type(entry).__name__}, not a setting")
     settings = {k: entry[k] for k in CALIBRATED_FIELDS if k in entry}
-    if "guidance_interval" in settings:
-        settings["guidance_interval"] = tuple(settings["guidance_interval"])
-    if "keep_channels" in settings:
-        settings["keep_channels"] = tuple(settings["keep_channels"])
+    try:
+        if "guidance_interval" in settings:
+            settings["guidance_interval"] = tuple(settings["guidance_interval"])
+        if "keep_channels" in settings:
+            settings["keep_channels"] = tuple(settings["keep_channels"])
+        TranslateOptions(**settings).validate()
+    except (ConfigError, TypeError) as exc:
+        raise invalid(f"is not valid: {exc}") from exc
+    channels = (manifest or {}).get("channel_names") or []
+    absent = [c for c in settings.get("keep_channels", ()) if channels and c not in channels]
+    if absent:
+        raise invalid(f"keeps channel(s) {', '.join(map(str, absent))}, which it does not have "
+                      f"({', '.join(channels)})")
     return settings
 
 
