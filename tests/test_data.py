@@ -63,6 +63,13 @@ def test_corrupt_and_truncated_files_name_the_file(tmp_path):
             read_image(path)
 
 
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "zstd"])
+def test_compressed_tiffs_are_read(tmp_path, compression):
+    image = random_image((2, 64, 64))
+    path = write_tif(tmp_path / f"{compression}.tif", image, compression=compression, photometric="minisblack")
+    np.testing.assert_array_equal(read_image(path), image)
+
+
 def test_nan_pixels_are_refused(tmp_path):
     data = np.ones((2, 32, 32), np.float32)
     data[1, 3, 4] = np.nan
