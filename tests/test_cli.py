@@ -123,3 +123,18 @@ def test_translate_writes_a_morph_by_embedding(tmp_path):
         info = json.loads(tif.imagej_metadata["Info"])
     assert frames.shape[0] == 3 and info["morph_path"] == "embedding"
     np.testing.assert_array_equal(frames[-1], tifffile.imread(tmp_path / "out" / "in_to_TNFa.tif"))
+
+
+def test_out_of_memory_is_one_line_with_what_to_change(sim_data, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from napari_phendiff.core.training import run
+
+    def exhausted(config):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield
+
+    monkeypatch.setattr(run, "_train_run", exhausted)
+    assert main(["train", str(sim_data), "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory on cpu. Lower --batch-size or --image-size") and "Traceback" not in err

@@ -13,8 +13,8 @@ pytest.importorskip("pytestqt")
 
 from qtpy.QtCore import QTimer  # noqa: E402
 
+from napari_phendiff.core.device import explain_memory_errors  # noqa: E402
 from napari_phendiff.core.errors import PhenDiffError  # noqa: E402
-from napari_phendiff.widgets import _shared  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 from napari_phendiff.widgets.translate_dock import TranslateDock  # noqa: E402
 
@@ -146,7 +146,7 @@ def test_viewer_stays_responsive_while_translating(qtbot, viewer, translate_dock
 def test_out_of_memory_becomes_advice():
     torch = pytest.importorskip("torch")
     with pytest.raises(PhenDiffError, match="Lower 'Tiles per batch'"):
-        with _shared.explain_memory_errors("cuda", "Lower 'Tiles per batch'."):
+        with explain_memory_errors("cuda", "Lower 'Tiles per batch'."):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 

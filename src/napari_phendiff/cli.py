@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except PhenDiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # out of memory: one line with what to change, as the docks say it
+        from .core.device import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        advice = MEMORY_ADVICE.get(args.run.__name__, MEMORY_ADVICE[""])
+        print(f"error: out of memory on {getattr(args, 'device', 'auto')}. {advice}", file=sys.stderr)
+        return 2
     except Terminated:
         print("terminated (SIGTERM)", file=sys.stderr)
         return 143
@@ -69,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+MEMORY_ADVICE = {
+    "_train": "Lower --batch-size or --image-size, or use --device cpu; for a fine-tuned model add "
+              "--gradient-checkpointing or use --adapter lora.",
+    "_generalization": "Lower --batch-size or --image-size, or use --device cpu.",
+    "": "Lower --batch-size (fields per network call), or use --device cpu.",
+}
 
 
 def count(text: str) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from .errors import PhenDiffError
@@ -35,3 +38,21 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
             "Use device='auto' or install a PyTorch build with support for it."
         )
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def explain_memory_errors(device: str, advice: str) -> Iterator[None]:
+    """Turn an out-of-memory error of the device into a PhenDiffError that says what to change (the CLI prints
+    it in one line, a dock next to its controls)."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        if not is_out_of_memory(exc):
+            raise
+        raise PhenDiffError(f"Out of memory on {device}. {advice}") from exc
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device ran out of memory (CUDA's OutOfMemoryError, or the 'out of memory' RuntimeError of CPU and MPS)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
+                                                       and "out of memory" in str(exc).lower())

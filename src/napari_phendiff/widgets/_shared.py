@@ -235,21 +235,6 @@ class WorkerDock(QWidget):
         self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
 
 
-@contextlib.contextmanager
-def explain_memory_errors(device: str, advice: str):
-    """Turn an out-of-memory error of the accelerator into a PhenDiffError that says what to change."""
-    import torch
-
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise PhenDiffError(f"Out of GPU memory on {device}. {advice}") from exc
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower():
-            raise
-        raise PhenDiffError(f"Out of memory on {device}. {advice}") from exc
-
-
 def device_combo() -> QComboBox:
     """auto / cuda / mps / cpu, with the backends this machine lacks shown but disabled."""
     combo = QComboBox()

@@ -15,7 +15,8 @@ from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
 from ..core.translate import is_direct, iter_translate
-from ._shared import Loaded, Progress, Result, StoppableWorker, explain_memory_errors
+from ..core.device import explain_memory_errors
+from ._shared import Loaded, Progress, Result, StoppableWorker
 
 MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
                  "'Release model' in other docks, or choose device cpu.")

@@ -35,10 +35,11 @@ from ..core.models.bases import DEFAULT_BASE, adapter_costs, is_hub_id, is_shipp
 from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig, default_lr,
                             default_steps)
 from ..core.training.run import TrainEvent, iter_train
+from ..core.device import explain_memory_errors
 from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
-                      button, default_checkpoint_folder, device_combo, explain_memory_errors, in_dock_words, row,
+                      button, default_checkpoint_folder, device_combo, in_dock_words, row,
                       scrolled, spin)
 
 PREVIEW_STEPS = 20
