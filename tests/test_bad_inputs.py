@@ -276,11 +276,29 @@ def test_an_edited_manifest_is_refused(copy_of, change, phrase):
         pd.load_checkpoint(folder, device="cpu")
 
 
-def test_an_edited_manifest_without_a_digest_is_still_checked_against_the_weights(copy_of):
+def test_a_manifest_without_a_digest_is_refused_until_signed_and_still_checked(copy_of, capsys):
     folder = copy_of()
     edit_manifest(folder, lambda m: (m.pop("weights_sha256"), m["conditions"].append("extra")))
-    with pytest.raises(CheckpointError, match="the UNet knows 2 condition"):
+    with pytest.raises(CheckpointError, match=f"records no digest of its weights' bytes.*phendiff sign {folder}"):
         pd.load_checkpoint(folder, device="cpu")
+    assert main(["sign", str(folder)]) == 0 and f"signed {folder}" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="the UNet knows 2 condition"):  # signing does not make it fit
+        pd.load_checkpoint(folder, device="cpu")
+    assert main(["sign", "demo"]) == 2 and "shipped checkpoint" in capsys.readouterr().err
+
+
+def test_weights_swapped_for_another_checkpoints_of_the_same_shape_are_refused(copy_of, sim_data, tmp_path):
+    folder = copy_of()
+    other = pd.train(small_config(sim_data, tmp_path / "other", image_size=32, steps=1,
+                                  channel_names=["DNA", "reporter"]))
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    before = pd.load_checkpoint(folder, device="cpu")  # read once: the digest of the file is cached by its stat
+    shutil.copy2(other / weights, folder / weights)    # same architecture and header, other values
+    with pytest.raises(CheckpointError, match="do not belong together.*phendiff sign"):
+        pd.load_checkpoint(folder, device="cpu")
+    assert main(["sign", str(folder)]) == 0  # edited on purpose: signed, it loads with the new weights
+    after = pd.load_checkpoint(folder, device="cpu")
+    assert after.manifest["weights_sha256"] != before.manifest["weights_sha256"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "pickle"])
@@ -308,7 +326,9 @@ def test_a_truncated_training_state_cannot_be_resumed_and_says_why(sim_data, tmp
 def test_a_kill_between_the_two_renames_of_a_save_is_recovered(copy_of, tmp_path):
     folder = copy_of("model")
     folder.rename(tmp_path / ".model.old")  # what atomic_folder leaves when killed between its renames
-    (tmp_path / ".model.writing-abc").mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # the writer of the temporary folder below, gone
+    (tmp_path / f".model.writing-{ckpt._HOST}-{killed.pid}-abc").mkdir()
     assert pd.load_checkpoint(tmp_path / "model", device="cpu").conditions == ["TNFa", "untreated"]
     with ckpt.atomic_folder(tmp_path / "model") as new:
         shutil.copytree(tmp_path / "model", new, dirs_exist_ok=True)
@@ -345,12 +365,12 @@ def test_a_signal_during_training_saves_a_loadable_checkpoint(sim_data, tmp_path
 
 @pytest.mark.slow
 def test_sigterm_during_translation_leaves_no_partial_file(tiny_checkpoint, tmp_path):
-    for i in range(12):
-        write_tif(tmp_path / "in" / f"{i:02d}.tif", random_image((2, 96, 96), seed=i))
+    for i in range(30):
+        write_tif(tmp_path / "in" / f"{i:02d}.tif", random_image((2, 32, 32), seed=i))
     out = tmp_path / "out"
+    settings = ["--steps", "8", "--strength", "1", "--batch-size", "1", "--device", "cpu"]
     process = launch(["translate", str(tiny_checkpoint), str(tmp_path / "in"), "--source", "untreated", "--target",
-                      "TNFa", "--out", str(out), "--steps", "20", "--strength", "1", "--batch-size", "1",
-                      "--tiles", "tiles", "--device", "cpu"])
+                      "TNFa", "--out", str(out), *settings])
     deadline = time.monotonic() + 120
     while not tifs(out) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -358,11 +378,12 @@ def test_sigterm_during_translation_leaves_no_partial_file(tiny_checkpoint, tmp_
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143 and "terminated" in err
     written = tifs(out)
-    assert 1 <= len(written) < 12 and not any(p.name.startswith(".") for p in out.rglob("*.tif*"))
+    assert 1 <= len(written) < 30 and not any(p.name.startswith(".") for p in out.rglob("*.tif*"))
     for name in written:
-        assert tifffile.imread(out / name).shape == (2, 96, 96)
+        assert tifffile.imread(out / name).shape == (2, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # the rerun takes the same settings (other ones are refused, naming the difference) and does the rest
         assert main(["translate", str(tiny_checkpoint), str(tmp_path / "in"), "--source", "untreated", "--target",
-                     "TNFa", "--out", str(out), "--steps", "2", "--device", "cpu"]) == 0
-    assert len(tifs(out)) == 12
+                     "TNFa", "--out", str(out), *settings]) == 0
+    assert len(tifs(out)) == 30

@@ -26,6 +26,7 @@ EXAMPLES = {
                 "  phendiff evaluate my-model held-out --source untreated --target TNFa --out report "
                 "--truth held-out_truth   # simulated data",
     "generalization": "phendiff generalization cells --out gen --n-per-class 50 --steps 4000",
+    "sign": "phendiff sign my-model   # after editing my-model/phendiff.json on purpose",
     "calibrate": "phendiff calibrate my-model held-out --source untreated --target TNFa --out calibration\n"
                  "  phendiff calibrate my-model held-out --source TNFa --target untreated --out calibration-back "
                  "--unaffected DNA",
@@ -180,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.set_defaults(run=_calibrate)
+
+    p = command("sign", "Record the digest of a checkpoint's weights in its manifest, so that it loads: for a "
+                        "checkpoint an older napari-phendiff wrote, or one you edited on purpose and trust.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder")
+    p.set_defaults(run=_sign)
 
     p = command("generalization", "Memorisation vs generalisation: train two models on disjoint subsets and "
                                   "compare what they generate from the same seeds.")
@@ -444,6 +450,13 @@ def _calibrate(args) -> None:
     if not args.no_store and chosen["status"] == "calibrated":
         print(f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
               f"{args.source} -> {args.target}")
+
+
+def _sign(args) -> None:
+    from .core.checkpoint import sign_checkpoint
+
+    path = sign_checkpoint(args.checkpoint)
+    print(f"signed {path}: its weights as they are now are the ones it loads (any later change is refused)")
 
 
 def _generalization(args) -> None:

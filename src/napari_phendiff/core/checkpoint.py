@@ -75,13 +75,18 @@ def read_format(path: Path) -> dict:
 
 
 def check_weights(path: Path, manifest: dict) -> None:
-    """Refuse weights other than those the manifest was written with (when it recorded their digest)."""
-    recorded = manifest.get("weights_sha256")
-    if recorded is not None and recorded != weights_digest(path, manifest):
+    """Refuse weights other than those the manifest was written with, and a manifest that records no digest of
+    its weights' bytes (nothing would show they are the ones it was trained with)."""
+    sign = f"If you trust this checkpoint as it is (you edited it on purpose), sign it: phendiff sign {path}"
+    if manifest.get("weights_digest") != DIGEST_VERSION or not manifest.get("weights_sha256"):
+        raise CheckpointError(f"{path}: {MANIFEST} records no digest of its weights' bytes (an older "
+                              "napari-phendiff wrote it, or it was edited), so nothing shows its weights are the "
+                              f"ones it was trained with. {sign}.")
+    if manifest["weights_sha256"] != weights_digest(path, manifest):
         raise CheckpointError(f"{path}: its weights and {MANIFEST} do not belong together (the recorded digest "
-                              f"of the weights' headers and of {', '.join(DIGESTED_KEYS)} differs): the manifest was "
+                              f"of the weight files and of {', '.join(DIGESTED_KEYS)} differs): the manifest was "
                               "edited or files were mixed from two checkpoints. Copy the whole checkpoint folder "
-                              "again, or re-train.")
+                              f"again, or re-train. {sign}.")
 
 
 def check_manifest(manifest: dict, where: Path) -> None:
@@ -120,24 +125,62 @@ def check_manifest(manifest: dict, where: Path) -> None:
 DIGESTED_KEYS = ("conditions", "channel_names", "image_size", "normalization")
 
 
+DIGEST_VERSION = "sha256-bytes-1"  # manifest["weights_digest"]: what `weights_sha256` covers
+_FILE_DIGESTS: dict[tuple, str] = {}  # (file, size, mtime, ctime, inode) -> sha256: a file read again is free
+
+
 def weights_digest(folder: Path, manifest: dict) -> str:
-    """SHA-256 of the headers (tensor names, shapes, dtypes, offsets) of the checkpoint's weight files outside
-    training/, and of the manifest's DIGESTED_KEYS: cheap to read, and it changes when a weight file is replaced by
-    another checkpoint's or the manifest is edited apart from its weights."""
+    """SHA-256 over every byte of the checkpoint's weight files outside training/ (with their names) and the
+    manifest's DIGESTED_KEYS: it changes when a weight file is replaced, even by another checkpoint's of the same
+    architecture, or the manifest is edited apart from its weights. About 1 s per GB on one core; a file is read
+    once per process (keyed by size, modification and change times and inode)."""
     digest = hashlib.sha256(json.dumps({k: manifest.get(k) for k in DIGESTED_KEYS}, sort_keys=True).encode())
     for file in sorted(p for p in folder.rglob("*.safetensors") if "training" not in p.relative_to(folder).parts):
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-            length = int.from_bytes(head, "little") if len(head) == 8 else 0
-            digest.update(str(file.relative_to(folder)).encode() + head + handle.read(min(length, 100_000_000)))
+        digest.update(file.relative_to(folder).as_posix().encode() + _file_digest(file).encode())
     return digest.hexdigest()
+
+
+def _file_digest(file: Path) -> str:
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(2**22), b""):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
 
 
 def stamp_weights(folder: Path) -> None:
     """Record `weights_digest` in the manifest of a checkpoint just written in `folder`."""
     manifest = json.loads((folder / MANIFEST).read_text())
-    manifest["weights_sha256"] = weights_digest(folder, manifest)
+    manifest.update(weights_digest=DIGEST_VERSION, weights_sha256=weights_digest(folder, manifest))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def sign_checkpoint(path: str | Path) -> Path:
+    """Record the digest of a checkpoint's weights as they are now (`phendiff sign`): for one an older
+    napari-phendiff wrote, or one the user edited on purpose and trusts. The manifest is replaced atomically."""
+    path = Path(path)
+    if str(path) in NAMED_CHECKPOINTS:
+        raise CheckpointError(f"{path!r} is a shipped checkpoint; it is signed already.")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: is not a napari-phendiff checkpoint ({MANIFEST} is missing).")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{manifest_path}: cannot be read ({exc}); the checkpoint is damaged.") from exc
+    check_manifest(manifest, manifest_path)
+    refuse_pickles(path)
+    check_writable(path)
+    with output_lock(path, "signing"):
+        manifest.update(weights_digest=DIGEST_VERSION, weights_sha256=weights_digest(path, manifest))
+        tmp = manifest_path.with_name(f".{MANIFEST}.writing")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, manifest_path)
+    return path
 
 
 def refuse_pickles(path: Path) -> None:
