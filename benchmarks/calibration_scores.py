@@ -28,7 +28,7 @@ import torch
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core.dataset import load_folder
-from napari_phendiff.core.cellstats import phenotype_moved, summary_of
+from napari_phendiff.core.cellstats import summary_of
 from napari_phendiff.core.features import train_classifier
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.options import TranslateOptions
@@ -57,8 +57,12 @@ def translations(folder: Path, variant: str, model, sets: dict, source: str, tar
 
 
 def cells_moved(model, originals: np.ndarray, translated: np.ndarray, targets: list[np.ndarray]) -> tuple[float, int]:
-    """Median `moved` of evaluate's per-cell measurements that differ between the real conditions, and how many."""
-    return phenotype_moved(summary_of(originals, translated, targets, model.channel_names), KEEP)
+    """Median `moved` of evaluate's per-cell measurements that differ between the real conditions, and how many.
+    (The median, as this section's figures were measured; calibrate now weighs them: cellstats.phenotype_moved.)"""
+    moved = [s["moved"] for s in summary_of(originals, translated, targets, model.channel_names)
+             if s["differs"] and np.isfinite(s["moved"]) and not s["measurement"].endswith("_area")
+             and not any(s["measurement"].startswith(f"{k}_") for k in KEEP)]
+    return (float(np.median(moved)) if moved else float("nan")), len(moved)
 
 
 def run(folder: Path, phenotype: str, args) -> tuple[dict, list]:

@@ -88,13 +88,28 @@ def classifier_for(phenotype: str, model, sets: dict, args):
 def scored_sweep(phenotype: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting],
                  base: TranslateOptions, classifier, real_targets: list[np.ndarray], progress=None) -> list[dict]:
     """Translate the held-out source fields with every setting and its source -> source control (one inversion),
-    and score each setting with the ground truth (`score`) and as calibrate does without it (Witnesses)."""
+    and score each setting with the ground truth (`score`) and as calibrate does without it (`score_rows`)."""
+    out = sweep_with_controls(model, sets[source]["images"], source, target, settings, base, progress)
+    return score_rows(phenotype, model, sets, source, target, settings, out, classifier, real_targets,
+                      tuple(base.keep_channels))
+
+
+def sweep_with_controls(model, stack: np.ndarray, source: str, target: str, settings: list[cal.Setting],
+                        base: TranslateOptions, progress=None) -> dict:
+    pairs = [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
+    return cal.sweep_pairs(model, stack, source, pairs, base, progress=progress)
+
+
+def score_rows(phenotype: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting], out: dict,
+               classifier, real_targets: list[np.ndarray], kept: tuple[str, ...] = ()) -> list[dict]:
+    """Truth and no-truth scores of a sweep's translations `out` ({(target, setting): stack}). The no-truth ones
+    leave out, as calibrate does by default, the kept channels and the nuclear one (untouched by conditions)."""
     stack = sets[source]["images"]
+    nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
     witnesses = cal.Witnesses(classifier, cal.target_probability(classifier, real_targets, target),
                               classifier.accuracy >= cal.CLASSIFIER_MIN_ACCURACY,
-                              RealCells(stack, real_targets, model.channel_names), tuple(base.keep_channels))
-    pairs = [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
-    out = cal.sweep_pairs(model, stack, source, pairs, base, progress=progress)
+                              RealCells(stack, real_targets, model.channel_names),
+                              tuple(dict.fromkeys([*kept, nuclear])))
     rows = []
     for s in settings:
         translated, control = out[(target, s)], out[(source, cal.control_of(s))]

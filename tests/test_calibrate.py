@@ -62,10 +62,10 @@ def test_the_rule_moves_the_phenotype_first_then_keeps_the_cells():
 
 
 def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
-    rows = [row(s, w, reached, 0.9) for s, w, reached in ((0.2, 2.0, 0.05), (0.4, 4.0, 0.1), (0.6, 6.0, 0.21))]
+    rows = [row(s, w, reached, 0.9) for s, w, reached in ((0.2, 2.0, 0.05), (0.4, 4.0, 0.2), (0.6, 6.0, 0.41))]
     choice = cal.choose(rows)
     assert choice.row is None and choice.status == "not moved" and choice.best is rows[2]
-    assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.21" in choice.reason
+    assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
     lost = [row(1.0, 1.0, 0.9, 0.2, kept_control=0.9), row(0.6, 4.0, 0.9, 0.45, kept_control=0.5)]
     choice = cal.choose(lost)  # the second is within tolerance of its control but below the floor
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]

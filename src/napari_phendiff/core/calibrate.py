@@ -25,6 +25,7 @@ intermediate state, and a lower strength on the same grid regenerates from the s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -38,7 +39,8 @@ import torch
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, overshot, phenotype_moved
-from .checkpoint import MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, resolve_checkpoint
+from .checkpoint import (MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, output_lock,
+                         resolve_checkpoint)
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
@@ -50,14 +52,17 @@ from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, inv
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
-# The rule's bars (see the module docstring). Set on the simulator and on real nuclei with a painted phenotype
-# (benchmarks/calibration_rule.py, docs/benchmarks.md): identity is judged against the source -> source control at
-# the same setting, not against a fixed IoU, because what a segmentation can keep differs between data sets (an
-# absolute bar of 0.84 chose strength 0.2 on real nuclei, where the control itself kept 0.85).
-KEPT_TOLERANCE = 0.05   # nuclei IoU a translation may lose beyond its control
+# The rule's bars (see the module docstring), measured in benchmarks/calibration_rule.py (docs/benchmarks.md,
+# calibration_rule): identity is judged against the source -> source control at the same setting, not against a fixed
+# IoU, because what a segmentation can keep differs between data sets and models. Translations whose true identity
+# was 0.9 of the segmentation's ceiling (the bar the simulator's truth sets) lost 0.09-0.17 IoU beyond their control
+# (median 0.14 over 10 simulator directions, 0.13-0.15 on real nuclei); of the bars tried (tolerance 0.05-0.25 x
+# reached 0.25/0.5/0.75), 0.16 and 0.5 met the target in most simulator directions (5 of 10), and the real-nuclei
+# directions, not used to choose, agreed (4 of 4).
+KEPT_TOLERANCE = 0.16   # nuclei IoU a translation may lose beyond its control
 KEPT_FLOOR = 0.5        # below this the nuclei are lost, whatever the control did
 UNAFFECTED_MAX = 0.2    # RMSE (normalised units) of a channel the condition does not touch
-REACHED_MIN = 0.5       # a setting that did not go half way to the real target did not move the phenotype
+REACHED_MIN = 0.5       # "moved the phenotype": at least half the way to the real target (untranslated: 0)
 REACHED_TIE = 0.05      # settings within this of the furthest count as tied; the one keeping more wins
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
 
@@ -196,13 +201,13 @@ class Witnesses:
     real_moved: float
     trusted: bool
     cells: RealCells
-    kept_channels: tuple[str, ...] = ()
+    ignored_channels: tuple[str, ...] = ()  # kept as the original's, or untouched by the condition
 
     def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray,
               target: str) -> dict:
         """One sweep row's scores: moved, cells_moved, reached, kept, kept_control and each channel's change."""
         moved = target_probability(self.classifier, translated, target)
-        cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.kept_channels)
+        cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.ignored_channels)
         witnesses = [min(cells_moved, 1.0)] if np.isfinite(cells_moved) else []
         if self.trusted and self.real_moved > 0:
             witnesses.append(min(moved / self.real_moved, 1.0))
@@ -225,42 +230,55 @@ class Choice:
     best: dict
 
 
-def keeps_cells(row: dict, unaffected: Sequence[str] = ()) -> bool:
+def keeps_cells(row: dict, unaffected: Sequence[str] = (), tolerance: float | None = None) -> bool:
     """Whether a sweep row kept the nuclei: within KEPT_TOLERANCE of its control, above KEPT_FLOOR, and each
     unaffected channel changed at most UNAFFECTED_MAX."""
-    return (row["kept"] >= max(row.get("kept_control", 1.0) - KEPT_TOLERANCE, KEPT_FLOOR)
+    tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
+    return (row["kept"] >= max(row.get("kept_control", 1.0) - tolerance, KEPT_FLOOR)
             and all(row[f"change_{c}"] <= UNAFFECTED_MAX for c in unaffected))
 
 
-def choose(rows: list[dict], unaffected: Sequence[str] = ()) -> Choice:
-    """Move the phenotype first, keep the cells second (the module docstring has the rule and its bars)."""
+def choose(rows: list[dict], unaffected: Sequence[str] = (), tolerance: float | None = None,
+           reached_min: float | None = None) -> Choice:
+    """Move the phenotype first, keep the cells second (the module docstring has the rule and its bars;
+    `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN, for benchmarks/calibration_rule.py,
+    which measured them)."""
+    tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
+    reached_min = REACHED_MIN if reached_min is None else reached_min
+
     def label(row):
         return Setting(row["strength"], row["guidance"], row.get("negative", "source")).label()
 
     def reached(row):
         return min(row["reached"], 1.0) if np.isfinite(row["reached"]) else -np.inf
 
-    feasible = [r for r in rows if keeps_cells(r, unaffected)]
+    feasible = [r for r in rows if keeps_cells(r, unaffected, tolerance)]
     if not feasible:
         best = max(rows, key=lambda r: r["kept"] - r.get("kept_control", 1.0))
         return Choice(None, "not kept", f"No setting kept the nuclei: the closest, {label(best)}, lost "
                       f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
-                      f"source control (allowed {KEPT_TOLERANCE:g}), kept {best['kept']:.2f}.", best)
+                      f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.", best)
     furthest = max(reached(r) for r in feasible)
     tied = [r for r in feasible if reached(r) >= furthest - REACHED_TIE]
     best = max(tied, key=lambda r: (r["kept"] - r.get("kept_control", 1.0), -r["strength"], -r["guidance"]))
-    if furthest < REACHED_MIN:
+    if furthest < reached_min:
         return Choice(None, "not moved", f"No setting that kept the nuclei moved the phenotype: the furthest, "
                       f"{label(best)}, went {reached(best):.2f} of the way to the real target (at least "
-                      f"{REACHED_MIN:g} needed).", best)
-    others = len(feasible) - 1
-    why = (f"{label(best)} went {reached(best):.2f} of the way to the real target, the furthest of the "
-           f"{len(feasible)} settings that kept the nuclei within {KEPT_TOLERANCE:g} of the source -> source "
-           f"control (it kept {best['kept']:.2f}, the control {best.get('kept_control', 1.0):.2f})")
-    if len(tied) > 1:
-        why += f"; of the {len(tied)} within {REACHED_TIE:g} of the furthest, it kept the nuclei best"
-    return Choice(best, "calibrated", why + "." if others else f"{label(best)} was the only setting that kept "
-                  "the nuclei.", best)
+                      f"{reached_min:g} needed).", best)
+    within = f"within {tolerance:g} of the source -> source control"
+    kept = f"it kept {best['kept']:.2f}, the control {best.get('kept_control', 1.0):.2f}"
+    if len(feasible) == 1:
+        why = (f"{label(best)} was the only setting that kept the nuclei {within} ({kept}); it went "
+               f"{reached(best):.2f} of the way to the real target.")
+    elif reached(best) >= furthest:
+        why = (f"{label(best)} went {reached(best):.2f} of the way to the real target, the furthest of the "
+               f"{len(feasible)} settings that kept the nuclei {within} ({kept})"
+               + ("; of those as far, it kept the nuclei best." if len(tied) > 1 else "."))
+    else:
+        why = (f"{label(best)} went {reached(best):.2f} of the way to the real target, within {REACHED_TIE:g} of the "
+               f"furthest ({furthest:.2f}) of the {len(feasible)} settings that kept the nuclei {within}, and kept "
+               f"them best of those ({kept}).")
+    return Choice(best, "calibrated", why, best)
 
 
 def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str | Path, *,
@@ -309,58 +327,65 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     if missing:
         raise ConfigError(f"Unaffected channel(s) {', '.join(missing)} are not in the checkpoint's channels "
                           f"({', '.join(model.channel_names)}).")
-    images = load_folder(data)
-    for name in (source, target):
-        if name not in images.conditions:
-            raise DataError(f"{images.root}: has no subfolder {name!r} (it has {', '.join(images.conditions)}); "
-                            "calibration needs real images of both conditions.")
-    source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
-    shapes = {im.shape for im in source_images}
-    if len(shapes) != 1:
-        raise DataError(f"{images.root / source}: calibration needs images of one size, found "
-                        f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
-    base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size,
-                            keep_channels=tuple(keep_channels)).validate()
-    kept_channels(model, base.keep_channels)
-    classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed)
-    stack = np.stack(source_images)
-    target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
-    witnesses = Witnesses(classifier, target_probability(classifier, target_images, target),
-                          classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
-                          RealCells(stack, target_images, model.channel_names), base.keep_channels)
-    pairs = [(target, s) for s in settings] + [(source, control_of(s)) for s in settings]
-    translated = sweep_pairs(model, stack, source, pairs, base, progress=progress)
-    rows = [{**asdict(s), **witnesses.score(model, stack, translated[(target, s)],
-                                            translated[(source, control_of(s))], target)} for s in settings]
-    choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
-    shown = choice.best
-    # the best setting's translations exaggerating what differs: the sign its `moved` overrates them
-    overshot_measurements = overshot(witnesses.cells.summary(translated[(target, _setting_of(shown))]))
-    record = {
-        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
-        "status": choice.status, "reason": choice.reason,
-        "keep_channels": list(base.keep_channels), "real_target_moved": witnesses.real_moved,
-        "steps": steps, **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
-        "unaffected": unaffected, "keeps_cells": choice.status != "not kept",
-        "overshot_measurements": overshot_measurements,
-        "data": str(Path(data).resolve()), "images": len(stack),
-        "classifier_accuracy": classifier.accuracy, "classifier_trusted": witnesses.trusted,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    baseline = {"reached": witnesses.score(model, stack, stack, stack, target)["reached"], "kept": 1.0,
-                "kept_control": 1.0, "moved": target_probability(classifier, stack, target)}
-    with atomic_folder(out) as folder:
-        _write_rows(folder / "frontier.csv", rows)
-        (folder / "calibration.json").write_text(json.dumps(
-            {"direction": direction_key(source, target), "chosen": record, "baseline_untranslated": baseline,
-             "rules": {"kept_tolerance": KEPT_TOLERANCE, "kept_floor": KEPT_FLOOR, "unaffected_max": UNAFFECTED_MAX,
-                       "reached_min": REACHED_MIN, "reached_tie": REACHED_TIE,
-                       "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY},
-             "rows": rows}, indent=2, default=float))
-        frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
-    if store and choice.status == "calibrated":
-        store_calibration(path, source, target, record)
-    return record
+    with contextlib.ExitStack() as locks:  # one writer per output: the calibration folder, the checkpoint
+        locks.enter_context(output_lock(out, "a calibration"))
+        if store:
+            locks.enter_context(output_lock(path, "a calibration that will store its choice"))
+        images = load_folder(data)
+        for name in (source, target):
+            if name not in images.conditions:
+                raise DataError(f"{images.root}: has no subfolder {name!r} (it has "
+                                f"{', '.join(images.conditions)}); calibration needs real images of both "
+                                "conditions.")
+        source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
+        shapes = {im.shape for im in source_images}
+        if len(shapes) != 1:
+            raise DataError(f"{images.root / source}: calibration needs images of one size, found "
+                            f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
+        base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size,
+                                keep_channels=tuple(keep_channels)).validate()
+        kept_channels(model, base.keep_channels)
+        classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
+                                      seed=seed)
+        stack = np.stack(source_images)
+        target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
+        witnesses = Witnesses(classifier, target_probability(classifier, target_images, target),
+                              classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
+                              RealCells(stack, target_images, model.channel_names),
+                              tuple(dict.fromkeys([*base.keep_channels, *unaffected])))
+        pairs = [(target, s) for s in settings] + [(source, control_of(s)) for s in settings]
+        translated = sweep_pairs(model, stack, source, pairs, base, progress=progress)
+        rows = [{**asdict(s), **witnesses.score(model, stack, translated[(target, s)],
+                                                translated[(source, control_of(s))], target)} for s in settings]
+        choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
+        shown = choice.best
+        # the best setting's translations exaggerating what differs: the sign its `moved` overrates them
+        overshot_measurements = overshot(witnesses.cells.summary(translated[(target, _setting_of(shown))]))
+        record = {
+            **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
+            "status": choice.status, "reason": choice.reason,
+            "keep_channels": list(base.keep_channels), "real_target_moved": witnesses.real_moved,
+            "steps": steps, **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
+            "unaffected": unaffected, "keeps_cells": choice.status != "not kept",
+            "overshot_measurements": overshot_measurements,
+            "data": str(Path(data).resolve()), "images": len(stack),
+            "classifier_accuracy": classifier.accuracy, "classifier_trusted": witnesses.trusted,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        baseline = {"reached": witnesses.score(model, stack, stack, stack, target)["reached"], "kept": 1.0,
+                    "kept_control": 1.0, "moved": target_probability(classifier, stack, target)}
+        with atomic_folder(out) as folder:
+            _write_rows(folder / "frontier.csv", rows)
+            (folder / "calibration.json").write_text(json.dumps(
+                {"direction": direction_key(source, target), "chosen": record, "baseline_untranslated": baseline,
+                 "rules": {"kept_tolerance": KEPT_TOLERANCE, "kept_floor": KEPT_FLOOR, "unaffected_max": UNAFFECTED_MAX,
+                           "reached_min": REACHED_MIN, "reached_tie": REACHED_TIE,
+                           "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY},
+                 "rows": rows}, indent=2, default=float))
+            frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
+        if store and choice.status == "calibrated":
+            store_calibration(path, source, target, record)
+        return record
 
 
 def _setting_of(row: dict) -> Setting:
@@ -414,7 +439,7 @@ def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict
     ax.plot([lost(choice.best)], [choice.best["reached"]], "o", ms=15, mfc="none",
             mec="red" if choice.row is not None else "orange",
             label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)")
-    ax.set_xlabel("nuclei IoU vs original, minus the source -> source control's (0: no loss beyond the control)")
+    ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
     ax.set_ylabel("reached: share of the way to the real target")
     ax.set_title(f"{title} (numbers: strength)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")

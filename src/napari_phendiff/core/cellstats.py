@@ -88,17 +88,24 @@ class RealCells:
         return cell_summary(rows)
 
 
-def phenotype_moved(summary: list[dict], kept_channels: Sequence[str] = ()) -> tuple[float, int]:
-    """How far the translations moved the cells, over the measurements that differ between the real conditions:
-    the median of their `moved` (1 = all the way to the real target), and how many there are (NaN, 0 if none).
+def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -> tuple[float, int]:
+    """How far the translations moved the cells towards the real target (1 = all the way), over the measurements
+    that differ between the real conditions, and how many there are (NaN, 0 if none).
 
-    Areas and the channels kept as the original's are left out: translations are measured on their originals'
-    masks, so these cannot move.
+    Each measurement's share of the way is clipped to [-1, 1] (going past the real target is no further) and
+    weighted by how strongly it tells the real conditions apart (|Cohen's d|), so the phenotype's own measurements
+    count most: on the demo's translocation, the reporter's nuclear/cytoplasmic ratio and spread (d 2.9, 2.6) rather
+    than measurements that barely differ. Areas and the channels in `ignored_channels` (kept as the original's, or
+    ones the condition does not touch, whose differences are sampling) are left out.
     """
-    moved = [s["moved"] for s in summary if s["differs"] and np.isfinite(s["moved"])
-             and not s["measurement"].endswith("_area")
-             and not any(s["measurement"].startswith(f"{channel}_") for channel in kept_channels)]
-    return (float(np.median(moved)) if moved else float("nan")), len(moved)
+    used = [s for s in summary if s["differs"] and np.isfinite(s["moved"])
+            and not s["measurement"].endswith("_area")
+            and not any(s["measurement"].startswith(f"{channel}_") for channel in ignored_channels)]
+    if not used:
+        return float("nan"), 0
+    weights = np.array([abs(s["effect_target_vs_source"]) for s in used])
+    shares = np.clip([s["moved"] for s in used], -1.0, 1.0)
+    return float(np.sum(weights * shares) / np.sum(weights)), len(used)
 
 
 def overshoots(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],

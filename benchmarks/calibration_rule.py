@@ -1,0 +1,307 @@
+"""Does `phendiff calibrate`'s choice move the phenotype? Its rule against the ground truth, on several models.
+
+    python benchmarks/calibration_rule.py --work /tmp/calrule --cases semireal_1000 demo golgi_1200 ...
+    python benchmarks/calibration_rule.py --work /tmp/calrule --collect      # the docs from what is in --work
+
+Each case is a checkpoint, a held-out folder with ground truth and a calibration folder of real images of both
+conditions (no truth used; the folder a user would give calibrate: here the training folder). For each direction,
+calibrate's default grid (core/calibrate.py STRENGTHS x GUIDANCES, source as the negative) and the source -> source
+controls translate the held-out source fields; each setting is scored
+- with the ground truth: transfer (share of cells whose true phenotype moved to the target) and identity (nuclei IoU
+  with the true nuclei over the segmentation's own ceiling), as translation_frontier.py does;
+- without it, as calibrate scores it (its classifier and real target cells from the calibration folder).
+Compared: the truth-best setting (highest transfer with identity >= 0.9), the project default (s 0.3, w 4), the
+previous rule (most classifier P(target) among settings keeping nuclei IoU >= 0.84, within 0.02 the one keeping
+most) and the current rule (core/calibrate.py `choose`). Results are cached per case and direction in --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_phendiff.core import calibrate as cal
+from napari_phendiff.core import cells as cellmeasure
+from napari_phendiff.core.dataset import load_folder
+from napari_phendiff.core.features import train_classifier
+from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.options import TranslateOptions
+from napari_phendiff.core.simulate import simulate_dataset
+
+from report import hardware, save_figure, table, write_section
+from translation_frontier import (IDENTITY_MIN, folder_sets, score_rows, simulated_sets, sweep_with_controls,
+                                 truth_optimum)
+
+DEFAULT = (0.3, 4.0)
+OLD_KEEP_MIN, OLD_TIE = 0.84, 0.02  # the rule calibrate used before (kept >= 0.84, most classifier P(target))
+# name: (checkpoint, held-out folder with truth or None for fresh fields of the checkpoint's simulator,
+#        calibration folder, what the model is)
+CASES = {
+    "semireal_1000": ("{semireal}/model_1000", "{semireal}/held_out", "{semireal}/train",
+                      "real nuclei + painted translocation, tiny, 1000 steps"),
+    "semireal_250": ("{semireal}/model_250", "{semireal}/held_out", "{semireal}/train",
+                     "real nuclei + painted translocation, tiny, 250 steps (undertrained)"),
+    "demo": ("demo", None, "{sim}/translocation_96/train", "translocation, the shipped demo model"),
+    "translocation_250": ("{sim}/translocation/model_250", "{sim}/translocation/held_out",
+                          "{sim}/translocation/train", "translocation, tiny, 250 steps (undertrained)"),
+    "translocation_1984": ("{claim}/pixel_100", "{claim}/held_out", "{claim}/train_100",
+                           "translocation, tiny, 1984 steps (finetune_claim.py's PhenDiff from scratch)"),
+    "golgi_1200": ("{sim}/golgi/model_1200", "{sim}/golgi/held_out", "{sim}/golgi/train", "golgi, tiny, 1200 steps"),
+    "actin_1200": ("{sim}/actin/model_1200", "{sim}/actin/held_out", "{sim}/actin/train", "actin, tiny, 1200 steps"),
+}
+
+
+def old_rule(rows: list[dict]) -> dict:
+    feasible = [r for r in rows if r["kept"] >= OLD_KEEP_MIN and r["dna_change"] <= cal.UNAFFECTED_MAX]
+    if not feasible:
+        return max(rows, key=lambda r: r["kept"])
+    best = max(r["moved"] for r in feasible)
+    return max([r for r in feasible if r["moved"] >= best - OLD_TIE], key=lambda r: (r["kept"], -r["strength"]))
+
+
+def unaffected(channel_names: list[str]) -> list[str]:
+    """What calibrate checks by default: the nuclear channel."""
+    return [channel_names[cellmeasure.nuclear_channel(channel_names)]]
+
+
+def resolve(text: str, args) -> str:
+    return text.format(semireal=args.semireal, sim=args.sim, claim=args.claim)
+
+
+def run_case(name: str, args) -> None:
+    checkpoint, held_out, calibration, _ = (resolve(t, args) if t else None for t in CASES[name])
+    model = load_checkpoint(checkpoint, device="cpu")
+    if held_out:
+        phenotype, sets = folder_sets(Path(held_out), args.fields)
+    else:
+        phenotype, sets = simulated_sets(model, args.fields, 2_000_000)
+    if not Path(calibration).exists():  # the demo's: its own simulator settings, seeds it never saw
+        sim = model.manifest["metadata"]["simulator"]
+        simulate_dataset(calibration, sim["phenotype"], 100, sim["size"], seed=7, cell_diameter=sim["cell_diameter"])
+    real = load_folder(calibration)
+    classifier = train_classifier(real.images, real.labels, real.conditions, steps=400, seed=0)
+    settings = cal.grid()
+    base = TranslateOptions(steps=args.steps, batch_size=args.batch).validate()
+    conditions = list(sets)
+    for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
+        saved = args.work / f"{name}_{source}-to-{target}.json"
+        cache = saved.with_suffix(".npz")  # the translations: the scores can be recomputed without translating
+        if saved.is_file() and not args.rescore:
+            continue
+        start = time.perf_counter()
+        if cache.is_file():
+            stored = np.load(cache)
+            out = {pair: stored[_cache_key(pair)] for pair in _pairs(settings, source, target)}
+            seconds = json.loads(saved.read_text())["seconds"] if saved.is_file() else float("nan")
+        else:
+            out = sweep_with_controls(model, sets[source]["images"], source, target, settings, base,
+                                      progress=lambda d, t: print(f"\r{name} {source}->{target} {d}/{t}", end="",
+                                                                  flush=True))
+            seconds = time.perf_counter() - start
+            np.savez_compressed(cache, **{_cache_key(pair): v for pair, v in out.items()})
+        targets = [im for im, label in zip(real.images, real.labels) if real.conditions[label] == target]
+        rows = score_rows(phenotype, model, sets, source, target, settings, out, classifier, targets)
+        choice = cal.choose(rows, unaffected(model.channel_names))
+        result = {"case": name, "phenotype": phenotype, "source": source, "target": target,
+                  "unaffected": unaffected(model.channel_names), "classifier_accuracy": classifier.accuracy,
+                  "real_target_moved": cal.target_probability(classifier, targets, target),
+                  "fields": len(sets[source]["images"]), "seconds": seconds, "hardware": hardware(),
+                  "status": choice.status, "reason": choice.reason, "rows": rows}
+        saved.write_text(json.dumps(result, indent=1, default=float))
+        print(f"\n{name} {source}->{target}: {choice.status}: {choice.reason} ({seconds:.0f} s)", flush=True)
+
+
+def _pairs(settings: list[cal.Setting], source: str, target: str) -> list[tuple[str, cal.Setting]]:
+    return [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
+
+
+def _cache_key(pair: tuple[str, cal.Setting]) -> str:
+    condition, s = pair
+    return f"{condition}|{s.strength:g}|{s.guidance:g}|{s.negative}|{s.inversion}"
+
+
+def _loss_at_identity(rows: list[dict]) -> list:
+    near = [r["kept_control"] - r["kept"] for r in rows if abs(r["identity"] - IDENTITY_MIN) <= 0.03]
+    return [len(near), float(np.median(near)) if near else "-"]
+
+
+def _key(r: dict) -> tuple:
+    return (r["strength"], r["guidance"])
+
+
+def _label(r: dict) -> str:
+    return f"s {r['strength']:g}, w {r['guidance']:g}"
+
+
+NOTHING_TO_FIND = 0.2  # truth-best transfer at or below this: no setting moves the phenotype and keeps the cells
+
+
+def cell(x: dict) -> str:
+    return f"{_label(x)}: {x['transfer']:.2f} / {x['identity']:.2f}"
+
+
+def verdict(rows: list[dict], choice) -> tuple[str, bool]:
+    """What calibrate's choice shows and whether it met the target: within 0.05 of the truth-best transfer at
+    identity >= 0.9 and no less transfer than the project default where that keeps identity; or, where the truth
+    says no setting moves more than NOTHING_TO_FIND of the cells at identity >= 0.9, storing nothing."""
+    best = truth_optimum(rows)
+    default = next(x for x in rows if _key(x) == DEFAULT)
+    if choice.row is None:
+        return (f"not calibrated ({choice.status}; closest {cell(choice.best)})",
+                best["transfer"] <= NOTHING_TO_FIND or best["identity"] < IDENTITY_MIN)
+    new = choice.row
+    return cell(new), (new["transfer"] >= best["transfer"] - 0.05 and new["identity"] >= IDENTITY_MIN
+                       and (new["transfer"] >= default["transfer"] or default["identity"] < IDENTITY_MIN))
+
+
+def setting_met(rows: list[dict], row: dict) -> bool:
+    """A fixed setting (the project default, the previous rule's choice) judged as `verdict` judges calibrate's."""
+    best = truth_optimum(rows)
+    return row["transfer"] >= best["transfer"] - 0.05 and row["identity"] >= IDENTITY_MIN
+
+
+def tolerance_sweep(results: list[dict]) -> str:
+    """How many directions meet the target for each pair of the rule's bars (KEPT_TOLERANCE, REACHED_MIN),
+    simulator and real-nuclei cases apart."""
+    rows = []
+    groups = (("simulator", [r for r in results if not r["case"].startswith("semireal")]),
+              ("real nuclei", [r for r in results if r["case"].startswith("semireal")]))
+    for reached_min in (0.25, 0.5, 0.75):
+        for tolerance in (0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25):
+            counts = [sum(verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tolerance, reached_min))[1]
+                          for r in members) for _, members in groups]
+            used = (tolerance, reached_min) == (cal.KEPT_TOLERANCE, cal.REACHED_MIN)
+            rows.append([f"{tolerance:g}", f"{reached_min:g}" + (" (used)" if used else ""),
+                         *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)]])
+    return table(["IoU loss allowed beyond the control", "reached at least", "simulator directions met",
+                  "real-nuclei directions met"], rows)
+
+
+def collect(args) -> str:
+    results = [json.loads(p.read_text()) for p in sorted(args.work.glob("*-to-*.json"))]
+    order = {name: i for i, name in enumerate(CASES)}
+    results.sort(key=lambda r: (order.get(r["case"], 99), r["source"]))
+    header = ["case", "direction", "truth-best", "project default", "previous rule", "calibrate (this rule)",
+              "target met"]
+    lines, met, plotted = [], 0, []
+    for r in results:
+        rows = r["rows"]
+        best, old = truth_optimum(rows), old_rule(rows)
+        default = next(x for x in rows if _key(x) == DEFAULT)
+        choice = cal.choose(rows, r["unaffected"])
+        shown, ok = verdict(rows, choice)
+        met += ok
+        lines.append([r["case"], f"{r['source']} -> {r['target']}", cell(best), cell(default), cell(old), shown,
+                      "yes" if ok else "no"])
+        plotted.append((r, best, default, old, choice))
+    figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_rule.png"
+    plot(plotted, figure)
+    for r, *_, choice in plotted[:0] if args.no_write else plotted:  # what `phendiff calibrate` draws, for the docs
+        if (r["case"], r["source"]) == ("demo", "untreated"):
+            cal.frontier_figure(figure.with_name("calibrate_frontier_demo.png"), r["rows"], choice,
+                                {"reached": 0.0}, f"demo: {r['source']} -> {r['target']}")
+    accuracy = ", ".join(sorted({f"{r['case']} {r['classifier_accuracy']:.2f}" for r in results}))
+    text = [
+        "## Does calibrate's choice move the phenotype? (`benchmarks/calibration_rule.py`)", "",
+        f"Each cell: setting, then ground-truth transfer / identity (identity = nuclei IoU with the true nuclei over "
+        f"the segmentation's own ceiling) on held-out fields ({results[0]['fields'] if results else 0} per direction, "
+        f"{args.steps}-step DDIM grid). *Truth-best*: the highest transfer with identity >= {IDENTITY_MIN}. *Project "
+        f"default*: s {DEFAULT[0]:g}, w {DEFAULT[1]:g} against the source. *Previous rule*: the most classifier "
+        f"P(target) among settings keeping nuclei IoU >= {OLD_KEEP_MIN}. *This rule*: core/calibrate.py `choose` "
+        f"(move first: the furthest towards the real target by classifier and per-cell measurements; keep: within "
+        f"{cal.KEPT_TOLERANCE:g} of the source -> source control). Calibrate's scores use no truth: its classifier "
+        f"and real target cells come from the case's training folder. *Target met*: within 0.05 of the truth-best "
+        f"transfer at identity >= {IDENTITY_MIN}, and no less transfer than the project default where the default "
+        f"keeps identity >= {IDENTITY_MIN}. Classifier held-out accuracy: {accuracy}. Hardware: "
+        f"{results[0]['hardware'] if results else hardware()}.", "",
+        "Cases: " + "; ".join(f"`{name}` {CASES[name][3]}" for name in dict.fromkeys(r["case"] for r in results))
+        + ".", "",
+        table(header, lines), "",
+        f"Target met in {met} of {len(results)} directions by this rule; by the previous rule's choice in "
+        f"{sum(setting_met(r['rows'], old_rule(r['rows'])) for r in results)}, by the project default in "
+        f"{sum(setting_met(r['rows'], next(x for x in r['rows'] if _key(x) == DEFAULT)) for r in results)} "
+        "(a fixed setting meets it when it is within 0.05 of the truth-best transfer at identity >= "
+        f"{IDENTITY_MIN}; it cannot decline).", "",
+    ]
+    for r, *_, choice in plotted:
+        text.append(f"- {r['case']} {r['source']} -> {r['target']}: {choice.reason}")
+    simulator = [_loss_at_identity(r["rows"])[1] for r in results if not r["case"].startswith("semireal")]
+    simulator = [v for v in simulator if v != "-"]
+    text += ["", "What the identity bar of the truth (0.9 of the segmentation's ceiling) is in calibrate's no-truth "
+             "terms: the nuclei IoU lost beyond the source -> source control by the settings whose true identity was "
+             f"{IDENTITY_MIN - 0.03:g}-{IDENTITY_MIN + 0.03:g} (median; KEPT_TOLERANCE is "
+             f"{cal.KEPT_TOLERANCE:g}):", "",
+             table(["case", "direction", "settings near identity 0.9", "IoU lost beyond the control (median)"],
+                   [[r["case"], f"{r['source']} -> {r['target']}", *_loss_at_identity(r["rows"])] for r in results]),
+             "", f"Median over the simulator's directions: {np.median(simulator) if simulator else float('nan'):.3f}. "
+             "The rule's two bars chosen on the simulator's cases (the real-nuclei ones only check them):", "",
+             tolerance_sweep(results)]
+    text += ["", f"![calibration rule]({figure.relative_to(figure.parent.parent)})"]
+    return "\n".join(text)
+
+
+def plot(plotted: list, path: Path) -> Path | None:
+    if not plotted:
+        return None
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(plotted))
+    n_rows = -(-len(plotted) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.6 * n_rows), squeeze=False)
+    for ax, (r, best, default, old, choice) in zip(axes.ravel(), plotted):
+        rows = sorted(r["rows"], key=lambda x: (x["guidance"], x["strength"]))
+        for w in sorted({x["guidance"] for x in rows}):
+            members = [x for x in rows if x["guidance"] == w]
+            ax.plot([x["identity"] for x in members], [x["transfer"] for x in members], "o-", ms=2, lw=0.8,
+                    label=f"w {w:g}")
+        marks = [(best, "s", "green", "truth-best"), (default, "D", "grey", "default"), (old, "^", "blue", "previous"),
+                 (choice.best, "o", "red" if choice.row is not None else "orange", "this rule")]
+        for x, marker, colour, label in marks:
+            ax.plot([x["identity"]], [x["transfer"]], marker, ms=11, mfc="none", mec=colour, label=label)
+        ax.axvline(IDENTITY_MIN, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{r['case']}: {r['source']} -> {r['target']}", fontsize=8)
+        ax.set_xlabel("identity (truth)", fontsize=7)
+        ax.set_ylabel("transfer (truth)", fontsize=7)
+    for ax in axes.ravel()[len(plotted):]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=6)
+    return save_figure(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/calrule"))
+    parser.add_argument("--semireal", default="/tmp/semireal", help="benchmarks/semireal.py's --out, with models")
+    parser.add_argument("--sim", default="/tmp/sim", help="simulated data sets and models (see docs/benchmarks.md)")
+    parser.add_argument("--claim", default="/tmp/claim", help="benchmarks/finetune_claim.py's --work")
+    parser.add_argument("--fields", type=int, default=12, help="held-out fields per direction")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--collect", action="store_true", help="only write the docs from --work")
+    parser.add_argument("--rescore", action="store_true", help="recompute the scores from the cached translations")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.collect:
+        for name in args.cases:
+            if not Path(resolve(CASES[name][0], args)).exists() and CASES[name][0] != "demo":
+                print(f"{name}: no checkpoint yet, skipped", flush=True)
+                continue
+            run_case(name, args)
+    text = collect(args)
+    print(text)
+    if not args.no_write:
+        print(f"written to {write_section('calibration_rule', text)}")
+
+
+if __name__ == "__main__":
+    main()
