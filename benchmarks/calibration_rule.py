@@ -3,6 +3,12 @@
     python benchmarks/calibration_rule.py --work /tmp/calrule --cases semireal_1000 demo golgi_1200 ...
     python benchmarks/calibration_rule.py --work /tmp/calrule --collect      # the docs from what is in --work
 
+The cases' data and models (all `phendiff train --preset tiny --batch-size 8 --image-size 48 --seed 0 --steps N`):
+    python benchmarks/semireal.py --out /tmp/semireal                         # then models model_1000, model_250
+    phendiff simulate /tmp/sim/P/train --phenotype P --n-per-class 100 --size 64 --cell-diameter 20 --seed 0
+    phendiff simulate /tmp/sim/P/held_out --phenotype P --n-per-class 20 --size 64 --cell-diameter 20 --seed 1
+    (P: golgi, actin -> model_1200; translocation -> model_250); translocation_1984 is finetune_claim.py's pixel_100.
+
 Each case is a checkpoint, a held-out folder with ground truth and a calibration folder of real images of both
 conditions (no truth used; the folder a user would give calibrate: here the training folder). For each direction,
 calibrate's default grid (core/calibrate.py STRENGTHS x GUIDANCES, source as the negative) and the source -> source
@@ -280,7 +286,7 @@ def main() -> None:
     parser.add_argument("--semireal", default="/tmp/semireal", help="benchmarks/semireal.py's --out, with models")
     parser.add_argument("--sim", default="/tmp/sim", help="simulated data sets and models (see docs/benchmarks.md)")
     parser.add_argument("--claim", default="/tmp/claim", help="benchmarks/finetune_claim.py's --work")
-    parser.add_argument("--fields", type=int, default=12, help="held-out fields per direction")
+    parser.add_argument("--fields", type=int, default=8, help="held-out fields per direction")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--threads", type=int)
