@@ -296,6 +296,8 @@ def test_generalization_trains_two_models_and_writes_histograms(sim_data, tmp_pa
     (lambda truth: (truth / "truth.json").write_text("{not json"), "truth.json: cannot be read"),
     (lambda truth: (truth / "truth.json").write_text('{"phenotype": "mitosis"}'), "names no simulated phenotype"),
     (lambda truth: next(truth.rglob("*_cells.tif")).unlink(), "ground-truth mask missing"),
+    (lambda truth: (truth / "truth.json").write_text('{"phenotype": "golgi"}'),
+     "the ground truth of a golgi simulation \\(3 channels: DNA, Golgi, tubulin\\), but the checkpoint has 2"),
 ])
 def test_a_damaged_truth_folder_fails_before_any_translation(tiny_checkpoint, sim_data, tmp_path, monkeypatch,
                                                                damage, phrase):

@@ -26,7 +26,7 @@ from .checkpoint import output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
-                        translation_options)
+                        kept_channels, translation_options)
 
 SUMMARY = "summary.json"
 
@@ -201,6 +201,7 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
         for name in [source, *targets]:
             model.condition_index(name)  # an unknown condition fails before any work
         chosen, sources = translation_options(model, source, targets[0], **options)
+        kept_channels(model, chosen.keep_channels)  # a channel the model lacks fails before any file is read
         if samples:  # samples that could not differ fail before the first translation, not after it
             from .explore import sample_options
 

@@ -89,7 +89,14 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
         target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
         if truth is not None:  # an unreadable truth fails before the translations, not after them
-            _truth_info(Path(truth))
+            info = _truth_info(Path(truth))
+            from .simulate import PHENOTYPES
+
+            channels = list(PHENOTYPES[info["phenotype"]].channels)
+            if len(channels) != len(model.channel_names):
+                raise DataError(f"{truth}: the ground truth of a {info['phenotype']} simulation ({len(channels)} "
+                                f"channels: {', '.join(channels)}), but the checkpoint has {len(model.channel_names)} "
+                                f"({', '.join(model.channel_names)}): is it the truth folder of {data}?")
             for i in source_idx + target_idx:
                 _truth_mask_paths(Path(truth), images.paths[i])
         originals = [images.images[i] for i in source_idx]
