@@ -387,3 +387,23 @@ def test_sigterm_during_translation_leaves_no_partial_file(tiny_checkpoint, tmp_
         assert main(["translate", str(tiny_checkpoint), str(tmp_path / "in"), "--source", "untreated", "--target",
                      "TNFa", "--out", str(out), *settings]) == 0
     assert len(tifs(out)) == 30
+
+
+def test_a_disk_that_fills_during_a_folder_run_is_one_clear_error(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from napari_phendiff.core import batch
+
+    for i in range(3):
+        write_tif(tmp_path / "in" / f"{i}.tif", random_image((2, 32, 32), seed=i))
+    real, calls = batch.write_translation, []
+
+    def filling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "write_translation", filling)
+    assert translate_cli(tiny_checkpoint, [tmp_path / "in"], tmp_path / "out", "--batch-size", "1") == 2
+    err = capsys.readouterr().err
+    assert "could not be written (No space left on device). The 1 file(s) written before it are complete" in err
+    assert "Traceback" not in err and len(tifs(tmp_path / "out")) == 1

@@ -154,7 +154,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
                  "4", "--classifier-steps", "5"]) == 0
     printed = capsys.readouterr()
     assert "not calibrated (not moved); closest: strength 0.25" in printed.out
-    assert "Nothing was stored" in printed.err and (checkpoint / "phendiff.json").read_text() == manifest
+    assert "nothing was stored" in printed.err and (checkpoint / "phendiff.json").read_text() == manifest
     assert json.loads((tmp_path / "c5" / "calibration.json").read_text())["chosen"]["status"] == "not moved"
 
 

@@ -439,7 +439,7 @@ def _calibrate(args) -> None:
     if chosen["keep_channels"]:
         print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
     if chosen["status"] != "calibrated":
-        print(f"warning: {chosen['reason']} Nothing was stored: translations keep their current settings. Check "
+        print("warning: nothing was stored (the reason is above): translations keep their current settings. Check "
               "the model (train longer?) and the frontier before translating with it.", file=sys.stderr)
     if chosen["overshot_measurements"]:
         listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])

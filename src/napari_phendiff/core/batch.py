@@ -214,12 +214,18 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
                 translated = event.result
                 yield names, event
             for i, job in enumerate(group):
-                job.out_dir.mkdir(parents=True, exist_ok=True)
                 for target, stack in translated.items():
                     meta = provenance(model, source, target, chosen, job.path)
-                    written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
-                                        morph_path, samples, measure),
-                               write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
+                    try:
+                        job.out_dir.mkdir(parents=True, exist_ok=True)
+                        written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
+                                            morph_path, samples, measure),
+                                   write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
+                    except OSError as exc:  # disk full, folder gone or made read-only during the run
+                        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}). "
+                                        f"The {len(result.written)} file(s) written before it are complete; free "
+                                        "space or fix the folder, then run the same command again: it skips "
+                                        "them.") from exc
                     result.written += written
                     for path in written if report else ():
                         report(path)
