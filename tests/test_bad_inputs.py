@@ -94,10 +94,16 @@ def test_one_bad_file_is_reported_and_the_others_are_translated(tiny_checkpoint,
     write_tif(tmp_path / "in" / "c.tif", random_image((2, 32, 32), seed=2))
     assert translate_cli(tiny_checkpoint, [tmp_path / "in"], tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "1 of 3 input(s) could not be translated" in err and "b.tif" in err
+    assert "1 of 3 input(s) could not be translated (the others were)" in err
+    assert err.count(str(tmp_path / "in" / "b.tif")) == 1  # named once, with why
     assert tifs(tmp_path / "out") == ["a_to_TNFa.tif", "c_to_TNFa.tif"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary["failed"]) == [str(tmp_path / "in" / "b.tif")] and summary["written"] == 2
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "x.tif").write_bytes(b"not a tiff")
+    assert translate_cli(tiny_checkpoint, [tmp_path / "only"], tmp_path / "out2") == 2
+    err = capsys.readouterr().err
+    assert "None of the 1 input(s) could be translated" in err and "the others" not in err
 
 
 def test_a_rerun_keeps_the_first_runs_record(tiny_checkpoint, tmp_path):

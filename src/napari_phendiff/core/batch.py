@@ -235,10 +235,13 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
     if state.is_main_process:
         failed = _merge_summary(out, state.num_processes, dict(checkpoint=str(checkpoint), source=source,
                                                                targets=targets, inputs=len(jobs), **settings))
-        if failed:
-            listed = "; ".join(f"{path}: {why}" for path, why in list(failed.items())[:10])
-            raise DataError(f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were, see "
-                            f"{out / SUMMARY}): {listed}")
+        if failed:  # each reason names its file once (read errors start with the path already)
+            listed = "; ".join(why if why.startswith(str(path)) else f"{path}: {why}"
+                               for path, why in list(failed.items())[:10])
+            more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+            which = (f"None of the {len(jobs)} input(s) could be translated" if len(failed) == len(jobs) else
+                     f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were)")
+            raise DataError(f"{which}; see {out / SUMMARY}: {listed}{more}")
     return result
 
 
