@@ -210,8 +210,12 @@ def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):
     (tmp_path / "only" / "untreated").mkdir(parents=True)
     train = open_dock(viewer, "Train")
     train.set_data_folder(tmp_path / "only")
+    from napari.utils.notifications import notification_manager
+
+    before = len(notification_manager.records)
     assert train.train() is None
     assert "contain no images" in train.folder_info.text()
+    assert len(notification_manager.records) == before  # said in the dock, not in a pop-up that stays
 
 
 # --- exploring a translation ---------------------------------------------------------------------------------------

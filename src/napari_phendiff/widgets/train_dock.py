@@ -21,7 +21,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
@@ -529,23 +528,23 @@ class TrainDock(WorkerDock):
     # --- running -------------------------------------------------------------------------------------------------
     def train(self):
         """The Train button: validate, then start the worker and return it (None if something must be fixed)."""
+        # a refused start is said once, next to what to fix (a notification would stay on the canvas)
         if self.running:
-            show_error("Training is already running in this dock: press Stop first.")
+            self.status.setText(ERROR_STYLE.format("Training is already running in this dock: press Stop first."))
             return None
         if self._base_check is not None:
-            show_error("The base model is still being read: wait until the dock says what it is.")
+            self.status.setText(ERROR_STYLE.format("The base model is still being read: wait until the dock says "
+                                                   "what it is."))
             return None
         try:
             self._scan()
         except PhenDiffError as exc:
             self.folder_info.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
-            show_error(in_dock_words(str(exc)))
             return None
         try:
             config = self.config()
         except PhenDiffError as exc:
             self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
-            show_error(in_dock_words(str(exc)))
             return None
         self._config, self._timing, self._done_text = config, None, ""
         self.loss_plot.clear()

@@ -17,7 +17,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.layers import Image
-from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem,
@@ -869,7 +868,6 @@ class TranslateDock(WorkerDock):
         self.status.setText("Model released.")
 
     def _report(self, message: str) -> None:
-        message = in_dock_words(message)
-        self.status.setText(ERROR_STYLE.format(message))
-        show_error(message)
+        """A refused run, said once in the dock's status line (a notification would stay on the canvas)."""
+        self.status.setText(ERROR_STYLE.format(in_dock_words(message)))
 
