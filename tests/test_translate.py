@@ -158,3 +158,22 @@ def test_samples_that_could_not_differ_are_refused_before_any_translation(tiny_c
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.tif"))
     mean, spread = translate_samples(model, image, "untreated", "TNFa", 2, steps=5, strength=0.3)
     assert spread.max() > 0  # two noisy regeneration steps: the samples differ
+
+
+def test_a_model_trained_on_resized_images_translates_them_resized(sim_data, tmp_path):
+    """`--resize` training scales whole images to the model's size; translation shows the model its inputs so and
+    scales the result back (it used to run a 32-px model on the 48-px fields as they were)."""
+    model = pd.load_checkpoint(pd.train(pd.TrainConfig(data=sim_data, out=tmp_path / "m", image_size=32, steps=2,
+                                                       batch_size=2, resize=True, device="cpu",
+                                                       channel_names=["DNA", "reporter"])), device="cpu")
+    image = pd.read_image(sorted((sim_data / "untreated").glob("*.tif"))[0])
+    assert image.shape[-2:] == (48, 48)
+    counter = CountingUNet(model.unet)
+    model.unet = counter
+    translated = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5)
+    assert {size for _, _, size in counter.calls} == {(32, 32)}
+    assert translated.shape == image.shape and translated.dtype == image.dtype
+    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",))
+    np.testing.assert_array_equal(kept[0], image[0])  # kept channels stay the original's pixels, not rescaled ones
+    with pytest.raises(ConfigError, match="trained on whole images scaled to 32 px"):
+        pd.translate(model, image, "untreated", "TNFa", steps=4, tiles=True)

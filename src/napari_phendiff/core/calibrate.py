@@ -47,7 +47,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
 from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
-                        paste_kept, regenerate, translate)
+                        paste_kept, regenerate, trained_on_resized, translate)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -134,7 +134,7 @@ def sweep_pairs(model, images: np.ndarray, source: str, pairs: Sequence[tuple[st
     pairs = list(dict.fromkeys(pairs))
     stack = np.asarray(images)
     results = {pair: np.empty_like(stack) for pair in pairs}
-    if not fits_whole(model, stack.shape, base.batch_size):
+    if not fits_whole(model, stack.shape, base.batch_size) or trained_on_resized(model):
         for i, (target, setting) in enumerate(pairs):
             results[(target, setting)] = translate(model, stack, source, target, setting.options(base))
             if progress:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, PhenDiffWarning
-from .images import Normalization, is_image_file, read_channel_names, read_image
+from .images import Normalization, is_image_file, read_channel_names, read_image, resize_fields
 
 MAX_LISTED_PROBLEMS = 10
 
@@ -167,10 +167,7 @@ class TrainingSamples:
         self.n_conditions = len(data.conditions)
         scaled = [normalization.forward(image) for image in data.images]
         if resize:
-            from skimage.transform import resize as sk_resize
-
-            scaled = [sk_resize(im, (im.shape[0], image_size, image_size), order=1, anti_aliasing=True,
-                                preserve_range=True).astype(np.float32) for im in scaled]
+            scaled = [resize_fields(im, (image_size, image_size)) for im in scaled]
         self.images = scaled
         labels = np.asarray(data.labels)
         self.by_condition = [np.flatnonzero(labels == c) for c in range(self.n_conditions)]

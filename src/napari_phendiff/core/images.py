@@ -201,6 +201,15 @@ def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return image.astype(dtype)
 
 
+def resize_fields(fields: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Images (..., Y, X) scaled to `size` in float32, bilinear and anti-aliased: how `--resize` training scales
+    whole images to the model's size, and how translation shows them to such a model and scales its output back."""
+    from skimage.transform import resize
+
+    return resize(np.asarray(fields, np.float32), (*np.shape(fields)[:-2], *size), order=1, anti_aliasing=True,
+                  preserve_range=True).astype(np.float32)
+
+
 def read_provenance(path: str | Path) -> dict | None:
     """The provenance `write_image` recorded in a TIFF (None for a file without one or unreadable)."""
     try:

@@ -43,7 +43,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError, PhenDiffWarning
-from .images import check_finite
+from .images import check_finite, resize_fields
 from .options import TranslateOptions, grid_steps, resolve_options
 
 TILE_OVERLAP = 0.25
@@ -122,7 +122,15 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     keep = kept_channels(model, options.keep_channels)
     stack, restore = _as_stack(images, model)
     scaled = model.normalization.forward(stack)
-    tiles = options.tiles if options.tiles is not None else not fits_whole(model, scaled.shape, options.batch_size)
+    field_size = scaled.shape[-2:]
+    resized = trained_on_resized(model) and field_size != (model.image_size, model.image_size)
+    if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
+        if options.tiles:
+            raise ConfigError(f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
+                              "translates whole images; leave tiles unset.")
+        scaled = resize_fields(scaled, (model.image_size, model.image_size))
+    tiles = (False if resized else options.tiles if options.tiles is not None
+             else not fits_whole(model, scaled.shape, options.batch_size))
     padded, (height, width) = _pad(scaled, model.image_size if tiles else 0, model.size_multiple)
     windows = _windows(padded.shape[-2:], model.image_size, tiles)
     jobs = [(n, window) for n in range(len(padded)) for window in windows]
@@ -158,9 +166,17 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     results = {}
     for name in targets:
         blended = (canvas[name] / weight)[..., :height, :width]
+        if resized:
+            blended = resize_fields(blended, field_size)
+            blended[:, keep] = model.normalization.forward(stack)[:, keep]  # kept channels: the original's pixels
         results[name] = restore(model.normalization.inverse(blended, stack.dtype))
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
                          reused=reused)
+
+
+def trained_on_resized(model) -> bool:
+    """Whether the checkpoint learned whole images scaled to its image size (`phendiff train --resize`)."""
+    return bool(((getattr(model, "manifest", None) or {}).get("training") or {}).get("resize"))
 
 
 def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: int, options: TranslateOptions,
