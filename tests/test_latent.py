@@ -151,7 +151,7 @@ def test_a_different_or_missing_base_is_refused(checkpoints, tmp_path):
     (copy / "phendiff.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="fine-tuned from a different base model"):
         pd.load_checkpoint(copy, device="cpu")
-    manifest["base"]["source"] = str(tmp_path / "gone")
+    manifest["base"].update(source=str(tmp_path / "gone"), relative_to_checkpoint="../gone-too")  # not moved along
     (copy / "phendiff.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="which is not there"):
         pd.load_checkpoint(copy, device="cpu")
@@ -200,3 +200,15 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     assert np.array_equal(kept[0], image[0])           # pasted after decoding: exactly the original's
     assert not np.array_equal(free[0], image[0])       # without keeping, the autoencoder changes it
     assert not np.array_equal(kept[1], image[1])       # the reporter is regenerated
+
+
+def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):
+    work = tmp_path / "project"
+    base = tiny_base(work / "sd", text_encoder=False)
+    out = pd.train(latent_config(sim_data, work / "lora", base, adapter="lora", steps=1))
+    manifest = json.loads((out / "phendiff.json").read_text())
+    assert manifest["base"]["source"] == str(base) and manifest["base"]["relative_to_checkpoint"] == "../sd"
+    moved = tmp_path / "other-computer"
+    work.rename(moved)  # both travel; the absolute path recorded is gone
+    model = pd.load_checkpoint(moved / "lora", device="cpu")
+    assert model.conditions == ["TNFa", "untreated"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -278,6 +279,9 @@ def check_base(path: Path, manifest: dict) -> str:
         check_shipped_version(path, source, base.get("weights_sha256"))
     elif not Path(source).is_absolute() and (path / source).is_dir():
         source = str((path / source).resolve())  # a relative path is read from the checkpoint folder
+    relative = base.get("relative_to_checkpoint")
+    if Path(source).is_absolute() and not Path(source).is_dir() and relative and (path / relative).is_dir():
+        source = str((path / relative).resolve())  # checkpoint and base moved together
     if Path(source).is_absolute() and not Path(source).is_dir():
         raise CheckpointError(f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
                               "base model back there, or write its new place as \"source\" under \"base\" in "
@@ -322,6 +326,7 @@ class LatentTrainable:
     def __init__(self, config, conditions: list[str], channels: int, device: torch.device,
                  dtype: torch.dtype = torch.float32):
         self.source = resolve_base(config.base)
+        self.out = Path(config.out)
         self.adapter, self.rank, self.channels = config.adapter, config.rank, channels
         unet_config, vae_config = base_configs(self.source)   # check what is cheap to check before loading weights
         check_channels(channels, vae_config.get("in_channels", 3), str(config.data))
@@ -371,7 +376,10 @@ class LatentTrainable:
     def manifest(self) -> dict:
         return {
             "base": {"source": self.source, "unet_config_sha256": self.unet_hash,
-                     **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {})},
+                     **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {}),
+                     # where the base lies seen from the checkpoint: moved together, they still find each other
+                     **({"relative_to_checkpoint": os.path.relpath(self.source, self.out.resolve())}
+                        if Path(self.source).is_dir() else {})},
             "adapter": self.adapter,
             "rank": self.rank if self.adapter == "lora" else None,
             "conditioning": {"embeddings": "learned", "tokens": CONTEXT_TOKENS, "initialised_from": self.contexts_from},
