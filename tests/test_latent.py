@@ -15,7 +15,7 @@ from torch import nn
 
 import napari_phendiff as pd
 from napari_phendiff.cli import main as cli
-from napari_phendiff.core.errors import CheckpointError, DataError
+from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
@@ -212,3 +212,19 @@ def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):
     work.rename(moved)  # both travel; the absolute path recorded is gone
     model = pd.load_checkpoint(moved / "lora", device="cpu")
     assert model.conditions == ["TNFa", "untreated"]
+
+
+def test_a_fine_tuning_that_cannot_fit_is_refused_before_the_base_is_loaded(sim_data, tmp_path, base, monkeypatch):
+    from napari_phendiff.core.models import latent
+
+    monkeypatch.setattr(latent, "available_memory", lambda device: 2**20)  # 1 MiB left
+    monkeypatch.setattr(latent, "load_base", lambda *a, **k: pytest.fail("the base was loaded"))
+    with pytest.raises(ConfigError) as refused:
+        pd.train(latent_config(sim_data, tmp_path / "full", base, adapter="full", steps=1))
+    message = str(refused.value)
+    assert "(--adapter full) of this base needs at least" in message and "GiB on cpu" in message
+    assert "0.0 GiB is available" in message and "Use --adapter lora" in message
+    assert not (tmp_path / "full").exists()
+    monkeypatch.setattr(latent, "available_memory", lambda device: 2**40)  # plenty: the check lets it through
+    with pytest.raises(pytest.fail.Exception, match="the base was loaded"):
+        pd.train(latent_config(sim_data, tmp_path / "full2", base, adapter="full", steps=1))

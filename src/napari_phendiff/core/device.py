@@ -56,3 +56,29 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """A device ran out of memory (CUDA's OutOfMemoryError, or the 'out of memory' RuntimeError of CPU and MPS)."""
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
                                                        and "out of memory" in str(exc).lower())
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a run on `device` can still allocate: free GPU memory for CUDA; for the CPU, the system's available
+    memory or what the process's control group (a container's, a job scheduler's limit) leaves, whichever is less.
+    None where it cannot be told (MPS)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    found = []
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            cap = limit.read().strip()
+            if cap != "max":
+                found.append(int(cap) - int(used.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None

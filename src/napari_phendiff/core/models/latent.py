@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoint import MANIFEST, write_manifest
-from ..device import get_device
+from ..device import available_memory, get_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
@@ -319,6 +319,31 @@ def write_latent(folder: Path, denoiser: LatentDenoiser, adapter: str, schedule:
 
 # --- training -------------------------------------------------------------------------------------------------------
 
+def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torch.device) -> None:
+    """Refuse a fine-tuning whose weights and optimiser state alone would not fit on `device`, before loading.
+
+    The estimate (float32, before activations): every UNet and VAE weight (4 bytes) and, for each trained weight, its
+    gradient, AdamW's two moments and the EMA copy (16 bytes more). Counted on empty (meta) models built from the
+    configs; LoRA and SVDiff train few enough weights to leave out."""
+    from accelerate import init_empty_weights
+
+    available = available_memory(device)
+    if available is None or adapter not in ("full", "attention"):
+        return
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(unet_config)
+        vae = AutoencoderKL.from_config(vae_config)
+    frozen = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in vae.parameters())
+    trained = sum(p.numel() for name, p in unet.named_parameters() if adapter == "full" or "attn" in name)
+    need = 4 * frozen + 16 * trained
+    if need > available:
+        raise ConfigError(
+            f"Fine-tuning {trained / 1e6:.0f} M weights (--adapter {adapter}) of this base needs at least "
+            f"{need / 2**30:.1f} GiB on {device} for the weights, their gradients, AdamW's two moments and the EMA "
+            f"copy (before activations); {available / 2**30:.1f} GiB is available. Use --adapter lora (a few MB of "
+            "trained weights), a smaller base, or a device with more memory.")
+
+
 class LatentTrainable:
     """What the diffusion trainer (core/training/diffusion.py) needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
     clean images into latents, the parameters it trains, and how to write a checkpoint."""
@@ -336,6 +361,7 @@ class LatentTrainable:
                              f"(its VAE and UNet halve each side {multiple.bit_length() - 1} times).")
         self.unet_hash = config_hash(unet_config)
         self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size ** 2)
+        check_memory(unet_config, vae_config, self.adapter, device)  # before gigabytes are loaded, not after
 
         unet, self.vae, self.schedule = load_base(self.source)
         self.counts = {"unet": sum(p.numel() for p in unet.parameters())}
