@@ -96,3 +96,13 @@ def test_bad_settings_are_one_line_and_exit_2(argv, phrase, sim_data, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and phrase in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_core_prints_nothing():
+    """The command line prints; the core returns (a print inside a napari dock goes to a terminal nobody reads)."""
+    printing = re.compile(r"^\s*print\(")
+    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+                 for path in (SRC / "core").rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if printing.search(line)]
+    assert offending == []
+    assert napari_phendiff.__version__ != "0+unknown"  # read from the installed package's metadata

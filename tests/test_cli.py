@@ -70,6 +70,7 @@ def test_demo_writes_figure_tiffs_and_summary(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--n", "1", "--steps", "5", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "demo.png") in printed
+    assert printed.startswith("phenotype: ") and "untreated -> TNFa: " in printed  # the summary, shown by the CLI
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["demo.png", "summary.txt", "untreated_0.tif", "untreated_0_to_TNFa.tif", "TNFa_0.tif",
                             "TNFa_0_to_untreated.tif"])

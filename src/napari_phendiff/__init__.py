@@ -6,8 +6,12 @@
 """
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("napari-phendiff")  # one place for the version: pyproject.toml
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # Public API, imported on first use so `import napari_phendiff` (and napari's plugin discovery) stays fast.
 _API = {
@@ -32,6 +36,7 @@ _API = {
     "simulate_field": "core.simulate",
     "PhenDiffError": "core.errors",
     "DataError": "core.errors",
+    "ConfigError": "core.errors",
     "CheckpointError": "core.errors",
 }
 

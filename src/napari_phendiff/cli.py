@@ -485,6 +485,8 @@ def _demo(args) -> None:
     from .core.demo import run_demo
 
     written = run_demo(args.out, n=args.n, device=args.device, progress=_TranslationBar, **_given(args))
+    summary = next(p for p in written if p.name == "summary.txt")
+    print(summary.read_text(), end="")  # the core writes the summary; the command line shows it
     print("\n".join(str(p) for p in written))
 
 

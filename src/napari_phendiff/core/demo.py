@@ -72,5 +72,4 @@ def run_demo(out: str | Path, *, n: int = DEMO_FIELDS, device: str = "auto",
     figure = comparison_figure(out / "demo.png", rows, model.channel_names)
     summary = out / "summary.txt"
     summary.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
     return [figure, summary, *written]

@@ -83,10 +83,6 @@ def size_multiple(unet: UNet2DModel) -> int:
     return 2 ** (len(unet.config.block_out_channels) - 1)
 
 
-def build_scheduler(**overrides) -> DDIMScheduler:
-    return DDIMScheduler(**{**SCHEDULE_DEFAULTS, **overrides})
-
-
 @dataclass
 class PixelModel(DiffusionModel):
     """A loaded PhenDiff checkpoint, ready to translate."""
