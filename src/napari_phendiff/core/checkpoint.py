@@ -74,6 +74,11 @@ def read_format(path: Path) -> dict:
     return manifest
 
 
+def manifest_kind(manifest: dict) -> str:
+    """The model kind a manifest records (checkpoints written before kinds existed are pixel models)."""
+    return manifest.get("kind", "pixel")
+
+
 def check_weights(path: Path, manifest: dict) -> None:
     """Refuse weights other than those the manifest was written with, and a manifest that records no digest of
     its weights' bytes (nothing would show they are the ones it was trained with)."""

@@ -25,7 +25,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..core.checkpoint import resolve_checkpoint
+from ..core.checkpoint import manifest_kind, resolve_checkpoint
 from ..core.dataset import scan_folder
 from ..core.images import read_channel_names
 from ..core.errors import ConfigError, PhenDiffError
@@ -326,7 +326,7 @@ class TrainDock(WorkerDock):
         except PhenDiffError as exc:
             self._say_source_problem(str(exc))
             return
-        kind = manifest.get("kind", "pixel")
+        kind = manifest_kind(manifest)
         if not KINDS[kind].starts_from:
             self._say_source_problem(f"{text}: is a {kind!r} checkpoint ({_without_flags(KINDS[kind].help)}); a run "
                                      f"starts only from a {STARTING!r} checkpoint (PhenDiff). Choose one, or "
@@ -443,7 +443,7 @@ class TrainDock(WorkerDock):
         except PhenDiffError as exc:
             self.status.setText(ERROR_STYLE.format(in_dock_words(str(exc))))
             return
-        out, kind = self.out.text().strip(), manifest.get("kind", "pixel")
+        out, kind = self.out.text().strip(), manifest_kind(manifest)
         if not (resolve_checkpoint(out) / TRAINING_STATE).is_dir():
             self.resume.setChecked(False)
             build_on = ("To build on it, choose Fine-tune > a PhenDiff checkpoint and give it there, with a new output "
@@ -475,7 +475,7 @@ class TrainDock(WorkerDock):
 
     def _take_choices(self, manifest: dict) -> list[str]:
         """Set the first choices as the checkpoint was trained; the settings taken, in words."""
-        training, kind = manifest["training"], manifest.get("kind", "pixel")
+        training, kind = manifest["training"], manifest_kind(manifest)
         if KINDS[kind].fine_tunes:
             base = manifest["base"]["source"]
             self._choose("fine-tune", "shipped" if is_shipped(base) else "stable-diffusion")

@@ -46,11 +46,11 @@ def kind_module(kind: str) -> ModuleType:
 def read_manifest(path_or_name: str | Path) -> dict:
     """The manifest of a checkpoint folder (or "demo"), after checking the file format and that the folder holds
     every file its kind needs. Reads no weights."""
-    from ..checkpoint import check_weights, read_format, resolve_checkpoint
+    from ..checkpoint import check_weights, manifest_kind, read_format, resolve_checkpoint
 
     path = resolve_checkpoint(path_or_name)
     manifest = read_format(path)
-    kind = manifest.get("kind", "pixel")
+    kind = manifest_kind(manifest)
     if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r} (this napari-phendiff knows "
                               f"{', '.join(KINDS)}). Upgrade napari-phendiff.")
@@ -67,14 +67,14 @@ def load_checkpoint(path_or_name: str | Path = "demo", device="auto"):
 
     Returns the kind's model: a PixelModel (PhenDiff), a LatentModel (Phen-LDiff) or a CycleGANModel.
     """
-    from ..checkpoint import resolve_checkpoint
+    from ..checkpoint import manifest_kind, resolve_checkpoint
 
     from safetensors import SafetensorError
 
     path = resolve_checkpoint(path_or_name)
     manifest = read_manifest(path)
     try:
-        return kind_module(manifest.get("kind", "pixel")).load(path, manifest, device)
+        return kind_module(manifest_kind(manifest)).load(path, manifest, device)
     except CheckpointError:
         raise
     except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, EnvironmentError) as exc:

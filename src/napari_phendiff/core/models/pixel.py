@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
-from ..checkpoint import write_manifest
+from ..checkpoint import manifest_kind, write_manifest
 from ..device import get_device
 from ..errors import CheckpointError, ConfigError
 from ..options import PRESET_SIZES, TrainConfig
@@ -234,7 +234,7 @@ def start_from(checkpoint: str, conditions: list[str], channels: int) -> tuple[U
 
     path = resolve_checkpoint(checkpoint)
     manifest = read_manifest(path)
-    if manifest.get("kind", "pixel") != "pixel":
+    if manifest_kind(manifest) != "pixel":
         raise ConfigError(f"{path}: is a {manifest.get('kind')!r} checkpoint; a pixel model starts only from a pixel "
                           "checkpoint (PhenDiff). Choose one trained with the pixel model, or train from scratch.")
     old = load(path, manifest, "cpu").unet

@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, output_lock,
+from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, manifest_kind, output_lock,
                           recover_interrupted_swap, stamp_weights)
 from ..dataset import LabelledImages, load_folder
 from ..errors import CheckpointError, ConfigError, DataError, PhenDiffError
@@ -206,7 +206,7 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
                  for name in ("lr", "seed", "batch_size", "warmup_steps", "weight_decay", "grad_clip", "ema_decay",
                               "condition_dropout", "snr_gamma", "resize", "start_from")
                  if name in saved and saved[name] != getattr(config, name)]
-    if manifest.get("kind", "pixel") != config.model:
+    if manifest_kind(manifest) != config.model:
         problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
     elif resume_problems is not None:
         problems += resume_problems(manifest, config)
