@@ -10,8 +10,9 @@ pytest.importorskip("napari")
 from napari.layers import Image  # noqa: E402
 
 from napari_phendiff.core.errors import DataError  # noqa: E402
+from napari_phendiff.core.export import layer_file_name  # noqa: E402
 from napari_phendiff.widgets._layers import (ImageInput, channel_layer_stem, difference_layer,  # noqa: E402
-                                            layer_file_name, result_name, translated_layer)
+                                            result_name, translated_layer)
 
 from conftest import random_image  # noqa: E402
 

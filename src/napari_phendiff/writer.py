@@ -10,8 +10,7 @@ import numpy as np
 
 from . import __version__
 from .core.errors import PhenDiffError
-from .core.images import MAX_CHANNELS, write_image
-from .widgets._layers import CHANNEL_LABELS
+from .core.images import CHANNEL_LABELS, MAX_CHANNELS, write_image
 
 
 def write_image_layer(path: str, data, meta: dict) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,13 @@ def write_translation(out: Path, stem: str, target: str, image: np.ndarray, mode
     """Write `<out>/<stem>_to_<target>.tif` with the checkpoint's channel names and the provenance."""
     return write_image(Path(out) / f"{stem}_to_{safe_name(target)}.tif", image, channel_names=model.channel_names,
                        provenance=meta)
+
+
+def layer_file_name(text: str) -> str:
+    """`text` under the project's name rule (`safe_name`: letters, digits, - _ . only), with the runs of _ that
+    spaces and brackets leave made one and none at the ends: `field 3 (untreated)` -> `field_3_untreated`. The
+    Translate dock names result layers and their files by it."""
+    return re.sub(r"_{2,}", "_", safe_name(text)).strip("_")
 
 
 def safe_name(condition: str) -> str:

@@ -201,6 +201,10 @@ def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return image.astype(dtype)
 
 
+# Axis labels that mean "channels" (napari's axis_labels, ImageJ's C): how a writer and a dock tell the channel axis.
+CHANNEL_LABELS = {"c", "ch", "channel", "channels"}
+
+
 def resize_fields(fields: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Images (..., Y, X) scaled to `size` in float32, bilinear and anti-aliased: how `--resize` training scales
     whole images to the model's size, and how translation shows them to such a model and scales its output back."""

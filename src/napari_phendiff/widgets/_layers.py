@@ -16,10 +16,9 @@ import numpy as np
 from napari.layers import Image
 
 from ..core.errors import DataError
-from ..core.export import safe_name
-from ..core.images import read_channel_names, read_image
+from ..core.export import layer_file_name
+from ..core.images import CHANNEL_LABELS, read_channel_names, read_image
 
-CHANNEL_LABELS = {"c", "ch", "channel", "channels"}
 DIFFERENCE_COLORMAP = "RdBu_r"
 
 
@@ -298,12 +297,6 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
     raise DataError(f"Layer '{layer.name}' (shape {layer.data.shape}) has no axis of {channels} channels but "
                     f"{expected}. Tick the {channels} layers that form the channels, each named after its channel, "
                     "or choose a layer with a channel axis.")
-
-
-def layer_file_name(text: str) -> str:
-    """`text` under the project's name rule (core.export.safe_name: letters, digits, - _ . only), with the runs of _
-    that spaces and brackets leave made one and none at the ends: `field 3 (untreated)` -> `field_3_untreated`."""
-    return re.sub(r"_{2,}", "_", safe_name(text)).strip("_")
 
 
 def result_name(original: str, target: str, tag: str = "", extra: str = "") -> str:

@@ -32,7 +32,8 @@ from ..core.models.base import ConditionedModel
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
 from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
-from ._layers import ImageInput, difference_layer, layer_file_name, place_plane, result_name, translated_layer
+from ..core.export import layer_file_name
+from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
                       device_combo, in_dock_words, row, scrolled, spin)
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
