@@ -31,6 +31,17 @@ def test_the_import_graph_has_no_circles():
     assert cycles(graph) == []
 
 
+def test_layers_point_down():
+    """The core imports neither the command line, the docks nor the writer; nothing outside the docks imports them
+    (napari's manifest reaches the docks directly)."""
+    graph = import_graph()
+    up = [f"{module} -> {target}" for module, targets in graph.items() for target in targets
+          if (module.startswith("napari_phendiff.core") and not target.startswith("napari_phendiff.core")
+              and target != "napari_phendiff")  # the package itself: its version
+          or (target.startswith("napari_phendiff.widgets") and not module.startswith("napari_phendiff.widgets"))]
+    assert up == []
+
+
 def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
