@@ -131,9 +131,11 @@ def test_a_file_whose_labels_are_in_another_order_is_reordered(qtbot, viewer, do
     dock.keep_checks["DNA"].setChecked(True)
     run(qtbot, dock.translate())
 
-    translated = viewer.layers["field_to_TNFa_s0.3_w4_keep_DNA"]
-    np.testing.assert_array_equal(translated.data[1], image[1])  # the file's DNA, at the file's place
-    assert translated.metadata["phendiff"]["channels"] == ["reporter", "DNA"]
+    translated = viewer.layers["field_DNA_to_TNFa_s0.3_w4_keep_DNA"]
+    np.testing.assert_array_equal(translated.data, image[1])  # the file's DNA
+    assert translated.metadata["phendiff"]["channels"] == ["DNA"]
+    stem, members = dock.results[0]  # saved as one file, its channels in the file's order
+    assert stem == "field_to_TNFa_s0.3_w4_keep_DNA" and [channel for _, channel in members] == ["reporter", "DNA"]
 
 
 @pytest.mark.parametrize("labels, dna", [(["reporter", "DNA"], 1), (None, 0)])

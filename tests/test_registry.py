@@ -58,8 +58,8 @@ def test_every_kind_trains_loads_translates_and_resumes_exactly(kind, sim_data, 
     worker = dock.translate()
     assert worker is not None
     wait_for(qtbot, worker, 120_000)
-    name = "cells_to_TNFa" if kind == "cyclegan" else "cells_to_TNFa_s0.3_w4"  # a direct mapping has no settings
-    assert viewer.layers[name].data.shape == image.shape
+    name = "cells_reporter_to_TNFa" if kind == "cyclegan" else "cells_reporter_to_TNFa_s0.3_w4"  # direct: no settings
+    assert viewer.layers[name].data.shape == image.shape[1:]
     assert "Done" in dock.status.text() and dock.translate_button.isEnabled()
 
     stopped = tmp_path / "stopped"

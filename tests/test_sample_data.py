@@ -33,18 +33,18 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     assert (dock.source.currentText(), dock.target.currentText()) == ("untreated", "TNFa")  # from the layer name
     dock.steps.setValue(2)
     wait_for(qtbot, dock.translate())
-    translated = viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA"]
+    translated = viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA"]
     # the current plane's result sits at its own index of a stack-shaped layer: aligned under the field slider
-    assert translated.data.shape == untreated.shape and translated.data.dtype == np.uint16
+    assert translated.data.shape == untreated[:, 1].shape and translated.data.dtype == np.uint16
     plane = translated.metadata["phendiff"]["plane"][0]
     assert [bool(translated.data[i].any()) for i in range(4)] == [i == plane for i in range(4)]
     first = translated.data[plane].copy()
     other = (plane + 1) % 4
     viewer.dims.set_current_step(0, other)
     wait_for(qtbot, dock.translate())
-    assert viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA"] is translated  # filled plane by plane
+    translated = viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA"]  # filled plane by plane
     np.testing.assert_array_equal(translated.data[plane], first)
     assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]
-    np.testing.assert_allclose(viewer.layers["untreated_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
-                               translated.data[other].astype(np.float32) - untreated[other].astype(np.float32))
+    np.testing.assert_allclose(viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
+                               translated.data[other].astype(np.float32) - untreated[other, 1].astype(np.float32))
     assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)

@@ -117,14 +117,15 @@ def test_a_rerun_replaces_its_layers(qtbot, viewer, dock):
     viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
     dock.set_channel_layers(["cells"])
     run(qtbot, dock.translate())
-    first = viewer.layers["cells_to_TNFa_s0.3_w4"]
+    first = viewer.layers["cells_reporter_to_TNFa_s0.3_w4"]
     order = [layer.name for layer in viewer.layers]
     dock.steps.setValue(3)  # not part of the name: the same result layers, holding the new run
     run(qtbot, dock.translate())
     assert [layer.name for layer in viewer.layers] == order
-    assert order == ["cells", "cells_to_TNFa_s0.3_w4", "cells_to_TNFa_s0.3_w4_diff"]
-    assert viewer.layers["cells_to_TNFa_s0.3_w4"] is not first
-    assert viewer.layers["cells_to_TNFa_s0.3_w4"].metadata["phendiff"]["steps"] == 3
+    assert order == ["cells"] + [f"cells_{c}{suffix}" for c in ("DNA", "reporter")
+                                 for suffix in (" original", "_to_TNFa_s0.3_w4", "_to_TNFa_s0.3_w4_diff")]
+    assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"] is not first
+    assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].metadata["phendiff"]["steps"] == 3
 
 
 def test_channel_layers_and_saved_files_follow_the_name_rule(qtbot, viewer, dock, tmp_path):
@@ -135,18 +136,20 @@ def test_channel_layers_and_saved_files_follow_the_name_rule(qtbot, viewer, dock
     assert [layer.name for layer in layers] == ["field crop", "field crop [1]"]
     dock.set_channel_layers([layer.name for layer in layers])
     run(qtbot, dock.translate())
-    assert dock.results == ["field_crop_DNA_to_TNFa_s0.3_w4", "field_crop_DNA_to_TNFa_s0.3_w4_diff",
-                            "field_crop_reporter_to_TNFa_s0.3_w4", "field_crop_reporter_to_TNFa_s0.3_w4_diff"]
+    names = ["field_crop_DNA_to_TNFa_s0.3_w4", "field_crop_DNA_to_TNFa_s0.3_w4_diff",
+             "field_crop_reporter_to_TNFa_s0.3_w4", "field_crop_reporter_to_TNFa_s0.3_w4_diff"]
+    assert dock.results == [(name, [(name, None)]) for name in names]
     run(qtbot, dock.translate())  # again: replaced, no 'field_crop_DNA_to_TNFa_s0.3_w4 [1]'
-    results = [layer.name for layer in viewer.layers if layer.name not in ("field crop", "field crop [1]")]
-    assert sorted(results) == sorted(dock.results)
-    viewer.layers[dock.results[0]].name = "my DNA [final]"  # renamed by hand
-    dock.results[0] = "my DNA [final]"
+    results = [layer.name for layer in viewer.layers if layer.name not in ("field crop", "field crop [1]")
+               and not layer.name.endswith(" original")]
+    assert sorted(results) == sorted(names)
+    viewer.layers[names[0]].name = "my DNA [final]"  # renamed by hand
+    dock.results[0] = ("my DNA [final]", [("my DNA [final]", None)])
     written = dock.save_results(tmp_path / "out")
     assert [path.name for path in written][0] == "my_DNA_final.tif"
     for path in written:
         assert NAME_RULE.fullmatch(path.stem) and "__" not in path.stem, path.name
-    for name in dock.results[1:]:
+    for name in names[1:]:
         assert NAME_RULE.fullmatch(name) and "__" not in name, name
 
 

@@ -62,28 +62,54 @@ def test_docks_open_through_the_manifest(viewer):
     assert isinstance(open_dock(viewer, "Train"), TrainDock)
 
 
-def test_translate_adds_translated_and_difference_layers(qtbot, viewer, translate_dock, tiny_checkpoint):
+def stacked(viewer, name: str, channels=("DNA", "reporter")) -> np.ndarray:
+    """The channel layers of one result (`cells_{channel}_to_TNFa...`) as the multichannel image they split."""
+    return np.stack([viewer.layers[name.format(channel)].data for channel in channels])
+
+
+def test_translate_lays_out_each_channel_as_original_translated_difference(qtbot, viewer, translate_dock,
+                                                                           tiny_checkpoint):
     image = random_image((2, 48, 48), seed=1)
-    viewer.add_image(image, name="cells", colormap="magma", contrast_limits=(500, 1100))
+    viewer.add_image(image, name="cells", colormap="magma", contrast_limits=(500, 1100), translate=(5, 7))
     translate_dock.set_channel_layers(["cells"])
     run(qtbot, translate_dock.translate())
 
-    translated, difference = viewer.layers["cells_to_TNFa_s0.3_w4"], viewer.layers["cells_to_TNFa_s0.3_w4_diff"]
-    assert translated.data.shape == image.shape and translated.data.dtype == np.uint16
-    assert translated.colormap.name == "magma" and tuple(translated.contrast_limits) == (500, 1100)
-    assert difference.data.dtype == np.float32
-    np.testing.assert_allclose(difference.data, translated.data.astype(np.float32) - image)
-    low, high = difference.contrast_limits
-    assert low == -high > -np.inf and high > 0
-    meta = translated.metadata["phendiff"]
-    assert meta["checkpoint"] == str(tiny_checkpoint) and (meta["source"], meta["target"]) == ("untreated", "TNFa")
-    assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"]
-    assert [layer.name for layer in viewer.layers][:3] == ["cells", "cells_to_TNFa_s0.3_w4",
-                                                           "cells_to_TNFa_s0.3_w4_diff"]
-    assert viewer.canvas.grid.enabled and viewer.canvas.grid.shape == (1, 3)
+    step = 48 * 1.08  # an image's side and the gap between rows and columns
+    for row, channel in enumerate(["DNA", "reporter"]):
+        view = viewer.layers[f"cells_{channel} original"]
+        translated = viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"]
+        difference = viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_diff"]
+        assert np.shares_memory(view.data, viewer.layers["cells"].data)  # a view of the user's layer, no copy
+        np.testing.assert_array_equal(view.data, image[row])
+        assert translated.data.shape == (48, 48) and translated.data.dtype == np.uint16
+        np.testing.assert_allclose(difference.data, translated.data.astype(np.float32) - image[row])
+        for column, layer in enumerate((view, translated, difference)):
+            np.testing.assert_allclose(layer.translate, (5 + row * step, 7 + column * step))
+        assert translated.colormap.name == view.colormap.name == "magma"  # the user's colours, both alike
+        assert tuple(translated.contrast_limits) == tuple(view.contrast_limits)
+        low, high = difference.contrast_limits
+        assert low == -high > -np.inf and high > 0
+        meta = translated.metadata["phendiff"]
+        assert meta["checkpoint"] == str(tiny_checkpoint) and (meta["source"], meta["target"]) == ("untreated", "TNFa")
+        assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"] and meta["channels"] == [channel]
+    assert not viewer.layers["cells"].visible and list(viewer.layers["cells"].translate) == [0, 5, 7]
+    assert not viewer.canvas.grid.enabled
+    assert "One row per channel" in translate_dock.status.text()
     assert translate_dock.model is not None
     translate_dock.release_model()
     assert translate_dock.model is None
+
+
+def test_kept_channels_come_last_and_marked(qtbot, viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    translate_dock.keep_checks["DNA"].setChecked(True)
+    run(qtbot, translate_dock.translate())
+    kept, changed = viewer.layers["cells_DNA original (kept)"], viewer.layers["cells_reporter original"]
+    assert changed.translate[0] < kept.translate[0]  # the reporter's row above the DNA's
+    assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4_keep_DNA_diff"].colorbar.visible
+    assert not viewer.layers["cells_DNA_to_TNFa_s0.3_w4_keep_DNA_diff"].colorbar.visible
+    assert "kept (last, as the original): DNA" in translate_dock.status.text()
 
 
 def test_channel_layers_of_a_stack(qtbot, viewer, translate_dock):
@@ -93,10 +119,12 @@ def test_channel_layers_of_a_stack(qtbot, viewer, translate_dock):
     translate_dock.scope.setCurrentText("whole stack")
     run(qtbot, translate_dock.translate())
 
-    for name in ("DNA", "reporter"):
+    for row, name in enumerate(("DNA", "reporter")):
         assert viewer.layers[f"{name}_to_TNFa_s0.3_w4"].data.shape == (3, 40, 40)
         assert viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].data.shape == (3, 40, 40)
-    assert viewer.canvas.grid.shape == (2, 3)
+        assert viewer.layers[f"{name} original"].data is viewer.layers[name].data
+        np.testing.assert_allclose(viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].translate, (0, row * 40 * 1.08,
+                                                                                            2 * 40 * 1.08))
 
 
 def test_wrong_channel_count_is_explained_before_running(viewer, translate_dock):
@@ -252,22 +280,30 @@ def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translat
 def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translate_dock, translated):
     translate_dock.frames.setValue(3)
     run(qtbot, translate_dock.morph())
-    frames = viewer.layers["cells_to_TNFa_s0.3_w4_morph"].data
+    frames = np.stack([viewer.layers[f"cells_{c}_to_TNFa_s0.3_w4_morph"].data for c in ("DNA", "reporter")], 1)
     assert frames.shape == (4, *translated.shape) and frames.dtype == translated.dtype
     np.testing.assert_array_equal(frames[0], translated)
-    np.testing.assert_array_equal(frames[-1], viewer.layers["cells_to_TNFa_s0.3_w4"].data)
-    assert viewer.layers["cells_to_TNFa_s0.3_w4_morph"].axis_labels[0] == "frame"
+    np.testing.assert_array_equal(frames[-1], stacked(viewer, "cells_{}_to_TNFa_s0.3_w4"))
+    for channel in ("DNA", "reporter"):  # each channel's morph in its translation's place, beside its original
+        morph = viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_morph"]
+        assert morph.axis_labels[0] == "frame" and morph.visible
+        np.testing.assert_array_equal(morph.translate[1:], viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate)
+        assert viewer.layers[f"cells_{channel} original"].visible
+    assert not viewer.layers["cells_DNA_to_TNFa_s0.3_w4"].visible  # the translation it replays is hidden
 
 
 def test_control_and_uncertainty_layers(qtbot, viewer, translate_dock, translated):
     run(qtbot, translate_dock.control())
-    control = viewer.layers["cells_to_untreated_s0.3_w4_control"].data
-    assert control.shape == translated.shape and "cells_to_untreated_s0.3_w4_control_diff" in viewer.layers
+    control = stacked(viewer, "cells_{}_to_untreated_s0.3_w4_control")
+    assert control.shape == translated.shape and "cells_DNA_to_untreated_s0.3_w4_control_diff" in viewer.layers
     translate_dock.samples.setValue(2)
     translate_dock.steps.setValue(10)  # eta adds noise at every step but the last: more than one step
     run(qtbot, translate_dock.translate())
-    spread = viewer.layers["cells_to_TNFa_s0.3_w4_std"].data
+    spread = stacked(viewer, "cells_{}_to_TNFa_s0.3_w4_std")
     assert spread.shape == translated.shape and spread.dtype == np.float32 and np.isfinite(spread).all()
+    for channel in ("DNA", "reporter"):  # over the translation it belongs to
+        np.testing.assert_array_equal(viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_std"].translate,
+                                      viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate)
     assert spread.max() > 0 and "spread over 2 seeds" in translate_dock.status.text()
 
 
@@ -360,9 +396,9 @@ def test_saving_a_translated_layer_keeps_the_channel_names(qtbot, viewer, transl
     translate_dock.set_channel_layers(["cells"])
     run(qtbot, translate_dock.translate())
     path = tmp_path / "translated.tif"
-    viewer.layers["cells_to_TNFa_s0.3_w4"].save(str(path), plugin="napari-phendiff")
+    viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].save(str(path), plugin="napari-phendiff")
     with tifffile.TiffFile(path) as tif:
-        assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
+        assert tif.imagej_metadata["Labels"] == "reporter"  # one plane, one label (tifffile gives it bare)
         assert json.loads(tif.imagej_metadata["Info"])["layers"][0]["target"] == "TNFa"
 
 
@@ -376,20 +412,22 @@ def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer
     translate_dock.strength.setValue(0.5)
     run(qtbot, translate_dock.translate())
     names = ["field_3_untreated_to_TNFa_s0.5_w4", "field_3_untreated_to_TNFa_s0.5_w4_diff"]
-    assert translate_dock.results == names and all(name in viewer.layers for name in names)
-    assert viewer.layers[names[1]].colorbar.visible  # the difference's colours can be read as values
+    layers = [f"field_3_untreated_{c}_to_TNFa_s0.5_w4" for c in ("DNA", "reporter")]
+    assert translate_dock.results == [(names[0], list(zip(layers, ["DNA", "reporter"]))),
+                                      (names[1], [(f"{name}_diff", c) for name, c in zip(layers, ["DNA", "reporter"])])]
+    assert viewer.layers[f"{layers[1]}_diff"].colorbar.visible  # the difference's colours can be read as values
     written = translate_dock.save_results(tmp_path / "out")
-    assert [p.name for p in written] == [f"{name}.tif" for name in names]
+    assert [p.name for p in written] == [f"{name}.tif" for name in names]  # one file per image, as the CLI's
     with tifffile.TiffFile(written[0]) as tif:
         assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
         info = json.loads(tif.imagej_metadata["Info"])["layers"][0]
         assert (info["target"], info["strength"], info["guidance"]) == ("TNFa", 0.5, 4.0)
-    np.testing.assert_allclose(tifffile.imread(written[1]), viewer.layers[names[1]].data)
+    np.testing.assert_allclose(tifffile.imread(written[1]), stacked(viewer, "field_3_untreated_{}_to_TNFa_s0.5_w4_diff"))
     again = translate_dock.save_results(tmp_path / "out")  # nothing is overwritten
     assert [p.name for p in again] == [f"{name}_2.tif" for name in names]
     translate_dock.guidance.setValue(2.0)  # other settings: other layers, the first ones kept
     run(qtbot, translate_dock.translate())
-    assert translate_dock.results[0] == "field_3_untreated_to_TNFa_s0.5_w2" and names[0] in viewer.layers
+    assert translate_dock.results[0][0] == "field_3_untreated_to_TNFa_s0.5_w2" and layers[0] in viewer.layers
 
 
 @pytest.mark.parametrize("action", ["morph", "control", "measure_cells"])
@@ -414,8 +452,8 @@ def test_keep_unchanged_keeps_the_ticked_channel_and_names_it(qtbot, viewer, tra
     assert list(translate_dock.keep_checks) == ["DNA", "reporter"] and translate_dock.kept_channels() == ()
     translate_dock.keep_checks["DNA"].setChecked(True)
     run(qtbot, translate_dock.translate())
-    translated = viewer.layers["cells_to_TNFa_s0.3_w4_keep_DNA"]
-    np.testing.assert_array_equal(translated.data[0], image[0])
+    translated = viewer.layers["cells_DNA_to_TNFa_s0.3_w4_keep_DNA"]
+    np.testing.assert_array_equal(translated.data, image[0])
     assert translated.metadata["phendiff"]["keep_channels"] == ["DNA"]
     assert "kept DNA (given)" in translate_dock.status.text()
 
@@ -424,6 +462,6 @@ def test_morph_by_embedding_is_its_own_layer_and_ends_at_the_translation(qtbot, 
     translate_dock.frames.setValue(2)
     translate_dock.morph_path.setCurrentText("embedding")
     run(qtbot, translate_dock.morph())
-    layer = viewer.layers["cells_to_TNFa_s0.3_w4_morph_embedding"]
-    assert layer.data.shape == (3, *translated.shape) and layer.metadata["phendiff"]["morph_path"] == "embedding"
-    np.testing.assert_array_equal(layer.data[-1], viewer.layers["cells_to_TNFa_s0.3_w4"].data)
+    layer = viewer.layers["cells_reporter_to_TNFa_s0.3_w4_morph_embedding"]
+    assert layer.data.shape == (3, *translated.shape[1:]) and layer.metadata["phendiff"]["morph_path"] == "embedding"
+    np.testing.assert_array_equal(layer.data[-1], viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].data)

@@ -249,7 +249,7 @@ def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str]
         # ImageJ's hyperstack reader mistakes 1-pixel-wide images for other axes: those go in the plain layout
         if array.dtype in (np.uint8, np.uint16, np.float32) and min(image.shape[-2:]) > 1:
             metadata = {"axes": axes, "Info": info}
-            if channel_names and "C" in axes:
+            if channel_names and ("C" in axes or axes == "YX"):  # one plane: its label names its one channel
                 metadata["Labels"] = list(channel_names)
             tifffile.imwrite(tmp, array, imagej=True, metadata=metadata)
         else:

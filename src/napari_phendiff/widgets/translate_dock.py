@@ -33,6 +33,7 @@ from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, descr
 from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
 from ..core.export import layer_file_name
+from ._comparison import ChannelRow, channel_rows, merge_plane, place
 from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
                       device_combo, in_dock_words, row, scrolled, spin)
@@ -72,7 +73,10 @@ class TranslateDock(WorkerDock):
         self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
         self._cancelled = False
         self.cells: Cells | None = None
-        self.results: list[str] = []  # the names of the last run's layers, for Save results
+        # the last run's files for Save results: (file stem, [(layer, channel)]); the channel layers of one
+        # multichannel layer's results make one file with those channels, as the CLI writes it
+        self.results: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.rows: list[ChannelRow] = []  # the comparison's rows, one per channel (_comparison.py)
         self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
         self._source_from: tuple[str, str] | None = None  # (layer | folder, how): the source was set from a name
@@ -628,65 +632,103 @@ class TranslateDock(WorkerDock):
             self.status.setText(f"Done: morph {request.source} → {target} in {request.frames} frame(s) after the "
                                 f"original ({settings}). Move the frame slider.{reused}")
             return
-        triples, self.results = [], []
-        channel_names = self.manifest["channel_names"]
-        stems = inputs.result_stems(channel_names)
-        for i, (layer, translated, original) in enumerate(zip(inputs.layers, inputs.split(outcome.images),
-                                                              inputs.split(request.images))):
+        self.results, groups, shown, limits = [], {}, [], []
+        self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
+        extra = "control" if request.mode == "control" else ""
+        extras = (extra, "_".join(filter(None, [extra, "diff"])))  # the translated's and the difference's
+        full = {}
+        for layer, translated, original in zip(inputs.layers, inputs.split(outcome.images),
+                                               inputs.split(request.images)):
             difference = translated.astype(np.float32) - original.astype(np.float32)
-            # the writer names the TIFF's channels from this: the layer's own, in its order
-            meta = {**meta, "channels": inputs.layer_channels(channel_names)[i]}
-            extra = "control" if request.mode == "control" else ""
-            names = (result_name(stems[i], target, tag, extra),
-                     result_name(stems[i], target, tag, "_".join(filter(None, [extra, "diff"]))))
-            added = []
-            for name, data, make in zip(names, (translated, difference), (translated_layer, difference_layer)):
-                if inputs.plane is not None and not layer.rgb:
-                    # a plane's result goes to its own index of a stack-shaped layer (filled plane by plane)
-                    old = self.viewer.layers[name] if name in self.viewer.layers else None
-                    data = place_plane(inputs, layer, data, None if old is None else np.asarray(old.data))
-                    if old is not None and old.data.shape == data.shape:
-                        old.data = data
-                        old.metadata["phendiff"].update(meta)  # the settings and plane of the latest run
-                        added.append(old)
-                        continue
-                    if old is not None:
-                        self.viewer.layers.remove(old)
-                    kwargs = make(layer, data, sorted(inputs.order), name, meta)
-                else:
-                    kwargs = make(layer, data, inputs.kept_axes, name, meta)
-                added.append(self._add_or_replace(kwargs))
-            new, diff = added
-            new.help = diff.help = f"{request.source} → {target}{label}: {settings}"
-            if hasattr(diff, "colorbar"):  # napari >= 0.6: the difference's colours read as values
-                diff.colorbar.visible = True
-            triples.append((layer, new, diff))
-            self.results += [new.name, diff.name]
+            if inputs.plane is not None:  # one plane: back to its index of the stack's shape, zeros elsewhere
+                translated, difference = (place_plane(inputs, layer, a) for a in (translated, difference))
+            full[layer.name] = (translated, difference)
+        for r, row in enumerate(self.rows):
+            results = [row.take(a) for a in full[row.layer.name]]
+            names = [result_name(row.stem, target, tag, e) for e in extras]
+            view, new, diff = self._add_row(r, row, results, names, {**meta, "channels": row.channel.split("+")})
+            new.help = diff.help = f"{request.source} → {target}{label}: {settings}" + (
+                f"; {row.channel} was kept (its original pixels)" if row.kept else "")
+            shown += [view, new, diff]
+            for layer, e in zip((new, diff), extras):
+                self._record(layer, row, result_name(row.layer.name, target, tag, e), groups)
+            if not row.kept:
+                limits.append(f"{row.channel} ±{diff.contrast_limits[1]:.4g}")
+        self._record_groups(groups)
         if request.mode == "translate":
             self._last = (inputs, request, outcome.images)
-        self.show_side_by_side(triples)
-        limits = ", ".join(f"{diff.name}: ±{diff.contrast_limits[1]:.4g}" for _, _, diff in triples)
+        self.show_side_by_side(shown)
+        kept = [row.channel for row in self.rows if row.kept]
+        order = f"; kept (last, as the original): {', '.join(kept)}" if kept else ""
         matched = f" {inputs.matched[0].upper()}{inputs.matched[1:]}." if inputs.matched else ""
-        self.status.setText(f"Done: {request.source} → {target}{label} ({settings}). Grid view: original "
-                            f"| translated | difference (colour limits {limits}; other layers hidden).{reused} "
-                            f"'Save results…' writes them as TIFFs.{matched}")
+        self.status.setText(
+            f"Done: {request.source} → {target}{label} ({settings}). One row per channel: original | translated | "
+            f"difference (limits {', '.join(limits) or 'none'}){order}. Your own layers are hidden.{reused} "
+            f"'Save results…' writes the translated and difference layers as TIFFs.{matched}")
+
+    def _add_row(self, r: int, row: ChannelRow, results: list[np.ndarray], names: list[str],
+                 meta: dict) -> list[Image]:
+        """Row `r` of the comparison: a view of the original channel, its translation and the difference, each
+        placed in its column, in the channel's colours (the writer names a TIFF's channels from meta's)."""
+        layers = [self._add_view(r, row)]
+        inputs = self._pending[0]
+        for column, (name, data, make) in enumerate(zip(names, results, (translated_layer, difference_layer)), 1):
+            kwargs = make(row.layer, data, row.spatial_axes(), name, meta)
+            if make is translated_layer:
+                kwargs.update(self._look(row))
+            if inputs.plane is not None and name in self.viewer.layers:  # keep the planes translated before
+                kwargs["data"] = merge_plane(inputs, row, data, np.asarray(self.viewer.layers[name].data))
+            layers.append(self._add_or_replace(place(kwargs, row, r, column)))
+        if hasattr(layers[2], "colorbar"):  # napari >= 0.6: the difference's colours read as values
+            layers[2].colorbar.visible = not row.kept
+        return layers
+
+    def _look(self, row: ChannelRow) -> dict:
+        """The channel's colours and contrast limits, the same for its original, translation and morph."""
+        return dict(colormap=row.colormap(len(self.rows)),
+                    contrast_limits=row.contrast_limits(row.take(np.asarray(row.layer.data))))
+
+    def _add_view(self, r: int, row: ChannelRow) -> Image:
+        """`<stem> original`: a view of the user's channel (no copy), in the first column of row `r`."""
+        view = translated_layer(row.layer, row.take(row.layer.data), row.spatial_axes(),
+                                f"{row.stem} original" + (" (kept)" if row.kept else ""), {})
+        view.update(self._look(row), metadata={"phendiff": {"kind": "original view", "original": row.layer.name}})
+        return self._add_or_replace(place(view, row, r, 0))
+
+    def _record(self, layer: Image, row: ChannelRow, file_stem: str, groups: dict) -> None:
+        """Note a result layer for Save results: alone, or as one channel of its multichannel layer's file."""
+        if row.axis is None:
+            self.results.append((layer.name, [(layer.name, None)]))
+        else:
+            groups.setdefault(file_stem, []).append((row.index, layer.name, row.channel))
+
+    def _record_groups(self, groups: dict) -> None:
+        self.results += [(stem, [(name, channel) for _, name, channel in sorted(members)])
+                         for stem, members in groups.items()]
 
     def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict,
                     tag: str) -> None:
-        """One layer per input layer with a leading "frame" axis: frame 0 the original, the last the translation."""
-        per_frame = [inputs.split(frame) for frame in frames]
-        self.results = []
-        stems = inputs.result_stems(self.manifest["channel_names"])
-        for i, layer in enumerate(inputs.layers):
-            stack = np.stack([parts[i] for parts in per_frame])
-            extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
-            kwargs = translated_layer(layer, stack[0], inputs.kept_axes,
-                                      result_name(stems[i], request.target, tag, extra),
-                                      {**meta, "morph_frames": request.frames, "morph_path": request.morph_path})
-            kwargs.update(data=stack, scale=[1.0, *kwargs["scale"]], translate=[0.0, *kwargs["translate"]],
-                          axis_labels=["frame", *kwargs["axis_labels"]])
-            self.results.append(self._add_or_replace(kwargs).name)
-        self.viewer.canvas.grid.enabled = False
+        """One row per channel, as a translation's: the original, then a layer with a leading "frame" axis in the
+        translated's place (frame 0 the original, the last the translation); kept channels last."""
+        self.results, groups, shown = [], {}, []
+        self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
+        axes = inputs.kept_axes  # the layer's axes that a (plane's) result keeps
+        per_layer = [np.stack(parts) for parts in zip(*(inputs.split(frame) for frame in frames))]
+        stacks = {layer.name: stack for layer, stack in zip(inputs.layers, per_layer)}
+        extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
+        for r, row in enumerate(self.rows):
+            stack = np.stack([row.take(frame, axes) for frame in stacks[row.layer.name]])
+            kwargs = translated_layer(row.layer, stack[0], row.spatial_axes(axes), result_name(row.stem,
+                                      request.target, tag, extra),
+                                      {**meta, "morph_frames": request.frames, "morph_path": request.morph_path,
+                                       "channels": row.channel.split("+")})
+            kwargs.update(self._look(row), data=stack, scale=[1.0, *kwargs["scale"]],
+                          translate=[0.0, *kwargs["translate"]], axis_labels=["frame", *kwargs["axis_labels"]])
+            morph = self._add_or_replace(place(kwargs, row, r, 1))
+            shown += [self._add_view(r, row), morph]
+            self._record(morph, row, result_name(row.layer.name, request.target, tag, extra), groups)
+        self._record_groups(groups)
+        self.show_side_by_side(shown)
         self.viewer.dims.set_current_step(0, len(frames) - 1)
 
     def _add_or_replace(self, kwargs: dict) -> Image:
@@ -702,18 +744,27 @@ class TranslateDock(WorkerDock):
         return layer
 
     def _show_spread(self, spread: np.ndarray) -> None:
-        """`<name> uncertainty`: the per-pixel standard deviation over seeds, beside the translation."""
+        """`<name>_std`: the per-pixel standard deviation over seeds, over the translation of each channel's row."""
         inputs, request = self._pending
         tag = settings_tag(request.options, direct=is_direct(self.model))
-        stems = inputs.result_stems(self.manifest["channel_names"])
-        for layer, stem, part in zip(inputs.layers, stems, inputs.split(spread)):
-            kwargs = translated_layer(layer, part.astype(np.float32), inputs.kept_axes,
-                                      result_name(stem, request.target, tag, "std"),
-                                      {"samples": request.samples, "kind": "uncertainty"})
+        full = {}
+        for layer, part in zip(inputs.layers, inputs.split(spread)):
+            part = part.astype(np.float32)
+            full[layer.name] = place_plane(inputs, layer, part) if inputs.plane is not None else part
+        groups = {}
+        for r, row in enumerate(self.rows):
+            part = row.take(full[row.layer.name])
+            kwargs = translated_layer(row.layer, part, row.spatial_axes(),
+                                      result_name(row.stem, request.target, tag, "std"),
+                                      {"samples": request.samples, "kind": "uncertainty",
+                                       "channels": row.channel.split("+")})
             kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
-                          rgb=False)
-            self.results.append(self._add_or_replace(kwargs).name)
-        self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds added.")
+                          rgb=False, opacity=0.6, blending="translucent")
+            layer = self._add_or_replace(place(kwargs, row, r, 1))
+            self._record(layer, row, result_name(row.layer.name, request.target, tag, "std"), groups)
+        self._record_groups(groups)
+        self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds, over each "
+                            "translation (toggle it in the layer list).")
 
     # --- cells ---------------------------------------------------------------------------------------------------
     def _show_cells(self, cells: Cells) -> None:
@@ -785,9 +836,11 @@ class TranslateDock(WorkerDock):
         else:
             for old in [l.name for l in self.viewer.layers if l.name.startswith("cells_change_")]:
                 self.viewer.layers.remove(old)
+            placement = {"scale": labels.scale, "translate": labels.translate}
+            if self.rows:  # over the translation of the first changed channel; the cells lie over its original
+                placement = place(placement, self.rows[0], 0, 1)
             self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
-                                  contrast_limits=(-limit, limit), scale=labels.scale, translate=labels.translate,
-                                  opacity=0.7)
+                                  contrast_limits=(-limit, limit), opacity=0.7, **placement)
         self.viewer.layers[name].contrast_limits = (-limit, limit)
 
     def centre_on_row(self, row: int, column: int = 0) -> None:
@@ -817,23 +870,29 @@ class TranslateDock(WorkerDock):
         """Write the last run's layers (translated and difference, a morph, an uncertainty) into `folder` with the
         plugin's TIFF writer: `<layer name>.tif` under the name rule (layer_file_name), channel names and settings
         kept; an existing file is not overwritten (the new one gets `_2`, `_3`, ...)."""
-        from ..writer import write_image_layer
+        from ..writer import write_image_layer, write_image_layers
 
-        present = [name for name in self.results if name in self.viewer.layers]
+        present = [(stem, members) for stem, members in self.results
+                   if all(name in self.viewer.layers for name, _ in members)]
         if not present:
             raise PhenDiffError("Translate first: Save results writes the layers of the last run, and none of them "
                                 "is open.")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        for name in present:
-            data, meta, _ = self.viewer.layers[name].as_layer_data_tuple()
-            stem = layer_file_name(name)  # a layer renamed by hand too
+        for stem, members in present:
+            stem = layer_file_name(stem)
             path, n = folder / f"{stem}.tif", 1
             while path.exists():
                 n += 1
                 path = folder / f"{stem}_{n}.tif"
-            written += [Path(p) for p in write_image_layer(str(path), data, meta)]
+            layers = [self.viewer.layers[name].as_layer_data_tuple() for name, _ in members]
+            if members[0][1] is None:
+                written += [Path(p) for p in write_image_layer(str(path), *layers[0][:2])]
+            else:  # the channels of one multichannel layer: one TIFF, its channels named
+                layers = [(data, {**meta, "name": channel}, kind) for (data, meta, kind), (_, channel) in
+                          zip(layers, members)]
+                written += [Path(p) for p in write_image_layers(str(path), layers)]
         return written
 
     def browse_save(self) -> None:
@@ -848,15 +907,14 @@ class TranslateDock(WorkerDock):
             except (PhenDiffError, OSError) as exc:
                 self._report(str(exc))
 
-    def show_side_by_side(self, triples: list[tuple[Image, Image, Image]]) -> None:
-        """Grid mode with one row per input layer: original | translated | difference; other layers hidden."""
-        shown = [layer.name for triple in triples for layer in triple]  # napari hands plugins proxies: use names
-        names = [layer.name for layer in self.viewer.layers]
+    def show_side_by_side(self, shown: list[Image]) -> None:
+        """Show only the comparison's layers (placed in their rows and columns), on top, and fit them in view."""
+        names = [layer.name for layer in shown]  # napari hands plugins proxies: use names
         for layer in self.viewer.layers:
-            layer.visible = layer.name in shown
-        self.viewer.layers.move_multiple([names.index(name) for name in shown], 0)
-        grid = self.viewer.canvas.grid
-        grid.stride, grid.shape, grid.enabled = 1, (len(triples), 3), True
+            layer.visible = layer.name in names
+        order = [layer.name for layer in self.viewer.layers]
+        self.viewer.layers.move_multiple([order.index(name) for name in names], len(order))
+        self.viewer.canvas.grid.enabled = False
         self.viewer.reset_view()
 
     def release_model(self) -> None:
