@@ -1,6 +1,6 @@
 """Retake the dock screenshots of docs/plugin.md with the shipped demo model, the shipped base and the sample data.
 
-    xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py [--train-only]
+    xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py [--train-only | --translate-only]
     # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png and train_dock_finetune.png
 
 Opens a real napari viewer, loads the plugin's sample data, translates the untreated layer's first field to TNFa
@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import napari
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -25,7 +24,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
 def main() -> None:
     if "--train-only" not in sys.argv:
         translate_shots()
-    train_shot()
+    if "--translate-only" not in sys.argv:
+        train_shot()
 
 
 def train_shot() -> None:
@@ -50,30 +50,28 @@ def train_shot() -> None:
 
 def translate_shots() -> None:
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 900)
+    viewer.window._qt_window.resize(1680, 1050)
     viewer.open_sample("napari-phendiff", "simulated_cells")
     _, dock = viewer.window.add_plugin_dock_widget("napari-phendiff", "Translate")
     dock.set_channel_layers(["untreated"])
     dock.source.setCurrentText("untreated")
     dock.target.setCurrentText("TNFa")
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    wait(dock.translate())
-    viewer.dims.set_current_step(viewer.dims.ndim - 3, 1)  # the reporter channel, where the phenotype shows
+    wait(dock.translate())  # one row per channel: the reporter first, the kept DNA last
     shoot(viewer, dock, "plugin_translate.png")
 
     dock.frames.setValue(6)
-    wait(dock.morph())
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("untreated_to_TNFa_s0.45_w3_keep_DNA_morph",)
+    wait(dock.morph())  # the same rows, each channel's morph in its translation's place
     viewer.dims.set_current_step(0, 3)  # a frame half way
-    viewer.reset_view()
     shoot(viewer, dock, "plugin_morph.png")
 
-    wait(dock.measure_cells())
+    wait(dock.measure_cells())  # the table sorted by the change, largest gain first
+    shown = ("untreated_reporter original", "untreated cells", "untreated_reporter_to_TNFa_s0.45_w3_keep_DNA",
+             "cells_change_reporter_nc_ratio")
     for layer in viewer.layers:
-        layer.visible = layer.name in ("untreated_to_TNFa_s0.45_w3_keep_DNA", "cells_change_reporter_nc_ratio")
+        layer.visible = layer.name in shown
+    viewer.layers["untreated cells"].opacity = 0.3
     viewer.reset_view()
-    dock.cells_table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
     shoot(viewer, dock, "plugin_cells.png")
     viewer.close()
 

@@ -35,9 +35,15 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     wait_for(qtbot, dock.translate())
     translated = viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA"]
     # the current plane's result sits at its own index of a stack-shaped layer: aligned under the field slider
-    assert translated.data.shape == untreated[:, 1].shape and translated.data.dtype == np.uint16
+    # (the channel axis held with length 1, stretched over the channel slider's positions)
+    assert translated.data.shape == untreated[:, 1:2].shape and translated.data.dtype == np.uint16
     plane = translated.metadata["phendiff"]["plane"][0]
     assert [bool(translated.data[i].any()) for i in range(4)] == [i == plane for i in range(4)]
+    for channel in (0, 1):  # whatever the channel slider says, the field slider picks the field, the row its channel
+        viewer.dims.set_current_step(1, channel)
+        point = np.asarray(viewer.dims.point)
+        assert tuple(np.round(translated.world_to_data(point)[:2])) == (plane, 0)
+        assert tuple(np.round(viewer.layers["untreated"].world_to_data(point)[:2])) == (plane, channel)
     first = translated.data[plane].copy()
     other = (plane + 1) % 4
     viewer.dims.set_current_step(0, other)
@@ -46,5 +52,5 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     np.testing.assert_array_equal(translated.data[plane], first)
     assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]
     np.testing.assert_allclose(viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
-                               translated.data[other].astype(np.float32) - untreated[other, 1].astype(np.float32))
+                               translated.data[other].astype(np.float32) - untreated[other, 1:2].astype(np.float32))
     assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)

@@ -123,7 +123,8 @@ def test_a_rerun_replaces_its_layers(qtbot, viewer, dock):
     run(qtbot, dock.translate())
     assert [layer.name for layer in viewer.layers] == order
     assert order == ["cells"] + [f"cells_{c}{suffix}" for c in ("DNA", "reporter")
-                                 for suffix in (" original", "_to_TNFa_s0.3_w4", "_to_TNFa_s0.3_w4_diff")]
+                                 for suffix in (" original", "_to_TNFa_s0.3_w4", "_to_TNFa_s0.3_w4_diff")] + [
+                                     "comparison labels"]
     assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"] is not first
     assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].metadata["phendiff"]["steps"] == 3
 
@@ -141,7 +142,7 @@ def test_channel_layers_and_saved_files_follow_the_name_rule(qtbot, viewer, dock
     assert dock.results == [(name, [(name, None)]) for name in names]
     run(qtbot, dock.translate())  # again: replaced, no 'field_crop_DNA_to_TNFa_s0.3_w4 [1]'
     results = [layer.name for layer in viewer.layers if layer.name not in ("field crop", "field crop [1]")
-               and not layer.name.endswith(" original")]
+               and not layer.name.endswith(" original") and layer.name != "comparison labels"]
     assert sorted(results) == sorted(names)
     viewer.layers[names[0]].name = "my DNA [final]"  # renamed by hand
     dock.results[0] = ("my DNA [final]", [("my DNA [final]", None)])

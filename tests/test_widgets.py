@@ -94,6 +94,12 @@ def test_translate_lays_out_each_channel_as_original_translated_difference(qtbot
         assert meta["steps"] == 2 and meta["seed"] == 0 and meta["date"] and meta["channels"] == [channel]
     assert not viewer.layers["cells"].visible and list(viewer.layers["cells"].translate) == [0, 5, 7]
     assert not viewer.canvas.grid.enabled
+    labels = viewer.layers["comparison labels"]  # each image named at its top-left corner
+    assert list(labels.features["label"]) == [f"{c}: {k}" for c in ("DNA", "reporter")
+                                              for k in ("original", "translated", "difference")]
+    np.testing.assert_allclose(labels.data[4], (5 + step - 0.5, 7 + step - 0.5))  # the reporter's translation
+    picker = translate_dock.layers  # the views are not inputs to tick
+    assert "cells_DNA original" not in [picker.item(i).text() for i in range(picker.count())]
     assert "One row per channel" in translate_dock.status.text()
     assert translate_dock.model is not None
     translate_dock.release_model()
@@ -280,14 +286,15 @@ def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translat
 def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translate_dock, translated):
     translate_dock.frames.setValue(3)
     run(qtbot, translate_dock.morph())
-    frames = np.stack([viewer.layers[f"cells_{c}_to_TNFa_s0.3_w4_morph"].data for c in ("DNA", "reporter")], 1)
+    # each channel's frames hold the channel axis with length 1 (the frame axis goes in front of it)
+    frames = np.concatenate([viewer.layers[f"cells_{c}_to_TNFa_s0.3_w4_morph"].data for c in ("DNA", "reporter")], 1)
     assert frames.shape == (4, *translated.shape) and frames.dtype == translated.dtype
     np.testing.assert_array_equal(frames[0], translated)
     np.testing.assert_array_equal(frames[-1], stacked(viewer, "cells_{}_to_TNFa_s0.3_w4"))
     for channel in ("DNA", "reporter"):  # each channel's morph in its translation's place, beside its original
         morph = viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_morph"]
         assert morph.axis_labels[0] == "frame" and morph.visible
-        np.testing.assert_array_equal(morph.translate[1:], viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate)
+        np.testing.assert_array_equal(morph.translate[2:], viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate)
         assert viewer.layers[f"cells_{channel} original"].visible
     assert not viewer.layers["cells_DNA_to_TNFa_s0.3_w4"].visible  # the translation it replays is hidden
 
@@ -317,9 +324,17 @@ def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, tra
     assert translate_dock.measure_choice.currentText() == "reporter_nc_ratio"
     assert all(np.isfinite(row["reporter_integrated_change"]) for row in cells.rows)
     assert "cells_change_reporter_nc_ratio" in viewer.layers
+    table = translate_dock.cells_table
+    # the measure's before, after and change in the first columns, in view; the cells that gained most first
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
+        "cell", "original", "translated", "change"]
+    changes = [float(table.item(r, 3).text()) for r in range(table.rowCount())]
+    assert changes == sorted(changes, reverse=True)
+    first = next(row for row in cells.rows if row["cell"] == int(table.item(0, 0).text()))
+    assert float(table.item(0, 3).text()) == pytest.approx(first["reporter_nc_ratio_change"], rel=1e-3)
+    assert translate_dock.sections["Cells"].is_expanded() and table.isVisibleTo(translate_dock)
     translate_dock.centre_on_row(0)
-    y, x = (float(translate_dock.cells_table.item(0, c).text()) for c in (2, 3))
-    assert tuple(np.round(viewer.camera.center[-2:], 3)) == (round(y, 3), round(x, 3))
+    assert tuple(np.round(viewer.camera.center[-2:], 3)) == (round(first["y"], 3), round(first["x"], 3))
     written = translate_dock.export_cells(tmp_path / "cells.csv")
     assert len(written.read_text().splitlines()) == len(cells.rows) + 1
 
@@ -463,5 +478,5 @@ def test_morph_by_embedding_is_its_own_layer_and_ends_at_the_translation(qtbot, 
     translate_dock.morph_path.setCurrentText("embedding")
     run(qtbot, translate_dock.morph())
     layer = viewer.layers["cells_reporter_to_TNFa_s0.3_w4_morph_embedding"]
-    assert layer.data.shape == (3, *translated.shape[1:]) and layer.metadata["phendiff"]["morph_path"] == "embedding"
-    np.testing.assert_array_equal(layer.data[-1], viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].data)
+    assert layer.data.shape == (3, 1, *translated.shape[1:]) and layer.metadata["phendiff"]["morph_path"] == "embedding"
+    np.testing.assert_array_equal(layer.data[-1, 0], viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].data)

@@ -17,6 +17,7 @@ from napari.layers import Image
 from ._layers import ImageInput, channel_layer_stem
 
 COLUMNS = ("original", "translated", "difference")
+LABELS = "comparison labels"  # the Points layer whose text names each image of the comparison
 GAP = 0.08  # of an image's side, between rows and columns
 # napari's own colours for an image opened with a channel axis (two channels: magenta and green, more: a cycle)
 TWO_CHANNELS = ("magenta", "green")
@@ -35,19 +36,49 @@ class ChannelRow:
     index: int
     stem: str
 
-    def take(self, data: np.ndarray, axes: list[int] | None = None) -> np.ndarray:
-        """This channel of an array whose axes are the layer's `axes` (default: all of them, in order), a view."""
-        axes = list(range(self.layer.data.ndim)) if axes is None else list(axes)
-        if self.axis is None:
-            return data
-        where = [slice(None)] * data.ndim
-        where[axes.index(self.axis)] = self.index
-        return data[tuple(where)]
+    def held(self, axes: list[int] | None = None, every: bool = False) -> list[int]:
+        """The layer's axes that this row's arrays hold, for data holding the layer's `axes` (default all).
 
-    def spatial_axes(self, axes: list[int] | None = None) -> list[int]:
-        """The layer's axes (of `axes`, default all) that this channel's images keep: all but the channel axis."""
+        napari aligns a layer's axes with the world's last ones, so an axis the row lacks (its channel axis, a
+        plane's stack axes) can be left out only from the front: any other is held with length 1 (with the user's
+        hidden layer holding stack axes before its channels, a result without its channel axis would have its stack
+        moved by the channel slider). `every`: none left out (a morph puts its frame axis in front)."""
+        ndim = self.layer.data.ndim
+        have = set(range(ndim) if axes is None else axes) - {self.axis}
+        held = list(range(ndim))
+        while not every and len(held) > 2 and held[0] not in have:
+            held.pop(0)
+        return held
+
+    def take(self, data: np.ndarray, axes: list[int] | None = None, every: bool = False) -> np.ndarray:
+        """This channel of `data`, whose axes are the layer's `axes` (default all, in order), with the axes of
+        `held`: those it lacks of length 1 (a view where the data allows)."""
         axes = list(range(self.layer.data.ndim)) if axes is None else list(axes)
-        return [a for a in axes if a != self.axis]
+        held = self.held(axes, every)
+        if self.axis is not None:
+            where = [slice(None)] * data.ndim
+            where[axes.index(self.axis)] = self.index
+            data, axes = data[tuple(where)], [a for a in axes if a != self.axis]
+        for position, axis in enumerate(held):
+            if axis not in axes:
+                data = np.expand_dims(data, position)
+        return data
+
+    def stretch(self, kwargs: dict, held: list[int], at: dict[int, int] | None = None) -> dict:
+        """add_image keyword arguments placed on the `held` axes, for an array from `take`: a held channel axis
+        stretched over every channel position of the layer, so each row shows its channel whatever the channel
+        slider says (napari shows the data index nearest the slider: scale n, shifted by half); a stack axis that a
+        plane's result lacks put at the plane's index (`at`: axis -> index)."""
+        scale = np.array(kwargs["scale"], dtype=float)
+        translate = np.array(kwargs["translate"], dtype=float)
+        if self.axis in held:
+            n, i = self.layer.data.shape[self.axis], held.index(self.axis)
+            translate[i] += (n - 1) * scale[i] / 2
+            scale[i] *= n
+        for axis, index in (at or {}).items():
+            if axis in held:
+                translate[held.index(axis)] += index * scale[held.index(axis)]
+        return {**kwargs, "scale": scale, "translate": translate}
 
     def colormap(self, channels: int):
         if self.axis is None:
@@ -95,13 +126,23 @@ def place(kwargs: dict, row: ChannelRow, row_index: int, column: int) -> dict:
     return {**kwargs, "translate": moved}
 
 
-def merge_plane(inputs: ImageInput, row: ChannelRow, data: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """A plane's result (`data`: zeros but that plane) merged into an earlier run's layer data (`old`) of the same
-    shape, so the planes translated before stay."""
+def merge_plane(inputs: ImageInput, held: list[int], data: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """A plane's result (`data` from `take`, holding the layer's `held` axes: zeros but that plane) merged into an
+    earlier run's layer data (`old`) of the same shape, so the planes translated before stay."""
     if old.shape != data.shape:
         return data
     stack_axes = inputs.order[:inputs.n_stack]
-    index = tuple(inputs.plane[stack_axes.index(a)] if a in stack_axes else slice(None) for a in row.spatial_axes())
+    index = tuple(inputs.plane[stack_axes.index(a)] if a in stack_axes else slice(None) for a in held)
     merged = old.astype(data.dtype, copy=True)
     merged[index] = data[index]
     return merged
+
+
+def label_points(cells: list[tuple[str, Image]]) -> dict:
+    """add_points keyword arguments for `LABELS`: each (text, layer) written just above the layer's top-left corner,
+    in world coordinates (a 2D layer: napari aligns it with the world's last two axes)."""
+    corners = [np.asarray(layer.translate, float)[-2:] - 0.5 * np.asarray(layer.scale, float)[-2:]
+               for _, layer in cells]
+    return dict(data=np.array(corners).reshape(-1, 2), name=LABELS, size=0.01, border_width=0, face_color="transparent", border_color="transparent",
+                features={"label": [text for text, _ in cells]},
+                text={"string": "{label}", "anchor": "upper_left", "size": 9, "color": "white"})

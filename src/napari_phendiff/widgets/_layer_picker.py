@@ -30,7 +30,8 @@ class LayerPicker(QListWidget):
 
     def refresh(self, event=None) -> None:
         """Follow the viewer's image layers, keeping the user's order and ticks; tick the active one if none is."""
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)  # not a result's view of one
+                 and layer.metadata.get("phendiff", {}).get("kind") != "original view"]
         for index in reversed(range(self.count())):
             if self.item(index).text() not in names:
                 self.takeItem(index)

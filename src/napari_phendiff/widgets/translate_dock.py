@@ -19,7 +19,7 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                            QProgressBar, QPushButton, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem,
+                            QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem,
                             QVBoxLayout, QWidget)
 
 from ..core.batch import named_condition, plan_jobs
@@ -33,7 +33,7 @@ from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, descr
 from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
 from ..core.export import layer_file_name
-from ._comparison import ChannelRow, channel_rows, merge_plane, place
+from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
 from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
                       device_combo, in_dock_words, row, scrolled, spin)
@@ -165,7 +165,9 @@ class TranslateDock(WorkerDock):
         self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
         self.measure_choice.currentTextChanged.connect(self._show_measure)
         self.cells_table = QTableWidget()
-        self.cells_table.setMinimumHeight(160)
+        self.cells_table.setMinimumHeight(240)  # about 8 cells in view
+        self.cells_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.cells_table.verticalHeader().setVisible(False)  # the cell column numbers them
         self.cells_table.setSortingEnabled(True)
         self.cells_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.cells_table.cellClicked.connect(self.centre_on_row)
@@ -673,11 +675,11 @@ class TranslateDock(WorkerDock):
         layers = [self._add_view(r, row)]
         inputs = self._pending[0]
         for column, (name, data, make) in enumerate(zip(names, results, (translated_layer, difference_layer)), 1):
-            kwargs = make(row.layer, data, row.spatial_axes(), name, meta)
+            kwargs = row.stretch(make(row.layer, data, row.held(), name, meta), row.held())
             if make is translated_layer:
                 kwargs.update(self._look(row))
             if inputs.plane is not None and name in self.viewer.layers:  # keep the planes translated before
-                kwargs["data"] = merge_plane(inputs, row, data, np.asarray(self.viewer.layers[name].data))
+                kwargs["data"] = merge_plane(inputs, row.held(), data, np.asarray(self.viewer.layers[name].data))
             layers.append(self._add_or_replace(place(kwargs, row, r, column)))
         if hasattr(layers[2], "colorbar"):  # napari >= 0.6: the difference's colours read as values
             layers[2].colorbar.visible = not row.kept
@@ -690,8 +692,9 @@ class TranslateDock(WorkerDock):
 
     def _add_view(self, r: int, row: ChannelRow) -> Image:
         """`<stem> original`: a view of the user's channel (no copy), in the first column of row `r`."""
-        view = translated_layer(row.layer, row.take(row.layer.data), row.spatial_axes(),
-                                f"{row.stem} original" + (" (kept)" if row.kept else ""), {})
+        view = row.stretch(translated_layer(row.layer, row.take(row.layer.data), row.held(),
+                                            f"{row.stem} original" + (" (kept)" if row.kept else ""), {}),
+                           row.held())
         view.update(self._look(row), metadata={"phendiff": {"kind": "original view", "original": row.layer.name}})
         return self._add_or_replace(place(view, row, r, 0))
 
@@ -713,15 +716,19 @@ class TranslateDock(WorkerDock):
         self.results, groups, shown = [], {}, []
         self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
         axes = inputs.kept_axes  # the layer's axes that a (plane's) result keeps
+        stack_axes = inputs.order[:inputs.n_stack]
+        at = dict(zip(stack_axes, inputs.plane)) if inputs.plane is not None else None  # where a plane's morph sits
         per_layer = [np.stack(parts) for parts in zip(*(inputs.split(frame) for frame in frames))]
         stacks = {layer.name: stack for layer, stack in zip(inputs.layers, per_layer)}
         extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
         for r, row in enumerate(self.rows):
-            stack = np.stack([row.take(frame, axes) for frame in stacks[row.layer.name]])
-            kwargs = translated_layer(row.layer, stack[0], row.spatial_axes(axes), result_name(row.stem,
-                                      request.target, tag, extra),
+            stack = np.stack([row.take(frame, axes, every=True) for frame in stacks[row.layer.name]])
+            held = row.held(axes, every=True)
+            kwargs = translated_layer(row.layer, stack[0], held, result_name(row.stem, request.target, tag,
+                                                                                 extra),
                                       {**meta, "morph_frames": request.frames, "morph_path": request.morph_path,
                                        "channels": row.channel.split("+")})
+            kwargs = row.stretch(kwargs, held, at)
             kwargs.update(self._look(row), data=stack, scale=[1.0, *kwargs["scale"]],
                           translate=[0.0, *kwargs["translate"]], axis_labels=["frame", *kwargs["axis_labels"]])
             morph = self._add_or_replace(place(kwargs, row, r, 1))
@@ -754,10 +761,10 @@ class TranslateDock(WorkerDock):
         groups = {}
         for r, row in enumerate(self.rows):
             part = row.take(full[row.layer.name])
-            kwargs = translated_layer(row.layer, part, row.spatial_axes(),
-                                      result_name(row.stem, request.target, tag, "std"),
-                                      {"samples": request.samples, "kind": "uncertainty",
-                                       "channels": row.channel.split("+")})
+            kwargs = row.stretch(translated_layer(row.layer, part, row.held(),
+                                                  result_name(row.stem, request.target, tag, "std"),
+                                                  {"samples": request.samples, "kind": "uncertainty",
+                                                   "channels": row.channel.split("+")}), row.held())
             kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
                           rgb=False, opacity=0.6, blending="translucent")
             layer = self._add_or_replace(place(kwargs, row, r, 1))
@@ -799,27 +806,42 @@ class TranslateDock(WorkerDock):
         if preferred:
             self.measure_choice.setCurrentText(preferred[0])
         self._show_measure()
-        self.status.setText(f"Measured {len(cells.rows)} cell(s): the table lists each before and after; click a "
-                            "row to centre the viewer on its cell.")
+        self.sections["Cells"].set_expanded(True)
+        self.findChild(QScrollArea).ensureWidgetVisible(self.cells_table)
+        self.status.setText(f"Measured {len(cells.rows)} cell(s): the table (Cells) lists the measure per cell "
+                            "before and after, largest gain first; click a row to centre the viewer on its cell.")
 
     def _show_measure(self, text=None) -> None:
         """Fill the table with the chosen measure and colour the cells by its change (`cells_change_<measure>`)."""
         measure = self.measure_choice.currentText()
         if self.cells is None or not measure:
             return
-        columns = ["image", "cell", "y", "x", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
+        several = len(self.cells.labels) > 1
+        # the measure's columns first, so they stay in view in a narrow dock; the cell's position rides on its item
+        headers = ["cell", "original", "translated", "change"] + (["image"] if several else [])
+        keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"] + (
+            ["image"] if several else [])
         table = self.cells_table
         table.setSortingEnabled(False)
         table.clear()
-        table.setColumnCount(len(columns))
-        table.setHorizontalHeaderLabels(["image", "cell", "y", "x", "original", "translated", "change"])
+        table.setColumnCount(len(headers))
+        table.setHorizontalHeaderLabels(headers)
+        table.horizontalHeaderItem(3).setToolTip(f"{measure}: translated - original")
         table.setRowCount(len(self.cells.rows))
         for r, values in enumerate(self.cells.rows):
-            for c, key in enumerate(columns):
+            for c, key in enumerate(keys):
                 item = QTableWidgetItem()
-                item.setData(Qt.ItemDataRole.DisplayRole, float(values[key]) if c > 1 else int(values[key]))
+                value = values[key]
+                # 4 significant digits shown; the item sorts by the number
+                item.setData(Qt.ItemDataRole.DisplayRole, int(value) if key in ("cell", "image") else
+                             float(f"{float(value):.4g}"))
+                if key == "cell":
+                    item.setData(Qt.ItemDataRole.UserRole, (int(values["image"]), float(values["y"]),
+                                                            float(values["x"])))
                 table.setItem(r, c, item)
+        table.resizeColumnsToContents()
         table.setSortingEnabled(True)
+        table.sortItems(3, Qt.SortOrder.DescendingOrder)  # the cells that gained most first
         changes = np.zeros(int(self.cells.labels.max()) + 1, np.float32)
         name = f"cells_change_{measure}"
         image = np.zeros(self.cells.labels.shape, np.float32)
@@ -845,9 +867,10 @@ class TranslateDock(WorkerDock):
 
     def centre_on_row(self, row: int, column: int = 0) -> None:
         """Centre the viewer on the cell of a table row."""
-        y = float(self.cells_table.item(row, 2).data(Qt.ItemDataRole.DisplayRole))
-        x = float(self.cells_table.item(row, 3).data(Qt.ItemDataRole.DisplayRole))
+        image, y, x = self.cells_table.item(row, 0).data(Qt.ItemDataRole.UserRole)
         labels = next(l for l in self.viewer.layers if l.name.endswith(" cells"))
+        if labels.ndim == 3:  # a stack's cells: go to the cell's plane too
+            self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, image)
         scale, translate = np.asarray(labels.scale)[-2:], np.asarray(labels.translate)[-2:]
         self.viewer.camera.center = tuple(np.asarray([y, x]) * scale + translate)
         self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
@@ -908,7 +931,15 @@ class TranslateDock(WorkerDock):
                 self._report(str(exc))
 
     def show_side_by_side(self, shown: list[Image]) -> None:
-        """Show only the comparison's layers (placed in their rows and columns), on top, and fit them in view."""
+        """Show only the comparison's layers (placed in their rows and columns, in the rows' order), each named above
+        its corner (channel and column), on top, and fit them in view."""
+        per_row = len(shown) // len(self.rows)
+        cells = [(f"{row.channel}{' (kept)' if row.kept else ''}: {column}", layer) for r, row in enumerate(self.rows)
+                 for column, layer in zip(("original", "morph") if per_row == 2 else COLUMNS,
+                                          shown[r * per_row:(r + 1) * per_row])]
+        if LABELS in self.viewer.layers:
+            self.viewer.layers.remove(LABELS)
+        shown = [*shown, self.viewer.add_points(**label_points(cells))]
         names = [layer.name for layer in shown]  # napari hands plugins proxies: use names
         for layer in self.viewer.layers:
             layer.visible = layer.name in names
