@@ -27,9 +27,9 @@ CONDITIONS = ("untreated", "TNFa")
 
 
 def seam_lines(length: int, size: int) -> list[int]:
-    from napari_phendiff.core.translate import _starts
+    from napari_phendiff.core.tiling import tile_starts
 
-    starts = _starts(length, size)
+    starts = tile_starts(length, size)
     return sorted({s for s in starts if s > 0} | {s + size for s in starts if s + size < length})
 
 

@@ -270,6 +270,7 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=o.PRECISIONS, help=o.HELP["precision"])
     group.add_argument("--tiles", choices=["auto", "whole", "tiles"], default="auto",
                        help=f"{o.HELP['tiles']} (auto); 'whole' or 'tiles' forces either")
+    group.add_argument("--skip-background", action="store_true", default=None, help=o.HELP["skip_background"])
     group.add_argument("--seed", type=int, help=o.HELP["seed"])
     group.add_argument("--device", default="auto", choices=list(DEVICES))
 
@@ -305,6 +306,9 @@ class _TranslationBar:
         self.bar.update(event.step - self.bar.n)
         if event.phase == "done":
             self.bar.close()
+            if event.copied[0]:
+                print(f"{self.desc}: {event.copied[0]} of {event.copied[1]} tiles held no cell: copied, not "
+                      "translated (--skip-background).")
 
 
 class _CountingBar:

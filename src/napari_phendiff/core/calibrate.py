@@ -46,7 +46,8 @@ from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
-from .translate import (Inverted, _finish, _pad, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
+from .tiling import pad_to
+from .translate import (Inverted, _finish, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
                         paste_kept, regenerate, trained_on_resized, translate)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -148,7 +149,7 @@ def sweep_pairs(model, images: np.ndarray, source: str, pairs: Sequence[tuple[st
     done, total = 0, len(chunks) * len(pairs)
     for chunk in chunks:
         scaled = model.normalization.forward(stack[list(chunk)])
-        padded, (height, width) = _pad(scaled, 0, model.size_multiple)
+        padded, (height, width) = pad_to(scaled, 0, model.size_multiple)
         with torch.inference_mode():
             clean = model.encode(torch.from_numpy(padded).to(model.device))
         for method in dict.fromkeys(s.inversion for _, s in pairs):

@@ -73,6 +73,7 @@ class TranslateOptions:
     batch_size: int | None = None
     precision: str = "fp32"
     tiles: bool | None = None
+    skip_background: bool = False
 
     def validate(self) -> "TranslateOptions":
         """Return self with normalised types, or raise ConfigError naming the option and the allowed values."""
@@ -117,6 +118,8 @@ class TranslateOptions:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
         if self.tiles not in (None, True, False):
             raise ConfigError(f"tiles must be True, False or None (by memory), not {self.tiles!r}.")
+        if self.skip_background not in (True, False):
+            raise ConfigError(f"skip_background must be True or False, not {self.skip_background!r}.")
         return replace(self, steps=steps, strength=strength, guidance=guidance, guidance_interval=(low, high),
                        keep_channels=keep, eta=eta, seed=seed, batch_size=batch)
 
@@ -155,6 +158,8 @@ HELP = {
     "batch_size": "tiles or fields per network call (default: by device memory)",
     "precision": "network precision: fp32 (default), bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)",
     "tiles": "whole fields when they fit the device's memory budget, tiles of the model's size beyond it",
+    "skip_background": "in tiles, copy the tiles with no cell within a quarter tile of them (the channels' mean "
+                       "below the field's Otsu threshold) instead of translating them",
 }
 
 

@@ -45,8 +45,8 @@ from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError, PhenDiffWarning
 from .images import check_finite, resize_fields
 from .options import TranslateOptions, grid_steps, resolve_options
+from .tiling import TILE_OVERLAP, blend_weights, occupied, pad_to, windows as tile_windows
 
-TILE_OVERLAP = 0.25
 SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
 # Memory for whole fields: what the network's activations may take. On a GPU half of the free memory; on a CPU a
 # fixed budget, because whole fields were faster than tiles on this project's CPU up to 384 px but slower from
@@ -65,6 +65,7 @@ class TranslateEvent:
     target: str | None = None
     result: Any = None
     reused: bool = False  # "done" only: every inversion came from the cache, none was run again
+    copied: tuple[int, int] = (0, 0)  # "done" only: tiles copied as background, of all tiles (skip_background)
 
 
 def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
@@ -131,20 +132,25 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         scaled = resize_fields(scaled, (model.image_size, model.image_size))
     tiles = (False if resized else options.tiles if options.tiles is not None
              else not fits_whole(model, scaled.shape, options.batch_size))
-    padded, (height, width) = _pad(scaled, model.image_size if tiles else 0, model.size_multiple)
-    windows = _windows(padded.shape[-2:], model.image_size, tiles)
+    padded, (height, width) = pad_to(scaled, model.image_size if tiles else 0, model.size_multiple)
+    windows = tile_windows(padded.shape[-2:], model.image_size, tiles)
     jobs = [(n, window) for n in range(len(padded)) for window in windows]
+    copied = []
+    if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
+        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP))
+        copied = [(n, window) for n, window in jobs if not held[n, windows.index(window)]]
+        jobs = [(n, window) for n, window in jobs if held[n, windows.index(window)]]
     batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
     batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
     inversions = _cached_inversions(cache, model, padded, source_index, options, tiles, batch_size, direct)
-    reused = inversions is not None and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps
+    reused = inversions is not None and bool(batches) and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps
                                             for b in range(len(batches)))
     total = len(batches) * (len(targets) if direct else
                             (0 if reused else inverse_steps) + forward_steps * len(targets))
 
-    ramp = _blend_weights(windows[0][2], windows[0][3], tiles)
+    ramp = blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
     weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
     generator = torch.Generator("cpu").manual_seed(options.seed)
@@ -163,6 +169,10 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
                 canvas[name][n, :, y:y + h, x:x + w] += tile * ramp
         for n, (y, x, h, w) in batch:
             weight[n, :, y:y + h, x:x + w] += ramp
+    for n, (y, x, h, w) in copied:
+        for name in targets:
+            canvas[name][n, :, y:y + h, x:x + w] += padded[n, :, y:y + h, x:x + w] * ramp
+        weight[n, :, y:y + h, x:x + w] += ramp
     results = {}
     for name in targets:
         blended = (canvas[name] / weight)[..., :height, :width]
@@ -171,7 +181,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
             blended[:, keep] = model.normalization.forward(stack)[:, keep]  # kept channels: the original's pixels
         results[name] = restore(model.normalization.inverse(blended, stack.dtype))
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
-                         reused=reused)
+                         reused=reused, copied=(len(copied), len(copied) + len(jobs)))
 
 
 def trained_on_resized(model) -> bool:
@@ -187,7 +197,7 @@ def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: in
         return None
     digest = hashlib.blake2b(padded.tobytes(), digest_size=16).hexdigest()
     key = (id(model), digest, padded.shape, source, options.steps, options.inversion, options.precision, tiles,
-           batch_size)
+           batch_size, options.skip_background)
     if cache.get("key") != key:
         cache.clear()
         cache.update(key=key, inversions={})
@@ -605,43 +615,3 @@ def _warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: 
             warnings.warn(f"{where}: channel {name!r} is far brighter or dimmer than in the training images "
                           f"(99th percentile at {value:.1f} on the scale where training images reach 1). Check the "
                           "channel order and the acquisition settings.", PhenDiffWarning, stacklevel=3)
-
-
-def _pad(stack: np.ndarray, min_size: int, multiple: int):
-    """Reflect-pad so each side is at least min_size and a multiple of `multiple`; returns the original size too."""
-    height, width = stack.shape[-2:]
-    target_h = max(min_size, math.ceil(height / multiple) * multiple)
-    target_w = max(min_size, math.ceil(width / multiple) * multiple)
-    if (target_h, target_w) == (height, width):
-        return stack, (height, width)
-    pad = ((0, 0), (0, 0), (0, target_h - height), (0, target_w - width))
-    mode = "reflect" if min(height, width) > max(target_h - height, target_w - width) else "symmetric"
-    return np.pad(stack, pad, mode=mode), (height, width)
-
-
-def _starts(length: int, size: int) -> list[int]:
-    """Evenly spread tile starts covering [0, length) with at least TILE_OVERLAP overlap."""
-    if length <= size:
-        return [0]
-    stride = size - int(size * TILE_OVERLAP)
-    count = math.ceil((length - size) / stride) + 1
-    return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
-
-
-def _windows(shape: tuple[int, int], size: int, tiles: bool) -> list[tuple[int, int, int, int]]:
-    if not tiles:
-        return [(0, 0, shape[0], shape[1])]
-    return [(y, x, size, size) for y in _starts(shape[0], size) for x in _starts(shape[1], size)]
-
-
-def _blend_weights(height: int, width: int, tiles: bool) -> np.ndarray:
-    """Linear ramps over the overlap, so neighbouring tiles fade into each other instead of meeting at a seam."""
-    if not tiles:
-        return np.ones((height, width), np.float32)
-
-    def ramp(n: int) -> np.ndarray:
-        edge = max(1, int(n * TILE_OVERLAP))
-        distance = np.minimum(np.arange(n) + 1, n - np.arange(n))
-        return np.minimum(1.0, distance / (edge + 1)).astype(np.float32)
-
-    return np.outer(ramp(height), ramp(width))

@@ -49,6 +49,7 @@ class Translated:
 
     images: np.ndarray
     reused: bool  # the inversion came from the dock's cache
+    copied: tuple[int, int] = (0, 0)  # tiles copied as background, of all tiles
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def run_translation(request: TranslateRequest, model: ConditionedModel | None, c
         for number, events in enumerate(parts):
             for event in events:
                 if event.phase == "done":
-                    yield Result(Spread(event.result[1]) if number else Translated(event.result, event.reused))
+                    yield Result(Spread(event.result[1]) if number else
+                                 Translated(event.result, event.reused, event.copied))
                 yield Progress(offset + event.step, offset + event.total, event)
             offset += event.total
 

@@ -1,0 +1,66 @@
+"""Tiles with no cell near them are copied, not translated (skip_background), and the rest is translated as without."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_phendiff as pd
+from napari_phendiff.core.simulate import simulate_field
+from napari_phendiff.core.tiling import TILE_OVERLAP, occupied, pad_to, windows
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return pd.load_checkpoint(tiny_checkpoint, device="cpu")
+
+
+def sparse_field(size=128, seed=0) -> np.ndarray:
+    """A field of camera background with a patch of simulated cells in its top-left corner."""
+    cells = simulate_field("translocation", "untreated", 44, seed=seed, cell_diameter=20.0).image
+    rng = np.random.default_rng(seed)
+    background = np.percentile(cells, 5, axis=(1, 2))[:, None, None]
+    field = (background + rng.normal(0, 5, (cells.shape[0], size, size))).clip(0, 65535).astype(cells.dtype)
+    field[:, 4:48, 4:48] = cells
+    return field
+
+
+def covered_only_by(mask: np.ndarray, tiles: list, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels that only the tiles where `mask` is True cover."""
+    inside, outside = np.zeros(shape, bool), np.zeros(shape, bool)
+    for held, (y, x, h, w) in zip(mask, tiles):
+        (inside if held else outside)[y:y + h, x:x + w] = True
+    return inside & ~outside
+
+
+def test_only_tiles_near_cells_are_occupied():
+    field = sparse_field().astype(np.float32)[None]
+    tiles = windows(field.shape[-2:], 32, tiles=True)
+    held = occupied(field, tiles, margin=8)[0]
+    assert held[0] and not held[-1]  # the corner with the cells, the far corner
+    assert 0 < held.sum() < len(tiles) / 2
+    flat = np.full((1, 2, 64, 64), 100.0, np.float32)  # nothing to translate
+    assert not occupied(flat, windows((64, 64), 32, True), 8).any()
+    noise = np.random.default_rng(1).normal(100, 5, (1, 2, 64, 64)).astype(np.float32)  # no background to tell
+    assert occupied(noise, windows((64, 64), 32, True), 8).all()
+
+
+def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(model):
+    image = sparse_field()
+    kwargs = dict(steps=3, strength=0.5, tiles=True)
+    events = list(pd.iter_translate(model, image, "untreated", "TNFa", skip_background=True, **kwargs))
+    skipped, copied = events[-1].result, events[-1].copied
+    full = pd.translate(model, image, "untreated", "TNFa", **kwargs)
+    assert 0 < copied[0] < copied[1]
+    assert len(events) - 1 < len(list(pd.iter_translate(model, image, "untreated", "TNFa", **kwargs))) - 1
+
+    padded, _ = pad_to(model.normalization.forward(image[None]), model.image_size, model.size_multiple)
+    tiles = windows(padded.shape[-2:], model.image_size, tiles=True)
+    held = occupied(padded, tiles, margin=int(model.image_size * TILE_OVERLAP))[0]
+    assert (~held).sum() == copied[0]
+    background = covered_only_by(~held, tiles, padded.shape[-2:])[:128, :128]
+    translated = covered_only_by(held, tiles, padded.shape[-2:])[:128, :128]
+    assert background.any() and translated.any()
+    assert np.array_equal(skipped[:, background], image[:, background])  # the original's pixels
+    assert not np.array_equal(full[:, background], image[:, background])  # which a translation would change
+    np.testing.assert_allclose(skipped[:, translated].astype(float), full[:, translated].astype(float), atol=1)
