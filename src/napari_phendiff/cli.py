@@ -298,12 +298,18 @@ class _TranslationBar:
     """A progress bar fed by TranslateEvents."""
 
     def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+        self.desc, self.bar, self.estimated = desc, None, False
 
     def __call__(self, event) -> None:
         if self.bar is None:
             self.bar = _progress(event.total, self.desc)
         self.bar.update(event.step - self.bar.n)
+        if event.seconds_left is not None and not self.estimated:
+            from .core.pace import duration
+
+            self.estimated = True
+            self.bar.write(f"{self.desc}: about {duration(event.seconds_left)} on this computer (timed on its "
+                           "first steps)")
         if event.phase == "done":
             self.bar.close()
             if event.copied[0]:

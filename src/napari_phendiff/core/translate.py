@@ -45,6 +45,7 @@ from .models.base import ConditionedModel, DiffusionModel, DirectModel
 from .errors import ConfigError, DataError, PhenDiffWarning
 from .images import check_finite, resize_fields
 from .options import TranslateOptions, grid_steps, resolve_options
+from .pace import Pace
 from .tiling import TILE_OVERLAP, blend_weights, occupied, pad_to, windows as tile_windows
 
 SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
@@ -66,6 +67,7 @@ class TranslateEvent:
     result: Any = None
     reused: bool = False  # "done" only: every inversion came from the cache, none was run again
     copied: tuple[int, int] = (0, 0)  # "done" only: tiles copied as background, of all tiles (skip_background)
+    seconds_left: float | None = None  # from the pace of the steps so far (core/pace.py); None before the second
 
 
 def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
@@ -145,11 +147,14 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
     inversions = _cached_inversions(cache, model, padded, source_index, options, tiles, batch_size, direct)
-    reused = inversions is not None and bool(batches) and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps
-                                            for b in range(len(batches)))
+    reused = inversions is not None and bool(batches) and all(
+        inversions.get(b) is not None and inversions[b].depth >= inverse_steps for b in range(len(batches)))
     total = len(batches) * (len(targets) if direct else
                             (0 if reused else inverse_steps) + forward_steps * len(targets))
 
+    guided_units = 1.0 if direct or not options.guided else 2.0  # both branches in one call
+    pace = Pace(len(batches) * (len(targets) if direct else (0 if reused else inverse_steps)
+                                + forward_steps * len(targets) * guided_units), guided_units)
     ramp = blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
     weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
@@ -163,7 +168,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
                                     dtype=dtype, generator=generator, inversions=inversions, index=b)
-        outs, done = yield from work
+        outs, done = yield from pace.follow(work)
         for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
                 canvas[name][n, :, y:y + h, x:x + w] += tile * ramp

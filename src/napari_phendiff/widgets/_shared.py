@@ -174,24 +174,30 @@ class WorkerDock(QWidget):
             self.on_result(message.value)
         elif isinstance(message, Progress):
             self.on_progress(message.event)
-            self._show_progress(message.step, message.total)
+            self._show_progress(message.step, message.total, getattr(message.event, "seconds_left", None))
             if self._pbar.total != message.total:
                 self._pbar.total = message.total
             if message.step > self._pbar.n:
                 self._pbar.update(message.step - self._pbar.n)
 
-    def _show_progress(self, step: int, total: int) -> None:
+    def _show_progress(self, step: int, total: int, left: float | None = None) -> None:
+        """Move the dock's bar; `left`: seconds left as the work measured them, else from the steps' pace here."""
         if self.progress_bar is None or total <= 0:
             return
         now = time.monotonic()
         if self._started is None:
             self._started = (now, step)
         began, first = self._started
-        left = (now - began) / (step - first) * (total - step) if step > first else None
-        eta = f" · ETA {datetime.timedelta(seconds=round(left))}" if left is not None else ""
+        if left is None and step > first:
+            left = (now - began) / (step - first) * (total - step)
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(min(step, total))
-        self.progress_bar.setFormat(f"step {step} / {total}{eta}")
+        self.progress_bar.setFormat(self.progress_text(step, total, left))
+
+    def progress_text(self, step: int, total: int, left: float | None) -> str:
+        """The bar's text: steps and the time left (a dock whose steps mean nothing to its user says otherwise)."""
+        eta = f" · ETA {datetime.timedelta(seconds=round(left))}" if left is not None else ""
+        return f"step {step} / {total}{eta}"
 
     def _finished(self) -> None:
         aborted = self._worker.abort_requested

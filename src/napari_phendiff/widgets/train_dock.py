@@ -35,6 +35,7 @@ from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, 
                             default_steps)
 from ..core.training.run import TrainEvent, iter_train
 from ..core.device import explain_memory_errors
+from ..core.pace import duration
 from ..core.translate import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
@@ -653,21 +654,12 @@ def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, ima
     else:
         seconds = steps * measured["seconds_per_step"] * batch_size / batch * (image_size / size) ** 2
         lines.append(f"This run ({adapter}, {steps} steps, batch {batch_size}, {image_size} px): about "
-                     f"{_duration(seconds)}, an estimate from these measurements.")
+                     f"{duration(seconds)}, an estimate from these measurements.")
     return "\n".join(lines)
 
 
 def _number(x: float) -> str:
     return f"{x:.2g}" if abs(x) < 10 else f"{x:.0f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _without_flags(text: str) -> str:

@@ -29,6 +29,7 @@ from ..core.explore import MORPH_FRAMES, write_cells_csv
 from ..core.export import provenance
 from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
+from ..core.pace import duration
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
 from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
@@ -72,6 +73,7 @@ class TranslateDock(WorkerDock):
         self._inversions: dict = {}  # the inversion of the last images, for regenerating without inverting again
         self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
         self._cancelled = False
+        self._estimated = False  # this run's time was announced (on_progress)
         self.cells: Cells | None = None
         # the last run's files for Save results: (file stem, [(layer, channel)]); the channel layers of one
         # multichannel layer's results make one file with those channels, as the CLI writes it
@@ -605,6 +607,23 @@ class TranslateDock(WorkerDock):
             self._show_spread(result.images)
         else:
             self._show_result(result)
+
+    def start_worker(self, worker, message: str):
+        self._estimated = False
+        return super().start_worker(worker, message)
+
+    def progress_text(self, step: int, total: int, left: float | None) -> str:
+        """Percent done and the time left: network steps over tiles mean nothing to a biologist."""
+        done = f"{100 * min(step, total) // total}%"
+        return done if left is None else f"{done} · about {duration(left)} left"
+
+    def on_progress(self, event) -> None:
+        """Say once, as soon as the first steps are timed, how long the whole run will take on this computer."""
+        left = getattr(event, "seconds_left", None)
+        if left is not None and not self._estimated:
+            self._estimated = True
+            self.status.setText(f"{self.status.text()} About {duration(left)} on this computer (timed on its "
+                                "first steps); Cancel stops between two steps.")
 
     def on_finished(self, aborted: bool) -> None:
         if aborted or self._cancelled:  # a fast run may end before the stop request reaches it
