@@ -179,20 +179,25 @@ def test_a_model_trained_on_resized_images_translates_them_resized(sim_data, tmp
         pd.translate(model, image, "untreated", "TNFa", steps=4, tiles=True)
 
 
-def test_the_time_left_is_timed_on_the_first_steps_and_counts_guided_steps_double(model):
+def test_the_time_left_is_timed_on_the_runs_own_steps(model):
     events = list(pd.iter_translate(model, field(64, seed=2), "untreated", "TNFa", steps=10, strength=0.5,
                                     guidance=3.0, tiles=True, batch_size=1))
     lefts = [e.seconds_left for e in events[:-1]]
-    assert lefts[0] is None and all(left is not None and left >= 0 for left in lefts[1:])
-    assert lefts[-1] == 0 and lefts[1] > lefts[len(lefts) // 2] > 0  # it falls as the work goes on
+    # known once an inversion and a generation step beyond the first of each were timed
+    first = next(i for i, left in enumerate(lefts) if left is not None)
+    assert [e.phase for e in events[:first + 1]] == ["invert"] * 5 + ["generate"] * 2
+    assert all(left is not None and left >= 0 for left in lefts[first:])
+    assert lefts[-1] == 0 and lefts[first] > lefts[(first + len(lefts)) // 2] > 0  # it falls as the work goes on
 
 
-def test_pace_weighs_generation_steps():
+def test_pace_times_each_phase_per_tile():
     from napari_phendiff.core.pace import Pace, duration
     from napari_phendiff.core.translate import TranslateEvent
 
-    pace = Pace(total_units=1 + 2 * 2, generate_units=2)  # one inversion step, two guided generation steps
-    steps = iter([TranslateEvent("invert", 1, 3), TranslateEvent("generate", 2, 3), TranslateEvent("generate", 3, 3)])
-    seen = list(pace.follow(steps))
-    assert pace.units == 5 and seen[0].seconds_left is None and seen[-1].seconds_left == 0
+    pace = Pace(inverse_tiles=2 * 4, generate_tiles=2 * 4)  # two steps each way on batches of 4 tiles
+    steps = iter([TranslateEvent("invert", 1, 4), TranslateEvent("invert", 2, 4), TranslateEvent("generate", 3, 4),
+                  TranslateEvent("generate", 4, 4)])
+    seen = list(pace.follow(steps, tiles=4))
+    assert [e.seconds_left is None for e in seen] == [True, True, True, False] and seen[-1].seconds_left == 0
+    assert pace.timed == {"invert": 4, "generate": 4}
     assert [duration(s) for s in (40, 720, 3900, 6000)] == ["40 s", "12 min", "65 min", "1 h 40 min"]

@@ -18,31 +18,37 @@ def duration(seconds: float) -> str:
 
 
 class Pace:
-    """Seconds left in a translation, in units of network work: an inversion step is one unit, a generation step
-    `generate_units` (a guided step runs both branches in one call: two). The rate is measured from the end of the
-    first step on (the first pays one-time set-up), so it is known after two steps and refined by every later one."""
+    """Seconds left in a translation, from the seconds per tile of its own steps, measured apart for inversion and
+    generation steps (a guided generation step runs both branches in one call) and without the first step of each
+    (it pays one-time set-up for its batch shape). Known once both have been timed, refined by every later step."""
 
-    def __init__(self, total_units: float, generate_units: float = 1.0):
-        self.total, self.generate_units = total_units, generate_units
-        self.units = 0.0
-        self._first: tuple[float, float] | None = None
+    def __init__(self, inverse_tiles: int, generate_tiles: int):
+        """inverse_tiles, generate_tiles: tile-steps of the whole run (tiles x network steps) of each phase."""
+        self.left = {"invert": inverse_tiles, "generate": generate_tiles}
+        self.spent = {"invert": 0.0, "generate": 0.0}  # seconds over the timed tile-steps below
+        self.timed = {"invert": 0, "generate": 0}
+        self.seen = {"invert": False, "generate": False}
+        self._last: float | None = None
 
-    def follow(self, steps: Iterator) -> Iterator:
-        """Pass a per-step TranslateEvent generator through, each event given `seconds_left`; return its value."""
+    def follow(self, steps: Iterator, tiles: int) -> Iterator:
+        """Pass a per-step TranslateEvent generator (a batch of `tiles`) through, each event given `seconds_left`;
+        return its value."""
         while True:
             try:
                 event = next(steps)
             except StopIteration as stop:
                 return stop.value
-            self.units += self.generate_units if event.phase == "generate" else 1.0
+            now = time.perf_counter()
+            phase = "invert" if event.phase == "invert" else "generate"
+            if self.seen[phase] and self._last is not None:
+                self.spent[phase] += now - self._last
+                self.timed[phase] += tiles
+            self.seen[phase] = True
+            self.left[phase] = max(0, self.left[phase] - tiles)
+            self._last = now
             yield replace(event, seconds_left=self.seconds_left())
 
     def seconds_left(self) -> float | None:
-        now = time.perf_counter()
-        if self._first is None:
-            self._first = (now, self.units)
+        if any(self.left[p] and not self.timed[p] for p in self.left):
             return None
-        began, units = self._first
-        if self.units <= units:
-            return None
-        return (now - began) / (self.units - units) * max(0.0, self.total - self.units)
+        return sum(self.spent[p] / self.timed[p] * self.left[p] for p in self.left if self.left[p])

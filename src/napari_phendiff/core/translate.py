@@ -152,9 +152,8 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     total = len(batches) * (len(targets) if direct else
                             (0 if reused else inverse_steps) + forward_steps * len(targets))
 
-    guided_units = 1.0 if direct or not options.guided else 2.0  # both branches in one call
-    pace = Pace(len(batches) * (len(targets) if direct else (0 if reused else inverse_steps)
-                                + forward_steps * len(targets) * guided_units), guided_units)
+    pace = Pace(0 if direct or reused else len(jobs) * inverse_steps,
+                len(jobs) * len(targets) * (1 if direct else forward_steps))
     ramp = blend_weights(windows[0][2], windows[0][3], tiles)
     canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
     weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
@@ -168,7 +167,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
                                     dtype=dtype, generator=generator, inversions=inversions, index=b)
-        outs, done = yield from pace.follow(work)
+        outs, done = yield from pace.follow(work, len(batch))
         for name, out in outs.items():
             for tile, (n, (y, x, h, w)) in zip(out, batch):
                 canvas[name][n, :, y:y + h, x:x + w] += tile * ramp
