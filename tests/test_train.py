@@ -106,3 +106,21 @@ def test_min_snr_training_changes_the_loss_and_is_checked_on_resume(sim_data, tm
         pd.train(config(sim_data, tmp_path / "snr", steps=4, resume=True))
     with pytest.raises(ConfigError, match="snr_gamma must be in"):
         config(sim_data, tmp_path / "bad", snr_gamma=-1)
+
+
+def test_a_time_budget_times_the_run_first_and_takes_the_steps_that_fit(sim_data, tmp_path):
+    from napari_phendiff.core.training.run import PROBE_STEPS, iter_train
+
+    events = list(iter_train(config(sim_data, tmp_path / "m", steps=None, minutes=0.05, checkpoint_every=500)))
+    probes = [e for e in events if e.kind == "probe"]
+    assert [e.step for e in probes] == list(range(1, PROBE_STEPS + 1)) and events[len(probes)].kind == "start"
+    manifest = json.loads((tmp_path / "m" / "phendiff.json").read_text())
+    budget = manifest["metadata"]["budget"]
+    assert budget["steps"] == max(10, int(3.0 / budget["seconds_per_step"])) == manifest["trained_steps"]
+    assert events[-1].kind == "done" and events[-1].step == budget["steps"]
+    assert "fit 0.05 min" in events[len(probes)].message
+    assert not list(tmp_path.glob("phendiff-probe-*"))  # the probe's folder is gone
+    with pytest.raises(ConfigError, match="resume without minutes"):
+        config(sim_data, tmp_path / "m", minutes=1, resume=True)
+    with pytest.raises(ConfigError, match="above 0"):
+        config(sim_data, tmp_path / "n", minutes=0)

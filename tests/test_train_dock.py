@@ -73,6 +73,19 @@ def test_the_default_fine_tunes_the_shipped_base_with_lora(dock, sim_data, tmp_p
     assert dock.config().steps == 5000                                            # a model from random weights
 
 
+def test_train_for_a_time_budget_replaces_the_steps(dock, sim_data, tmp_path):
+    dock.set_data_folder(sim_data)
+    dock.out.setText(str(tmp_path / "model"))
+    assert dock.config().minutes is None and dock.steps.isEnabled()
+    dock.resume.setChecked(True)
+    dock.minutes.setValue(15)
+    config = dock.config()
+    assert config.minutes == 15 and not config.resume and not dock.steps.isEnabled()
+    assert "about 15 min of training (the time budget)" in dock.costs.text()
+    dock.minutes.setValue(0)
+    assert dock.config().minutes is None and dock.steps.isEnabled()
+
+
 @pytest.mark.parametrize("name", ["tiny_checkpoint", "demo"])
 def test_a_phendiff_checkpoint_starts_a_pixel_run_at_its_preset_and_size(dock, name, request):
     checkpoint = str(request.getfixturevalue(name)) if name != "demo" else "demo"

@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="labelled folder: DATA/<condition>/*.tif")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     _model_options(p)
-    _model_options(p, ("checkpoint_every", "resume"))
+    _model_options(p, ("checkpoint_every", "resume", "minutes"))
     p.set_defaults(run=_train)
 
     p = command("translate", "Translate images from a source condition to one or more target conditions.")
@@ -308,8 +308,9 @@ class _TranslationBar:
             from .core.pace import duration
 
             self.estimated = True
-            self.bar.write(f"{self.desc}: about {duration(event.seconds_left)} on this computer (timed on its "
-                           "first steps)")
+            if event.seconds_left >= 20:  # a shorter run is over before the line is read
+                self.bar.write(f"{self.desc}: about {duration(event.seconds_left)} more on this computer (timed "
+                               "on its first steps)", file=sys.stderr)
         if event.phase == "done":
             self.bar.close()
             if event.copied[0]:
@@ -354,7 +355,9 @@ def _train(args) -> None:
     events = iter_train(config)
     try:
         for event in events:
-            if event.kind == "start":
+            if event.kind == "probe" and event.step == 1:
+                print(f"timing {event.total} training steps on this computer for the time budget…")
+            elif event.kind == "start":
                 print(event.message)
                 bar = _progress(event.total, "training")
                 bar.update(event.step)

@@ -304,6 +304,7 @@ class TrainConfig:
     preset: str = "tiny"
     image_size: int | None = None          # None: the preset's default (fine-tuned kinds: the base model's own)
     steps: int | None = None               # None: default_steps for the model and base
+    minutes: float | None = None           # a time budget: steps set from a timed probe (training.run.fit_budget)
     batch_size: int = 16
     lr: float | None = None                # None: default_lr for the model (and adapter and base)
     warmup_steps: int = 100
@@ -362,6 +363,13 @@ class TrainConfig:
                 if value < low:
                     raise ConfigError(f"{name} must be at least {low}, not {value}.")
                 setattr(self, name, value)
+        if self.minutes is not None:
+            self.minutes = _number("minutes", self.minutes)
+            if not self.minutes > 0:
+                raise ConfigError(f"minutes (the training time budget) must be above 0, not {self.minutes}.")
+            if self.resume:
+                raise ConfigError("A time budget (minutes) sets the steps of a new run; a resumed run continues "
+                                  "to its steps: resume without minutes, with the steps to reach.")
         self.lr = _number("lr", self.lr)
         if not self.lr > 0:
             raise ConfigError(f"lr (the learning rate) must be above 0, not {self.lr}.")
@@ -427,6 +435,8 @@ TRAIN_HELP = {
                   "e.g. 512 for SD 2.1-base)",
     "steps": "optimisation steps (a resumed run continues up to this number; default: 5000, or the shipped base's "
              "own fine-tuning steps)",
+    "minutes": "train for about this many minutes instead of a number of steps: 8 steps are timed on this "
+               "computer first and the run gets the steps that fit (loading, checkpoints and previews come on top)",
     "batch_size": "images per step and process",
     "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, svdiff 1e-3, attention and "
           "full 1e-5)",

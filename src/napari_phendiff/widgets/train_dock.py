@@ -31,8 +31,8 @@ from ..core.images import read_channel_names
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS, load_checkpoint, read_manifest
 from ..core.models.bases import DEFAULT_BASE, adapter_costs, is_hub_id, is_shipped, iter_fetch
-from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TrainConfig, default_lr,
-                            default_steps)
+from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig,
+                            default_lr, default_steps)
 from ..core.training.run import TrainEvent, iter_train
 from ..core.device import explain_memory_errors
 from ..core.pace import duration
@@ -167,6 +167,11 @@ class TrainDock(WorkerDock):
         self.image_size.setSingleStep(8)
         self.steps = spin(QSpinBox(), 1, 10_000_000, default_steps(DEFAULTS["model"]), "Optimisation steps in total "
                           "(a resumed run continues up to this number; set to the usual one when the choice changes).")
+        self.minutes = spin(QDoubleSpinBox(decimals=1), 0.0, 100_000.0, 0.0, TRAIN_HELP["minutes"].capitalize()
+                            + "; by steps when off.")
+        self.minutes.setSpecialValueText("off (by steps)")
+        self.minutes.setSuffix(" min")
+        self.minutes.valueChanged.connect(self._minutes_changed)
         self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], "Images per step.")
         self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULT_LR[DEFAULTS["model"]],
                        "Peak learning rate (set to the usual one for the model and adapter when they change).")
@@ -194,7 +199,8 @@ class TrainDock(WorkerDock):
                               ("Gradient checkpointing", self.gradient_checkpointing), ("", self.costs),
                               ("Data folder", row(self.data, button("Browse…", self.browse_data))),
                               ("", self.folder_info), ("Channel names", self.channel_names),
-                              ("Image size", self.image_size), ("Steps", self.steps), ("Batch size", self.batch_size),
+                              ("Image size", self.image_size), ("Steps", self.steps), ("Train for", self.minutes),
+                              ("Batch size", self.batch_size),
                               ("Learning rate", self.lr), ("Checkpoint every", self.checkpoint_every),
                               ("Previews", self.previews), ("Device", self.device),
                               ("Output folder", row(self.out, button("Browse…", self.browse_out))),
@@ -212,7 +218,7 @@ class TrainDock(WorkerDock):
             combo.currentIndexChanged.connect(self._choice_changed)
         self.preset.currentIndexChanged.connect(self._preset_changed)
         self.adapter.currentIndexChanged.connect(self._adapter_changed)
-        for box in (self.steps, self.batch_size, self.image_size):
+        for box in (self.steps, self.batch_size, self.image_size, self.minutes):
             box.valueChanged.connect(self._show_costs)
         self.set_running(False)
         self._choice_changed()
@@ -275,7 +281,15 @@ class TrainDock(WorkerDock):
         if KINDS[self.kind()].fine_tunes:
             base = self._base_source()
             self.costs.setText(cost_text(adapter_costs(base) if base else None, self.adapter.currentData(),
-                                         self.steps.value(), self.batch_size.value(), self.image_size.value()))
+                                         self.steps.value(), self.batch_size.value(), self.image_size.value(),
+                                         self.minutes.value()))
+
+    def _minutes_changed(self, minutes: float) -> None:
+        """A time budget replaces the steps: the run times its own steps first and takes the ones that fit."""
+        self.steps.setEnabled(minutes == 0)
+        self.resume.setEnabled(minutes == 0)
+        if minutes:
+            self.resume.setChecked(False)
 
     def _base_source(self) -> str:
         """The base a fine-tuned run starts from ('' when the folder or hub id is still to be given)."""
@@ -510,6 +524,8 @@ class TrainDock(WorkerDock):
         widgets = {"preset": self.preset, "image_size": self.image_size, "steps": self.steps,
                    "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every,
                    "device": self.device, "resume": self.resume}
+        if self.minutes.value() > 0:
+            widgets["minutes"] = self.minutes
         if KINDS[kind].fine_tunes:
             widgets.update(adapter=self.adapter, rank=self.rank, gradient_checkpointing=self.gradient_checkpointing)
         values = {name: _value(w) for name, w in widgets.items()}
@@ -575,7 +591,7 @@ class TrainDock(WorkerDock):
             for step, loss in event.history:  # a resumed run: the curve goes on from where it stopped
                 self.loss_plot.add(step, loss)
             self.loss_plot.redraw()
-        elif event.kind == "preview":
+        elif event.kind in ("preview", "probe"):
             self.status.setText(event.message)
         elif event.kind == "step":
             self._on_step(event)
@@ -638,7 +654,8 @@ class TrainDock(WorkerDock):
         return [self.stop_button]
 
 
-def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, image_size: int) -> str:
+def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, image_size: int,
+              minutes: float = 0.0) -> str:
     """What each adapter was measured to cost (models.bases.adapter_costs), and the time of this run with `adapter`:
     its seconds per step scaled by the batch size and the image area, an estimate (the computer, the data loading and
     the checkpoints differ)."""
@@ -649,7 +666,10 @@ def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, ima
     lines += [f"{name}: {_number(c['seconds_per_step'])} s/step, {_number(c['peak_memory_mb'])} MB peak memory, "
               f"checkpoint {_number(c['checkpoint_mb'])} MB" for name, c in costs["adapters"].items()]
     measured = costs["adapters"].get(adapter)
-    if measured is None:
+    if minutes:
+        lines.append(f"This run: about {duration(minutes * 60)} of training (the time budget); its steps are "
+                     "timed on this computer when it starts.")
+    elif measured is None:
         lines.append(f"{adapter}: not measured, so no estimate of this run's time.")
     else:
         seconds = steps * measured["seconds_per_step"] * batch_size / batch * (image_size / size) ** 2

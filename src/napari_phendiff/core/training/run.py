@@ -25,7 +25,8 @@ import datetime
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +46,8 @@ LOSSES = "losses.json"  # beside the resumable state in <checkpoint>/training: t
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """kind: "start", "step", "checkpoint" or "done"; `path` is set for checkpoints. A resumed run's "start" carries
+    """kind: "probe" (timing a time budget's steps first), "start", "step", "checkpoint" or "done"; `path` is set for
+    checkpoints. A resumed run's "start" carries
     the losses of the steps trained before, as (step, loss) pairs, in `history`."""
 
     kind: str
@@ -67,9 +69,42 @@ def train(config: TrainConfig) -> Path:
 
 def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
     """Train step by step. Closing the generator (a Stop button) or Ctrl-C saves a resumable checkpoint first.
-    One run per output folder: a second one into the same folder is refused while the first runs."""
+    One run per output folder: a second one into the same folder is refused while the first runs. With a time
+    budget (config.minutes) the steps are set first by `fit_budget` ("probe" events)."""
     with output_lock(config.out, "training"):
+        if config.minutes is not None:
+            config = yield from fit_budget(config)
         yield from _train_run(config)
+
+
+PROBE_STEPS = 8  # timed to set a time budget's steps; the first PROBE_WARMUP pay one-time set-up
+PROBE_WARMUP = 3
+
+
+def fit_budget(config: TrainConfig) -> Iterator[TrainEvent]:
+    """Time PROBE_STEPS steps of this very run (same model, data, batch and device; written to a temporary folder
+    and thrown away) and return the config with the steps that fit config.minutes, its warm-up and checkpoints
+    scaled to them. Why not stop at the clock instead: the learning-rate schedule needs its length up front."""
+    import os
+    import tempfile
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("A time budget (minutes) is timed in one process; with several, give the steps instead.")
+    stamps = []
+    with tempfile.TemporaryDirectory(prefix="phendiff-probe-") as folder:
+        probe = replace(config, out=Path(folder) / "probe", steps=PROBE_STEPS, minutes=None, warmup_steps=0,
+                        checkpoint_every=PROBE_STEPS, resume=False)
+        for event in _train_run(probe):
+            if event.kind == "step":
+                stamps.append(time.perf_counter())
+                yield TrainEvent("probe", event.step, PROBE_STEPS, message=f"Timing training on this computer: "
+                                 f"step {event.step} of {PROBE_STEPS}…")
+    per_step = (stamps[-1] - stamps[PROBE_WARMUP - 1]) / (len(stamps) - PROBE_WARMUP)
+    steps = max(10, int(config.minutes * 60 / per_step))
+    return replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps // 10),
+                   checkpoint_every=min(config.checkpoint_every, steps),
+                   metadata={**config.metadata, "budget": {"minutes": config.minutes, "seconds_per_step": per_step,
+                                                           "steps": steps}})
 
 
 def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
@@ -258,5 +293,8 @@ def _statistics(data, channel_names: list[str]) -> dict:
 def _start_message(config: TrainConfig, data, start: int, trainer) -> str:
     counts = ", ".join(f"{c}: {sum(1 for l in data.labels if l == i)}" for i, c in enumerate(data.conditions))
     what = f"resuming at step {start}" if start else "starting"
+    budget = config.metadata.get("budget")
+    fits = (f"; {budget['steps']} steps fit {budget['minutes']:g} min at {budget['seconds_per_step']:.2g} s/step "
+            "(timed here)") if budget and config.minutes else ""
     return (f"{what}: {trainer.describe()}, {config.image_size} px, {data.channels} channel(s), images {counts}; "
-            f"{trainer.hardware()}")
+            f"{trainer.hardware()}{fits}")
