@@ -32,7 +32,6 @@ Fields are translated whole when they fit the device's memory budget and in tile
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence

@@ -37,7 +37,8 @@ from ..core.export import layer_file_name
 from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
 from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
-                      device_combo, in_dock_words, row, scrolled, spin)
+                      device_combo, in_dock_words, scrolled, spin)
+from ._shared import row as in_a_row  # (row: a ChannelRow here)
 from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
                                 run_translation)
 
@@ -194,7 +195,7 @@ class TranslateDock(WorkerDock):
 
         translate = QFormLayout()
         translate.addRow("Image layers", self.layers)
-        translate.addRow("Checkpoint", row(self.checkpoint, browse))
+        translate.addRow("Checkpoint", in_a_row(self.checkpoint, browse))
         translate.addRow(self.checkpoint_info)
         translate.addRow(self.input_warnings)
         translate.addRow("Source", self.source)
@@ -215,10 +216,10 @@ class TranslateDock(WorkerDock):
         run.addRow("Device", self.device)
         run.addRow(self.release_button)
         explore = QFormLayout()
-        explore.addRow("Morph frames", row(self.frames, self.morph_path))
-        explore.addRow(row(self.morph_button, self.control_button))
+        explore.addRow("Morph frames", in_a_row(self.frames, self.morph_path))
+        explore.addRow(in_a_row(self.morph_button, self.control_button))
         cells = QVBoxLayout()
-        cells.addWidget(row(self.measure_button, self.measure_choice))
+        cells.addWidget(in_a_row(self.measure_button, self.measure_choice))
         cells.addWidget(self.cells_table)
         cells.addWidget(self.export_button)
         folder = QVBoxLayout()
@@ -240,7 +241,7 @@ class TranslateDock(WorkerDock):
         layout.addStretch()
         footer = self.layout()  # below the scroll area: always in view
         footer.setContentsMargins(6, 0, 6, 6)
-        footer.addWidget(row(self.translate_button, self.cancel_button, self.save_button))
+        footer.addWidget(in_a_row(self.translate_button, self.cancel_button, self.save_button))
         footer.addWidget(self.progress_bar)
         footer.addWidget(self.status)
         self.set_running(False)
