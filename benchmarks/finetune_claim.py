@@ -17,7 +17,7 @@ from noise by each diffusion model, each compared with its nearest training crop
 images, as core/generalization.py; Phen-LDiff's figure); the histograms go to docs/images/finetune_memorisation.png.
 
 Every stage already done in --work is reused, so an interrupted run continues; `--collect` only gathers the tables
-into docs/benchmarks.md (section finetune_claim, or finetune_claim_<phenotype> for another phenotype).
+into docs/benchmarks.md (section finetune_claim, or finetune_claim_<phenotype> for another phenotype, or --section).
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ METHODS = {
     # LoRA at other learning rates than the base's own (base.json: 1e-3), the same budget
     "lora-lr1e-4": dict(model="latent", adapter="lora", batch_size=8, lr=1e-4),
     "lora-lr3e-3": dict(model="latent", adapter="lora", batch_size=8, lr=3e-3),
+    "lora-lr1e-2": dict(model="latent", adapter="lora", batch_size=8, lr=1e-2),
+    # the full fine-tune at the base's own pre-training learning rate and above (base.json: 1e-4)
+    "full-lr3e-4": dict(model="latent", adapter="full", batch_size=8, lr=3e-4),
+    "full-lr1e-3": dict(model="latent", adapter="full", batch_size=8, lr=1e-3),
     # not timed to the budget: `phendiff train DATA --out OUT --model latent` as a new user types it, every setting
     # its default (the shipped base, LoRA, its own steps and learning rate, batch 16)
     "default": dict(model="latent"),
@@ -64,6 +68,8 @@ NAMES = {"lora": "shipped base + LoRA", "svdiff": "shipped base + SVDiff", "atte
          "full": "shipped base, full fine-tune", "pixel": "PhenDiff pixel, from scratch",
          "cyclegan": "CycleGAN, from scratch", "default": "shipped base + LoRA, every default (not timed)",
          "lora-lr1e-4": "shipped base + LoRA, lr 1e-4", "lora-lr3e-3": "shipped base + LoRA, lr 3e-3",
+         "lora-lr1e-2": "shipped base + LoRA, lr 1e-2", "full-lr3e-4": "shipped base, full fine-tune, lr 3e-4",
+         "full-lr1e-3": "shipped base, full fine-tune, lr 1e-3",
          "copy": "copy the source (baseline)"}
 COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean")
 
@@ -247,6 +253,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", help="the docs section to write (default finetune_claim[_<phenotype>]); a "
+                                          "follow-up run in another --work folder gets its own")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -255,7 +263,8 @@ def main() -> None:
     markdown = collect(args)
     print(markdown)
     if not args.no_write:
-        section = "finetune_claim" if args.phenotype == "translocation" else f"finetune_claim_{args.phenotype}"
+        section = args.section or ("finetune_claim" if args.phenotype == "translocation"
+                                   else f"finetune_claim_{args.phenotype}")
         print(f"written to {write_section(section, markdown)}")
 
 

@@ -438,8 +438,9 @@ TRAIN_HELP = {
     "minutes": "train for about this many minutes instead of a number of steps: 8 steps are timed on this "
                "computer first and the run gets the steps that fit (loading, checkpoints and previews come on top)",
     "batch_size": "images per step and process",
-    "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent lora 1e-4, svdiff 1e-3, attention and "
-          "full 1e-5)",
+    "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent on the shipped base its own, base.json: "
+          "lora 3e-3, svdiff 1e-3, attention and full 1e-4; on a Stable Diffusion base lora 1e-4, svdiff 1e-3, "
+          "attention and full 1e-5)",
     "resize": "scale whole images to the model size instead of cropping",
     "channel_names": "names of the channels, in order (e.g. DNA reporter)",
     "mixed_precision": "auto: bf16 or fp16 on a CUDA GPU, none elsewhere",
