@@ -15,6 +15,7 @@ Results go to docs/benchmarks.md (section laptop_field).
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -65,15 +66,17 @@ def run(model, sim: dict, size: int, kind: str, mode: str) -> list:
     transfer = transfer_rate(moved[present], values[SOURCE][present], values[TARGET][present])
     copied, tiles = done.copied
     error = (estimate - seconds) / seconds if estimate else float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return [size, kind, mode, len(present), seconds, estimate or float("nan"), f"{100 * error:+.0f}%",
-            f"{copied} / {tiles}", transfer]
+            f"{copied} / {tiles}", transfer, peak]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="demo")
     parser.add_argument("--runs", nargs="+", default=["384:dense:default", "384:dense:skip", "384:sparse:default",
-                                                      "384:sparse:skip", "768:sparse:skip", "768:dense:default"])
+                                                      "384:sparse:skip", "768:sparse:skip", "768:dense:default",
+                                                      "1024:dense:default", "2048:sparse:skip", "2048:dense:default"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -86,12 +89,13 @@ def main() -> None:
         rows.append(run(model, sim, int(size), kind, mode))
         print(rows[-1], flush=True)
     header = ["field (px)", "field", "mode", "cells", "seconds", "estimate (s)", "estimate error", "tiles copied",
-              "transfer"]
+              "transfer", "process peak RSS so far (MiB)"]
     markdown = f"""## A large field on this CPU: time, the estimate, background tiles (`benchmarks/laptop_field.py`)
 
 Checkpoint `{args.checkpoint}` at its calibrated untreated -> TNFa setting, in tiles. *dense*: a simulated field
 (seed 900) with cells everywhere; *sparse*: the same with only the cells of its top-left third kept, camera background
-elsewhere. *skip*: `skip_background` (tiles with no cell within a quarter tile copied). The estimate is what the run
+elsewhere. *default*: every tile translated (skip_background off, the setting before it existed); *skip*:
+`skip_background` (tiles with no cell within a quarter tile copied; now the default). The estimate is what the run
 announces once its first steps are timed (elapsed + seconds left then); transfer is scored on the cells of the field
 (ground truth). Hardware: {hardware()}; one run at a time on an otherwise idle machine unless said below.
 

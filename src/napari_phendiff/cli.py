@@ -270,7 +270,8 @@ def _translation_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=o.PRECISIONS, help=o.HELP["precision"])
     group.add_argument("--tiles", choices=["auto", "whole", "tiles"], default="auto",
                        help=f"{o.HELP['tiles']} (auto); 'whole' or 'tiles' forces either")
-    group.add_argument("--skip-background", action="store_true", default=None, help=o.HELP["skip_background"])
+    group.add_argument("--skip-background", action=argparse.BooleanOptionalAction, default=None,
+                       help=o.HELP["skip_background"])
     group.add_argument("--seed", type=int, help=o.HELP["seed"])
     group.add_argument("--device", default="auto", choices=list(DEVICES))
 

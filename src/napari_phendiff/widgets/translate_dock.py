@@ -140,6 +140,7 @@ class TranslateDock(WorkerDock):
                                 "of memory.")
         self.batch_size.setSpecialValueText("auto")
         self.skip_background = QCheckBox("copy tiles without cells")
+        self.skip_background.setChecked(defaults.skip_background)
         self.skip_background.setToolTip(HELP["skip_background"].capitalize() + ": faster on sparse fields.")
         self.device = device_combo()
         self.scope = QComboBox()
