@@ -122,7 +122,8 @@ def test_a_checkpoint_that_cannot_start_a_run_is_refused_in_one_line(dock, laten
     assert "no such checkpoint folder" in dock.source_info.text()
     dock.set_start_from("")
     dock.set_data_folder(sim_data)
-    assert dock.train() is None and "Give the PhenDiff checkpoint to start from" in dock.status.text()
+    assert dock.train() is None and "Give the PhenDiff checkpoint to start from" in dock.source_info.text()
+    assert "Give" not in dock.status.text()  # next to the control it concerns, not at the bottom
 
 
 def test_a_hub_id_is_read_off_the_ui_thread_and_fails_fast_offline(dock, qtbot):

@@ -529,18 +529,25 @@ class TrainDock(WorkerDock):
         if KINDS[kind].fine_tunes:
             widgets.update(adapter=self.adapter, rank=self.rank, gradient_checkpointing=self.gradient_checkpointing)
         values = {name: _value(w) for name, w in widgets.items()}
+        missing = self.missing_start()
+        if missing:
+            raise ConfigError(missing)
         if KINDS[kind].fine_tunes:
             values["base"] = self._base_source()
-            if not values["base"]:
-                raise ConfigError("Give the Stable Diffusion folder or hub id (Base model), or choose the shipped "
-                                  f"{DEFAULT_BASE} base under Start from.")
         elif self.what.currentData() == "fine-tune":
             values["start_from"] = self.start_from.text().strip()
-            if not values["start_from"]:
-                raise ConfigError("Give the PhenDiff checkpoint to start from (a folder, or demo), or choose "
-                                  "another Start from.")
         return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(), model=kind,
                            channel_names=names or None, **values)
+
+    def missing_start(self) -> str:
+        """What a fine-tune still needs to know where it starts ('' when nothing is missing)."""
+        if KINDS[self.kind()].fine_tunes and not self._base_source():
+            return (f"Give the Stable Diffusion folder or hub id (Base model), or choose the shipped {DEFAULT_BASE} "
+                    "base under Start from.")
+        if (not KINDS[self.kind()].fine_tunes and self.what.currentData() == "fine-tune"
+                and not self.start_from.text().strip()):
+            return "Give the PhenDiff checkpoint to start from (a folder, or demo), or choose another Start from."
+        return ""
 
     # --- running -------------------------------------------------------------------------------------------------
     def train(self):
@@ -552,6 +559,10 @@ class TrainDock(WorkerDock):
         if self._base_check is not None:
             self.status.setText(ERROR_STYLE.format("The base model is still being read: wait until the dock says "
                                                    "what it is."))
+            return None
+        missing = self.missing_start()
+        if missing:  # said under the base or checkpoint it concerns
+            self.source_info.setText(ERROR_STYLE.format(missing))
             return None
         try:
             self._scan()
