@@ -135,13 +135,12 @@ class ImageInput:
             return [channel_layer_stem(layer.name, name) for layer, name in zip(self.layers, names)]
         return [layer.name for layer in self.layers]
 
-    def layer_channels(self, names: list[str]) -> list[list[str]]:
-        """The checkpoint's channel names each layer's result holds, in that layer's order (a TIFF's labels)."""
-        if self.channel_axis is None and len(self.layers) > 1:
-            return [[name] for name in names]
-        if self.channel_order is not None:
-            return [[names[i] for i in np.argsort(self.channel_order)]]
-        return [list(names)]
+    def layer_shaped(self, result: np.ndarray) -> dict[str, np.ndarray]:
+        """`split`, each part in its layer's own shape: a plane's result at its index of the stack, zeros elsewhere."""
+        parts = self.split(result)
+        if self.plane is not None:
+            parts = [place_plane(self, layer, part) for layer, part in zip(self.layers, parts)]
+        return {layer.name: part for layer, part in zip(self.layers, parts)}
 
 
 def channel_named(text: str, names: list[str]) -> str | None:

@@ -35,7 +35,7 @@ from ..core.translate import check_fits, is_direct
 from ._layer_picker import LayerPicker
 from ..core.export import layer_file_name
 from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
-from ._layers import ImageInput, difference_layer, place_plane, result_name, translated_layer
+from ._layers import ImageInput, difference_layer, result_name, translated_layer
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
                       device_combo, in_dock_words, scrolled, spin)
 from ._shared import row as in_a_row  # (row: a ChannelRow here)
@@ -665,15 +665,10 @@ class TranslateDock(WorkerDock):
         self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
         extra = "control" if request.mode == "control" else ""
         extras = (extra, "_".join(filter(None, [extra, "diff"])))  # the translated's and the difference's
-        full = {}
-        for layer, translated, original in zip(inputs.layers, inputs.split(outcome.images),
-                                               inputs.split(request.images)):
-            difference = translated.astype(np.float32) - original.astype(np.float32)
-            if inputs.plane is not None:  # one plane: back to its index of the stack's shape, zeros elsewhere
-                translated, difference = (place_plane(inputs, layer, a) for a in (translated, difference))
-            full[layer.name] = (translated, difference)
+        translated, original = inputs.layer_shaped(outcome.images), inputs.layer_shaped(request.images)
         for r, row in enumerate(self.rows):
-            results = [row.take(a) for a in full[row.layer.name]]
+            new = row.take(translated[row.layer.name])
+            results = [new, new.astype(np.float32) - row.take(original[row.layer.name]).astype(np.float32)]
             names = [result_name(row.stem, target, tag, e) for e in extras]
             view, new, diff = self._add_row(r, row, results, names, {**meta, "channels": row.channel.split("+")})
             new.help = diff.help = f"{request.source} → {target}{label}: {settings}" + (
@@ -781,10 +776,7 @@ class TranslateDock(WorkerDock):
         """`<name>_std`: the per-pixel standard deviation over seeds, over the translation of each channel's row."""
         inputs, request = self._pending
         tag = settings_tag(request.options, direct=is_direct(self.model))
-        full = {}
-        for layer, part in zip(inputs.layers, inputs.split(spread)):
-            part = part.astype(np.float32)
-            full[layer.name] = place_plane(inputs, layer, part) if inputs.plane is not None else part
+        full = inputs.layer_shaped(spread.astype(np.float32))
         groups = {}
         for r, row in enumerate(self.rows):
             part = row.take(full[row.layer.name])
