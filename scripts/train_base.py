@@ -52,6 +52,12 @@ LEARNING_RATES = {"lora": 3e-3, "svdiff": 1e-3, "attention": 1e-4, "full": 1e-4}
 # (docs/benchmarks.md adapter_costs), about twice that at the default batch of 16, so 1500 steps take about 9 minutes;
 # docs/benchmarks.md finetune_claim times such a run and measures what it reaches.
 FINE_TUNE_STEPS = 1500
+# The setting a fine-tune of this base translates at until it is calibrated (recorded in each fine-tune's manifest as
+# translation_defaults). Measured (docs/benchmarks.md finetune_claim): every fine-tune of the base, LoRA at four
+# learning rates, SVDiff, attention and full, was calibrated to strength 1, guidance 4 against the source in both
+# directions but one (strength 1, guidance 2); below strength 0.8 none moved more than 0.07 of cells, so the project's
+# default strength 0.3 showed a biologist no change at all.
+TRANSLATION = {"strength": 1.0, "guidance": 4.0, "negative": "source"}
 PACKAGE_BASE = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff" / "data" / "base"
 FIELD = 80          # corpus images are 80 px; training crops are 64 px (the base's native size)
 CROP = 64
@@ -323,6 +329,7 @@ def ship(work: Path, vae_folder: Path, pretrained: Path, corpus: Path, target: P
         # few new numbers from zero and take larger steps than updates of the base's own weights (attention, full).
         "learning_rates": LEARNING_RATES,
         "fine_tune_steps": FINE_TUNE_STEPS,
+        "translation": TRANSLATION,
     }, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

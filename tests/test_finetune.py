@@ -20,6 +20,7 @@ from napari_phendiff.core.models import bases
 from napari_phendiff.core.models.bases import DEFAULT_BASE, SHIPPED_BASES
 from napari_phendiff.core.models.latent import load_base, native_image_size
 from napari_phendiff.core.simulate import simulate_dataset, simulate_field
+from napari_phendiff.core.translate import translation_options
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,10 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
     manifest = json.loads((lora / "phendiff.json").read_text())
     assert manifest["base"]["source"] == "microscopy" and len(manifest["base"]["weights_sha256"]) == 64
     assert "the base's own starting embedding" in manifest["conditioning"]["initialised_from"]
+    info = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())
+    assert manifest["translation_defaults"] == info["translation"]  # a fresh fine-tune translates at its measured
+    options, sources = translation_options(pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa")
+    assert (options.strength, sources["strength"]) == (info["translation"]["strength"], "model default")
     written = sum(f.stat().st_size for f in lora.rglob("*") if f.is_file() and "training" not in f.parts)
     assert written < 5e6                                            # the adapter and the embeddings, not the base
     moved = tmp_path / "elsewhere" / "lora"

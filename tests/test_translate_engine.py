@@ -10,7 +10,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 import napari_phendiff as pd
 from napari_phendiff.core import translate as engine
-from napari_phendiff.core.errors import ConfigError
+from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.options import TranslateOptions, resolve_options
 from napari_phendiff.core.simulate import simulate_field
 from conftest import CountingUNet
@@ -169,6 +169,21 @@ def test_options_resolve_given_then_calibrated_then_default():
     assert other == TranslateOptions() and set(other_sources.values()) == {"default"}
     with pytest.raises(ConfigError, match="Unknown translation option"):
         resolve_options(manifest, "untreated", "TNFa", {"strenght": 0.2})
+
+
+def test_a_models_default_setting_sits_between_the_calibrated_one_and_the_projects():
+    manifest = {"translation_defaults": {"strength": 1.0, "guidance": 4.0},
+                "calibration": {"untreated->TNFa": {"strength": 0.6}}}
+    options, sources = resolve_options(manifest, "untreated", "TNFa")
+    assert (options.strength, options.guidance) == (0.6, 4.0)
+    assert (sources["strength"], sources["guidance"], sources["steps"]) == ("calibrated", "model default", "default")
+    back, back_sources = resolve_options(manifest, "TNFa", "untreated", {"guidance": 2.0})
+    assert (back.strength, back.guidance) == (1.0, 2.0)
+    assert (back_sources["strength"], back_sources["guidance"]) == ("model default", "given")
+    with pytest.raises(CheckpointError, match=r"translation_defaults in its phendiff.json\) is not valid"):
+        resolve_options({"translation_defaults": {"strength": 7}}, "untreated", "TNFa")
+    with pytest.raises(CheckpointError, match="inside a list, not a table of directions"):
+        resolve_options({"calibration": [0.3, 4]}, "untreated", "TNFa")
 
 
 def test_kept_channels_stay_the_originals_and_the_others_are_regenerated_around_them(model):

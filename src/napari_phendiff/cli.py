@@ -251,10 +251,11 @@ def _train_config(args, data: Path, out: Path, **extra):
 
 def _translation_options(p: argparse.ArgumentParser) -> None:
     """The translation options, from core/options.py (light: no torch). Unset ones take the checkpoint's calibrated
-    setting for the direction, else the project default."""
+    setting for the direction, else the model's default, else the project default."""
     from .core import options as o
 
-    group = p.add_argument_group("translation (unset: the checkpoint's calibrated setting, else the default)")
+    group = p.add_argument_group("translation (unset: the checkpoint's calibrated setting, else its model's "
+                                 "default, else the project's)")
     defaults = o.TranslateOptions()
     group.add_argument("--steps", type=int, help=f"{o.HELP['steps']}")
     group.add_argument("--strength", type=float, help=f"{o.HELP['strength']} (default {defaults.strength:g})")

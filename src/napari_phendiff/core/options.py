@@ -6,10 +6,11 @@ core/translate.py; a new training option is one field of TrainConfig (with its c
 plus its use in core/training/. The CLI, the docks, batch, demo, evaluate and the provenance of written files read
 them from here.
 
-Defaults come in three layers, the first that has a value wins, and `resolve_options` says which one each value came
+Defaults come in four layers, the first that has a value wins, and `resolve_options` says which one each value came
 from: what the user gave, the checkpoint's own calibrated setting for this direction (`phendiff calibrate` stores it
-in the manifest), and the project defaults below, chosen on the simulator's ground truth (docs/method.md,
-benchmarks/translation_frontier.py).
+in the manifest), the model's default (a fine-tune of the shipped base records the setting its fine-tunes were
+measured to translate at, from the base's base.json), and the project defaults below, chosen on the simulator's
+ground truth (docs/method.md, benchmarks/translation_frontier.py).
 """
 
 from __future__ import annotations
@@ -207,15 +208,28 @@ def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict
     An entry that is not a valid setting (edited by hand) raises CheckpointError naming it, rather than failing
     later as if the user had typed it."""
     key = direction_key(source, target)
-    entry = ((manifest or {}).get("calibration") or {}).get(key) or {}
+    calibration = (manifest or {}).get("calibration") or {}
+    where = f"The checkpoint's calibrated setting for {source} -> {target} (calibration[{key!r}] in its phendiff.json)"
+    if not isinstance(calibration, dict):
+        raise _invalid_setting(where, f"is inside a {type(calibration).__name__}, not a table of directions")
+    return _checked_setting(calibration.get(key) or {}, manifest, where)
 
-    def invalid(why: str) -> CheckpointError:
-        return CheckpointError(f"The checkpoint's calibrated setting for {source} -> {target} (calibration[{key!r}] "
-                               f"in its phendiff.json) {why}. Calibrate it again (phendiff calibrate) or remove "
-                               "that entry.")
 
+def model_defaults(manifest: dict | None) -> dict:
+    """The settings the model itself translates at unless calibrated (`translation_defaults` in its manifest: a
+    fine-tune of the shipped base takes them from the base's base.json, where they were measured); {} for none."""
+    where = "The checkpoint's default setting (translation_defaults in its phendiff.json)"
+    return _checked_setting((manifest or {}).get("translation_defaults") or {}, manifest, where)
+
+
+def _invalid_setting(where: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{where} {why}. Calibrate it again (phendiff calibrate) or remove that entry.")
+
+
+def _checked_setting(entry, manifest: dict | None, where: str) -> dict:
+    """A stored setting's CALIBRATED_FIELDS, checked as the user's would be but blamed on the checkpoint."""
     if not isinstance(entry, dict):
-        raise invalid(f"is a {type(entry).__name__}, not a setting")
+        raise _invalid_setting(where, f"is a {type(entry).__name__}, not a setting")
     settings = {k: entry[k] for k in CALIBRATED_FIELDS if k in entry}
     try:
         if "guidance_interval" in settings:
@@ -224,18 +238,18 @@ def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict
             settings["keep_channels"] = tuple(settings["keep_channels"])
         TranslateOptions(**settings).validate()
     except (ConfigError, TypeError) as exc:
-        raise invalid(f"is not valid: {exc}") from exc
+        raise _invalid_setting(where, f"is not valid: {exc}") from exc
     channels = (manifest or {}).get("channel_names") or []
     absent = [c for c in settings.get("keep_channels", ()) if channels and c not in channels]
     if absent:
-        raise invalid(f"keeps channel(s) {', '.join(map(str, absent))}, which it does not have "
-                      f"({', '.join(channels)})")
+        raise _invalid_setting(where, f"keeps channel(s) {', '.join(map(str, absent))}, which it does not have "
+                                      f"({', '.join(channels)})")
     return settings
 
 
 def resolve_options(manifest: dict | None, source: str, target: str, given: dict | None = None
                     ) -> tuple[TranslateOptions, dict[str, str]]:
-    """Options for one direction and where each came from: "given", "calibrated" or "default".
+    """Options for one direction and where each came from: "given", "calibrated", "model default" or "default".
 
     `given` holds what the user set (None values count as not set).
     """
@@ -244,16 +258,15 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
     if unknown:
         raise ConfigError(f"Unknown translation option(s) {', '.join(unknown)}: "
                           f"the options are {', '.join(FIELD_NAMES)}.")
-    calibrated = calibrated_settings(manifest, source, target)
+    layers = (("given", given), ("calibrated", calibrated_settings(manifest, source, target)),
+              ("model default", model_defaults(manifest)))
     values, sources = {}, {}
     for name in FIELD_NAMES:
-        if name in given:
-            values[name], sources[name] = given[name], "given"
-        elif name in calibrated:
-            values[name], sources[name] = calibrated[name], "calibrated"
-        else:
-            sources[name] = "default"
-    if values.get("inversion") == "bdia" and sources["keep_channels"] == "calibrated":
+        origin, value = next(((o, layer[name]) for o, layer in layers if name in layer), ("default", None))
+        sources[name] = origin
+        if origin != "default":
+            values[name] = value
+    if values.get("inversion") == "bdia" and sources["keep_channels"] in ("calibrated", "model default"):
         # the user's exact inversion wins over a calibrated channel keeping, which needs a DDIM walk
         del values["keep_channels"]
         sources["keep_channels"] = "default"

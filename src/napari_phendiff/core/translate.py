@@ -87,10 +87,11 @@ def translate(model: ConditionedModel, images: np.ndarray, source: str, target: 
 
 def translation_options(model, source: str, target: str, options: TranslateOptions | None = None,
                         **overrides) -> tuple[TranslateOptions, dict[str, str]]:
-    """The options a translation runs with, and where each came from ("given", "calibrated", "default").
+    """The options a translation runs with, and where each came from ("given", "calibrated", "model default",
+    "default").
 
     A TranslateOptions object is taken as given in full; keyword overrides are laid over the checkpoint's
-    calibrated setting for this direction (if any), then over the project defaults.
+    calibrated setting for this direction (if any), then over the model's default, then over the project defaults.
     """
     if options is not None:
         return replace(options, **overrides).validate(), {name: "given" for name in options.record()}

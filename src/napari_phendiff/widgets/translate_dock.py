@@ -431,7 +431,7 @@ class TranslateDock(WorkerDock):
 
     def _preselect_options(self, text=None) -> None:
         """Set strength, guidance and contrast to the checkpoint's calibrated setting for this direction (else the
-        defaults) and say which they are."""
+        model's, else the project's defaults) and say which they are."""
         source, target = self.source.currentText(), self.target.currentText()
         if not self.manifest or not source or not target:
             return
@@ -441,7 +441,9 @@ class TranslateDock(WorkerDock):
         self.negative.setCurrentText(options.negative)
         for name, check in self.keep_checks.items():
             check.setChecked(name in options.keep_channels)
-        origin = "calibrated for this checkpoint" if "calibrated" in sources.values() else "project defaults"
+        origin = ("calibrated for this checkpoint" if "calibrated" in sources.values() else
+                  "this model's defaults, not calibrated" if "model default" in sources.values() else
+                  "project defaults")
         shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
         if options.keep_channels:
             shown += f", {'+'.join(options.keep_channels)} kept"

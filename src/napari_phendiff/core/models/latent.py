@@ -44,7 +44,7 @@ from ..device import available_memory, get_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
-from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_digest
+from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_base_info, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
 from .pixel import PixelModel
 
@@ -412,6 +412,9 @@ class LatentTrainable:
             "vae": {"scaling_factor": self.vae.config.scaling_factor, "factor": vae_factor(self.vae.config),
                     "channels": "1: grey (R = G = B); 2: red, green, black blue; 3: RGB"},
             "trained_parameters": self.counts,
+            # what it translates at until calibrated: measured on fine-tunes of the shipped base (base.json)
+            **({"translation_defaults": defaults} if (defaults := shipped_base_info(self.source).get("translation"))
+               else {}),
         }
 
     def write(self, folder: Path, manifest: dict) -> None:
