@@ -66,3 +66,24 @@ def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(mo
     assert np.array_equal(skipped[:, background], image[:, background])  # the original's pixels
     assert not np.array_equal(full[:, background], image[:, background])  # which a translation would change
     np.testing.assert_allclose(skipped[:, translated].astype(float), full[:, translated].astype(float), atol=1)
+
+
+def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation(model, tmp_path, capsys):
+    from napari_phendiff.cli import main as cli
+    from napari_phendiff.core.translate import estimate_translation
+
+    image = sparse_field()
+    for kwargs in (dict(steps=4, strength=0.5, tiles=True), dict(steps=4, strength=0.5, tiles=True, guidance=1.0),
+                   dict(steps=4, strength=0.5, tiles=True, skip_background=False)):
+        estimate = estimate_translation(model, image, "untreated", ["TNFa", "untreated"], **kwargs)
+        events = list(pd.iter_translate(model, image, "untreated", ["TNFa", "untreated"], **kwargs))
+        copied, every = events[-1].copied
+        assert (estimate.copied, estimate.tiles + estimate.copied) == (copied, every)
+        assert estimate.calls == events[-1].total and estimate.seconds > 0  # network calls of the run
+    file = tmp_path / "untreated_field.tif"
+    pd.write_image(file, image)
+    assert cli(["translate", str(model.path), str(file), "--source", "untreated", "--target", "TNFa",
+                "--out", str(tmp_path / "out"), "--steps", "4", "--estimate"]) in (0, None)
+    said = capsys.readouterr().out
+    assert "on this computer for 1 file(s) x 1 target(s)" in said and "nothing translated" in said
+    assert not (tmp_path / "out").exists()  # nothing written

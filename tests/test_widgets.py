@@ -62,6 +62,16 @@ def test_docks_open_through_the_manifest(viewer):
     assert isinstance(open_dock(viewer, "Train"), TrainDock)
 
 
+def test_estimate_time_says_how_long_translate_would_take_and_adds_no_layer(qtbot, viewer, translate_dock):
+    viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
+    translate_dock.set_channel_layers(["cells"])
+    layers = len(viewer.layers)
+    run(qtbot, translate_dock.estimate())
+    said = translate_dock.status.text()
+    assert "Translate would take about" in said and "on this computer" in said and "nothing was translated" in said
+    assert len(viewer.layers) == layers and translate_dock.model is not None  # loaded once, kept for Translate
+
+
 def stacked(viewer, name: str, channels=("DNA", "reporter")) -> np.ndarray:
     """The channel layers of one result (`cells_{channel}_to_TNFa...`) as the multichannel image they split."""
     return np.stack([viewer.layers[name.format(channel)].data for channel in channels])

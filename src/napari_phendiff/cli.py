@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
                         "at least 2 regeneration steps: strength x steps >= 1.5)")
     p.add_argument("--measure", action="store_true",
                    help="also write <name>_cells.csv: every cell measured on the original and the translation")
+    p.add_argument("--estimate", action="store_true",
+                   help="only say how long the translation would take on this computer (the first file's tiles "
+                        "are timed: a few network calls) and translate nothing")
     _translation_options(p)
     p.set_defaults(run=_translate)
 
@@ -399,6 +402,9 @@ def _translate(args) -> None:
         named = "is named" if where == "name" else "sits in a folder named"
         print(f"warning: {path} {named} '{condition}' but {'its images are' if path.is_dir() else 'is'} translated "
               f"as --source {args.source}", file=sys.stderr)
+    if args.estimate:
+        _estimate(args)
+        return
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
                              overwrite=args.overwrite, morph=args.morph, morph_path=args.morph_path,
                              samples=args.samples,
@@ -409,6 +415,17 @@ def _translate(args) -> None:
         print(f"{len(result.skipped)} input(s) already translated in {args.out}, skipped (--overwrite redoes them)")
     if (args.out / SUMMARY).is_file():
         print(f"summary: {args.out / SUMMARY}")
+
+
+def _estimate(args) -> None:
+    from .core.batch import estimate_files
+    from .core.pace import duration
+
+    estimate, files = estimate_files(args.checkpoint, args.inputs, args.source, args.target, args.out,
+                                     device=args.device, **_given(args))
+    copied = f", {estimate.copied} copied as background" if estimate.copied else ""
+    print(f"about {duration(estimate.seconds)} on this computer for {files} file(s) x {len(args.target)} target(s): "
+          f"{estimate.tiles} tile(s) to translate{copied} (timed on the first file's tiles; nothing translated)")
 
 
 def _evaluate(args) -> None:

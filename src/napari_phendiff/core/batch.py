@@ -25,8 +25,8 @@ from .export import provenance, safe_name, write_translation
 from .checkpoint import output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
-from .translate import (TranslateEvent, check_fits, default_batch_size, fits_whole, is_direct, iter_translate,
-                        kept_channels, translation_options)
+from .translate import (Estimate, TranslateEvent, check_fits, default_batch_size, estimate_translation, fits_whole,
+                        is_direct, iter_translate, kept_channels, plan_tiles, translation_options)
 
 SUMMARY = "summary.json"
 
@@ -293,6 +293,33 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
         _, rows = measure_translation(image, translated, model.channel_names)
         written.append(write_cells_csv(job.output(target, "cells"), rows))
     return written
+
+
+def estimate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
+                   device: str = "auto", model=None, **options) -> tuple[Estimate, int]:
+    """How long translating these files would take on this computer, and how many files it would translate: the
+    first file's own tiles are timed (core/translate.py estimate_translation) and the others scaled by the pixels of
+    their tiles. Nothing is written; files that cannot be read are left out, as a run leaves them out."""
+    check_given(options)
+    if model is None:
+        model = load_checkpoint(checkpoint, device=device)
+    chosen, _ = translation_options(model, source, targets[0], **options)
+    jobs = plan_jobs(inputs, Path(out), targets)
+    timed, seconds_per_pixel, total, files = None, 0.0, Estimate(0.0, 0, 0, 0), 0
+    for group, images in _groups(model, jobs, chosen, {}):
+        stack = np.stack(images)
+        if timed is None:
+            timed = estimate_translation(model, stack, source, targets, chosen)
+            seconds_per_pixel = timed.seconds / max(1, timed.pixels)
+            part = timed
+        else:
+            plan = plan_tiles(model, stack, chosen)
+            pixels = len(plan.jobs) * plan.windows[0][2] * plan.windows[0][3]
+            part = Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), 0, pixels)
+        total = Estimate(total.seconds + part.seconds, total.tiles + part.tiles, total.copied + part.copied,
+                         total.calls + part.calls, total.pixels + part.pixels)
+        files += len(group)
+    return total, files
 
 
 def _groups(model, jobs: list[Job], options, failed: dict):

@@ -32,6 +32,7 @@ Fields are translated whole when they fit the device's memory budget and in tile
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
@@ -123,26 +124,10 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     source_index = model.condition_index(source)
     target_indices = [model.condition_index(t) for t in targets]
     keep = kept_channels(model, options.keep_channels)
-    stack, restore = _as_stack(images, model)
-    scaled = model.normalization.forward(stack)
-    field_size = scaled.shape[-2:]
-    resized = trained_on_resized(model) and field_size != (model.image_size, model.image_size)
-    if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
-        if options.tiles:
-            raise ConfigError(f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
-                              "translates whole images; leave tiles unset.")
-        scaled = resize_fields(scaled, (model.image_size, model.image_size))
-    tiles = (False if resized else options.tiles if options.tiles is not None
-             else not fits_whole(model, scaled.shape, options.batch_size))
-    padded, (height, width) = pad_to(scaled, model.image_size if tiles else 0, model.size_multiple)
-    windows = tile_windows(padded.shape[-2:], model.image_size, tiles)
-    jobs = [(n, window) for n in range(len(padded)) for window in windows]
-    copied = []
-    if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
-        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP))
-        copied = [(n, window) for n, window in jobs if not held[n, windows.index(window)]]
-        jobs = [(n, window) for n, window in jobs if held[n, windows.index(window)]]
-    batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
+    plan = plan_tiles(model, images, options)
+    stack, padded, windows, jobs, copied, batch_size = (plan.stack, plan.padded, plan.windows, plan.jobs,
+                                                        plan.copied, plan.batch_size)
+    tiles, resized, (height, width) = plan.tiles, plan.resized, plan.size
     batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
@@ -181,11 +166,111 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     for name in targets:
         blended = (canvas[name] / weight)[..., :height, :width]
         if resized:
-            blended = resize_fields(blended, field_size)
+            blended = resize_fields(blended, stack.shape[-2:])
             blended[:, keep] = model.normalization.forward(stack)[:, keep]  # kept channels: the original's pixels
-        results[name] = restore(model.normalization.inverse(blended, stack.dtype))
+        results[name] = plan.restore(model.normalization.inverse(blended, stack.dtype))
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
                          reused=reused, copied=(len(copied), len(copied) + len(jobs)))
+
+
+@dataclass
+class TilePlan:
+    """How a translation cuts its images: the normalised, padded stack (N, C, Y, X), its windows, the tiles it
+    translates (`jobs`: (image, window)) and those it copies as background, in batches of `batch_size`."""
+
+    stack: np.ndarray       # the input as a stack, its own dtype
+    restore: Callable       # a stack back into the input's shape
+    padded: np.ndarray      # normalised (and resized for a resize-trained model), padded to whole tiles
+    size: tuple[int, int]   # (height, width) of the normalised field before padding
+    resized: bool
+    tiles: bool
+    windows: list
+    jobs: list
+    copied: list
+    batch_size: int
+
+
+def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOptions) -> TilePlan:
+    """The tiles and batches a translation of `images` with `options` runs (no network call)."""
+    stack, restore = _as_stack(images, model)
+    scaled = model.normalization.forward(stack)
+    field_size = scaled.shape[-2:]
+    resized = trained_on_resized(model) and field_size != (model.image_size, model.image_size)
+    if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
+        if options.tiles:
+            raise ConfigError(f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
+                              "translates whole images; leave tiles unset.")
+        scaled = resize_fields(scaled, (model.image_size, model.image_size))
+    tiles = (False if resized else options.tiles if options.tiles is not None
+             else not fits_whole(model, scaled.shape, options.batch_size))
+    padded, size = pad_to(scaled, model.image_size if tiles else 0, model.size_multiple)
+    windows = tile_windows(padded.shape[-2:], model.image_size, tiles)
+    jobs = [(n, window) for n in range(len(padded)) for window in windows]
+    copied = []
+    if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
+        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP))
+        copied = [(n, window) for n, window in jobs if not held[n, windows.index(window)]]
+        jobs = [(n, window) for n, window in jobs if held[n, windows.index(window)]]
+    batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
+    return TilePlan(stack, restore, padded, size, resized, tiles, windows, jobs, copied, batch_size)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a translation will take on this computer, before it starts."""
+
+    seconds: float
+    tiles: int    # tiles (or whole images) it translates
+    copied: int   # tiles it copies as background
+    calls: int    # network calls of the whole run
+    pixels: int = 0  # pixels of the tiles it translates (tiles x tile area)
+
+
+def estimate_translation(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
+                         options: TranslateOptions | None = None, **overrides) -> Estimate:
+    """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
+    run's own tiles (a first call that pays the set-up is not counted; then one inversion call and one guided call,
+    each per tile, times the tile-steps of the run, plus encoding and decoding). It costs about three network calls;
+    benchmarks/laptop_field.py compares it with the measured time. An inversion kept in a cache is not counted."""
+    targets = [target] if isinstance(target, str) else list(target)
+    options, _ = translation_options(model, source, targets[0], options, **overrides)
+    plan = plan_tiles(model, images, options)
+    if not plan.jobs:
+        return Estimate(0.0, 0, len(plan.copied), 0)
+    batch = plan.jobs[:plan.batch_size]
+    clean = torch.from_numpy(np.stack([plan.padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
+    clean = clean.to(model.device)
+    batches = -(-len(plan.jobs) // plan.batch_size)
+    if is_direct(model):
+        with torch.inference_mode():
+            model.map(clean, model.condition_index(source), model.condition_index(targets[0]))  # set-up
+            started = time.perf_counter()
+            model.map(clean, model.condition_index(source), model.condition_index(targets[0]))
+        per_tile = (time.perf_counter() - started) / len(batch)
+        return Estimate(per_tile * len(plan.jobs) * len(targets), len(plan.jobs), len(plan.copied),
+                        batches * len(targets), len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
+    dtype = autocast_dtype(options.precision)
+    inverse_steps, forward_steps = network_steps(options)
+    labels = torch.full((len(batch),), model.condition_index(source), device=model.device)
+    guided = options.guidance != 1.0
+    with torch.inference_mode():
+        started = time.perf_counter()
+        x = model.encode(clean)
+        model.decode(x)
+        coding = time.perf_counter() - started
+        t = torch.tensor(model.scheduler_config["num_train_timesteps"] // 2, device=model.device)
+        _predict(model, x, t, labels, dtype)  # set-up for this shape, not counted
+        started = time.perf_counter()
+        _predict(model, x, t, labels, dtype)
+        inverse = time.perf_counter() - started
+        started = time.perf_counter()
+        if guided:
+            _predict(model, torch.cat([x, x]), t, torch.cat([labels, labels]), dtype)
+        forward = time.perf_counter() - started if guided else inverse
+    per_tile = (inverse_steps * inverse + forward_steps * forward * len(targets) + coding) / len(batch)
+    calls = batches * (inverse_steps + forward_steps * len(targets))
+    return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls,
+                    len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
 
 
 def trained_on_resized(model) -> bool:

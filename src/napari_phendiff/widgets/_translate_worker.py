@@ -14,7 +14,7 @@ from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_trans
 from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
-from ..core.translate import is_direct, iter_translate
+from ..core.translate import estimate_translation, is_direct, iter_translate
 from ..core.device import explain_memory_errors
 from ._shared import Loaded, Progress, Result, StoppableWorker
 
@@ -33,7 +33,7 @@ class TranslateRequest:
     options: TranslateOptions
     sources: dict  # where each option came from: "given", "calibrated", "default"
     images: np.ndarray  # (N, C, Y, X)
-    mode: str = "translate"  # translate | control (source -> source) | morph
+    mode: str = "translate"  # translate | control (source -> source) | morph | estimate (time it, translate nothing)
     frames: int = MORPH_FRAMES  # morph: frames after the original
     morph_path: str = "strength"  # morph: by strength or by blending the conditions' embeddings
     samples: int = 0  # translate: seeds for the spread layer (0: none)
@@ -70,14 +70,17 @@ class Cells:
 @thread_worker(progress={"desc": "PhenDiff: translating"},
                worker_class=StoppableWorker, ignore_errors=True)
 def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
-    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then translate, morph or run the
-    control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
+    """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then time the run (an Estimate
+    Result), or translate, morph or run the control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
     part (Translated, then Spread when samples were asked)."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
         yield Loaded(model)
         images, source, options = request.images, request.source, request.options
+        if request.mode == "estimate":
+            yield Result(estimate_translation(model, images, source, request.target, options))
+            return
         if request.mode == "morph":
             parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache,
                                 path=request.morph_path)]

@@ -31,7 +31,7 @@ from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
 from ..core.pace import duration
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
-from ..core.translate import check_fits, is_direct
+from ..core.translate import Estimate, check_fits, is_direct
 from ._layer_picker import LayerPicker
 from ..core.export import layer_file_name
 from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
@@ -149,6 +149,10 @@ class TranslateDock(WorkerDock):
         self.translate_button.clicked.connect(self.translate)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
+        self.estimate_button = button("Estimate time", self.estimate,
+                                      "How long Translate would take on this computer with these settings: the "
+                                      "model is timed on a batch of this image's tiles (a few network calls); "
+                                      "nothing is translated.")
         self.frames = spin(QSpinBox(), 1, 64, MORPH_FRAMES, "Frames of the morph after the original: each goes a "
                            "little deeper, the last is the translation; the slider scrubs the progression.")
         self.morph_path = QComboBox()
@@ -242,7 +246,7 @@ class TranslateDock(WorkerDock):
         layout.addStretch()
         footer = self.layout()  # below the scroll area: always in view
         footer.setContentsMargins(6, 0, 6, 6)
-        footer.addWidget(in_a_row(self.translate_button, self.cancel_button, self.save_button))
+        footer.addWidget(in_a_row(self.translate_button, self.estimate_button, self.cancel_button, self.save_button))
         footer.addWidget(self.progress_bar)
         footer.addWidget(self.status)
         self.set_running(False)
@@ -506,6 +510,10 @@ class TranslateDock(WorkerDock):
         """The control button: source -> source at the same settings."""
         return self._start("control")
 
+    def estimate(self):
+        """The Estimate time button: how long Translate would take here (nothing is translated)."""
+        return self._start("estimate")
+
     def _start(self, mode: str):
         problem = self._direction_problem(mode) if self.manifest is not None else ""
         if problem:
@@ -523,7 +531,8 @@ class TranslateDock(WorkerDock):
             return None
         worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
         self._pending, self._run_key = (inputs, request), key
-        what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:"}[mode]
+        what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:",
+                "estimate": "Timing a translation of"}[mode]
         matched = f" ({inputs.matched})" if inputs.matched else ""
         return self.start_worker(worker, f"{what} {request.images.shape[0]} image(s) {request.source} → "
                                          f"{request.shown_target}{matched}…")
@@ -605,6 +614,11 @@ class TranslateDock(WorkerDock):
             self.status.setText(f"Folder done: {len(done.written)} file(s) written, {len(done.skipped)} input(s) "
                                 f"already translated and skipped, in {result.out} (summary.json lists them; per-cell "
                                 "tables are the *_cells.csv files).")
+        elif isinstance(result, Estimate):
+            copied = f", {result.copied} without cells copied" if result.copied else ""
+            self.status.setText(f"Translate would take about {duration(result.seconds)} on this computer: "
+                                f"{result.tiles} tile(s) to translate{copied} (timed on its first tiles; nothing "
+                                "was translated).")
         elif isinstance(result, Cells):
             self._show_cells(result)
         elif isinstance(result, Spread):
@@ -639,7 +653,8 @@ class TranslateDock(WorkerDock):
         super().on_error(exc)
 
     def run_buttons(self) -> list:
-        return [self.translate_button, self.release_button, self.morph_button, self.control_button,
+        return [self.translate_button, self.estimate_button, self.release_button, self.morph_button,
+                self.control_button,
                 self.measure_button, self.folder_button]
 
     def stop_buttons(self) -> list:
