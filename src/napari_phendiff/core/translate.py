@@ -229,9 +229,10 @@ class Estimate:
 def estimate_translation(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
                          options: TranslateOptions | None = None, **overrides) -> Estimate:
     """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
-    run's own tiles (a first call that pays the set-up is not counted; then one inversion call and one guided call,
-    each per tile, times the tile-steps of the run, plus encoding and decoding). It costs about three network calls;
-    benchmarks/laptop_field.py compares it with the measured time. An inversion kept in a cache is not counted."""
+    run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
+    and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
+    encoding and decoding. It costs two network calls; benchmarks/laptop_field.py compares it with the measured
+    time. An inversion kept in a cache is not counted."""
     targets = [target] if isinstance(target, str) else list(target)
     options, _ = translation_options(model, source, targets[0], options, **overrides)
     plan = plan_tiles(model, images, options)
@@ -251,23 +252,20 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
                         batches * len(targets), len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
     dtype = autocast_dtype(options.precision)
     inverse_steps, forward_steps = network_steps(options)
-    labels = torch.full((len(batch),), model.condition_index(source), device=model.device)
-    guided = options.guidance != 1.0
+    branches = 2 if options.guidance != 1.0 else 1  # a guided step runs both branches in one call
+    labels = torch.full((len(batch) * branches,), model.condition_index(source), device=model.device)
     with torch.inference_mode():
         started = time.perf_counter()
         x = model.encode(clean)
         model.decode(x)
         coding = time.perf_counter() - started
+        x = torch.cat([x] * branches)
         t = torch.tensor(model.scheduler_config["num_train_timesteps"] // 2, device=model.device)
-        _predict(model, x, t, labels, dtype)  # set-up for this shape, not counted
+        _predict(model, x, t, labels, dtype)  # the first call of a shape pays its set-up: not counted
         started = time.perf_counter()
         _predict(model, x, t, labels, dtype)
-        inverse = time.perf_counter() - started
-        started = time.perf_counter()
-        if guided:
-            _predict(model, torch.cat([x, x]), t, torch.cat([labels, labels]), dtype)
-        forward = time.perf_counter() - started if guided else inverse
-    per_tile = (inverse_steps * inverse + forward_steps * forward * len(targets) + coding) / len(batch)
+        per_branch = (time.perf_counter() - started) / (len(batch) * branches)  # one tile through the network once
+    per_tile = per_branch * (inverse_steps + forward_steps * branches * len(targets)) + coding / len(batch)
     calls = batches * (inverse_steps + forward_steps * len(targets))
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls,
                     len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
