@@ -117,3 +117,15 @@ def test_the_core_prints_nothing():
                  for number, line in enumerate(path.read_text().splitlines(), 1) if printing.search(line)]
     assert offending == []
     assert napari_phendiff.__version__ != "0+unknown"  # read from the installed package's metadata
+
+
+def test_the_code_passes_the_linter():
+    """ruff (pyproject.toml [tool.ruff]) over the package, tests, benchmarks and scripts: unused names, undefined
+    names and the like fail here, not in a user's run."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "src", "tests", "benchmarks", "scripts"],
+                          cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -25,8 +25,8 @@ def test_round_trip_keeps_what_translation_needs(tiny_checkpoint, sim_data):
     assert model.conditions == ["TNFa", "untreated"]
     assert model.channels == 2 and model.channel_names == ["DNA", "reporter"]
     assert model.image_size == 32
-    assert len(model.normalization.low) == 2 and all(h > l for l, h in zip(model.normalization.low,
-                                                                          model.normalization.high))
+    assert len(model.normalization.low) == 2 and all(h > lo for lo, h in zip(model.normalization.low,
+                                                                            model.normalization.high))
     manifest = json.loads((tiny_checkpoint / "phendiff.json").read_text())
     assert manifest["preset"] == "tiny" and manifest["schedule"]["clip_sample"] is False
     assert manifest["trained_steps"] == 6 and manifest["provenance"]["data_folder"] == str(sim_data.resolve())

@@ -63,15 +63,15 @@ class ImageInput:
             if len(layers) != channels:
                 raise DataError(f"{len(layers)} layers are ticked as channels ({_listed(layers)}) but {expected}. "
                                 "Tick one layer per channel, each named after its channel.")
-            holding = [l.name for l in layers if not l.rgb and any(
-                n == channels for n in l.data.shape[:-2]) and l.data.ndim > 2]
+            holding = [layer.name for layer in layers if not layer.rgb and any(
+                n == channels for n in layer.data.shape[:-2]) and layer.data.ndim > 2]
             if len(holding) == len(layers):
                 raise DataError(f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
                                 f"like a whole {channels}-channel image already. Tick one of them to translate it; "
                                 "tick several only when each is one channel.")
             shapes = sorted({layer.data.shape for layer in layers})
             if len(shapes) > 1 or any(layer.rgb for layer in layers):
-                raise DataError(f"The channel layers {', '.join(l.name for l in layers)} must be single-channel "
+                raise DataError(f"The channel layers {', '.join(layer.name for layer in layers)} must be single-channel "
                                 f"images of one shape; their shapes are {shapes}.")
             files = _refuse_part_of_a_file(layers, opened, expected)
             layers, matched = _in_channel_order(layers, names, files)
@@ -213,12 +213,12 @@ def _in_channel_order(layers: list[Image], names: list[str],
         said.append(recorded or label)  # a channel name the layer carries besides its own name
     if None not in found and len(set(found)) == len(names):
         ordered = [layers[found.index(name)] for name in names]
-        return ordered, "channels by name: " + ", ".join(f"{n} = '{l.name}'" for n, l in zip(names, ordered))
+        return ordered, "channels by name: " + ", ".join(f"{n} = '{layer.name}'" for n, layer in zip(names, ordered))
     if not any(said) and len(files) == len(layers) and len({_file(layer) for layer in layers}) == 1:
         ordered = sorted(layers, key=lambda layer: files[layer.name][0])
         if all(found[layers.index(layer)] in (None, name) for name, layer in zip(names, ordered)):
             return ordered, ("channels in the order of their file, which names none: "
-                             + ", ".join(f"{n} = '{l.name}'" for n, l in zip(names, ordered)))
+                             + ", ".join(f"{n} = '{layer.name}'" for n, layer in zip(names, ordered)))
     unnamed = [f"'{layer.name}'" + (f" ({text})" if text else "") for layer, name, text in zip(layers, found, said)
                if name is None]
     why = (f"{', '.join(unnamed)} name{'s' if len(unnamed) == 1 else ''} no channel of it" if unnamed

@@ -887,12 +887,12 @@ class TranslateDock(WorkerDock):
                 if cell["image"] == index and np.isfinite(cell[f"{measure}_change"]):
                     changes[cell["cell"]] = cell[f"{measure}_change"]
             image[index] = changes[self.cells.labels[index]]
-        labels = self.viewer.layers[next(l.name for l in self.viewer.layers if l.name.endswith(" cells"))]
+        labels = self.viewer.layers[next(layer.name for layer in self.viewer.layers if layer.name.endswith(" cells"))]
         limit = float(np.abs(image).max()) or 1.0
         if name in self.viewer.layers:
             self.viewer.layers[name].data = image[0] if image.shape[0] == 1 else image
         else:
-            for old in [l.name for l in self.viewer.layers if l.name.startswith("cells_change_")]:
+            for old in [layer.name for layer in self.viewer.layers if layer.name.startswith("cells_change_")]:
                 self.viewer.layers.remove(old)
             placement = {"scale": labels.scale, "translate": labels.translate}
             if self.rows:  # over the translation of the first changed channel; the cells lie over its original
@@ -904,7 +904,7 @@ class TranslateDock(WorkerDock):
     def centre_on_row(self, row: int, column: int = 0) -> None:
         """Centre the viewer on the cell of a table row."""
         image, y, x = self.cells_table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-        labels = next(l for l in self.viewer.layers if l.name.endswith(" cells"))
+        labels = next(layer for layer in self.viewer.layers if layer.name.endswith(" cells"))
         if labels.ndim == 3:  # a stack's cells: go to the cell's plane too
             self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, image)
         scale, translate = np.asarray(labels.scale)[-2:], np.asarray(labels.translate)[-2:]

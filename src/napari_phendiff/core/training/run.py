@@ -291,7 +291,7 @@ def _statistics(data, channel_names: list[str]) -> dict:
 
 
 def _start_message(config: TrainConfig, data, start: int, trainer) -> str:
-    counts = ", ".join(f"{c}: {sum(1 for l in data.labels if l == i)}" for i, c in enumerate(data.conditions))
+    counts = ", ".join(f"{c}: {sum(1 for label in data.labels if label == i)}" for i, c in enumerate(data.conditions))
     what = f"resuming at step {start}" if start else "starting"
     budget = config.metadata.get("budget")
     fits = (f"; {budget['steps']} steps fit {budget['minutes']:g} min at {budget['seconds_per_step']:.2g} s/step "
