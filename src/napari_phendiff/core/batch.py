@@ -208,8 +208,12 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
             sample_options(model, chosen)
         settings = {"options": chosen.record(), "options_from": sources}
         result.settings = describe(chosen, sources, direct=is_direct(model))
+        begun = 0
         for group, images in _groups(model, todo, chosen, result.failed):
-            names = group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
+            first, begun = begun + 1, begun + len(group)
+            where = f"file {first} of {len(todo)}" if len(group) == 1 else f"files {first}-{begun} of {len(todo)}"
+            names = (group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}") + \
+                f" ({where})"
             for event in iter_translate(model, np.stack(images), source, targets, chosen):
                 translated = event.result
                 yield names, event
