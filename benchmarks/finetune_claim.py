@@ -36,6 +36,7 @@ from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.evaluate import evaluate
 from napari_phendiff.core.generalization import nearest_training
 from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.models.bases import DEFAULT_BASE, SHIPPED_BASES
 from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
 from napari_phendiff.core.training.run import iter_train
@@ -204,8 +205,11 @@ def collect(args) -> str:
         if path.is_file():
             values = np.asarray(json.loads(path.read_text()))
             memorised.append([NAMES[method], len(values), float(np.median(values)), float(np.mean(values > 0.9))])
-    text = (f"Hardware: {hardware()}. Held-out phenotype: {args.phenotype} (the shipped base's pre-training never saw "
-            f"it: data/base/base.json). Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
+    held_out = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())["held_out_phenotype"]
+    seen = ("Held-out phenotype: {0} (the shipped base's pre-training never saw it: data/base/base.json)"
+            if args.phenotype == held_out else
+            "Phenotype: {0} (the shipped base saw both its conditions in pre-training: data/base/base.json)")
+    text = (f"Hardware: {hardware()}. {seen.format(args.phenotype)}. Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
             f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
             "(seed 2), 20 held-out fields per condition with ground truth (seed 1). Every model trained for the same "
             f"wall-clock budget ({args.minutes:g} min, steps set from a probe of its seconds per step; train min is "
