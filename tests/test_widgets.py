@@ -348,6 +348,20 @@ def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, tra
     written = translate_dock.export_cells(tmp_path / "cells.csv")
     assert len(written.read_text().splitlines()) == len(cells.rows) + 1
 
+    # reveal: each cell's change mask as a layer (within its cell), the cells ranked by score, Next cell centres
+    revealed = viewer.layers["cells reveal"].data
+    assert revealed.shape == labels.data.shape and np.all((revealed == 0) | (revealed == labels.data))
+    translate_dock.measure_choice.setCurrentText("reveal score")
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
+        "cell", "mask share", "reached", "score"]
+    scores = [float(table.item(r, 3).text()) for r in range(table.rowCount())]
+    assert scores == sorted(scores, reverse=True) and len(scores) == len(cells.rows)
+    table.setCurrentCell(0, 0)
+    translate_dock.next_cell()
+    second = next(row for row in cells.rows if row["cell"] == int(table.item(1, 0).text()))
+    assert table.currentRow() == 1
+    assert tuple(np.round(viewer.camera.center[-2:], 3)) == (round(second["y"], 3), round(second["x"], 3))
+
 
 def test_the_dock_is_usable_after_a_refused_run_and_refuses_a_second_one(qtbot, viewer, translate_dock):
     viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")

@@ -26,6 +26,8 @@ _API = {
     "translate_morph": "core.explore",
     "translate_samples": "core.explore",
     "measure_translation": "core.explore",
+    "reveal": "core.reveal",
+    "estimate_translation": "core.translate",
     "train": "core.training.run",
     "iter_train": "core.training.run",
     "TrainConfig": "core.options",

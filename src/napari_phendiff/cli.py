@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                         "at least 2 regeneration steps: strength x steps >= 1.5)")
     p.add_argument("--measure", action="store_true",
                    help="also write <name>_cells.csv: every cell measured on the original and the translation")
+    p.add_argument("--reveal", action="store_true",
+                   help="also write <name>_reveal.tif (each cell's smallest region carrying most of its change, as "
+                        "the cell's label) and <name>_reveal.csv (cells ranked by reveal_score: change per share of "
+                        "the cell's area)")
     p.add_argument("--estimate", action="store_true",
                    help="only say how long the translation would take on this computer (the first file's tiles "
                         "are timed: a few network calls) and translate nothing")
@@ -408,7 +412,8 @@ def _translate(args) -> None:
     result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
                              overwrite=args.overwrite, morph=args.morph, morph_path=args.morph_path,
                              samples=args.samples,
-                             measure=args.measure, progress=_TranslationBar, report=print, **_given(args))
+                             measure=args.measure, reveal=args.reveal, progress=_TranslationBar, report=print,
+                             **_given(args))
     if result.settings:
         print(f"settings: {result.settings}")
     if result.skipped:

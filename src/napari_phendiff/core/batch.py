@@ -39,8 +39,10 @@ class Job:
     out_dir: Path
 
     def output(self, target: str, extra: str = "") -> Path:
-        """The translation's file, or one of its extras: "morph", "std" (.tif) or "cells" (.csv)."""
-        suffix = {"": ".tif", "morph": "_morph.tif", "std": "_std.tif", "cells": "_cells.csv"}[extra]
+        """The translation's file, or one of its extras: "morph", "std", "reveal" (.tif) or "cells", "reveal_cells"
+        (.csv)."""
+        suffix = {"": ".tif", "morph": "_morph.tif", "std": "_std.tif", "cells": "_cells.csv", "reveal": "_reveal.tif",
+                  "reveal_cells": "_reveal.csv"}[extra]
         return self.out_dir / f"{self.path.stem}_to_{safe_name(target)}{suffix}"
 
     def outputs(self, targets: list[str], extras: list[str]) -> list[Path]:
@@ -151,7 +153,7 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
 
 def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
                          device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
-                         measure: bool = False, morph_path: str = "strength", model=None,
+                         measure: bool = False, reveal: bool = False, morph_path: str = "strength", model=None,
                          report: Callable[[Path], None] | None = None,
                          **options):
     """Translate step by step: yields (files, TranslateEvent) per network step, returns the BatchResult. Closing
@@ -166,12 +168,14 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
     """
     with output_lock(Path(out), "a translation run"):
         return (yield from _translate_run(checkpoint, inputs, source, targets, out, device=device, overwrite=overwrite,
-                                          morph=morph, samples=samples, measure=measure, morph_path=morph_path,
+                                          morph=morph, samples=samples, measure=measure, reveal=reveal,
+                                          morph_path=morph_path,
                                           model=model, report=report, **options))
 
 
 def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                   device: str, overwrite: bool, morph: int, samples: int, measure: bool, morph_path: str, model,
+                   device: str, overwrite: bool, morph: int, samples: int, measure: bool, reveal: bool,
+                   morph_path: str, model,
                    report: Callable[[Path], None] | None, **options):
     from accelerate import PartialState
 
@@ -184,7 +188,8 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
         raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
     if samples == 1:
         raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
-    extras = [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure)) if wanted]
+    extras = [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure), ("reveal", reveal),
+                                  ("reveal_cells", reveal)) if wanted]
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out, targets)
     state = PartialState(cpu=str(device) == "cpu")
@@ -223,7 +228,7 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
                     try:
                         job.out_dir.mkdir(parents=True, exist_ok=True)
                         written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
-                                            morph_path, samples, measure),
+                                            morph_path, samples, measure, reveal),
                                    write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
                     except OSError as exc:  # disk full, folder gone or made read-only during the run
                         raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}). "
@@ -278,9 +283,10 @@ def _check_done_settings(checkpoint, done: list[Job], source: str, targets: list
 
 
 def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
-            meta: dict, morph: int, morph_path: str, samples: int, measure: bool) -> list[Path]:
+            meta: dict, morph: int, morph_path: str, samples: int, measure: bool, reveal: bool) -> list[Path]:
     """The extras asked for one file and target, written before its translation (whose presence marks the file
-    done): a morph stack, the spread over seeds, the per-cell table."""
+    done): a morph stack, the spread over seeds, the per-cell table, the change masks (core/reveal.py: each masked
+    pixel holds its cell's label) and their per-cell scores."""
     from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
     from .images import write_image
 
@@ -296,6 +302,14 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
     if measure:
         _, rows = measure_translation(image, translated, model.channel_names)
         written.append(write_cells_csv(job.output(target, "cells"), rows))
+    if reveal:
+        from .reveal import reveal as reveal_cells
+
+        found = reveal_cells(image, translated, model.channel_names)
+        masks = np.where(found.mask, found.cells, 0).astype(np.uint16 if found.cells.max() < 2**16 else np.float32)
+        written.append(write_image(job.output(target, "reveal"), masks, provenance={**meta, "reveal": "cell labels "
+                                   "inside each cell's change mask, 0 elsewhere (core/reveal.py)"}))
+        written.append(write_cells_csv(job.output(target, "reveal_cells"), found.rows))
     return written
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from .cells import measure_cells, nuclear_channel, segment_cells, segment_nuclei
 from .errors import ConfigError
 from .options import MORPH_PATHS, TranslateOptions, grid_steps
+from .reveal import reveal
 from .translate import TranslateEvent, is_direct, iter_translate, network_steps, translation_options
 
 MORPH_FRAMES = 8
@@ -151,15 +152,17 @@ def translate_samples(model, images: np.ndarray, source: str, target: str, sampl
             return event.result
 
 
-def measure_translation(original: np.ndarray, translated: np.ndarray, channel_names: list[str]
-                        ) -> tuple[np.ndarray, list[dict]]:
+def measure_translation(original: np.ndarray, translated: np.ndarray, channel_names: list[str],
+                        nuclei: np.ndarray | None = None) -> tuple[np.ndarray, list[dict]]:
     """Cells of one (C, Y, X) image: (cell labels, one row per cell) with every measure on the original, on the
-    translation and its change (translated - original). Nuclei are segmented on the original's nuclear channel."""
+    translation and its change (translated - original). Nuclei are segmented on the original's nuclear channel
+    unless given."""
     original, translated = np.asarray(original), np.asarray(translated)
     if original.shape != translated.shape or original.ndim != 3:
         raise ConfigError(f"Measure one (C, Y, X) image and its translation of the same shape, not {original.shape} "
                           f"and {translated.shape}.")
-    nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
+    if nuclei is None:
+        nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
     cells = segment_cells(nuclei)
     before = measure_cells(original, channel_names, nuclei, cells)
     after = measure_cells(translated, channel_names, nuclei, cells)
@@ -174,6 +177,21 @@ def measure_translation(original: np.ndarray, translated: np.ndarray, channel_na
                 row[f"{name}_change"] = float(after[name][i] - before[name][i])
         rows.append(row)
     return cells, rows
+
+
+def measure_and_reveal(original: np.ndarray, translated: np.ndarray, channel_names: list[str]
+                       ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """`measure_translation`, and each cell's change mask and score (core/reveal.py) on the same cells: (cell
+    labels, the labels inside each cell's mask and 0 elsewhere, rows with reveal_share, reveal_reached and
+    reveal_score added)."""
+    nuclei = segment_nuclei(np.asarray(original)[nuclear_channel(channel_names)])
+    cells, rows = measure_translation(original, translated, channel_names, nuclei)
+    revealed = reveal(original, translated, channel_names, nuclei=nuclei, cells=cells)
+    found = {row["cell"]: row for row in revealed.rows}
+    for row in rows:
+        row.update(reveal_share=found[row["cell"]]["mask_share"], reveal_reached=found[row["cell"]]["reached"],
+                   reveal_score=found[row["cell"]]["reveal_score"])
+    return cells, np.where(revealed.mask, cells, 0), rows
 
 
 def _centres(labels: np.ndarray, ids: np.ndarray) -> list[tuple[float, float]]:

@@ -10,7 +10,7 @@ import numpy as np
 from napari.qt.threading import thread_worker
 
 from ..core.batch import iter_translate_files
-from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_translation
+from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_and_reveal
 from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
@@ -61,10 +61,12 @@ class Spread:
 
 @dataclass(frozen=True)
 class Cells:
-    """Per-image cell labels (N, Y, X) and one row per cell (with its image index)."""
+    """Per-image cell labels (N, Y, X), one row per cell (with its image index) and each cell's change mask (N, Y,
+    X: the cell's label inside its mask, core/reveal.py)."""
 
     labels: np.ndarray
     rows: list[dict]
+    reveal: np.ndarray | None = None
 
 
 @thread_worker(progress={"desc": "PhenDiff: translating"},
@@ -136,11 +138,13 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
 @thread_worker(progress={"desc": "PhenDiff: measuring cells"},
                worker_class=StoppableWorker, ignore_errors=True)
 def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
-    """Segment and measure the cells of each image (core.explore.measure_translation)."""
-    labels, rows = [], []
+    """Segment and measure the cells of each image and find each cell's change mask and score
+    (core.explore.measure_and_reveal)."""
+    labels, masks, rows = [], [], []
     for index, (original, image) in enumerate(zip(originals, translated)):
-        cells, found = measure_translation(original, image, channel_names)
+        cells, mask, found = measure_and_reveal(original, image, channel_names)
         labels.append(cells)
+        masks.append(mask)
         rows += [{"image": index, **row} for row in found]
         yield Progress(index + 1, len(originals))
-    yield Result(Cells(np.stack(labels), rows))
+    yield Result(Cells(np.stack(labels), rows, np.stack(masks)))

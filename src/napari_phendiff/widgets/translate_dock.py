@@ -61,6 +61,11 @@ def guess_condition(layer, conditions: list[str]) -> tuple[str, str] | None:
     return None
 
 
+REVEAL = "reveal score"  # the measure choice that ranks cells by core/reveal.py's score
+REVEAL_TIP = ("Change per share of the cell's area: how much the cell's measurements moved, divided by the share of "
+              "its pixels (its change mask, the 'reveal' layer) that carries most of that change.")
+
+
 class TranslateDock(WorkerDock):
     """Translate image layers from a source condition to a target condition with a PhenDiff checkpoint."""
 
@@ -174,6 +179,7 @@ class TranslateDock(WorkerDock):
         self.measure_choice = QComboBox()
         self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
         self.measure_choice.currentTextChanged.connect(self._show_measure)
+        self.next_button = button("Next cell", self.next_cell, "Centre the viewer on the table's next cell.")
         self.cells_table = QTableWidget()
         self.cells_table.setMinimumHeight(240)  # about 8 cells in view
         self.cells_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -224,7 +230,7 @@ class TranslateDock(WorkerDock):
         explore.addRow("Morph frames", in_a_row(self.frames, self.morph_path))
         explore.addRow(in_a_row(self.morph_button, self.control_button))
         cells = QVBoxLayout()
-        cells.addWidget(in_a_row(self.measure_button, self.measure_choice))
+        cells.addWidget(in_a_row(self.measure_button, self.measure_choice, self.next_button))
         cells.addWidget(self.cells_table)
         cells.addWidget(self.export_button)
         folder = QVBoxLayout()
@@ -832,7 +838,15 @@ class TranslateDock(WorkerDock):
         self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
                                features=features if len(cells.labels) == 1 else None,
                                metadata={"phendiff": {"source": request.source, "target": request.target}})
+        if cells.reveal is not None:  # each cell's smallest region carrying most of its change (core/reveal.py)
+            revealed = f"{layer.name} reveal"
+            if revealed in self.viewer.layers:
+                self.viewer.layers.remove(revealed)
+            self.viewer.add_labels(cells.reveal[0] if len(cells.reveal) == 1 else cells.reveal, name=revealed,
+                                   scale=scale, translate=translate, opacity=0.6)
         measures = [k[:-len("_change")] for k in (cells.rows[0] if cells.rows else {}) if k.endswith("_change")]
+        if cells.rows and "reveal_score" in cells.rows[0]:
+            measures.insert(0, REVEAL)
         self.measure_choice.blockSignals(True)
         self.measure_choice.clear()
         self.measure_choice.addItems(measures)
@@ -845,7 +859,9 @@ class TranslateDock(WorkerDock):
         self.sections["Cells"].set_expanded(True)
         self.findChild(QScrollArea).ensureWidgetVisible(self.cells_table)
         self.status.setText(f"Measured {len(cells.rows)} cell(s): the table (Cells) lists the measure per cell "
-                            "before and after, largest gain first; click a row to centre the viewer on its cell.")
+                            "before and after, largest gain first; click a row (or Next cell) to centre the viewer "
+                            f"on its cell. Choose '{REVEAL}' to rank the cells by where their change lies (the "
+                            "'reveal' layer).")
 
     def _show_measure(self, text=None) -> None:
         """Fill the table with the chosen measure and colour the cells by its change (`cells_change_<measure>`)."""
@@ -854,15 +870,20 @@ class TranslateDock(WorkerDock):
             return
         several = len(self.cells.labels) > 1
         # the measure's columns first, so they stay in view in a narrow dock; the cell's position rides on its item
-        headers = ["cell", "original", "translated", "change"] + (["image"] if several else [])
-        keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"] + (
-            ["image"] if several else [])
+        if measure == REVEAL:  # share of the cell in its change mask, share of the change it carries, the score
+            headers, keys = ["cell", "mask share", "reached", "score"], ["cell", "reveal_share", "reveal_reached",
+                                                                           "reveal_score"]
+        else:
+            headers = ["cell", "original", "translated", "change"]
+            keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
+        headers, keys = headers + (["image"] if several else []), keys + (["image"] if several else [])
         table = self.cells_table
         table.setSortingEnabled(False)
         table.clear()
         table.setColumnCount(len(headers))
         table.setHorizontalHeaderLabels(headers)
-        table.horizontalHeaderItem(3).setToolTip(f"{measure}: translated - original")
+        table.horizontalHeaderItem(3).setToolTip(REVEAL_TIP if measure == REVEAL else
+                                                 f"{measure}: translated - original")
         table.setRowCount(len(self.cells.rows))
         for r, values in enumerate(self.cells.rows):
             for c, key in enumerate(keys):
@@ -884,8 +905,8 @@ class TranslateDock(WorkerDock):
         for index in range(len(self.cells.labels)):
             changes[:] = 0
             for cell in self.cells.rows:
-                if cell["image"] == index and np.isfinite(cell[f"{measure}_change"]):
-                    changes[cell["cell"]] = cell[f"{measure}_change"]
+                if cell["image"] == index and np.isfinite(cell[keys[3]]):
+                    changes[cell["cell"]] = cell[keys[3]]
             image[index] = changes[self.cells.labels[index]]
         labels = self.viewer.layers[next(layer.name for layer in self.viewer.layers if layer.name.endswith(" cells"))]
         limit = float(np.abs(image).max()) or 1.0
@@ -900,6 +921,15 @@ class TranslateDock(WorkerDock):
             self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
                                   contrast_limits=(-limit, limit), opacity=0.7, **placement)
         self.viewer.layers[name].contrast_limits = (-limit, limit)
+
+    def next_cell(self) -> None:
+        """The Next cell button: select the table's next row (the first after the last) and centre on its cell."""
+        if self.cells_table.rowCount() == 0:
+            self._report("Measure cells first.")
+            return
+        row = (self.cells_table.currentRow() + 1) % self.cells_table.rowCount()
+        self.cells_table.selectRow(row)
+        self.centre_on_row(row)
 
     def centre_on_row(self, row: int, column: int = 0) -> None:
         """Centre the viewer on the cell of a table row."""
