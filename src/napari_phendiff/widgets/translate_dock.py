@@ -2,7 +2,7 @@
 
 The work happens in _translate_worker.py (napari's thread_worker over the core generators: translate, morph,
 control, samples, a folder, measuring cells); the dock only gathers parameters, shows progress and turns the
-results into layers and the per-cell table.
+results into layers (_results.py) and the per-cell table (_cells_panel.py).
 """
 
 from __future__ import annotations
@@ -17,30 +17,28 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.layers import Image
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                            QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+                            QProgressBar, QPushButton, QSizePolicy, QSpinBox, QTableWidget, QVBoxLayout, QWidget)
 
 from ..core.batch import named_condition, plan_jobs
 from ..core.checkpoint import MANIFEST, resolve_checkpoint
 from ..core.errors import PhenDiffError, PhenDiffWarning
-from ..core.explore import MORPH_FRAMES, write_cells_csv
-from ..core.export import provenance
+from ..core.explore import MORPH_FRAMES
 from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
 from ..core.pace import duration
-from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, describe, resolve_options, settings_tag
-from ..core.translate import Estimate, check_fits, is_direct
+from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, resolve_options
+from ..core.translate import Estimate, check_fits
 from ._layer_picker import LayerPicker
-from ..core.export import layer_file_name
-from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
-from ._layers import ImageInput, difference_layer, result_name, translated_layer
+from ._comparison import ChannelRow
+from ._layers import ImageInput
 from ._shared import (CHECKPOINTS, ERROR_STYLE, WARNING_STYLE, Note, Section, WorkerDock, button, connect_while_alive,
                       device_combo, in_dock_words, scrolled, spin)
 from ._shared import row as in_a_row  # (row: a ChannelRow here)
-from ._translate_worker import (Cells, Folder, Spread, Translated, TranslateRequest, run_folder, run_measure,
-                                run_translation)
+from ._cells_panel import CellsPanel
+from ._results import ResultLayers
+from ._translate_worker import Cells, Folder, Spread, TranslateRequest, run_folder, run_measure, run_translation
 
 CHOOSE = "choose…"
 
@@ -61,12 +59,8 @@ def guess_condition(layer, conditions: list[str]) -> tuple[str, str] | None:
     return None
 
 
-REVEAL = "reveal score"  # the measure choice that ranks cells by core/reveal.py's score
-REVEAL_TIP = ("Change per share of the cell's area: how much the cell's measurements moved, divided by the share of "
-              "its pixels (its change mask, the 'reveal' layer) that carries most of that change.")
 
-
-class TranslateDock(WorkerDock):
+class TranslateDock(ResultLayers, CellsPanel, WorkerDock):
     """Translate image layers from a source condition to a target condition with a PhenDiff checkpoint."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -665,354 +659,6 @@ class TranslateDock(WorkerDock):
 
     def stop_buttons(self) -> list:
         return [self.cancel_button]
-
-    def _show_result(self, outcome: Translated) -> None:
-        """Add `<name>_to_<target>_<settings>` and `..._diff` per input layer (a morph: one layer of frames), in
-        place of an earlier run's of the same names, then show them side by side."""
-        inputs, request = self._pending
-        target, label = request.shown_target, " (control)" if request.mode == "control" else ""
-        meta = provenance(self.model, request.source, target, request.options,
-                          input_path=", ".join(layer.name for layer in inputs.layers))
-        meta["plane"] = inputs.plane
-        settings = describe(request.options, request.sources, direct=is_direct(self.model))
-        tag = settings_tag(request.options, direct=is_direct(self.model))
-        reused = " The inversion was reused: only regenerated." if outcome.reused else ""
-        if outcome.copied[0]:
-            reused += f" {outcome.copied[0]} of {outcome.copied[1]} tiles held no cell: copied, not translated."
-        if request.mode == "morph":
-            self._show_morph(inputs, request, outcome.images, meta, tag)
-            self.status.setText(f"Done: morph {request.source} → {target} in {request.frames} frame(s) after the "
-                                f"original ({settings}). Move the frame slider.{reused}")
-            return
-        self.results, groups, shown, limits = [], {}, [], []
-        self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
-        extra = "control" if request.mode == "control" else ""
-        extras = (extra, "_".join(filter(None, [extra, "diff"])))  # the translated's and the difference's
-        translated, original = inputs.layer_shaped(outcome.images), inputs.layer_shaped(request.images)
-        for r, row in enumerate(self.rows):
-            new = row.take(translated[row.layer.name])
-            results = [new, new.astype(np.float32) - row.take(original[row.layer.name]).astype(np.float32)]
-            names = [result_name(row.stem, target, tag, e) for e in extras]
-            view, new, diff = self._add_row(r, row, results, names, {**meta, "channels": row.channel.split("+")})
-            new.help = diff.help = f"{request.source} → {target}{label}: {settings}" + (
-                f"; {row.channel} was kept (its original pixels)" if row.kept else "")
-            shown += [view, new, diff]
-            for layer, e in zip((new, diff), extras):
-                self._record(layer, row, result_name(row.layer.name, target, tag, e), groups)
-            if not row.kept:
-                limits.append(f"{row.channel} ±{diff.contrast_limits[1]:.4g}")
-        self._record_groups(groups)
-        if request.mode == "translate":
-            self._last = (inputs, request, outcome.images)
-        self.show_side_by_side(shown)
-        kept = [row.channel for row in self.rows if row.kept]
-        order = f"; kept (last, as the original): {', '.join(kept)}" if kept else ""
-        matched = f" {inputs.matched[0].upper()}{inputs.matched[1:]}." if inputs.matched else ""
-        self.status.setText(
-            f"Done: {request.source} → {target}{label} ({settings}). One row per channel: original | translated | "
-            f"difference (limits {', '.join(limits) or 'none'}){order}. Your own layers are hidden.{reused} "
-            f"'Save results…' writes the translated and difference layers as TIFFs.{matched}")
-
-    def _add_row(self, r: int, row: ChannelRow, results: list[np.ndarray], names: list[str],
-                 meta: dict) -> list[Image]:
-        """Row `r` of the comparison: a view of the original channel, its translation and the difference, each
-        placed in its column, in the channel's colours (the writer names a TIFF's channels from meta's)."""
-        layers = [self._add_view(r, row)]
-        inputs = self._pending[0]
-        for column, (name, data, make) in enumerate(zip(names, results, (translated_layer, difference_layer)), 1):
-            kwargs = row.stretch(make(row.layer, data, row.held(), name, meta), row.held())
-            if make is translated_layer:
-                kwargs.update(self._look(row))
-            if inputs.plane is not None and name in self.viewer.layers:  # keep the planes translated before
-                kwargs["data"] = merge_plane(inputs, row.held(), data, np.asarray(self.viewer.layers[name].data))
-            layers.append(self._add_or_replace(place(kwargs, row, r, column)))
-        if hasattr(layers[2], "colorbar"):  # napari >= 0.6: the difference's colours read as values
-            layers[2].colorbar.visible = not row.kept
-        return layers
-
-    def _look(self, row: ChannelRow) -> dict:
-        """The channel's colours and contrast limits, the same for its original, translation and morph."""
-        return dict(colormap=row.colormap(len(self.rows)),
-                    contrast_limits=row.contrast_limits(row.take(np.asarray(row.layer.data))))
-
-    def _add_view(self, r: int, row: ChannelRow) -> Image:
-        """`<stem> original`: a view of the user's channel (no copy), in the first column of row `r`."""
-        view = row.stretch(translated_layer(row.layer, row.take(row.layer.data), row.held(),
-                                            f"{row.stem} original" + (" (kept)" if row.kept else ""), {}),
-                           row.held())
-        view.update(self._look(row), metadata={"phendiff": {"kind": "original view", "original": row.layer.name}})
-        return self._add_or_replace(place(view, row, r, 0))
-
-    def _record(self, layer: Image, row: ChannelRow, file_stem: str, groups: dict) -> None:
-        """Note a result layer for Save results: alone, or as one channel of its multichannel layer's file."""
-        if row.axis is None:
-            self.results.append((layer.name, [(layer.name, None)]))
-        else:
-            groups.setdefault(file_stem, []).append((row.index, layer.name, row.channel))
-
-    def _record_groups(self, groups: dict) -> None:
-        self.results += [(stem, [(name, channel) for _, name, channel in sorted(members)])
-                         for stem, members in groups.items()]
-
-    def _show_morph(self, inputs: ImageInput, request: TranslateRequest, frames: np.ndarray, meta: dict,
-                    tag: str) -> None:
-        """One row per channel, as a translation's: the original, then a layer with a leading "frame" axis in the
-        translated's place (frame 0 the original, the last the translation); kept channels last."""
-        self.results, groups, shown = [], {}, []
-        self.rows = channel_rows(inputs, self.manifest["channel_names"], request.options.keep_channels)
-        axes = inputs.kept_axes  # the layer's axes that a (plane's) result keeps
-        stack_axes = inputs.order[:inputs.n_stack]
-        at = dict(zip(stack_axes, inputs.plane)) if inputs.plane is not None else None  # where a plane's morph sits
-        per_layer = [np.stack(parts) for parts in zip(*(inputs.split(frame) for frame in frames))]
-        stacks = {layer.name: stack for layer, stack in zip(inputs.layers, per_layer)}
-        extra = "morph" if request.morph_path == "strength" else f"morph_{request.morph_path}"
-        for r, row in enumerate(self.rows):
-            stack = np.stack([row.take(frame, axes, every=True) for frame in stacks[row.layer.name]])
-            held = row.held(axes, every=True)
-            kwargs = translated_layer(row.layer, stack[0], held, result_name(row.stem, request.target, tag,
-                                                                                 extra),
-                                      {**meta, "morph_frames": request.frames, "morph_path": request.morph_path,
-                                       "channels": row.channel.split("+")})
-            kwargs = row.stretch(kwargs, held, at)
-            kwargs.update(self._look(row), data=stack, scale=[1.0, *kwargs["scale"]],
-                          translate=[0.0, *kwargs["translate"]], axis_labels=["frame", *kwargs["axis_labels"]])
-            morph = self._add_or_replace(place(kwargs, row, r, 1))
-            shown += [self._add_view(r, row), morph]
-            self._record(morph, row, result_name(row.layer.name, request.target, tag, extra), groups)
-        self._record_groups(groups)
-        self.show_side_by_side(shown)
-        self.viewer.dims.set_current_step(0, len(frames) - 1)
-
-    def _add_or_replace(self, kwargs: dict) -> Image:
-        """Add a result layer; one of the same name (a run with the same settings on the same layer) is replaced
-        at its place in the layer list, so re-runs never pile up napari's `name [1]` copies."""
-        name = kwargs["name"]
-        index = self.viewer.layers.index(name) if name in self.viewer.layers else None
-        if index is not None:
-            self.viewer.layers.remove(name)
-        layer = self.viewer.add_image(**kwargs)
-        if index is not None:
-            self.viewer.layers.move(self.viewer.layers.index(layer.name), index)
-        return layer
-
-    def _show_spread(self, spread: np.ndarray) -> None:
-        """`<name>_std`: the per-pixel standard deviation over seeds, over the translation of each channel's row."""
-        inputs, request = self._pending
-        tag = settings_tag(request.options, direct=is_direct(self.model))
-        full = inputs.layer_shaped(spread.astype(np.float32))
-        groups = {}
-        for r, row in enumerate(self.rows):
-            part = row.take(full[row.layer.name])
-            kwargs = row.stretch(translated_layer(row.layer, part, row.held(),
-                                                  result_name(row.stem, request.target, tag, "std"),
-                                                  {"samples": request.samples, "kind": "uncertainty",
-                                                   "channels": row.channel.split("+")}), row.held())
-            kwargs.update(colormap="inferno", contrast_limits=(0.0, float(np.percentile(part, 99.9)) or 1.0),
-                          rgb=False, opacity=0.6, blending="translucent")
-            layer = self._add_or_replace(place(kwargs, row, r, 1))
-            self._record(layer, row, result_name(row.layer.name, request.target, tag, "std"), groups)
-        self._record_groups(groups)
-        self.status.setText(self.status.text() + f" Uncertainty: spread over {request.samples} seeds, over each "
-                            "translation (toggle it in the layer list).")
-
-    # --- cells ---------------------------------------------------------------------------------------------------
-    def _show_cells(self, cells: Cells) -> None:
-        """A Labels layer of the cells (per-cell values as its features), the measures to choose from, the table."""
-        import pandas as pd
-
-        _, inputs, request = self._pending
-        self.cells = cells
-        layer = inputs.layers[0]
-        spatial = inputs.kept_axes[-2:]
-        data = cells.labels[0] if len(cells.labels) == 1 else cells.labels
-        scale = np.asarray(layer.scale)[spatial]
-        translate = np.asarray(layer.translate)[spatial]
-        if data.ndim == 3:
-            scale, translate = np.r_[1.0, scale], np.r_[0.0, translate]
-        features = pd.DataFrame(cells.rows)
-        if len(cells.labels) == 1 and len(features):
-            features = features.drop(columns="image").rename(columns={"cell": "index"})
-        name = f"{layer.name} cells"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                               features=features if len(cells.labels) == 1 else None,
-                               metadata={"phendiff": {"source": request.source, "target": request.target}})
-        if cells.reveal is not None:  # each cell's smallest region carrying most of its change (core/reveal.py)
-            revealed = f"{layer.name} reveal"
-            if revealed in self.viewer.layers:
-                self.viewer.layers.remove(revealed)
-            self.viewer.add_labels(cells.reveal[0] if len(cells.reveal) == 1 else cells.reveal, name=revealed,
-                                   scale=scale, translate=translate, opacity=0.6)
-        measures = [k[:-len("_change")] for k in (cells.rows[0] if cells.rows else {}) if k.endswith("_change")]
-        if cells.rows and "reveal_score" in cells.rows[0]:
-            measures.insert(0, REVEAL)
-        self.measure_choice.blockSignals(True)
-        self.measure_choice.clear()
-        self.measure_choice.addItems(measures)
-        preferred = [m for m in measures if m.endswith("_nc_ratio") and not m.startswith(
-            self.manifest["channel_names"][0])]
-        self.measure_choice.blockSignals(False)
-        if preferred:
-            self.measure_choice.setCurrentText(preferred[0])
-        self._show_measure()
-        self.sections["Cells"].set_expanded(True)
-        self.findChild(QScrollArea).ensureWidgetVisible(self.cells_table)
-        self.status.setText(f"Measured {len(cells.rows)} cell(s): the table (Cells) lists the measure per cell "
-                            "before and after, largest gain first; click a row (or Next cell) to centre the viewer "
-                            f"on its cell. Choose '{REVEAL}' to rank the cells by where their change lies (the "
-                            "'reveal' layer).")
-
-    def _show_measure(self, text=None) -> None:
-        """Fill the table with the chosen measure and colour the cells by its change (`cells_change_<measure>`)."""
-        measure = self.measure_choice.currentText()
-        if self.cells is None or not measure:
-            return
-        several = len(self.cells.labels) > 1
-        # the measure's columns first, so they stay in view in a narrow dock; the cell's position rides on its item
-        if measure == REVEAL:  # share of the cell in its change mask, share of the change it carries, the score
-            headers, keys = ["cell", "mask share", "reached", "score"], ["cell", "reveal_share", "reveal_reached",
-                                                                           "reveal_score"]
-        else:
-            headers = ["cell", "original", "translated", "change"]
-            keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
-        headers, keys = headers + (["image"] if several else []), keys + (["image"] if several else [])
-        table = self.cells_table
-        table.setSortingEnabled(False)
-        table.clear()
-        table.setColumnCount(len(headers))
-        table.setHorizontalHeaderLabels(headers)
-        table.horizontalHeaderItem(3).setToolTip(REVEAL_TIP if measure == REVEAL else
-                                                 f"{measure}: translated - original")
-        table.setRowCount(len(self.cells.rows))
-        for r, values in enumerate(self.cells.rows):
-            for c, key in enumerate(keys):
-                item = QTableWidgetItem()
-                value = values[key]
-                # 4 significant digits shown; the item sorts by the number
-                item.setData(Qt.ItemDataRole.DisplayRole, int(value) if key in ("cell", "image") else
-                             float(f"{float(value):.4g}"))
-                if key == "cell":
-                    item.setData(Qt.ItemDataRole.UserRole, (int(values["image"]), float(values["y"]),
-                                                            float(values["x"])))
-                table.setItem(r, c, item)
-        table.resizeColumnsToContents()
-        table.setSortingEnabled(True)
-        table.sortItems(3, Qt.SortOrder.DescendingOrder)  # the cells that gained most first
-        changes = np.zeros(int(self.cells.labels.max()) + 1, np.float32)
-        name = f"cells_change_{measure}"
-        image = np.zeros(self.cells.labels.shape, np.float32)
-        for index in range(len(self.cells.labels)):
-            changes[:] = 0
-            for cell in self.cells.rows:
-                if cell["image"] == index and np.isfinite(cell[keys[3]]):
-                    changes[cell["cell"]] = cell[keys[3]]
-            image[index] = changes[self.cells.labels[index]]
-        labels = self.viewer.layers[next(layer.name for layer in self.viewer.layers if layer.name.endswith(" cells"))]
-        limit = float(np.abs(image).max()) or 1.0
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = image[0] if image.shape[0] == 1 else image
-        else:
-            for old in [layer.name for layer in self.viewer.layers if layer.name.startswith("cells_change_")]:
-                self.viewer.layers.remove(old)
-            placement = {"scale": labels.scale, "translate": labels.translate}
-            if self.rows:  # over the translation of the first changed channel; the cells lie over its original
-                placement = place(placement, self.rows[0], 0, 1)
-            self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
-                                  contrast_limits=(-limit, limit), opacity=0.7, **placement)
-        self.viewer.layers[name].contrast_limits = (-limit, limit)
-
-    def next_cell(self) -> None:
-        """The Next cell button: select the table's next row (the first after the last) and centre on its cell."""
-        if self.cells_table.rowCount() == 0:
-            self._report("Measure cells first.")
-            return
-        row = (self.cells_table.currentRow() + 1) % self.cells_table.rowCount()
-        self.cells_table.selectRow(row)
-        self.centre_on_row(row)
-
-    def centre_on_row(self, row: int, column: int = 0) -> None:
-        """Centre the viewer on the cell of a table row."""
-        image, y, x = self.cells_table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-        labels = next(layer for layer in self.viewer.layers if layer.name.endswith(" cells"))
-        if labels.ndim == 3:  # a stack's cells: go to the cell's plane too
-            self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, image)
-        scale, translate = np.asarray(labels.scale)[-2:], np.asarray(labels.translate)[-2:]
-        self.viewer.camera.center = tuple(np.asarray([y, x]) * scale + translate)
-        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
-
-    def export_cells(self, path: str | Path) -> Path:
-        """Write the per-cell table (every measure, before, after, change) as CSV."""
-        if self.cells is None:
-            raise PhenDiffError("Measure cells first.")
-        return write_cells_csv(path, self.cells.rows)
-
-    def browse_export(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Save the per-cell table", "cells.csv", "CSV (*.csv)")
-        if name:
-            try:
-                self.status.setText(f"Table written: {self.export_cells(name)}")
-            except PhenDiffError as exc:
-                self._report(str(exc))
-
-    def save_results(self, folder: str | Path) -> list[Path]:
-        """Write the last run's layers (translated and difference, a morph, an uncertainty) into `folder` with the
-        plugin's TIFF writer: `<layer name>.tif` under the name rule (layer_file_name), channel names and settings
-        kept; an existing file is not overwritten (the new one gets `_2`, `_3`, ...)."""
-        from ..writer import write_image_layer, write_image_layers
-
-        present = [(stem, members) for stem, members in self.results
-                   if all(name in self.viewer.layers for name, _ in members)]
-        if not present:
-            raise PhenDiffError("Translate first: Save results writes the layers of the last run, and none of them "
-                                "is open.")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for stem, members in present:
-            stem = layer_file_name(stem)
-            path, n = folder / f"{stem}.tif", 1
-            while path.exists():
-                n += 1
-                path = folder / f"{stem}_{n}.tif"
-            layers = [self.viewer.layers[name].as_layer_data_tuple() for name, _ in members]
-            if members[0][1] is None:
-                written += [Path(p) for p in write_image_layer(str(path), *layers[0][:2])]
-            else:  # the channels of one multichannel layer: one TIFF, its channels named
-                layers = [(data, {**meta, "name": channel}, kind) for (data, meta, kind), (_, channel) in
-                          zip(layers, members)]
-                written += [Path(p) for p in write_image_layers(str(path), layers)]
-        return written
-
-    def browse_save(self) -> None:
-        start = next((str(Path(p).parent) for p in (getattr(getattr(layer, "source", None), "path", None)
-                                                       for layer in self.channel_layers()) if p), "")
-        folder = QFileDialog.getExistingDirectory(self, "Choose the folder for the results' TIFFs", start)
-        if folder:
-            try:
-                written = self.save_results(folder)
-                self.status.setText(f"Saved {len(written)} file(s) in {folder}: "
-                                    f"{', '.join(p.name for p in written)}.")
-            except (PhenDiffError, OSError) as exc:
-                self._report(str(exc))
-
-    def show_side_by_side(self, shown: list[Image]) -> None:
-        """Show only the comparison's layers (placed in their rows and columns, in the rows' order), each named above
-        its corner (channel and column), on top, and fit them in view."""
-        per_row = len(shown) // len(self.rows)
-        cells = [(f"{row.channel}{' (kept)' if row.kept else ''}: {column}", layer) for r, row in enumerate(self.rows)
-                 for column, layer in zip(("original", "morph") if per_row == 2 else COLUMNS,
-                                          shown[r * per_row:(r + 1) * per_row])]
-        if LABELS in self.viewer.layers:
-            self.viewer.layers.remove(LABELS)
-        shown = [*shown, self.viewer.add_points(**label_points(cells))]
-        names = [layer.name for layer in shown]  # napari hands plugins proxies: use names
-        for layer in self.viewer.layers:
-            layer.visible = layer.name in names
-        order = [layer.name for layer in self.viewer.layers]
-        self.viewer.layers.move_multiple([order.index(name) for name in names], len(order))
-        self.viewer.canvas.grid.enabled = False
-        self.viewer.reset_view()
 
     def release_model(self) -> None:
         """Free the cached model (GPU memory goes back to the driver)."""
