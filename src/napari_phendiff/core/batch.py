@@ -22,7 +22,7 @@ import numpy as np
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, safe_name, write_translation
-from .checkpoint import output_lock, resolve_checkpoint
+from .checkpoint import check_writable, output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .translate import (Estimate, TranslateEvent, check_fits, default_batch_size, estimate_translation, fits_whole,
@@ -192,6 +192,7 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
                                   ("reveal_cells", reveal)) if wanted]
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out, targets)
+    check_writable(out)  # a read-only folder fails before the first translation, not after it
     state = PartialState(cpu=str(device) == "cpu")
     mine = jobs[state.process_index::state.num_processes]
     todo = [job for job in mine if overwrite or not all(p.is_file() for p in job.outputs(targets, extras))]

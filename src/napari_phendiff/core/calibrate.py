@@ -39,7 +39,7 @@ import torch
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, overshot, phenotype_moved
-from .checkpoint import (MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, output_lock,
+from .checkpoint import (MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, claim_new_folder, output_lock,
                          resolve_checkpoint)
 from .models import load_checkpoint
 from .dataset import load_folder
@@ -301,9 +301,7 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
     n = check_count("n (held-out source images)", n, allow_none=True)
     for name, value in (("steps", steps), ("classifier_steps", classifier_steps)):
         check_count(name, value)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not empty; choose a new folder for the calibration.")
+    out = claim_new_folder(out, "the calibration")
     path = resolve_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.path
     if store and str(checkpoint) in NAMED_CHECKPOINTS:
         raise CheckpointError(f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 
 FORMAT_VERSION = 1
 MANIFEST = "phendiff.json"
@@ -224,6 +224,23 @@ def check_writable(folder: Path) -> None:
                               "output folder, or fix its permissions.") from exc
 
 
+def claim_new_folder(out: Path, what: str) -> Path:
+    """Before the work, refuse an output folder that holds anything or where nothing can be written. An empty folder
+    already there is removed now (atomic_folder puts the finished one in its place): one that cannot be replaced,
+    such as a mount point, is refused here rather than after the work."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not empty; choose a new folder for {what} or delete this one.")
+    check_writable(out.parent)
+    if out.exists():
+        try:
+            out.rmdir()
+        except OSError as exc:
+            raise CheckpointError(f"{out}: cannot be replaced by {what} ({exc.strerror or exc}: a mount point or a "
+                                  "read-only disk?). Give a new folder inside it, or another folder.") from exc
+    return out
+
+
 def check_free_space(out: Path, needed: int) -> None:
     """Raise CheckpointError when the disk holding `out` has less than `needed` bytes (plus a margin) free."""
     folder = Path(out)
@@ -306,7 +323,11 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         yield
         return
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{out.parent}: cannot be made ({exc.strerror or exc}). Choose another output "
+                              "folder, or fix its permissions.") from exc
     lock = out.with_name(f".{out.name}.lock")
     mine = {"pid": os.getpid(), "host": _HOST, "what": what,
             "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -315,6 +336,11 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            descriptor = None
+        except OSError as exc:  # a read-only disk or folder: nothing can be written there, a lock neither
+            raise CheckpointError(f"{out.parent}: nothing can be written there ({exc.strerror or exc}). Choose "
+                                  "another output folder, or fix its permissions.") from exc
+        if descriptor is None:
             holder = _lock_holder(lock)
             if holder is None:
                 try:  # being written by its new holder this instant, or left empty by a crash

@@ -24,7 +24,7 @@ from . import cells as cellmeasure
 from . import metrics
 from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, overshot
 from .calibrate import channel_change, kept_score
-from .checkpoint import atomic_folder, output_lock
+from .checkpoint import atomic_folder, claim_new_folder, output_lock
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
@@ -76,9 +76,7 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
     `progress(description)`, if given, returns the per-event callback for each translation pass.
     Returns the metrics (also written to out/metrics.json).
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not empty; choose a new report folder or delete this one.")
+    out = claim_new_folder(out, "the report")
     check_given(options)
     n = check_count("n (source images to translate)", n, allow_none=True)
     check_count("classifier_steps", classifier_steps)

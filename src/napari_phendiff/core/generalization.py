@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_folder
+from .checkpoint import atomic_folder, claim_new_folder
 from .models import KINDS, load_checkpoint
 from .dataset import scan_folder
 from .errors import ConfigError, DataError
@@ -45,9 +45,7 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
 
     `on_train_event(name, event)` is called with every training event of model "a" and "b".
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not empty; choose a new folder or delete this one.")
+    out = claim_new_folder(out, "the analysis")
     for name, value in (("n_per_class", n_per_class), ("n_samples", n_samples), ("steps", steps)):
         check_count(name, value)
     if not config.kind.generates:

@@ -177,12 +177,18 @@ class Normalization:
     def forward(self, image: np.ndarray) -> np.ndarray:
         """(C, Y, X) or (N, C, Y, X) in any dtype -> float32, about [-1, 1]."""
         low, high = self._scale(image.ndim)
-        return (2.0 * (image.astype(np.float32) - low) / (high - low) - 1.0).astype(np.float32)
+        scaled = image.astype(np.float32)  # one copy, then in place: a large field holds no temporaries
+        scaled -= low
+        scaled *= 2.0 / (high - low)
+        scaled -= 1.0
+        return scaled
 
     def inverse(self, scaled: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
         """Undo `forward` and cast to `dtype`; integer types are rounded and clipped to their range."""
         low, high = self._scale(scaled.ndim)
-        image = (scaled.astype(np.float64) + 1.0) / 2.0 * (high - low) + low
+        image = scaled + np.float32(1.0)  # float32 (exact to 1/100 of a 16-bit level), then in place
+        image *= (high - low) / 2.0
+        image += low
         return cast_like(image, np.dtype(dtype))
 
     def to_dict(self) -> dict:
@@ -197,7 +203,8 @@ class Normalization:
 def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(image), info.min, info.max).astype(dtype)
+        rounded = np.rint(image)
+        return np.clip(rounded, info.min, info.max, out=rounded).astype(dtype)
     return image.astype(dtype)
 
 

@@ -162,9 +162,12 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         for name in targets:
             canvas[name][n, :, y:y + h, x:x + w] += padded[n, :, y:y + h, x:x + w] * ramp
         weight[n, :, y:y + h, x:x + w] += ramp
+    plan.padded = padded = None  # the normalised input is no longer needed: free it before the outputs are made
     results = {}
     for name in targets:
-        blended = (canvas[name] / weight)[..., :height, :width]
+        blended = canvas.pop(name)  # in place, and freed once cast back: a large field holds one canvas at a time
+        blended /= weight
+        blended = blended[..., :height, :width]
         if resized:
             blended = resize_fields(blended, stack.shape[-2:])
             blended[:, keep] = model.normalization.forward(stack)[:, keep]  # kept channels: the original's pixels
@@ -208,9 +211,9 @@ def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOp
     jobs = [(n, window) for n in range(len(padded)) for window in windows]
     copied = []
     if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
-        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP))
-        copied = [(n, window) for n, window in jobs if not held[n, windows.index(window)]]
-        jobs = [(n, window) for n, window in jobs if held[n, windows.index(window)]]
+        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP)).ravel()  # in the jobs' order
+        copied = [job for job, cells in zip(jobs, held) if not cells]
+        jobs = [job for job, cells in zip(jobs, held) if cells]
     batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
     return TilePlan(stack, restore, padded, size, resized, tiles, windows, jobs, copied, batch_size)
 
