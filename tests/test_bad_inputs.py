@@ -232,6 +232,53 @@ def test_resume_with_other_optimisation_settings_is_refused(sim_data, tmp_path):
         pd.train(small_config(sim_data, out, steps=2, resume=True, lr=1e-4, seed=5))
 
 
+def test_a_resumed_run_keeps_its_channel_names_and_refuses_others(sim_data, tmp_path):
+    out = pd.train(small_config(sim_data, tmp_path / "m", steps=1, channel_names=["DNA", "reporter"]))
+    with pytest.raises(CheckpointError, match="channel names: checkpoint DNA, reporter, now reporter, DNA"):
+        pd.train(small_config(sim_data, out, steps=2, resume=True, channel_names=["reporter", "DNA"]))
+    pd.train(small_config(sim_data, out, steps=2, resume=True))  # none given: the checkpoint's
+    assert json.loads((out / "phendiff.json").read_text())["channel_names"] == ["DNA", "reporter"]
+
+
+def test_a_run_that_replaces_its_checkpoint_needs_room_for_two(sim_data, tmp_path, monkeypatch):
+    one = {}
+
+    def free(path):  # room for one checkpoint and a half, whatever its size
+        return shutil._ntuple_diskusage(10**12, 10**12, one.get("free", 10**12))
+
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", free)
+    original = ckpt.check_free_space
+
+    def measured(out, needed, copies=1):
+        one["free"] = int(1.5 * 1.2 * needed + 2**20)
+        return original(out, needed, copies)
+
+    monkeypatch.setattr("napari_phendiff.core.training.run.check_free_space", measured)
+    pd.train(small_config(sim_data, tmp_path / "once", steps=2, checkpoint_every=100))  # saves once: fits
+    with pytest.raises(CheckpointError, match=r"two checkpoints of about .* \(a new one is written whole"):
+        pd.train(small_config(sim_data, tmp_path / "twice", steps=2, checkpoint_every=1))
+    assert not (tmp_path / "twice" / "phendiff.json").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_or_replaced_is_refused_before_the_work(tmp_path, monkeypatch):
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(CheckpointError, match="cannot be made"):
+        with ckpt.output_lock(tmp_path / "a file" / "out", "a test"):
+            pass
+    (tmp_path / "mounted").mkdir()
+
+    def busy(self):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(type(tmp_path), "rmdir", busy)
+    with pytest.raises(CheckpointError, match="cannot be replaced by the report .Device or resource busy"):
+        ckpt.claim_new_folder(tmp_path / "mounted", "the report")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(DataError, match="already exists and is not empty"):
+        ckpt.claim_new_folder(tmp_path / "full", "the report")
+
+
 def test_a_diverging_run_stops_with_advice_and_saves_nothing(sim_data, tmp_path):
     with pytest.raises(ConfigError, match="diverged at step .* lower one"):
         pd.train(small_config(sim_data, tmp_path / "m", steps=20, lr=1e30, grad_clip=1e30, warmup_steps=0))
@@ -240,7 +287,7 @@ def test_a_diverging_run_stops_with_advice_and_saves_nothing(sim_data, tmp_path)
 
 def test_too_little_disk_space_fails_before_the_first_step(sim_data, tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10_000))
-    with pytest.raises(CheckpointError, match="MB free, a checkpoint of this run needs about"):
+    with pytest.raises(CheckpointError, match="MB free, this run needs .* MB: a checkpoint of about"):
         pd.train(small_config(sim_data, tmp_path / "m"))
     assert not (tmp_path / "m" / "phendiff.json").exists()
 
@@ -255,6 +302,15 @@ def test_a_failed_checkpoint_write_says_what_was_kept(sim_data, tmp_path, monkey
     with pytest.raises(CheckpointError, match="step 2 could not be written .No space left on device.; nothing was saved"):
         pd.train(small_config(sim_data, tmp_path / "m"))
     assert not list(tmp_path.glob(".m.writing-*")) and not (tmp_path / "m" / "phendiff.json").exists()
+
+    from safetensors import SafetensorError
+
+    def weights_full(folder):  # safetensors' own error for a full disk (os error 28), not an OSError
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(run, "stamp_weights", weights_full)
+    with pytest.raises(CheckpointError, match="step 2 could not be written .*No space left on device"):
+        pd.train(small_config(sim_data, tmp_path / "n"))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")

@@ -241,15 +241,20 @@ def claim_new_folder(out: Path, what: str) -> Path:
     return out
 
 
-def check_free_space(out: Path, needed: int) -> None:
-    """Raise CheckpointError when the disk holding `out` has less than `needed` bytes (plus a margin) free."""
+def check_free_space(out: Path, needed: int, copies: int = 1) -> None:
+    """Raise CheckpointError when the disk holding `out` has less room than `copies` checkpoints of `needed` bytes
+    (plus a fifth and 1 MB): a checkpoint that replaces another is written whole before the old one goes, so a run
+    that saves more than once needs room for two."""
     folder = Path(out)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
-    if free < 1.2 * needed + 2**20:
-        raise CheckpointError(f"{folder}: {free / 2**20:.0f} MB free, a checkpoint of this run needs about "
-                              f"{needed / 2**20:.0f} MB. Free some space or choose another output folder.")
+    wanted = copies * 1.2 * needed + 2**20
+    if free < wanted:
+        why = (f"two checkpoints of about {needed / 2**20:.0f} MB each (a new one is written whole before the one "
+               "it replaces is removed)" if copies == 2 else f"a checkpoint of about {needed / 2**20:.0f} MB")
+        raise CheckpointError(f"{folder}: {free / 2**20:.0f} MB free, this run needs {wanted / 2**20:.0f} MB: "
+                              f"{why}, with a margin. Free some space or choose another output folder.")
 
 
 @contextlib.contextmanager

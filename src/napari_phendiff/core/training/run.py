@@ -32,6 +32,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, manifest_kind, output_lock,
                           recover_interrupted_swap, stamp_weights)
@@ -113,7 +114,8 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
     resume_from = check_out_folder(config)
     data, normalization, channel_names = load_training_data(config, resume_from, trainer_class.resume_problems)
     trainer = trainer_class(config, data, normalization)
-    check_free_space(config.out, checkpoint_bytes(trainer))
+    replaces = resume_from or config.checkpoint_every < config.steps  # a checkpoint written over another one
+    check_free_space(config.out, checkpoint_bytes(trainer), copies=2 if replaces else 1)
     start = _load_state(trainer, config.out / "training") if resume_from else 0
     losses = _loss_history(config.out / "training", start) if resume_from else []
     manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
@@ -126,10 +128,10 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
                     stamp_weights(folder)
                     trainer.save_state(folder / "training", step)
                     (folder / "training" / LOSSES).write_text(json.dumps(losses))
-            except OSError as exc:  # disk full, folder gone or made read-only during the run
+            except (OSError, SafetensorError) as exc:  # disk full, folder gone or made read-only during the run
                 before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
                 raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written "
-                                      f"({exc.strerror or exc}); {before}. Free space or fix the folder, then "
+                                      f"({getattr(exc, 'strerror', None) or exc}); {before}. Free space or fix the folder, then "
                                       "resume.") from exc
         trainer.wait()
         return config.out
@@ -221,8 +223,8 @@ def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=N
         manifest = read_manifest(config.out)
         _check_resume_fits(manifest, data, config, resume_problems)
         normalization = Normalization.from_dict(manifest["normalization"])
-    else:
-        normalization = Normalization.fit(data.images)
+        return data, normalization, list(manifest["channel_names"])  # the names the run was trained with
+    normalization = Normalization.fit(data.images)
     channel_names = (config.channel_names or data.recorded_channel_names()
                      or [f"channel {i + 1}" for i in range(data.channels)])
     if len(channel_names) != data.channels:
@@ -249,6 +251,9 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
         problems.append(f"conditions: checkpoint {manifest['conditions']}, folder {data.conditions}")
     if len(manifest["channel_names"]) != data.channels:
         problems.append(f"channels: checkpoint {len(manifest['channel_names'])}, images {data.channels}")
+    elif config.channel_names and list(config.channel_names) != list(manifest["channel_names"]):
+        problems.append(f"channel names: checkpoint {', '.join(manifest['channel_names'])}, now "
+                        f"{', '.join(config.channel_names)} (a resumed run keeps its names; leave them out)")
     if int(manifest["trained_steps"]) >= config.steps:
         problems.append(f"already trained {manifest['trained_steps']} steps; ask for more with --steps")
     if problems:
