@@ -292,12 +292,26 @@ def test_generalization_trains_two_models_and_writes_histograms(sim_data, tmp_pa
         generalization(sim_data, tmp_path / "gen2", 3, config)
 
 
+def _resimulated(truth: Path, seed: int = 0, size: int = 48) -> None:
+    """Replace a truth folder by that of another simulation of the same phenotype and count."""
+    import shutil
+
+    from napari_phendiff.core.simulate import simulate_dataset
+
+    count = len(list((truth / "untreated").glob("*_nuclei.tif")))
+    other = simulate_dataset(truth.parent / "other", "translocation", count, size, seed=seed, cell_diameter=20.0)
+    shutil.rmtree(truth)
+    shutil.copytree(other.with_name(other.name + "_truth"), truth)
+
+
 @pytest.mark.parametrize("damage, phrase", [
     (lambda truth: (truth / "truth.json").write_text("{not json"), "truth.json: cannot be read"),
     (lambda truth: (truth / "truth.json").write_text('{"phenotype": "mitosis"}'), "names no simulated phenotype"),
     (lambda truth: next(truth.rglob("*_cells.tif")).unlink(), "ground-truth mask missing"),
     (lambda truth: (truth / "truth.json").write_text('{"phenotype": "golgi"}'),
      "the ground truth of a golgi simulation \\(3 channels: DNA, Golgi, tubulin\\), but the checkpoint has 2"),
+    (lambda truth: _resimulated(truth, seed=7), r"its true nuclei do not lie on the nuclei of .* \(another seed\?\)"),
+    (lambda truth: _resimulated(truth, size=64), "a mask of 64 x 64 px for .* of 48 x 48 px"),
 ])
 def test_a_damaged_truth_folder_fails_before_any_translation(tiny_checkpoint, sim_data, tmp_path, monkeypatch,
                                                                damage, phrase):
