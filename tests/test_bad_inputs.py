@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -467,5 +468,6 @@ def test_a_disk_that_fills_during_a_folder_run_is_one_clear_error(tiny_checkpoin
     monkeypatch.setattr(batch, "write_translation", filling)
     assert translate_cli(tiny_checkpoint, [tmp_path / "in"], tmp_path / "out", "--batch-size", "1") == 2
     err = capsys.readouterr().err
-    assert "could not be written (No space left on device). The 1 file(s) written before it are complete" in err
+    assert re.search(r"could not be written \(No space left on device; \d+ MB free on its disk\)\. The 1 file\(s\) "
+                     r"written before it are complete", err)
     assert "Traceback" not in err and len(tifs(tmp_path / "out")) == 1

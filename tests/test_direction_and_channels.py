@@ -191,3 +191,19 @@ def test_part_of_a_larger_images_channels_is_refused(viewer, dock, tmp_path):
     assert dock.translate() is None
     assert ("holds the channels DNA, Golgi, tubulin but the checkpoint needs 2 channel(s): DNA, reporter"
             in dock.status.text())
+
+
+def test_condition_names_match_whichever_unicode_form_they_were_written_in(sim_data, tiny_checkpoint, tmp_path):
+    import shutil
+    import unicodedata
+
+    from napari_phendiff.core.dataset import scan_folder
+    from napari_phendiff.core.models import load_checkpoint
+
+    decomposed = unicodedata.normalize("NFD", "traité")  # as a macOS disk names a folder
+    shutil.copytree(sim_data / "untreated", tmp_path / "data" / "contrôle")
+    shutil.copytree(sim_data / "TNFa", tmp_path / "data" / decomposed)
+    assert scan_folder(tmp_path / "data").conditions == ["contrôle", "traité"]  # composed, as typed
+    model = load_checkpoint(tiny_checkpoint, device="cpu")
+    model.conditions = ["untreated", decomposed]  # a checkpoint trained before names were composed
+    assert model.condition_index("traité") == model.condition_index(decomposed) == 1

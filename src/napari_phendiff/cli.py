@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .core.options import DEMO_FIELDS, DEVICES, MORPH_PATHS  # light: no torch
+from .core.options import DEMO_FIELDS, DEVICES, MORPH_PATHS, condition_name  # light: no torch
 
 EXAMPLES = {
     "simulate": "phendiff simulate cells --phenotype translocation --n-per-class 100 --size 128 --seed 0",
@@ -132,8 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
     p.add_argument("inputs", nargs="+", type=Path,
                    help="image files (TIFF, PNG, JPEG) or folders of them (searched recursively; layout kept)")
-    p.add_argument("--source", required=True, help="condition of the input images")
-    p.add_argument("--target", required=True, action="append", help="condition to translate to (repeatable)")
+    p.add_argument("--source", required=True, type=condition_name, help="condition of the input images")
+    p.add_argument("--target", required=True, type=condition_name, action="append",
+                   help="condition to translate to (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="folder for <input>_to_<target>.tif")
     p.add_argument("--overwrite", action="store_true", help="translate again inputs whose outputs already exist")
     p.add_argument("--morph", type=int, default=0, metavar="K",
@@ -216,8 +218,8 @@ def _held_out_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     """A checkpoint, a labelled folder of held-out images, a direction and an output folder (evaluate, calibrate)."""
     p.add_argument("checkpoint", help="checkpoint folder, or 'demo'")
     p.add_argument("data", type=Path, help="labelled folder of held-out images (DATA/<condition>/*.tif)")
-    p.add_argument("--source", required=True, help="condition of the images to translate")
-    p.add_argument("--target", required=True, help="condition to translate them to")
+    p.add_argument("--source", required=True, type=condition_name, help="condition of the images to translate")
+    p.add_argument("--target", required=True, type=condition_name, help="condition to translate them to")
     p.add_argument("--out", type=Path, required=True, help=out_help)
 
 
@@ -362,6 +364,10 @@ def _train(args) -> None:
     config = _train_config(args, args.data, args.out)
     bar = None
     events = iter_train(config)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # torchrun / accelerate: the first process speaks for all
+        for _ in events:
+            pass
+        return
     try:
         for event in events:
             if event.kind == "probe" and event.step == 1:

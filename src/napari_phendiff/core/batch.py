@@ -232,7 +232,9 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
                                             morph_path, samples, measure, reveal),
                                    write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
                     except OSError as exc:  # disk full, folder gone or made read-only during the run
-                        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}). "
+                        free = _free_mb(job.out_dir)
+                        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}"
+                                        f"{f'; {free:.0f} MB free on its disk' if free is not None else ''}). "
                                         f"The {len(result.written)} file(s) written before it are complete; free "
                                         "space or fix the folder, then run the same command again: it skips "
                                         "them.") from exc
@@ -312,6 +314,15 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
                                    "inside each cell's change mask, 0 elsewhere (core/reveal.py)"}))
         written.append(write_cells_csv(job.output(target, "reveal_cells"), found.rows))
     return written
+
+
+def _free_mb(folder: Path) -> float | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return None
 
 
 def estimate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,

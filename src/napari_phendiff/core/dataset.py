@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, PhenDiffWarning
+from .options import condition_name
 from .images import Normalization, is_image_file, read_channel_names, read_image, resize_fields
 
 MAX_LISTED_PROBLEMS = 10
@@ -40,7 +41,7 @@ def scan_folder(root: str | Path) -> LabelledFolder:
     if not root.is_dir():
         raise DataError(f"{root}: is not a folder. Give a folder with one subfolder of images per condition.")
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    files = {p.name: sorted(f for f in p.iterdir() if is_image_file(f)) for p in subfolders}
+    files = {condition_name(p.name): sorted(f for f in p.iterdir() if is_image_file(f)) for p in subfolders}
     empty = [c for c, f in files.items() if not f]
     if empty:
         raise DataError(

@@ -16,6 +16,7 @@ ground truth (docs/method.md, benchmarks/translation_frontier.py).
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -198,8 +199,14 @@ def _number(name: str, value) -> float:
 FIELD_NAMES = tuple(f.name for f in fields(TranslateOptions))
 
 
+def condition_name(name: str) -> str:
+    """A condition's name in one Unicode form (NFC): a folder named 'traité' on macOS (decomposed, NFD) and the same
+    name typed on a command line (composed) look the same and must be the same condition."""
+    return unicodedata.normalize("NFC", name)
+
+
 def direction_key(source: str, target: str) -> str:
-    return f"{source}->{target}"
+    return f"{condition_name(source)}->{condition_name(target)}"
 
 
 def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict:
@@ -223,7 +230,8 @@ def model_defaults(manifest: dict | None) -> dict:
 
 
 def _invalid_setting(where: str, why: str) -> CheckpointError:
-    return CheckpointError(f"{where} {why}. Calibrate it again (phendiff calibrate) or remove that entry.")
+    return CheckpointError(f"{where} {why.rstrip('.')}. Calibrate it again (phendiff calibrate) or remove that "
+                           "entry.")
 
 
 def _checked_setting(entry, manifest: dict | None, where: str) -> dict:

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..images import Normalization
+from ..options import condition_name
 
 
 @dataclass
@@ -39,11 +40,13 @@ class ConditionedModel:
         return len(self.channel_names)
 
     def condition_index(self, name: str) -> int:
-        if name not in self.conditions:
+        """The index of a condition, whichever Unicode form its name was written in (options.condition_name)."""
+        known = [condition_name(c) for c in self.conditions]
+        if condition_name(name) not in known:
             raise CheckpointError(
                 f"Condition {name!r} is not in checkpoint {self.path or ''}: it knows {', '.join(self.conditions)}."
             )
-        return self.conditions.index(name)
+        return known.index(condition_name(name))
 
     @staticmethod
     def described_by(manifest: dict, path: Path) -> dict:
