@@ -1,7 +1,8 @@
 """Retake the dock screenshots of docs/plugin.md with the shipped demo model, the shipped base and the sample data.
 
     xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py [--train-only | --translate-only]
-    # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png and train_dock_finetune.png
+    # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png, plugin_reveal.png and
+    # train_dock_finetune.png
 
 Opens a real napari viewer, loads the plugin's sample data, translates the untreated layer's first field to TNFa
 through the dock (its preselected strength and guidance), waits for the worker, and saves the whole window; then
@@ -73,6 +74,13 @@ def translate_shots() -> None:
     viewer.layers["untreated cells"].opacity = 0.3
     viewer.reset_view()
     shoot(viewer, dock, "plugin_cells.png")
+
+    dock.measure_choice.setCurrentText("reveal score")  # the cells ranked by where their change lies
+    shown = ("untreated_reporter original", "untreated reveal")
+    for layer in viewer.layers:
+        layer.visible = layer.name in shown
+    viewer.reset_view()
+    shoot(viewer, dock, "plugin_reveal.png")
     viewer.close()
 
 
