@@ -91,7 +91,7 @@ def figure(example: dict, channel: int, title: str) -> Path:
               ("true counterfactual", example["truth"][channel]),
               ("|translated - original|", np.abs(example["translated"][channel].astype(float)
                                                  - example["original"][channel])),
-              ("reveal masks", np.where(example["mask"], example["cells"], 0))]
+              ("reveal masks", np.ma.masked_equal(np.where(example["mask"], example["cells"], 0), 0))]
     for i, (name, image) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(image, cmap="tab20" if name == "reveal masks" else "magma", interpolation="nearest")
