@@ -239,6 +239,10 @@ def test_a_resumed_run_keeps_its_channel_names_and_refuses_others(sim_data, tmp_
         pd.train(small_config(sim_data, out, steps=2, resume=True, channel_names=["reporter", "DNA"]))
     pd.train(small_config(sim_data, out, steps=2, resume=True))  # none given: the checkpoint's
     assert json.loads((out / "phendiff.json").read_text())["channel_names"] == ["DNA", "reporter"]
+    other = tmp_path / "other images"
+    shutil.copytree(sim_data, other)
+    with pytest.raises(CheckpointError, match="data: checkpoint trained on .*, now .*other images"):
+        pd.train(small_config(other, out, steps=3, resume=True))
 
 
 def test_a_run_that_replaces_its_checkpoint_needs_room_for_two(sim_data, tmp_path, monkeypatch):

@@ -247,6 +247,9 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
         problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
     elif resume_problems is not None:
         problems += resume_problems(manifest, config)
+    if saved.get("data") and not _same_folder(Path(saved["data"]), Path(config.data)):
+        problems.append(f"data: checkpoint trained on {saved['data']}, now {config.data} (a resumed run continues on "
+                        "the same images; train a new run, or start from this checkpoint, for others)")
     if manifest["conditions"] != data.conditions:
         problems.append(f"conditions: checkpoint {manifest['conditions']}, folder {data.conditions}")
     if len(manifest["channel_names"]) != data.channels:
@@ -258,6 +261,14 @@ def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problem
         problems.append(f"already trained {manifest['trained_steps']} steps; ask for more with --steps")
     if problems:
         raise CheckpointError(f"{config.out}: cannot resume with these settings ({'; '.join(problems)}).")
+
+
+def _same_folder(recorded: Path, given: Path) -> bool:
+    """Whether a data folder is the one a checkpoint recorded: the same folder, or one of the same name when the
+    record is relative (the run started elsewhere)."""
+    if recorded.is_absolute():
+        return recorded.resolve() == given.resolve()
+    return recorded.name == given.resolve().name
 
 
 def _manifest(config: TrainConfig, data, normalization: Normalization, channel_names: list[str]) -> dict:
