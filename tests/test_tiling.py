@@ -87,3 +87,21 @@ def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation
     said = capsys.readouterr().out
     assert "on this computer for 1 file(s) x 1 target(s)" in said and "nothing translated" in said
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_folders_estimate_times_the_first_file_and_scales_the_others(model, tmp_path):
+    from napari_phendiff.core.batch import estimate_files
+    from napari_phendiff.core.translate import estimate_translation
+
+    (tmp_path / "in").mkdir()
+    for name, size in (("a", 128), ("b", 96)):
+        pd.write_image(tmp_path / "in" / f"{name}.tif", sparse_field(size), channel_names=["DNA", "reporter"])
+    total, files = estimate_files(model.path, [tmp_path / "in"], "untreated", ["TNFa"], tmp_path / "out",
+                                  model=model, steps=4, tiles=True)
+    first = estimate_translation(model, sparse_field(128), "untreated", "TNFa", steps=4, tiles=True)
+    second = estimate_translation(model, sparse_field(96), "untreated", "TNFa", steps=4, tiles=True,
+                                  seconds_per_pixel=1.0)
+    assert files == 2 and second.seconds == second.pixels  # scaled, not timed
+    assert (total.tiles, total.copied, total.calls) == (first.tiles + second.tiles, first.copied + second.copied,
+                                                          first.calls + second.calls)
+    assert total.seconds > 0 and not (tmp_path / "out").exists()

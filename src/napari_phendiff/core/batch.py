@@ -26,7 +26,7 @@ from .checkpoint import check_writable, output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .translate import (Estimate, TranslateEvent, check_fits, default_batch_size, estimate_translation, fits_whole,
-                        is_direct, iter_translate, kept_channels, plan_tiles, translation_options)
+                        is_direct, iter_translate, kept_channels, translation_options)
 
 SUMMARY = "summary.json"
 
@@ -290,6 +290,7 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
     """The extras asked for one file and target, written before its translation (whose presence marks the file
     done): a morph stack, the spread over seeds, the per-cell table, the change masks (core/reveal.py: each masked
     pixel holds its cell's label) and their per-cell scores."""
+    from .cells import nuclear_channel, segment_nuclei
     from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
     from .images import write_image
 
@@ -302,13 +303,14 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
         _, spread = translate_samples(model, image, source, target, samples, options)
         written.append(write_image(job.output(target, "std"), spread.astype(np.float32),
                                    channel_names=model.channel_names, provenance={**meta, "samples": samples}))
+    nuclei = segment_nuclei(image[nuclear_channel(model.channel_names)]) if measure or reveal else None
     if measure:
-        _, rows = measure_translation(image, translated, model.channel_names)
+        _, rows = measure_translation(image, translated, model.channel_names, nuclei)
         written.append(write_cells_csv(job.output(target, "cells"), rows))
     if reveal:
         from .reveal import reveal as reveal_cells
 
-        found = reveal_cells(image, translated, model.channel_names)
+        found = reveal_cells(image, translated, model.channel_names, nuclei=nuclei)  # the cells the table measured
         masks = np.where(found.mask, found.cells, 0).astype(np.uint16 if found.cells.max() < 2**16 else np.float32)
         written.append(write_image(job.output(target, "reveal"), masks, provenance={**meta, "reveal": "cell labels "
                                    "inside each cell's change mask, 0 elsewhere (core/reveal.py)"}))
@@ -335,20 +337,13 @@ def estimate_files(checkpoint, inputs: list[Path], source: str, targets: list[st
         model = load_checkpoint(checkpoint, device=device)
     chosen, _ = translation_options(model, source, targets[0], **options)
     jobs = plan_jobs(inputs, Path(out), targets)
-    timed, seconds_per_pixel, total, files = None, 0.0, Estimate(0.0, 0, 0, 0), 0
+    parts, files, rate = [], 0, None
     for group, images in _groups(model, jobs, chosen, {}):
-        stack = np.stack(images)
-        if timed is None:
-            timed = estimate_translation(model, stack, source, targets, chosen)
-            seconds_per_pixel = timed.seconds / max(1, timed.pixels)
-            part = timed
-        else:
-            plan = plan_tiles(model, stack, chosen)
-            pixels = len(plan.jobs) * plan.windows[0][2] * plan.windows[0][3]
-            part = Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), 0, pixels)
-        total = Estimate(total.seconds + part.seconds, total.tiles + part.tiles, total.copied + part.copied,
-                         total.calls + part.calls, total.pixels + part.pixels)
+        parts.append(estimate_translation(model, np.stack(images), source, targets, chosen, seconds_per_pixel=rate))
+        if rate is None and parts[-1].pixels:  # the first file with cells is timed; the others scaled by pixels
+            rate = parts[-1].seconds / parts[-1].pixels
         files += len(group)
+    total = Estimate(*(sum(getattr(p, f) for p in parts) for f in ("seconds", "tiles", "copied", "calls", "pixels")))
     return total, files
 
 

@@ -230,34 +230,40 @@ class Estimate:
 
 
 def estimate_translation(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
-                         options: TranslateOptions | None = None, **overrides) -> Estimate:
+                         options: TranslateOptions | None = None, *, seconds_per_pixel: float | None = None,
+                         **overrides) -> Estimate:
     """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
     run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
     and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
     encoding and decoding. It costs two network calls; benchmarks/laptop_field.py compares it with the measured
-    time. An inversion kept in a cache is not counted."""
+    time. `seconds_per_pixel` (an earlier estimate's seconds over its pixels) skips the timing: how a folder's
+    other files are estimated. An inversion kept in a cache is not counted."""
     targets = [target] if isinstance(target, str) else list(target)
     options, _ = translation_options(model, source, targets[0], options, **overrides)
     plan = plan_tiles(model, images, options)
     if not plan.jobs:
         return Estimate(0.0, 0, len(plan.copied), 0)
+    direct = is_direct(model)
+    inverse_steps, forward_steps = network_steps(options)
+    batches = -(-len(plan.jobs) // plan.batch_size)
+    calls = batches * len(targets) if direct else batches * (inverse_steps + forward_steps * len(targets))
+    pixels = len(plan.jobs) * plan.windows[0][2] * plan.windows[0][3]
+    if seconds_per_pixel is not None:
+        return Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), calls, pixels)
     batch = plan.jobs[:plan.batch_size]
     clean = torch.from_numpy(np.stack([plan.padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
     clean = clean.to(model.device)
-    batches = -(-len(plan.jobs) // plan.batch_size)
-    if is_direct(model):
-        with torch.inference_mode():
-            model.map(clean, model.condition_index(source), model.condition_index(targets[0]))  # set-up
-            started = time.perf_counter()
-            model.map(clean, model.condition_index(source), model.condition_index(targets[0]))
-        per_tile = (time.perf_counter() - started) / len(batch)
-        return Estimate(per_tile * len(plan.jobs) * len(targets), len(plan.jobs), len(plan.copied),
-                        batches * len(targets), len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
-    dtype = autocast_dtype(options.precision)
-    inverse_steps, forward_steps = network_steps(options)
-    branches = 2 if options.guidance != 1.0 else 1  # a guided step runs both branches in one call
-    labels = torch.full((len(batch) * branches,), model.condition_index(source), device=model.device)
+    source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
     with torch.inference_mode():
+        if direct:
+            model.map(clean, source_index, target_index)  # the first call of a shape pays its set-up: not counted
+            started = time.perf_counter()
+            model.map(clean, source_index, target_index)
+            per_tile = (time.perf_counter() - started) / len(batch) * len(targets)
+            return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
+        dtype = autocast_dtype(options.precision)
+        branches = 2 if options.guidance != 1.0 else 1  # a guided step runs both branches in one call
+        labels = torch.full((len(batch) * branches,), source_index, device=model.device)
         started = time.perf_counter()
         x = model.encode(clean)
         model.decode(x)
@@ -269,9 +275,7 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
         _predict(model, x, t, labels, dtype)
         per_branch = (time.perf_counter() - started) / (len(batch) * branches)  # one tile through the network once
     per_tile = per_branch * (inverse_steps + forward_steps * branches * len(targets)) + coding / len(batch)
-    calls = batches * (inverse_steps + forward_steps * len(targets))
-    return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls,
-                    len(plan.jobs) * clean.shape[-2] * clean.shape[-1])
+    return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 
 def trained_on_resized(model) -> bool:

@@ -130,9 +130,9 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
                     (folder / "training" / LOSSES).write_text(json.dumps(losses))
             except (OSError, SafetensorError) as exc:  # disk full, folder gone or made read-only during the run
                 before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
-                raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written "
-                                      f"({getattr(exc, 'strerror', None) or exc}); {before}. Free space or fix the folder, then "
-                                      "resume.") from exc
+                why = getattr(exc, "strerror", None) or exc  # safetensors' errors carry no strerror
+                raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written ({why}); "
+                                      f"{before}. Free space or fix the folder, then resume.") from exc
         trainer.wait()
         return config.out
 
