@@ -12,6 +12,7 @@ import pytest
 import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
+from napari_phendiff.core import translate as translate_module
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.evaluate import evaluate
 from napari_phendiff.core.options import TranslateOptions
@@ -26,13 +27,19 @@ def checkpoint(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data):
+def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data, monkeypatch):
     model = pd.load_checkpoint(checkpoint, device="cpu")
     stack = np.stack([pd.read_image(p) for p in sorted((sim_data / "untreated").glob("*.tif"))[:2]])
     settings = cal.grid([0.25, 0.5], [1.0, 3.0])
     base = TranslateOptions(steps=8, tiles=False)
+    inversions = []
+    real_invert = translate_module.invert
+    monkeypatch.setattr(translate_module, "invert", lambda *a, **k: inversions.append(k["strength"]) or
+                        real_invert(*a, **k))
     swept = cal.sweep(model, stack, "untreated", "TNFa", settings, base)
     assert len(swept) == 4
+    assert inversions == [0.5]  # one inversion, to the deepest strength, serves every setting
+    monkeypatch.undo()
     for setting, result in swept.items():
         alone = pd.translate(model, stack, "untreated", "TNFa", setting.options(base))
         assert np.array_equal(result, alone), setting

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, overshot, phenotype_moved
@@ -46,9 +45,7 @@ from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
-from .tiling import pad_to
-from .translate import (Inverted, _finish, autocast_dtype, fits_whole, invert, is_direct, kept_channels,
-                        paste_kept, regenerate, trained_on_resized, translate)
+from .translate import is_direct, kept_channels, translate
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -124,51 +121,24 @@ def sweep_pairs(model, images: np.ndarray, source: str, pairs: Sequence[tuple[st
                 base: TranslateOptions | None = None,
                 progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, Setting], np.ndarray]:
     """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`;
-    {(target, setting): stack in the input's dtype}.
+    {(target, setting): stack in the input's dtype}, each equal to `translate` with that setting alone.
 
-    Images are inverted once per inversion method (to the highest strength asked for), in batches of whole
-    fields; fields too large for the memory budget are translated one pair at a time instead.
+    Every pair goes through `iter_translate` with one inversion cache: pairs run deepest strength first within each
+    inversion method, so the images are inverted once per method and every other pair regenerates from the
+    state it needs.
     """
     if is_direct(model):
         raise ConfigError("A CycleGAN has no strength or guidance to calibrate.")
     base = (base or TranslateOptions()).validate()
     pairs = list(dict.fromkeys(pairs))
     stack = np.asarray(images)
-    results = {pair: np.empty_like(stack) for pair in pairs}
-    if not fits_whole(model, stack.shape, base.batch_size) or trained_on_resized(model):
-        for i, (target, setting) in enumerate(pairs):
-            results[(target, setting)] = translate(model, stack, source, target, setting.options(base))
-            if progress:
-                progress(i + 1, len(pairs))
-        return results
-    source_index = model.condition_index(source)
-    dtype = autocast_dtype(base.precision)
-    batch = base.batch_size or max(1, min(8, len(stack)))
-    chunks = [range(i, min(i + batch, len(stack))) for i in range(0, len(stack), batch)]
-    generator = torch.Generator("cpu").manual_seed(base.seed)
-    done, total = 0, len(chunks) * len(pairs)
-    for chunk in chunks:
-        scaled = model.normalization.forward(stack[list(chunk)])
-        padded, (height, width) = pad_to(scaled, 0, model.size_multiple)
-        with torch.inference_mode():
-            clean = model.encode(torch.from_numpy(padded).to(model.device))
-        for method in dict.fromkeys(s.inversion for _, s in pairs):
-            mine = [(t, s) for t, s in pairs if s.inversion == method]
-            deepest = max(s.strength for _, s in mine)
-            inverted: Inverted = _finish(invert(model, clean, source_index, base.steps, strength=deepest,
-                                                method=method, dtype=dtype, keep=True))
-            for target, setting in mine:
-                end = _finish(regenerate(model, inverted, model.condition_index(target), source_index,
-                                         setting.options(base), generator=generator, dtype=dtype))
-                with torch.inference_mode():
-                    out = model.decode(end).float().cpu().numpy()
-                paste_kept(out, torch.from_numpy(padded), kept_channels(model, base.keep_channels))
-                out = out[..., :height, :width]
-                results[(target, setting)][list(chunk)] = model.normalization.inverse(out, stack.dtype)
-                done += 1
-                if progress:
-                    progress(done, total)
-    return results
+    cache: dict = {}
+    results = {}
+    for done, (target, setting) in enumerate(sorted(pairs, key=lambda p: (p[1].inversion, -p[1].strength)), 1):
+        results[(target, setting)] = translate(model, stack, source, target, setting.options(base), cache=cache)
+        if progress:
+            progress(done, len(pairs))
+    return {pair: results[pair] for pair in pairs}
 
 
 # --- scores without ground truth -----------------------------------------------------------------------------------

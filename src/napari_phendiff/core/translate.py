@@ -72,13 +72,13 @@ class TranslateEvent:
 
 def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
               options: TranslateOptions | None = None, *,
-              progress: Callable[[TranslateEvent], None] | None = None, **overrides):
-    """Translate images from `source` to `target`; see `iter_translate` for the options.
+              progress: Callable[[TranslateEvent], None] | None = None, cache: dict | None = None, **overrides):
+    """Translate images from `source` to `target`; see `iter_translate` for the options and the cache.
 
     Returns an array of the input's shape and dtype, or {target: array} when `target` is a list.
     `progress`, if given, is called with every TranslateEvent (e.g. to advance a progress bar).
     """
-    for event in iter_translate(model, images, source, target, options, **overrides):
+    for event in iter_translate(model, images, source, target, options, cache=cache, **overrides):
         if progress is not None:
             progress(event)
         if event.phase == "done":
