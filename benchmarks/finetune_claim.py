@@ -40,7 +40,7 @@ from napari_phendiff.core.models.bases import DEFAULT_BASE, SHIPPED_BASES
 from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_dataset
 from napari_phendiff.core.training.run import iter_train
-from napari_phendiff.core.translate import sample
+from napari_phendiff.core.walk import sample
 
 from report import hardware, save_figure, table, write_section
 

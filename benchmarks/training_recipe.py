@@ -215,7 +215,7 @@ def plot_samples(folder: Path, phenotype: str, variants: list[str], path: Path, 
     import matplotlib.pyplot as plt
 
     from napari_phendiff.core.models import load_checkpoint
-    from napari_phendiff.core.translate import sample
+    from napari_phendiff.core.walk import sample
 
     _, sets = folder_sets(folder / "held_out", n)
     models = {v: load_checkpoint(folder / f"recipe_{v}", device="cpu") for v in variants

@@ -19,7 +19,7 @@ from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
-from napari_phendiff.core.translate import _finish, generate, invert
+from napari_phendiff.core.walk import finish, generate, invert
 from conftest import random_image, tiny_base, write_tif
 
 ADAPTERS = ["lora", "svdiff", "attention", "full"]
@@ -112,8 +112,8 @@ def test_source_to_source_round_trip_gives_the_vae_reconstruction_back(checkpoin
         reconstructed = model.normalization.inverse(model.decode(latents).numpy(), fields.dtype)
     errors = {}
     for steps in (10, 50):
-        noise = _finish(invert(model, latents, untreated, steps))
-        back = _finish(generate(model, noise, untreated, steps))
+        noise = finish(invert(model, latents, untreated, steps))
+        back = finish(generate(model, noise, untreated, steps))
         errors[steps] = float((back - latents).norm() / latents.norm())
     # measured 0.73 and 0.36 with this random UNet after 3 training steps, which predicts noise far less smoothly than
     # a pre-trained one

@@ -122,7 +122,7 @@ def test_demo_model_reconstructs_source_to_source():
 
 
 def test_sample_generates_images_of_a_condition(model):
-    from napari_phendiff.core.translate import sample
+    from napari_phendiff.core.walk import sample
 
     images = sample(model, "TNFa", n=3, steps=3, seed=1)
     assert images.shape == (3, 2, 32, 32) and images.dtype == np.uint16

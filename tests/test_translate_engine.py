@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 import napari_phendiff as pd
-from napari_phendiff.core import translate as engine
+from napari_phendiff.core import tiling, walk
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.options import TranslateOptions, resolve_options
 from napari_phendiff.core.simulate import simulate_field
@@ -78,8 +78,8 @@ def test_exact_inversion_reconstructs_to_float_rounding(demo):
     image = field(48, seed=33)
     x = torch.from_numpy(demo.normalization.forward(image[None]))
     for strength in (0.1, 0.5, 1.0):
-        inverted = engine._finish(engine.invert(demo, x, demo.condition_index("untreated"), 20, strength=strength, method="bdia"))
-        back = engine._finish(engine.generate(demo, inverted, demo.condition_index("untreated"), 20,
+        inverted = walk.finish(walk.invert(demo, x, demo.condition_index("untreated"), 20, strength=strength, method="bdia"))
+        back = walk.finish(walk.generate(demo, inverted, demo.condition_index("untreated"), 20,
                                               strength=strength))
         # measured 6e-7 to 2e-5 RMSE; plain DDIM inversion gives 0.02 to 0.15 on the same field
         assert float((back - x).pow(2).mean().sqrt()) < 1e-4, strength
@@ -150,8 +150,8 @@ def test_whole_field_or_tiles_follows_the_memory_budget(model, monkeypatch):
     pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, guidance=1.0)
     assert {shape for _, _, shape in counter.calls} == {(64, 64)}
     counter.calls.clear()
-    per_field = engine.bytes_per_pixel(model) * 64 * 64
-    monkeypatch.setattr(engine, "CPU_BUDGET_BYTES", per_field - 1)  # no longer fits: tiles of the model's size
+    per_field = tiling.bytes_per_pixel(model) * 64 * 64
+    monkeypatch.setattr(tiling, "CPU_BUDGET_BYTES", per_field - 1)  # no longer fits: tiles of the model's size
     pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, guidance=1.0)
     assert {shape for _, _, shape in counter.calls} == {(32, 32)}
     counter.calls.clear()
@@ -199,11 +199,11 @@ def test_kept_channels_follow_the_inversion_at_every_level(model, monkeypatch):
     """The kept channel of the state the network sees at each regeneration step is the inversion's at that level."""
     image = field(seed=7)
     x = torch.from_numpy(model.normalization.forward(image[None]))
-    inverted = engine._finish(engine.invert(model, x, 0, 10, strength=0.5, keep=True))
+    inverted = walk.finish(walk.invert(model, x, 0, 10, strength=0.5, keep=True))
     seen = []
-    monkeypatch.setattr(engine, "_predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()),
+    monkeypatch.setattr(walk, "predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()),
                                                                             torch.zeros_like(x))[1])
-    engine._finish(engine.generate(model, inverted, 1, 10, strength=0.5, keep=[0]))
+    walk.finish(walk.generate(model, inverted, 1, 10, strength=0.5, keep=[0]))
     levels = list(range(inverted.depth, 0, -1))  # the states regeneration starts each step from
     assert len(seen) == len(levels)
     for state, level in zip(seen, levels):

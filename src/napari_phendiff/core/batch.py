@@ -25,8 +25,10 @@ from .export import provenance, safe_name, write_translation
 from .checkpoint import check_writable, output_lock, resolve_checkpoint
 from .images import IMAGE_SUFFIXES, is_image_file, read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
-from .translate import (Estimate, TranslateEvent, check_fits, default_batch_size, estimate_translation, fits_whole,
-                        is_direct, iter_translate, kept_channels, translation_options)
+from .inputs import check_fits
+from .tiling import default_batch_size, fits_whole
+from .translate import (Estimate, TranslateEvent, estimate_translation, is_direct, iter_translate, kept_channels,
+                        translation_options)
 
 SUMMARY = "summary.json"
 

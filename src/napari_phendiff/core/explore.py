@@ -27,7 +27,8 @@ from .cells import measure_cells, nuclear_channel, segment_cells, segment_nuclei
 from .errors import ConfigError
 from .options import MORPH_PATHS, TranslateOptions, grid_steps
 from .reveal import reveal
-from .translate import TranslateEvent, is_direct, iter_translate, network_steps, translation_options
+from .translate import TranslateEvent, is_direct, iter_translate, translation_options
+from .walk import network_steps
 
 MORPH_FRAMES = 8
 SAMPLES_ETA = 0.5  # eta for samples when the options leave it at 0 (deterministic samples would not differ)

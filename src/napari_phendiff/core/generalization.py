@@ -33,7 +33,7 @@ from .errors import ConfigError, DataError
 from .images import read_image
 from .options import TrainConfig, check_count
 from .training.run import TrainEvent, iter_train
-from .translate import SAMPLE_STEPS, sample, starting_noise
+from .walk import SAMPLE_STEPS, sample, starting_noise
 
 
 def generalization(data: str | Path, out: str | Path, n_per_class: int, config: TrainConfig, *, n_samples: int = 16,

@@ -1,59 +1,32 @@
-"""PhenDiff image-to-image translation: DDIM inversion under the source condition, DDIM generation under the target.
+"""PhenDiff image-to-image translation, the engine: every translation (CLI, docks, batch, calibrate, explore,
+evaluate) runs through `iter_translate`.
 
-With alpha_t the cumulative product of (1 - beta) up to timestep t and eps(x, t, c) the noise predicted by the
-UNet for condition c, one deterministic DDIM step (eta = 0) from noise level t to level t' is
-
-    x0_hat = (x_t - sqrt(1 - alpha_t) * eps(x_t, t, c)) / sqrt(alpha_t)          # the clean image it implies
-    x_t'   = sqrt(alpha_t') * x0_hat + sqrt(1 - alpha_t') * eps(x_t, t, c)      # re-noised to level t'
-
-(a v-predicting model gives x0_hat and eps from v the usual way). Generation walks the grid t' = t - T/steps down to
-a clean image with c = target (diffusers DDIMScheduler); inversion walks the same grid upwards with c = source
-(DDIMInverseScheduler). Regenerating with the target condition keeps what the model does not tie to the condition
-(cell positions, shapes, texture) and changes what it does: the phenotype.
-
-Strength s (0 < s <= 1) inverts only the first k = round(s * steps) steps of the grid, to noise level t ~ s * T, and
-regenerates from there over the same k steps: s = 1 is the original PhenDiff (DDIB) translation; lower values keep
-more of the image. Guidance contrasts the target with a negative branch (both in one network call):
-
-    eps = eps(x, t, negative) + w * (eps(x, t, target) - eps(x, t, negative))        # on v alike
-
-where the negative is the null condition (classifier-free guidance) or the source condition (what differs between
-the two conditions), optionally only for noise levels t/T within an interval (Kynkaanniemi et al. 2024).
-
-Exact inversion (BDIA, Zhang et al. 2023) replaces each DDIM step from z_i by an update that also uses the state
-before it,  z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1),  with D the DDIM map above from the one network
-call at z_i. Solved for z_{i+1} it runs backwards exactly, so inversion followed by regeneration with the source
-condition gives the image back up to float rounding, at the cost of plain DDIM.
-
-Fields are translated whole when they fit the device's memory budget and in tiles of the model's size beyond it
-(25% overlap, blended with linear ramps), so memory stays bounded for any field (docs/method.md measures seams).
+A translation inverts each image under the source condition and regenerates it under the target: the DDIM (or
+exact BDIA) walk and its equations are in core/walk.py, strength and guidance included. Here: the options resolved
+(given > calibrated > model default > default), the field cut as core/tiling.py plans it (whole fields when they fit
+the device's memory budget, tiles of the model's size with 25% overlap blended by linear ramps beyond it, background
+tiles copied), the walk run tile batch by tile batch with a TranslateEvent after every network step, kept channels
+pasted back, and the result returned in the input's shape and dtype. Also the estimate of a run's time before it
+starts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from .models.base import ConditionedModel, DiffusionModel, DirectModel
-from .errors import ConfigError, DataError, PhenDiffWarning
-from .images import check_finite, resize_fields
-from .options import TranslateOptions, grid_steps, resolve_options
+from .errors import ConfigError
+from .images import resize_fields
+from .models.base import ConditionedModel, is_direct
+from .options import TranslateOptions, resolve_options
 from .pace import Pace
-from .tiling import TILE_OVERLAP, blend_weights, occupied, pad_to, windows as tile_windows
-
-SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
-# Memory for whole fields: what the network's activations may take. On a GPU half of the free memory; on a CPU a
-# fixed budget, because whole fields were faster than tiles on this project's CPU up to 384 px but slower from
-# 512 px (docs/benchmarks.md, large_fields and field_memory).
-CPU_BUDGET_BYTES = 512 * 2**20
-GPU_BUDGET_FRACTION = 0.5
+from .tiling import blend_weights, plan_tiles
+from .walk import Inverted, autocast_dtype, generate, invert, network_steps, predict
 
 
 @dataclass(frozen=True)
@@ -176,48 +149,6 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
                          reused=reused, copied=(len(copied), len(copied) + len(jobs)))
 
 
-@dataclass
-class TilePlan:
-    """How a translation cuts its images: the normalised, padded stack (N, C, Y, X), its windows, the tiles it
-    translates (`jobs`: (image, window)) and those it copies as background, in batches of `batch_size`."""
-
-    stack: np.ndarray       # the input as a stack, its own dtype
-    restore: Callable       # a stack back into the input's shape
-    padded: np.ndarray      # normalised (and resized for a resize-trained model), padded to whole tiles
-    size: tuple[int, int]   # (height, width) of the normalised field before padding
-    resized: bool
-    tiles: bool
-    windows: list
-    jobs: list
-    copied: list
-    batch_size: int
-
-
-def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOptions) -> TilePlan:
-    """The tiles and batches a translation of `images` with `options` runs (no network call)."""
-    stack, restore = _as_stack(images, model)
-    scaled = model.normalization.forward(stack)
-    field_size = scaled.shape[-2:]
-    resized = trained_on_resized(model) and field_size != (model.image_size, model.image_size)
-    if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
-        if options.tiles:
-            raise ConfigError(f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
-                              "translates whole images; leave tiles unset.")
-        scaled = resize_fields(scaled, (model.image_size, model.image_size))
-    tiles = (False if resized else options.tiles if options.tiles is not None
-             else not fits_whole(model, scaled.shape, options.batch_size))
-    padded, size = pad_to(scaled, model.image_size if tiles else 0, model.size_multiple)
-    windows = tile_windows(padded.shape[-2:], model.image_size, tiles)
-    jobs = [(n, window) for n in range(len(padded)) for window in windows]
-    copied = []
-    if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
-        held = occupied(padded, windows, margin=int(model.image_size * TILE_OVERLAP)).ravel()  # in the jobs' order
-        copied = [job for job, cells in zip(jobs, held) if not cells]
-        jobs = [job for job, cells in zip(jobs, held) if cells]
-    batch_size = options.batch_size or default_batch_size(model, windows[0][2:], tiles)
-    return TilePlan(stack, restore, padded, size, resized, tiles, windows, jobs, copied, batch_size)
-
-
 @dataclass(frozen=True)
 class Estimate:
     """How long a translation will take on this computer, before it starts."""
@@ -270,17 +201,12 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
         coding = time.perf_counter() - started
         x = torch.cat([x] * branches)
         t = torch.tensor(model.scheduler_config["num_train_timesteps"] // 2, device=model.device)
-        _predict(model, x, t, labels, dtype)  # the first call of a shape pays its set-up: not counted
+        predict(model, x, t, labels, dtype)  # the first call of a shape pays its set-up: not counted
         started = time.perf_counter()
-        _predict(model, x, t, labels, dtype)
+        predict(model, x, t, labels, dtype)
         per_branch = (time.perf_counter() - started) / (len(batch) * branches)  # one tile through the network once
     per_tile = per_branch * (inverse_steps + forward_steps * branches * len(targets)) + coding / len(batch)
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
-
-
-def trained_on_resized(model) -> bool:
-    """Whether the checkpoint learned whole images scaled to its image size (`phendiff train --resize`)."""
-    return bool(((getattr(model, "manifest", None) or {}).get("training") or {}).get("resize"))
 
 
 def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: int, options: TranslateOptions,
@@ -296,11 +222,6 @@ def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: in
         cache.clear()
         cache.update(key=key, inversions={})
     return cache["inversions"]
-
-
-def is_direct(model) -> bool:
-    """A direct mapping between conditions (CycleGAN's generators) rather than a diffusion model."""
-    return isinstance(model, DirectModel)
 
 
 def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
@@ -394,318 +315,3 @@ def kept_channels(model: ConditionedModel, names: Sequence[str]) -> list[int]:
 
 # --- the DDIM walk ------------------------------------------------------------------------------------------------
 
-@dataclass
-class Inverted:
-    """Where an inversion ended: the noisy state after each of its steps (index 0: the clean start).
-
-    `start(k)` gives what regeneration over the last k steps of the grid starts from: the state after k inversion
-    steps (DDIM), or that state and the one before it (BDIA needs both).
-    """
-
-    states: list[torch.Tensor]
-    method: str
-    steps: int
-
-    @property
-    def depth(self) -> int:
-        return len(self.states) - 1
-
-    def start(self, k: int):
-        """(state, upper) for a regeneration over the last k grid steps; upper is the state one level above,
-        which BDIA's update needs (None for DDIM, and for a one-step BDIA walk, whose only step is plain DDIM)."""
-        if not 1 <= k <= self.depth:
-            raise ConfigError(f"This inversion went {self.depth} step(s) deep; it cannot start a regeneration of "
-                              f"{k} steps. Invert with a higher strength.")
-        if self.method == "bdia" and k >= 2:
-            return self.states[k - 1], self.states[k]
-        return self.states[k], None
-
-
-def network_steps(options: TranslateOptions) -> tuple[int, int]:
-    """Network calls of one inversion and of one regeneration (BDIA's regeneration starts one level lower, from
-    the last two inverted states, so it needs one call fewer)."""
-    k = options.run_steps
-    return k, (max(1, k - 1) if options.inversion == "bdia" else k)
-
-
-@torch.inference_mode()
-def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
-           method: str = "ddim", dtype: torch.dtype | None = None, keep: bool = False):
-    """Invert clean images x (normalised, B,C,H,W) under `condition` over the first strength x steps of the grid.
-
-    Yields after every step and returns an Inverted. keep=True keeps every intermediate state, so one inversion
-    also serves every lower strength on the same grid (sweeps, morphs); otherwise only the last two are kept.
-    """
-    depth = grid_steps(steps, strength)
-    scheduler = DDIMInverseScheduler.from_config(model.scheduler_config)
-    scheduler.set_timesteps(steps, device=x.device)
-    labels = torch.full((x.shape[0],), condition, device=x.device)
-    states = [x]
-    if method == "ddim":
-        for t in scheduler.timesteps[:depth]:
-            eps = _predict(model, x, t, labels, dtype)
-            x = scheduler.step(eps, t, x).prev_sample
-            states.append(x)
-            if not keep:
-                states[:-2] = [None] * (len(states) - 2)
-            yield
-    elif method == "bdia":
-        grid = _Grid(model.scheduler_config, steps, x.device)
-        # z_0 from the clean image: one plain DDIM inversion step (its accuracy does not matter for exactness)
-        eps = _predict(model, x, grid.timesteps[0], labels, dtype)
-        x = grid.ddim(x, eps, -1, 0)
-        states.append(x)
-        yield
-        for i in range(depth - 1):  # z_{i+1} = z_{i-1} - D(z_i; i -> i-1) + D(z_i; i -> i+1)
-            eps = _predict(model, x, grid.timesteps[i], labels, dtype)
-            x = states[-2] - grid.ddim(x, eps, i, i - 1) + grid.ddim(x, eps, i, i + 1)
-            states.append(x)
-            if not keep:
-                states[:-2] = [None] * (len(states) - 2)
-            yield
-    else:
-        raise ConfigError(f"Unknown inversion {method!r}.")
-    return Inverted(states, method, steps)
-
-
-@torch.inference_mode()
-def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
-             strength: float = 1.0, guidance: float | None = None, negative: int | None = None,
-             interval: tuple[float, float] = (0.0, 1.0), eta: float = 0.0,
-             generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
-             keep: Sequence[int] = ()):
-    """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
-
-    start: an Inverted (from `invert`, at least as deep) or plain noise x_T (strength 1).
-    guidance: scale w (None or 1: none); negative: the condition index of the negative branch (default: null).
-    interval: guidance only where t / T lies within it.
-    keep: channels replaced after every step by the inversion's state at the same level (an Inverted with every
-    state kept), so they end as the original's and the other channels are generated around them. This is the
-    replacement method of conditional sampling (Song et al. 2021, "Score-based generative modeling through SDEs",
-    imputation); written here because diffusers' schedulers have no channel replacement.
-    """
-    depth = grid_steps(steps, strength)
-    keep = list(keep)
-    if keep and (not isinstance(start, Inverted) or start.method != "ddim"
-                 or any(s is None for s in start.states[:depth + 1])):
-        raise ConfigError("Keeping channels needs a DDIM inversion that kept every state (invert(..., keep=True)).")
-    if isinstance(start, Inverted):
-        x, upper = start.start(depth)
-        method = start.method
-    else:
-        x, upper, method = start, None, "ddim"
-    batch = x.shape[0]
-    labels = torch.full((batch,), condition, device=x.device)
-    negative = model.null_condition if negative is None else negative
-    guided = guidance is not None and guidance != 1.0
-    both = torch.cat([labels, torch.full((batch,), negative, device=x.device)]) if guided else None
-    total = model.scheduler_config["num_train_timesteps"]
-    low, high = interval
-
-    def prediction(x, t):
-        if guided and low <= float(t) / total <= high:
-            eps_target, eps_negative = _predict(model, torch.cat([x, x]), t, both, dtype).chunk(2)
-            return eps_negative + guidance * (eps_target - eps_negative)
-        return _predict(model, x, t, labels, dtype)
-
-    if method == "bdia":
-        grid = _Grid(model.scheduler_config, steps, x.device)
-        if upper is None:  # a one-step walk: plain DDIM from level 0 to the clean image
-            x = grid.ddim(x, prediction(x, grid.timesteps[0]), 0, -1)
-            yield
-            return x
-        for i in range(depth - 2, -1, -1):  # z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1)
-            eps = prediction(x, grid.timesteps[i])
-            x, upper = upper - grid.ddim(x, eps, i, i + 1) + grid.ddim(x, eps, i, i - 1), x
-            yield
-        return x
-    scheduler = DDIMScheduler.from_config(model.scheduler_config)
-    scheduler.set_timesteps(steps, device=x.device)
-    for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth:]):
-        eps = prediction(x, t)
-        variance_noise = None
-        if eta > 0:
-            variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
-        x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
-        if keep:
-            x[:, keep] = start.states[depth - 1 - i][:, keep]
-        yield
-    return x
-
-
-class _Grid:
-    """The DDIM grid of diffusers' schedulers, written out for BDIA, which needs the DDIM map between any two
-    neighbouring levels (diffusers' schedulers step only one way).
-
-    Level i >= 0 is timestep timesteps[i] of the ascending grid; level -1 is the clean image (alpha = 1).
-    """
-
-    def __init__(self, config: dict, steps: int, device: torch.device):
-        inverse = DDIMInverseScheduler.from_config(config)
-        inverse.set_timesteps(steps, device=device)
-        self.timesteps = inverse.timesteps
-        self.alphas = DDIMScheduler.from_config(config).alphas_cumprod.to(device)
-        self.prediction_type = config.get("prediction_type", "epsilon")
-
-    def alpha(self, i: int) -> torch.Tensor:
-        if i < 0:
-            return torch.ones((), dtype=self.alphas.dtype, device=self.alphas.device)
-        return self.alphas[self.timesteps[min(i, len(self.timesteps) - 1)]]
-
-    def ddim(self, x: torch.Tensor, output: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """D(x; i -> j): the clean image and noise that `output` (the network's, at level i) implies, re-noised
-        to level j."""
-        a, a_next = self.alpha(i), self.alpha(j)
-        if self.prediction_type == "v_prediction":
-            x0 = a.sqrt() * x - (1 - a).sqrt() * output
-            eps = a.sqrt() * output + (1 - a).sqrt() * x
-        elif self.prediction_type == "epsilon":
-            x0, eps = (x - (1 - a).sqrt() * output) / a.sqrt(), output
-        else:
-            raise ConfigError(f"BDIA inversion supports epsilon and v prediction, not {self.prediction_type!r}.")
-        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
-    return PRECISIONS[precision]
-
-
-def _predict(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None):
-    """The network's prediction, under autocast when a lower precision was asked for; always float32 out."""
-    if dtype is None:
-        return model.predict(x, t, labels)
-    with torch.autocast(x.device.type, dtype=dtype):
-        return model.predict(x, t, labels).float()
-
-
-def sample(model: DiffusionModel, condition: str, n: int = 4, *, steps: int = SAMPLE_STEPS, seed: int = 0,
-           guidance: float | None = None) -> np.ndarray:
-    """Generate n new images of `condition` from random noise, (n, C, S, S) in the training data's dtype.
-
-    What the model has learned a condition looks like: used for training previews, not for translation.
-    """
-    if is_direct(model):
-        raise ConfigError("A CycleGAN maps images between conditions; it cannot generate new ones from noise.")
-    noise = starting_noise(model, n, seed).to(model.device)
-    latent = _finish(generate(model, noise, model.condition_index(condition), steps, guidance=guidance))
-    with torch.inference_mode():
-        clean = model.decode(latent)
-    return model.normalization.inverse(clean.float().cpu().numpy(), model.normalization.dtype)
-
-
-def starting_noise(model, n: int, seed: int) -> torch.Tensor:
-    """The noise `sample` starts n images from (on the CPU, reproducible from the seed)."""
-    return torch.randn(model.noise_shape(n), generator=torch.Generator("cpu").manual_seed(seed))
-
-
-def _finish(steps_iter):
-    """Run a per-step generator (invert/generate) to its end and return its result."""
-    while True:
-        try:
-            next(steps_iter)
-        except StopIteration as stop:
-            return stop.value
-
-
-# --- memory: whole fields or tiles --------------------------------------------------------------------------------
-
-def bytes_per_pixel(model) -> int:
-    """Estimated peak activation memory per pixel of one image in one network call (the model's own estimate)."""
-    return int(model.bytes_per_pixel)
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes the network's activations may take on `device`."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * GPU_BUDGET_FRACTION)
-    return CPU_BUDGET_BYTES
-
-
-def fits_whole(model, shape: tuple[int, ...], batch_size: int | None = None, budget: int | None = None) -> bool:
-    """Whether one network call on whole fields of `shape` (N, C, Y, X) fits the memory budget: the largest of
-    `batch_size` fields (default one) at a time."""
-    per_field = bytes_per_pixel(model) * shape[-2] * shape[-1]
-    budget = memory_budget(model.device) if budget is None else budget
-    return per_field * min(batch_size or 1, shape[0]) <= budget
-
-
-def default_batch_size(model, window: tuple[int, int] | None = None, tiles: bool = True) -> int:
-    """Tiles per call: 8 on a CPU, 32 on a GPU; whole fields: as many as the memory budget allows (at least 1)."""
-    fixed = 32 if model.device.type == "cuda" else 8
-    if tiles or window is None:
-        return fixed
-    per_field = bytes_per_pixel(model) * window[0] * window[1]
-    return max(1, min(fixed, memory_budget(model.device) // per_field))
-
-
-def check_fits(model: ConditionedModel, images, where: str = "the image") -> None:
-    """Raise DataError unless `images` can be translated by `model` (shape, channels, dtype, finite values), and warn
-    (PhenDiffWarning) when they look unlike the training images."""
-    _as_stack(images, model, where)
-
-
-def _as_stack(images, model: ConditionedModel, where: str = "the image"):
-    """(N, C, Y, X) view of the input and a function giving results the input's own shape back."""
-    if hasattr(images, "detach"):  # a torch tensor, possibly tracking gradients
-        images = images.detach().cpu().numpy()
-    array = np.asarray(images)
-    kind = array.dtype.kind
-    if kind not in "uif":
-        what = {"b": "true/false values (a mask?)", "c": "complex numbers", "O": "Python objects (a ragged list?)"}
-        raise DataError(f"{where}: holds {what.get(kind, f'values of type {array.dtype}')}, not intensities. Give "
-                        "an integer or floating-point image (e.g. the microscope's uint8/uint16, or float32).")
-    if array.ndim == 2 and model.channels == 1:
-        stack, restore = array[None, None], (lambda out: out[0, 0])
-    elif array.ndim == 3:
-        stack, restore = array[None], (lambda out: out[0])
-    elif array.ndim == 4:
-        stack, restore = array, (lambda out: out)
-    else:
-        raise DataError(f"Images of shape {array.shape} cannot be translated: give (C, Y, X) or (N, C, Y, X)"
-                        + (" or (Y, X)" if model.channels == 1 else "") + ".")
-    if stack.shape[1] != model.channels:
-        raise DataError(
-            f"{where}: has {stack.shape[1]} channel(s) (shape {array.shape}, channels first) but checkpoint "
-            f"{model.path or ''} was trained on {model.channels}: {', '.join(model.channel_names)}. "
-            "Give the same channels in the same order."
-        )
-    check_finite(stack, where)
-    _warn_if_unlike_training(stack, model, where)
-    return stack, restore
-
-
-def _warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: str) -> None:
-    """A different dtype or an intensity range far from the training images' is translated, but said."""
-    normalization = model.normalization
-    if str(stack.dtype) != normalization.dtype and np.dtype(normalization.dtype).kind in "ui":
-        warnings.warn(f"{where}: is {stack.dtype} but the model was trained on {normalization.dtype} images; "
-                      "intensities are read on the training images' scale, so the translation may be clipped or "
-                      f"dim. Convert the image to {normalization.dtype} as the training images were.",
-                      PhenDiffWarning, stacklevel=3)
-        return
-    seen = (model.manifest or {}).get("training_images") or {}
-    if seen.get("nucleus_diameter_px") and seen.get("nuclear_channel") in model.channel_names:
-        from .cells import median_nucleus_diameter
-
-        channel = model.channel_names.index(seen["nuclear_channel"])
-        diameter = median_nucleus_diameter(list(stack[:2]), channel, max_images=2)
-        # on the simulator, fields of the training cells' size measured 0.8-1.17 of the training median, fields of
-        # 28-px cells (20 px trained) 1.0-1.65
-        if diameter and not 0.7 < diameter / seen["nucleus_diameter_px"] < 1.3:
-            warnings.warn(f"{where}: its nuclei measure about {diameter:.0f} px across, the training images' "
-                          f"{seen['nucleus_diameter_px']:.0f} px; a model translates cells of the size it learnt and "
-                          "may invent or merge nuclei at another. Rescale the image by "
-                          f"{seen['nucleus_diameter_px'] / diameter:.2f} first.", PhenDiffWarning, stacklevel=3)
-    scaled = normalization.forward(stack[:, :, ::4, ::4])
-    high = np.percentile(scaled, 99, axis=(0, 2, 3))
-    for name, value in zip(model.channel_names, high):
-        if not -3 < value < 5:  # the training images' 99.5th percentile is at +1
-            warnings.warn(f"{where}: channel {name!r} is far brighter or dimmer than in the training images "
-                          f"(99th percentile at {value:.1f} on the scale where training images reach 1). Check the "
-                          "channel order and the acquisition settings.", PhenDiffWarning, stacklevel=3)

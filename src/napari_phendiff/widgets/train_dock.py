@@ -36,7 +36,7 @@ from ..core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, 
 from ..core.training.run import TrainEvent, iter_train
 from ..core.device import explain_memory_errors
 from ..core.pace import duration
-from ..core.translate import sample
+from ..core.walk import sample
 from ._loss_plot import LossPlot
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Progress, Result, StoppableWorker, WorkerDock,
                       button, default_checkpoint_folder, device_combo, in_dock_words, row,

@@ -29,7 +29,8 @@ from ..core.models import read_manifest
 from ..core.models.base import ConditionedModel
 from ..core.pace import duration
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, resolve_options
-from ..core.translate import Estimate, check_fits
+from ..core.inputs import check_fits
+from ..core.translate import Estimate
 from ._layer_picker import LayerPicker
 from ._comparison import ChannelRow
 from ._layers import ImageInput
@@ -265,7 +266,7 @@ class TranslateDock(ResultLayers, CellsPanel, WorkerDock):
 
     def check_input(self) -> list[str]:
         """Show, next to the checkpoint, how the ticked image differs from the checkpoint's training images (its
-        cells' size, intensity range, dtype): the warnings core.translate.check_fits gives the CLI, here before the
+        cells' size, intensity range, dtype): the warnings core.inputs.check_fits gives the CLI, here before the
         run, on the current plane. Returns them. Inputs that do not fit are left to Translate, which says why."""
         self.input_warnings.setText("")
         if not self.manifest:

@@ -101,3 +101,8 @@ class DirectModel(ConditionedModel):
 
     def map(self, x, source: int, target: int):
         raise NotImplementedError
+
+
+def is_direct(model) -> bool:
+    """A direct mapping between conditions (CycleGAN's generators) rather than a diffusion model."""
+    return isinstance(model, DirectModel)
