@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import napari_phendiff
+from napari_phendiff import cli
 from napari_phendiff.cli import MODEL_FIELDS, _parser, main
 from napari_phendiff.core.models import KINDS
 from napari_phendiff.core.options import FIELD_NAMES, TRAIN_CHOICES, TRAIN_DEFAULTS
@@ -88,6 +89,30 @@ def test_translation_flags_are_the_translate_options(command):
     actions = _actions(command)
     assert set(FIELD_NAMES) <= set(actions)
     assert all(actions[name].default is None for name in FIELD_NAMES if name != "tiles")
+
+
+def test_a_new_translation_option_is_its_field_alone(monkeypatch, tmp_path):
+    """A field with its Flag reaches the command line (flag, help, default), the resolution of options and the
+    provenance of written files, with no other code (docs/architecture.md, "Adding things")."""
+    from dataclasses import make_dataclass
+
+    from napari_phendiff.core import options as o
+
+    extended = make_dataclass("TranslateOptions", [("dummy_level", int, o.option(3, o.Flag("a dummy level", int)))],
+                              bases=(o.TranslateOptions,), frozen=True)
+    monkeypatch.setattr(o, "TranslateOptions", extended)
+    actions = _actions("translate")
+    assert actions["dummy_level"].default is None and actions["dummy_level"].option_strings == ["--dummy-level"]
+    assert "a dummy level (default 3)" in actions["dummy_level"].help
+    args = _parser().parse_args(["translate", "demo", "x.tif", "--source", "untreated", "--target", "TNFa",
+                                 "--out", str(tmp_path), "--dummy-level", "5"])
+    given = cli._given(args)
+    assert given["dummy_level"] == 5
+    resolved, sources = o.resolve_options(None, "untreated", "TNFa", given)
+    assert resolved.dummy_level == 5 and sources["dummy_level"] == "given"
+    assert resolved.record()["dummy_level"] == 5
+    assert o.TranslateOptions.from_record(resolved.record()) == resolved
+    assert o.resolve_options(None, "untreated", "TNFa", {})[0].dummy_level == 3
 
 
 @pytest.mark.parametrize("argv, phrase", [

@@ -259,44 +259,28 @@ def _train_config(args, data: Path, out: Path, **extra):
 
 
 def _translation_options(p: argparse.ArgumentParser) -> None:
-    """The translation options, from core/options.py (light: no torch). Unset ones take the checkpoint's calibrated
-    setting for the direction, else the model's default, else the project default."""
+    """A flag per translation option, made from its field in core/options.py (light: no torch). Unset ones take the
+    checkpoint's calibrated setting for the direction, else the model's default, else the project default."""
+    from dataclasses import fields
+
     from .core import options as o
 
     group = p.add_argument_group("translation (unset: the checkpoint's calibrated setting, else its model's "
                                  "default, else the project's)")
-    defaults = o.TranslateOptions()
-    group.add_argument("--steps", type=int, help=f"{o.HELP['steps']}")
-    group.add_argument("--strength", type=float, help=f"{o.HELP['strength']} (default {defaults.strength:g})")
-    group.add_argument("--guidance", type=float, help=f"{o.HELP['guidance']} (default {defaults.guidance:g})")
-    group.add_argument("--negative", choices=o.NEGATIVES, help=f"{o.HELP['negative']} (default {defaults.negative})")
-    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help=f"{o.HELP['guidance_interval']} (default 0 1: everywhere)")
-    group.add_argument("--inversion", choices=o.INVERSIONS, help=f"{o.HELP['inversion']} (default ddim)")
-    group.add_argument("--keep-channels", nargs="+", metavar="CHANNEL", help=f"{o.HELP['keep_channels']} "
-                       "(default: none)")
-    group.add_argument("--eta", type=float, help=f"{o.HELP['eta']} (default 0)")
-    group.add_argument("--batch-size", type=int, help=o.HELP["batch_size"])
-    group.add_argument("--precision", choices=o.PRECISIONS, help=o.HELP["precision"])
-    group.add_argument("--tiles", choices=["auto", "whole", "tiles"], default="auto",
-                       help=f"{o.HELP['tiles']} (auto); 'whole' or 'tiles' forces either")
-    group.add_argument("--skip-background", action=argparse.BooleanOptionalAction, default=None,
-                       help=o.HELP["skip_background"])
-    group.add_argument("--seed", type=int, help=o.HELP["seed"])
+    for f in fields(o.TranslateOptions):
+        flag = f.metadata["flag"]
+        kwargs = flag.argument(f.name, f.default)
+        if flag.boolean:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     group.add_argument("--device", default="auto", choices=list(DEVICES))
 
 
 def _given(args) -> dict:
     """The translation options the user set on the command line (None: not set)."""
-    from .core.options import FIELD_NAMES
+    from .core.options import flags
 
-    given = {name: getattr(args, name, None) for name in FIELD_NAMES if name != "tiles"}
-    if given.get("guidance_interval") is not None:
-        given["guidance_interval"] = tuple(given["guidance_interval"])
-    if given.get("keep_channels") is not None:
-        given["keep_channels"] = tuple(given["keep_channels"])
-    given["tiles"] = {"auto": None, "whole": False, "tiles": True}[getattr(args, "tiles", "auto")]
-    return given
+    return {name: flag.value(getattr(args, name, None)) for name, flag in flags().items()}
 
 
 def _progress(total: int, desc: str):

@@ -76,8 +76,7 @@ class Setting:
     guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     def options(self, base: TranslateOptions) -> TranslateOptions:
-        return TranslateOptions(**{**base.record(), **asdict(self),
-                                   "guidance_interval": tuple(self.guidance_interval)}).validate()
+        return TranslateOptions.from_record({**base.record(), **asdict(self)})
 
     def label(self) -> str:
         guided = f"w {self.guidance:g} ({self.negative})" if self.guidance != 1.0 else "no guidance"

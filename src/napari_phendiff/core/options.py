@@ -1,10 +1,10 @@
 """Training and translation options: the one place that names them, their defaults, choices, checks and help texts.
 
 No torch here, so the command line can build its parser from it without importing the engine. A new translation
-option is one field of TranslateOptions (with its check in `validate` and its words in HELP) plus its use in
-core/translate.py; a new training option is one field of TrainConfig (with its check and its words in TRAIN_HELP)
-plus its use in core/training/. The CLI, the docks, batch, demo, evaluate and the provenance of written files read
-them from here.
+option is one field of TranslateOptions (with its Flag: help and command-line shape; its check in `validate`) plus
+its use in core/translate.py or core/walk.py; a new training option is one field of TrainConfig (with its check and
+its words in TRAIN_HELP) plus its use in core/training/. The CLI, the docks, batch, demo, evaluate and the provenance
+of written files read them from here.
 
 Defaults come in four layers, the first that has a value wins, and `resolve_options` says which one each value came
 from: what the user gave, the checkpoint's own calibrated setting for this direction (`phendiff calibrate` stores it
@@ -60,24 +60,87 @@ CALIBRATED_FIELDS = ("strength", "guidance", "negative", "guidance_interval", "i
 
 
 @dataclass(frozen=True)
-class TranslateOptions:
-    """How a translation is run. Every field has a default; `validate` explains a bad value before any work."""
+class Flag:
+    """How a TranslateOptions field reads on the command line and in tooltips: its help, and the shape of its flag
+    (`--name-with-dashes`). The CLI turns each into an argparse argument (cli.py), so a new option needs no CLI code."""
 
-    steps: int = DEFAULT_STEPS
-    strength: float = DEFAULT_STRENGTH
-    guidance: float = DEFAULT_GUIDANCE
-    negative: str = DEFAULT_NEGATIVE
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
-    inversion: str = "ddim"
-    keep_channels: tuple[str, ...] = ()
-    eta: float = 0.0
-    seed: int = 0
-    batch_size: int | None = None
-    precision: str = "fp32"
-    tiles: bool | None = None
+    help: str
+    type: type | None = None
+    choices: tuple = ()
+    nargs: int | str | None = None
+    metavar: str | tuple | None = None
+    shown: str | None = None          # the default as the help shows it (None: the field's default; "": not shown)
+    words: dict | None = None         # flag word -> field value, for a field whose values are not words (tiles)
+    boolean: bool = False             # --name / --no-name
+
+    def argument(self, name: str, default) -> dict:
+        """The keyword arguments of argparse's add_argument for field `name` (its value unset: None)."""
+        shown = self.shown if self.shown is not None else (f"{default:g}" if isinstance(default, float) else
+                                                            str(default))
+        kwargs = dict(help=self.help + (f" (default {shown})" if shown else ""), default=None)
+        if self.words:
+            kwargs.update(choices=list(self.words), default=next(w for w, v in self.words.items() if v == default))
+        for key in ("type", "nargs", "metavar"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        if self.choices:
+            kwargs["choices"] = list(self.choices)
+        return kwargs
+
+    def value(self, given):
+        """The field's value from what argparse parsed (None: not given)."""
+        if given is None:
+            return None
+        if self.words:
+            return self.words[given]
+        return tuple(given) if isinstance(given, list) else given
+
+
+def option(default, flag: Flag):
+    """A TranslateOptions field: its default and its Flag."""
+    return field(default=default, metadata={"flag": flag})
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """How a translation is run. Every field has a default and a Flag (its help and command-line shape); `validate`
+    explains a bad value before any work. `record` and `from_record` are its one conversion to and from JSON."""
+
+    steps: int = option(DEFAULT_STEPS, Flag(
+        "DDIM steps of the whole noise schedule; at strength s, s x steps are run each way", int))
+    strength: float = option(DEFAULT_STRENGTH, Flag(
+        "how far the image is taken apart before it is rebuilt, 0 < s <= 1: low keeps every cell, high lets the "
+        "condition change more; 1 inverts to pure noise (the original PhenDiff translation)", float))
+    guidance: float = option(DEFAULT_GUIDANCE, Flag(
+        "guidance scale w: eps = eps(negative) + w x (eps(target) - eps(negative)); 1 = none", float))
+    negative: str = option(DEFAULT_NEGATIVE, Flag(
+        "what guidance contrasts the target with: 'source' (the source condition: what differs between the "
+        "conditions) or 'null' (classic classifier-free guidance)", choices=NEGATIVES))
+    guidance_interval: tuple[float, float] = option((0.0, 1.0), Flag(
+        "apply guidance only at noise levels t/T within LOW HIGH (fractions of the schedule, 0 = clean, 1 = pure "
+        "noise)", float, nargs=2, metavar=("LOW", "HIGH"), shown="0 1: everywhere"))
+    inversion: str = option("ddim", Flag(
+        "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
+        choices=INVERSIONS))
+    keep_channels: tuple[str, ...] = option((), Flag(
+        "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the other channels "
+        "are regenerated around them (latent models: pasted after decoding)", nargs="+", metavar="CHANNEL",
+        shown="none"))
+    eta: float = option(0.0, Flag(
+        "0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration", float))
+    seed: int = option(0, Flag("random seed (matters only for eta > 0); recorded with the result", int))
+    batch_size: int | None = option(None, Flag(
+        "tiles or fields per network call", int, shown="by device memory"))
+    precision: str = option("fp32", Flag(
+        "network precision: fp32, bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)", choices=PRECISIONS))
+    tiles: bool | None = option(None, Flag(
+        "whole fields when they fit the device's memory budget, tiles of the model's size beyond it (auto); "
+        "'whole' or 'tiles' forces either", words={"auto": None, "whole": False, "tiles": True}, shown=""))
     # on: a sparse 384-px field took 5.3 s instead of 29.2 with the same transfer, dense fields lost nothing (no
     # tile was copied); docs/benchmarks.md laptop_field
-    skip_background: bool = True
+    skip_background: bool = option(True, Flag(
+        "in tiles, copy the tiles with no cell within a quarter tile of them (the channels' mean below the field's "
+        "Otsu threshold) instead of translating them", boolean=True, shown="on"))
 
     def validate(self) -> "TranslateOptions":
         """Return self with normalised types, or raise ConfigError naming the option and the allowed values."""
@@ -138,33 +201,21 @@ class TranslateOptions:
 
     def record(self) -> dict:
         """The settings as plain JSON values, for provenance."""
-        values = asdict(self)
-        values["guidance_interval"] = list(self.guidance_interval)
-        values["keep_channels"] = list(self.keep_channels)
-        return values
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, values: dict) -> "TranslateOptions":
+        """Options from `record`'s JSON values (lists back to tuples), checked."""
+        return cls(**{name: tuple(value) if isinstance(value, list) else value
+                      for name, value in values.items()}).validate()
 
 
-HELP = {
-    "steps": "DDIM steps of the whole noise schedule; at strength s, s x steps are run each way "
-             f"(default {DEFAULT_STEPS})",
-    "strength": "how far the image is taken apart before it is rebuilt, 0 < s <= 1: low keeps every cell, high lets "
-                "the condition change more; 1 inverts to pure noise (the original PhenDiff translation)",
-    "guidance": "guidance scale w: eps = eps(negative) + w x (eps(target) - eps(negative)); 1 = none",
-    "negative": "what guidance contrasts the target with: 'source' (the source condition: what differs between "
-                "the conditions) or 'null' (classic classifier-free guidance)",
-    "guidance_interval": "apply guidance only at noise levels t/T within LOW HIGH (fractions of the schedule, "
-                         "0 = clean, 1 = pure noise)",
-    "inversion": "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
-    "keep_channels": "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the "
-                     "other channels are regenerated around them (latent models: pasted after decoding)",
-    "eta": "0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration",
-    "seed": "random seed (matters only for eta > 0); recorded with the result",
-    "batch_size": "tiles or fields per network call (default: by device memory)",
-    "precision": "network precision: fp32 (default), bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)",
-    "tiles": "whole fields when they fit the device's memory budget, tiles of the model's size beyond it",
-    "skip_background": "in tiles, copy the tiles with no cell within a quarter tile of them (the channels' mean "
-                       "below the field's Otsu threshold) instead of translating them (default on)",
-}
+def flags() -> dict[str, Flag]:
+    """Each translation option's Flag, by field name (read when asked, so every field of the class is there)."""
+    return {f.name: f.metadata["flag"] for f in fields(TranslateOptions)}
+
+
+HELP = {name: flag.help for name, flag in flags().items()}  # the words of each option: CLI help, dock tooltips
 
 
 def grid_steps(steps: int, strength: float) -> int:
@@ -240,11 +291,7 @@ def _checked_setting(entry, manifest: dict | None, where: str) -> dict:
         raise _invalid_setting(where, f"is a {type(entry).__name__}, not a setting")
     settings = {k: entry[k] for k in CALIBRATED_FIELDS if k in entry}
     try:
-        if "guidance_interval" in settings:
-            settings["guidance_interval"] = tuple(settings["guidance_interval"])
-        if "keep_channels" in settings:
-            settings["keep_channels"] = tuple(settings["keep_channels"])
-        TranslateOptions(**settings).validate()
+        TranslateOptions.from_record(settings)
     except (ConfigError, TypeError) as exc:
         raise _invalid_setting(where, f"is not valid: {exc}") from exc
     channels = (manifest or {}).get("channel_names") or []
@@ -262,14 +309,15 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
     `given` holds what the user set (None values count as not set).
     """
     given = {k: v for k, v in (given or {}).items() if v is not None}
-    unknown = sorted(set(given) - set(FIELD_NAMES))
+    names = tuple(flags())
+    unknown = sorted(set(given) - set(names))
     if unknown:
         raise ConfigError(f"Unknown translation option(s) {', '.join(unknown)}: "
-                          f"the options are {', '.join(FIELD_NAMES)}.")
+                          f"the options are {', '.join(names)}.")
     layers = (("given", given), ("calibrated", calibrated_settings(manifest, source, target)),
               ("model default", model_defaults(manifest)))
     values, sources = {}, {}
-    for name in FIELD_NAMES:
+    for name in names:
         origin, value = next(((o, layer[name]) for o, layer in layers if name in layer), ("default", None))
         sources[name] = origin
         if origin != "default":
@@ -278,7 +326,7 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
         # the user's exact inversion wins over a calibrated channel keeping, which needs a DDIM walk
         del values["keep_channels"]
         sources["keep_channels"] = "default"
-    return TranslateOptions(**values).validate(), sources
+    return TranslateOptions.from_record(values), sources
 
 
 def check_given(given: dict | None) -> None:

@@ -3,7 +3,7 @@ in, no layers (the dock turns the results into layers on the main thread)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +117,7 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
         yield Loaded(model)
-        given = {k: v for k, v in request.options.record().items() if request.sources.get(k) == "given"}
-        if "guidance_interval" in given:
-            given["guidance_interval"] = tuple(given["guidance_interval"])
+        given = {k: v for k, v in asdict(request.options).items() if request.sources.get(k) == "given"}
         events = iter_translate_files(request.checkpoint, [folder], request.source, [request.target], out,
                                       model=model, measure=True, samples=request.samples, **given)
         done, group, offset = 0, None, 0
