@@ -13,6 +13,7 @@ import tifffile
 
 from napari_phendiff.cli import main
 from napari_phendiff.core import metrics
+from napari_phendiff.core.baselines import cell_count_matches
 from napari_phendiff.core.cells import mask_iou, measure_cells, segment_nuclei
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.models.base import DirectModel
@@ -89,6 +90,12 @@ def test_identity_model_has_no_cycle_loss_and_writes_a_full_report(tiny_checkpoi
         assert results[f"baseline_{key}"] == pytest.approx(results[key]), key
     assert results["baseline_classifier_target_rate"] == results["classifier_target_rate_real_source"]
     assert results["identity_iou_segmented"] == 1.0
+    # pasting the revealed regions of an unchanged image changes nothing: the classifier's verdict on the originals
+    assert results["conversion_rate"] == results["baseline_classifier_target_rate"]
+    # the closest-cell-count baseline shows real target cells, none of the source's: identity gone
+    assert results["cell_count_baseline_identity_iou_segmented"] < 0.5
+    assert results["cell_count_baseline_identity_iou"] < 0.5 * results["identity_iou_reference"]
+    assert "unconditional_baseline_fid" not in results  # a direct mapping draws nothing from noise
     assert results["channel_change"] == {"DNA": 0.0, "reporter": 0.0} == {
         name: results[f"channel_change_{name}"] for name in ("DNA", "reporter")}
     # ... and is warned about: it does not beat the baseline on FID, classifier rate nor phenotype transfer
@@ -244,6 +251,24 @@ def test_evaluate_cli_with_a_trained_model(tiny_checkpoint, sim_data, tmp_path, 
     results = json.loads((out / "metrics.json").read_text())
     assert results["n_translated"] == 2 and results["model_kind"] == "pixel"
     assert np.isfinite(results["fid"]) and results["cycle_l2"] > 0
+    # beside it, what trivial outputs score: the model's own samples from noise and the closest-cell-count targets
+    assert np.isfinite(results["unconditional_baseline_fid"]) and np.isfinite(results["cell_count_baseline_fid"])
+    assert 0 <= results["conversion_rate"] <= 1
+    html = (out / "report.html").read_text()
+    assert "closest cell count" in html and "sample from noise" in html
+
+
+def test_the_cell_count_baseline_takes_the_target_with_the_closest_count():
+    def field(n):  # n separate square nuclei on the DNA channel
+        image = np.zeros((2, 64, 64), np.float32)
+        for i in range(n):
+            y, x = divmod(i, 4)
+            image[0, 4 + 15 * y:12 + 15 * y, 4 + 15 * x:12 + 15 * x] = 1.0
+        return image
+
+    targets = [field(2), field(9), field(5), np.zeros((2, 32, 32), np.float32)]
+    assert cell_count_matches([field(6), field(1), field(10)], targets, ["DNA", "reporter"]) == [2, 0, 1]
+    assert cell_count_matches([np.zeros((2, 48, 48), np.float32)], targets, ["DNA", "reporter"]) == [None]
 
 
 def test_evaluate_refuses_bad_input(tiny_checkpoint, sim_data, tmp_path):

@@ -4,8 +4,10 @@ Held-out source images are translated to the target condition (and back, for the
 real target images: distribution distances on features (FID, KID, precision/recall), a condition classifier's
 verdict, CellProfiler-style per-cell measurements, and, for simulated data with ground truth, whether each cell's
 phenotype moved to the target while the cells stayed where they were. Every score is also given for the
-copy-the-source baseline (the untranslated originals scored as if they were the translations), and the report warns
-when the cells did not stay the same or the translation does no better than that baseline.
+copy-the-source baseline (the untranslated originals scored as if they were the translations), beside two more
+trivial outputs (core/baselines.py: the real target image with the closest cell count, and the model's own sample
+from noise), and the report warns when the cells did not stay the same or the translation does no better than
+copying the source.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tifffile
 from . import cells as cellmeasure
 from . import metrics
 from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, overshot
+from .baselines import trivial_baselines
 from .calibrate import channel_change, kept_score
 from .checkpoint import atomic_folder, claim_new_folder, output_lock
 from .models import load_checkpoint
@@ -120,6 +123,9 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         results["overshot_measurements"] = overshot(summary)
         if truth is not None:
             results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
+        results.update(trivial_baselines(model, evaluation, classifier, extractor, target, steps=forward.steps,
+                                         seed=seed, truth=Path(truth) if truth is not None else None,
+                                         truth_metrics=truth_metrics))
         results.update({
             "features": extractor.name, "checkpoint": str(getattr(model, "path", "") or checkpoint),
             "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,

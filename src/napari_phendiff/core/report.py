@@ -38,6 +38,10 @@ EXPLANATIONS = {
     "identity_iou": ("Identity IoU (ground truth)", "higher is better",
                      "Overlap of the true nuclei with nuclei found on the translated image: the same cells, in the "
                      "same places. Compare with the reference, the same score on the originals."),
+    "conversion_rate": ("Conversion rate (revealed regions)", "higher is better",
+                        "Share of originals the classifier calls the target once only each cell's revealed region "
+                        "of the translation is pasted in (core/reveal.py): how much of the verdict the minimal "
+                        "change carries."),
     "identity_iou_segmented": ("Identity IoU (segmented)", "higher is better",
                                "Overlap of the nuclei found on each original with those found on its translation "
                                "(no ground truth needed): 1 when the nuclei stayed where they were, low when the "
@@ -48,7 +52,9 @@ EXPLANATIONS = {
                        "barely change."),
 }
 # Shares of images or cells, printed as percentages.
-RATES = {"precision", "recall", "classifier_target_rate", "phenotype_transfer", "phenotype_unmeasured"}
+TRIVIAL = ("cell_count_baseline_", "unconditional_baseline_")  # core/baselines.py
+RATES = {"precision", "recall", "classifier_target_rate", "phenotype_transfer", "phenotype_unmeasured",
+         "conversion_rate"}
 
 
 def write_report(folder: Path, results: dict, evaluation, rows: list[dict], summary: list[dict],
@@ -131,12 +137,14 @@ def _html(results: dict, summary: list[dict]) -> str:
             continue
         value = _value(key, results[key])
         baseline = _value(key, results[f"baseline_{key}"]) if f"baseline_{key}" in results else ""
+        trivial = "".join(f"<td>{_value(key, results[prefix + key]) if prefix + key in results else ''}</td>"
+                          for prefix in TRIVIAL)
         if key == "kid_mean":
             value += f" ± {_number(results['kid_std'])}"
             baseline += f" ± {_number(results['baseline_kid_std'])}" if baseline else ""
         if key == "identity_iou":
             value += f" (reference {_number(results['identity_iou_reference'])})"
-        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{baseline}</td><td>{better}</td>"
+        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{baseline}</td>{trivial}<td>{better}</td>"
                            f"<td>{meaning}</td></tr>")
     cells = "".join(
         f"<tr><td>{html.escape(s['measurement'])}</td><td>{_number(s['median_real_source'])}</td>"
@@ -171,8 +179,12 @@ translated {_how(results)} and compared with
 <b>{html.escape(results['features'])}</b> (numbers from different feature extractors are not comparable).</p>
 <h2>Scores</h2>
 <p>The <i>copy-the-source baseline</i> scores the untranslated {html.escape(results['source'])} images as if they
-were the translations: a translation that works beats it clearly on every score that has one.</p>
-<table><tr><th>score</th><th>value</th><th>copy-the-source baseline</th><th></th><th>what it means</th></tr>
+were the translations: a translation that works beats it clearly on every score that has one. Two more trivial
+outputs show which scores an output can win without keeping the cells: each source image replaced by the real
+{html.escape(results['target'])} image with the closest number of nuclei (drawn from the images the scores compare
+with: its FID and KID are their floor), and the model's own samples from noise.</p>
+<table><tr><th>score</th><th>value</th><th>copy-the-source baseline</th><th>closest cell count</th>
+<th>sample from noise</th><th></th><th>what it means</th></tr>
 {''.join(metric_rows)}</table>
 <p>The condition classifier was right on {rate('classifier_accuracy')} of {results.get('classifier_held_out_images')}
 held-out real images. It calls {rate('classifier_target_rate_real_source')} of the real
