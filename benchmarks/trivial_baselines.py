@@ -61,7 +61,7 @@ def main() -> None:
     text = (f"Hardware: {hardware()}. Held-out simulator fields of {args.work} (20 per condition, ground truth), each "
             "model at the setting `phendiff calibrate` chose for it (DNA kept). *closest nuclei count*: each source "
             "field replaced by the real target field with the closest count of segmented nuclei, drawn from the "
-            "fields the FID compares with (its FID is their floor). *samples from noise*: the model's own images of "
+            "fields the FID compares with, repeats allowed. *samples from noise*: the model's own images of "
             "the target condition, no input (no identity). *conversion*: the classifier's verdict on the originals "
             "with only the revealed regions of the translation pasted in (core/reveal.py).\n\n"
             + table(["direction", "output", "setting", *COLUMNS, "conversion"], rows))

@@ -6,7 +6,7 @@ target image with about as many cells all score well on some of them. Here, each
 
 - `cell_count_baseline_`: each source image replaced by the real target image whose count of segmented nuclei is the
   closest (of the same shape): real target cells, the source's density, none of its cells. It is drawn from the very
-  images the distribution scores compare with, so its FID and KID are their floor; identity shows what it lost.
+  images the distribution scores compare with (repeats allowed); identity shows what it lost.
 - `unconditional_baseline_`: images the model generates from noise for the target condition (diffusion models):
   the target's look without any input. It has no identity to score.
 

@@ -182,7 +182,7 @@ translated {_how(results)} and compared with
 were the translations: a translation that works beats it clearly on every score that has one. Two more trivial
 outputs show which scores an output can win without keeping the cells: each source image replaced by the real
 {html.escape(results['target'])} image with the closest number of nuclei (drawn from the images the scores compare
-with: its FID and KID are their floor), and the model's own samples from noise.</p>
+with, repeats allowed), and the model's own samples from noise.</p>
 <table><tr><th>score</th><th>value</th><th>copy-the-source baseline</th><th>closest cell count</th>
 <th>sample from noise</th><th></th><th>what it means</th></tr>
 {''.join(metric_rows)}</table>
