@@ -70,7 +70,7 @@ def field(image: np.ndarray, mask: np.ndarray, columns: tuple[int, int], treated
     nuclei = relabel_sequential(nuclei)[0]
     cells = expand_labels(nuclei, CYTOPLASM_PX)
     n = int(nuclei.max())
-    # the simulator's translocation ratios (core/simulate.py), drawn for both conditions so a pair shares its cells
+    # the simulator's translocation ratios (core/simulate/), drawn for both conditions so a pair shares its cells
     responder = rng.uniform(0, 1, n) >= 0.06
     active = rng.uniform(0, 1, n) < 0.03
     treated_ratio = np.where(responder, rng.lognormal(np.log(1.6), 0.14, n), rng.lognormal(np.log(0.55), 0.25, n))

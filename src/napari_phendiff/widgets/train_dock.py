@@ -4,7 +4,7 @@ The same training loop and choices as `phendiff train`, asked in the order they 
 model (the shipped microscopy base, a PhenDiff checkpoint, or a Stable Diffusion folder or hub id) or train one from
 scratch (the pixel model at a preset, or the CycleGAN baseline). Before the click it shows what each adapter was
 measured to cost and an estimate of the run's time. While training it shows a loss curve, an ETA, and sample images
-generated from each checkpoint of a diffusion model (core.translate.sample) as layers. Stop closes the loop, which
+generated from each checkpoint of a diffusion model (core.walk.sample) as layers. Stop closes the loop, which
 saves a resumable checkpoint.
 """
 
