@@ -53,10 +53,9 @@ def cell_count_matches(originals: list[np.ndarray], targets: list[np.ndarray],
     return matches
 
 
-def scores(prefix: str, extractor, classifier, images: list[np.ndarray], targets: list[np.ndarray],
-           target: str) -> dict:
-    """Distribution and classifier scores of `images` against the real `targets`, under `prefix`."""
-    real, fake = extractor.features(targets), extractor.features(images)
+def scores(prefix: str, extractor, classifier, images: list[np.ndarray], real: np.ndarray, target: str) -> dict:
+    """Distribution and classifier scores of `images` against the real targets' features `real`, under `prefix`."""
+    fake = extractor.features(images)
     kid_mean, kid_std = metrics.kid(real, fake)
     return {f"{prefix}fid": metrics.fid(real, fake), f"{prefix}kid_mean": kid_mean, f"{prefix}kid_std": kid_std,
             f"{prefix}classifier_target_rate": float(np.mean(classifier.predict(images)
@@ -69,17 +68,17 @@ def trivial_baselines(model, evaluation, classifier, extractor, target: str, *, 
     names = list(model.channel_names)
     results = {"conversion_rate": conversion_rate(classifier, evaluation.originals, evaluation.translated, target,
                                                   names)}
+    real = extractor.features(evaluation.targets)  # once for both baselines
     matches = cell_count_matches(evaluation.originals, evaluation.targets, names)
     if all(m is not None for m in matches):
         chosen = [evaluation.targets[m] for m in matches]
         prefix = "cell_count_baseline_"
-        results.update(scores(prefix, extractor, classifier, chosen, evaluation.targets, target))
+        results.update(scores(prefix, extractor, classifier, chosen, real, target))
         results[f"{prefix}identity_iou_segmented"] = kept_score(evaluation.originals, chosen, names)
         if truth is not None and truth_metrics is not None:
             truth_scores = truth_metrics(replace(evaluation, translated=chosen), truth, names)
             results.update({f"{prefix}{key}": truth_scores[key] for key in ("phenotype_transfer", "identity_iou")})
     if not is_direct(model):
         generated = sample(model, target, len(evaluation.originals), steps=steps, seed=seed)
-        results.update(scores("unconditional_baseline_", extractor, classifier, list(generated),
-                              evaluation.targets, target))
+        results.update(scores("unconditional_baseline_", extractor, classifier, list(generated), real, target))
     return results
