@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import napari_phendiff
-from napari_phendiff import cli
-from napari_phendiff.cli import MODEL_FIELDS, _parser, main
+from napari_phendiff.cli import MODEL_FIELDS, main
+from napari_phendiff.cli.commands import given_options
+from napari_phendiff.cli.parser import build_parser
 from napari_phendiff.core.models import KINDS
 from napari_phendiff.core.options import FIELD_NAMES, TRAIN_CHOICES, TRAIN_DEFAULTS
 
@@ -26,7 +27,7 @@ import_graph, cycles = graph_tools.import_graph, graph_tools.cycles
 def test_the_import_graph_has_no_circles():
     graph = import_graph()
     # the walker sees imports at module level and inside functions alike
-    assert "napari_phendiff.core.options" in graph["napari_phendiff.cli"]
+    assert "napari_phendiff.core.options" in graph["napari_phendiff.cli.parser"]
     assert "napari_phendiff.core.checkpoint" in graph["napari_phendiff.core.models"]  # inside read_manifest
     assert graph["napari_phendiff.core.models.pixel"] >= {"napari_phendiff.core.checkpoint"}
     assert cycles(graph) == []
@@ -70,7 +71,7 @@ def test_library_code_leaves_matplotlib_global_state_alone():
 
 
 def _actions(command: str) -> dict[str, argparse.Action]:
-    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {a.dest: a for a in sub.choices[command]._actions}
 
 
@@ -104,9 +105,9 @@ def test_a_new_translation_option_is_its_field_alone(monkeypatch, tmp_path):
     actions = _actions("translate")
     assert actions["dummy_level"].default is None and actions["dummy_level"].option_strings == ["--dummy-level"]
     assert "a dummy level (default 3)" in actions["dummy_level"].help
-    args = _parser().parse_args(["translate", "demo", "x.tif", "--source", "untreated", "--target", "TNFa",
+    args = build_parser().parse_args(["translate", "demo", "x.tif", "--source", "untreated", "--target", "TNFa",
                                  "--out", str(tmp_path), "--dummy-level", "5"])
-    given = cli._given(args)
+    given = given_options(args)
     assert given["dummy_level"] == 5
     resolved, sources = o.resolve_options(None, "untreated", "TNFa", given)
     assert resolved.dummy_level == 5 and sources["dummy_level"] == "given"

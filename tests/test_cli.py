@@ -18,7 +18,7 @@ GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicg
 
 
 def test_cli_starts_without_any_gui_stack():
-    code = ("import sys; from napari_phendiff import cli; cli._parser(); "
+    code = ("import sys; from napari_phendiff.cli.parser import build_parser; build_parser(); "
             "import napari_phendiff.core.translate, napari_phendiff.core.training.run; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

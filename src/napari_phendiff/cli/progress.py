@@ -1,0 +1,54 @@
+"""The progress bars of the `phendiff` commands (tqdm, on the terminal)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+class TranslationBar:
+    """A progress bar fed by TranslateEvents."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar, self.estimated = desc, None, False
+
+    def __call__(self, event) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(event.total, self.desc)
+        self.bar.update(event.step - self.bar.n)
+        if event.seconds_left is not None and not self.estimated:
+            from ..core.pace import duration
+
+            self.estimated = True
+            if event.seconds_left >= 20:  # a shorter run is over before the line is read
+                self.bar.write(f"{self.desc}: about {duration(event.seconds_left)} more on this computer (timed "
+                               "on its first steps)", file=sys.stderr)
+        if event.phase == "done":
+            self.bar.close()
+            if event.copied[0]:
+                print(f"{self.desc}: {event.copied[0]} of {event.copied[1]} tiles held no cell: copied, not "
+                      "translated (--skip-background).")
+
+
+class CountingBar:
+    """A progress bar moved by progress(done, total) callbacks; it appears with the first one, so an error raised
+    before any work is the only output."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(total, self.desc)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
