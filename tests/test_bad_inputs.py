@@ -22,6 +22,7 @@ import torch
 import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import checkpoint as ckpt
+from napari_phendiff.core import writing
 from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError, PhenDiffWarning
 from napari_phendiff.core.images import read_image, read_provenance, write_image
 from napari_phendiff.core.simulate import simulate_field
@@ -251,7 +252,7 @@ def test_a_run_that_replaces_its_checkpoint_needs_room_for_two(sim_data, tmp_pat
     def free(path):  # room for one checkpoint and a half, whatever its size
         return shutil._ntuple_diskusage(10**12, 10**12, one.get("free", 10**12))
 
-    monkeypatch.setattr(ckpt.shutil, "disk_usage", free)
+    monkeypatch.setattr(writing.shutil, "disk_usage", free)
     original = ckpt.check_free_space
 
     def measured(out, needed, copies=1):
@@ -291,7 +292,7 @@ def test_a_diverging_run_stops_with_advice_and_saves_nothing(sim_data, tmp_path)
 
 
 def test_too_little_disk_space_fails_before_the_first_step(sim_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10_000))
+    monkeypatch.setattr(writing.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10_000))
     with pytest.raises(CheckpointError, match="MB free, this run needs .* MB: a checkpoint of about"):
         pd.train(small_config(sim_data, tmp_path / "m"))
     assert not (tmp_path / "m" / "phendiff.json").exists()
@@ -395,7 +396,7 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(copy_of, tmp_path
     folder.rename(tmp_path / ".model.old")  # what atomic_folder leaves when killed between its renames
     killed = subprocess.Popen([sys.executable, "-c", "pass"])
     killed.wait()  # the writer of the temporary folder below, gone
-    (tmp_path / f".model.writing-{ckpt._HOST}-{killed.pid}-abc").mkdir()
+    (tmp_path / f".model.writing-{writing._HOST}-{killed.pid}-abc").mkdir()
     assert pd.load_checkpoint(tmp_path / "model", device="cpu").conditions == ["TNFa", "untreated"]
     with ckpt.atomic_folder(tmp_path / "model") as new:
         shutil.copytree(tmp_path / "model", new, dirs_exist_ok=True)

@@ -15,6 +15,7 @@ from diffusers import DDIMScheduler, UNet2DModel
 
 import napari_phendiff as pd
 from napari_phendiff.core import checkpoint as ckpt
+from napari_phendiff.core import writing
 from napari_phendiff.core.batch import iter_translate_files
 from napari_phendiff.core.checkpoint import atomic_folder
 from napari_phendiff.core.errors import CheckpointError
@@ -127,7 +128,7 @@ def dead_pid() -> int:
 
 def hold_lock(out, pid, what="training"):
     lock = out.with_name(f".{out.name}.lock")
-    lock.write_text(json.dumps({"pid": pid, "host": ckpt._HOST, "what": what, "since": "2026-12-04T10:00:00"}))
+    lock.write_text(json.dumps({"pid": pid, "host": writing._HOST, "what": what, "since": "2026-12-04T10:00:00"}))
     return lock
 
 
@@ -156,8 +157,8 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_and_released(sim_data, tm
 
 def test_atomic_folder_leaves_a_live_writers_temporary_alone(tmp_path, other_process):
     out = tmp_path / "model"
-    live = tmp_path / f".model.writing-{ckpt._HOST}-{other_process}-abc123"
-    dead = tmp_path / f".model.writing-{ckpt._HOST}-{dead_pid()}-def456"
+    live = tmp_path / f".model.writing-{writing._HOST}-{other_process}-abc123"
+    dead = tmp_path / f".model.writing-{writing._HOST}-{dead_pid()}-def456"
     for folder in (live, dead):
         folder.mkdir()
     with ckpt.atomic_folder(out) as folder:
