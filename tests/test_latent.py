@@ -17,7 +17,7 @@ import napari_phendiff as pd
 from napari_phendiff.cli import main as cli
 from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
-from napari_phendiff.core.models.latent import from_vae, to_vae
+from napari_phendiff.core.models.latent_base import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.walk import finish, generate, invert
 from conftest import random_image, tiny_base, write_tif

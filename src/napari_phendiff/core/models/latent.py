@@ -9,14 +9,9 @@
                                 only what was fine-tuned (adapters.py); the rest is read from the base
       training/                 only to resume
 
-Only the base's UNet, VAE and scheduler are needed; a text encoder, if the base has one, is used once, when training
-starts, to initialise the condition embeddings from prompts.
-
-Images. The VAE takes RGB in [-1, 1]; images are normalised per channel to about [-1, 1] as for the pixel model,
-then one channel becomes grey (R = G = B), two become red and green on a black blue, three stay as they are.
-Decoding takes the mean of R, G and B back for one channel, and R (and G) for two. The VAE encodes with its
-distribution's mean (no sampling, so encoding is reproducible), latents are scaled by the VAE's scaling factor and
-never clipped.
+Only the base's UNet, VAE and scheduler are needed (latent_base.py loads them and maps microscopy channels in and
+out of the VAE); a text encoder, if the base has one, is used once, when training starts, to initialise the
+condition embeddings from prompts.
 
 Conditions. Each condition, and a null condition for classifier-free guidance, is a learned sequence of 77
 cross-attention vectors fed to the UNet as `encoder_hidden_states`, trained together with the adapter. Initialised
@@ -27,8 +22,6 @@ why this was chosen over fixed prompts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,11 +34,13 @@ from torch import nn
 
 from ..checkpoint import MANIFEST, write_manifest
 from ..device import available_memory, get_device
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
 from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_base_info, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
+from .latent_base import (base_configs, check_channels, config_hash, from_base, load_base, native_image_size,
+                          size_multiple, vae_decode, vae_encode, vae_factor)
 from .pixel import PixelModel
 
 CONDITIONS_FILE = "conditions.safetensors"
@@ -58,68 +53,7 @@ PROMPT = "a fluorescence microscopy image of {} cells"
 PIXELS_PER_PASS = 2 * 512 * 512
 
 
-# --- the base model ---------------------------------------------------------------------------------------------
-
-def _from_base(loader, source: str, subfolder: str, what: str, **kwargs):
-    """`loader(source, subfolder=...)`, with a readable error when the part is missing or cannot be fetched."""
-    location = local_base(source)  # the shipped folder, or a hub id's download: never a network wait here
-    try:
-        return loader(location, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError) as exc:
-        hint = ("Check that the folder holds the whole pipeline in diffusers layout, with weights as .safetensors "
-                "(pickled .bin/.ckpt files are never loaded)." if Path(location).is_dir() else
-                "Loading a hub id needs a network connection (or the model in the local hub cache); otherwise "
-                "download it once (docs/latent.md) and give the folder.")
-        raise CheckpointError(f"{source}: cannot load the base model's {what} ({subfolder}/): "
-                              f"{str(exc).splitlines()[0]} {hint}") from exc
-
-
-def base_configs(source: str) -> tuple[dict, dict]:
-    """The base's UNet and VAE configs (small JSON files: nothing heavy is loaded)."""
-    unet = _from_base(UNet2DConditionModel.load_config, source, "unet", "UNet config")
-    vae = _from_base(AutoencoderKL.load_config, source, "vae", "VAE config")
-    return unet, vae
-
-
-def config_hash(config: dict) -> str:
-    """SHA-256 of a model config without its "_" bookkeeping keys: identifies the architecture."""
-    public = {k: v for k, v in config.items() if not k.startswith("_")}
-    return hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
-
-
-def vae_factor(vae_config) -> int:
-    """How much the VAE shrinks each side (8 for Stable Diffusion)."""
-    return 2 ** (len(vae_config["block_out_channels"]) - 1)
-
-
-def size_multiple(unet_config, vae_config) -> int:
-    """Image sides must be multiples of this: the VAE's factor times the UNet's halvings."""
-    return vae_factor(vae_config) * 2 ** (len(unet_config["block_out_channels"]) - 1)
-
-
-def native_image_size(source: str) -> int:
-    """The image side, in pixels, the base model was trained at (512 for SD 2.x base, 768 for SD 2.x)."""
-    unet, vae = base_configs(resolve_base(source))
-    return int(unet["sample_size"]) * vae_factor(vae)
-
-
-def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DConditionModel, AutoencoderKL, dict]:
-    """The base's UNet (or a fully fine-tuned one from `unet_folder`), VAE and noise schedule, in float32 on the CPU.
-
-    The schedule is the base's own (betas, prediction type, offsets) as a DDIMScheduler config, clipping off.
-    """
-    if unet_folder is not None:
-        unet = _from_base(UNet2DConditionModel.from_pretrained, str(unet_folder.parent), unet_folder.name,
-                          "fine-tuned UNet", use_safetensors=True)
-    else:
-        unet = _from_base(UNet2DConditionModel.from_pretrained, source, "unet", "UNet", use_safetensors=True)
-    vae = _from_base(AutoencoderKL.from_pretrained, source, "vae", "VAE", use_safetensors=True)
-    base_schedule = _from_base(DDIMScheduler.load_config, source, "scheduler", "scheduler config")
-    known, _, _ = DDIMScheduler.extract_init_dict(base_schedule)  # drops other schedulers' keys (PNDM's)
-    ddim = DDIMScheduler(**{**known, "clip_sample": False, "thresholding": False})
-    schedule = {k: v for k, v in ddim.config.items() if not k.startswith("_")}
-    return unet.float(), vae.float(), schedule
-
+# --- the condition embeddings -------------------------------------------------------------------------------------
 
 def _has_text_encoder(source: str) -> bool:
     folder = Path(local_base(source))
@@ -142,8 +76,8 @@ def initial_contexts(source: str, conditions: list[str], dim: int) -> tuple[torc
         return torch.randn(len(conditions) + 1, CONTEXT_TOKENS, dim), "random (the base has no text encoder)"
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    tokenizer = _from_base(CLIPTokenizer.from_pretrained, source, "tokenizer", "tokenizer")
-    encoder = _from_base(CLIPTextModel.from_pretrained, source, "text_encoder", "text encoder", use_safetensors=True)
+    tokenizer = from_base(CLIPTokenizer.from_pretrained, source, "tokenizer", "tokenizer")
+    encoder = from_base(CLIPTextModel.from_pretrained, source, "text_encoder", "text encoder", use_safetensors=True)
     prompts = [PROMPT.format(c) for c in conditions] + [""]
     ids = tokenizer(prompts, padding="max_length", max_length=CONTEXT_TOKENS, truncation=True,
                     return_tensors="pt").input_ids
@@ -155,48 +89,7 @@ def initial_contexts(source: str, conditions: list[str], dim: int) -> tuple[torc
     return contexts, f"the text encoder, from the prompt {PROMPT!r} ('' for the null condition)"
 
 
-# --- microscopy channels <-> the VAE's RGB --------------------------------------------------------------------------
-
-def check_channels(channels: int, vae_channels: int, where: str) -> None:
-    if channels > vae_channels:
-        raise DataError(
-            f"{where}: the images have {channels} channels, but Phen-LDiff's pre-trained VAE takes at most "
-            f"{vae_channels} (RGB). Train the pixel model instead (--model pixel), which takes any number of "
-            f"channels, or keep the {vae_channels} channels that show the phenotype (e.g. one TIFF per image with "
-            "only those channels)."
-        )
-
-
-def to_vae(x: torch.Tensor, vae_channels: int) -> torch.Tensor:
-    """(B, C, H, W) normalised microscopy -> (B, 3, H, W): grey for one channel, red and green on black for two."""
-    channels = x.shape[1]
-    if channels == 1:
-        return x.expand(-1, vae_channels, -1, -1)
-    black = torch.full_like(x[:, :1], -1.0).expand(-1, vae_channels - channels, -1, -1)
-    return torch.cat([x, black], dim=1)
-
-
-def from_vae(rgb: torch.Tensor, channels: int) -> torch.Tensor:
-    """The VAE's (B, 3, H, W) output back to the microscopy channels (inverse of `to_vae`)."""
-    if channels == 1:
-        return rgb.mean(dim=1, keepdim=True)
-    return rgb[:, :channels]
-
-
 # --- the model ------------------------------------------------------------------------------------------------------
-
-def vae_encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
-    """Normalised microscopy (B, C, H, W) -> the scaled latents the UNet diffuses (the distribution's mean)."""
-    rgb = to_vae(x, vae.config.in_channels).to(vae.dtype)
-    mean = vae.encode(rgb).latent_dist.mean.float()
-    return (mean - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
-
-
-def vae_decode(vae: AutoencoderKL, z: torch.Tensor, channels: int) -> torch.Tensor:
-    """Scaled latents -> normalised microscopy (B, channels, H, W), unclipped."""
-    unscaled = z / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0.0)
-    return from_vae(vae.decode(unscaled.to(vae.dtype)).sample.float(), channels)
-
 
 class LatentDenoiser(nn.Module):
     """The UNet with one learned context (`encoder_hidden_states`) per condition; the last is the null condition."""
