@@ -1,7 +1,7 @@
 """`phendiff calibrate`: choose strength and guidance for a checkpoint from what real data allows, no ground truth.
 
 Real images have no simulator truth, so each setting of a sweep (strength x guidance x negative) is scored with
-what a biologist can check on held-out source images:
+what a biologist can check on held-out source images (witnesses.py):
 - reached: how far the translations went towards the real target condition (1 = all the way), from two witnesses:
   a condition classifier trained on the real images of DATA (its mean P(target) on the translations over its mean
   P(target) on real target images) and the per-cell measurements that differ between the two real conditions (the
@@ -19,8 +19,7 @@ or none keeps them, the sweep is reported as such and nothing is stored. The cho
 checkpoint's manifest and from then on is that direction's default everywhere (CLI, API, docks).
 benchmarks/calibration_rule.py checks the choice against the simulator's ground truth.
 
-One inversion per image serves the whole sweep and its controls: inverting to the highest strength keeps every
-intermediate state, and a lower strength on the same grid regenerates from the state it needs.
+One inversion per image serves the whole sweep and its controls (sweep.py).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import cells as cellmeasure
-from .cellstats import RealCells, overshot, phenotype_moved
+from .cellstats import RealCells, overshot
 from .checkpoint import (MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, claim_new_folder, output_lock,
                          resolve_checkpoint)
 from .models import load_checkpoint
@@ -45,7 +44,11 @@ from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import train_classifier
 from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
-from .translate import is_direct, kept_channels, translate
+from .sweep import Setting, sweep_pairs
+from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
+from .translate import is_direct, kept_channels
+from .witnesses import Witnesses, target_probability
+from .witnesses import channel_change, kept_score  # noqa: F401  (read from here by core/baselines.py and benchmarks/)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -63,26 +66,6 @@ UNAFFECTED_MAX = 0.2    # RMSE (normalised units) of a channel the condition doe
 REACHED_MIN = 0.5       # "moved the phenotype": at least half the way to the real target (untranslated: 0)
 REACHED_TIE = 0.05      # settings within this of the furthest count as tied; the one keeping more wins
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One point of a sweep."""
-
-    strength: float
-    guidance: float = 1.0
-    negative: str = "source"
-    inversion: str = "ddim"
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
-
-    def options(self, base: TranslateOptions) -> TranslateOptions:
-        return TranslateOptions.from_record({**base.record(), **asdict(self)})
-
-    def label(self) -> str:
-        guided = f"w {self.guidance:g} ({self.negative})" if self.guidance != 1.0 else "no guidance"
-        if self.guidance != 1.0 and tuple(self.guidance_interval) != (0.0, 1.0):
-            guided += f" in t/T {self.guidance_interval[0]:g}-{self.guidance_interval[1]:g}"
-        return f"s {self.strength:g}, {guided}" + ("" if self.inversion == "ddim" else f", {self.inversion}")
 
 
 def grid(strengths: Sequence[float] = STRENGTHS, guidances: Sequence[float] = GUIDANCES,
@@ -106,86 +89,6 @@ def control_of(setting: Setting) -> Setting:
     if setting.negative == "source":
         return Setting(setting.strength, 1.0, "source", setting.inversion)
     return setting
-
-
-def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequence[Setting],
-          base: TranslateOptions | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[Setting, np.ndarray]:
-    """Translate a stack (N, C, Y, X) source -> target with every setting; {setting: stack in the input's dtype}."""
-    pairs = sweep_pairs(model, images, source, [(target, s) for s in settings], base, progress)
-    return {setting: result for (_, setting), result in pairs.items()}
-
-
-def sweep_pairs(model, images: np.ndarray, source: str, pairs: Sequence[tuple[str, Setting]],
-                base: TranslateOptions | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, Setting], np.ndarray]:
-    """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`;
-    {(target, setting): stack in the input's dtype}, each equal to `translate` with that setting alone.
-
-    Every pair goes through `iter_translate` with one inversion cache: pairs run deepest strength first within each
-    inversion method, so the images are inverted once per method and every other pair regenerates from the
-    state it needs.
-    """
-    if is_direct(model):
-        raise ConfigError("A CycleGAN has no strength or guidance to calibrate.")
-    base = (base or TranslateOptions()).validate()
-    pairs = list(dict.fromkeys(pairs))
-    stack = np.asarray(images)
-    cache: dict = {}
-    results = {}
-    for done, (target, setting) in enumerate(sorted(pairs, key=lambda p: (p[1].inversion, -p[1].strength)), 1):
-        results[(target, setting)] = translate(model, stack, source, target, setting.options(base), cache=cache)
-        if progress:
-            progress(done, len(pairs))
-    return {pair: results[pair] for pair in pairs}
-
-
-# --- scores without ground truth -----------------------------------------------------------------------------------
-
-def kept_score(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], channel_names: list[str]) -> float:
-    """Mean IoU of nuclei segmented on each original and on its translation (1: the nuclei stayed)."""
-    nuclear = cellmeasure.nuclear_channel(channel_names)
-    return float(np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(o[nuclear]),
-                                               cellmeasure.segment_nuclei(t[nuclear]))
-                          for o, t in zip(originals, translated)]))
-
-
-def channel_change(model, originals: np.ndarray, translated: np.ndarray) -> dict[str, float]:
-    """RMSE between original and translation per channel, in the model's normalised units."""
-    a = model.normalization.forward(np.asarray(originals))
-    b = model.normalization.forward(np.asarray(translated))
-    return {name: float(np.sqrt(np.mean((a[:, c] - b[:, c]) ** 2))) for c, name in enumerate(model.channel_names)}
-
-
-def target_probability(classifier, images: Sequence[np.ndarray], target: str) -> float:
-    """Mean probability the classifier gives the target condition."""
-    return float(np.mean(classifier.probabilities(list(images))[:, classifier.conditions.index(target)]))
-
-
-@dataclass
-class Witnesses:
-    """What the no-truth scores compare translations with: the classifier (if trusted) and its P(target) on real
-    target images, and the real source and target cells."""
-
-    classifier: object
-    real_moved: float
-    trusted: bool
-    cells: RealCells
-    ignored_channels: tuple[str, ...] = ()  # kept as the original's, or untouched by the condition
-
-    def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray,
-              target: str) -> dict:
-        """One sweep row's scores: moved, cells_moved, reached, kept, kept_control and each channel's change."""
-        moved = target_probability(self.classifier, translated, target)
-        cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.ignored_channels)
-        witnesses = [min(cells_moved, 1.0)] if np.isfinite(cells_moved) else []
-        if self.trusted and self.real_moved > 0:
-            witnesses.append(min(moved / self.real_moved, 1.0))
-        return {"moved": moved, "cells_moved": cells_moved, "measurements_moved": measurements,
-                "reached": float(np.mean(witnesses)) if witnesses else float("nan"),
-                "kept": kept_score(originals, translated, model.channel_names),
-                "kept_control": kept_score(originals, control, model.channel_names),
-                **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()}}
 
 
 @dataclass
@@ -272,51 +175,22 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
         check_count(name, value)
     out = claim_new_folder(out, "the calibration")
     path = resolve_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.path
-    if store and str(checkpoint) in NAMED_CHECKPOINTS:
-        raise CheckpointError(f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
-                              f"({path}) and calibrate the copy, or calibrate with store=False (--no-store).")
     if store:  # before the sweep, not after it
-        try:
-            check_writable(path)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
-                                  "it; make it writable, calibrate a copy, or calibrate with store=False "
-                                  "(--no-store).") from exc
+        _check_storable(checkpoint, path)
     model = load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
-    if is_direct(model):
-        raise ConfigError(f"{path}: a CycleGAN maps images directly; it has no strength or guidance to calibrate.")
-    if source == target:
-        raise ConfigError("Source and target are the same condition; give two different conditions.")
-    for name in (source, target):
-        model.condition_index(name)
-    unaffected = list(unaffected) if unaffected else [model.channel_names[
-        cellmeasure.nuclear_channel(model.channel_names)]]
-    missing = [c for c in unaffected if c not in model.channel_names]
-    if missing:
-        raise ConfigError(f"Unaffected channel(s) {', '.join(missing)} are not in the checkpoint's channels "
-                          f"({', '.join(model.channel_names)}).")
+    _check_direction(model, path, source, target)
+    unaffected = _unaffected_channels(model, unaffected)
     with contextlib.ExitStack() as locks:  # one writer per output: the calibration folder, the checkpoint
         locks.enter_context(output_lock(out, "a calibration"))
         if store:
             locks.enter_context(output_lock(path, "a calibration that will store its choice"))
         images = load_folder(data)
-        for name in (source, target):
-            if name not in images.conditions:
-                raise DataError(f"{images.root}: has no subfolder {name!r} (it has "
-                                f"{', '.join(images.conditions)}); calibration needs real images of both "
-                                "conditions.")
-        source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
-        shapes = {im.shape for im in source_images}
-        if len(shapes) != 1:
-            raise DataError(f"{images.root / source}: calibration needs images of one size, found "
-                            f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
+        stack, target_images = _held_out(images, source, target, n)
         base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size,
                                 keep_channels=tuple(keep_channels)).validate()
         kept_channels(model, base.keep_channels)
         classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
                                       seed=seed)
-        stack = np.stack(source_images)
-        target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
         witnesses = Witnesses(classifier, target_probability(classifier, target_images, target),
                               classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
                               RealCells(stack, target_images, model.channel_names),
@@ -326,34 +200,99 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
         rows = [{**asdict(s), **witnesses.score(model, stack, translated[(target, s)],
                                                 translated[(source, control_of(s))], target)} for s in settings]
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
-        shown = choice.best
-        # the best setting's translations exaggerating what differs: the sign its `moved` overrates them
-        overshot_measurements = overshot(witnesses.cells.summary(translated[(target, _setting_of(shown))]))
-        record = {
-            **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
-            "status": choice.status, "reason": choice.reason,
-            "keep_channels": list(base.keep_channels), "real_target_moved": witnesses.real_moved,
-            "steps": steps, **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
-            "unaffected": unaffected, "keeps_cells": choice.status != "not kept",
-            "overshot_measurements": overshot_measurements,
-            "data": str(Path(data).resolve()), "images": len(stack),
-            "classifier_accuracy": classifier.accuracy, "classifier_trusted": witnesses.trusted,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        record = _record(choice, witnesses, translated[(target, _setting_of(choice.best))], base, steps,
+                         unaffected, data, len(stack))
         baseline = {"reached": witnesses.score(model, stack, stack, stack, target)["reached"], "kept": 1.0,
                     "kept_control": 1.0, "moved": target_probability(classifier, stack, target)}
-        with atomic_folder(out) as folder:
-            _write_rows(folder / "frontier.csv", rows)
-            (folder / "calibration.json").write_text(json.dumps(
-                {"direction": direction_key(source, target), "chosen": record, "baseline_untranslated": baseline,
-                 "rules": {"kept_tolerance": KEPT_TOLERANCE, "kept_floor": KEPT_FLOOR, "unaffected_max": UNAFFECTED_MAX,
-                           "reached_min": REACHED_MIN, "reached_tie": REACHED_TIE,
-                           "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY},
-                 "rows": rows}, indent=2, default=float))
-            frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
+        _write_frontier(out, rows, choice, record, baseline, source, target)
         if store and choice.status == "calibrated":
             store_calibration(path, source, target, record)
         return record
+
+
+def _check_storable(checkpoint, path: Path) -> None:
+    """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
+    if str(checkpoint) in NAMED_CHECKPOINTS:
+        raise CheckpointError(f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
+                              f"({path}) and calibrate the copy, or calibrate with store=False (--no-store).")
+    try:
+        check_writable(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
+                              "it; make it writable, calibrate a copy, or calibrate with store=False "
+                              "(--no-store).") from exc
+
+
+def _check_direction(model, path: Path, source: str, target: str) -> None:
+    """A model with strength and guidance, and two different conditions it knows."""
+    if is_direct(model):
+        raise ConfigError(f"{path}: a CycleGAN maps images directly; it has no strength or guidance to calibrate.")
+    if source == target:
+        raise ConfigError("Source and target are the same condition; give two different conditions.")
+    for name in (source, target):
+        model.condition_index(name)
+
+
+def _unaffected_channels(model, unaffected: Sequence[str] | None) -> list[str]:
+    """The channels the condition should not change, checked against the checkpoint's (default: the nuclear one)."""
+    unaffected = list(unaffected) if unaffected else [model.channel_names[
+        cellmeasure.nuclear_channel(model.channel_names)]]
+    missing = [c for c in unaffected if c not in model.channel_names]
+    if missing:
+        raise ConfigError(f"Unaffected channel(s) {', '.join(missing)} are not in the checkpoint's channels "
+                          f"({', '.join(model.channel_names)}).")
+    return unaffected
+
+
+def _held_out(images, source: str, target: str, n: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first `n` source images of the labelled folder as one stack (they must share a size), and every real
+    target image."""
+    for name in (source, target):
+        if name not in images.conditions:
+            raise DataError(f"{images.root}: has no subfolder {name!r} (it has "
+                            f"{', '.join(images.conditions)}); calibration needs real images of both "
+                            "conditions.")
+    source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
+    shapes = {im.shape for im in source_images}
+    if len(shapes) != 1:
+        raise DataError(f"{images.root / source}: calibration needs images of one size, found "
+                        f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
+    target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
+    return np.stack(source_images), target_images
+
+
+def _record(choice: Choice, witnesses: Witnesses, best_translated: np.ndarray, base: TranslateOptions, steps: int,
+            unaffected: list[str], data, images: int) -> dict:
+    """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
+    from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
+    shown = choice.best
+    # the best setting's translations exaggerating what differs: the sign its `moved` overrates them
+    overshot_measurements = overshot(witnesses.cells.summary(best_translated))
+    return {
+        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
+        "status": choice.status, "reason": choice.reason,
+        "keep_channels": list(base.keep_channels), "real_target_moved": witnesses.real_moved,
+        "steps": steps, **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
+        "unaffected": unaffected, "keeps_cells": choice.status != "not kept",
+        "overshot_measurements": overshot_measurements,
+        "data": str(Path(data).resolve()), "images": images,
+        "classifier_accuracy": witnesses.classifier.accuracy, "classifier_trusted": witnesses.trusted,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_frontier(out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str,
+                    target: str) -> None:
+    """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing)."""
+    with atomic_folder(out) as folder:
+        _write_rows(folder / "frontier.csv", rows)
+        (folder / "calibration.json").write_text(json.dumps(
+            {"direction": direction_key(source, target), "chosen": record, "baseline_untranslated": baseline,
+             "rules": {"kept_tolerance": KEPT_TOLERANCE, "kept_floor": KEPT_FLOOR, "unaffected_max": UNAFFECTED_MAX,
+                       "reached_min": REACHED_MIN, "reached_tie": REACHED_TIE,
+                       "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY},
+             "rows": rows}, indent=2, default=float))
+        frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
 
 
 def _setting_of(row: dict) -> Setting:

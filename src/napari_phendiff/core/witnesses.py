@@ -1,0 +1,59 @@
+"""How far translations went and what they kept, judged without ground truth: the scores `phendiff calibrate` weighs
+(calibrate.py has how) and `phendiff evaluate` reports. The witnesses are what real data offers: a condition
+classifier trained on the real images, and the per-cell measurements of real source and target cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import cells as cellmeasure
+from .cellstats import RealCells, phenotype_moved
+
+
+def kept_score(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], channel_names: list[str]) -> float:
+    """Mean IoU of nuclei segmented on each original and on its translation (1: the nuclei stayed)."""
+    nuclear = cellmeasure.nuclear_channel(channel_names)
+    return float(np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(o[nuclear]),
+                                               cellmeasure.segment_nuclei(t[nuclear]))
+                          for o, t in zip(originals, translated)]))
+
+
+def channel_change(model, originals: np.ndarray, translated: np.ndarray) -> dict[str, float]:
+    """RMSE between original and translation per channel, in the model's normalised units."""
+    a = model.normalization.forward(np.asarray(originals))
+    b = model.normalization.forward(np.asarray(translated))
+    return {name: float(np.sqrt(np.mean((a[:, c] - b[:, c]) ** 2))) for c, name in enumerate(model.channel_names)}
+
+
+def target_probability(classifier, images: Sequence[np.ndarray], target: str) -> float:
+    """Mean probability the classifier gives the target condition."""
+    return float(np.mean(classifier.probabilities(list(images))[:, classifier.conditions.index(target)]))
+
+
+@dataclass
+class Witnesses:
+    """What the no-truth scores compare translations with: the classifier (if trusted) and its P(target) on real
+    target images, and the real source and target cells."""
+
+    classifier: object
+    real_moved: float
+    trusted: bool
+    cells: RealCells
+    ignored_channels: tuple[str, ...] = ()  # kept as the original's, or untouched by the condition
+
+    def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray,
+              target: str) -> dict:
+        """One sweep row's scores: moved, cells_moved, reached, kept, kept_control and each channel's change."""
+        moved = target_probability(self.classifier, translated, target)
+        cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.ignored_channels)
+        witnesses = [min(cells_moved, 1.0)] if np.isfinite(cells_moved) else []
+        if self.trusted and self.real_moved > 0:
+            witnesses.append(min(moved / self.real_moved, 1.0))
+        return {"moved": moved, "cells_moved": cells_moved, "measurements_moved": measurements,
+                "reached": float(np.mean(witnesses)) if witnesses else float("nan"),
+                "kept": kept_score(originals, translated, model.channel_names),
+                "kept_control": kept_score(originals, control, model.channel_names),
+                **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()}}
