@@ -7,7 +7,7 @@ phenotype moved to the target while the cells stayed where they were. Every scor
 copy-the-source baseline (the untranslated originals scored as if they were the translations), beside two more
 trivial outputs (core/baselines.py: the real target image with the closest cell count, and the model's own sample
 from noise), and the report warns when the cells did not stay the same or the translation does no better than
-copying the source.
+copying the source. With the simulator's ground truth, truth.py adds whether the phenotype truly moved.
 """
 
 from __future__ import annotations
@@ -20,21 +20,19 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import tifffile
 
-from . import cells as cellmeasure
 from . import metrics
 from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, overshot
 from .baselines import trivial_baselines
-from .calibrate import channel_change, kept_score
 from .checkpoint import atomic_folder, claim_new_folder, output_lock
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
 from .features import InceptionFeatures, train_classifier
-from .measure import transfer_rate
-from .options import check_count, check_given, describe
+from .options import TranslateOptions, check_count, check_given, describe
 from .translate import TranslateEvent, is_direct, translate, translation_options
+from .truth import check_truth, truth_metrics
+from .witnesses import channel_change, kept_score
 
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate",
                "identity_iou_segmented")
@@ -90,26 +88,11 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
         target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
         if truth is not None:  # an unreadable truth fails before the translations, not after them
-            info = _truth_info(Path(truth))
-            from .simulate import PHENOTYPES
-
-            channels = list(PHENOTYPES[info["phenotype"]].channels)
-            if len(channels) != len(model.channel_names):
-                raise DataError(f"{truth}: the ground truth of a {info['phenotype']} simulation ({len(channels)} "
-                                f"channels: {', '.join(channels)}), but the checkpoint has {len(model.channel_names)} "
-                                f"({', '.join(model.channel_names)}): is it the truth folder of {data}?")
-            _check_truth_fits(Path(truth), [images.paths[i] for i in source_idx + target_idx],
-                              [images.images[i] for i in source_idx + target_idx], model.channel_names, data)
-        originals = [images.images[i] for i in source_idx]
-        forward, forward_from = translation_options(model, source, target, **options)
-        backward, _ = translation_options(model, target, source, **options)
+            check_truth(truth, data, model.channel_names, [images.paths[i] for i in source_idx + target_idx],
+                        [images.images[i] for i in source_idx + target_idx])
+        evaluation, forward, forward_from = _translate_held_out(model, images, source_idx, target_idx, source,
+                                                                target, options, progress)
         seed = forward.seed
-        translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
-        round_trips = _translate_all(model, translated, target, source, backward, progress,
-                                     f"{target} -> {source} (cycle)")
-        evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
-                                   [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
-
         classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
                                       seed=seed)
         extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
@@ -126,14 +109,8 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         results.update(trivial_baselines(model, evaluation, classifier, extractor, target, steps=forward.steps,
                                          seed=seed, truth=Path(truth) if truth is not None else None,
                                          truth_metrics=truth_metrics))
-        results.update({
-            "features": extractor.name, "checkpoint": str(getattr(model, "path", "") or checkpoint),
-            "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
-            "n_translated": len(originals), "n_real_target": len(target_idx),
-            "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
-            **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
-                                            "settings": describe(forward, forward_from)}),
-        })
+        results.update({"features": extractor.name,
+                        **_provenance(model, checkpoint, data, source, target, evaluation, forward, forward_from)})
         results["warnings"] = translation_warnings(results)
 
         from .report import write_report
@@ -143,6 +120,34 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
             _write_cells(folder / "cells.csv", table)
             write_report(folder, results, evaluation, table, summary, model.channel_names)
         return results
+
+
+def _translate_held_out(model, images, source_idx: list[int], target_idx: list[int], source: str, target: str,
+                        options: dict, progress) -> tuple[EvaluationSet, TranslateOptions, dict]:
+    """The held-out source images translated to the target and back (the cycle), beside the real target images;
+    with the forward direction's options and where each came from."""
+    originals = [images.images[i] for i in source_idx]
+    forward, forward_from = translation_options(model, source, target, **options)
+    backward, _ = translation_options(model, target, source, **options)
+    translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
+    round_trips = _translate_all(model, translated, target, source, backward, progress,
+                                 f"{target} -> {source} (cycle)")
+    evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
+                               [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
+    return evaluation, forward, forward_from
+
+
+def _provenance(model, checkpoint, data, source: str, target: str, evaluation: EvaluationSet,
+                forward: TranslateOptions, forward_from: dict) -> dict:
+    """What was evaluated, on what, and with which settings (metrics.json and the report's header)."""
+    return {
+        "checkpoint": str(getattr(model, "path", "") or checkpoint),
+        "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
+        "n_translated": len(evaluation.originals), "n_real_target": len(evaluation.targets),
+        "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
+        **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
+                                        "settings": describe(forward, forward_from)}),
+    }
 
 
 def _check_conditions(model, images, source: str, target: str) -> None:
@@ -244,36 +249,8 @@ def translation_warnings(results: dict) -> list[str]:
     """
     get = lambda key: results.get(key, float("nan"))  # noqa: E731 (NaN compares False: no warning)
     source, target = results.get("source", "source"), results.get("target", "target")
-    warnings = []
-    low_identity = False
-    if get("identity_iou_segmented") < MIN_IDENTITY_IOU:
-        low_identity = True
-        warnings.append(f"The nuclei found on the translated images overlap little with those found on their "
-                        f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
-                        "moved, removed or invented cells, so look at examples.png before trusting any other score.")
-    if get("identity_iou") < MIN_IDENTITY_SHARE * get("identity_iou_reference"):
-        low_identity = True
-        warnings.append(f"The true nuclei overlap with those found on the translated images by only "
-                        f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
-                        "cells did not stay where they were, so the translated cells are not the original cells.")
-    if low_identity and (get("classifier_target_rate") >= HIGH_REALISM or get("precision") >= HIGH_REALISM):
-        warnings.append(f"The translations look like real {target} images (classifier rate "
-                        f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
-                        "changed: the model drew new target-like cells instead of translating these ones, so these "
-                        "scores do not show a working translation.")
-    if get("fid") >= get("baseline_fid"):
-        warnings.append(f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
-                        f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
-                        "with its copy-the-source baseline.")
-    if get("classifier_target_rate") <= get("baseline_classifier_target_rate"):
-        warnings.append(f"The condition classifier calls no more translated images {target} "
-                        f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
-                        f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
-                        "towards the target.")
-    if get("phenotype_transfer") <= get("baseline_phenotype_transfer"):
-        warnings.append(f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
-                        f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
-                        "transfer the phenotype.")
+    warnings, low_identity = _identity_warnings(get, target)
+    warnings += _baseline_warnings(get, source, target)
     if (not low_identity and get("classifier_accuracy") >= MIN_CLASSIFIER_ACCURACY
             and abs(get("phenotype_transfer") - get("classifier_target_rate")) >= TRUTH_DISAGREES):
         warnings.append(f"The ground truth and the condition classifier disagree: the true phenotype moved in "
@@ -296,114 +273,50 @@ def translation_warnings(results: dict) -> list[str]:
     return warnings
 
 
+def _identity_warnings(get, target: str) -> tuple[list[str], bool]:
+    """Warnings that the cells did not stay the same (and that realism scores then mislead); whether they did not."""
+    warnings = []
+    low_identity = False
+    if get("identity_iou_segmented") < MIN_IDENTITY_IOU:
+        low_identity = True
+        warnings.append(f"The nuclei found on the translated images overlap little with those found on their "
+                        f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
+                        "moved, removed or invented cells, so look at examples.png before trusting any other score.")
+    if get("identity_iou") < MIN_IDENTITY_SHARE * get("identity_iou_reference"):
+        low_identity = True
+        warnings.append(f"The true nuclei overlap with those found on the translated images by only "
+                        f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
+                        "cells did not stay where they were, so the translated cells are not the original cells.")
+    if low_identity and (get("classifier_target_rate") >= HIGH_REALISM or get("precision") >= HIGH_REALISM):
+        warnings.append(f"The translations look like real {target} images (classifier rate "
+                        f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
+                        "changed: the model drew new target-like cells instead of translating these ones, so these "
+                        "scores do not show a working translation.")
+    return warnings, low_identity
+
+
+def _baseline_warnings(get, source: str, target: str) -> list[str]:
+    """Warnings that the translation did no better than copying the source, score by score."""
+    warnings = []
+    if get("fid") >= get("baseline_fid"):
+        warnings.append(f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
+                        f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
+                        "with its copy-the-source baseline.")
+    if get("classifier_target_rate") <= get("baseline_classifier_target_rate"):
+        warnings.append(f"The condition classifier calls no more translated images {target} "
+                        f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
+                        f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
+                        "towards the target.")
+    if get("phenotype_transfer") <= get("baseline_phenotype_transfer"):
+        warnings.append(f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
+                        f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
+                        "transfer the phenotype.")
+    return warnings
+
+
 def _write_cells(path: Path, rows: list[dict]) -> None:
     fields = list(rows[0]) if rows else ["group", "file", "cell"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def truth_metrics(evaluation: EvaluationSet, truth: Path, channel_names: list[str]) -> dict:
-    """Ground-truth scores for simulated data (the simulator's masks, written by `phendiff simulate`).
-
-    phenotype_transfer: share of translated cells (measured with their original's true masks) whose simulator
-    phenotype value is closer to the real target cells' median than to the real source cells';
-    baseline_phenotype_transfer: the same share for the untranslated originals (copying the source).
-    identity_iou: overlap of the true nuclei with the nuclei segmented on the translated image (the same cells,
-    in the same places); identity_iou_reference is the same for the originals, the segmentation's own ceiling.
-    """
-    from .simulate import measure_phenotype
-
-    info = _truth_info(truth)
-    phenotype = info["phenotype"]
-    masks = [_truth_masks(truth, path) for path in evaluation.paths]
-    source_values = np.concatenate([measure_phenotype(im, nu, ce, phenotype)
-                                    for im, (nu, ce) in zip(evaluation.originals, masks)])
-    target_values = np.concatenate([measure_phenotype(im, *_truth_masks(truth, path), phenotype)
-                                    for im, path in zip(evaluation.targets, evaluation.target_paths)])
-    translated_values = np.concatenate([measure_phenotype(im, nu, ce, phenotype)
-                                        for im, (nu, ce) in zip(evaluation.translated, masks)])
-    nuclear = cellmeasure.nuclear_channel(channel_names)
-    iou = [cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu)
-           for im, (nu, _) in zip(evaluation.translated, masks)]
-    reference = [cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu)
-                 for im, (nu, _) in zip(evaluation.originals, masks)]
-    # The simulator's measure is NaN for a cell it cannot measure (e.g. no signal left above background in the
-    # cytoplasm); such cells are left out of the transfer rate and counted instead.
-    unmeasured = float(np.mean(np.isnan(translated_values))) if len(translated_values) else 0.0
-    source_values, target_values, translated_values = (v[~np.isnan(v)] for v in
-                                                       (source_values, target_values, translated_values))
-    return {
-        "phenotype_transfer": transfer_rate(translated_values, source_values, target_values),
-        "baseline_phenotype_transfer": transfer_rate(source_values, source_values, target_values),
-        "phenotype_unmeasured": unmeasured,
-        "identity_iou": float(np.mean(iou)), "identity_iou_reference": float(np.mean(reference)),
-        "truth_phenotype": phenotype, "truth_measure": info.get("measure", ""),
-        "truth_median_real_source": float(np.median(source_values)),
-        "truth_median_translated": float(np.median(translated_values)),
-        "truth_median_real_target": float(np.median(target_values)),
-    }
-
-
-def _truth_info(truth: Path) -> dict:
-    from .simulate import PHENOTYPES
-
-    info_path = truth / "truth.json"
-    if not info_path.is_file():
-        raise DataError(f"{truth}: not a ground-truth folder ({info_path.name} is missing). Give the folder "
-                        "`phendiff simulate OUT` wrote next to OUT, named OUT_truth.")
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{info_path}: cannot be read ({exc}); `phendiff simulate` writes it, write the data set "
-                        "again or restore the file.") from exc
-    if not isinstance(info, dict) or info.get("phenotype") not in PHENOTYPES:
-        raise DataError(f"{info_path}: names no simulated phenotype (one of {', '.join(PHENOTYPES)}); is this the "
-                        "truth folder `phendiff simulate` wrote?")
-    return info
-
-
-def _truth_mask_paths(truth: Path, image_path: Path) -> list[Path]:
-    """TRUTH/<condition>/<stem>_nuclei.tif and _cells.tif for DATA/<condition>/<stem>.tif, which must exist."""
-    paths = [truth / image_path.parent.name / f"{image_path.stem}_{kind}.tif" for kind in ("nuclei", "cells")]
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: ground-truth mask missing for {image_path}. Is {truth} the truth folder of "
-                            "this data set (simulated together with it)?")
-    return paths
-
-
-# A folder's own true nuclei follow its nuclear channel (pixel correlation 0.82-0.92 on the simulator's three
-# phenotypes), another simulation's do not (-0.05 to 0.32 with another seed): below this median it is another's.
-TRUTH_MIN_CORRELATION = 0.5
-
-
-def _check_truth_fits(truth: Path, paths: list[Path], images: list[np.ndarray], channel_names: list[str],
-                      data) -> None:
-    """Before any translation: every image has its true masks, of its size, and the true nuclei lie on the image's
-    nuclei (a truth folder of another simulation of the same size and count would score wrong cells silently)."""
-    from .cells import nuclear_channel
-
-    channel = nuclear_channel(list(channel_names))
-    correlations = []
-    for path, image in zip(paths, images):
-        nuclei, cells = _truth_masks(truth, path)
-        if nuclei.shape != image.shape[-2:] or cells.shape != image.shape[-2:]:
-            raise DataError(f"{_truth_mask_paths(truth, path)[0]}: a mask of {nuclei.shape[0]} x {nuclei.shape[1]} px "
-                            f"for {path} of {image.shape[-2]} x {image.shape[-1]} px: is {truth} the truth folder of "
-                            f"{data} (simulated together with it)?")
-        inside = nuclei > 0
-        if inside.any() and not inside.all() and np.ptp(image[channel]) > 0:
-            correlations.append(np.corrcoef(image[channel].astype(np.float64).ravel(), inside.ravel())[0, 1])
-    if correlations and np.median(correlations) < TRUTH_MIN_CORRELATION:
-        raise DataError(f"{truth}: its true nuclei do not lie on the nuclei of {data} (median correlation with the "
-                        f"{channel_names[channel]} channel {np.median(correlations):.2f}; a folder's own truth gives "
-                        f"0.8 or more): it is the truth of another simulation (another seed?). Give the folder "
-                        "`phendiff simulate` wrote next to these images.")
-
-
-def _truth_masks(truth: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The true nuclei and cells of DATA/<condition>/<stem>.tif: TRUTH/<condition>/<stem>_nuclei.tif, _cells.tif."""
-    nuclei, cells = (tifffile.imread(path).astype(np.int32) for path in _truth_mask_paths(truth, image_path))
-    return nuclei, cells
