@@ -56,34 +56,14 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     subsets = _disjoint_subsets(folder, n_per_class, seed)
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
-    models, seeds = {}, model_seeds(config.seed)
-    for name, files in subsets.items():
-        subset = work / f"data_{name}"
-        for condition, paths in files.items():
-            (subset / condition).mkdir(parents=True)
-            for path in paths:
-                shutil.copy2(path, subset / condition / path.name)
-        run = replace(config, data=subset, out=work / f"model_{name}", resume=False, seed=seeds[name])
-        for event in iter_train(run):
-            if on_train_event is not None:
-                on_train_event(name, event)
-        models[name] = load_checkpoint(run.out, device=config.device)
-
-    reference = models["a"].normalization  # one intensity scale for every image compared
-    results, same_seed, nearest, noise = {"conditions": {}}, {}, {}, {}
-    for condition in folder.conditions:
-        raw = {name: sample(model, condition, n_samples, steps=steps, seed=seed) for name, model in models.items()}
-        generated = {name: reference.forward(images) for name, images in raw.items()}
-        same_seed[condition] = _similarity(generated["a"], generated["b"])
-        nearest[condition] = {name: nearest_training(generated[name], [reference.forward(read_image(p))
-                                                                          for p in subsets[name][condition]])
-                              for name in models}
-        noise[condition] = {name: _noise_similarity(model, raw[name], seed) for name, model in models.items()}
-        results["conditions"][condition] = {
-            "same_seed_similarity_median": float(np.median(same_seed[condition])),
-            "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
-            "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
-        }
+    seeds = model_seeds(config.seed)
+    models = _train_pair(config, subsets, work, seeds, on_train_event)
+    same_seed, nearest, noise = _similarities(models, folder.conditions, subsets, n_samples, steps, seed)
+    results = {"conditions": {condition: {
+        "same_seed_similarity_median": float(np.median(same_seed[condition])),
+        "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
+        "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
+    } for condition in folder.conditions}}
     all_same = np.concatenate(list(same_seed.values()))
     all_nearest = np.concatenate([v for per in nearest.values() for v in per.values()])
     all_noise = np.concatenate([v for per in noise.values() for v in per.values()])
@@ -102,17 +82,57 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
                       "each model's own units, compared where the model diffuses: pixels or latents)",
     })
     try:
-        with atomic_folder(out) as final:
-            (final / "generalization.json").write_text(json.dumps(results, indent=2))
-            np.savez(final / "similarities.npz", same_seed=all_same, nearest_training=all_nearest,
-                     starting_noise=all_noise)
-            _histograms(final / "generalization.png", all_same, all_nearest, results)
-            for name in models:
-                shutil.move(str(work / f"model_{name}"), final / f"model_{name}")
-                shutil.move(str(work / f"data_{name}"), final / f"data_{name}")
+        _write(out, work, models, results, all_same, all_nearest, all_noise)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _train_pair(config: TrainConfig, subsets: dict[str, dict[str, list[Path]]], work: Path, seeds: dict[str, int],
+                on_train_event: Callable[[str, TrainEvent], None] | None) -> dict:
+    """Models a and b, each trained on its own subset (copied into `work`, where the model is written too)."""
+    models = {}
+    for name, files in subsets.items():
+        subset = work / f"data_{name}"
+        for condition, paths in files.items():
+            (subset / condition).mkdir(parents=True)
+            for path in paths:
+                shutil.copy2(path, subset / condition / path.name)
+        run = replace(config, data=subset, out=work / f"model_{name}", resume=False, seed=seeds[name])
+        for event in iter_train(run):
+            if on_train_event is not None:
+                on_train_event(name, event)
+        models[name] = load_checkpoint(run.out, device=config.device)
+    return models
+
+
+def _similarities(models: dict, conditions: list[str], subsets: dict[str, dict[str, list[Path]]], n_samples: int,
+                  steps: int, seed: int) -> tuple[dict, dict, dict]:
+    """Per condition, the images both models generate from the same seeds compared: with each other (same seed),
+    with the nearest training image of each model's subset, and with the noise each started from."""
+    reference = models["a"].normalization  # one intensity scale for every image compared
+    same_seed, nearest, noise = {}, {}, {}
+    for condition in conditions:
+        raw = {name: sample(model, condition, n_samples, steps=steps, seed=seed) for name, model in models.items()}
+        generated = {name: reference.forward(images) for name, images in raw.items()}
+        same_seed[condition] = _similarity(generated["a"], generated["b"])
+        nearest[condition] = {name: nearest_training(generated[name], [reference.forward(read_image(p))
+                                                                          for p in subsets[name][condition]])
+                              for name in models}
+        noise[condition] = {name: _noise_similarity(model, raw[name], seed) for name, model in models.items()}
+    return same_seed, nearest, noise
+
+
+def _write(out: Path, work: Path, models: dict, results: dict, same_seed: np.ndarray, nearest: np.ndarray,
+           noise: np.ndarray) -> None:
+    """The analysis (JSON, similarities, histograms) and the two models with their data, into `out` at once."""
+    with atomic_folder(out) as final:
+        (final / "generalization.json").write_text(json.dumps(results, indent=2))
+        np.savez(final / "similarities.npz", same_seed=same_seed, nearest_training=nearest, starting_noise=noise)
+        _histograms(final / "generalization.png", same_seed, nearest, results)
+        for name in models:
+            shutil.move(str(work / f"model_{name}"), final / f"model_{name}")
+            shutil.move(str(work / f"data_{name}"), final / f"data_{name}")
 
 
 def model_seeds(seed: int) -> dict[str, int]:
