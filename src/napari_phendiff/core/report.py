@@ -131,40 +131,13 @@ def _value(key: str, value) -> str:
 
 
 def _html(results: dict, summary: list[dict]) -> str:
-    metric_rows = []
-    for key, (label, better, meaning) in EXPLANATIONS.items():
-        if key not in results:
-            continue
-        value = _value(key, results[key])
-        baseline = _value(key, results[f"baseline_{key}"]) if f"baseline_{key}" in results else ""
-        trivial = "".join(f"<td>{_value(key, results[prefix + key]) if prefix + key in results else ''}</td>"
-                          for prefix in TRIVIAL)
-        if key == "kid_mean":
-            value += f" ± {_number(results['kid_std'])}"
-            baseline += f" ± {_number(results['baseline_kid_std'])}" if baseline else ""
-        if key == "identity_iou":
-            value += f" (reference {_number(results['identity_iou_reference'])})"
-        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{baseline}</td>{trivial}<td>{better}</td>"
-                           f"<td>{meaning}</td></tr>")
-    cells = "".join(
-        f"<tr><td>{html.escape(s['measurement'])}</td><td>{_number(s['median_real_source'])}</td>"
-        f"<td>{_number(s['median_translated'])}</td><td>{_number(s['median_real_target'])}</td>"
-        f"<td>{_number(s['moved']) if s['differs'] else 'no difference'}</td>"
-        f"<td>{_number(s['effect_target_vs_source'])}</td><td>{_number(s['p_target_vs_source'])}</td>"
-        f"<td>{_number(s['p_translated_vs_target'])}</td></tr>"
-        for s in sorted(summary, key=lambda s: -abs(s["effect_target_vs_source"])
-                        if np.isfinite(s["effect_target_vs_source"]) else 0))
+    """report.html: the warnings, what was compared, the scores beside their baselines, examples, the cells."""
+    metric_rows = _metric_rows(results)
+    cells = _cell_rows(summary)
     warnings = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in results.get("warnings", []))
     rate = lambda key: _percent(results.get(key, float("nan")))  # noqa: E731
     differs = results.get("differs_if", {})
-    truth = ""
-    if "phenotype_transfer" in results:
-        truth = (f"<p>Ground truth ({html.escape(results['truth_measure'])}, median per cell): real "
-                 f"{html.escape(results['source'])} {_number(results['truth_median_real_source'])}, translated "
-                 f"{_number(results['truth_median_translated'])}, real {html.escape(results['target'])} "
-                 f"{_number(results['truth_median_real_target'])}. Cells the simulator's measure could not "
-                 f"score on the translated images (left out of the transfer): "
-                 f"{_value('phenotype_unmeasured', results['phenotype_unmeasured'])}.</p>")
+    truth = _truth_paragraph(results)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Translation report: {html.escape(results['source'])} → \
 {html.escape(results['target'])}</title>
@@ -207,3 +180,47 @@ target</i>: Mann-Whitney test (small p: still distinguishable).</p>
 {cells}</table>
 </body></html>
 """
+
+
+def _metric_rows(results: dict) -> list[str]:
+    """One table row per score the results hold: its value, its copy-the-source and trivial baselines, its meaning."""
+    metric_rows = []
+    for key, (label, better, meaning) in EXPLANATIONS.items():
+        if key not in results:
+            continue
+        value = _value(key, results[key])
+        baseline = _value(key, results[f"baseline_{key}"]) if f"baseline_{key}" in results else ""
+        trivial = "".join(f"<td>{_value(key, results[prefix + key]) if prefix + key in results else ''}</td>"
+                          for prefix in TRIVIAL)
+        if key == "kid_mean":
+            value += f" ± {_number(results['kid_std'])}"
+            baseline += f" ± {_number(results['baseline_kid_std'])}" if baseline else ""
+        if key == "identity_iou":
+            value += f" (reference {_number(results['identity_iou_reference'])})"
+        metric_rows.append(f"<tr><td>{label}</td><td><b>{value}</b></td><td>{baseline}</td>{trivial}<td>{better}</td>"
+                           f"<td>{meaning}</td></tr>")
+    return metric_rows
+
+
+def _cell_rows(summary: list[dict]) -> str:
+    """The per-cell measurements' table rows, those that differ most between the real conditions first."""
+    return "".join(
+        f"<tr><td>{html.escape(s['measurement'])}</td><td>{_number(s['median_real_source'])}</td>"
+        f"<td>{_number(s['median_translated'])}</td><td>{_number(s['median_real_target'])}</td>"
+        f"<td>{_number(s['moved']) if s['differs'] else 'no difference'}</td>"
+        f"<td>{_number(s['effect_target_vs_source'])}</td><td>{_number(s['p_target_vs_source'])}</td>"
+        f"<td>{_number(s['p_translated_vs_target'])}</td></tr>"
+        for s in sorted(summary, key=lambda s: -abs(s["effect_target_vs_source"])
+                        if np.isfinite(s["effect_target_vs_source"]) else 0))
+
+
+def _truth_paragraph(results: dict) -> str:
+    """What the ground truth measured, when the results hold it ("" otherwise)."""
+    if "phenotype_transfer" not in results:
+        return ""
+    return (f"<p>Ground truth ({html.escape(results['truth_measure'])}, median per cell): real "
+            f"{html.escape(results['source'])} {_number(results['truth_median_real_source'])}, translated "
+            f"{_number(results['truth_median_translated'])}, real {html.escape(results['target'])} "
+            f"{_number(results['truth_median_real_target'])}. Cells the simulator's measure could not "
+            f"score on the translated images (left out of the transfer): "
+            f"{_value('phenotype_unmeasured', results['phenotype_unmeasured'])}.</p>")
