@@ -15,7 +15,7 @@ from ..core.explore import write_cells_csv
 from ._comparison import place
 from ._shared import button
 from ._shared import row as in_a_row  # (row: a table row here)
-from ._translate_worker import Cells, run_measure
+from ._translate_worker import Cells, PendingRun, run_measure
 
 
 REVEAL = "reveal score"  # the measure choice that ranks cells by core/reveal.py's score
@@ -58,7 +58,7 @@ class CellsPanel:
             self._report("A run is active: wait for it or press Cancel.")
             return None
         inputs, request, result = self._last
-        self._pending = ("cells", inputs, request)
+        self._pending = PendingRun("cells", inputs, request)
         return self.start_worker(run_measure(request.images, result, self.manifest["channel_names"]),
                                  "Measuring cells…")
 
@@ -66,7 +66,7 @@ class CellsPanel:
         """A Labels layer of the cells (per-cell values as its features), the measures to choose from, the table."""
         import pandas as pd
 
-        _, inputs, request = self._pending
+        inputs, request = self._pending.inputs, self._pending.request
         self.cells = cells
         layer = inputs.layers[0]
         spatial = inputs.kept_axes[-2:]

@@ -13,7 +13,7 @@ from ..core.batch import named_condition, plan_jobs
 from ..core.checkpoint import MANIFEST
 from ..core.errors import PhenDiffError
 from ._shared import Note, button
-from ._translate_worker import run_folder
+from ._translate_worker import PendingRun, run_folder
 
 
 class FolderPanel:
@@ -68,6 +68,6 @@ class FolderPanel:
             return None
         key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
         worker = run_folder(request, self.model if key == self._model_key else None, Path(folder), Path(out))
-        self._pending, self._run_key = ("folder", None, request), key
+        self._pending, self._run_key = PendingRun("folder", None, request), key
         origin = f" (source from {self._source_from[1]})" if self._source_from else ""
         return self.start_worker(worker, f"Translating the images of {folder} {source} → {target}{origin}…")

@@ -32,7 +32,7 @@ from ._results import ResultLayers
 from ._shared import (CHECKPOINTS, ERROR_STYLE, Section, WorkerDock, button, connect_while_alive, in_dock_words,
                       scrolled)
 from ._shared import row as in_a_row  # (row: a ChannelRow here)
-from ._translate_worker import Cells, Folder, Spread, TranslateRequest, run_translation
+from ._translate_worker import Cells, Folder, PendingRun, Spread, TranslateRequest, run_translation
 
 __all__ = ["TranslateDock", "guess_condition"]  # guess_condition: _direction_panel.py's, named here as before
 
@@ -56,7 +56,7 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         # multichannel layer's results make one file with those channels, as the CLI writes it
         self.results: list[tuple[str, list[tuple[str, str | None]]]] = []
         self.rows: list[ChannelRow] = []  # the comparison's rows, one per channel (_comparison.py)
-        self._pending: tuple[ImageInput, TranslateRequest] | None = None  # the run whose result is awaited
+        self._pending: PendingRun | None = None  # the run whose result is awaited
         self._run_key: tuple | None = None
         self._source_from: tuple[str, str] | None = None  # (layer | folder, how): the source was set from a name
         self._setting = False  # the dock, not the user, is changing the source
@@ -154,7 +154,7 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             self._report("A translation is already running: wait for it or press Cancel.")
             return None
         worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
-        self._pending, self._run_key = (inputs, request), key
+        self._pending, self._run_key = PendingRun("translate", inputs, request), key
         what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:",
                 "estimate": "Timing a translation of"}[mode]
         matched = f" ({inputs.matched})" if inputs.matched else ""
