@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QS
 from ..core.checkpoint import resolve_checkpoint
 from ..core.explore import MORPH_FRAMES
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, resolve_options
-from ._shared import Note, button, device_combo, row, spin
+from ._shared import Note, button, device_combo, row, spin, tooltip
 from ._translate_worker import TranslateRequest
 
 
@@ -21,25 +21,19 @@ class OptionsPanel:
     def _make_option_controls(self) -> list[tuple[str | None, QWidget]]:
         """How a translation is run, as the Translate section's (label, control) rows."""
         defaults = TranslateOptions()
-        self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength,
-                             "How far the image is taken apart before it is rebuilt: low keeps every cell, high "
-                             "lets the condition change more (1: all the way to noise).")
+        self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength, tooltip(HELP["strength"]))
         self.strength.setSingleStep(0.05)
-        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, defaults.guidance,
-                             "How strongly the target condition is pushed: 1 = not at all; higher moves the "
-                             "phenotype further but may change what should stay.")
+        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, defaults.guidance, tooltip(
+            HELP["guidance"], "higher moves the phenotype further but may change what should stay"))
         self.guidance.setSpecialValueText("off")
         self.negative = QComboBox()
         self.negative.addItems(list(NEGATIVES))
-        self.negative.setToolTip("What the target is contrasted with: 'source' pushes along what differs between "
-                                 "the two conditions; 'null' is classic classifier-free guidance.")
+        self.negative.setToolTip(tooltip(HELP["negative"]))
         self.keep_box = QWidget()  # one check box per channel of the checkpoint, made when it is chosen
         QHBoxLayout(self.keep_box).setContentsMargins(0, 0, 0, 0)
-        self.keep_box.setToolTip("Channels the conditions do not change (say DNA): they stay exactly as in the "
-                                 "original and the other channels are rebuilt around them, so the nuclei cannot "
-                                 "move. Not for latent (Stable Diffusion) checkpoints.")
+        self.keep_box.setToolTip(tooltip(HELP["keep_channels"], "a kept DNA channel's nuclei cannot move"))
         self.keep_checks: dict[str, QCheckBox] = {}
-        self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, HELP["steps"].capitalize() + ".")
+        self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, tooltip(HELP["steps"]))
         self.settings_info = Note()
         self.scope = QComboBox()
         self.scope.addItems(["current plane", "whole stack"])
@@ -52,13 +46,13 @@ class OptionsPanel:
 
     def _make_run_controls(self) -> list[tuple[str | None, QWidget]]:
         """How the computer runs it, as the Run section's (label, control) rows."""
-        self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, "Only matters for stochastic settings; recorded with the result.")
-        self.batch_size = spin(QSpinBox(), 0, 1024, 0, "Tiles translated together; lower it if the GPU runs out "
-                                "of memory.")
+        self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, tooltip(HELP["seed"]))
+        self.batch_size = spin(QSpinBox(), 0, 1024, 0, tooltip(
+            HELP["batch_size"], "auto: by the device's memory; lower it if the GPU runs out of memory"))
         self.batch_size.setSpecialValueText("auto")
         self.skip_background = QCheckBox("copy tiles without cells")
         self.skip_background.setChecked(TranslateOptions().skip_background)
-        self.skip_background.setToolTip(HELP["skip_background"].capitalize() + ": faster on sparse fields.")
+        self.skip_background.setToolTip(tooltip(HELP["skip_background"], "faster on sparse fields"))
         self.device = device_combo()
         return [("Seed", self.seed), ("Tiles per batch", self.batch_size), ("Skip background", self.skip_background),
                 ("Device", self.device)]

@@ -13,9 +13,9 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QLabel, QLineEdit, QSpinBox, QW
 
 from ..core.models import KINDS
 from ..core.models.bases import DEFAULT_BASE, adapter_costs
-from ..core.options import ADAPTERS, PRESET_SIZES, TRAIN_DEFAULTS, default_lr, default_steps
+from ..core.options import ADAPTERS, PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, default_lr, default_steps
 from ..core.pace import duration
-from ._shared import button, row, spin
+from ._shared import button, row, spin, tooltip
 
 ADAPTER_TIPS = {
     "lora": "low-rank updates of the attention layers: few weights, little memory (tens to hundreds of images)",
@@ -40,24 +40,23 @@ class ModelChoice:
                           "images and steps). From scratch: random weights, many images and steps.")
         self.source = combo(SOURCES, "shipped", "The pre-trained model to start from.")
         self.start_from = QLineEdit(placeholderText="checkpoint folder, or demo (the shipped example)")
-        self.start_from.setToolTip("A PhenDiff checkpoint: its weights start the run, and the folder's conditions "
-                                   "take its condition rows (same names keep theirs). It fixes the preset.")
+        self.start_from.setToolTip(tooltip(TRAIN_HELP["start_from"], "it fixes the preset"))
         self.start_from.editingFinished.connect(self.check_start_from)
         self.start_from_row = row(self.start_from, button("Browse…", self.browse_start_from))
         self.base = QLineEdit(placeholderText="Stable Diffusion 1.x/2.x folder (diffusers layout) or hub id")
-        self.base.setToolTip("The pre-trained model to fine-tune; docs/latent.md says how to download one.")
+        self.base.setToolTip(tooltip(TRAIN_HELP["base"], "docs/latent.md says how to download one"))
         self.base.editingFinished.connect(self._base_edited)
         self.base_row = row(self.base, button("Browse…", self.browse_base))
         self.source_info = QLabel(wordWrap=True)
         self.model = combo({name: f"{name}: {without_flags(kind.help)}" for name, kind in KINDS.items()
                             if not kind.fine_tunes}, TRAIN_DEFAULTS["model"], "What to train from random weights.")
         self.preset = combo({name: name for name in PRESET_SIZES}, TRAIN_DEFAULTS["preset"],
-                            "Model size: tiny runs on a CPU, paper needs a GPU.")
+                            tooltip(TRAIN_HELP["preset"]))
         self.adapter = combo({name: name for name in ADAPTERS}, TRAIN_DEFAULTS["adapter"], "")
         for i, name in enumerate(ADAPTERS):
             self.adapter.setItemData(i, ADAPTER_TIPS[name], Qt.ItemDataRole.ToolTipRole)
         self.rank = spin(QSpinBox(), 1, 256, TRAIN_DEFAULTS["rank"],
-                         "LoRA rank: more is more capacity and memory.")
+                         tooltip(TRAIN_HELP["rank"], "more is more capacity and memory"))
         self.gradient_checkpointing = QCheckBox("less memory, slower steps")
         self.gradient_checkpointing.setChecked(TRAIN_DEFAULTS["gradient_checkpointing"])
         self.costs = QLabel(wordWrap=True)

@@ -15,6 +15,7 @@ from ..core.errors import PhenDiffError
 from ..core.images import read_channel_names
 from ..core.models import KINDS, read_manifest
 from ..core.models.bases import is_shipped
+from ..core.options import TRAIN_HELP
 from ._shared import ERROR_STYLE, button, default_checkpoint_folder, in_dock_words, row
 
 TRAINING_STATE = "training"  # a checkpoint's folder of what resuming needs (core.training.run writes it)
@@ -37,7 +38,7 @@ class TrainFolders:
         """The output folder's controls, as the form's (label, control) rows."""
         self.out = QLineEdit(str(default_checkpoint_folder() / "new-model"))
         self.out.setToolTip("The checkpoint folder training writes (a per-user folder unless you choose one).")
-        self.resume = QCheckBox("continue the training saved in the output folder")
+        self.resume = QCheckBox(TRAIN_HELP["resume"])
         self.resume.toggled.connect(self._resume_toggled)
         return [("Output folder", row(self.out, button("Browse…", self.browse_out))), ("Resume", self.resume)]
 

@@ -24,7 +24,7 @@ from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS
 from ..core.options import DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig, default_steps
 from ._loss_plot import LossPlot
-from ._shared import ERROR_STYLE, WorkerDock, device_combo, in_dock_words, row, scrolled, spin
+from ._shared import ERROR_STYLE, WorkerDock, device_combo, in_dock_words, row, scrolled, spin, tooltip
 from ._train_choice import ModelChoice
 from ._train_folders import TrainFolders
 from ._train_progress import TrainProgress
@@ -80,21 +80,20 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
     def _make_settings_controls(self) -> list[tuple[str, QWidget]]:
         """The run's settings (size, steps or minutes, batch, learning rate, checkpoints, previews, device), as the
         form's (label, control) rows."""
-        self.image_size = spin(QSpinBox(), 8, 1024, PRESET_SIZES[DEFAULTS["preset"]],
-                               "Side of the square crops the model learns from (px).")
+        self.image_size = spin(QSpinBox(), 8, 1024, PRESET_SIZES[DEFAULTS["preset"]], tooltip(TRAIN_HELP["image_size"]))
         self.image_size.setSingleStep(8)
-        self.steps = spin(QSpinBox(), 1, 10_000_000, default_steps(DEFAULTS["model"]), "Optimisation steps in total "
-                          "(a resumed run continues up to this number; set to the usual one when the choice changes).")
-        self.minutes = spin(QDoubleSpinBox(decimals=1), 0.0, 100_000.0, 0.0, TRAIN_HELP["minutes"].capitalize()
-                            + "; by steps when off.")
+        self.steps = spin(QSpinBox(), 1, 10_000_000, default_steps(DEFAULTS["model"]), tooltip(
+            TRAIN_HELP["steps"], "set to the usual one when the choice changes"))
+        self.minutes = spin(QDoubleSpinBox(decimals=1), 0.0, 100_000.0, 0.0,
+                            tooltip(TRAIN_HELP["minutes"], "by steps when off"))
         self.minutes.setSpecialValueText("off (by steps)")
         self.minutes.setSuffix(" min")
         self.minutes.valueChanged.connect(self._minutes_changed)
-        self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], "Images per step.")
+        self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], tooltip(TRAIN_HELP["batch_size"]))
         self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULT_LR[DEFAULTS["model"]],
-                       "Peak learning rate (set to the usual one for the model and adapter when they change).")
+                       tooltip(TRAIN_HELP["lr"], "set to the usual one for the model and adapter when they change"))
         self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, DEFAULTS["checkpoint_every"],
-                                     "Save a checkpoint (and previews) this often.")
+                                     tooltip(TRAIN_HELP["checkpoint_every"], "previews are made from each"))
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
         self.device = device_combo()
         return [("Image size", self.image_size), ("Steps", self.steps), ("Train for", self.minutes),
