@@ -16,7 +16,7 @@ from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
 from napari_phendiff.core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
                                          default_steps)
 from napari_phendiff.core.training.run import train  # noqa: E402
-from napari_phendiff.widgets import train_dock  # noqa: E402
+from napari_phendiff.widgets import _train_choice  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 
 from conftest import tiny_base, wait_for  # noqa: E402
@@ -207,7 +207,7 @@ def test_a_run_fine_tuned_from_a_phendiff_checkpoint_trains_and_resumes_as_one(q
 
 
 def test_the_adapter_costs_and_the_run_estimate_are_shown_before_the_click(dock, qtbot, monkeypatch):
-    monkeypatch.setattr(train_dock, "adapter_costs", lambda base: COSTS if base == "microscopy" else None)
+    monkeypatch.setattr(_train_choice, "adapter_costs", lambda base: COSTS if base == "microscopy" else None)
     dock.steps.setValue(1000)
     dock.batch_size.setValue(32)
     dock.image_size.setValue(128)

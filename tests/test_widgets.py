@@ -187,6 +187,22 @@ def test_viewer_stays_responsive_while_translating(qtbot, viewer, translate_dock
     assert max(np.diff([start, *during])) < 2.0
 
 
+def test_option_tooltips_are_the_core_options_help(viewer):
+    """A setting's words live with its option (core/options.py): the docks' tooltips start with the CLI's help."""
+    from napari_phendiff.core.options import HELP, TRAIN_HELP
+
+    translate, train = open_dock(viewer, "Translate"), open_dock(viewer, "Train")
+    shown = [(HELP, name, getattr(translate, control)) for name, control in (
+        ("strength", "strength"), ("guidance", "guidance"), ("negative", "negative"), ("keep_channels", "keep_box"),
+        ("steps", "steps"), ("seed", "seed"), ("batch_size", "batch_size"), ("skip_background", "skip_background"))]
+    shown += [(TRAIN_HELP, name, getattr(train, name)) for name in (
+        "start_from", "base", "preset", "rank", "image_size", "steps", "minutes", "batch_size", "lr",
+        "checkpoint_every")]
+    for helps, name, control in shown:
+        assert control.toolTip().lower().startswith(helps[name].lower()), name
+    assert train.resume.text() == TRAIN_HELP["resume"]
+
+
 def test_out_of_memory_becomes_advice():
     torch = pytest.importorskip("torch")
     with pytest.raises(PhenDiffError, match="Lower 'Tiles per batch'"):

@@ -3,4 +3,7 @@ turn its events into progress and layers. No science here: everything they compu
 
     translate_dock.TranslateDock   the Translate dock (core.translate.iter_translate)
     train_dock.TrainDock           the Train dock (core.training.run.iter_train)
+
+Each dock is one module that lays out its parts; each part (a section or panel: its controls and what they do) is a
+mixin in a private module of this package, named in the dock's docstring and in docs/architecture.md.
 """

@@ -1,6 +1,6 @@
 """The Translate dock's Cells panel: the cells of the last translation measured, their change masks (reveal), the
 table that ranks them and centres the viewer on one, the CSV export. A part of TranslateDock (translate_dock.py),
-which owns the widgets it fills (cells_table, measure_choice) and the viewer."""
+which owns the viewer, the last translation (`_last`) and the run in progress (`_pending`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QScrollArea, QTableWidgetItem
+from qtpy.QtWidgets import QComboBox, QFileDialog, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout
 
 from ..core.errors import PhenDiffError
 from ..core.explore import write_cells_csv
 from ._comparison import place
-from ._translate_worker import Cells
+from ._shared import button
+from ._shared import row as in_a_row  # (row: a table row here)
+from ._translate_worker import Cells, PendingRun, run_measure
 
 
 REVEAL = "reveal score"  # the measure choice that ranks cells by core/reveal.py's score
@@ -22,13 +24,49 @@ REVEAL_TIP = ("Change per share of the cell's area: how much the cell's measurem
 
 
 class CellsPanel:
-    """Measure cells' results in the dock: layers, the ranking table, Next cell, Export table."""
+    """Measure cells and its results in the dock: layers, the ranking table, Next cell, Export table."""
+
+    def _make_cells_controls(self) -> QVBoxLayout:
+        """The Cells section: Measure cells, the measure to rank by, Next cell, the table, Export table."""
+        self.measure_button = button("Measure cells", self.measure_cells,
+                                     "Segment the nuclei of the original and measure every cell on the original "
+                                     "and on the last translation.")
+        self.measure_choice = QComboBox()
+        self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
+        self.measure_choice.currentTextChanged.connect(self._show_measure)
+        self.next_button = button("Next cell", self.next_cell, "Centre the viewer on the table's next cell.")
+        self.cells_table = QTableWidget()
+        self.cells_table.setMinimumHeight(240)  # about 8 cells in view
+        self.cells_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.cells_table.verticalHeader().setVisible(False)  # the cell column numbers them
+        self.cells_table.setSortingEnabled(True)
+        self.cells_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.cells_table.cellClicked.connect(self.centre_on_row)
+        self.export_button = button("Export table…", self.browse_export)
+        cells = QVBoxLayout()
+        cells.addWidget(in_a_row(self.measure_button, self.measure_choice, self.next_button))
+        cells.addWidget(self.cells_table)
+        cells.addWidget(self.export_button)
+        return cells
+
+    def measure_cells(self):
+        """The Measure cells button: segment and measure every cell of the last translation's originals."""
+        if self._last is None:
+            self._report("Translate first: the cells are measured on the original and its last translation.")
+            return None
+        if self.running:
+            self._report("A run is active: wait for it or press Cancel.")
+            return None
+        inputs, request, result = self._last
+        self._pending = PendingRun("cells", inputs, request)
+        return self.start_worker(run_measure(request.images, result, self.manifest["channel_names"]),
+                                 "Measuring cells…")
 
     def _show_cells(self, cells: Cells) -> None:
         """A Labels layer of the cells (per-cell values as its features), the measures to choose from, the table."""
         import pandas as pd
 
-        _, inputs, request = self._pending
+        inputs, request = self._pending.inputs, self._pending.request
         self.cells = cells
         layer = inputs.layers[0]
         spatial = inputs.kept_axes[-2:]

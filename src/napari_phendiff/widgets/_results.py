@@ -25,7 +25,7 @@ class ResultLayers:
     def _show_result(self, outcome: Translated) -> None:
         """Add `<name>_to_<target>_<settings>` and `..._diff` per input layer (a morph: one layer of frames), in
         place of an earlier run's of the same names, then show them side by side."""
-        inputs, request = self._pending
+        inputs, request = self._pending.inputs, self._pending.request
         target, label = request.shown_target, " (control)" if request.mode == "control" else ""
         meta = provenance(self.model, request.source, target, request.options,
                           input_path=", ".join(layer.name for layer in inputs.layers))
@@ -74,7 +74,7 @@ class ResultLayers:
         """Row `r` of the comparison: a view of the original channel, its translation and the difference, each
         placed in its column, in the channel's colours (the writer names a TIFF's channels from meta's)."""
         layers = [self._add_view(r, row)]
-        inputs = self._pending[0]
+        inputs = self._pending.inputs
         for column, (name, data, make) in enumerate(zip(names, results, (translated_layer, difference_layer)), 1):
             kwargs = row.stretch(make(row.layer, data, row.held(), name, meta), row.held())
             if make is translated_layer:
@@ -153,7 +153,7 @@ class ResultLayers:
 
     def _show_spread(self, spread: np.ndarray) -> None:
         """`<name>_std`: the per-pixel standard deviation over seeds, over the translation of each channel's row."""
-        inputs, request = self._pending
+        inputs, request = self._pending.inputs, self._pending.request
         tag = settings_tag(request.options, direct=is_direct(self.model))
         full = inputs.layer_shaped(spread.astype(np.float32))
         groups = {}

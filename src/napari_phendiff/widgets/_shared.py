@@ -1,6 +1,6 @@
 """Pieces both docks use: the checkpoints they offer, per-user folders, device choice, the stoppable worker, the
-typed messages a worker yields (Loaded | Progress | Result), the WorkerDock that runs one worker at a time, and the
-layout pieces (a scroll area, sections that collapse)."""
+typed messages a worker yields (Loaded | Progress | Result), the WorkerDock that runs one worker at a time, the
+layout pieces (a scroll area, sections that collapse) and tooltips made from core/options.py's help."""
 
 from __future__ import annotations
 
@@ -253,6 +253,13 @@ def device_combo() -> QComboBox:
         combo.model().item(combo.count() - 1).setEnabled(name == "auto" or name in found)
     combo.setToolTip("Where the model runs: auto takes the best available (cuda > mps > cpu).")
     return combo
+
+
+def tooltip(help_text: str, more: str = "") -> str:
+    """An option's help from core/options.py (the words of its command-line help) as a control's tooltip: a capital
+    first letter, the dock's own remark after it, a full stop. One source for the CLI's help and the docks."""
+    text = f"{help_text}; {more}" if more else help_text
+    return text[:1].upper() + text[1:] + "."
 
 
 def spin(box, low, high, value, tip: str):

@@ -1,10 +1,12 @@
 """What the Translate dock runs in napari's thread_worker, and the typed results it yields: plain values and pixels
-in, no layers (the dock turns the results into layers on the main thread)."""
+in, no layers (the dock turns the results into layers on the main thread). A PendingRun is the dock's own note of the
+run whose result it awaits."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from napari.qt.threading import thread_worker
@@ -16,6 +18,7 @@ from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
 from ..core.translate import estimate_translation, is_direct, iter_translate
 from ..core.device import explain_memory_errors
+from ._layers import ImageInput
 from ._shared import Loaded, Progress, Result, StoppableWorker
 
 MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
@@ -41,6 +44,17 @@ class TranslateRequest:
     @property
     def shown_target(self) -> str:
         return self.source if self.mode == "control" else self.target
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """The run whose result the dock awaits: a translation of the ticked layers (translate, morph, control,
+    estimate: `request.mode` says which), a folder (no layers: `inputs` is None) or Measure cells on the last
+    translation's layers."""
+
+    kind: Literal["translate", "folder", "cells"]
+    inputs: ImageInput | None
+    request: TranslateRequest
 
 
 @dataclass(frozen=True)
