@@ -7,7 +7,8 @@ import pytest
 
 import napari_phendiff as pd
 from napari_phendiff.core.simulate import simulate_field
-from napari_phendiff.core.tiling import TILE_OVERLAP, occupied, pad_to, windows
+from napari_phendiff.core import tiling
+from napari_phendiff.core.tiling import TILE_OVERLAP, Blender, blend_weights, mirror_indices, occupied, windows
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +57,11 @@ def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(mo
     every = list(pd.iter_translate(model, image, "untreated", "TNFa", skip_background=False, **kwargs))
     assert len(events) < len(every) and every[-1].copied[0] == 0
 
-    padded, _ = pad_to(model.normalization.forward(image[None]), model.image_size, model.size_multiple)
-    tiles = windows(padded.shape[-2:], model.image_size, tiles=True)
-    held = occupied(padded, tiles, margin=int(model.image_size * TILE_OVERLAP))[0]
+    tiles = windows((128, 128), model.image_size, tiles=True)
+    held = occupied(image[None], tiles, int(model.image_size * TILE_OVERLAP), model.normalization.forward)[0]
     assert (~held).sum() == copied[0]
-    background = covered_only_by(~held, tiles, padded.shape[-2:])[:128, :128]
-    translated = covered_only_by(held, tiles, padded.shape[-2:])[:128, :128]
+    background = covered_only_by(~held, tiles, (128, 128))
+    translated = covered_only_by(held, tiles, (128, 128))
     assert background.any() and translated.any()
     assert np.array_equal(skipped[:, background], image[:, background])  # the original's pixels
     assert not np.array_equal(full[:, background], image[:, background])  # which a translation would change
@@ -105,3 +105,71 @@ def test_a_folders_estimate_times_the_first_file_and_scales_the_others(model, tm
     assert (total.tiles, total.copied, total.calls) == (first.tiles + second.tiles, first.copied + second.copied,
                                                           first.calls + second.calls)
     assert total.seconds > 0 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("length,target", [(10, 16), (7, 7), (5, 32), (1, 8), (40, 64)])
+def test_tiles_read_their_padding_as_np_pad_mirrors(length, target):
+    axis = np.arange(length)
+    for reflect, mode in ((True, "reflect"), (False, "symmetric")):
+        if reflect and length == 1:
+            continue
+        expected = np.pad(axis, (0, target - length), mode=mode)
+        assert np.array_equal(axis[mirror_indices(length, target, reflect)], expected)
+
+
+def test_blending_row_by_row_equals_blending_on_a_whole_canvas():
+    rng = np.random.default_rng(0)
+    size, padded = 16, (40, 52)
+    cuts = windows(padded, size, tiles=True)
+    tiles = [rng.normal(size=(2, size, size)).astype(np.float32) for _ in cuts]
+    ramp = blend_weights(size, size, True)
+    canvas, weight = np.zeros((2, *padded), np.float32), np.zeros(padded, np.float32)
+    for (y, x, h, w), tile in zip(cuts, tiles):
+        canvas[:, y:y + h, x:x + w] += tile * ramp
+        weight[y:y + h, x:x + w] += ramp
+    handed = []
+    blender = Blender(2, padded, size, ramp, lambda n, top, rows: handed.append((n, top, rows.copy())))
+    for field in range(2):
+        for window, tile in zip(cuts, tiles):
+            blender.add(field, window, tile)
+    blender.close()
+    for field in range(2):
+        rows = [(top, part) for n, top, part in handed if n == field]
+        assert [top for top, _ in rows] == sorted({0, *(y for y, *_ in cuts)})  # rows handed as soon as final
+        np.testing.assert_allclose(np.concatenate([part for _, part in rows], axis=1), canvas / weight, rtol=1e-6)
+    blender = Blender(2, padded, size, ramp, lambda n, top, rows: None)
+    for window, tile in zip(cuts, tiles):
+        blender.add(0, window, tile)
+    with pytest.raises(ValueError, match="reading order"):
+        blender.add(0, cuts[0], tiles[0])
+
+
+def test_the_foreground_read_band_by_band_is_the_whole_fields(monkeypatch):
+    field = sparse_field(size=200).astype(np.float32)[None]
+    cuts = windows((208, 208), 32, tiles=True)
+    whole = occupied(field, cuts, margin=8)
+    monkeypatch.setattr(tiling, "BAND_PIXELS", 7 * 128)
+    assert np.array_equal(occupied(field, cuts, margin=8), whole)
+    assert 0 < whole.sum() < whole.size
+
+
+def test_a_large_field_is_translated_in_bounded_memory(model, monkeypatch):
+    """The normalised field, its padding and the blending canvas are never made whole: beyond the input and the
+    result, memory holds bands of rows (the foreground, the blending) and one batch of tiles."""
+    import tracemalloc
+
+    monkeypatch.setattr(tiling, "BAND_PIXELS", 64 * 2030)
+    height, width = 1000, 2030  # not multiples of the tiles: padding read by mirroring
+    image = np.full((2, height, width), 0, np.uint16)
+    image[:] = np.percentile(sparse_field(), 5, axis=(1, 2)).astype(np.uint16)[:, None, None]
+    image[:, :128, :128] = sparse_field()
+    tracemalloc.start()
+    result = pd.translate(model, image, "untreated", "TNFa", steps=2, strength=0.5, tiles=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.shape == image.shape and result.dtype == image.dtype
+    assert np.array_equal(result[:, 400:, 400:], image[:, 400:, 400:])  # background: the original's pixels
+    assert not np.array_equal(result[:, :100, :100], image[:, :100, :100])
+    # the result itself is image.nbytes; a float32 copy of the field would add 2 x image.nbytes (translating on a
+    # padded float canvas peaked at 8.5 x image.nbytes here; band by band it is 1.65 x)
+    assert peak < 2 * image.nbytes, f"peak {peak / 2**20:.1f} MiB for a {image.nbytes / 2**20:.1f} MiB field"

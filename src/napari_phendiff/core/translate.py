@@ -8,6 +8,11 @@ the device's memory budget, tiles of the model's size with 25% overlap blended b
 tiles copied), the walk run tile batch by tile batch with a TranslateEvent after every network step, kept channels
 pasted back, and the result returned in the input's shape and dtype. Also the estimate of a run's time before it
 starts.
+
+Memory: beyond the input and the result (in the input's dtype), a translation holds one batch of tiles, the
+tiles translated ahead of the blending (tiles arrive in batches of translated ones; copied ones are read when
+their turn comes) and one tile's height of blended rows per target: no normalised or padded copy of a field is made
+(docs/benchmarks.md huge_field: a 20000 x 20000 field).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from .images import resize_fields
 from .models.base import ConditionedModel, is_direct
 from .options import TranslateOptions, resolve_options
 from .pace import Pace
-from .tiling import blend_weights, plan_tiles
+from .tiling import Blender, TilePlan, blend_weights, plan_tiles
 from .walk import Inverted, autocast_dtype, generate, invert, network_steps, predict
 
 
@@ -98,55 +103,79 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     target_indices = [model.condition_index(t) for t in targets]
     keep = kept_channels(model, options.keep_channels)
     plan = plan_tiles(model, images, options)
-    stack, padded, windows, jobs, copied, batch_size = (plan.stack, plan.padded, plan.windows, plan.jobs,
-                                                        plan.copied, plan.batch_size)
-    tiles, resized, (height, width) = plan.tiles, plan.resized, plan.size
-    batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    batches = [plan.jobs[i:i + plan.batch_size] for i in range(0, len(plan.jobs), plan.batch_size)]
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
-    inversions = _cached_inversions(cache, model, padded, source_index, options, tiles, batch_size, direct)
+    inversions = _cached_inversions(cache, model, plan, source_index, options, direct)
     reused = inversions is not None and bool(batches) and all(
         inversions.get(b) is not None and inversions[b].depth >= inverse_steps for b in range(len(batches)))
     total = len(batches) * (len(targets) if direct else
                             (0 if reused else inverse_steps) + forward_steps * len(targets))
 
-    pace = Pace(0 if direct or reused else len(jobs) * inverse_steps,
-                len(jobs) * len(targets) * (1 if direct else forward_steps))
-    ramp = blend_weights(windows[0][2], windows[0][3], tiles)
-    canvas = {t: np.zeros(padded.shape, np.float32) for t in targets}
-    weight = np.zeros((len(padded), 1) + padded.shape[-2:], np.float32)
+    pace = Pace(0 if direct or reused else len(plan.jobs) * inverse_steps,
+                len(plan.jobs) * len(targets) * (1 if direct else forward_steps))
+    results, blenders = _assembly(model, plan, targets, keep)
+    order, ready = plan.order(), {}
     generator = torch.Generator("cpu").manual_seed(options.seed)
     done = 0
     for b, batch in enumerate(batches):
-        clean = torch.from_numpy(np.stack([padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
-        clean = clean.to(model.device)
+        clean = torch.from_numpy(plan.read(batch)).to(model.device)
         if direct:
             work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total, keep)
         else:
             work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
                                     dtype=dtype, generator=generator, inversions=inversions, index=b)
         outs, done = yield from pace.follow(work, len(batch))
-        for name, out in outs.items():
-            for tile, (n, (y, x, h, w)) in zip(out, batch):
-                canvas[name][n, :, y:y + h, x:x + w] += tile * ramp
-        for n, (y, x, h, w) in batch:
-            weight[n, :, y:y + h, x:x + w] += ramp
-    for n, (y, x, h, w) in copied:
+        ready.update((job, [outs[name][i] for name in targets]) for i, job in enumerate(batch))
+        order = _blend_ready(plan, order, ready, blenders)
+    _blend_ready(plan, order, ready, blenders)
+    for blender in blenders:
+        blender.close()
+    if plan.resized:  # scaled back to the input's size; kept channels are the original's pixels
         for name in targets:
-            canvas[name][n, :, y:y + h, x:x + w] += padded[n, :, y:y + h, x:x + w] * ramp
-        weight[n, :, y:y + h, x:x + w] += ramp
-    plan.padded = padded = None  # the normalised input is no longer needed: free it before the outputs are made
-    results = {}
-    for name in targets:
-        blended = canvas.pop(name)  # in place, and freed once cast back: a large field holds one canvas at a time
-        blended /= weight
-        blended = blended[..., :height, :width]
-        if resized:
-            blended = resize_fields(blended, stack.shape[-2:])
-            blended[:, keep] = model.normalization.forward(stack)[:, keep]  # kept channels: the original's pixels
-        results[name] = plan.restore(model.normalization.inverse(blended, stack.dtype))
+            scaled = resize_fields(results[name], plan.stack.shape[-2:])
+            results[name] = model.normalization.inverse(scaled, plan.stack.dtype)
+            results[name][:, keep] = plan.stack[:, keep]
+    results = {name: plan.restore(result) for name, result in results.items()}
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
-                         reused=reused, copied=(len(copied), len(copied) + len(jobs)))
+                         reused=reused, copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)))
+
+
+def _assembly(model, plan, targets: list[str], keep: list[int]) -> tuple[dict[str, np.ndarray], list[Blender]]:
+    """The result of each target (the input's dtype; float32 on the model's scale when it is scaled back later)
+    and the Blenders that fill it row band by row band: a large field holds its result and a band, nothing more."""
+    height, width = plan.size
+    results, blenders = {}, []
+    for name in targets:
+        if plan.resized:
+            result = np.zeros((len(plan.fields), model.channels, height, width), np.float32)
+        else:
+            result = np.empty(plan.stack.shape, plan.stack.dtype)
+
+        def finish(n: int, top: int, rows: np.ndarray, result=result) -> None:
+            rows = rows[:, :max(0, height - top), :width]  # the padding is dropped
+            if plan.resized:
+                result[n, :, top:top + rows.shape[1]] = rows
+            else:
+                result[n, :, top:top + rows.shape[1]] = model.normalization.inverse(rows, plan.stack.dtype)
+
+        results[name] = result
+        blenders.append(Blender(model.channels, plan.padded, plan.windows[0][2],
+                                blend_weights(*plan.windows[0][2:], plan.tiles), finish))
+    return results, blenders
+
+
+def _blend_ready(plan, order: list, ready: dict, blenders: list[Blender]) -> list:
+    """Blend the tiles at the head of `order` whose results are ready (copied tiles are the input's own); returns
+    the tiles still waiting."""
+    position = 0
+    for position, (job, translated) in enumerate(order):
+        if translated and job not in ready:
+            return order[position:]
+        tiles = ready.pop(job) if translated else [plan.read([job])[0]] * len(blenders)
+        for blender, tile in zip(blenders, tiles):
+            blender.add(*job, tile)
+    return []
 
 
 @dataclass(frozen=True)
@@ -182,8 +211,7 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
     if seconds_per_pixel is not None:
         return Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), calls, pixels)
     batch = plan.jobs[:plan.batch_size]
-    clean = torch.from_numpy(np.stack([plan.padded[n, :, y:y + h, x:x + w] for n, (y, x, h, w) in batch]))
-    clean = clean.to(model.device)
+    clean = torch.from_numpy(plan.read(batch)).to(model.device)
     source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
     with torch.inference_mode():
         if direct:
@@ -209,15 +237,17 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 
-def _cached_inversions(cache: dict | None, model, padded: np.ndarray, source: int, options: TranslateOptions,
-                       tiles: bool, batch_size: int, direct: bool) -> dict | None:
+def _cached_inversions(cache: dict | None, model, plan: TilePlan, source: int, options: TranslateOptions,
+                       direct: bool) -> dict | None:
     """The per-batch inversions kept in `cache` for these images and this walk (None: no cache, or nothing to
     invert). The key is everything an inversion depends on; the seed, target and guidance are not."""
     if cache is None or direct:
         return None
-    digest = hashlib.blake2b(padded.tobytes(), digest_size=16).hexdigest()
-    key = (id(model), digest, padded.shape, source, options.steps, options.inversion, options.precision, tiles,
-           batch_size, options.skip_background)
+    digest = hashlib.blake2b(digest_size=16)
+    for field in plan.fields:  # one field at a time: a large stack is not copied whole
+        digest.update(np.ascontiguousarray(field).data)
+    key = (id(model), digest.hexdigest(), plan.fields.shape, str(plan.fields.dtype), source, options.steps,
+           options.inversion, options.precision, plan.tiles, plan.batch_size, options.skip_background)
     if cache.get("key") != key:
         cache.clear()
         cache.update(key=key, inversions={})
