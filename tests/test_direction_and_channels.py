@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from conftest import random_image, wait_for, write_tif
 
 from napari_phendiff.cli import main
-from napari_phendiff.core.batch import inputs_named_otherwise, named_condition
+from napari_phendiff.core.files import inputs_named_otherwise, named_condition
 from napari_phendiff.core.simulate import PHENOTYPES, simulate_field
 
 CONDITIONS = ["TNFa", "untreated"]

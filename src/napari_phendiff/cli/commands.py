@@ -82,7 +82,8 @@ def _trained_steps(out: Path) -> int:
 
 
 def translate_command(args) -> None:
-    from ..core.batch import SUMMARY, inputs_named_otherwise, translate_files
+    from ..core.batch import SUMMARY, translate_files
+    from ..core.files import inputs_named_otherwise
     from ..core.models import read_manifest
 
     conditions = read_manifest(args.checkpoint)["conditions"]

@@ -21,9 +21,10 @@ import numpy as np
 
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
-from .export import provenance, safe_name, write_translation
+from .export import provenance, write_translation
 from .checkpoint import check_writable, output_lock, resolve_checkpoint
-from .images import IMAGE_SUFFIXES, is_image_file, read_image
+from .files import Job, plan_jobs
+from .images import read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .inputs import check_fits
 from .tiling import default_batch_size, fits_whole
@@ -34,104 +35,12 @@ SUMMARY = "summary.json"
 
 
 @dataclass
-class Job:
-    """One input file and where its translations go."""
-
-    path: Path
-    out_dir: Path
-
-    def output(self, target: str, extra: str = "") -> Path:
-        """The translation's file, or one of its extras: "morph", "std", "reveal" (.tif) or "cells", "reveal_cells"
-        (.csv)."""
-        suffix = {"": ".tif", "morph": "_morph.tif", "std": "_std.tif", "cells": "_cells.csv", "reveal": "_reveal.tif",
-                  "reveal_cells": "_reveal.csv"}[extra]
-        return self.out_dir / f"{self.path.stem}_to_{safe_name(target)}{suffix}"
-
-    def outputs(self, targets: list[str], extras: list[str]) -> list[Path]:
-        return [self.output(t, e) for t in targets for e in ["", *extras]]
-
-
-@dataclass
 class BatchResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)  # input -> why it could not be translated
     seconds: float = 0.0
     settings: str = ""  # the translation's settings and where each came from
-
-
-def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Job]:
-    """Files given directly go to `out`; folders are searched recursively and keep their layout under `out`.
-
-    Refuses an `out` inside an input folder (a second run would translate its own outputs) and two inputs or two
-    targets that would write the same output file."""
-    jobs, missing = [], []
-    for item in map(Path, inputs):
-        if item.is_dir() and (Path(out).resolve() == item.resolve() or item.resolve() in Path(out).resolve().parents):
-            raise DataError(f"The output folder {out} is inside the input folder {item}: a later run would translate these "
-                            "outputs too. Choose an output folder outside it.")
-        if item.is_dir():
-            jobs += [Job(p, out / p.parent.relative_to(item)) for p in images_in(item)]
-        elif item.is_file():
-            jobs.append(Job(item, out))
-        else:
-            missing.append(str(item))
-    if missing:
-        raise DataError(f"Input(s) not found: {', '.join(missing[:5])}. Give image files or folders of images.")
-    if not jobs:
-        raise DataError(f"No images (.tif, .tiff, .png, .jpg) found in {', '.join(map(str, inputs))}.")
-    _refuse_collisions(jobs, targets)
-    return jobs
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files under `folder`, searched recursively, hidden files and folders left out."""
-    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-def named_condition(path: str | Path, conditions: list[str]) -> tuple[str, str] | None:
-    """The condition an image file or folder is named after: (condition, "name") when its own name (a file's without
-    the extension) is one of `conditions`, else (condition, "folder") when its parent folder's name is; whole names,
-    case-insensitive (`untreated/field7.tif` names untreated; `TNFa_high_0003.tif` names nothing). None otherwise:
-    the condition is then the user's to say, never guessed."""
-    path = Path(path)
-    by_name = {c.lower(): c for c in conditions}
-    own = path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
-    for where, text in (("name", own), ("folder", path.parent.name)):
-        if text.lower() in by_name:
-            return by_name[text.lower()], where
-    return None
-
-
-def inputs_named_otherwise(inputs: list[Path], source: str, conditions: list[str]) -> list[tuple[Path, str, str]]:
-    """(path, condition, "name" | "folder") for each input, and each folder of images inside an input folder, named
-    after another condition than `source` (see `named_condition`): images that are probably not in `source`."""
-    places = []
-    for item in map(Path, inputs):
-        places.append(item)
-        if item.is_dir():
-            places += sorted({p.parent for p in images_in(item)} - {item})
-    found = ((place, named_condition(place, conditions)) for place in places)
-    return [(place, *named) for place, named in found if named is not None and named[0] != source]
-
-
-def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:
-    """Never write two results to one path: name both inputs (or targets) and say how to avoid it."""
-    names = {}
-    for target in targets:
-        other = names.setdefault(safe_name(target), target)
-        if other != target:
-            raise DataError(f"Targets {other!r} and {target!r} would write the same files (*_to_{safe_name(target)}"
-                            ".tif). Translate them into different --out folders.")
-    writers: dict[Path, Path] = {}
-    for job in jobs:
-        for target in targets or [""]:
-            first = writers.setdefault(job.output(target).resolve(), job.path)
-            if first != job.path:
-                raise DataError(f"{first} and {job.path} would both be written to {job.output(target)}. Translate "
-                                "them into different --out folders, or give their common folder instead of the "
-                                "files (the folder layout is kept).")
 
 
 def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
@@ -182,16 +91,7 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
     from accelerate import PartialState
 
     out = Path(out)
-    check_given(options)  # bad settings fail before anything is read
-    for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be a whole number >= {low}, not {value!r}.")
-    if morph_path not in MORPH_PATHS:
-        raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
-    if samples == 1:
-        raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
-    extras = [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure), ("reveal", reveal),
-                                  ("reveal_cells", reveal)) if wanted]
+    extras = _checked_extras(options, morph, samples, morph_path, measure, reveal)
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out, targets)
     check_writable(out)  # a read-only folder fails before the first translation, not after it
@@ -206,57 +106,93 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
     if todo:
         if model is None:
             model = load_checkpoint(checkpoint, device=state.device if state.num_processes > 1 else device)
-        for name in [source, *targets]:
-            model.condition_index(name)  # an unknown condition fails before any work
-        chosen, sources = translation_options(model, source, targets[0], **options)
-        kept_channels(model, chosen.keep_channels)  # a channel the model lacks fails before any file is read
-        if samples:  # samples that could not differ fail before the first translation, not after it
-            from .explore import sample_options
-
-            sample_options(model, chosen)
+        chosen, sources = _checked_options(model, source, targets, samples, options)
         settings = {"options": chosen.record(), "options_from": sources}
         result.settings = describe(chosen, sources, direct=is_direct(model))
+        extra_args = dict(morph=morph, morph_path=morph_path, samples=samples, measure=measure, reveal=reveal)
         begun = 0
         for group, images in _groups(model, todo, chosen, result.failed):
             first, begun = begun + 1, begun + len(group)
             where = f"file {first} of {len(todo)}" if len(group) == 1 else f"files {first}-{begun} of {len(todo)}"
             names = (group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}") + \
                 f" ({where})"
-            for event in iter_translate(model, np.stack(images), source, targets, chosen):
+            stack = images[0][None] if len(images) == 1 else np.stack(images)  # a large field is not copied
+            for event in iter_translate(model, stack, source, targets, chosen):
                 translated = event.result
                 yield names, event
             for i, job in enumerate(group):
-                for target, stack in translated.items():
-                    meta = provenance(model, source, target, chosen, job.path)
-                    try:
-                        job.out_dir.mkdir(parents=True, exist_ok=True)
-                        written = [*_extras(model, job, images[i], stack[i], source, target, chosen, meta, morph,
-                                            morph_path, samples, measure, reveal),
-                                   write_translation(job.out_dir, job.path.stem, target, stack[i], model, meta)]
-                    except OSError as exc:  # disk full, folder gone or made read-only during the run
-                        free = _free_mb(job.out_dir)
-                        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}"
-                                        f"{f'; {free:.0f} MB free on its disk' if free is not None else ''}). "
-                                        f"The {len(result.written)} file(s) written before it are complete; free "
-                                        "space or fix the folder, then run the same command again: it skips "
-                                        "them.") from exc
+                for target, outputs in translated.items():
+                    written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args,
+                                         result)
                     result.written += written
                     for path in written if report else ():
                         report(path)
+            del stack, images, translated  # the next group's fields are read with this one's released
     result.seconds = time.perf_counter() - started
     _write_shard(out, state.process_index, result)
     state.wait_for_everyone()
     if state.is_main_process:
-        failed = _merge_summary(out, state.num_processes, dict(checkpoint=str(checkpoint), source=source,
-                                                               targets=targets, inputs=len(jobs), **settings))
-        if failed:  # each reason names its file once (read errors start with the path already)
-            listed = "; ".join(why if why.startswith(str(path)) else f"{path}: {why}"
-                               for path, why in list(failed.items())[:10])
-            more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
-            which = (f"None of the {len(jobs)} input(s) could be translated" if len(failed) == len(jobs) else
-                     f"{len(failed)} of {len(jobs)} input(s) could not be translated (the others were)")
-            raise DataError(f"{which}; see {out / SUMMARY}: {listed}{more}")
+        _finish_run(out, state.num_processes, len(jobs), dict(checkpoint=str(checkpoint), source=source,
+                                                              targets=targets, inputs=len(jobs), **settings))
     return result
+
+
+def _checked_extras(options: dict, morph: int, samples: int, morph_path: str, measure: bool,
+                    reveal: bool) -> list[str]:
+    """The extra outputs asked for, every setting checked before anything is read."""
+    check_given(options)
+    for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, not {value!r}.")
+    if morph_path not in MORPH_PATHS:
+        raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
+    if samples == 1:
+        raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
+    return [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure), ("reveal", reveal),
+                                ("reveal_cells", reveal)) if wanted]
+
+
+def _checked_options(model, source: str, targets: list[str], samples: int, options: dict):
+    """The run's resolved translation options and where each came from, after the conditions, kept channels and
+    samples are checked against the model (before any file is read)."""
+    for name in [source, *targets]:
+        model.condition_index(name)
+    chosen, sources = translation_options(model, source, targets[0], **options)
+    kept_channels(model, chosen.keep_channels)
+    if samples:  # samples that could not differ fail before the first translation, not after it
+        from .explore import sample_options
+
+        sample_options(model, chosen)
+    return chosen, sources
+
+
+def _write_job(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, chosen,
+               extra_args: dict, result: BatchResult) -> list[Path]:
+    """Write one file's translation to one target and its extras; a write that fails says what is complete."""
+    meta = provenance(model, source, target, chosen, job.path)
+    try:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        return [*_extras(model, job, image, translated, source, target, chosen, meta, **extra_args),
+                write_translation(job.out_dir, job.path.stem, target, translated, model, meta)]
+    except OSError as exc:  # disk full, folder gone or made read-only during the run
+        free = _free_mb(job.out_dir)
+        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}"
+                        f"{f'; {free:.0f} MB free on its disk' if free is not None else ''}). "
+                        f"The {len(result.written)} file(s) written before it are complete; free "
+                        "space or fix the folder, then run the same command again: it skips "
+                        "them.") from exc
+
+
+def _finish_run(out: Path, processes: int, inputs: int, settings: dict) -> None:
+    """The main process merges the processes' shards into summary.json and fails naming the files that failed."""
+    failed = _merge_summary(out, processes, settings)
+    if failed:  # each reason names its file once (read errors start with the path already)
+        listed = "; ".join(why if why.startswith(str(path)) else f"{path}: {why}"
+                           for path, why in list(failed.items())[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        which = (f"None of the {inputs} input(s) could be translated" if len(failed) == inputs else
+                 f"{len(failed)} of {inputs} input(s) could not be translated (the others were)")
+        raise DataError(f"{which}; see {out / SUMMARY}: {listed}{more}")
 
 
 # Settings that do not change what a translation is: how many fields share a network call.

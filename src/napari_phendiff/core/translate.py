@@ -131,12 +131,7 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     _blend_ready(plan, order, ready, blenders)
     for blender in blenders:
         blender.close()
-    if plan.resized:  # scaled back to the input's size; kept channels are the original's pixels
-        for name in targets:
-            scaled = resize_fields(results[name], plan.stack.shape[-2:])
-            results[name] = model.normalization.inverse(scaled, plan.stack.dtype)
-            results[name][:, keep] = plan.stack[:, keep]
-    results = {name: plan.restore(result) for name, result in results.items()}
+    results = {name: _finished(model, plan, result, keep) for name, result in results.items()}
     yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
                          reused=reused, copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)))
 
@@ -163,6 +158,15 @@ def _assembly(model, plan, targets: list[str], keep: list[int]) -> tuple[dict[st
         blenders.append(Blender(model.channels, plan.padded, plan.windows[0][2],
                                 blend_weights(*plan.windows[0][2:], plan.tiles), finish))
     return results, blenders
+
+
+def _finished(model, plan, result: np.ndarray, keep: list[int]) -> np.ndarray:
+    """A target's assembled result in the input's shape (and size and dtype: a resized model's is scaled back, its
+    kept channels the original's pixels)."""
+    if plan.resized:
+        result = model.normalization.inverse(resize_fields(result, plan.stack.shape[-2:]), plan.stack.dtype)
+        result[:, keep] = plan.stack[:, keep]
+    return plan.restore(result)
 
 
 def _blend_ready(plan, order: list, ready: dict, blenders: list[Blender]) -> list:

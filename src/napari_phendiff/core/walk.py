@@ -29,7 +29,7 @@ condition gives the image back up to float rounding, at the cost of plain DDIM.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -142,31 +142,9 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
         method = start.method
     else:
         x, upper, method = start, None, "ddim"
-    batch = x.shape[0]
-    labels = torch.full((batch,), condition, device=x.device)
-    negative = model.null_condition if negative is None else negative
-    guided = guidance is not None and guidance != 1.0
-    both = torch.cat([labels, torch.full((batch,), negative, device=x.device)]) if guided else None
-    total = model.scheduler_config["num_train_timesteps"]
-    low, high = interval
-
-    def prediction(x, t):
-        if guided and low <= float(t) / total <= high:
-            eps_target, eps_negative = predict(model, torch.cat([x, x]), t, both, dtype).chunk(2)
-            return eps_negative + guidance * (eps_target - eps_negative)
-        return predict(model, x, t, labels, dtype)
-
+    prediction = _guided(model, condition, x.shape[0], x.device, guidance, negative, interval, dtype)
     if method == "bdia":
-        grid = _Grid(model.scheduler_config, steps, x.device)
-        if upper is None:  # a one-step walk: plain DDIM from level 0 to the clean image
-            x = grid.ddim(x, prediction(x, grid.timesteps[0]), 0, -1)
-            yield
-            return x
-        for i in range(depth - 2, -1, -1):  # z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1)
-            eps = prediction(x, grid.timesteps[i])
-            x, upper = upper - grid.ddim(x, eps, i, i + 1) + grid.ddim(x, eps, i, i - 1), x
-            yield
-        return x
+        return (yield from _bdia_generate(model, prediction, x, upper, steps, depth))
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
     for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth:]):
@@ -177,6 +155,41 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
         x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
         if keep:
             x[:, keep] = start.states[depth - 1 - i][:, keep]
+        yield
+    return x
+
+
+def _guided(model: DiffusionModel, condition: int, batch: int, device, guidance: float | None, negative: int | None,
+            interval: tuple[float, float], dtype: torch.dtype | None) -> Callable:
+    """prediction(x, t): the noise predicted under `condition`, classifier-free guided where t / T lies within
+    `interval` (eps = eps(negative) + w x (eps(condition) - eps(negative)); negative None: the null condition)."""
+    labels = torch.full((batch,), condition, device=device)
+    negative = model.null_condition if negative is None else negative
+    guided = guidance is not None and guidance != 1.0
+    both = torch.cat([labels, torch.full((batch,), negative, device=device)]) if guided else None
+    total = model.scheduler_config["num_train_timesteps"]
+    low, high = interval
+
+    def prediction(x, t):
+        if guided and low <= float(t) / total <= high:
+            eps_target, eps_negative = predict(model, torch.cat([x, x]), t, both, dtype).chunk(2)
+            return eps_negative + guidance * (eps_target - eps_negative)
+        return predict(model, x, t, labels, dtype)
+
+    return prediction
+
+
+def _bdia_generate(model: DiffusionModel, prediction: Callable, x: torch.Tensor, upper: torch.Tensor | None,
+                   steps: int, depth: int):
+    """The exact BDIA walk down from an Inverted's two top states; yields per network step, returns x_0."""
+    grid = _Grid(model.scheduler_config, steps, x.device)
+    if upper is None:  # a one-step walk: plain DDIM from level 0 to the clean image
+        x = grid.ddim(x, prediction(x, grid.timesteps[0]), 0, -1)
+        yield
+        return x
+    for i in range(depth - 2, -1, -1):  # z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1)
+        eps = prediction(x, grid.timesteps[i])
+        x, upper = upper - grid.ddim(x, eps, i, i + 1) + grid.ddim(x, eps, i, i - 1), x
         yield
     return x
 

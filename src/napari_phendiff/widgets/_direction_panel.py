@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from ..core.batch import named_condition
+from ..core.files import named_condition
 from ._shared import ERROR_STYLE, Note
 
 CHOOSE = "choose…"

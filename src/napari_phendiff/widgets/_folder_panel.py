@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout
 
-from ..core.batch import named_condition, plan_jobs
+from ..core.files import named_condition, plan_jobs
 from ..core.checkpoint import MANIFEST
 from ..core.errors import PhenDiffError
 from ._shared import Note, button
