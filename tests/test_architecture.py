@@ -116,6 +116,66 @@ def test_a_new_translation_option_is_its_field_alone(monkeypatch, tmp_path):
     assert o.resolve_options(None, "untreated", "TNFa", {})[0].dummy_level == 3
 
 
+def test_a_new_model_kind_is_its_module_and_one_registry_line(monkeypatch, tmp_path, tiny_checkpoint, request):
+    """A kind's module (here a direct mapping that negates the image) and its registry line reach the command
+    line's --model choices, the training settings (its own learning rate), the Train dock's choices, loading, and
+    the provenance of the files a translation writes (docs/architecture.md, "Adding things")."""
+    import json
+    import shutil
+    import sys
+    import types
+    from dataclasses import dataclass, field
+
+    import numpy as np
+    import torch
+
+    from napari_phendiff.core.batch import translate_files
+    from napari_phendiff.core.checkpoint import MANIFEST, sign_checkpoint
+    from napari_phendiff.core.images import read_provenance, write_image
+    from napari_phendiff.core.models import Kind, load_checkpoint
+    from napari_phendiff.core.models.base import ConditionedModel, DirectModel
+    from napari_phendiff.core.options import TrainConfig
+
+    @dataclass
+    class Negated(DirectModel):
+        net: torch.nn.Module = field(kw_only=True)
+        kind = "dummy"
+
+        def network(self) -> torch.nn.Module:
+            return self.net
+
+        def map(self, x, source, target):
+            return x if source == target else -x
+
+    module = types.ModuleType("napari_phendiff.core.models.dummy")
+    module.REQUIRED_FILES = []
+    module.load = lambda path, manifest, device: Negated(**ConditionedModel.described_by(manifest, path),
+                                                         net=torch.nn.Linear(1, 1))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(KINDS, "dummy", Kind("dummy", "a dummy kind", generates=False, lr=3e-3))
+
+    assert "dummy" in _actions("train")["model"].choices
+    assert TrainConfig(data=tmp_path, out=tmp_path / "out", model="dummy").lr == 3e-3
+
+    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "dummy")
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    (checkpoint / MANIFEST).write_text(json.dumps({**manifest, "kind": "dummy"}))
+    sign_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, device="cpu")
+    assert isinstance(model, Negated)
+    image = write_image(tmp_path / "field.tif", np.full((2, 40, 40), 1000, np.uint16))
+    written = translate_files(checkpoint, [image], "untreated", ["TNFa"], tmp_path / "translated", device="cpu")
+    translated = next(p for p in written.written if p.name == "field_to_TNFa.tif")
+    assert read_provenance(translated)["model"] == "dummy"
+
+    pytest.importorskip("pytestqt")
+    from napari_phendiff.widgets.train_dock import TrainDock
+
+    dock = TrainDock(request.getfixturevalue("make_napari_viewer")())
+    offered = [dock.model.itemData(i) for i in range(dock.model.count())]
+    assert "dummy" in offered
+
+
 @pytest.mark.parametrize("argv, phrase", [
     (["train", "DATA", "--out", "OUT", "--steps", "0"], "steps must be at least 1"),
     (["train", "DATA", "--out", "OUT", "--batch-size", "0"], "batch_size must be at least 1"),

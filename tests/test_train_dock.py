@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
 from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
-from napari_phendiff.core.options import (ADAPTERS, DEFAULT_LR, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
+from napari_phendiff.core.options import (ADAPTER_LR, ADAPTERS, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
                                          default_steps)
 from napari_phendiff.core.training.run import train  # noqa: E402
 from napari_phendiff.widgets import _train_choice  # noqa: E402
@@ -96,7 +96,7 @@ def test_a_phendiff_checkpoint_starts_a_pixel_run_at_its_preset_and_size(dock, n
     assert dock.adapter.isHidden()
     config = dock.config()
     assert (config.model, config.start_from, config.preset) == ("pixel", checkpoint, manifest["preset"])
-    assert config.image_size == manifest["image_size"] and config.lr == pytest.approx(DEFAULT_LR["pixel"])
+    assert config.image_size == manifest["image_size"] and config.lr == pytest.approx(KINDS["pixel"].lr)
     info = dock.source_info.text()
     assert "TNFa, untreated" in info and "DNA, reporter" in info and f"{manifest['trained_steps']} trained" in info
 
@@ -144,7 +144,7 @@ def test_a_stable_diffusion_folder_is_read_then_fine_tuned_in_the_dock(dock, qtb
     assert dock.image_size.value() == 16 and "16 px" in dock.source_info.text()  # the base's own size
     assert [dock.adapter.itemData(i) for i in range(dock.adapter.count())] == list(ADAPTERS)
     dock.adapter.setCurrentIndex(dock.adapter.findData("svdiff"))
-    assert not dock.rank.isEnabled() and dock.lr.value() == pytest.approx(DEFAULT_LR["svdiff"])
+    assert not dock.rank.isEnabled() and dock.lr.value() == pytest.approx(ADAPTER_LR["svdiff"])
     config = dock.config()
     assert (config.model, config.base, config.adapter, config.start_from) == ("latent", str(sd_folder), "svdiff",
                                                                               None)

@@ -25,7 +25,7 @@ from .errors import CheckpointError, ConfigError
 
 # Defined beside this module, read from here like every option: the count check and the training options.
 from .checks import check_count  # noqa: F401
-from .train_options import (ADAPTERS, DEFAULT_LR, DEFAULT_STEPS_TRAINING, DEVICES, MIXED_PRECISIONS,  # noqa: F401
+from .train_options import (ADAPTER_LR, ADAPTERS, DEFAULT_STEPS_TRAINING, DEVICES, MIXED_PRECISIONS,  # noqa: F401
                             PRESET_SIZES, TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig,  # noqa: F401
                             default_lr, default_steps)  # noqa: F401
 

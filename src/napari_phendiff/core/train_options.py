@@ -21,9 +21,9 @@ MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 # the crop side each trains on by default.
 PRESET_SIZES = {"tiny": 64, "small": 64, "paper": 128}
 ADAPTERS = ("lora", "svdiff", "attention", "full")  # what a fine-tuned kind trains (models/adapters.py)
-# Peak learning rates: training from scratch (pixel, CycleGAN as in its paper); fine-tuning a pre-trained Stable
-# Diffusion, by what is trained (few new parameters take larger steps; all of its weights need small ones).
-DEFAULT_LR = {"pixel": 2e-4, "cyclegan": 2e-4, "lora": 1e-4, "svdiff": 1e-3, "attention": 1e-5, "full": 1e-5}
+# Peak learning rates of fine-tuning a pre-trained Stable Diffusion, by what is trained (few new parameters take
+# larger steps; all of its weights need small ones). A kind trained from scratch carries its own (models.Kind.lr).
+ADAPTER_LR = {"lora": 1e-4, "svdiff": 1e-3, "attention": 1e-5, "full": 1e-5}
 
 
 @dataclass
@@ -134,17 +134,17 @@ def default_steps(model: str, base: str | None = None) -> int:
 
 def default_lr(model: str, adapter: str = "lora", base: str | None = None) -> float:
     """The peak learning rate a run gets when none is given: a shipped base's own for each adapter (its base.json
-    says which it was fine-tuned with in the benchmarks), else DEFAULT_LR for the adapter or the model."""
+    says which it was fine-tuned with in the benchmarks), else ADAPTER_LR for the adapter, or the kind's own."""
     if not KINDS[model].fine_tunes:
-        return DEFAULT_LR[model]
+        return KINDS[model].lr
     from .models.bases import shipped_base_info
 
     rates = shipped_base_info(base or DEFAULT_BASE).get("learning_rates", {})
-    return float(rates.get(adapter, DEFAULT_LR[adapter]))
+    return float(rates.get(adapter, ADAPTER_LR[adapter]))
 
 
 # The choices of the TrainConfig fields that have them (the CLI and the Train dock offer exactly these).
-TRAIN_CHOICES = {"model": tuple(KINDS), "preset": tuple(PRESET_SIZES), "adapter": ADAPTERS,
+TRAIN_CHOICES = {"model": KINDS.keys(), "preset": tuple(PRESET_SIZES), "adapter": ADAPTERS,
                  "mixed_precision": MIXED_PRECISIONS, "device": DEVICES}
 
 TRAIN_HELP = {

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
 
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS
-from ..core.options import DEFAULT_LR, PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig, default_steps
+from ..core.options import PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig, default_lr, default_steps
 from ._loss_plot import LossPlot
 from ._shared import ERROR_STYLE, WorkerDock, device_combo, in_dock_words, row, scrolled, spin, tooltip
 from ._train_choice import ModelChoice
@@ -90,7 +90,7 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         self.minutes.setSuffix(" min")
         self.minutes.valueChanged.connect(self._minutes_changed)
         self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], tooltip(TRAIN_HELP["batch_size"]))
-        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, DEFAULT_LR[DEFAULTS["model"]],
+        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, default_lr(DEFAULTS["model"]),
                        tooltip(TRAIN_HELP["lr"], "set to the usual one for the model and adapter when they change"))
         self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, DEFAULTS["checkpoint_every"],
                                      tooltip(TRAIN_HELP["checkpoint_every"], "previews are made from each"))

@@ -25,13 +25,14 @@ class Kind:
     generates: bool = True      # draws new images from noise (training previews, the generalization analysis)
     fine_tunes: bool = False    # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
     starts_from: bool = False   # a run can start from a checkpoint of this kind (--start-from) instead of random weights
+    lr: float = 2e-4            # peak learning rate when trained from scratch (a fine-tuned kind's is its adapter's)
 
 
 KINDS: dict[str, Kind] = {
     "pixel": Kind("pixel", "PhenDiff, trained from scratch or from a checkpoint (--start-from)", starts_from=True),
     "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained latent diffusion model: the shipped microscopy "
                    "base or a Stable Diffusion (--base)", fine_tunes=True),
-    "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),
+    "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),  # 2e-4: its paper's rate
 }
 
 

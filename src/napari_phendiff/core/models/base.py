@@ -34,6 +34,8 @@ class ConditionedModel:
     # Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
     # (core/translate.py); a cautious guess where nothing was measured (latent: the VAE at full resolution).
     bytes_per_pixel: ClassVar[int] = 16_384
+    # The sides the network accepts are multiples of this (a UNet's downsamplings); fields are padded to them.
+    size_multiple: ClassVar[int] = 1
 
     @property
     def channels(self) -> int:
