@@ -92,9 +92,20 @@ def blend_weights(height: int, width: int, tiles: bool) -> np.ndarray:
 BAND_PIXELS = 1 << 20
 
 
+# The channels' mean is smoothed (a Gaussian of this sigma, px) before the threshold: pixel noise then lies in a
+# narrow peak, so Otsu still finds the cells when they cover a tiny share of a huge field. Unsmoothed, two 256-px
+# patches of cells in a 20000-px field of camera noise (0.03% of its pixels) drew Otsu's threshold into the noise:
+# 69% of the background above it, and every tile was translated (docs/benchmarks.md huge_field).
+SMOOTHING = 2.0
+_SMOOTHING_REACH = int(4 * SMOOTHING + 0.5)  # scipy's Gaussian reaches 4 sigma: the rows a band needs around it
+
+
 def _signal(field: np.ndarray, top: int, bottom: int, scale: Callable) -> np.ndarray:
-    """The channels' mean of rows [top, bottom) of one field (C, Y, X), on the model's scale."""
-    return scale(field[:, top:bottom]).mean(axis=0)
+    """The channels' mean of rows [top, bottom) of one field (C, Y, X), on the model's scale, smoothed (the same
+    rows as smoothing the whole field would give: the band is read with the rows the Gaussian reaches)."""
+    low, high = max(0, top - _SMOOTHING_REACH), min(field.shape[-2], bottom + _SMOOTHING_REACH)
+    smooth = ndimage.gaussian_filter(scale(field[:, low:high]).mean(axis=0), SMOOTHING)
+    return smooth[top - low:bottom - low]
 
 
 def _bands(height: int, width: int) -> list[tuple[int, int]]:
