@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_phendiff.core.simulate import simulate_field
@@ -17,6 +18,7 @@ from napari_phendiff.cli import main
 GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui")
 
 
+@pytest.mark.slow
 def test_cli_starts_without_any_gui_stack():
     code = ("import sys; from napari_phendiff.cli.parser import build_parser; build_parser(); "
             "import napari_phendiff.core.translate, napari_phendiff.core.training.run; "

@@ -76,6 +76,7 @@ def as_identity(model: PixelModel) -> IdentityModel:
     return IdentityModel(**{f.name: getattr(model, f.name) for f in fields(model)})
 
 
+@pytest.mark.slow
 def test_identity_model_has_no_cycle_loss_and_writes_a_full_report(tiny_checkpoint, sim_data, tmp_path):
     model = as_identity(load_checkpoint(tiny_checkpoint, device="cpu"))
     truth = sim_data.with_name(sim_data.name + "_truth")
@@ -241,6 +242,7 @@ def test_spread_tells_perinuclear_from_scattered_signal():
     assert spread[0] < 0.25 < 0.75 < spread[1] < 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_cli_with_a_trained_model(tiny_checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["evaluate", str(tiny_checkpoint), str(sim_data), "--source", "TNFa", "--target", "untreated",

@@ -123,6 +123,7 @@ def test_source_to_source_round_trip_gives_the_vae_reconstruction_back(checkpoin
     assert rmse < 0.25, rmse  # measured 0.16, in the normalised [-1, 1] range
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_identical_to_a_straight_one(sim_data, base, tmp_path):
     straight = pd.train(latent_config(sim_data, tmp_path / "straight", base, adapter="svdiff"))
     events = pd.iter_train(latent_config(sim_data, tmp_path / "stopped", base, adapter="svdiff"))

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "phendiff.json").is_file(
                                 reason="the shipped demo checkpoint is not in this checkout")
 
 
+@pytest.mark.slow
 def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-phendiff", "simulated_cells")

@@ -46,6 +46,7 @@ def test_only_tiles_near_cells_are_occupied():
     assert occupied(noise, windows((64, 64), 32, True), 8).all()
 
 
+@pytest.mark.slow
 def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(model):
     assert pd.TranslateOptions().skip_background  # the default (docs/benchmarks.md laptop_field)
     image = sparse_field()
@@ -68,6 +69,7 @@ def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(mo
     np.testing.assert_allclose(skipped[:, translated].astype(float), full[:, translated].astype(float), atol=1)
 
 
+@pytest.mark.slow
 def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation(model, tmp_path, capsys):
     from napari_phendiff.cli import main as cli
     from napari_phendiff.core.translate import estimate_translation
@@ -175,6 +177,7 @@ def test_a_large_field_is_translated_in_bounded_memory(model, monkeypatch):
     assert peak < 2 * image.nbytes, f"peak {peak / 2**20:.1f} MiB for a {image.nbytes / 2**20:.1f} MiB field"
 
 
+@pytest.mark.slow
 def test_cells_covering_a_tiny_share_of_a_huge_field_are_still_found():
     """Two patches of cells in a 4000-px field of camera noise (0.02% of its pixels): the threshold separates them
     from the noise instead of splitting the noise (which would translate every tile)."""

@@ -108,6 +108,7 @@ def test_min_snr_training_changes_the_loss_and_is_checked_on_resume(sim_data, tm
         config(sim_data, tmp_path / "bad", snr_gamma=-1)
 
 
+@pytest.mark.slow
 def test_a_time_budget_times_the_run_first_and_takes_the_steps_that_fit(sim_data, tmp_path):
     from napari_phendiff.core.training.run import PROBE_STEPS, iter_train
 

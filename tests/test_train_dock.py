@@ -136,6 +136,7 @@ def test_a_hub_id_is_read_off_the_ui_thread_and_fails_fast_offline(dock, qtbot):
     qtbot.waitUntil(dock.train_button.isEnabled, timeout=5_000)
 
 
+@pytest.mark.slow
 def test_a_stable_diffusion_folder_is_read_then_fine_tuned_in_the_dock(dock, qtbot, sd_folder, sim_data, tmp_path):
     worker = dock.set_base(sd_folder)
     assert dock.source.currentData() == "stable-diffusion" and not dock.train_button.isEnabled()
@@ -185,6 +186,7 @@ def test_resume_of_a_fine_tuned_latent_checkpoint_chooses_its_base(dock, latent_
     assert f"base {sd_folder.resolve()}" in dock.status.text() and "adapter lora (rank 4)" in dock.status.text()
 
 
+@pytest.mark.slow
 def test_a_run_fine_tuned_from_a_phendiff_checkpoint_trains_and_resumes_as_one(qtbot, make_napari_viewer,
                                                                                tiny_checkpoint, sim_data, tmp_path):
     viewer = make_napari_viewer()

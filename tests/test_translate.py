@@ -179,6 +179,7 @@ def test_a_model_trained_on_resized_images_translates_them_resized(sim_data, tmp
         pd.translate(model, image, "untreated", "TNFa", steps=4, tiles=True)
 
 
+@pytest.mark.slow
 def test_the_time_left_is_timed_on_the_runs_own_steps(model):
     events = list(pd.iter_translate(model, field(64, seed=2), "untreated", "TNFa", steps=10, strength=0.5,
                                     guidance=3.0, tiles=True, batch_size=1))

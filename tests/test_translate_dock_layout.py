@@ -113,6 +113,7 @@ def test_the_translate_section_needs_no_scrolling_at_1050_px(viewer, dock):
     assert dock.findChild(QScrollArea).verticalScrollBar().maximum() == 0
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_its_layers(qtbot, viewer, dock):
     viewer.add_image(random_image((2, 48, 48), seed=1), name="cells")
     dock.set_channel_layers(["cells"])
@@ -129,6 +130,7 @@ def test_a_rerun_replaces_its_layers(qtbot, viewer, dock):
     assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].metadata["phendiff"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_channel_layers_and_saved_files_follow_the_name_rule(qtbot, viewer, dock, tmp_path):
     """napari names the channels of a file 'field crop', 'field crop [1]': the results are named after the channel
     each holds, and spaces and brackets never reach a layer or a file name."""

@@ -224,6 +224,7 @@ def test_bad_kept_channels_are_clear_errors_before_any_work(model, monkeypatch, 
     assert counter.calls == []
 
 
+@pytest.mark.slow
 def test_embedding_morph_shares_one_inversion_and_ends_at_the_translation(model, monkeypatch):
     from napari_phendiff.core.explore import translate_morph
 

@@ -171,6 +171,7 @@ def test_cancel_adds_no_layers(qtbot, viewer, translate_dock):
     assert "Cancelled" in translate_dock.status.text()
 
 
+@pytest.mark.slow
 def test_viewer_stays_responsive_while_translating(qtbot, viewer, translate_dock):
     viewer.add_image(random_image((2, 48, 48)), name="cells")
     translate_dock.steps.setValue(40)
@@ -210,6 +211,7 @@ def test_out_of_memory_becomes_advice():
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
+@pytest.mark.slow
 def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, viewer, sim_data):
     translate = open_dock(viewer, "Translate")
     train = open_dock(viewer, "Train")
@@ -240,6 +242,7 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
     assert min(lows) <= shown <= max(highs) and len(lows) == 2
 
 
+@pytest.mark.slow
 def test_stop_saves_a_resumable_checkpoint(qtbot, tmp_path, viewer, sim_data):
     train = open_dock(viewer, "Train")
     train.what.setCurrentIndex(train.what.findData("scratch"))  # the pixel model (the default fine-tunes a base)
@@ -292,6 +295,7 @@ def translated(qtbot, viewer, translate_dock):
     return image
 
 
+@pytest.mark.slow
 def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translate_dock, translated):
     from conftest import CountingUNet
 
@@ -309,6 +313,7 @@ def test_retargeting_regenerates_without_inverting_again(qtbot, viewer, translat
     assert inverse_calls == [] and len(counter.calls) > first
 
 
+@pytest.mark.slow
 def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translate_dock, translated):
     translate_dock.frames.setValue(3)
     run(qtbot, translate_dock.morph())
@@ -325,6 +330,7 @@ def test_morph_goes_from_the_original_to_the_translation(qtbot, viewer, translat
     assert not viewer.layers["cells_DNA_to_TNFa_s0.3_w4"].visible  # the translation it replays is hidden
 
 
+@pytest.mark.slow
 def test_control_and_uncertainty_layers(qtbot, viewer, translate_dock, translated):
     run(qtbot, translate_dock.control())
     control = stacked(viewer, "cells_{}_to_untreated_s0.3_w4_control")
@@ -458,6 +464,7 @@ def test_saving_a_translated_layer_keeps_the_channel_names(qtbot, viewer, transl
         assert json.loads(tif.imagej_metadata["Info"])["layers"][0]["target"] == "TNFa"
 
 
+@pytest.mark.slow
 def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer, translate_dock, tmp_path):
     import tifffile
 
@@ -514,6 +521,7 @@ def test_keep_unchanged_keeps_the_ticked_channel_and_names_it(qtbot, viewer, tra
     assert "kept DNA (given)" in translate_dock.status.text()
 
 
+@pytest.mark.slow
 def test_morph_by_embedding_is_its_own_layer_and_ends_at_the_translation(qtbot, viewer, translate_dock, translated):
     translate_dock.frames.setValue(2)
     translate_dock.morph_path.setCurrentText("embedding")
