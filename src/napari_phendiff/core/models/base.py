@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
@@ -31,9 +30,17 @@ class ConditionedModel:
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
     kind = ""
-    # Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
-    # (core/translate.py); a cautious guess where nothing was measured (latent: the VAE at full resolution).
-    bytes_per_pixel: ClassVar[int] = 16_384
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
+        (core/tiling.py); a cautious guess where nothing was measured (latent: the VAE at full resolution)."""
+        return 16_384
+
+    @property
+    def size_multiple(self) -> int:
+        """Each side of a field the network takes is a multiple of this (each kind gives its own)."""
+        raise NotImplementedError
 
     @property
     def channels(self) -> int:
@@ -79,6 +86,22 @@ class DiffusionModel(ConditionedModel):
 
     scheduler_config: dict
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, C, H, W) -> what is diffused."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """What is diffused -> normalised images (B, C, H, W)."""
+        raise NotImplementedError
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of the noise from which n new images are generated."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The network's prediction (noise or v, as `scheduler_config` says) for conditions `labels`."""
+        raise NotImplementedError
+
     @property
     def null_condition(self) -> int:
         """Class index meaning "no condition" (used by classifier-free guidance)."""
@@ -99,7 +122,7 @@ class DiffusionModel(ConditionedModel):
 class DirectModel(ConditionedModel):
     """A model that maps normalised images (B, C, H, W) of one condition to another in one call: `map`."""
 
-    def map(self, x, source: int, target: int):
+    def map(self, x: torch.Tensor, source: int, target: int) -> torch.Tensor:
         raise NotImplementedError
 
 
