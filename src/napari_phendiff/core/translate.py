@@ -137,7 +137,8 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
                          reused=reused, copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)))
 
 
-def _assembly(model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]) -> tuple[dict[str, np.ndarray], list[Blender]]:
+def _assembly(model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]
+              ) -> tuple[dict[str, np.ndarray], list[Blender]]:
     """The result of each target (the input's dtype; float32 on the model's scale when it is scaled back later)
     and the Blenders that fill it row band by row band: a large field holds its result and a band, nothing more."""
     height, width = plan.size
