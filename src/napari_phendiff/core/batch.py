@@ -125,8 +125,9 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
                     written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args,
                                          result)
                     result.written += written
-                    for path in written if report else ():
-                        report(path)
+                    if report:
+                        for path in written:
+                            report(path)
             del stack, images, translated  # the next group's fields are read with this one's released
     result.seconds = time.perf_counter() - started
     _write_shard(out, state.process_index, result)
@@ -293,7 +294,7 @@ def _groups(model, jobs: list[Job], options, failed: dict):
     for job in jobs:
         try:
             image = read_image(job.path)
-            check_fits(model, image, job.path)
+            check_fits(model, image, str(job.path))
         except PhenDiffError as exc:
             failed[job.path] = str(exc)
             continue

@@ -79,7 +79,7 @@ def grid(strengths: Sequence[float] = STRENGTHS, guidances: Sequence[float] = GU
                 for negative in (negatives[:1] if w == 1.0 else negatives):
                     for interval in (intervals[:1] if w == 1.0 else intervals):
                         settings.append(Setting(float(s), float(w), negative, inversion,
-                                                tuple(map(float, interval))))
+                                                (float(interval[0]), float(interval[1]))))
     return settings
 
 

@@ -129,7 +129,8 @@ def _texture(channel: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
 def _relative_distance(nuclei: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
     """Each cell pixel's distance from its nucleus centroid over the cell's equivalent radius sqrt(area/pi); NaN
     for pixels of a cell without a nucleus, 0 outside cells."""
-    yy, xx = np.indices(cells.shape, dtype=np.float64)
+    height, width = cells.shape
+    yy, xx = np.indices((height, width), dtype=np.float64)
     nucleus_area = np.bincount(nuclei.ravel(), minlength=n + 1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         centre_y, centre_x = _label_sum(yy, nuclei, n) / nucleus_area, _label_sum(xx, nuclei, n) / nucleus_area

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import cells as cellmeasure
 from . import metrics
+from .images import Images
 
 # A measurement "differs" between the real conditions (so that "moved ... of the way" means something) when the
 # effect size target vs source is at least MIN_EFFECT (Cohen's d, a medium effect) and the rank test target vs
@@ -58,8 +59,7 @@ def overshot(summary: list[dict]) -> list[dict]:
     return sorted(over, key=lambda m: -m["moved"])
 
 
-def summary_of(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-               channel_names: list[str]) -> list[dict]:
+def summary_of(originals: Images, translated: Images, targets: Images, channel_names: list[str]) -> list[dict]:
     """`cell_summary` of translations against real target images, for callers without files or a report."""
     return RealCells(originals, targets, channel_names).summary(translated)
 
@@ -68,7 +68,7 @@ class RealCells:
     """The real source and target cells measured once, so that many translations of the same source images (a
     calibration sweep) are each compared with them at the cost of measuring the translations alone."""
 
-    def __init__(self, originals: Sequence[np.ndarray], targets: Sequence[np.ndarray], channel_names: list[str]):
+    def __init__(self, originals: Images, targets: Images, channel_names: list[str]):
         self.channel_names = list(channel_names)
         self.masks = []
         self.real: list[dict] = []
@@ -80,7 +80,7 @@ class RealCells:
         for i, image in enumerate(targets):
             self.real += _rows("real target", Path(f"target {i}"), cellmeasure.measure_cells(image, channel_names))
 
-    def summary(self, translated: Sequence[np.ndarray]) -> list[dict]:
+    def summary(self, translated: Images) -> list[dict]:
         """`cell_summary` of translations of the originals (same order), measured on the originals' masks."""
         rows = list(self.real)
         for i, (image, masks) in enumerate(zip(translated, self.masks)):

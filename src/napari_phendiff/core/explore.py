@@ -103,6 +103,7 @@ def translate_morph(model, images: np.ndarray, source: str, target: str, frames:
     for event in iter_morph(model, images, source, target, frames, options, path=path, **overrides):
         if event.phase == "done":
             return event.result
+    raise RuntimeError("the morph stopped before it finished")  # unreachable unless the generator is broken
 
 
 def sample_options(model, options: TranslateOptions) -> TranslateOptions:
@@ -151,6 +152,7 @@ def translate_samples(model, images: np.ndarray, source: str, target: str, sampl
     for event in iter_samples(model, images, source, target, samples, options, **overrides):
         if event.phase == "done":
             return event.result
+    raise RuntimeError("the samples stopped before they finished")  # unreachable unless the generator is broken
 
 
 def measure_translation(original: np.ndarray, translated: np.ndarray, channel_names: list[str],
@@ -198,7 +200,7 @@ def measure_and_reveal(original: np.ndarray, translated: np.ndarray, channel_nam
 def _centres(labels: np.ndarray, ids: np.ndarray) -> list[tuple[float, float]]:
     from scipy import ndimage as ndi
 
-    return [tuple(map(float, c)) for c in ndi.center_of_mass(np.ones_like(labels), labels, ids)] if len(ids) else []
+    return [(float(y), float(x)) for y, x in ndi.center_of_mass(np.ones_like(labels), labels, ids)] if len(ids) else []
 
 
 def write_cells_csv(path: str | Path, rows: list[dict]) -> Path:

@@ -85,11 +85,11 @@ def train_classifier(images: list[np.ndarray], labels: list[int], conditions: li
     A share `held_out` of each condition's images is kept aside to measure its accuracy: a classifier that cannot
     tell the real conditions apart cannot judge translations, and the report says so.
     """
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in range(len(conditions)):
-        members = rng.permutation(np.flatnonzero(labels == c))
+        members = rng.permutation(np.flatnonzero(label_array == c))
         if len(members) < 2:
             raise DataError(f"Condition {conditions[c]!r} has {len(members)} image(s); the condition classifier "
                             "needs at least 2 per condition (one to train on, one to test on).")
@@ -103,7 +103,7 @@ def train_classifier(images: list[np.ndarray], labels: list[int], conditions: li
     network = ConditionClassifier(images[0].shape[0], len(conditions))
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps)
-    train_labels = labels[train_idx]
+    train_labels = label_array[train_idx]
     network.train()
     for _ in range(steps):
         picks = rng.integers(len(scaled), size=batch_size)
@@ -122,7 +122,7 @@ def train_classifier(images: list[np.ndarray], labels: list[int], conditions: li
     trained = TrainedClassifier(network.eval(), normalization, list(conditions), accuracy=float("nan"),
                                 n_held_out=len(test_idx))
     predicted = trained.predict([images[i] for i in test_idx])
-    trained.accuracy = float(np.mean(predicted == labels[test_idx]))
+    trained.accuracy = float(np.mean(predicted == label_array[test_idx]))
     return trained
 
 

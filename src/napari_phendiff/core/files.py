@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .errors import DataError
 from .export import safe_name
@@ -30,7 +31,7 @@ class Job:
         return [self.output(t, e) for t in targets for e in ["", *extras]]
 
 
-def plan_jobs(inputs: list[Path], out: Path, targets: list[str] = ()) -> list[Job]:
+def plan_jobs(inputs: list[Path], out: Path, targets: Sequence[str] = ()) -> list[Job]:
     """Files given directly go to `out`; folders are searched recursively and keep their layout under `out`.
 
     Refuses an `out` inside an input folder (a second run would translate its own outputs) and two inputs or two
@@ -86,9 +87,9 @@ def inputs_named_otherwise(inputs: list[Path], source: str, conditions: list[str
     return [(place, *named) for place, named in found if named is not None and named[0] != source]
 
 
-def _refuse_collisions(jobs: list[Job], targets: list[str]) -> None:
+def _refuse_collisions(jobs: list[Job], targets: Sequence[str]) -> None:
     """Never write two results to one path: name both inputs (or targets) and say how to avoid it."""
-    names = {}
+    names: dict[str, str] = {}
     for target in targets:
         other = names.setdefault(safe_name(target), target)
         if other != target:

@@ -21,7 +21,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     seeds = model_seeds(config.seed)
     models = _train_pair(config, subsets, work, seeds, on_train_event)
     same_seed, nearest, noise = _similarities(models, folder.conditions, subsets, n_samples, steps, seed)
-    results = {"conditions": {condition: {
+    results: dict[str, Any] = {"conditions": {condition: {
         "same_seed_similarity_median": float(np.median(same_seed[condition])),
         "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
         "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
@@ -147,7 +147,7 @@ def _disjoint_subsets(folder, n_per_class: int, seed: int) -> dict[str, dict[str
         raise DataError(f"{folder.root}: two disjoint subsets of {n_per_class} images per condition need "
                         f"{2 * n_per_class} per condition ({listing}). Lower --n-per-class.")
     rng = np.random.default_rng(seed)
-    subsets = {"a": {}, "b": {}}
+    subsets: dict[str, dict[str, list[Path]]] = {"a": {}, "b": {}}
     for condition, files in folder.files.items():
         order = rng.permutation(len(files))
         subsets["a"][condition] = [files[i] for i in order[:n_per_class]]

@@ -9,6 +9,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tifffile
@@ -24,6 +25,7 @@ SPLIT_HINT = (
     "e.g. in Fiji with Image > Stacks > Stack to Images, or in Python: "
     "for i, plane in enumerate(tifffile.imread(path)): tifffile.imwrite(f'plane_{i:03d}.tif', plane)"
 )
+Images = Sequence[np.ndarray] | np.ndarray  # (C, Y, X) images: a list of them, or a stack (N, C, Y, X)
 
 
 def is_image_file(path: Path) -> bool:
@@ -161,11 +163,10 @@ class Normalization:
             flat = image.reshape(channels, -1)
             step = max(1, flat.shape[1] // per_image)
             pooled.append(flat[:, ::step].astype(np.float64))
-        pooled = np.concatenate(pooled, axis=1)
-        low, high = np.percentile(pooled, percentiles, axis=1)
+        low, high = np.percentile(np.concatenate(pooled, axis=1), percentiles, axis=1)
         high = np.where(high - low < 1e-6, low + 1.0, high)  # a flat channel must not divide by zero
-        return cls(low=[float(v) for v in low], high=[float(v) for v in high], percentiles=tuple(percentiles),
-                   dtype=str(images[0].dtype))
+        return cls(low=[float(v) for v in low], high=[float(v) for v in high],
+                   percentiles=(percentiles[0], percentiles[1]), dtype=str(images[0].dtype))
 
     def _scale(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
         """low and high shaped to broadcast over (C, Y, X) or (N, C, Y, X)."""
@@ -255,7 +256,7 @@ def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str]
     try:
         # ImageJ's hyperstack reader mistakes 1-pixel-wide images for other axes: those go in the plain layout
         if array.dtype in (np.uint8, np.uint16, np.float32) and min(image.shape[-2:]) > 1:
-            metadata = {"axes": axes, "Info": info}
+            metadata: dict[str, str | list[str]] = {"axes": axes, "Info": info}
             if channel_names and ("C" in axes or axes == "YX"):  # one plane: its label names its one channel
                 metadata["Labels"] = list(channel_names)
             tifffile.imwrite(tmp, array, imagej=True, metadata=metadata)

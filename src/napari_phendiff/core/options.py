@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from .checks import finite_number, whole_number
 from .errors import CheckpointError, ConfigError
@@ -74,7 +75,7 @@ class Flag:
         """The keyword arguments of argparse's add_argument for field `name` (its value unset: None)."""
         shown = self.shown if self.shown is not None else (f"{default:g}" if isinstance(default, float) else
                                                             str(default))
-        kwargs = dict(help=self.help + (f" (default {shown})" if shown else ""), default=None)
+        kwargs: dict[str, Any] = dict(help=self.help + (f" (default {shown})" if shown else ""), default=None)
         if self.words:
             kwargs.update(choices=list(self.words), default=next(w for w, v in self.words.items() if v == default))
         for key in ("type", "nargs", "metavar"):
@@ -203,8 +204,9 @@ class TranslateOptions:
     @classmethod
     def from_record(cls, values: dict) -> "TranslateOptions":
         """Options from `record`'s JSON values (lists back to tuples), checked."""
-        return cls(**{name: tuple(value) if isinstance(value, list) else value
-                      for name, value in values.items()}).validate()
+        given: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                 for name, value in values.items()}
+        return cls(**given).validate()
 
 
 def flags() -> dict[str, Flag]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Generator, TypeVar
+
+Result = TypeVar("Result")
 
 
 def duration(seconds: float) -> str:
@@ -30,7 +32,7 @@ class Pace:
         self.seen = {"invert": False, "generate": False}
         self._last: float | None = None
 
-    def follow(self, steps: Iterator, tiles: int) -> Iterator:
+    def follow(self, steps: Generator[Any, None, Result], tiles: int) -> Generator[Any, None, Result]:
         """Pass a per-step TranslateEvent generator (a batch of `tiles`) through, each event given `seconds_left`;
         return its value."""
         while True:

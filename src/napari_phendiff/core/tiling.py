@@ -37,6 +37,9 @@ MAX_FOREGROUND_SHARE = 0.6
 CPU_BUDGET_BYTES = 512 * 2**20
 GPU_BUDGET_FRACTION = 0.5
 
+Window = tuple[int, int, int, int]  # (y, x, height, width) of a tile in a padded field
+Job = tuple[int, Window]  # (image, window): one tile of one image of the stack
+
 
 def padded_size(height: int, width: int, min_size: int, multiple: int) -> tuple[int, int]:
     """Each side at least min_size and a multiple of `multiple`: the field a translation cuts."""
@@ -67,7 +70,7 @@ def tile_starts(length: int, size: int) -> list[int]:
     return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
 
 
-def windows(shape: tuple[int, int], size: int, tiles: bool) -> list[tuple[int, int, int, int]]:
+def windows(shape: tuple[int, int], size: int, tiles: bool) -> list[Window]:
     """(y, x, height, width) of each tile, or the whole field as one window."""
     if not tiles:
         return [(0, 0, shape[0], shape[1])]
@@ -126,7 +129,7 @@ def foreground_threshold(field: np.ndarray, scale: Callable) -> float | None:
     return float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2)))
 
 
-def occupied(stack: np.ndarray, tiles: list[tuple[int, int, int, int]], margin: int,
+def occupied(stack: np.ndarray, tiles: list[Window], margin: int,
              scale: Callable = lambda rows: rows.astype(np.float32)) -> np.ndarray:
     """(N, tiles) booleans: whether tile t of field n holds cells within `margin` px of its edges.
 
@@ -173,28 +176,28 @@ class Blender:
         self.field: int | None = None
         self.top = 0  # the padded field's row that self.rows[:, 0] holds
 
-    def add(self, field: int, window: tuple[int, int, int, int], tile: np.ndarray) -> None:
+    def add(self, field: int, window: Window, tile: np.ndarray) -> None:
         y, x, h, w = window
         if field != self.field:
             self.close()
             self.field, self.top = field, 0
         if y < self.top:
             raise ValueError(f"tile at row {y} after row {self.top}: tiles must come in reading order")
-        self._release(y)
+        self._release(field, y)
         self.rows[:, y - self.top:y - self.top + h, x:x + w] += tile * self.ramp
         self.weight[y - self.top:y - self.top + h, x:x + w] += self.ramp
 
     def close(self) -> None:
         """Hand over the rest of the current field."""
         if self.field is not None:
-            self._release(self.height)
+            self._release(self.field, self.height)
             self.field = None
 
-    def _release(self, until: int) -> None:
+    def _release(self, field: int, until: int) -> None:
         count = until - self.top
         if count <= 0:
             return
-        self.finish(self.field, self.top, self.rows[:, :count] / self.weight[:count])
+        self.finish(field, self.top, self.rows[:, :count] / self.weight[:count])
         self.rows[:, :-count], self.weight[:-count] = self.rows[:, count:].copy(), self.weight[count:].copy()
         self.rows[:, -count:], self.weight[-count:] = 0, 0
         self.top = until
@@ -253,12 +256,12 @@ class TilePlan:
     padded: tuple[int, int]  # (height, width) of the padded fields the windows cut
     resized: bool
     tiles: bool
-    windows: list
-    jobs: list
-    copied: list
+    windows: list[Window]
+    jobs: list[Job]
+    copied: list[Job]
     batch_size: int
 
-    def read(self, batch: list) -> np.ndarray:
+    def read(self, batch: list[Job]) -> np.ndarray:
         """The tiles of `batch` ((image, window) pairs) on the model's scale: (B, C, h, w) float32."""
         height, width = self.size
         reflect = min(height, width) > max(self.padded[0] - height, self.padded[1] - width)  # as np.pad would
@@ -269,11 +272,11 @@ class TilePlan:
             if y + h <= height and x + w <= width:
                 tile = self.fields[n, :, y:y + h, x:x + w]
             else:
-                tile = self.fields[n][np.ix_(range(self.fields.shape[1]), rows[y:y + h], cols[x:x + w])]
+                tile = self.fields[n][np.ix_(np.arange(self.fields.shape[1]), rows[y:y + h], cols[x:x + w])]
             out.append(self.scale(tile))
         return np.stack(out)
 
-    def order(self) -> list[tuple[tuple, bool]]:
+    def order(self) -> list[tuple[Job, bool]]:
         """Every tile, translated (True) or copied (False), in reading order: how a Blender takes them."""
         return sorted([(job, True) for job in self.jobs] + [(job, False) for job in self.copied])
 
@@ -281,7 +284,8 @@ class TilePlan:
 def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOptions) -> TilePlan:
     """The tiles and batches a translation of `images` with `options` runs (no network call)."""
     stack, restore = as_stack(images, model)
-    fields, scale = stack, model.normalization.forward
+    fields = stack
+    scale: Callable[[np.ndarray], np.ndarray] = model.normalization.forward
     resized = trained_on_resized(model) and stack.shape[-2:] != (model.image_size, model.image_size)
     if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
         if options.tiles:
@@ -289,17 +293,17 @@ def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOp
                               "translates whole images; leave tiles unset.")
         fields = resize_fields(model.normalization.forward(stack), (model.image_size, model.image_size))
         scale = np.asarray  # already on the model's scale
-    size = fields.shape[-2:]
+    size = (fields.shape[-2], fields.shape[-1])
     tiles = (False if resized else options.tiles if options.tiles is not None
              else not fits_whole(model, fields.shape, options.batch_size))
     padded = padded_size(*size, model.image_size if tiles else 0, model.size_multiple)
     cuts = windows(padded, model.image_size, tiles)
     jobs = [(n, window) for n in range(len(fields)) for window in cuts]
-    copied = []
+    copied: list[Job] = []
     if tiles and options.skip_background:  # tiles with no cell near them keep the original's pixels
         held = occupied(fields, cuts, int(model.image_size * TILE_OVERLAP), scale).ravel()  # in the jobs' order
         copied = [job for job, cells in zip(jobs, held) if not cells]
         jobs = [job for job, cells in zip(jobs, held) if cells]
     batch_size = options.batch_size or default_batch_size(model, cuts[0][2:], tiles)
-    return TilePlan(stack, restore, fields, scale, tuple(size), padded, resized, tiles, cuts, jobs, copied,
+    return TilePlan(stack, restore, fields, scale, size, padded, resized, tiles, cuts, jobs, copied,
                     batch_size)

@@ -20,17 +20,17 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
 from .images import resize_fields
-from .models.base import ConditionedModel, is_direct
+from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direct
 from .options import TranslateOptions, resolve_options
 from .pace import Pace
-from .tiling import Blender, TilePlan, blend_weights, plan_tiles
+from .tiling import Blender, Job, TilePlan, blend_weights, plan_tiles
 from .walk import Inverted, autocast_dtype, generate, invert, network_steps, predict
 
 
@@ -115,7 +115,8 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     pace = Pace(0 if direct or reused else len(plan.jobs) * inverse_steps,
                 len(plan.jobs) * len(targets) * (1 if direct else forward_steps))
     results, blenders = _assembly(model, plan, targets, keep)
-    order, ready = plan.order(), {}
+    order = plan.order()
+    ready: dict[Job, list[np.ndarray]] = {}  # translated tiles waiting for their turn to be blended
     generator = torch.Generator("cpu").manual_seed(options.seed)
     done = 0
     for b, batch in enumerate(batches):
@@ -136,11 +137,13 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
                          reused=reused, copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)))
 
 
-def _assembly(model, plan, targets: list[str], keep: list[int]) -> tuple[dict[str, np.ndarray], list[Blender]]:
+def _assembly(model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]
+              ) -> tuple[dict[str, np.ndarray], list[Blender]]:
     """The result of each target (the input's dtype; float32 on the model's scale when it is scaled back later)
     and the Blenders that fill it row band by row band: a large field holds its result and a band, nothing more."""
     height, width = plan.size
-    results, blenders = {}, []
+    results: dict[str, np.ndarray] = {}
+    blenders: list[Blender] = []
     for name in targets:
         if plan.resized:
             result = np.zeros((len(plan.fields), model.channels, height, width), np.float32)
@@ -160,7 +163,7 @@ def _assembly(model, plan, targets: list[str], keep: list[int]) -> tuple[dict[st
     return results, blenders
 
 
-def _finished(model, plan, result: np.ndarray, keep: list[int]) -> np.ndarray:
+def _finished(model: ConditionedModel, plan: TilePlan, result: np.ndarray, keep: list[int]) -> np.ndarray:
     """A target's assembled result in the input's shape (and size and dtype: a resized model's is scaled back, its
     kept channels the original's pixels)."""
     if plan.resized:
@@ -169,7 +172,8 @@ def _finished(model, plan, result: np.ndarray, keep: list[int]) -> np.ndarray:
     return plan.restore(result)
 
 
-def _blend_ready(plan, order: list, ready: dict, blenders: list[Blender]) -> list:
+def _blend_ready(plan: TilePlan, order: list[tuple[Job, bool]], ready: dict[Job, list[np.ndarray]],
+                 blenders: list[Blender]) -> list[tuple[Job, bool]]:
     """Blend the tiles at the head of `order` whose results are ready (copied tiles are the input's own); returns
     the tiles still waiting."""
     position = 0
@@ -218,12 +222,13 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
     clean = torch.from_numpy(plan.read(batch)).to(model.device)
     source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
     with torch.inference_mode():
-        if direct:
+        if isinstance(model, DirectModel):
             model.map(clean, source_index, target_index)  # the first call of a shape pays its set-up: not counted
             started = time.perf_counter()
             model.map(clean, source_index, target_index)
             per_tile = (time.perf_counter() - started) / len(batch) * len(targets)
             return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
+        assert isinstance(model, DiffusionModel)  # every kind is either direct or a diffusion model
         dtype = autocast_dtype(options.precision)
         branches = 2 if options.guidance != 1.0 else 1  # a guided step runs both branches in one call
         labels = torch.full((len(batch) * branches,), source_index, device=model.device)
@@ -260,7 +265,8 @@ def _cached_inversions(cache: dict | None, model, plan: TilePlan, source: int, o
 
 def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
                      options: TranslateOptions, done: int, total: int, dtype: torch.dtype | None = None,
-                     generator: torch.Generator | None = None, inversions: dict | None = None, index: int = 0):
+                     generator: torch.Generator | None = None, inversions: dict | None = None, index: int = 0
+                     ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
     """Invert one batch under the source condition (or take its inversion from `inversions`), regenerate it under
     each target: yields events, returns ({target: array}, steps done so far)."""
     inverse_steps, forward_steps = network_steps(options)
@@ -274,7 +280,7 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
         done += inverse_steps
         if inversions is not None:
             inversions[index] = inverted
-    outs = {}
+    outs: dict[str, np.ndarray] = {}
     for name, index in zip(targets, indices):
         generation = regenerate(model, inverted, index, source, options, generator=generator, dtype=dtype)
         end = yield from _count(generation, "generate", done, total, name)
@@ -286,9 +292,10 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
 
 
 def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], done: int,
-                  total: int, keep: Sequence[int] = ()):
+                  total: int, keep: Sequence[int] = ()
+                  ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
     """A direct mapping (CycleGAN's generators): one step per target; kept channels are copied from the input."""
-    outs = {}
+    outs: dict[str, np.ndarray] = {}
     for name, index in zip(targets, indices):
         with torch.inference_mode():
             outs[name] = model.map(clean, source, index).float().cpu().numpy()

@@ -50,7 +50,7 @@ class Inverted:
     steps (DDIM), or that state and the one before it (BDIA needs both).
     """
 
-    states: list[torch.Tensor]
+    states: list[torch.Tensor | None]  # None: a state not kept (invert(..., keep=False) keeps the last two)
     method: str
     steps: int
 
@@ -58,15 +58,20 @@ class Inverted:
     def depth(self) -> int:
         return len(self.states) - 1
 
-    def start(self, k: int):
+    def start(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(state, upper) for a regeneration over the last k grid steps; upper is the state one level above,
         which BDIA's update needs (None for DDIM, and for a one-step BDIA walk, whose only step is plain DDIM)."""
         if not 1 <= k <= self.depth:
             raise ConfigError(f"This inversion went {self.depth} step(s) deep; it cannot start a regeneration of "
                               f"{k} steps. Invert with a higher strength.")
         if self.method == "bdia" and k >= 2:
-            return self.states[k - 1], self.states[k]
-        return self.states[k], None
+            state, upper = self.states[k - 1], self.states[k]
+        else:
+            state, upper = self.states[k], None
+        if state is None:
+            raise ConfigError(f"This inversion kept only its last two states; it cannot start a regeneration of {k} "
+                              "steps. Invert with keep=True to regenerate at lower strengths.")
+        return state, upper
 
 
 def network_steps(options: TranslateOptions) -> tuple[int, int]:
@@ -88,7 +93,7 @@ def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *
     scheduler = DDIMInverseScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
     labels = torch.full((x.shape[0],), condition, device=x.device)
-    states = [x]
+    states: list[torch.Tensor | None] = [x]
     if method == "ddim":
         for t in scheduler.timesteps[:depth]:
             eps = predict(model, x, t, labels, dtype)
@@ -101,12 +106,12 @@ def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *
         grid = _Grid(model.scheduler_config, steps, x.device)
         # z_0 from the clean image: one plain DDIM inversion step (its accuracy does not matter for exactness)
         eps = predict(model, x, grid.timesteps[0], labels, dtype)
-        x = grid.ddim(x, eps, -1, 0)
+        below, x = x, grid.ddim(x, eps, -1, 0)
         states.append(x)
         yield
         for i in range(depth - 1):  # z_{i+1} = z_{i-1} - D(z_i; i -> i-1) + D(z_i; i -> i+1)
             eps = predict(model, x, grid.timesteps[i], labels, dtype)
-            x = states[-2] - grid.ddim(x, eps, i, i - 1) + grid.ddim(x, eps, i, i + 1)
+            below, x = x, below - grid.ddim(x, eps, i, i - 1) + grid.ddim(x, eps, i, i + 1)
             states.append(x)
             if not keep:
                 states[:-2] = [None] * (len(states) - 2)
@@ -134,9 +139,7 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
     """
     depth = grid_steps(steps, strength)
     keep = list(keep)
-    if keep and (not isinstance(start, Inverted) or start.method != "ddim"
-                 or any(s is None for s in start.states[:depth + 1])):
-        raise ConfigError("Keeping channels needs a DDIM inversion that kept every state (invert(..., keep=True)).")
+    kept = _kept_states(start, depth) if keep else []
     if isinstance(start, Inverted):
         x, upper = start.start(depth)
         method = start.method
@@ -154,9 +157,20 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
         x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
         if keep:
-            x[:, keep] = start.states[depth - 1 - i][:, keep]
+            x[:, keep] = kept[depth - 1 - i][:, keep]
         yield
     return x
+
+
+def _kept_states(start: Inverted | torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """The inversion's states up to `depth`, which a walk that keeps channels copies them from (ConfigError unless
+    a DDIM inversion kept every one)."""
+    if isinstance(start, Inverted) and start.method == "ddim":
+        states = start.states[:depth + 1]
+        kept = [state for state in states if state is not None]
+        if len(kept) == len(states):
+            return kept
+    raise ConfigError("Keeping channels needs a DDIM inversion that kept every state (invert(..., keep=True)).")
 
 
 def _guided(model: DiffusionModel, condition: int, batch: int, device, guidance: float | None, negative: int | None,

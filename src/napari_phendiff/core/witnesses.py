@@ -5,15 +5,16 @@ classifier trained on the real images, and the per-cell measurements of real sou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, phenotype_moved
+from .features import TrainedClassifier
+from .images import Images
 
 
-def kept_score(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], channel_names: list[str]) -> float:
+def kept_score(originals: Images, translated: Images, channel_names: list[str]) -> float:
     """Mean IoU of nuclei segmented on each original and on its translation (1: the nuclei stayed)."""
     nuclear = cellmeasure.nuclear_channel(channel_names)
     return float(np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(o[nuclear]),
@@ -21,14 +22,14 @@ def kept_score(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray]
                           for o, t in zip(originals, translated)]))
 
 
-def channel_change(model, originals: np.ndarray, translated: np.ndarray) -> dict[str, float]:
+def channel_change(model, originals: Images, translated: Images) -> dict[str, float]:
     """RMSE between original and translation per channel, in the model's normalised units."""
     a = model.normalization.forward(np.asarray(originals))
     b = model.normalization.forward(np.asarray(translated))
     return {name: float(np.sqrt(np.mean((a[:, c] - b[:, c]) ** 2))) for c, name in enumerate(model.channel_names)}
 
 
-def target_probability(classifier, images: Sequence[np.ndarray], target: str) -> float:
+def target_probability(classifier: TrainedClassifier, images: Images, target: str) -> float:
     """Mean probability the classifier gives the target condition."""
     return float(np.mean(classifier.probabilities(list(images))[:, classifier.conditions.index(target)]))
 
@@ -38,7 +39,7 @@ class Witnesses:
     """What the no-truth scores compare translations with: the classifier (if trusted) and its P(target) on real
     target images, and the real source and target cells."""
 
-    classifier: object
+    classifier: TrainedClassifier
     real_moved: float
     trusted: bool
     cells: RealCells

@@ -33,7 +33,7 @@ def check_writable(folder: Path) -> None:
                               "output folder, or fix its permissions.") from exc
 
 
-def claim_new_folder(out: Path, what: str) -> Path:
+def claim_new_folder(out: str | Path, what: str) -> Path:
     """Before the work, refuse an output folder that holds anything or where nothing can be written. An empty folder
     already there is removed now (atomic_folder puts the finished one in its place): one that cannot be replaced,
     such as a mount point, is refused here rather than after the work."""

@@ -65,6 +65,10 @@ class SpectralShift(nn.Module):
     this small module for torch.nn.utils.parametrize.
     """
 
+    u: torch.Tensor  # buffers (register_buffer): the SVD's factors
+    s: torch.Tensor
+    vh: torch.Tensor
+
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         u, s, vh = torch.linalg.svd(weight.detach().float().flatten(1), full_matrices=False)

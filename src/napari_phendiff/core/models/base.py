@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
@@ -31,11 +30,18 @@ class ConditionedModel:
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
     kind = ""
-    # Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
-    # (core/translate.py); a cautious guess where nothing was measured (latent: the VAE at full resolution).
-    bytes_per_pixel: ClassVar[int] = 16_384
-    # The sides the network accepts are multiples of this (a UNet's downsamplings); fields are padded to them.
-    size_multiple: ClassVar[int] = 1
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Peak activation memory per pixel of one image in one network call, for choosing whole fields or tiles
+        (core/tiling.py); a cautious guess where nothing was measured (latent: the VAE at full resolution)."""
+        return 16_384
+
+    @property
+    def size_multiple(self) -> int:
+        """Each side of a field the network takes is a multiple of this (a UNet's downsamplings); fields are
+        padded to it. 1 where the network takes any size."""
+        return 1
 
     @property
     def channels(self) -> int:
@@ -81,6 +87,22 @@ class DiffusionModel(ConditionedModel):
 
     scheduler_config: dict
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, C, H, W) -> what is diffused."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """What is diffused -> normalised images (B, C, H, W)."""
+        raise NotImplementedError
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of the noise from which n new images are generated."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The network's prediction (noise or v, as `scheduler_config` says) for conditions `labels`."""
+        raise NotImplementedError
+
     @property
     def null_condition(self) -> int:
         """Class index meaning "no condition" (used by classifier-free guidance)."""
@@ -101,7 +123,7 @@ class DiffusionModel(ConditionedModel):
 class DirectModel(ConditionedModel):
     """A model that maps normalised images (B, C, H, W) of one condition to another in one call: `map`."""
 
-    def map(self, x, source: int, target: int):
+    def map(self, x: torch.Tensor, source: int, target: int) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -69,6 +69,7 @@ def local_base(source: str) -> str:
     path = None
     for event in iter_fetch(source):
         path = event if isinstance(event, str) else path
+    assert path is not None  # iter_fetch ends with the folder, or raises
     return path
 
 
@@ -141,7 +142,6 @@ def iter_fetch(repo_id: str) -> Iterator[tuple[int, int, str] | str]:
             raise CheckpointError(f"{repo_id}: the hub repository holds no diffusers UNet in safetensors "
                                   "(unet/diffusion_pytorch_model.safetensors): it is not a Stable Diffusion pipeline "
                                   "napari-phendiff can fine-tune.")
-        path = None
         for done, name in enumerate(files, start=1):
             path = hf_hub_download(repo_id, name)
             yield done, len(files), name

@@ -267,6 +267,7 @@ class Trainer:
         if config.mixed_precision not in ("auto", "no"):
             raise ConfigError(f"The CycleGAN baseline trains in full precision; leave out mixed precision "
                               f"{config.mixed_precision!r} (or give 'no').")
+        assert config.image_size is not None  # a kind trained from scratch: its preset's size when not given
         check_image_size(config.image_size)
         return config
 
@@ -275,6 +276,7 @@ class Trainer:
         return []
 
     def __init__(self, config: TrainConfig, data: LabelledImages, normalization: Normalization):
+        assert config.lr is not None and config.steps is not None  # TrainConfig sets both when made
         self.config, self.data, self.normalization = config, data, normalization
         self.device = get_device(config.device)
         self.arch = architecture(config.preset, data.channels)
@@ -305,6 +307,7 @@ class Trainer:
     def batches(self, start: int):
         """Condition A's batch is stream 0 and B's is stream 1 of the step; the pools draw from stream 2."""
         config = self.config
+        assert config.image_size is not None and config.steps is not None  # TrainConfig sets both when made
         samples = [TrainingSamples(_one_condition(self.data, c), self.normalization, config.image_size,
                                    resize=config.resize, seed=config.seed) for c in (0, 1)]
         self.generators.train()
@@ -320,7 +323,7 @@ class Trainer:
                                real_a, real_b, rng)
         self.sched_g.step()
         self.sched_d.step()
-        return loss_g, self.sched_g.get_last_lr()[0], f"discriminators {loss_d:.4f}"
+        return loss_g, float(self.sched_g.get_last_lr()[0]), f"discriminators {loss_d:.4f}"
 
     def write(self, folder: Path, manifest: dict) -> None:
         write_cyclegan(folder, self.generators, manifest)

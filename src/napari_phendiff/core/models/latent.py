@@ -323,6 +323,7 @@ class Trainer(DiffusionTrainer):
     @classmethod
     def prepare(cls, config: TrainConfig) -> TrainConfig:
         config = super().prepare(config)
+        assert config.base is not None  # a fine-tuned kind: TrainConfig names the shipped base when none is given
         if config.image_size is None:
             config = replace(config, image_size=native_image_size(config.base))
         return config
@@ -333,6 +334,7 @@ class Trainer(DiffusionTrainer):
         problems = [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
                     for name in ("adapter",) + (("rank",) if config.adapter == "lora" else ())
                     if saved[name] != getattr(config, name)]
+        assert config.base is not None  # a fine-tuned kind: TrainConfig names the shipped base when none is given
         if config_hash(base_configs(resolve_base(config.base))[0]) != manifest["base"]["unet_config_sha256"]:
             problems.append(f"base: checkpoint {manifest['base']['source']}, now {config.base}, a different model")
         return problems

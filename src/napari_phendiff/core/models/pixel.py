@@ -192,6 +192,7 @@ class PixelTrainable:
         if config.start_from:
             self.unet, self.schedule, self.started_from = start_from(config.start_from, conditions, channels)
         else:
+            assert config.image_size is not None  # a kind trained from scratch: its preset's size when not given
             self.unet = build_unet(config.preset, channels, len(conditions), config.image_size)
             self.schedule = {**SCHEDULE_DEFAULTS, **config.schedule}
         self.denoiser = _ClassConditional(self.unet)
@@ -275,7 +276,7 @@ class Trainer(DiffusionTrainer):
     @classmethod
     def prepare(cls, config: TrainConfig) -> TrainConfig:
         if config.start_from:
-            _check_start_preset(config)
+            _check_start_preset(config, config.start_from)
         factor = 2 ** (len(PRESETS[config.preset]["block_out_channels"]) - 1)
         if config.image_size % factor:  # before any image is read
             raise ConfigError(f"Image size {config.image_size} must be a multiple of {factor} for the "
@@ -286,13 +287,13 @@ class Trainer(DiffusionTrainer):
         return PixelTrainable(config, data.conditions, data.channels)
 
 
-def _check_start_preset(config: TrainConfig) -> None:
+def _check_start_preset(config: TrainConfig, checkpoint: str) -> None:
     """A run that starts from a checkpoint has that checkpoint's architecture: refuse a preset that says otherwise
     (before any image is read) rather than record a preset the weights are not."""
     from ..checkpoint import resolve_checkpoint
     from . import read_manifest
 
-    path = resolve_checkpoint(config.start_from)
+    path = resolve_checkpoint(checkpoint)
     preset = read_manifest(path).get("preset")
     if preset is not None and preset != config.preset:
         raise ConfigError(f"{path}: is a {preset!r} model, but the preset is {config.preset!r}. Choose the preset "

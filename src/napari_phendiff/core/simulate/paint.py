@@ -106,7 +106,7 @@ def apply_optics(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
     """Clean image: stain signal blurred by the PSF, times exposure per channel and vignetting."""
     size = signal.shape[-1]
     psf_sigma = rng.uniform(0.8, 1.3)
-    exposure = rng.lognormal(0, 0.2, signal.shape[0])
+    exposure = rng.lognormal(0, 0.2, len(signal))
     centre = rng.uniform(0.3, 0.7, 2) * size
     yy, xx = np.mgrid[:size, :size]
     vignetting = 1 - rng.uniform(0.05, 0.3) * ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / size**2

@@ -40,6 +40,7 @@ class DiffusionTrainer:
     def __init__(self, config: TrainConfig, data, normalization):
         from accelerate import Accelerator
 
+        assert config.lr is not None and config.steps is not None  # TrainConfig sets both when made
         device = get_device(config.device)
         self.accelerator = Accelerator(mixed_precision=mixed_precision(config.mixed_precision, device),
                                        cpu=device.type == "cpu")
@@ -90,6 +91,7 @@ class DiffusionTrainer:
     def batches(self, start: int):
         """The batches of steps start, start + 1, ... (each process its own), on the training device."""
         accelerator, config = self.accelerator, self.config
+        assert config.image_size is not None and config.steps is not None  # set when made, or by the kind's prepare
         self.denoiser, self.optimizer = accelerator.prepare(self.trainable.denoiser, self.optimizer)
         if self.ema is not None:
             self.ema.to(accelerator.device)

@@ -28,7 +28,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 import torch
@@ -82,13 +82,15 @@ PROBE_STEPS = 8  # timed to set a time budget's steps; the first PROBE_WARMUP pa
 PROBE_WARMUP = 3
 
 
-def fit_budget(config: TrainConfig) -> Iterator[TrainEvent]:
+def fit_budget(config: TrainConfig) -> Generator[TrainEvent, None, TrainConfig]:
     """Time PROBE_STEPS steps of this very run (same model, data, batch and device; written to a temporary folder
     and thrown away) and return the config with the steps that fit config.minutes, its warm-up and checkpoints
     scaled to them. Why not stop at the clock instead: the learning-rate schedule needs its length up front."""
     import os
     import tempfile
 
+    if config.minutes is None:
+        raise ConfigError("fit_budget sets the steps of a time budget: give the minutes (config.minutes).")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("A time budget (minutes) is timed in one process; with several, give the steps instead.")
     stamps = []
@@ -111,6 +113,7 @@ def fit_budget(config: TrainConfig) -> Iterator[TrainEvent]:
 def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
     trainer_class = kind_module(config.model).Trainer
     config = trainer_class.prepare(config)
+    assert config.steps is not None  # TrainConfig sets them when made
     resume_from = check_out_folder(config)
     data, normalization, channel_names = load_training_data(config, resume_from, trainer_class.resume_problems)
     trainer = trainer_class(config, data, normalization)
@@ -233,6 +236,7 @@ def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=N
 
 
 def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problems=None) -> None:
+    assert config.steps is not None  # TrainConfig sets them when made
     saved = manifest["training"]
     problems = [f"{name}: checkpoint {saved[name]!r}, now {value!r}"
                 for name, value in (("preset", config.preset), ("image_size", config.image_size))
