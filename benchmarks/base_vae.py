@@ -46,8 +46,7 @@ def preserved(vae_folder: Path | None, phenotype: str) -> dict:
     from napari_phendiff.core.models.latent import vae_decode, vae_encode
 
     vae = AutoencoderKL.from_pretrained(vae_folder).eval() if vae_folder is not None else None
-    fields = {c: [simulate_field(phenotype, c, 64, seed=100 + i, cell_diameter=20.0) for i in range(8)]
-              for c in (0, 1)}
+    fields = {c: [simulate_field(phenotype, c, 64, seed=100 + i, cell_diameter=20.0) for i in range(8)] for c in (0, 1)}
     images = [f.image for c in (0, 1) for f in fields[c]]
     norm = Normalization.fit(images)
     x = torch.from_numpy(norm.forward(np.stack(images)))
@@ -57,18 +56,25 @@ def preserved(vae_folder: Path | None, phenotype: str) -> dict:
     recon = norm.inverse(decoded.numpy(), images[0].dtype)
     values = {}
     for c in (0, 1):
-        pairs = [(measure_phenotype(f.image, f.nuclei, f.cells, phenotype),
-                  measure_phenotype(r, f.nuclei, f.cells, phenotype)) for f, r in zip(fields[c], recon[c * 8:])]
+        pairs = [
+            (
+                measure_phenotype(f.image, f.nuclei, f.cells, phenotype),
+                measure_phenotype(r, f.nuclei, f.cells, phenotype),
+            )
+            for f, r in zip(fields[c], recon[c * 8 :])
+        ]
         original = np.concatenate([o for o, _ in pairs])
         rebuilt = np.concatenate([r for _, r in pairs])
         ok = ~np.isnan(original) & ~np.isnan(rebuilt)
         values[c] = (original[ok], rebuilt[ok])
     medians = {c: float(np.median(values[c][0])) for c in (0, 1)}
-    kept = np.concatenate([np.abs(values[c][1] - medians[c]) < np.abs(values[c][1] - medians[1 - c])
-                           for c in (0, 1)])
-    return {"psnr_db": psnr, "kept": float(kept.mean()),
-            **{f"median_{c}": medians[c] for c in (0, 1)},
-            **{f"median_rebuilt_{c}": float(np.median(values[c][1])) for c in (0, 1)}}
+    kept = np.concatenate([np.abs(values[c][1] - medians[c]) < np.abs(values[c][1] - medians[1 - c]) for c in (0, 1)])
+    return {
+        "psnr_db": psnr,
+        "kept": float(kept.mean()),
+        **{f"median_{c}": medians[c] for c in (0, 1)},
+        **{f"median_rebuilt_{c}": float(np.median(values[c][1])) for c in (0, 1)},
+    }
 
 
 def main() -> None:
@@ -90,26 +96,36 @@ def main() -> None:
         else:
             factor, channels = (int(v) for v in spec.split("x"))
             folder, label, steps = args.work / f"vae_{spec}_{args.steps}", f"{factor}x, {channels}", args.steps
-            train_base.train_vae(args.work, images, args.steps, 8, out=folder,
-                                 config=train_base.vae_config(factor, channels))
+            train_base.train_vae(
+                args.work, images, args.steps, 8, out=folder, config=train_base.vae_config(factor, channels)
+            )
         for phenotype in PHENOTYPES:
             path = folder / f"preserved_{phenotype}.json"
             if not path.is_file():
                 path.write_text(json.dumps(preserved(folder if spec != "blur" else None, phenotype)))
             r = json.loads(path.read_text())
             names = PHENOTYPES[phenotype].conditions
-            rows.append([label, steps, phenotype + (" (not in the corpus)" if phenotype == args.held_out else ""),
-                         f"{r['psnr_db']:.1f}", f"{r['kept']:.2f}",
-                         f"{names[0]} {r['median_0']:.2f} -> {r['median_rebuilt_0']:.2f}; "
-                         f"{names[1]} {r['median_1']:.2f} -> {r['median_rebuilt_1']:.2f}"])
+            rows.append(
+                [
+                    label,
+                    steps,
+                    phenotype + (" (not in the corpus)" if phenotype == args.held_out else ""),
+                    f"{r['psnr_db']:.1f}",
+                    f"{r['kept']:.2f}",
+                    f"{names[0]} {r['median_0']:.2f} -> {r['median_rebuilt_0']:.2f}; "
+                    f"{names[1]} {r['median_1']:.2f} -> {r['median_rebuilt_1']:.2f}",
+                ]
+            )
             print(rows[-1], flush=True)
-    markdown = (f"Hardware: {hardware()}. Each VAE trained {args.steps} steps (batch 8, 64-px crops of the base's "
-                "corpus); 8 fields per condition and phenotype encoded and decoded. *kept*: share of cells whose "
-                "reconstructed phenotype is still closer to its own condition's real median than to the other's; "
-                "*medians*: the phenotype's median per condition, original -> reconstructed. The 4x blur (each channel "
-                "averaged over 4 x 4 blocks and interpolated back) is a reference: what the latents' 16 x 16 grid "
-                "keeps without any learning.\n\n"
-                + table(["VAE (factor, latent channels)", "steps", "phenotype", "PSNR dB", "kept", "medians"], rows))
+    markdown = (
+        f"Hardware: {hardware()}. Each VAE trained {args.steps} steps (batch 8, 64-px crops of the base's "
+        "corpus); 8 fields per condition and phenotype encoded and decoded. *kept*: share of cells whose "
+        "reconstructed phenotype is still closer to its own condition's real median than to the other's; "
+        "*medians*: the phenotype's median per condition, original -> reconstructed. The 4x blur (each channel "
+        "averaged over 4 x 4 blocks and interpolated back) is a reference: what the latents' 16 x 16 grid "
+        "keeps without any learning.\n\n"
+        + table(["VAE (factor, latent channels)", "steps", "phenotype", "PSNR dB", "kept", "medians"], rows)
+    )
     print(markdown)
     if not args.no_write:
         print(f"written to {write_section('base_vae', markdown)}")

@@ -58,8 +58,10 @@ QUICK = dict(size=32, steps=3, batch=2, repeats=2, train_steps=3, train_warmup=1
 
 # --- the reference: PhenDiff as a diffusers user would write it --------------------------------------------------
 
-def reference_translate(unet, scheduler_config: dict, clean: torch.Tensor, source: int, target: int,
-                        steps: int) -> torch.Tensor:
+
+def reference_translate(
+    unet, scheduler_config: dict, clean: torch.Tensor, source: int, target: int, steps: int
+) -> torch.Tensor:
     """DDIM-invert `clean` (normalised, B,C,H,W) under class `source`, then DDIM-generate under class `target`."""
     inverse_scheduler = DDIMInverseScheduler.from_config(scheduler_config)
     scheduler = DDIMScheduler.from_config(scheduler_config)
@@ -79,6 +81,7 @@ def reference_translate(unet, scheduler_config: dict, clean: torch.Tensor, sourc
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -124,10 +127,12 @@ def model_size(preset: str, args) -> int:
 
 # --- 1. translation -------------------------------------------------------------------------------------------------
 
+
 def bench_translation(preset: str, args, work: Path) -> list:
     size = model_size(preset, args)
-    fields = [simulate_field(PHENOTYPE, SOURCE, size, seed=i, cell_diameter=cell_diameter(size))
-              for i in range(args.batch)]
+    fields = [
+        simulate_field(PHENOTYPE, SOURCE, size, seed=i, cell_diameter=cell_diameter(size)) for i in range(args.batch)
+    ]
     images = np.stack([f.image for f in fields]).astype(np.float32)  # float in, float out: no rounding to compare
     model = random_checkpoint(work / f"model-{preset}", preset, size, images, args.device)
     device = model.device
@@ -160,6 +165,7 @@ def bench_translation(preset: str, args, work: Path) -> list:
 
 # --- 2. training ----------------------------------------------------------------------------------------------------
 
+
 def peak_rss_bytes() -> int | None:
     """The process's peak resident set size so far (ru_maxrss), or None where the OS does not report it."""
     try:
@@ -182,10 +188,18 @@ def train_in_this_process(preset: str, size: int, data: str, out: str, args_dict
     if args_dict["threads"]:
         torch.set_num_threads(args_dict["threads"])
     warmup, timed_steps = args_dict["train_warmup"], args_dict["train_steps"]
-    config = TrainConfig(data=Path(data), out=Path(out), preset=preset, image_size=size,
-                         steps=warmup + timed_steps, batch_size=args_dict["train_batch"],
-                         checkpoint_every=warmup + timed_steps + 1, device=args_dict["device"],
-                         mixed_precision=args_dict["mixed_precision"], seed=0)
+    config = TrainConfig(
+        data=Path(data),
+        out=Path(out),
+        preset=preset,
+        image_size=size,
+        steps=warmup + timed_steps,
+        batch_size=args_dict["train_batch"],
+        checkpoint_every=warmup + timed_steps + 1,
+        device=args_dict["device"],
+        mixed_precision=args_dict["mixed_precision"],
+        seed=0,
+    )
     cuda = get_device(config.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -206,8 +220,11 @@ def train_in_this_process(preset: str, size: int, data: str, out: str, args_dict
         events.close()  # iter_train saves a resumable checkpoint here, outside what was measured
     elapsed = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - stamps[0]
     counted = timed_steps if warmup else timed_steps - 1
-    return {"steps_per_s": counted / elapsed, "peak_bytes": peak,
-            "precision": _mixed_precision(config.mixed_precision, get_device(config.device))}
+    return {
+        "steps_per_s": counted / elapsed,
+        "peak_bytes": peak,
+        "precision": _mixed_precision(config.mixed_precision, get_device(config.device)),
+    }
 
 
 def bench_training(preset: str, args, work: Path, pool) -> list:
@@ -215,21 +232,34 @@ def bench_training(preset: str, args, work: Path, pool) -> list:
     data = work / f"cells-{size}"
     if not data.exists():
         simulate_dataset(data, PHENOTYPE, args.images_per_condition, size, seed=0, cell_diameter=cell_diameter(size))
-    result = pool.submit(train_in_this_process, preset, size, str(data), str(work / f"train-{preset}"),
-                         vars(args)).result()
+    result = pool.submit(
+        train_in_this_process, preset, size, str(data), str(work / f"train-{preset}"), vars(args)
+    ).result()
     peak = result["peak_bytes"]
     steps_per_s = result["steps_per_s"]
-    return [preset, size, args.train_batch, result["precision"], steps_per_s, steps_per_s * args.train_batch,
-            peak / 2**20 if peak is not None else "n/a"]
+    return [
+        preset,
+        size,
+        args.train_batch,
+        result["precision"],
+        steps_per_s,
+        steps_per_s * args.train_batch,
+        peak / 2**20 if peak is not None else "n/a",
+    ]
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "paper"], choices=list(PRESETS))
-    parser.add_argument("--size", type=int, default=None, help="image size for every preset (default: the "
-                        "preset's own, 64 px tiny, 128 px paper)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image size for every preset (default: the preset's own, 64 px tiny, 128 px paper)",
+    )
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps, for inversion and again for generation")
     parser.add_argument("--batch", type=int, default=8, help="images translated together")
     parser.add_argument("--repeats", type=int, default=3, help="timed translations each (median reported)")
@@ -237,14 +267,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-warmup", type=int, default=3, help="training steps run before timing")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size (default: --batch)")
     parser.add_argument("--images-per-condition", type=int, default=8, help="size of the simulated training set")
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                        help="training only; translation is always fp32")
+    parser.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=["auto", "no", "bf16", "fp16"],
+        help="training only; translation is always fp32",
+    )
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip", choices=["translate", "train"], default=None, help="leave one part out")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
+    )
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
@@ -276,24 +313,39 @@ def main(argv=None) -> None:
                     training_rows.append(bench_training(preset, args, work, pool))
                 print("training", training_rows[-1], flush=True)
 
-    translation_header = ["preset", "px", "batch", "DDIM steps (each way)", "ours (s/image)",
-                          "diffusers loop (s/image)", "ours / diffusers", "max abs difference", "max abs value"]
+    translation_header = [
+        "preset",
+        "px",
+        "batch",
+        "DDIM steps (each way)",
+        "ours (s/image)",
+        "diffusers loop (s/image)",
+        "ours / diffusers",
+        "max abs difference",
+        "max abs value",
+    ]
     training_header = ["preset", "px", "batch", "mixed precision", "steps/s", "images/s", memory]
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    settings = (f"{args.steps} DDIM steps each way, batch {args.batch}, median of {args.repeats} repeats after a "
-                f"warm-up; training: batch {args.train_batch}, {args.train_steps} steps timed after "
-                f"{args.train_warmup} warm-up steps, {args.images_per_condition} simulated images per condition"
-                + (" (--quick smoke test: not representative)" if args.quick else ""))
-    memory_note = ("`torch.cuda.max_memory_allocated` over the training run (weights, gradients, AdamW and EMA "
-                   "state, activations)" if cuda else
-                   "growth of the training process's peak resident set size (ru_maxrss) over its RSS just "
-                   "before training started: weights, gradients, AdamW and EMA state, activations, the data set "
-                   "and allocator slack; each preset trains in a fresh process")
-    sections = [f"""## Core speed (`benchmarks/bench_core.py`)
+    settings = (
+        f"{args.steps} DDIM steps each way, batch {args.batch}, median of {args.repeats} repeats after a "
+        f"warm-up; training: batch {args.train_batch}, {args.train_steps} steps timed after "
+        f"{args.train_warmup} warm-up steps, {args.images_per_condition} simulated images per condition"
+        + (" (--quick smoke test: not representative)" if args.quick else "")
+    )
+    memory_note = (
+        "`torch.cuda.max_memory_allocated` over the training run (weights, gradients, AdamW and EMA state, activations)"
+        if cuda
+        else "growth of the training process's peak resident set size (ru_maxrss) over its RSS just "
+        "before training started: weights, gradients, AdamW and EMA state, activations, the data set "
+        "and allocator slack; each preset trains in a fresh process"
+    )
+    sections = [
+        f"""## Core speed (`benchmarks/bench_core.py`)
 
 Hardware: {hardware()}. Date: {when}. Total {time.time() - started:.0f} s.
 Settings: {settings}. Randomly initialised models (speed does not depend on the weights).
-"""]
+"""
+    ]
     if translation_rows:
         sections.append(f"""### Translation
 

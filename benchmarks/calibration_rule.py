@@ -40,23 +40,45 @@ from napari_phendiff.core.options import TranslateOptions
 from napari_phendiff.core.simulate import simulate_dataset
 
 from report import hardware, save_figure, table, write_section
-from translation_frontier import (IDENTITY_MIN, folder_sets, score_rows, simulated_sets, sweep_with_controls,
-                                 truth_optimum)
+from translation_frontier import (
+    IDENTITY_MIN,
+    folder_sets,
+    score_rows,
+    simulated_sets,
+    sweep_with_controls,
+    truth_optimum,
+)
 
 DEFAULT = (0.3, 4.0)
 OLD_KEEP_MIN, OLD_TIE = 0.84, 0.02  # the rule calibrate used before (kept >= 0.84, most classifier P(target))
 # name: (checkpoint, held-out folder with truth or None for fresh fields of the checkpoint's simulator,
 #        calibration folder, what the model is)
 CASES = {
-    "semireal_1000": ("{semireal}/model_1000", "{semireal}/held_out", "{semireal}/train",
-                      "real nuclei + painted translocation, tiny, 1000 steps"),
-    "semireal_250": ("{semireal}/model_250", "{semireal}/held_out", "{semireal}/train",
-                     "real nuclei + painted translocation, tiny, 250 steps (undertrained)"),
+    "semireal_1000": (
+        "{semireal}/model_1000",
+        "{semireal}/held_out",
+        "{semireal}/train",
+        "real nuclei + painted translocation, tiny, 1000 steps",
+    ),
+    "semireal_250": (
+        "{semireal}/model_250",
+        "{semireal}/held_out",
+        "{semireal}/train",
+        "real nuclei + painted translocation, tiny, 250 steps (undertrained)",
+    ),
     "demo": ("demo", None, "{sim}/translocation_96/train", "translocation, the shipped demo model"),
-    "translocation_250": ("{sim}/translocation/model_250", "{sim}/translocation/held_out",
-                          "{sim}/translocation/train", "translocation, tiny, 250 steps (undertrained)"),
-    "translocation_1984": ("{claim}/pixel_100", "{claim}/held_out", "{claim}/train_100",
-                           "translocation, tiny, 1984 steps (finetune_claim.py's PhenDiff from scratch)"),
+    "translocation_250": (
+        "{sim}/translocation/model_250",
+        "{sim}/translocation/held_out",
+        "{sim}/translocation/train",
+        "translocation, tiny, 250 steps (undertrained)",
+    ),
+    "translocation_1984": (
+        "{claim}/pixel_100",
+        "{claim}/held_out",
+        "{claim}/train_100",
+        "translocation, tiny, 1984 steps (finetune_claim.py's PhenDiff from scratch)",
+    ),
     "golgi_1200": ("{sim}/golgi/model_1200", "{sim}/golgi/held_out", "{sim}/golgi/train", "golgi, tiny, 1200 steps"),
     "actin_1200": ("{sim}/actin/model_1200", "{sim}/actin/held_out", "{sim}/actin/train", "actin, tiny, 1200 steps"),
 }
@@ -105,19 +127,35 @@ def run_case(name: str, args) -> None:
             out = {pair: stored[_cache_key(pair)] for pair in _pairs(settings, source, target)}
             seconds = json.loads(saved.read_text())["seconds"] if saved.is_file() else float("nan")
         else:
-            out = sweep_with_controls(model, sets[source]["images"], source, target, settings, base,
-                                      progress=lambda d, t: print(f"\r{name} {source}->{target} {d}/{t}", end="",
-                                                                  flush=True))
+            out = sweep_with_controls(
+                model,
+                sets[source]["images"],
+                source,
+                target,
+                settings,
+                base,
+                progress=lambda d, t: print(f"\r{name} {source}->{target} {d}/{t}", end="", flush=True),
+            )
             seconds = time.perf_counter() - start
             np.savez_compressed(cache, **{_cache_key(pair): v for pair, v in out.items()})
         targets = [im for im, label in zip(real.images, real.labels) if real.conditions[label] == target]
         rows = score_rows(phenotype, model, sets, source, target, settings, out, classifier, targets)
         choice = cal.choose(rows, unaffected(model.channel_names))
-        result = {"case": name, "phenotype": phenotype, "source": source, "target": target,
-                  "unaffected": unaffected(model.channel_names), "classifier_accuracy": classifier.accuracy,
-                  "real_target_moved": cal.target_probability(classifier, targets, target),
-                  "fields": len(sets[source]["images"]), "seconds": seconds, "hardware": hardware(),
-                  "status": choice.status, "reason": choice.reason, "rows": rows}
+        result = {
+            "case": name,
+            "phenotype": phenotype,
+            "source": source,
+            "target": target,
+            "unaffected": unaffected(model.channel_names),
+            "classifier_accuracy": classifier.accuracy,
+            "real_target_moved": cal.target_probability(classifier, targets, target),
+            "fields": len(sets[source]["images"]),
+            "seconds": seconds,
+            "hardware": hardware(),
+            "status": choice.status,
+            "reason": choice.reason,
+            "rows": rows,
+        }
         saved.write_text(json.dumps(result, indent=1, default=float))
         print(f"\n{name} {source}->{target}: {choice.status}: {choice.reason} ({seconds:.0f} s)", flush=True)
 
@@ -158,11 +196,16 @@ def verdict(rows: list[dict], choice) -> tuple[str, bool]:
     best = truth_optimum(rows)
     default = next(x for x in rows if _key(x) == DEFAULT)
     if choice.row is None:
-        return (f"not calibrated ({choice.status}; closest {cell(choice.best)})",
-                best["transfer"] <= NOTHING_TO_FIND or best["identity"] < IDENTITY_MIN)
+        return (
+            f"not calibrated ({choice.status}; closest {cell(choice.best)})",
+            best["transfer"] <= NOTHING_TO_FIND or best["identity"] < IDENTITY_MIN,
+        )
     new = choice.row
-    return cell(new), (new["transfer"] >= best["transfer"] - 0.05 and new["identity"] >= IDENTITY_MIN
-                       and (new["transfer"] >= default["transfer"] or default["identity"] < IDENTITY_MIN))
+    return cell(new), (
+        new["transfer"] >= best["transfer"] - 0.05
+        and new["identity"] >= IDENTITY_MIN
+        and (new["transfer"] >= default["transfer"] or default["identity"] < IDENTITY_MIN)
+    )
 
 
 def setting_met(rows: list[dict], row: dict) -> bool:
@@ -175,25 +218,51 @@ def tolerance_sweep(results: list[dict]) -> str:
     """How many directions meet the target for each pair of the rule's bars (KEPT_TOLERANCE, REACHED_MIN),
     simulator and real-nuclei cases apart."""
     rows = []
-    groups = (("simulator", [r for r in results if not r["case"].startswith("semireal")]),
-              ("real nuclei", [r for r in results if r["case"].startswith("semireal")]))
+    groups = (
+        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
+        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
+    )
     for reached_min in (0.25, 0.5, 0.75):
         for tolerance in (0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25):
-            counts = [sum(verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tolerance, reached_min))[1]
-                          for r in members) for _, members in groups]
+            counts = [
+                sum(
+                    verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tolerance, reached_min))[1]
+                    for r in members
+                )
+                for _, members in groups
+            ]
             used = (tolerance, reached_min) == (cal.KEPT_TOLERANCE, cal.REACHED_MIN)
-            rows.append([f"{tolerance:g}", f"{reached_min:g}" + (" (used)" if used else ""),
-                         *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)]])
-    return table(["IoU loss allowed beyond the control", "reached at least", "simulator directions met",
-                  "real-nuclei directions met"], rows)
+            rows.append(
+                [
+                    f"{tolerance:g}",
+                    f"{reached_min:g}" + (" (used)" if used else ""),
+                    *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)],
+                ]
+            )
+    return table(
+        [
+            "IoU loss allowed beyond the control",
+            "reached at least",
+            "simulator directions met",
+            "real-nuclei directions met",
+        ],
+        rows,
+    )
 
 
 def collect(args) -> str:
     results = [json.loads(p.read_text()) for p in sorted(args.work.glob("*-to-*.json"))]
     order = {name: i for i, name in enumerate(CASES)}
     results.sort(key=lambda r: (order.get(r["case"], 99), r["source"]))
-    header = ["case", "direction", "truth-best", "project default", "previous rule", "calibrate (this rule)",
-              "target met"]
+    header = [
+        "case",
+        "direction",
+        "truth-best",
+        "project default",
+        "previous rule",
+        "calibrate (this rule)",
+        "target met",
+    ]
     lines, met, plotted = [], 0, []
     for r in results:
         rows = r["rows"]
@@ -202,18 +271,33 @@ def collect(args) -> str:
         choice = cal.choose(rows, r["unaffected"])
         shown, ok = verdict(rows, choice)
         met += ok
-        lines.append([r["case"], f"{r['source']} -> {r['target']}", cell(best), cell(default), cell(old), shown,
-                      "yes" if ok else "no"])
+        lines.append(
+            [
+                r["case"],
+                f"{r['source']} -> {r['target']}",
+                cell(best),
+                cell(default),
+                cell(old),
+                shown,
+                "yes" if ok else "no",
+            ]
+        )
         plotted.append((r, best, default, old, choice))
     figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_rule.png"
     plot(plotted, figure)
     for r, *_, choice in plotted[:0] if args.no_write else plotted:  # what `phendiff calibrate` draws, for the docs
         if (r["case"], r["source"]) == ("demo", "untreated"):
-            cal.frontier_figure(figure.with_name("calibrate_frontier_demo.png"), r["rows"], choice,
-                                {"reached": 0.0}, f"demo: {r['source']} -> {r['target']}")
+            cal.frontier_figure(
+                figure.with_name("calibrate_frontier_demo.png"),
+                r["rows"],
+                choice,
+                {"reached": 0.0},
+                f"demo: {r['source']} -> {r['target']}",
+            )
     accuracy = ", ".join(sorted({f"{r['case']} {r['classifier_accuracy']:.2f}" for r in results}))
     text = [
-        "## Does calibrate's choice move the phenotype? (`benchmarks/calibration_rule.py`)", "",
+        "## Does calibrate's choice move the phenotype? (`benchmarks/calibration_rule.py`)",
+        "",
         f"Each cell: setting, then ground-truth transfer / identity (identity = nuclei IoU with the true nuclei over "
         f"the segmentation's own ceiling) on held-out fields ({results[0]['fields'] if results else 0} per direction, "
         f"{args.steps}-step DDIM grid). *Truth-best*: the highest transfer with identity >= {IDENTITY_MIN}. *Project "
@@ -224,29 +308,40 @@ def collect(args) -> str:
         f"and real target cells come from the case's training folder. *Target met*: within 0.05 of the truth-best "
         f"transfer at identity >= {IDENTITY_MIN}, and no less transfer than the project default where the default "
         f"keeps identity >= {IDENTITY_MIN}. Classifier held-out accuracy: {accuracy}. Hardware: "
-        f"{results[0]['hardware'] if results else hardware()}.", "",
-        "Cases: " + "; ".join(f"`{name}` {CASES[name][3]}" for name in dict.fromkeys(r["case"] for r in results))
-        + ".", "",
-        table(header, lines), "",
+        f"{results[0]['hardware'] if results else hardware()}.",
+        "",
+        "Cases: " + "; ".join(f"`{name}` {CASES[name][3]}" for name in dict.fromkeys(r["case"] for r in results)) + ".",
+        "",
+        table(header, lines),
+        "",
         f"Target met in {met} of {len(results)} directions by this rule; by the previous rule's choice in "
         f"{sum(setting_met(r['rows'], old_rule(r['rows'])) for r in results)}, by the project default in "
         f"{sum(setting_met(r['rows'], next(x for x in r['rows'] if _key(x) == DEFAULT)) for r in results)} "
         "(a fixed setting meets it when it is within 0.05 of the truth-best transfer at identity >= "
-        f"{IDENTITY_MIN}; it cannot decline).", "",
+        f"{IDENTITY_MIN}; it cannot decline).",
+        "",
     ]
     for r, *_, choice in plotted:
         text.append(f"- {r['case']} {r['source']} -> {r['target']}: {choice.reason}")
     simulator = [_loss_at_identity(r["rows"])[1] for r in results if not r["case"].startswith("semireal")]
     simulator = [v for v in simulator if v != "-"]
-    text += ["", "What the identity bar of the truth (0.9 of the segmentation's ceiling) is in calibrate's no-truth "
-             "terms: the nuclei IoU lost beyond the source -> source control by the settings whose true identity was "
-             f"{IDENTITY_MIN - 0.03:g}-{IDENTITY_MIN + 0.03:g} (median; KEPT_TOLERANCE is "
-             f"{cal.KEPT_TOLERANCE:g}):", "",
-             table(["case", "direction", "settings near identity 0.9", "IoU lost beyond the control (median)"],
-                   [[r["case"], f"{r['source']} -> {r['target']}", *_loss_at_identity(r["rows"])] for r in results]),
-             "", f"Median over the simulator's directions: {np.median(simulator) if simulator else float('nan'):.3f}. "
-             "The rule's two bars chosen on the simulator's cases (the real-nuclei ones only check them):", "",
-             tolerance_sweep(results)]
+    text += [
+        "",
+        "What the identity bar of the truth (0.9 of the segmentation's ceiling) is in calibrate's no-truth "
+        "terms: the nuclei IoU lost beyond the source -> source control by the settings whose true identity was "
+        f"{IDENTITY_MIN - 0.03:g}-{IDENTITY_MIN + 0.03:g} (median; KEPT_TOLERANCE is "
+        f"{cal.KEPT_TOLERANCE:g}):",
+        "",
+        table(
+            ["case", "direction", "settings near identity 0.9", "IoU lost beyond the control (median)"],
+            [[r["case"], f"{r['source']} -> {r['target']}", *_loss_at_identity(r["rows"])] for r in results],
+        ),
+        "",
+        f"Median over the simulator's directions: {np.median(simulator) if simulator else float('nan'):.3f}. "
+        "The rule's two bars chosen on the simulator's cases (the real-nuclei ones only check them):",
+        "",
+        tolerance_sweep(results),
+    ]
     text += ["", f"![calibration rule]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(text)
 
@@ -263,17 +358,22 @@ def plot(plotted: list, path: Path) -> Path | None:
         rows = sorted(r["rows"], key=lambda x: (x["guidance"], x["strength"]))
         for w in sorted({x["guidance"] for x in rows}):
             members = [x for x in rows if x["guidance"] == w]
-            ax.plot([x["identity"] for x in members], [x["transfer"] for x in members], "o-", ms=2, lw=0.8,
-                    label=f"w {w:g}")
-        marks = [(best, "s", "green", "truth-best"), (default, "D", "grey", "default"), (old, "^", "blue", "previous"),
-                 (choice.best, "o", "red" if choice.row is not None else "orange", "this rule")]
+            ax.plot(
+                [x["identity"] for x in members], [x["transfer"] for x in members], "o-", ms=2, lw=0.8, label=f"w {w:g}"
+            )
+        marks = [
+            (best, "s", "green", "truth-best"),
+            (default, "D", "grey", "default"),
+            (old, "^", "blue", "previous"),
+            (choice.best, "o", "red" if choice.row is not None else "orange", "this rule"),
+        ]
         for x, marker, colour, label in marks:
             ax.plot([x["identity"]], [x["transfer"]], marker, ms=11, mfc="none", mec=colour, label=label)
         ax.axvline(IDENTITY_MIN, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{r['case']}: {r['source']} -> {r['target']}", fontsize=8)
         ax.set_xlabel("identity (truth)", fontsize=7)
         ax.set_ylabel("transfer (truth)", fontsize=7)
-    for ax in axes.ravel()[len(plotted):]:
+    for ax in axes.ravel()[len(plotted) :]:
         ax.set_axis_off()
     axes[0, 0].legend(fontsize=6)
     return save_figure(fig, path)

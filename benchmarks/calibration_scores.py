@@ -42,16 +42,18 @@ KEEP = ("DNA",)
 EXAMPLE_SETTINGS = ((0.2, 6.0), (0.45, 6.0), (0.8, 6.0))  # (strength, guidance) shown in the example figure
 
 
-def translations(folder: Path, variant: str, model, sets: dict, source: str, target: str,
-                 settings: list[cal.Setting], steps: int) -> dict[cal.Setting, np.ndarray]:
+def translations(
+    folder: Path, variant: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting], steps: int
+) -> dict[cal.Setting, np.ndarray]:
     cache = folder / f"translations_{variant}_{source}.npz"
     key = lambda s: f"{s.strength}_{s.guidance}"  # noqa: E731
     saved = dict(np.load(cache)) if cache.is_file() else {}
     missing = [s for s in settings if key(s) not in saved]
     if missing:
         base = TranslateOptions(steps=steps, batch_size=10, keep_channels=KEEP).validate()
-        saved.update({key(s): v for s, v in cal.sweep(model, sets[source]["images"], source, target, missing,
-                                                      base).items()})
+        saved.update(
+            {key(s): v for s, v in cal.sweep(model, sets[source]["images"], source, target, missing, base).items()}
+        )
         np.savez_compressed(cache, **saved)
     return {s: saved[key(s)] for s in settings}
 
@@ -59,9 +61,14 @@ def translations(folder: Path, variant: str, model, sets: dict, source: str, tar
 def cells_moved(model, originals: np.ndarray, translated: np.ndarray, targets: list[np.ndarray]) -> tuple[float, int]:
     """Median `moved` of evaluate's per-cell measurements that differ between the real conditions, and how many.
     (The median, as this section's figures were measured; calibrate now weighs them: cellstats.phenotype_moved.)"""
-    moved = [s["moved"] for s in summary_of(originals, translated, targets, model.channel_names)
-             if s["differs"] and np.isfinite(s["moved"]) and not s["measurement"].endswith("_area")
-             and not any(s["measurement"].startswith(f"{k}_") for k in KEEP)]
+    moved = [
+        s["moved"]
+        for s in summary_of(originals, translated, targets, model.channel_names)
+        if s["differs"]
+        and np.isfinite(s["moved"])
+        and not s["measurement"].endswith("_area")
+        and not any(s["measurement"].startswith(f"{k}_") for k in KEEP)
+    ]
     return (float(np.median(moved)) if moved else float("nan")), len(moved)
 
 
@@ -74,28 +81,45 @@ def run(folder: Path, phenotype: str, args) -> tuple[dict, list]:
     real = load_folder(calib)
     classifier = train_classifier(real.images, real.labels, real.conditions, steps=400, seed=0)
     settings = cal.grid(args.strengths, args.guidances, ["source"])
-    results = {"phenotype": phenotype, "variant": args.variant, "classifier_accuracy": classifier.accuracy,
-               "directions": {}}
+    results = {
+        "phenotype": phenotype,
+        "variant": args.variant,
+        "classifier_accuracy": classifier.accuracy,
+        "directions": {},
+    }
     source, target = PHENOTYPES[phenotype].conditions
     examples, shown = [], model.channel_names.index(SHOWN[phenotype])
     for a, b in ((source, target), (target, source)):
         targets = [im for im, label in zip(real.images, real.labels) if real.conditions[label] == b]
         translated = translations(folder, args.variant, model, sets, a, b, settings, args.steps)
-        examples.append((f"{phenotype}: {a} -> {b}", [("original", sets[a]["images"][0, shown])]
-                         + [(f"s {s.strength:g}, w {s.guidance:g}", out[0, shown]) for s, out in translated.items()
-                            if (s.strength, s.guidance) in EXAMPLE_SETTINGS]
-                         + [(f"real {b} (another field)", sets[b]["images"][0, shown])]))
+        examples.append(
+            (
+                f"{phenotype}: {a} -> {b}",
+                [("original", sets[a]["images"][0, shown])]
+                + [
+                    (f"s {s.strength:g}, w {s.guidance:g}", out[0, shown])
+                    for s, out in translated.items()
+                    if (s.strength, s.guidance) in EXAMPLE_SETTINGS
+                ]
+                + [(f"real {b} (another field)", sets[b]["images"][0, shown])],
+            )
+        )
         rows, real_mean = [], float(np.mean(sets[b]["images"][:, shown], dtype=np.float64))
         for setting, out in [(None, sets[a]["images"])] + list(translated.items()):
             truth = score(phenotype, model, classifier, sets[a], sets[b], b, out)
             moved, n = cells_moved(model, sets[a]["images"], out, targets)
-            rows.append({"setting": "untranslated" if setting is None else
-                         f"s {setting.strength:g}, w {setting.guidance:g}",
-                         "strength": 0.0 if setting is None else setting.strength,
-                         "guidance": 1.0 if setting is None else setting.guidance,
-                         "transfer": truth["transfer"], "moved": truth["moved"], "cells_moved": moved,
-                         "measurements": n,
-                         "brightness": float(np.mean(out[:, shown], dtype=np.float64)) / real_mean})
+            rows.append(
+                {
+                    "setting": "untranslated" if setting is None else f"s {setting.strength:g}, w {setting.guidance:g}",
+                    "strength": 0.0 if setting is None else setting.strength,
+                    "guidance": 1.0 if setting is None else setting.guidance,
+                    "transfer": truth["transfer"],
+                    "moved": truth["moved"],
+                    "cells_moved": moved,
+                    "measurements": n,
+                    "brightness": float(np.mean(out[:, shown], dtype=np.float64)) / real_mean,
+                }
+            )
         results["directions"][f"{a}->{b}"] = rows
         print(f"{phenotype} {a}->{b}: done", flush=True)
     (folder / f"calibration_scores_{args.variant}.json").write_text(json.dumps(results, indent=1))
@@ -103,29 +127,51 @@ def run(folder: Path, phenotype: str, args) -> tuple[dict, list]:
 
 
 def markdown(all_results: list[dict], args, figure: Path, examples: Path) -> str:
-    lines = ["## Do the no-truth scores follow the truth? (`benchmarks/calibration_scores.py`)", "",
-             f"Models and held-out fields of the training-recipe benchmark (`{args.variant}`, {args.fields} fields per "
-             f"direction), the DNA kept, a {args.steps}-step grid. *moved*: `phendiff calibrate`'s classifier "
-             "P(target) (classifier trained on 16 other fields per condition, held-out accuracy in the heading); "
-             "*cells moved*: median over the per-cell measurements of `phendiff evaluate` that differ between the "
-             "real conditions of how far the translated median went towards the real target's (1 = all the way, "
-             "> 1 past it; areas and DNA measurements left out). *brightness*: the mean of the channel the condition "
-             "changes over the translated fields, divided by its mean over the real target fields (held-out). "
-             "*transfer*: the simulator's ground truth. "
-             f"Hardware: {hardware()}.", ""]
+    lines = [
+        "## Do the no-truth scores follow the truth? (`benchmarks/calibration_scores.py`)",
+        "",
+        f"Models and held-out fields of the training-recipe benchmark (`{args.variant}`, {args.fields} fields per "
+        f"direction), the DNA kept, a {args.steps}-step grid. *moved*: `phendiff calibrate`'s classifier "
+        "P(target) (classifier trained on 16 other fields per condition, held-out accuracy in the heading); "
+        "*cells moved*: median over the per-cell measurements of `phendiff evaluate` that differ between the "
+        "real conditions of how far the translated median went towards the real target's (1 = all the way, "
+        "> 1 past it; areas and DNA measurements left out). *brightness*: the mean of the channel the condition "
+        "changes over the translated fields, divided by its mean over the real target fields (held-out). "
+        "*transfer*: the simulator's ground truth. "
+        f"Hardware: {hardware()}.",
+        "",
+    ]
     for result in all_results:
         for direction, rows in result["directions"].items():
-            lines += [f"**{result['phenotype']}, {direction.replace('->', ' → ')}** (classifier accuracy "
-                      f"{result['classifier_accuracy']:.2f})", "",
-                      table(["setting", "transfer (truth)", "moved (classifier)", "cells moved", "measurements",
-                             f"{SHOWN[result['phenotype']]} brightness (real target 1)"],
-                            [[r["setting"], r["transfer"], r["moved"], r["cells_moved"], r["measurements"],
-                              r["brightness"]] for r in rows]), ""]
-    lines += [f"![scores]({figure.relative_to(figure.parent.parent)})", "",
-              f"What the translations look like: the first held-out field of each direction, the {', '.join(SHOWN.values())} "
-              "channel; each row on one scale (from the original's 1st percentile to the 99.7th of the original and the real "
-              "target field together), so a translation brighter than real cells shows as white.", "",
-              f"![examples]({examples.relative_to(examples.parent.parent)})"]
+            lines += [
+                f"**{result['phenotype']}, {direction.replace('->', ' → ')}** (classifier accuracy "
+                f"{result['classifier_accuracy']:.2f})",
+                "",
+                table(
+                    [
+                        "setting",
+                        "transfer (truth)",
+                        "moved (classifier)",
+                        "cells moved",
+                        "measurements",
+                        f"{SHOWN[result['phenotype']]} brightness (real target 1)",
+                    ],
+                    [
+                        [r["setting"], r["transfer"], r["moved"], r["cells_moved"], r["measurements"], r["brightness"]]
+                        for r in rows
+                    ],
+                ),
+                "",
+            ]
+    lines += [
+        f"![scores]({figure.relative_to(figure.parent.parent)})",
+        "",
+        f"What the translations look like: the first held-out field of each direction, the {', '.join(SHOWN.values())} "
+        "channel; each row on one scale (from the original's 1st percentile to the 99.7th of the original and the real "
+        "target field together), so a translation brighter than real cells shows as white.",
+        "",
+        f"![examples]({examples.relative_to(examples.parent.parent)})",
+    ]
     return "\n".join(lines)
 
 

@@ -37,16 +37,35 @@ from report import hardware, table, write_section
 # What is evaluated: the model folder (before "-") and translation options over the checkpoint's defaults.
 # "-keep": the DNA channel kept as the original's (keep_channels), for both methods alike; PhenDiff's setting then
 # comes from `calibrate --keep-channels DNA` on the calibration set (not stored, so "pixel" keeps its own).
-EVALUATED = {"cyclegan": {}, "pixel": {}, "pixel-full": {"strength": 1.0, "guidance": 1.0}, "latent": {},
-             "cyclegan-keep": {"keep_channels": ("DNA",)}, "pixel-keep": None}
-NAMES = {"cyclegan": "CycleGAN", "pixel": "PhenDiff (pixel), calibrated",
-         "pixel-full": "PhenDiff (pixel), full inversion", "latent": "Phen-LDiff (LoRA)",
-         "cyclegan-keep": "CycleGAN, DNA kept", "pixel-keep": "PhenDiff (pixel), DNA kept, calibrated"}
+EVALUATED = {
+    "cyclegan": {},
+    "pixel": {},
+    "pixel-full": {"strength": 1.0, "guidance": 1.0},
+    "latent": {},
+    "cyclegan-keep": {"keep_channels": ("DNA",)},
+    "pixel-keep": None,
+}
+NAMES = {
+    "cyclegan": "CycleGAN",
+    "pixel": "PhenDiff (pixel), calibrated",
+    "pixel-full": "PhenDiff (pixel), full inversion",
+    "latent": "Phen-LDiff (LoRA)",
+    "cyclegan-keep": "CycleGAN, DNA kept",
+    "pixel-keep": "PhenDiff (pixel), DNA kept, calibrated",
+}
 # What is repeated for each further training seed (--seeds): the DNA-kept pair, the fair comparison.
 SEEDED = ("cyclegan-keep", "pixel-keep")
 IDENTITY_MARGIN = 0.05
-COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean", "precision", "recall",
-           "cycle_l2_per_pixel")
+COLUMNS = (
+    "phenotype_transfer",
+    "identity_iou",
+    "classifier_target_rate",
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "cycle_l2_per_pixel",
+)
 
 
 def run_phenotype(work: Path, phenotype: str, args) -> None:
@@ -57,8 +76,9 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
     if not held_out.exists():
         simulate_dataset(held_out, phenotype, args.n_held_out, args.size, seed=1, cell_diameter=args.cell_diameter)
     if not (folder / "calib").exists():
-        simulate_dataset(folder / "calib", phenotype, args.n_calibrate, args.size, seed=2,
-                         cell_diameter=args.cell_diameter)
+        simulate_dataset(
+            folder / "calib", phenotype, args.n_calibrate, args.size, seed=2, cell_diameter=args.cell_diameter
+        )
     source, target = PHENOTYPES[phenotype].conditions
     channels = list(PHENOTYPES[phenotype].channels)
     methods = {
@@ -66,8 +86,15 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
         "PhenDiff (pixel)": dict(model="pixel", steps=args.pixel_steps, batch_size=args.pixel_batch),
     }
     if args.latent_base:
-        methods["Phen-LDiff (LoRA)"] = dict(model="latent", base=args.latent_base, adapter="lora", resize=True,
-                                            image_size=512, steps=args.pixel_steps, batch_size=args.pixel_batch)
+        methods["Phen-LDiff (LoRA)"] = dict(
+            model="latent",
+            base=args.latent_base,
+            adapter="lora",
+            resize=True,
+            image_size=512,
+            steps=args.pixel_steps,
+            batch_size=args.pixel_batch,
+        )
     for seed in sorted({0, *args.seeds}):
         for name, options in methods.items():
             if seed and options["model"] == "latent":
@@ -88,9 +115,16 @@ def run_phenotype(work: Path, phenotype: str, args) -> None:
                     continue
                 if slug == "pixel" and args.calibrate and not (folder / f"calibration_{tag}").is_dir():
                     start = time.perf_counter()
-                    calibrate(checkpoint, folder / "calib", *direction, folder / f"calibration_{tag}",
-                              settings=grid(args.strengths, args.guidances), n=args.n_calibrate,
-                              steps=args.translate_steps, seed=0)
+                    calibrate(
+                        checkpoint,
+                        folder / "calib",
+                        *direction,
+                        folder / f"calibration_{tag}",
+                        settings=grid(args.strengths, args.guidances),
+                        n=args.n_calibrate,
+                        steps=args.translate_steps,
+                        seed=0,
+                    )
                     _note(checkpoint, f"calibrate_seconds_{tag}", time.perf_counter() - start)
                 if overrides is None:  # calibrated with the DNA kept, on the calibration set
                     overrides = _kept_calibration(checkpoint, folder, direction, suffix, args)
@@ -107,9 +141,17 @@ def _train(checkpoint: Path, options: dict, train_data: Path, channels: list[str
     if (checkpoint / "phendiff.json").is_file() and _trained(checkpoint) >= options["steps"]:
         return
     start = time.perf_counter()
-    train(TrainConfig(**{"image_size": args.crop, **options}, data=train_data, out=checkpoint, seed=seed,
-                      checkpoint_every=max(options["steps"] // 4, 1), channel_names=channels,
-                      resume=checkpoint.exists()))
+    train(
+        TrainConfig(
+            **{"image_size": args.crop, **options},
+            data=train_data,
+            out=checkpoint,
+            seed=seed,
+            checkpoint_every=max(options["steps"] // 4, 1),
+            channel_names=channels,
+            resume=checkpoint.exists(),
+        )
+    )
     _note(checkpoint, "train_seconds", time.perf_counter() - start)
 
 
@@ -119,9 +161,18 @@ def _kept_calibration(checkpoint: Path, folder: Path, direction: tuple[str, str]
     calibration = folder / f"calibration_keep_{tag}{suffix}"
     if not (calibration / "calibration.json").is_file():
         start = time.perf_counter()
-        calibrate(checkpoint, folder / "calib", *direction, calibration,
-                  settings=grid(args.keep_strengths, args.keep_guidances), n=args.n_calibrate,
-                  steps=args.translate_steps, seed=0, store=False, keep_channels=["DNA"])
+        calibrate(
+            checkpoint,
+            folder / "calib",
+            *direction,
+            calibration,
+            settings=grid(args.keep_strengths, args.keep_guidances),
+            n=args.n_calibrate,
+            steps=args.translate_steps,
+            seed=0,
+            store=False,
+            keep_channels=["DNA"],
+        )
         _note(checkpoint, f"calibrate_keep_seconds_{tag}", time.perf_counter() - start)
     chosen = json.loads((calibration / "calibration.json").read_text())["chosen"]
     overrides = {k: chosen[k] for k in ("strength", "guidance", "negative")}
@@ -129,13 +180,22 @@ def _kept_calibration(checkpoint: Path, folder: Path, direction: tuple[str, str]
     return overrides
 
 
-def _evaluate(checkpoint: Path, report: Path, held_out: Path, direction: tuple[str, str], overrides: dict,
-              args) -> None:
+def _evaluate(
+    checkpoint: Path, report: Path, held_out: Path, direction: tuple[str, str], overrides: dict, args
+) -> None:
     if (report / "metrics.json").is_file():
         return
     start = time.perf_counter()
-    evaluate(checkpoint, held_out, *direction, report, truth=held_out.with_name("held_out_truth"),
-             steps=args.translate_steps, seed=0, **overrides)
+    evaluate(
+        checkpoint,
+        held_out,
+        *direction,
+        report,
+        truth=held_out.with_name("held_out_truth"),
+        steps=args.translate_steps,
+        seed=0,
+        **overrides,
+    )
     _note(checkpoint, f"evaluate_seconds_{report.name}", time.perf_counter() - start)
 
 
@@ -169,13 +229,23 @@ def collect(work: Path, args) -> str:
                 steps = _trained(work / phenotype / f"model_{model}")
                 minutes = timing.get("train_seconds", float("nan")) / 60
                 translation = metrics.get("translation") or {}
-                setting = (f"s {translation['strength']:g}, w {translation['guidance']:g}"
-                           if translation else "direct")
-                rows.append([phenotype, f"{direction[0]} → {direction[1]}", name, setting, f"{steps}", minutes]
-                            + [metrics[c] for c in COLUMNS]
-                            + [f"{metrics['identity_iou_reference']:.2f}", f"{metrics['classifier_accuracy']:.2f}"])
-    header = ["phenotype", "direction", "method", "translation", "train steps", "train min", *COLUMNS, "IoU ref.",
-              "clf acc."]
+                setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
+                rows.append(
+                    [phenotype, f"{direction[0]} → {direction[1]}", name, setting, f"{steps}", minutes]
+                    + [metrics[c] for c in COLUMNS]
+                    + [f"{metrics['identity_iou_reference']:.2f}", f"{metrics['classifier_accuracy']:.2f}"]
+                )
+    header = [
+        "phenotype",
+        "direction",
+        "method",
+        "translation",
+        "train steps",
+        "train min",
+        *COLUMNS,
+        "IoU ref.",
+        "clf acc.",
+    ]
     return (
         f"Hardware: {hardware()}. Simulator: {args.n_per_class} training images per condition "
         f"({args.size} px, cell diameter {args.cell_diameter:g} px, seed 0), {args.n_held_out} held-out images per "
@@ -189,9 +259,9 @@ def collect(work: Path, args) -> str:
         "on a shared machine.\n\n"
         + table(header, rows)
         + "\n\nphenotype_transfer and identity_iou use the simulator's ground truth (1 = every cell's phenotype "
-          "moved to the target / the nuclei stayed exactly in place; IoU ref. is the segmentation's own ceiling on "
-          "the originals). classifier_target_rate: share of translations that a classifier trained on real images "
-          "(held-out accuracy: clf acc.) calls the target. FID and KID: lower is better; precision, recall: higher."
+        "moved to the target / the nuclei stayed exactly in place; IoU ref. is the segmentation's own ceiling on "
+        "the originals). classifier_target_rate: share of translations that a classifier trained on real images "
+        "(held-out accuracy: clf acc.) calls the target. FID and KID: lower is better; precision, recall: higher."
     )
 
 
@@ -206,24 +276,46 @@ def collect_seeds(work: Path, args) -> str:
             tag = f"{direction[0]}-to-{direction[1]}"
             means = {}
             for slug in SEEDED:
-                runs = [json.loads(path.read_text()) for seed in seeds
-                        if (path := work / phenotype / f"report_{slug}_{tag}{_suffix(seed)}" / "metrics.json").is_file()]
+                runs = [
+                    json.loads(path.read_text())
+                    for seed in seeds
+                    if (path := work / phenotype / f"report_{slug}_{tag}{_suffix(seed)}" / "metrics.json").is_file()
+                ]
                 if not runs:
                     continue
                 transfer = [m["phenotype_transfer"] for m in runs]
                 identity = [m["identity_iou"] for m in runs]
                 settings = [(m.get("translation") or {}) for m in runs]
                 means[slug] = (float(np.mean(transfer)), float(np.mean(identity)), len(runs))
-                rows.append([phenotype, f"{direction[0]} → {direction[1]}", NAMES[slug], len(runs),
-                             " / ".join(f"{t:.2f}" for t in transfer), means[slug][0],
-                             " / ".join(f"{i:.2f}" for i in identity), means[slug][1],
-                             " / ".join(f"s {t['strength']:g} w {t['guidance']:g}" if t else "direct"
-                                        for t in settings), ""])
+                rows.append(
+                    [
+                        phenotype,
+                        f"{direction[0]} → {direction[1]}",
+                        NAMES[slug],
+                        len(runs),
+                        " / ".join(f"{t:.2f}" for t in transfer),
+                        means[slug][0],
+                        " / ".join(f"{i:.2f}" for i in identity),
+                        means[slug][1],
+                        " / ".join(f"s {t['strength']:g} w {t['guidance']:g}" if t else "direct" for t in settings),
+                        "",
+                    ]
+                )
             if len(means) == 2 and means["pixel-keep"][2] == means["cyclegan-keep"][2] == len(seeds):
                 (pixel_t, pixel_i, _), (gan_t, gan_i, _) = means["pixel-keep"], means["cyclegan-keep"]
                 rows[-1][-1] = "yes" if pixel_t >= gan_t and pixel_i >= gan_i - IDENTITY_MARGIN else "no"
-    header = ["phenotype", "direction", "method", "seeds", "transfer per seed", "mean transfer", "identity per seed",
-              "mean identity", "setting per seed", "PhenDiff target met"]
+    header = [
+        "phenotype",
+        "direction",
+        "method",
+        "seeds",
+        "transfer per seed",
+        "mean transfer",
+        "identity per seed",
+        "mean identity",
+        "setting per seed",
+        "PhenDiff target met",
+    ]
     return (
         f"The DNA-kept pair of the table above trained from {len(seeds)} seeds ({', '.join(map(str, seeds))}; seed 0 "
         "is the table above), everything else alike: the same data, budget, calibration fields (PhenDiff calibrated "
@@ -245,28 +337,49 @@ def main() -> None:
     parser.add_argument("--pixel-steps", type=int, default=1200)
     parser.add_argument("--pixel-batch", type=int, default=8)
     parser.add_argument("--cyclegan-steps", type=int, default=1200)
-    parser.add_argument("--translate-steps", type=int, default=20,
-                        help="DDIM steps of the whole schedule for evaluate (strength and guidance: the defaults)")
+    parser.add_argument(
+        "--translate-steps",
+        type=int,
+        default=20,
+        help="DDIM steps of the whole schedule for evaluate (strength and guidance: the defaults)",
+    )
     parser.add_argument("--latent-base", help="a local Stable Diffusion folder, to add Phen-LDiff (LoRA)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--train-only", action="store_true", help="train the models, evaluate nothing")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="run `phendiff calibrate` on the PhenDiff model (seed-2 fields) before evaluating it")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="run `phendiff calibrate` on the PhenDiff model (seed-2 fields) before evaluating it",
+    )
     parser.add_argument("--n-calibrate", type=int, default=16, help="fields per condition for calibrate")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
     parser.add_argument("--guidances", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
     parser.add_argument("--keep-strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--keep-guidances", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
-    parser.add_argument("--evaluated", nargs="+", default=list(EVALUATED), choices=list(EVALUATED),
-                        help="which rows to evaluate (default: all)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="training seeds: each further seed trains both methods again and evaluates the DNA-kept "
-                             "pair (folders suffixed _seed<k>); with more than one, the method_comparison_seeds "
-                             "section gives their mean")
+    parser.add_argument(
+        "--evaluated",
+        nargs="+",
+        default=list(EVALUATED),
+        choices=list(EVALUATED),
+        help="which rows to evaluate (default: all)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="training seeds: each further seed trains both methods again and evaluates the DNA-kept "
+        "pair (folders suffixed _seed<k>); with more than one, the method_comparison_seeds "
+        "section gives their mean",
+    )
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
-    parser.add_argument("--sections", nargs="+", default=["method_comparison", "method_comparison_seeds"],
-                        choices=["method_comparison", "method_comparison_seeds"],
-                        help="which tables to gather (and write into docs/benchmarks.md)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["method_comparison", "method_comparison_seeds"],
+        choices=["method_comparison", "method_comparison_seeds"],
+        help="which tables to gather (and write into docs/benchmarks.md)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     if args.threads:

@@ -40,41 +40,71 @@ def run(args) -> str:
     rows = []
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
         cache = np.load(args.work / f"demo_{source}-to-{target}.npz")
-        fields = [(simulate_field(sim["phenotype"], source, sim["size"], seed=SEED + i,
-                                  cell_diameter=sim["cell_diameter"]).image,
-                   simulate_field(sim["phenotype"], target, sim["size"], seed=SEED + i,
-                                  cell_diameter=sim["cell_diameter"]).image) for i in range(args.fields)]
+        fields = [
+            (
+                simulate_field(
+                    sim["phenotype"], source, sim["size"], seed=SEED + i, cell_diameter=sim["cell_diameter"]
+                ).image,
+                simulate_field(
+                    sim["phenotype"], target, sim["size"], seed=SEED + i, cell_diameter=sim["cell_diameter"]
+                ).image,
+            )
+            for i in range(args.fields)
+        ]
         for strength, guidance in SETTINGS:
             translated = cache[f"{target}|{strength:g}|{guidance:g}|source|ddim"]
             control = cache[f"{source}|{strength:g}|1|source|ddim"]
             scores = {"original": [], "control": []}
             dna = {"original": [], "control": [], "truth": []}
             for i, (original, counterfactual) in enumerate(fields):
-                a, t, c, cf = (model.normalization.forward(x[None].astype(np.float32))[0]
-                               for x in (original, translated[i], control[i], counterfactual))
+                a, t, c, cf = (
+                    model.normalization.forward(x[None].astype(np.float32))[0]
+                    for x in (original, translated[i], control[i], counterfactual)
+                )
                 for reference, image in (("original", a), ("control", c)):
                     scores[reference].append(correlation(t[1] - image[1], cf[1] - a[1]))
                     dna[reference].append(float(np.abs(t[0] - image[0]).mean()))
                 dna["truth"].append(float(np.abs(cf[0] - a[0]).mean()))
-            rows.append([f"{source} -> {target}", f"s {strength:g}, w {guidance:g}", np.mean(scores["original"]),
-                         np.mean(scores["control"]), np.mean(dna["original"]), np.mean(dna["control"]),
-                         np.mean(dna["truth"])])
-    header = ["direction", "setting", "reporter: r(translated - original, truth)",
-              "reporter: r(translated - control, truth)", "DNA: mean |translated - original|",
-              "DNA: mean |translated - control|", "DNA: mean |true difference| (noise)"]
-    return "\n".join([
-        "## Which difference shows the phenotype? (`benchmarks/difference_reference.py`)", "",
-        f"Demo model, {args.fields} held-out fields per direction (those of calibration_rule.py), 20-step grid. "
-        "Correlation of each difference image with the true difference (the simulator's counterfactual - the "
-        "original) on the reporter, per field, averaged; on the DNA, which no condition changes, the mean absolute "
-        "difference in normalised units (the true difference there is camera noise).", "",
-        table(header, rows), "",
-        f"Against the control, the reporter's difference followed the truth better in "
-        f"{sum(r[3] > r[2] for r in rows)} of {len(rows)} rows (mean change of r "
-        f"{np.mean([r[3] - r[2] for r in rows]):+.3f}), and the DNA difference, all of it the model's own change, "
-        f"was smaller in {sum(r[5] < r[4] for r in rows)} of {len(rows)}. Subtracting the control does not localise "
-        "the phenotype better on this model, so the difference layers and files stay translated - original; the "
-        "Translate dock's Control run shows what the model changes with no condition, to read beside them.", ""])
+            rows.append(
+                [
+                    f"{source} -> {target}",
+                    f"s {strength:g}, w {guidance:g}",
+                    np.mean(scores["original"]),
+                    np.mean(scores["control"]),
+                    np.mean(dna["original"]),
+                    np.mean(dna["control"]),
+                    np.mean(dna["truth"]),
+                ]
+            )
+    header = [
+        "direction",
+        "setting",
+        "reporter: r(translated - original, truth)",
+        "reporter: r(translated - control, truth)",
+        "DNA: mean |translated - original|",
+        "DNA: mean |translated - control|",
+        "DNA: mean |true difference| (noise)",
+    ]
+    return "\n".join(
+        [
+            "## Which difference shows the phenotype? (`benchmarks/difference_reference.py`)",
+            "",
+            f"Demo model, {args.fields} held-out fields per direction (those of calibration_rule.py), 20-step grid. "
+            "Correlation of each difference image with the true difference (the simulator's counterfactual - the "
+            "original) on the reporter, per field, averaged; on the DNA, which no condition changes, the mean absolute "
+            "difference in normalised units (the true difference there is camera noise).",
+            "",
+            table(header, rows),
+            "",
+            f"Against the control, the reporter's difference followed the truth better in "
+            f"{sum(r[3] > r[2] for r in rows)} of {len(rows)} rows (mean change of r "
+            f"{np.mean([r[3] - r[2] for r in rows]):+.3f}), and the DNA difference, all of it the model's own change, "
+            f"was smaller in {sum(r[5] < r[4] for r in rows)} of {len(rows)}. Subtracting the control does not localise "
+            "the phenotype better on this model, so the difference layers and files stay translated - original; the "
+            "Translate dock's Control run shows what the model changes with no condition, to read beside them.",
+            "",
+        ]
+    )
 
 
 def main() -> None:

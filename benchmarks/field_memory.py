@@ -40,8 +40,11 @@ def run_one(checkpoint: str, size: int, tiles: bool, threads: int) -> dict:
     started = time.perf_counter()
     translate(model, field, model.conditions[0], model.conditions[1], steps=1, tiles=tiles, batch_size=16)
     seconds = time.perf_counter() - started
-    memory = (torch.cuda.max_memory_allocated() if cuda else
-              (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024) / 2**20
+    memory = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    ) / 2**20
     return {"seconds_per_step": seconds / 2, "memory": memory}
 
 
@@ -81,8 +84,9 @@ def main() -> None:
                 continue
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 r = pool.submit(run_one, args.checkpoint, size, tiles, args.threads).result()
-            rows.append([size, "tiles" if tiles else "whole field", size * size / 1e6, r["memory"],
-                         r["seconds_per_step"]])
+            rows.append(
+                [size, "tiles" if tiles else "whole field", size * size / 1e6, r["memory"], r["seconds_per_step"]]
+            )
             print(rows[-1], flush=True)
     header = ["field (px)", "mode", "megapixels", "peak memory (MiB)", "s per DDIM step"]
     markdown = f"""## Peak memory vs field size (`benchmarks/field_memory.py`)

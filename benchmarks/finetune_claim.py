@@ -65,13 +65,21 @@ METHODS = {
     # its default (the shipped base, LoRA, its own steps and learning rate, batch 16)
     "default": dict(model="latent"),
 }
-NAMES = {"lora": "shipped base + LoRA", "svdiff": "shipped base + SVDiff", "attention": "shipped base + attention",
-         "full": "shipped base, full fine-tune", "pixel": "PhenDiff pixel, from scratch",
-         "cyclegan": "CycleGAN, from scratch", "default": "shipped base + LoRA, every default (not timed)",
-         "lora-lr1e-4": "shipped base + LoRA, lr 1e-4", "lora-lr3e-3": "shipped base + LoRA, lr 3e-3",
-         "lora-lr1e-2": "shipped base + LoRA, lr 1e-2", "full-lr3e-4": "shipped base, full fine-tune, lr 3e-4",
-         "full-lr1e-3": "shipped base, full fine-tune, lr 1e-3",
-         "copy": "copy the source (baseline)"}
+NAMES = {
+    "lora": "shipped base + LoRA",
+    "svdiff": "shipped base + SVDiff",
+    "attention": "shipped base + attention",
+    "full": "shipped base, full fine-tune",
+    "pixel": "PhenDiff pixel, from scratch",
+    "cyclegan": "CycleGAN, from scratch",
+    "default": "shipped base + LoRA, every default (not timed)",
+    "lora-lr1e-4": "shipped base + LoRA, lr 1e-4",
+    "lora-lr3e-3": "shipped base + LoRA, lr 3e-3",
+    "lora-lr1e-2": "shipped base + LoRA, lr 1e-2",
+    "full-lr3e-4": "shipped base, full fine-tune, lr 3e-4",
+    "full-lr1e-3": "shipped base, full fine-tune, lr 1e-3",
+    "copy": "copy the source (baseline)",
+}
 COLUMNS = ("phenotype_transfer", "identity_iou", "classifier_target_rate", "fid", "kid_mean")
 
 
@@ -104,8 +112,11 @@ def train_for(budget_s: float, config: dict, data: Path, out: Path, channels: li
     probe = out.with_name(out.name + "_probe")
     shutil.rmtree(probe, ignore_errors=True)
     stamps = []
-    for event in iter_train(TrainConfig(data=data, out=probe, steps=8, checkpoint_every=1000, device="cpu",
-                                        channel_names=channels, **config)):
+    for event in iter_train(
+        TrainConfig(
+            data=data, out=probe, steps=8, checkpoint_every=1000, device="cpu", channel_names=channels, **config
+        )
+    ):
         if event.kind == "step":
             stamps.append(time.perf_counter())
     shutil.rmtree(probe, ignore_errors=True)
@@ -113,8 +124,18 @@ def train_for(budget_s: float, config: dict, data: Path, out: Path, channels: li
     steps = max(10, int(budget_s / per_step))
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    for _ in iter_train(TrainConfig(data=data, out=out, steps=steps, checkpoint_every=steps, device="cpu",
-                                    channel_names=channels, warmup_steps=min(100, steps // 10), **config)):
+    for _ in iter_train(
+        TrainConfig(
+            data=data,
+            out=out,
+            steps=steps,
+            checkpoint_every=steps,
+            device="cpu",
+            channel_names=channels,
+            warmup_steps=min(100, steps // 10),
+            **config,
+        )
+    ):
         pass
     record = {"probe_seconds_per_step": per_step, "steps": steps, "train_seconds": time.perf_counter() - started}
     record_path.write_text(json.dumps(record))
@@ -125,8 +146,18 @@ def calibrated(model_dir: Path, work: Path, direction: tuple[str, str], args) ->
     out = work / f"calibration_{model_dir.name}_{direction[0]}-to-{direction[1]}"
     if not (out / "calibration.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
-        calibrate(model_dir, work / "calib", *direction, out, settings=grid(args.strengths, args.guidances),
-                  n=16, steps=20, seed=0, store=False, keep_channels=["DNA"])
+        calibrate(
+            model_dir,
+            work / "calib",
+            *direction,
+            out,
+            settings=grid(args.strengths, args.guidances),
+            n=16,
+            steps=20,
+            seed=0,
+            store=False,
+            keep_channels=["DNA"],
+        )
     chosen = json.loads((out / "calibration.json").read_text())["chosen"]
     return {**{k: chosen[k] for k in ("strength", "guidance", "negative")}, "keep_channels": ("DNA",)}
 
@@ -135,10 +166,22 @@ def evaluated(model_dir: Path, work: Path, direction: tuple[str, str], args) -> 
     report = work / f"report_{model_dir.name}_{direction[0]}-to-{direction[1]}"
     if not (report / "metrics.json").is_file():
         shutil.rmtree(report, ignore_errors=True)
-        overrides = calibrated(model_dir, work, direction, args) if not model_dir.name.startswith("cyclegan") else {
-            "keep_channels": ("DNA",)}
-        evaluate(model_dir, work / "held_out", *direction, report, truth=work / "held_out_truth", steps=20, seed=0,
-                 device="cpu", **overrides)
+        overrides = (
+            calibrated(model_dir, work, direction, args)
+            if not model_dir.name.startswith("cyclegan")
+            else {"keep_channels": ("DNA",)}
+        )
+        evaluate(
+            model_dir,
+            work / "held_out",
+            *direction,
+            report,
+            truth=work / "held_out_truth",
+            steps=20,
+            seed=0,
+            device="cpu",
+            **overrides,
+        )
     return json.loads((report / "metrics.json").read_text())
 
 
@@ -168,8 +211,11 @@ def run(args) -> None:
             print(f"{method} n={n}: {timing['steps']} steps in {timing['train_seconds'] / 60:.1f} min", flush=True)
             for direction in directions:
                 metrics = evaluated(out, args.work, direction, args)
-                print(f"  {direction[0]} -> {direction[1]}: transfer {metrics['phenotype_transfer']:.2f}, identity "
-                      f"{metrics['identity_iou']:.2f}", flush=True)
+                print(
+                    f"  {direction[0]} -> {direction[1]}: transfer {metrics['phenotype_transfer']:.2f}, identity "
+                    f"{metrics['identity_iou']:.2f}",
+                    flush=True,
+                )
             if METHODS[method]["model"] != "cyclegan" and n == max(args.sizes) and args.memorisation:
                 memorisation(out, sets[n], args.work)
 
@@ -185,8 +231,21 @@ def collect(args) -> str:
         reports = sorted(args.work.glob(f"report_*_{tag}/metrics.json"))
         if reports:  # every report holds the same held-out fields' untranslated scores
             metrics = json.loads(reports[0].read_text())
-            rows.append([f"{direction[0]} → {direction[1]}", "", NAMES["copy"], "", "", "",
-                         metrics["baseline_phenotype_transfer"], metrics["identity_iou_reference"], "", "", ""])
+            rows.append(
+                [
+                    f"{direction[0]} → {direction[1]}",
+                    "",
+                    NAMES["copy"],
+                    "",
+                    "",
+                    "",
+                    metrics["baseline_phenotype_transfer"],
+                    metrics["identity_iou_reference"],
+                    "",
+                    "",
+                    "",
+                ]
+            )
         for n in args.sizes:
             for method in args.methods:
                 report = args.work / f"report_{method}_{n}_{tag}" / "metrics.json"
@@ -196,8 +255,17 @@ def collect(args) -> str:
                 metrics, timing = json.loads(report.read_text()), json.loads(timing_path.read_text())
                 translation = metrics.get("translation") or {}
                 setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
-                rows.append([f"{direction[0]} → {direction[1]}", n, NAMES[method], timing["steps"],
-                             timing["train_seconds"] / 60, setting] + [metrics[c] for c in COLUMNS])
+                rows.append(
+                    [
+                        f"{direction[0]} → {direction[1]}",
+                        n,
+                        NAMES[method],
+                        timing["steps"],
+                        timing["train_seconds"] / 60,
+                        setting,
+                    ]
+                    + [metrics[c] for c in COLUMNS]
+                )
     header = ["direction", "images per condition", "method", "train steps", "train min", "setting", *COLUMNS]
     memorised = []
     for method in args.methods:
@@ -206,22 +274,28 @@ def collect(args) -> str:
             values = np.asarray(json.loads(path.read_text()))
             memorised.append([NAMES[method], len(values), float(np.median(values)), float(np.mean(values > 0.9))])
     held_out = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())["held_out_phenotype"]
-    seen = ("Held-out phenotype: {0} (the shipped base's pre-training never saw it: data/base/base.json)"
-            if args.phenotype == held_out else
-            "Phenotype: {0} (the shipped base saw both its conditions in pre-training: data/base/base.json)")
-    text = (f"Hardware: {hardware()}. {seen.format(args.phenotype)}. Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
-            f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
-            "(seed 2), 20 held-out fields per condition with ground truth (seed 1). Every model trained for the same "
-            f"wall-clock budget ({args.minutes:g} min, steps set from a probe of its seconds per step; train min is "
-            "what the run took on a shared machine), then calibrated with `phendiff calibrate --keep-channels DNA` "
-            "(no ground truth) and evaluated with the DNA kept at that setting (CycleGAN: DNA kept, direct). "
-            "Identity is then the segmentation's ceiling for every method (nuclei are segmented on the kept DNA). "
-            "FID/KID on the offline condition classifier's features.\n\n" + table(header, rows))
+    seen = (
+        "Held-out phenotype: {0} (the shipped base's pre-training never saw it: data/base/base.json)"
+        if args.phenotype == held_out
+        else "Phenotype: {0} (the shipped base saw both its conditions in pre-training: data/base/base.json)"
+    )
+    text = (
+        f"Hardware: {hardware()}. {seen.format(args.phenotype)}. Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
+        f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
+        "(seed 2), 20 held-out fields per condition with ground truth (seed 1). Every model trained for the same "
+        f"wall-clock budget ({args.minutes:g} min, steps set from a probe of its seconds per step; train min is "
+        "what the run took on a shared machine), then calibrated with `phendiff calibrate --keep-channels DNA` "
+        "(no ground truth) and evaluated with the DNA kept at that setting (CycleGAN: DNA kept, direct). "
+        "Identity is then the segmentation's ceiling for every method (nuclei are segmented on the kept DNA). "
+        "FID/KID on the offline condition classifier's features.\n\n" + table(header, rows)
+    )
     if memorised:
-        text += ("\n\nMemorisation (16 images per condition generated from noise, nearest training crop): "
-                 "median cosine similarity and the share above 0.9 (near-copies).\n\n"
-                 + table(["method", "images", "median similarity", "share > 0.9"], memorised)
-                 + "\n\n![memorisation](images/finetune_memorisation.png)")
+        text += (
+            "\n\nMemorisation (16 images per condition generated from noise, nearest training crop): "
+            "median cosine similarity and the share above 0.9 (near-copies).\n\n"
+            + table(["method", "images", "median similarity", "share > 0.9"], memorised)
+            + "\n\n![memorisation](images/finetune_memorisation.png)"
+        )
         _memorisation_figure(args)
     return text
 
@@ -249,16 +323,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock training budget per model")
-    parser.add_argument("--directions", choices=["both", "back"], default="both",
-                        help="back: only treated -> untreated")
+    parser.add_argument(
+        "--directions", choices=["both", "back"], default="both", help="back: only treated -> untreated"
+    )
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
     parser.add_argument("--guidances", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
     parser.add_argument("--no-memorisation", dest="memorisation", action="store_false")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--section", help="the docs section to write (default finetune_claim[_<phenotype>]); a "
-                                          "follow-up run in another --work folder gets its own")
+    parser.add_argument(
+        "--section",
+        help="the docs section to write (default finetune_claim[_<phenotype>]); a "
+        "follow-up run in another --work folder gets its own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -267,8 +345,9 @@ def main() -> None:
     markdown = collect(args)
     print(markdown)
     if not args.no_write:
-        section = args.section or ("finetune_claim" if args.phenotype == "translocation"
-                                   else f"finetune_claim_{args.phenotype}")
+        section = args.section or (
+            "finetune_claim" if args.phenotype == "translocation" else f"finetune_claim_{args.phenotype}"
+        )
         print(f"written to {write_section(section, markdown)}")
 
 

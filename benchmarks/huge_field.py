@@ -46,9 +46,9 @@ def write_field(path: Path, size: int, sim: dict, channels: int) -> list[tuple[i
     field = np.lib.format.open_memmap(path.with_suffix(".npy"), "w+", cells.dtype, (channels, size, size))
     for top in range(0, size, BAND):
         rows = min(BAND, size - top)
-        field[:, top:top + rows] = rng.poisson(background[:, None, None], (channels, rows, size))
+        field[:, top : top + rows] = rng.poisson(background[:, None, None], (channels, rows, size))
     for y, x in corners:
-        field[:, y:y + PATCH, x:x + PATCH] = cells
+        field[:, y : y + PATCH, x : x + PATCH] = cells
     field.flush()
     tifffile.imwrite(path, field, bigtiff=True, metadata={"axes": "CYX"})
     del field
@@ -61,7 +61,7 @@ def background_kept(original: Path, result: Path, corners: list, size: int) -> b
     a, b = tifffile.memmap(original), tifffile.memmap(result)
     near = np.zeros((size, size), bool)
     for y, x in corners:
-        near[max(0, y - 256):y + PATCH + 256, max(0, x - 256):x + PATCH + 256] = True
+        near[max(0, y - 256) : y + PATCH + 256, max(0, x - 256) : x + PATCH + 256] = True
     for top in range(0, size, BAND):
         rows = slice(top, min(size, top + BAND))
         if not np.array_equal(a[:, rows][:, ~near[rows]], b[:, rows][:, ~near[rows]]):
@@ -73,8 +73,22 @@ def run(checkpoint: str, size: int, folder: Path, sim: dict, channels: int) -> l
     image = folder / f"field_{size}.tif"
     corners = write_field(image, size, sim, channels)
     out = folder / f"out_{size}"
-    command = [sys.executable, "-m", "napari_phendiff.cli", "translate", checkpoint, str(image), "--source", SOURCE,
-               "--target", TARGET, "--out", str(out), "--tiles", "tiles"]
+    command = [
+        sys.executable,
+        "-m",
+        "napari_phendiff.cli",
+        "translate",
+        checkpoint,
+        str(image),
+        "--source",
+        SOURCE,
+        "--target",
+        TARGET,
+        "--out",
+        str(out),
+        "--tiles",
+        "tiles",
+    ]
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(command, capture_output=True, text=True)
@@ -91,19 +105,44 @@ def run(checkpoint: str, size: int, folder: Path, sim: dict, channels: int) -> l
     kept = background_kept(image, result, corners, size)
     image.unlink()
     result.unlink()
-    return {"size": size, "tiff_mib": field_mib, "peak_mib": peak / 1024, "seconds": seconds, "copied": copied,
-            "kept": kept}
+    return {
+        "size": size,
+        "tiff_mib": field_mib,
+        "peak_mib": peak / 1024,
+        "seconds": seconds,
+        "copied": copied,
+        "kept": kept,
+    }
 
 
 def section(checkpoint: str, runs: list[dict], note: str = "") -> str:
     """The docs section: each run's peak, and its growth over the smallest field's (what the field itself costs)."""
     smallest = min(runs, key=lambda r: r["size"])
-    rows = [[r["size"], f"{r['size'] ** 2 / 1e6:.3g}", f"{r['tiff_mib']:.3g}", f"{r['peak_mib']:.0f}",
-             f"{r['peak_mib'] - smallest['peak_mib']:.0f}" if r is not smallest else "-",
-             f"{(r['peak_mib'] - smallest['peak_mib']) / r['tiff_mib']:.2f}" if r is not smallest else "-",
-             f"{r['seconds']:.0f}", r["copied"], "yes" if r["kept"] else "NO"] for r in runs]
-    header = ["field (px)", "megapixels", "TIFF (MiB)", "peak RSS (MiB)", f"growth over {smallest['size']} px (MiB)",
-              "growth / TIFF", "seconds", "tiles copied / all", "background kept exactly"]
+    rows = [
+        [
+            r["size"],
+            f"{r['size'] ** 2 / 1e6:.3g}",
+            f"{r['tiff_mib']:.3g}",
+            f"{r['peak_mib']:.0f}",
+            f"{r['peak_mib'] - smallest['peak_mib']:.0f}" if r is not smallest else "-",
+            f"{(r['peak_mib'] - smallest['peak_mib']) / r['tiff_mib']:.2f}" if r is not smallest else "-",
+            f"{r['seconds']:.0f}",
+            r["copied"],
+            "yes" if r["kept"] else "NO",
+        ]
+        for r in runs
+    ]
+    header = [
+        "field (px)",
+        "megapixels",
+        "TIFF (MiB)",
+        "peak RSS (MiB)",
+        f"growth over {smallest['size']} px (MiB)",
+        "growth / TIFF",
+        "seconds",
+        "tiles copied / all",
+        "background kept exactly",
+    ]
     return f"""## A very large field: memory bounded (`benchmarks/huge_field.py`)
 
 `phendiff translate {checkpoint} field.tif --tiles tiles` (its calibrated untreated -> TNFa setting; background
@@ -135,10 +174,20 @@ def main() -> None:
         return
     runs = []
     for size in args.sizes:  # one size per process: a process's RUSAGE_CHILDREN keeps its largest child's peak
-        sub = [sys.executable, __file__, "--checkpoint", args.checkpoint, "--sizes", str(size), "--tmp",
-               str(args.tmp), "--row-only"]
-        runs.append(json.loads(subprocess.run(sub, check=True, capture_output=True, text=True).stdout
-                               .strip().splitlines()[-1]))
+        sub = [
+            sys.executable,
+            __file__,
+            "--checkpoint",
+            args.checkpoint,
+            "--sizes",
+            str(size),
+            "--tmp",
+            str(args.tmp),
+            "--row-only",
+        ]
+        runs.append(
+            json.loads(subprocess.run(sub, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        )
         print(runs[-1], flush=True)
     markdown = section(args.checkpoint, runs, args.note)
     print(markdown)

@@ -64,22 +64,48 @@ def run(model, sim: dict, size: int, kind: str, mode: str) -> list:
     seconds = time.perf_counter() - started
     moved = measure_phenotype(done.result, nuclei, cells, sim["phenotype"])
     present = np.unique(cells[cells > 0]) - 1
-    present = present[np.isfinite(moved[present]) & np.isfinite(values[SOURCE][present])
-                      & np.isfinite(values[TARGET][present])]
+    present = present[
+        np.isfinite(moved[present]) & np.isfinite(values[SOURCE][present]) & np.isfinite(values[TARGET][present])
+    ]
     transfer = transfer_rate(moved[present], values[SOURCE][present], values[TARGET][present])
     copied, tiles = done.copied
     error = (estimate - seconds) / seconds if estimate else float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return [size, kind, mode, len(present), seconds, before.seconds, f"{100 * (before.seconds / seconds - 1):+.0f}%",
-            cost, estimate or float("nan"), f"{100 * error:+.0f}%", f"{copied} / {tiles}", transfer, peak]
+    return [
+        size,
+        kind,
+        mode,
+        len(present),
+        seconds,
+        before.seconds,
+        f"{100 * (before.seconds / seconds - 1):+.0f}%",
+        cost,
+        estimate or float("nan"),
+        f"{100 * error:+.0f}%",
+        f"{copied} / {tiles}",
+        transfer,
+        peak,
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="demo")
-    parser.add_argument("--runs", nargs="+", default=["384:dense:default", "384:dense:skip", "384:sparse:default",
-                                                      "384:sparse:skip", "768:sparse:skip", "768:dense:default",
-                                                      "1024:dense:default", "2048:sparse:skip", "2048:dense:default"])
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=[
+            "384:dense:default",
+            "384:dense:skip",
+            "384:sparse:default",
+            "384:sparse:skip",
+            "768:sparse:skip",
+            "768:dense:default",
+            "1024:dense:default",
+            "2048:sparse:skip",
+            "2048:dense:default",
+        ],
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--section", default="laptop_field", help="the docs section to write")
@@ -92,8 +118,21 @@ def main() -> None:
         size, kind, mode = spec.split(":")
         rows.append(run(model, sim, int(size), kind, mode))
         print(rows[-1], flush=True)
-    header = ["field (px)", "field", "mode", "cells", "seconds", "estimate before (s)", "its error", "its cost (s)",
-              "estimate after first steps (s)", "its error", "tiles copied", "transfer", "process peak RSS so far (MiB)"]
+    header = [
+        "field (px)",
+        "field",
+        "mode",
+        "cells",
+        "seconds",
+        "estimate before (s)",
+        "its error",
+        "its cost (s)",
+        "estimate after first steps (s)",
+        "its error",
+        "tiles copied",
+        "transfer",
+        "process peak RSS so far (MiB)",
+    ]
     title = "" if args.section == "laptop_field" else f" ({args.section})"
     markdown = f"""## A large field on this CPU: time, the estimate, background tiles{title} (`benchmarks/laptop_field.py`)
 

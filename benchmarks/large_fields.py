@@ -44,10 +44,17 @@ def run_one(checkpoint: str, size: int, tiles: bool, steps: int, fields: int) ->
     torch.set_num_threads(1)
     model = load_checkpoint(checkpoint, device="auto")
     sim = model.manifest.get("metadata", {}).get("simulator", {"phenotype": "translocation", "cell_diameter": 20.0})
-    made = {c: [simulate_field(sim["phenotype"], c, size, seed=700 + i, cell_diameter=sim["cell_diameter"])
-                for i in range(fields)] for c in CONDITIONS}
-    values = {c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, sim["phenotype"]) for f in made[c]])
-              for c in CONDITIONS}
+    made = {
+        c: [
+            simulate_field(sim["phenotype"], c, size, seed=700 + i, cell_diameter=sim["cell_diameter"])
+            for i in range(fields)
+        ]
+        for c in CONDITIONS
+    }
+    values = {
+        c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, sim["phenotype"]) for f in made[c]])
+        for c in CONDITIONS
+    }
     cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -56,18 +63,26 @@ def run_one(checkpoint: str, size: int, tiles: bool, steps: int, fields: int) ->
     started = time.perf_counter()
     out = translate(model, stack, CONDITIONS[0], CONDITIONS[1], steps=steps, tiles=tiles, batch_size=16)
     seconds = (time.perf_counter() - started) / fields
-    memory = (torch.cuda.max_memory_allocated() if cuda else
-              (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024) / 2**20
+    memory = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    ) / 2**20
     norm = model.normalization.forward
     difference = norm(out) - norm(stack)
-    grad_x = np.abs(np.diff(difference, axis=-1)).mean(axis=(0, 1, 2))   # between columns x and x+1
+    grad_x = np.abs(np.diff(difference, axis=-1)).mean(axis=(0, 1, 2))  # between columns x and x+1
     grad_y = np.abs(np.diff(difference, axis=-2)).mean(axis=(0, 1, 3))
     lines = [line - 1 for line in seam_lines(size, model.image_size)]
     seam = ((grad_x[lines].mean() + grad_y[lines].mean()) / (grad_x.mean() + grad_y.mean())) if lines else float("nan")
-    moved = np.concatenate([measure_phenotype(im, f.nuclei, f.cells, sim["phenotype"])
-                            for im, f in zip(out, made[CONDITIONS[0]])])
-    return {"seconds": seconds, "memory": memory, "seam": float(seam),
-            "transfer": transfer_rate(moved, values[CONDITIONS[0]], values[CONDITIONS[1]])}
+    moved = np.concatenate(
+        [measure_phenotype(im, f.nuclei, f.cells, sim["phenotype"]) for im, f in zip(out, made[CONDITIONS[0]])]
+    )
+    return {
+        "seconds": seconds,
+        "memory": memory,
+        "seam": float(seam),
+        "transfer": transfer_rate(moved, values[CONDITIONS[0]], values[CONDITIONS[1]]),
+    }
 
 
 def main() -> None:
@@ -83,19 +98,23 @@ def main() -> None:
         for tiles in (True, False):
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 r = pool.submit(run_one, args.checkpoint, size, tiles, args.steps, args.fields).result()
-            rows.append([size, "tiles" if tiles else "whole field", r["seconds"], r["memory"], r["seam"],
-                         r["transfer"]])
+            rows.append(
+                [size, "tiles" if tiles else "whole field", r["seconds"], r["memory"], r["seam"], r["transfer"]]
+            )
             print(rows[-1], flush=True)
     header = ["field (px)", "mode", "s / field", "peak memory (MiB)", "seam ratio", "transfer"]
     print(table(header, rows))
-    write_section("large_fields", f"""## Large fields: tiles vs whole field (`benchmarks/large_fields.py`)
+    write_section(
+        "large_fields",
+        f"""## Large fields: tiles vs whole field (`benchmarks/large_fields.py`)
 
 Checkpoint `{args.checkpoint}`, {args.fields} simulated fields per size, {args.steps} DDIM steps each way, untreated
 -> TNFa. Seam ratio: gradient of the difference image on the lines where tiles meet over its mean everywhere (1.0:
 invisible; "nan" where a field is one tile). Hardware: {hardware()}.
 
 {table(header, rows)}
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

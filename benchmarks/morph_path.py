@@ -46,15 +46,32 @@ def main() -> None:
         options, sources = translation_options(model, source, target)  # the checkpoint's own settings
         settings[f"{source} -> {target}"] = describe(options, sources)
         for path in args.paths:
-            stacks = np.stack([translate_morph(model, image, source, target, args.frames, options, path=path)
-                               for image in sets[source]["images"]], axis=1)  # (frames, fields, C, Y, X)
+            stacks = np.stack(
+                [
+                    translate_morph(model, image, source, target, args.frames, options, path=path)
+                    for image in sets[source]["images"]
+                ],
+                axis=1,
+            )  # (frames, fields, C, Y, X)
             results[(f"{source} -> {target}", path)] = [
-                score(phenotype, model, None, sets[source], sets[target], target, frame) for frame in stacks]
+                score(phenotype, model, None, sets[source], sets[target], target, frame) for frame in stacks
+            ]
     seconds = time.perf_counter() - started
     steps = {path: [0.0] + [j / args.frames for j in range(1, args.frames + 1)] for path in args.paths}
-    rows = [[direction, path, k, f"{steps[path][k]:.2f}", r["median_translated"], r["transfer"], r["identity"],
-             r["change_" + model.channel_names[1]]]
-            for (direction, path), scored in results.items() for k, r in enumerate(scored)]
+    rows = [
+        [
+            direction,
+            path,
+            k,
+            f"{steps[path][k]:.2f}",
+            r["median_translated"],
+            r["transfer"],
+            r["identity"],
+            r["change_" + model.channel_names[1]],
+        ]
+        for (direction, path), scored in results.items()
+        for k, r in enumerate(scored)
+    ]
 
     def monotone(scored):
         medians = [r["median_translated"] for r in scored]
@@ -84,17 +101,34 @@ def main() -> None:
         f"{d} by {p}: {'monotone' if monotone(s) else 'NOT monotone'}, {s[0]['median_translated']:.2f} -> "
         f"{s[-1]['median_translated']:.2f} (real target {s[0]['median_target']:.2f}), largest single-frame share "
         f"{evenness(s):.2f}, {model.channel_names[1]} change of frame 1 {s[1]['change_' + model.channel_names[1]]:.3f}"
-        for (d, p), s in results.items())
-    text = (f"## Morph path on the ground truth (`benchmarks/morph_path.py`)\n\n"
-            f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames "
-            "after the original (frame 0), at the checkpoint's own settings ("
-            + "; ".join(f"{d}: {s}" for d, s in settings.items()) + "). "
-            "*strength*: frame j is the translation taken j/K of the way down to that strength; *embedding*: every "
-            "frame at that strength, the target's embedding blended from the source's j/K of the way. Scores with "
-            f"the original's true masks; {hardware()}, {seconds:.0f} s.\n\n"
-            + table(["direction", "path", "frame", "j/K", "median phenotype", "transfer", "identity",
-                     f"{model.channel_names[1]} change"], rows)
-            + "\n\n" + summary + ".\n\n![morph path](images/morph_path.png)\n")
+        for (d, p), s in results.items()
+    )
+    text = (
+        f"## Morph path on the ground truth (`benchmarks/morph_path.py`)\n\n"
+        f"{args.checkpoint} model, {args.fields} fresh {phenotype} fields per direction, {args.frames} frames "
+        "after the original (frame 0), at the checkpoint's own settings ("
+        + "; ".join(f"{d}: {s}" for d, s in settings.items())
+        + "). "
+        "*strength*: frame j is the translation taken j/K of the way down to that strength; *embedding*: every "
+        "frame at that strength, the target's embedding blended from the source's j/K of the way. Scores with "
+        f"the original's true masks; {hardware()}, {seconds:.0f} s.\n\n"
+        + table(
+            [
+                "direction",
+                "path",
+                "frame",
+                "j/K",
+                "median phenotype",
+                "transfer",
+                "identity",
+                f"{model.channel_names[1]} change",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + summary
+        + ".\n\n![morph path](images/morph_path.png)\n"
+    )
     write_section("morph_path", text)
     print(text)
 

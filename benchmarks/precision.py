@@ -34,8 +34,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     sim = model.manifest["metadata"]["simulator"]
-    stack = np.stack([simulate_field(sim["phenotype"], model.conditions[0], sim["size"], seed=3_000_000 + i,
-                                     cell_diameter=sim["cell_diameter"]).image for i in range(args.fields)])
+    stack = np.stack(
+        [
+            simulate_field(
+                sim["phenotype"],
+                model.conditions[0],
+                sim["size"],
+                seed=3_000_000 + i,
+                cell_diameter=sim["cell_diameter"],
+            ).image
+            for i in range(args.fields)
+        ]
+    )
     source, target = model.conditions[0], model.conditions[1]
     translate(model, stack[:1], source, target, steps=1)  # warm-up
     outputs, rows = {}, []
@@ -55,7 +65,7 @@ def main() -> None:
     header = ["precision", "s / field", f"speed-up vs {args.precisions[0]}", f"PSNR vs {args.precisions[0]} (dB)"]
     markdown = f"""## Precision (`benchmarks/precision.py`)
 
-Checkpoint `{args.checkpoint}`, {args.fields} simulated {sim['size']}-px fields, {args.steps} DDIM steps each way,
+Checkpoint `{args.checkpoint}`, {args.fields} simulated {sim["size"]}-px fields, {args.steps} DDIM steps each way,
 whole fields, seed 0. Hardware: {hardware()}.
 
 {table(header, rows)}

@@ -17,8 +17,10 @@ def hardware() -> str:
         return f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     import os
 
-    return (f"CPU only ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    return (
+        f"CPU only ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
 
 def table(header: list[str], rows: list[list]) -> str:

@@ -43,8 +43,9 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def direction(model, phenotype: str, source: str, target: str, fields: int, size: int, diameter: float,
-              example: dict | None) -> dict:
+def direction(
+    model, phenotype: str, source: str, target: str, fields: int, size: int, diameter: float, example: dict | None
+) -> dict:
     captured, raw, area, scores, moved, true_changes = [], [], [], [], [], []
     for seed in range(1000, 1000 + fields):
         field = simulate_field(phenotype, source, size, seed=seed, cell_diameter=diameter)
@@ -67,8 +68,12 @@ def direction(model, phenotype: str, source: str, target: str, fields: int, size
         values = measure_phenotype(translated, field.nuclei, field.cells, phenotype)
         start = measure_phenotype(field.image, field.nuclei, field.cells, phenotype)
         real = measure_phenotype(truth.image, truth.nuclei, truth.cells, phenotype)
-        true = {row["cell"]: row["change"] for row in reveal(field.image, truth.image, model.channel_names,
-                                                              nuclei=field.nuclei, cells=field.cells).rows}
+        true = {
+            row["cell"]: row["change"]
+            for row in reveal(
+                field.image, truth.image, model.channel_names, nuclei=field.nuclei, cells=field.cells
+            ).rows
+        }
         for row in found.rows:
             i = row["cell"] - 1
             if np.isfinite(values[i]):
@@ -76,22 +81,35 @@ def direction(model, phenotype: str, source: str, target: str, fields: int, size
                 true_changes.append(true[row["cell"]])
                 moved.append(abs(values[i] - np.nanmedian(real)) < abs(values[i] - np.nanmedian(start)))
         if example is not None and not example:
-            example.update(original=field.image, translated=translated, truth=truth.image, mask=found.mask,
-                           cells=field.cells)
+            example.update(
+                original=field.image, translated=translated, truth=truth.image, mask=found.mask, cells=field.cells
+            )
     scores, moved = np.asarray(scores), np.asarray(moved, bool)
-    return {"fields": len(captured), "cells": len(scores), "moved": float(moved.mean()) if len(moved) else np.nan,
-            "area": float(np.mean(area)), "captured": float(np.mean(captured)), "raw": float(np.mean(raw)),
-            "auc": roc_auc(scores, moved), "unmoved": int((~moved).sum()),
-            "rho": float(spearmanr(scores, true_changes).statistic) if len(scores) > 2 else np.nan}
+    return {
+        "fields": len(captured),
+        "cells": len(scores),
+        "moved": float(moved.mean()) if len(moved) else np.nan,
+        "area": float(np.mean(area)),
+        "captured": float(np.mean(captured)),
+        "raw": float(np.mean(raw)),
+        "auc": roc_auc(scores, moved),
+        "unmoved": int((~moved).sum()),
+        "rho": float(spearmanr(scores, true_changes).statistic) if len(scores) > 2 else np.nan,
+    }
 
 
 def figure(example: dict, channel: int, title: str) -> Path:
     fig = Figure(figsize=(12, 3.2))
-    panels = [("original", example["original"][channel]), ("translated", example["translated"][channel]),
-              ("true counterfactual", example["truth"][channel]),
-              ("|translated - original|", np.abs(example["translated"][channel].astype(float)
-                                                 - example["original"][channel])),
-              ("reveal masks", np.ma.masked_equal(np.where(example["mask"], example["cells"], 0), 0))]
+    panels = [
+        ("original", example["original"][channel]),
+        ("translated", example["translated"][channel]),
+        ("true counterfactual", example["truth"][channel]),
+        (
+            "|translated - original|",
+            np.abs(example["translated"][channel].astype(float) - example["original"][channel]),
+        ),
+        ("reveal masks", np.ma.masked_equal(np.where(example["mask"], example["cells"], 0), 0)),
+    ]
     for i, (name, image) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(image, cmap="tab20" if name == "reveal masks" else "magma", interpolation="nearest")
@@ -115,14 +133,36 @@ def main() -> None:
         model = load_checkpoint(checkpoint, device="cpu")
         conditions = PHENOTYPES[phenotype].conditions
         for source, target in (conditions, conditions[::-1]):
-            got = direction(model, phenotype, source, target, args.fields, int(size), float(diameter),
-                            example if not rows else None)
-            rows.append([name, f"{source} → {target}", got["fields"], got["cells"], got["moved"], got["area"],
-                         got["captured"], got["raw"], got["rho"], f"{got['auc']:.2f} ({got['unmoved']} not moved)"])
+            got = direction(
+                model, phenotype, source, target, args.fields, int(size), float(diameter), example if not rows else None
+            )
+            rows.append(
+                [
+                    name,
+                    f"{source} → {target}",
+                    got["fields"],
+                    got["cells"],
+                    got["moved"],
+                    got["area"],
+                    got["captured"],
+                    got["raw"],
+                    got["rho"],
+                    f"{got['auc']:.2f} ({got['unmoved']} not moved)",
+                ]
+            )
             print(rows[-1], flush=True)
-    header = ["case", "direction", "fields", "cells", "moved (truth)", "mask area (share of cells)",
-              "true change captured: reveal", "raw difference, same area", "score vs true change (Spearman)",
-              "score ROC AUC, moved vs not"]
+    header = [
+        "case",
+        "direction",
+        "fields",
+        "cells",
+        "moved (truth)",
+        "mask area (share of cells)",
+        "true change captured: reveal",
+        "raw difference, same area",
+        "score vs true change (Spearman)",
+        "score ROC AUC, moved vs not",
+    ]
     markdown = f"""## Reveal on the simulator's truth (`benchmarks/reveal_cells.py`)
 
 Each cell's change mask and score (core/reveal.py) on held-out simulated fields translated at the checkpoint's own
@@ -141,8 +181,12 @@ between the cell and its true counterfactual (core/reveal.py's change, on the tr
     if example:
         first = args.cases[0].split(":")
         channel = len(PHENOTYPES[first[2]].channels) - 1
-        figure(example, channel, f"{first[0]}: {' → '.join(PHENOTYPES[first[2]].conditions)}, channel "
-                                 f"{PHENOTYPES[first[2]].channels[channel]}")
+        figure(
+            example,
+            channel,
+            f"{first[0]}: {' → '.join(PHENOTYPES[first[2]].conditions)}, channel "
+            f"{PHENOTYPES[first[2]].channels[channel]}",
+        )
     if not args.no_write:
         write_section("reveal_cells", markdown)
 

@@ -42,22 +42,27 @@ CONDITIONS = ("untreated", "TNFa")
 
 def held_out_fields():
     """Paired fields: index i of both conditions shares its cells (same seed)."""
-    return {c: [simulate_field("translocation", c, SIZE, seed=500_000 + i, cell_diameter=CELL) for i in range(FIELDS)]
-            for c in CONDITIONS}
+    return {
+        c: [simulate_field("translocation", c, SIZE, seed=500_000 + i, cell_diameter=CELL) for i in range(FIELDS)]
+        for c in CONDITIONS
+    }
 
 
 def evaluate(model, fields, spacing: str, steps: int) -> dict:
     model.scheduler_config = {**model.scheduler_config, "timestep_spacing": spacing}
-    values = {c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, "translocation") for f in fields[c]])
-              for c in CONDITIONS}
+    values = {
+        c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, "translocation") for f in fields[c]])
+        for c in CONDITIONS
+    }
     scores = {"reconstruction": [], "transfer": [], "paired": []}
     for source, target in (CONDITIONS, CONDITIONS[::-1]):
         stack = np.stack([f.image for f in fields[source]])
         out = translate(model, stack, source, [source, target], steps=steps)
         norm = model.normalization.forward
         scores["reconstruction"].append(rmse(norm(out[source]), norm(stack)))
-        moved = np.concatenate([measure_phenotype(im, f.nuclei, f.cells, "translocation")
-                                for im, f in zip(out[target], fields[source])])
+        moved = np.concatenate(
+            [measure_phenotype(im, f.nuclei, f.cells, "translocation") for im, f in zip(out[target], fields[source])]
+        )
         scores["transfer"].append(transfer_rate(moved, values[source], values[target]))
         truth = np.stack([f.image for f in fields[target]])
         scores["paired"].append(rmse(norm(out[target]), norm(truth)))
@@ -78,8 +83,20 @@ def main() -> None:
         out = args.work / name.replace(" + ", "-")
         if not (out / "phendiff.json").exists():
             t0 = time.time()
-            train(TrainConfig(data=data, out=out, preset="tiny", image_size=SIZE, steps=args.steps, batch_size=16,
-                              lr=3e-4, checkpoint_every=args.steps, device="cpu", schedule=schedule))
+            train(
+                TrainConfig(
+                    data=data,
+                    out=out,
+                    preset="tiny",
+                    image_size=SIZE,
+                    steps=args.steps,
+                    batch_size=16,
+                    lr=3e-4,
+                    checkpoint_every=args.steps,
+                    device="cpu",
+                    schedule=schedule,
+                )
+            )
             print(f"{name}: trained {args.steps} steps in {time.time() - t0:.0f} s", flush=True)
         model = load_checkpoint(out, device="cpu")
         for spacing in SPACINGS:
@@ -89,7 +106,9 @@ def main() -> None:
                 print(rows[-1], flush=True)
     header = ["training schedule", "spacing", "DDIM steps", "reconstruction RMSE", "transfer", "paired RMSE"]
     print(table(header, rows))
-    write_section("schedule_choice", f"""## Choice of the DDIM schedule (`benchmarks/schedule_choice.py`)
+    write_section(
+        "schedule_choice",
+        f"""## Choice of the DDIM schedule (`benchmarks/schedule_choice.py`)
 
 Translocation phenotype, `tiny` models trained {args.steps} steps (batch 16, {SIZE} px crops, same seed) per
 training schedule; {FIELDS} held-out paired fields of {SIZE} px per condition, both directions averaged.
@@ -98,7 +117,8 @@ whose reporter ratio moved to the other condition. Paired RMSE: distance to the 
 condition (camera noise sets its floor). Hardware: {hardware()}; total {time.time() - started:.0f} s.
 
 {table(header, rows)}
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from napari_phendiff.core.simulate import PHENOTYPES
 
 WHEEL = "stardist==0.9.2"
 IMAGE, MASK = "stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif"
-SIZE = 64            # field side written, px
-ZOOM = 0.5           # real nuclei are ~24 px across; at 0.5 they are ~12 px, cells ~22 px (the demo's 20)
+SIZE = 64  # field side written, px
+ZOOM = 0.5  # real nuclei are ~24 px across; at 0.5 they are ~12 px, cells ~22 px (the demo's 20)
 HELD_OUT_FROM = 384  # native columns >= this are held out
-CYTOPLASM_PX = 5     # cells = nuclei grown by this many px (at the written scale)
+CYTOPLASM_PX = 5  # cells = nuclei grown by this many px (at the written scale)
 
 
 def real_image(cache: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +44,9 @@ def real_image(cache: Path) -> tuple[np.ndarray, np.ndarray]:
     cache.mkdir(parents=True, exist_ok=True)
     wheels = sorted(cache.glob("stardist-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), WHEEL],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), WHEEL], check=True
+        )
         wheels = sorted(cache.glob("stardist-*.whl"))
     with zipfile.ZipFile(wheels[0]) as wheel:
         with wheel.open(IMAGE) as f:
@@ -55,16 +56,20 @@ def real_image(cache: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def field(image: np.ndarray, mask: np.ndarray, columns: tuple[int, int], treated: bool,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def field(
+    image: np.ndarray, mask: np.ndarray, columns: tuple[int, int], treated: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One (2, SIZE, SIZE) uint16 field (DNA, reporter) cut from `columns` of the real image, with its nuclei and
     cells. The same rng state gives the same cut and cells in both conditions (a counterfactual pair)."""
     side = min(int(round(SIZE / rng.uniform(ZOOM * 0.9, ZOOM * 1.1))), columns[1] - columns[0])
     y = int(rng.integers(0, image.shape[0] - side + 1))
     x = int(rng.integers(columns[0], columns[1] - side + 1))
     turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-    cut = lambda a: np.rot90(a[y:y + side, x:x + side], turns)[:, ::-1] if flip else \
-        np.rot90(a[y:y + side, x:x + side], turns)  # noqa: E731
+
+    def cut(a: np.ndarray) -> np.ndarray:
+        turned = np.rot90(a[y : y + side, x : x + side], turns)
+        return turned[:, ::-1] if flip else turned
+
     dna = resize(cut(image), (SIZE, SIZE), order=1, anti_aliasing=True, preserve_range=True)
     nuclei = resize(cut(mask), (SIZE, SIZE), order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
     nuclei = relabel_sequential(nuclei)[0]
@@ -101,16 +106,30 @@ def write_set(out: Path, image, mask, columns, n: int, seed: int, truth: Path | 
             rng = np.random.default_rng([seed, c, i])
             data, nuclei, cells = field(image, mask, columns, treated=c == 1, rng=rng)
             stem = f"{condition}_{i:04d}"
-            tifffile.imwrite(out / condition / f"{stem}.tif", data, imagej=True,
-                             metadata={"axes": "CYX", "Labels": list(pheno.channels), "mode": "composite"})
+            tifffile.imwrite(
+                out / condition / f"{stem}.tif",
+                data,
+                imagej=True,
+                metadata={"axes": "CYX", "Labels": list(pheno.channels), "mode": "composite"},
+            )
             if truth:
                 tifffile.imwrite(truth / condition / f"{stem}_nuclei.tif", nuclei.astype(np.uint16))
                 tifffile.imwrite(truth / condition / f"{stem}_cells.tif", cells.astype(np.uint16))
     if truth:
-        (truth / "truth.json").write_text(json.dumps({
-            "phenotype": "translocation", "conditions": list(pheno.conditions), "channels": list(pheno.channels),
-            "source": f"{WHEEL} {IMAGE} (DNA) and {MASK} (nuclei); reporter painted (benchmarks/semireal.py)",
-            "size": SIZE, "seed": seed, "n_per_class": n}, indent=2))
+        (truth / "truth.json").write_text(
+            json.dumps(
+                {
+                    "phenotype": "translocation",
+                    "conditions": list(pheno.conditions),
+                    "channels": list(pheno.channels),
+                    "source": f"{WHEEL} {IMAGE} (DNA) and {MASK} (nuclei); reporter painted (benchmarks/semireal.py)",
+                    "size": SIZE,
+                    "seed": seed,
+                    "n_per_class": n,
+                },
+                indent=2,
+            )
+        )
 
 
 def main() -> None:
@@ -123,10 +142,11 @@ def main() -> None:
     image, mask = real_image(args.wheels)
     width = image.shape[1]
     write_set(args.out / "train", image, mask, (0, HELD_OUT_FROM), args.train, 0, None)
-    write_set(args.out / "held_out", image, mask, (HELD_OUT_FROM, width), args.held_out, 1,
-              args.out / "held_out_truth")
-    print(f"written: {args.out}/train ({args.train} per condition), {args.out}/held_out ({args.held_out}, truth "
-          f"in held_out_truth)")
+    write_set(args.out / "held_out", image, mask, (HELD_OUT_FROM, width), args.held_out, 1, args.out / "held_out_truth")
+    print(
+        f"written: {args.out}/train ({args.train} per condition), {args.out}/held_out ({args.held_out}, truth "
+        f"in held_out_truth)"
+    )
 
 
 if __name__ == "__main__":

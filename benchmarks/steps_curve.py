@@ -37,8 +37,12 @@ def measure(model, steps: int, fields: dict, values: dict, conditions: tuple[str
     for source, target in (conditions, conditions[::-1]):
         stack = np.stack([f.image for f in fields[source]])
         out = translate(model, stack, source, [target, source], steps=steps, seed=0, tiles=False)
-        moved = np.concatenate([measure_phenotype(im, f.nuclei, f.cells, model_phenotype(model))
-                                for im, f in zip(out[target], fields[source])])
+        moved = np.concatenate(
+            [
+                measure_phenotype(im, f.nuclei, f.cells, model_phenotype(model))
+                for im, f in zip(out[target], fields[source])
+            ]
+        )
         transfer.append(transfer_rate(moved, values[source], values[target]))
         paired.append(rmse(norm(out[target]), norm(np.stack([f.image for f in fields[target]]))))
         recon.append(rmse(norm(out[source]), norm(stack)))
@@ -57,9 +61,11 @@ def plot(rows: list[list], path: Path) -> None:
 
     steps = [r[0] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, column, label in zip(axes, (1, 2, 3), ("phenotype transfer (higher is better)",
-                                                   "paired RMSE to ground truth (lower)",
-                                                   "reconstruction RMSE (lower)")):
+    for ax, column, label in zip(
+        axes,
+        (1, 2, 3),
+        ("phenotype transfer (higher is better)", "paired RMSE to ground truth (lower)", "reconstruction RMSE (lower)"),
+    ):
         ax.plot(steps, [r[column] for r in rows], "o-")
         ax.set_xscale("log")
         ax.set_xticks(steps, [str(s) for s in steps])
@@ -84,10 +90,17 @@ def main() -> None:
     sim = model.manifest["metadata"]["simulator"]
     conditions = PHENOTYPES[sim["phenotype"]].conditions
     # paired fields: the same seed gives the same cells in both conditions
-    fields = {c: [simulate_field(sim["phenotype"], c, sim["size"], seed=FIRST_SEED + i,
-                                 cell_diameter=sim["cell_diameter"]) for i in range(args.fields)] for c in conditions}
-    values = {c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, sim["phenotype"]) for f in fields[c]])
-              for c in conditions}
+    fields = {
+        c: [
+            simulate_field(sim["phenotype"], c, sim["size"], seed=FIRST_SEED + i, cell_diameter=sim["cell_diameter"])
+            for i in range(args.fields)
+        ]
+        for c in conditions
+    }
+    values = {
+        c: np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, sim["phenotype"]) for f in fields[c]])
+        for c in conditions
+    }
     rows = []
     for steps in args.steps:
         started = time.perf_counter()
@@ -99,8 +112,8 @@ def main() -> None:
     header = ["steps each way", "transfer", "paired RMSE", "reconstruction RMSE", "seconds (all fields)"]
     markdown = f"""## Quality vs DDIM steps (`benchmarks/steps_curve.py`)
 
-Checkpoint `{args.checkpoint}` ({sim['phenotype']}), {args.fields} paired simulated fields per condition
-({sim['size']} px, each translated whole: tiles change nothing here, see large_fields), both directions averaged,
+Checkpoint `{args.checkpoint}` ({sim["phenotype"]}), {args.fields} paired simulated fields per condition
+({sim["size"]} px, each translated whole: tiles change nothing here, see large_fields), both directions averaged,
 seed 0. Hardware: {hardware()}.
 
 {table(header, rows)}

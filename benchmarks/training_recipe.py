@@ -41,15 +41,15 @@ BASELINE = dict(model="pixel", preset="tiny", steps=1200, batch_size=8, image_si
 # One change each from the baseline: what the issue names as the recipe's levers.
 VARIANTS = {
     "baseline": {},
-    "min-snr-5": {"snr_gamma": 5.0},            # Hang et al. 2023: min-SNR-gamma weighting, gamma 5
-    "steps-2400": {"steps": 2400},              # twice the optimisation steps
-    "steps-4800": {"steps": 4800},              # four times
-    "crops-64": {"image_size": 64},             # whole 64-px fields (3.2 cell diameters) instead of 48-px crops
+    "min-snr-5": {"snr_gamma": 5.0},  # Hang et al. 2023: min-SNR-gamma weighting, gamma 5
+    "steps-2400": {"steps": 2400},  # twice the optimisation steps
+    "steps-4800": {"steps": 4800},  # four times
+    "crops-64": {"image_size": 64},  # whole 64-px fields (3.2 cell diameters) instead of 48-px crops
     "no-null-dropout": {"condition_dropout": 0.0},  # every image with its condition (source-negative guidance
-                                                    # never calls the null class)
-    "small": {"preset": "small"},               # the next model size: 3.6x the parameters, wider and deeper levels
-    "seed-1": {"seed": 1},                      # not a change: the baseline again from another initialisation and
-                                                # batch order, to tell a variant's effect from chance
+    # never calls the null class)
+    "small": {"preset": "small"},  # the next model size: 3.6x the parameters, wider and deeper levels
+    "seed-1": {"seed": 1},  # not a change: the baseline again from another initialisation and
+    # batch order, to tell a variant's effect from chance
 }
 
 
@@ -70,8 +70,16 @@ def train_variant(folder: Path, phenotype: str, variant: str) -> Path:
     if manifest.is_file() and json.loads(manifest.read_text())["trained_steps"] >= config["steps"]:
         return checkpoint
     start = time.perf_counter()
-    train(TrainConfig(**config, data=folder / "train", out=checkpoint, checkpoint_every=300,
-                      channel_names=list(PHENOTYPES[phenotype].channels), resume=checkpoint.exists()))
+    train(
+        TrainConfig(
+            **config,
+            data=folder / "train",
+            out=checkpoint,
+            checkpoint_every=300,
+            channel_names=list(PHENOTYPES[phenotype].channels),
+            resume=checkpoint.exists(),
+        )
+    )
     _timing(checkpoint, time.perf_counter() - start)
     return checkpoint
 
@@ -88,12 +96,23 @@ def sweep_variant(folder: Path, phenotype: str, variant: str, checkpoint: Path, 
 
     saved = folder / f"recipe_{variant}.json"
     source, target = PHENOTYPES[phenotype].conditions
-    results = json.loads(saved.read_text()) if saved.is_file() else {
-        "variant": variant, "changes": VARIANTS[variant], "phenotype": phenotype, "fields": args.fields,
-        "steps": args.steps, "directions": {}}
+    results = (
+        json.loads(saved.read_text())
+        if saved.is_file()
+        else {
+            "variant": variant,
+            "changes": VARIANTS[variant],
+            "phenotype": phenotype,
+            "fields": args.fields,
+            "steps": args.steps,
+            "directions": {},
+        }
+    )
     if (results["fields"], results["steps"]) != (args.fields, args.steps):
-        raise SystemExit(f"{saved} holds a sweep of {results['fields']} fields on a {results['steps']}-step grid; "
-                         "delete it or ask for the same.")
+        raise SystemExit(
+            f"{saved} holds a sweep of {results['fields']} fields on a {results['steps']}-step grid; "
+            "delete it or ask for the same."
+        )
     grid = cal.grid(args.strengths, args.guidances, ["source"])
     model = sets = None
     for a, b in ((source, target), (target, source)):
@@ -109,12 +128,14 @@ def sweep_variant(folder: Path, phenotype: str, variant: str, checkpoint: Path, 
         start = time.perf_counter()
         base = TranslateOptions(steps=args.steps, batch_size=10, keep_channels=("DNA",)).validate()
         translated = cal.sweep(model, sets[a]["images"], a, b, settings, base)
-        entry["rows"] += [{**asdict(s), **score(phenotype, model, None, sets[a], sets[b], b, out)}
-                          for s, out in translated.items()]
+        entry["rows"] += [
+            {**asdict(s), **score(phenotype, model, None, sets[a], sets[b], b, out)} for s, out in translated.items()
+        ]
         entry["untranslated"] = score(phenotype, model, None, sets[a], sets[b], b, sets[a]["images"])
         entry["seconds"] += time.perf_counter() - start
-        print(f"{phenotype} {variant} {a}->{b}: best transfer {max(r['transfer'] for r in entry['rows']):.3f}",
-              flush=True)
+        print(
+            f"{phenotype} {variant} {a}->{b}: best transfer {max(r['transfer'] for r in entry['rows']):.3f}", flush=True
+        )
     timing = checkpoint.with_name(checkpoint.name + "_timing.json")
     results["train_seconds"] = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None
     results["hardware"] = results.get("hardware") or hardware()
@@ -139,43 +160,82 @@ def best(rows: list[dict]) -> dict:
 def markdown(phenotype: str, results: list[dict], args, figure: Path, samples: Path) -> str:
     source, target = PHENOTYPES[phenotype].conditions
     first = results[0]
-    lines = [f"## Training recipe, one change at a time: {phenotype} (`benchmarks/training_recipe.py`)", "",
-             f"Training and held-out sets of `benchmarks/compare_methods.py` (100 images per condition, 64 px, cell "
-             f"diameter 20 px; {first['fields']} held-out fields per direction with ground truth). Baseline: its "
-             f"PhenDiff budget (`tiny`, 1200 steps, batch 8, 48-px crops); each variant changes one training "
-             f"setting (`seed-1` only the seed, a repeat of the baseline: the spread between two runs). Every model "
-             f"is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
-             f"{', '.join(f'{g:g}' for g in args.guidances)} against the source, the DNA kept, on a "
-             f"{first['steps']}-step DDIM grid; *best* is the setting with the highest true transfer (the gentlest "
-             f"within 0.02 of it), *mean* the transfer averaged over the whole sweep (how much of the grid works). "
-             f"Hardware: {first.get('hardware') or hardware()}; train minutes are wall time on a shared machine.", ""]
-    header = ["variant", "change", "train min", "direction", "best transfer", "best setting",
-              "median reached (real target)", "mean transfer", "untranslated"]
+    lines = [
+        f"## Training recipe, one change at a time: {phenotype} (`benchmarks/training_recipe.py`)",
+        "",
+        f"Training and held-out sets of `benchmarks/compare_methods.py` (100 images per condition, 64 px, cell "
+        f"diameter 20 px; {first['fields']} held-out fields per direction with ground truth). Baseline: its "
+        f"PhenDiff budget (`tiny`, 1200 steps, batch 8, 48-px crops); each variant changes one training "
+        f"setting (`seed-1` only the seed, a repeat of the baseline: the spread between two runs). Every model "
+        f"is swept over strength {', '.join(f'{s:g}' for s in args.strengths)} x guidance "
+        f"{', '.join(f'{g:g}' for g in args.guidances)} against the source, the DNA kept, on a "
+        f"{first['steps']}-step DDIM grid; *best* is the setting with the highest true transfer (the gentlest "
+        f"within 0.02 of it), *mean* the transfer averaged over the whole sweep (how much of the grid works). "
+        f"Hardware: {first.get('hardware') or hardware()}; train minutes are wall time on a shared machine.",
+        "",
+    ]
+    header = [
+        "variant",
+        "change",
+        "train min",
+        "direction",
+        "best transfer",
+        "best setting",
+        "median reached (real target)",
+        "mean transfer",
+        "untranslated",
+    ]
     rows = []
-    partial = [r for r in results if any(len(e["rows"]) < len(cal.grid(args.strengths, args.guidances, ["source"]))
-                                         for e in r["directions"].values())]
+    partial = [
+        r
+        for r in results
+        if any(
+            len(e["rows"]) < len(cal.grid(args.strengths, args.guidances, ["source"])) for e in r["directions"].values()
+        )
+    ]
     for a, b in ((source, target), (target, source)):
-        common = set.intersection(*({_setting(r) for r in result["directions"][f"{a}->{b}"]["rows"]}
-                                    for result in results))
+        common = set.intersection(
+            *({_setting(r) for r in result["directions"][f"{a}->{b}"]["rows"]} for result in results)
+        )
         for result in results:
             entry = result["directions"][f"{a}->{b}"]
             top, u = best(entry["rows"]), entry["untranslated"]
-            change = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in result["changes"].items()) or "-"
+            change = (
+                ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result["changes"].items())
+                or "-"
+            )
             minutes = result["train_seconds"] / 60 if result.get("train_seconds") else float("nan")
-            rows.append([result["variant"], change, minutes, f"{a} → {b}", top["transfer"],
-                         f"s {top['strength']:g}, w {top['guidance']:g}",
-                         f"{top['median_translated']:.3g} ({u['median_target']:.3g})",
-                         np.mean([r["transfer"] for r in entry["rows"] if _setting(r) in common]), u["transfer"]])
+            rows.append(
+                [
+                    result["variant"],
+                    change,
+                    minutes,
+                    f"{a} → {b}",
+                    top["transfer"],
+                    f"s {top['strength']:g}, w {top['guidance']:g}",
+                    f"{top['median_translated']:.3g} ({u['median_target']:.3g})",
+                    np.mean([r["transfer"] for r in entry["rows"] if _setting(r) in common]),
+                    u["transfer"],
+                ]
+            )
     for result in partial:
         swept = sorted({(r["strength"], r["guidance"]) for e in result["directions"].values() for r in e["rows"]})
-        lines += [f"`{result['variant']}` was swept on {', '.join(f's {s:g} w {w:g}' for s, w in swept)} only "
-                  "(for lack of CPU time); *mean* is over the settings every variant has.", ""]
-    lines += [table(header, rows), "", f"![recipe]({figure.relative_to(figure.parent.parent)})", "",
-              f"What the models draw from noise (50 DDIM steps, no guidance, the {SHOWN[phenotype]} channel, "
-              f"{', '.join(f'`{v}`' for v in args.sample_variants)}), under crops of real held-out fields; every "
-              "image on the scale of the first real row.", "",
-              f"![samples]({samples.relative_to(samples.parent.parent)})"]
+        lines += [
+            f"`{result['variant']}` was swept on {', '.join(f's {s:g} w {w:g}' for s, w in swept)} only "
+            "(for lack of CPU time); *mean* is over the settings every variant has.",
+            "",
+        ]
+    lines += [
+        table(header, rows),
+        "",
+        f"![recipe]({figure.relative_to(figure.parent.parent)})",
+        "",
+        f"What the models draw from noise (50 DDIM steps, no guidance, the {SHOWN[phenotype]} channel, "
+        f"{', '.join(f'`{v}`' for v in args.sample_variants)}), under crops of real held-out fields; every "
+        "image on the scale of the first real row.",
+        "",
+        f"![samples]({samples.relative_to(samples.parent.parent)})",
+    ]
     return "\n".join(lines)
 
 
@@ -196,8 +256,15 @@ def plot(phenotype: str, results: list[dict], path: Path) -> Path:
             for guidance in sorted({r["guidance"] for r in rows}):
                 style = styles.get(guidance, "-")
                 members = sorted((r for r in rows if r["guidance"] == guidance), key=lambda r: r["strength"])
-                ax.plot([r["strength"] for r in members], [r["transfer"] for r in members], style, color=f"C{i}",
-                        marker="o", ms=3, label=f"{result['variant']}, w {guidance:g}")
+                ax.plot(
+                    [r["strength"] for r in members],
+                    [r["transfer"] for r in members],
+                    style,
+                    color=f"C{i}",
+                    marker="o",
+                    ms=3,
+                    label=f"{result['variant']}, w {guidance:g}",
+                )
         ax.set_xlabel("strength (DNA kept)")
         ax.set_ylabel("phenotype transfer (ground truth)")
         ax.set_title(f"{phenotype}: {direction.replace('->', ' -> ')}", fontsize=9)
@@ -218,15 +285,20 @@ def plot_samples(folder: Path, phenotype: str, variants: list[str], path: Path, 
     from napari_phendiff.core.walk import sample
 
     _, sets = folder_sets(folder / "held_out", n)
-    models = {v: load_checkpoint(folder / f"recipe_{v}", device="cpu") for v in variants
-              if (folder / f"recipe_{v}" / "phendiff.json").is_file()}
+    models = {
+        v: load_checkpoint(folder / f"recipe_{v}", device="cpu")
+        for v in variants
+        if (folder / f"recipe_{v}" / "phendiff.json").is_file()
+    }
     first = next(iter(models.values()))
     shown, size = first.channel_names.index(SHOWN[phenotype]), first.manifest["image_size"]
     rows = []
     for condition in PHENOTYPES[phenotype].conditions:
         rows.append((f"real {condition}", sets[condition]["images"][:n, shown, :size, :size]))
-        rows += [(f"{variant}: {condition}", sample(model, condition, n=n, steps=50, seed=0)[:, shown])
-                 for variant, model in models.items()]
+        rows += [
+            (f"{variant}: {condition}", sample(model, condition, n=n, steps=50, seed=0)[:, shown])
+            for variant, model in models.items()
+        ]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
     low, high = np.percentile(rows[0][1], 1), np.percentile(rows[0][1], 99.7)  # one scale: the first real row
     for row, (label, images) in zip(axes, rows):
@@ -249,8 +321,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
-    parser.add_argument("--sample-variants", nargs="+", default=["baseline", "seed-1"],
-                        help="variants whose samples from noise the docs show")
+    parser.add_argument(
+        "--sample-variants",
+        nargs="+",
+        default=["baseline", "seed-1"],
+        help="variants whose samples from noise the docs show",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -270,8 +346,9 @@ def main() -> None:
             continue
         figure = Path(__file__).resolve().parent.parent / "docs" / "images" / f"recipe_{phenotype}.png"
         plot(phenotype, results, figure)
-        samples = plot_samples(folder, phenotype, args.sample_variants,
-                               figure.with_name(f"recipe_samples_{phenotype}.png"))
+        samples = plot_samples(
+            folder, phenotype, args.sample_variants, figure.with_name(f"recipe_samples_{phenotype}.png")
+        )
         text = markdown(phenotype, results, args, figure, samples)
         print(text)
         print(f"written to {write_section(f'recipe_{phenotype}', text)}")

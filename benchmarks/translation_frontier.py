@@ -49,10 +49,15 @@ def simulated_sets(model, fields: int, seed: int) -> dict[str, dict]:
     sim = model.manifest["metadata"]["simulator"]
     sets = {}
     for condition in PHENOTYPES[sim["phenotype"]].conditions:
-        made = [simulate_field(sim["phenotype"], condition, sim["size"], seed=seed + i,
-                               cell_diameter=sim["cell_diameter"]) for i in range(fields)]
-        sets[condition] = {"images": np.stack([f.image for f in made]), "nuclei": [f.nuclei for f in made],
-                           "cells": [f.cells for f in made]}
+        made = [
+            simulate_field(sim["phenotype"], condition, sim["size"], seed=seed + i, cell_diameter=sim["cell_diameter"])
+            for i in range(fields)
+        ]
+        sets[condition] = {
+            "images": np.stack([f.image for f in made]),
+            "nuclei": [f.nuclei for f in made],
+            "cells": [f.cells for f in made],
+        }
     return sim["phenotype"], sets
 
 
@@ -64,10 +69,18 @@ def folder_sets(data: Path, fields: int) -> tuple[str, dict[str, dict]]:
     sets = {}
     for c, condition in enumerate(images.conditions):
         members = [i for i, label in enumerate(images.labels) if label == c][:fields]
-        masks = [[tifffile.imread(truth / condition / f"{images.paths[i].stem}_{kind}.tif").astype(np.int32)
-                  for kind in ("nuclei", "cells")] for i in members]
-        sets[condition] = {"images": np.stack([images.images[i] for i in members]),
-                           "nuclei": [m[0] for m in masks], "cells": [m[1] for m in masks]}
+        masks = [
+            [
+                tifffile.imread(truth / condition / f"{images.paths[i].stem}_{kind}.tif").astype(np.int32)
+                for kind in ("nuclei", "cells")
+            ]
+            for i in members
+        ]
+        sets[condition] = {
+            "images": np.stack([images.images[i] for i in members]),
+            "nuclei": [m[0] for m in masks],
+            "cells": [m[1] for m in masks],
+        }
     return info["phenotype"], sets
 
 
@@ -77,45 +90,83 @@ def classifier_for(phenotype: str, model, sets: dict, args):
     sim_size = int(sets[next(iter(sets))]["images"].shape[-1])
     images, labels, real = [], [], {}
     for c, condition in enumerate(sets):
-        real[condition] = [simulate_field(phenotype, condition, sim_size, seed=args.seed + 50_000 + i,
-                                          cell_diameter=args.cell_diameter).image
-                           for i in range(args.classifier_fields)]
+        real[condition] = [
+            simulate_field(
+                phenotype, condition, sim_size, seed=args.seed + 50_000 + i, cell_diameter=args.cell_diameter
+            ).image
+            for i in range(args.classifier_fields)
+        ]
         images += real[condition]
         labels += [c] * len(real[condition])
     return train_classifier(images, labels, list(sets), steps=args.classifier_steps, seed=0), real
 
 
-def scored_sweep(phenotype: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting],
-                 base: TranslateOptions, classifier, real_targets: list[np.ndarray], progress=None) -> list[dict]:
+def scored_sweep(
+    phenotype: str,
+    model,
+    sets: dict,
+    source: str,
+    target: str,
+    settings: list[cal.Setting],
+    base: TranslateOptions,
+    classifier,
+    real_targets: list[np.ndarray],
+    progress=None,
+) -> list[dict]:
     """Translate the held-out source fields with every setting and its source -> source control (one inversion),
     and score each setting with the ground truth (`score`) and as calibrate does without it (`score_rows`)."""
     out = sweep_with_controls(model, sets[source]["images"], source, target, settings, base, progress)
-    return score_rows(phenotype, model, sets, source, target, settings, out, classifier, real_targets,
-                      tuple(base.keep_channels))
+    return score_rows(
+        phenotype, model, sets, source, target, settings, out, classifier, real_targets, tuple(base.keep_channels)
+    )
 
 
-def sweep_with_controls(model, stack: np.ndarray, source: str, target: str, settings: list[cal.Setting],
-                        base: TranslateOptions, progress=None) -> dict:
+def sweep_with_controls(
+    model,
+    stack: np.ndarray,
+    source: str,
+    target: str,
+    settings: list[cal.Setting],
+    base: TranslateOptions,
+    progress=None,
+) -> dict:
     pairs = [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
     return cal.sweep_pairs(model, stack, source, pairs, base, progress=progress)
 
 
-def score_rows(phenotype: str, model, sets: dict, source: str, target: str, settings: list[cal.Setting], out: dict,
-               classifier, real_targets: list[np.ndarray], kept: tuple[str, ...] = ()) -> list[dict]:
+def score_rows(
+    phenotype: str,
+    model,
+    sets: dict,
+    source: str,
+    target: str,
+    settings: list[cal.Setting],
+    out: dict,
+    classifier,
+    real_targets: list[np.ndarray],
+    kept: tuple[str, ...] = (),
+) -> list[dict]:
     """Truth and no-truth scores of a sweep's translations `out` ({(target, setting): stack}). The no-truth ones
     leave out, as calibrate does by default, the kept channels and the nuclear one (untouched by conditions)."""
     stack = sets[source]["images"]
     nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
-    witnesses = cal.Witnesses(classifier, cal.target_probability(classifier, real_targets, target),
-                              classifier.accuracy >= cal.CLASSIFIER_MIN_ACCURACY,
-                              RealCells(stack, real_targets, model.channel_names),
-                              tuple(dict.fromkeys([*kept, nuclear])))
+    witnesses = cal.Witnesses(
+        classifier,
+        cal.target_probability(classifier, real_targets, target),
+        classifier.accuracy >= cal.CLASSIFIER_MIN_ACCURACY,
+        RealCells(stack, real_targets, model.channel_names),
+        tuple(dict.fromkeys([*kept, nuclear])),
+    )
     rows = []
     for s in settings:
         translated, control = out[(target, s)], out[(source, cal.control_of(s))]
-        rows.append({**asdict(s), **score(phenotype, model, classifier, sets[source], sets[target], target,
-                                          translated),
-                     **witnesses.score(model, stack, translated, control, target)})
+        rows.append(
+            {
+                **asdict(s),
+                **score(phenotype, model, classifier, sets[source], sets[target], target, translated),
+                **witnesses.score(model, stack, translated, control, target),
+            }
+        )
     return rows
 
 
@@ -124,19 +175,28 @@ def score(phenotype, model, classifier, source_set, target_set, target, translat
     originals = source_set["images"]
     masks = list(zip(source_set["nuclei"], source_set["cells"]))
     source_values = np.concatenate([measure_phenotype(im, nu, ce, phenotype) for im, (nu, ce) in zip(originals, masks)])
-    target_values = np.concatenate([measure_phenotype(im, nu, ce, phenotype) for im, nu, ce in
-                                    zip(target_set["images"], target_set["nuclei"], target_set["cells"])])
+    target_values = np.concatenate(
+        [
+            measure_phenotype(im, nu, ce, phenotype)
+            for im, nu, ce in zip(target_set["images"], target_set["nuclei"], target_set["cells"])
+        ]
+    )
     values = np.concatenate([measure_phenotype(im, nu, ce, phenotype) for im, (nu, ce) in zip(translated, masks)])
-    iou = np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu)
-                   for im, (nu, _) in zip(translated, masks)])
-    reference = np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu)
-                         for im, (nu, _) in zip(originals, masks)])
+    iou = np.mean(
+        [cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu) for im, (nu, _) in zip(translated, masks)]
+    )
+    reference = np.mean(
+        [cellmeasure.mask_iou(cellmeasure.segment_nuclei(im[nuclear]), nu) for im, (nu, _) in zip(originals, masks)]
+    )
     finite = lambda v: v[np.isfinite(v)]  # noqa: E731
     change = cal.channel_change(model, originals, translated)
     return {
         "transfer": transfer_rate(finite(values), finite(source_values), finite(target_values)),
-        "identity": float(iou / reference), "identity_iou": float(iou), "identity_iou_reference": float(reference),
-        "median_translated": float(np.nanmedian(values)), "median_source": float(np.nanmedian(source_values)),
+        "identity": float(iou / reference),
+        "identity_iou": float(iou),
+        "identity_iou_reference": float(reference),
+        "median_translated": float(np.nanmedian(values)),
+        "median_source": float(np.nanmedian(source_values)),
         "median_target": float(np.nanmedian(target_values)),
         "dna_change": change[model.channel_names[nuclear]],
         **{f"change_{name}": value for name, value in change.items()},
@@ -162,18 +222,39 @@ def run(args) -> dict:
     settings = cal.grid(args.strengths, args.guidances, args.negatives, args.inversions, intervals)
     base = TranslateOptions(steps=args.steps, batch_size=args.batch, keep_channels=tuple(args.keep)).validate()
     conditions = list(sets)
-    results = {"name": args.name, "checkpoint": str(args.checkpoint), "phenotype": phenotype, "steps": args.steps,
-               "keep_channels": list(args.keep),
-               "hardware": hardware(),
-               "fields": args.fields, "classifier_accuracy": classifier.accuracy, "directions": {}}
+    results = {
+        "name": args.name,
+        "checkpoint": str(args.checkpoint),
+        "phenotype": phenotype,
+        "steps": args.steps,
+        "keep_channels": list(args.keep),
+        "hardware": hardware(),
+        "fields": args.fields,
+        "classifier_accuracy": classifier.accuracy,
+        "directions": {},
+    }
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
         start = time.perf_counter()
-        rows = scored_sweep(phenotype, model, sets, source, target, settings, base, classifier, real[target],
-                            progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True))
+        rows = scored_sweep(
+            phenotype,
+            model,
+            sets,
+            source,
+            target,
+            settings,
+            base,
+            classifier,
+            real[target],
+            progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True),
+        )
         untranslated = score(phenotype, model, classifier, sets[source], sets[target], target, sets[source]["images"])
         results["directions"][f"{source}->{target}"] = {
-            "rows": rows, "untranslated": untranslated, "calibrated": _calibrated(rows, model.channel_names),
-            "truth_optimum": truth_optimum(rows), "seconds": time.perf_counter() - start}
+            "rows": rows,
+            "untranslated": untranslated,
+            "calibrated": _calibrated(rows, model.channel_names),
+            "truth_optimum": truth_optimum(rows),
+            "seconds": time.perf_counter() - start,
+        }
         print(f"\n{source}->{target}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
 
@@ -184,38 +265,71 @@ def _calibrated(rows: list[dict], channel_names: list[str]) -> dict:
 
 
 def markdown(results: dict, args, figure: Path) -> str:
-    lines = [f"## Translation settings on the ground truth: {results['name']} (`benchmarks/translation_frontier.py`)",
-             "", f"Checkpoint `{results['checkpoint']}` ({results['phenotype']}), {results['fields']} held-out fields "
-             f"per direction, a {results['steps']}-step DDIM grid (strength s runs s x {results['steps']} steps each "
-             f"way). Transfer and identity from the simulator's truth (identity = nuclei IoU over the "
-             f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
-             f"no-truth scores on the same translations, *calibrated* its choice (core/calibrate.py `choose`; "
-             f"classifier held-out accuracy "
-             f"{results['classifier_accuracy']:.2f}). Hardware: {results.get('hardware') or hardware()}.", ""]
+    lines = [
+        f"## Translation settings on the ground truth: {results['name']} (`benchmarks/translation_frontier.py`)",
+        "",
+        f"Checkpoint `{results['checkpoint']}` ({results['phenotype']}), {results['fields']} held-out fields "
+        f"per direction, a {results['steps']}-step DDIM grid (strength s runs s x {results['steps']} steps each "
+        f"way). Transfer and identity from the simulator's truth (identity = nuclei IoU over the "
+        f"segmentation's own ceiling; target >= {IDENTITY_MIN}); moved and kept are `phendiff calibrate`'s "
+        f"no-truth scores on the same translations, *calibrated* its choice (core/calibrate.py `choose`; "
+        f"classifier held-out accuracy "
+        f"{results['classifier_accuracy']:.2f}). Hardware: {results.get('hardware') or hardware()}.",
+        "",
+    ]
     if results.get("keep_channels"):
-        lines += [f"Channels kept as the original's (keep_channels): {', '.join(results['keep_channels'])}. Identity "
-                  "is then 1 by construction (the nuclei are segmented on the kept DNA) and the truth optimum, which "
-                  "maximises transfer, overshoots: read the median against the real target's (untranslated row).",
-                  ""]
+        lines += [
+            f"Channels kept as the original's (keep_channels): {', '.join(results['keep_channels'])}. Identity "
+            "is then 1 by construction (the nuclei are segmented on the kept DNA) and the truth optimum, which "
+            "maximises transfer, overshoots: read the median against the real target's (untranslated row).",
+            "",
+        ]
     header = ["direction", "setting", "transfer", "identity", "DNA change", "median", "moved", "kept"]
     for direction, entry in results["directions"].items():
         rows = []
         u = entry["untranslated"]
-        rows.append([direction, "untranslated", u["transfer"], u["identity"], u["dna_change"],
-                     f"{u['median_translated']:.3g} (target {u['median_target']:.3g})", u["moved"], u["kept"]])
-        for r in sorted(entry["rows"], key=lambda r: (r["inversion"], r["negative"], tuple(r["guidance_interval"]), r["guidance"],
-                                             r["strength"])):
-            mark = "".join([" **[truth optimum]**" if r is entry["truth_optimum"] or _same(r, entry["truth_optimum"])
-                            else "", " **[calibrated]**" if _same(r, entry["calibrated"]) else ""])
-            rows.append([direction, _setting(r).label()
-                         + mark, r["transfer"], r["identity"], r["dna_change"], f"{r['median_translated']:.3g}",
-                         r["moved"], r["kept"]])
+        rows.append(
+            [
+                direction,
+                "untranslated",
+                u["transfer"],
+                u["identity"],
+                u["dna_change"],
+                f"{u['median_translated']:.3g} (target {u['median_target']:.3g})",
+                u["moved"],
+                u["kept"],
+            ]
+        )
+        for r in sorted(
+            entry["rows"],
+            key=lambda r: (r["inversion"], r["negative"], tuple(r["guidance_interval"]), r["guidance"], r["strength"]),
+        ):
+            mark = "".join(
+                [
+                    " **[truth optimum]**" if r is entry["truth_optimum"] or _same(r, entry["truth_optimum"]) else "",
+                    " **[calibrated]**" if _same(r, entry["calibrated"]) else "",
+                ]
+            )
+            rows.append(
+                [
+                    direction,
+                    _setting(r).label() + mark,
+                    r["transfer"],
+                    r["identity"],
+                    r["dna_change"],
+                    f"{r['median_translated']:.3g}",
+                    r["moved"],
+                    r["kept"],
+                ]
+            )
         lines += [table(header, rows), ""]
         c, o = entry["calibrated"], entry["truth_optimum"]
-        lines.append(f"{direction}: calibrated choice {_setting(c).label()}"
-                     f" (transfer {c['transfer']:.3f}, identity {c['identity']:.3f}); ground-truth optimum "
-                     f"{_setting(o).label()} (transfer "
-                     f"{o['transfer']:.3f}, identity {o['identity']:.3f}); {entry['seconds']:.0f} s.")
+        lines.append(
+            f"{direction}: calibrated choice {_setting(c).label()}"
+            f" (transfer {c['transfer']:.3f}, identity {c['identity']:.3f}); ground-truth optimum "
+            f"{_setting(o).label()} (transfer "
+            f"{o['transfer']:.3f}, identity {o['identity']:.3f}); {entry['seconds']:.0f} s."
+        )
         lines.append("")
     lines.append(f"![frontier]({figure.relative_to(figure.parent.parent)})")
     return "\n".join(lines)
@@ -262,8 +376,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", help="held-out folder with ground truth (default: fresh fields with the "
-                                       "checkpoint's simulator settings)")
+    parser.add_argument(
+        "--data",
+        help="held-out folder with ground truth (default: fresh fields with the checkpoint's simulator settings)",
+    )
     parser.add_argument("--fields", type=int, default=20, help="fields per direction")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10)

@@ -29,8 +29,19 @@ def evaluated(work: Path, model: str, source: str, target: str) -> dict:
         shutil.rmtree(report, ignore_errors=True)
         chosen = json.loads((work / f"calibration_{model}_{source}-to-{target}" / "calibration.json").read_text())
         setting = {k: chosen["chosen"][k] for k in ("strength", "guidance", "negative")}
-        evaluate(work / model, work / "held_out", source, target, report, truth=work / "held_out_truth", steps=20,
-                 seed=0, device="cpu", keep_channels=("DNA",), **setting)
+        evaluate(
+            work / model,
+            work / "held_out",
+            source,
+            target,
+            report,
+            truth=work / "held_out_truth",
+            steps=20,
+            seed=0,
+            device="cpu",
+            keep_channels=("DNA",),
+            **setting,
+        )
     return json.loads((report / "metrics.json").read_text())
 
 
@@ -45,11 +56,14 @@ def main() -> None:
         for i, model in enumerate(args.models):
             m = evaluated(args.work, model, source, target)
             setting = f"s {m['translation']['strength']:g}, w {m['translation']['guidance']:g}"
-            rows.append([f"{source} → {target}", model, setting, *(m.get(k, "") for k in COLUMNS),
-                         m["conversion_rate"]])
-            trivial = [("copy the source", "baseline_", {"identity_iou": "identity_iou_reference"}),
-                       ("real target, closest nuclei count", "cell_count_baseline_", {}),
-                       (f"{model}'s samples from noise", "unconditional_baseline_", {})]
+            rows.append(
+                [f"{source} → {target}", model, setting, *(m.get(k, "") for k in COLUMNS), m["conversion_rate"]]
+            )
+            trivial = [
+                ("copy the source", "baseline_", {"identity_iou": "identity_iou_reference"}),
+                ("real target, closest nuclei count", "cell_count_baseline_", {}),
+                (f"{model}'s samples from noise", "unconditional_baseline_", {}),
+            ]
             for name, prefix, own in trivial:
                 if i and prefix != "unconditional_baseline_":
                     continue  # the same for every model
@@ -58,13 +72,15 @@ def main() -> None:
                     continue
                 rows.append([f"{source} → {target}", name, "", *values, ""])
             print(rows[-1], flush=True)
-    text = (f"Hardware: {hardware()}. Held-out simulator fields of {args.work} (20 per condition, ground truth), each "
-            "model at the setting `phendiff calibrate` chose for it (DNA kept). *closest nuclei count*: each source "
-            "field replaced by the real target field with the closest count of segmented nuclei, drawn from the "
-            "fields the FID compares with, repeats allowed. *samples from noise*: the model's own images of "
-            "the target condition, no input (no identity). *conversion*: the classifier's verdict on the originals "
-            "with only the revealed regions of the translation pasted in (core/reveal.py).\n\n"
-            + table(["direction", "output", "setting", *COLUMNS, "conversion"], rows))
+    text = (
+        f"Hardware: {hardware()}. Held-out simulator fields of {args.work} (20 per condition, ground truth), each "
+        "model at the setting `phendiff calibrate` chose for it (DNA kept). *closest nuclei count*: each source "
+        "field replaced by the real target field with the closest count of segmented nuclei, drawn from the "
+        "fields the FID compares with, repeats allowed. *samples from noise*: the model's own images of "
+        "the target condition, no input (no identity). *conversion*: the classifier's verdict on the originals "
+        "with only the revealed regions of the translation pasted in (core/reveal.py).\n\n"
+        + table(["direction", "output", "setting", *COLUMNS, "conversion"], rows)
+    )
     write_section("trivial_baselines", text)
 
 

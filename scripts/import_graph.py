@@ -17,8 +17,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff"
 
 def import_graph() -> dict[str, set[str]]:
     """module -> the package's modules it imports, anywhere in the file (module level or inside a function)."""
-    modules = {".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in SRC.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in SRC.rglob("*.py")
+    }
     graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -27,7 +29,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom):
                 base = package.split(".")
                 if node.level:
-                    base = base[:len(base) - node.level + 1]
+                    base = base[: len(base) - node.level + 1]
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
@@ -48,7 +50,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = "open"
         for child in sorted(graph[node]):
             if state.get(child) == "open":
-                found.append(path[path.index(child):] + [child])
+                found.append(path[path.index(child) :] + [child])
             elif child not in state:
                 visit(child, path + [child])
         state[node] = "done"
@@ -59,7 +61,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mermaid", action="store_true", help="print a mermaid flowchart")
@@ -67,14 +68,17 @@ def main() -> None:
     graph = import_graph()
     short = {m: m.replace("napari_phendiff.", "") for m in graph}
     # errors and plain package markers are imported everywhere or hold nothing: left out of the drawing
-    shown = {m for m in graph if not m.endswith((".errors", ".core", ".training", ".widgets"))
-             and m != "napari_phendiff"}
+    shown = {
+        m for m in graph if not m.endswith((".errors", ".core", ".training", ".widgets")) and m != "napari_phendiff"
+    }
     if args.mermaid:
         print("flowchart LR")
         for module in sorted(shown):
             for target in sorted(graph[module] & shown):
-                print(f"  {short[module].replace('.', '_')}[{short[module]}] --> "
-                      f"{short[target].replace('.', '_')}[{short[target]}]")
+                print(
+                    f"  {short[module].replace('.', '_')}[{short[module]}] --> "
+                    f"{short[target].replace('.', '_')}[{short[target]}]"
+                )
     else:
         for module in sorted(graph):
             print(f"{short[module]:28s} -> {', '.join(sorted(short[t] for t in graph[module]))}")

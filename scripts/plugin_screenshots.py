@@ -67,8 +67,12 @@ def translate_shots() -> None:
     shoot(viewer, dock, "plugin_morph.png")
 
     wait(dock.measure_cells())  # the table sorted by the change, largest gain first
-    shown = ("untreated_reporter original", "untreated cells", "untreated_reporter_to_TNFa_s0.45_w3_keep_DNA",
-             "cells_change_reporter_nc_ratio")
+    shown = (
+        "untreated_reporter original",
+        "untreated cells",
+        "untreated_reporter_to_TNFa_s0.45_w3_keep_DNA",
+        "cells_change_reporter_nc_ratio",
+    )
     for layer in viewer.layers:
         layer.visible = layer.name in shown
     viewer.layers["untreated cells"].opacity = 0.3

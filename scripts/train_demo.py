@@ -31,8 +31,10 @@ DEMO_SETTINGS = {
     ("untreated", "TNFa"): {"strength": 0.45, "guidance": 3.0, "negative": "source", "keep_channels": ["DNA"]},
     ("TNFa", "untreated"): {"strength": 0.4, "guidance": 4.0, "negative": "source", "keep_channels": ["DNA"]},
 }
-CHOSEN_BY = ("benchmarks/translation_frontier.py on the simulator's ground truth: transfer >= 0.93 with the median "
-             "phenotype nearest the real target")
+CHOSEN_BY = (
+    "benchmarks/translation_frontier.py on the simulator's ground truth: transfer >= 0.93 with the median "
+    "phenotype nearest the real target"
+)
 
 
 def main() -> None:
@@ -41,8 +43,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--install", action="store_true", help="only copy --work's checkpoint into the package")
-    parser.add_argument("--settings-only", action="store_true",
-                        help="only write DEMO_SETTINGS into the shipped demo's manifest")
+    parser.add_argument(
+        "--settings-only", action="store_true", help="only write DEMO_SETTINGS into the shipped demo's manifest"
+    )
     args = parser.parse_args()
     if args.settings_only:
         store_settings()
@@ -50,12 +53,30 @@ def main() -> None:
     data, full = args.work / "cells", args.work / "checkpoint"
     if not args.install:
         if not data.exists():
-            simulate_dataset(data, SIMULATOR["phenotype"], SIMULATOR["n_per_class"], SIMULATOR["size"],
-                             seed=SIMULATOR["seed"], cell_diameter=SIMULATOR["cell_diameter"])
-        config = TrainConfig(data=data, out=full, preset="tiny", image_size=48, steps=args.steps, batch_size=16,
-                             lr=3e-4, warmup_steps=100, checkpoint_every=250, seed=0, device="cpu",
-                             resume=args.resume, channel_names=list(PHENOTYPES[SIMULATOR["phenotype"]].channels),
-                             metadata={"simulator": SIMULATOR})
+            simulate_dataset(
+                data,
+                SIMULATOR["phenotype"],
+                SIMULATOR["n_per_class"],
+                SIMULATOR["size"],
+                seed=SIMULATOR["seed"],
+                cell_diameter=SIMULATOR["cell_diameter"],
+            )
+        config = TrainConfig(
+            data=data,
+            out=full,
+            preset="tiny",
+            image_size=48,
+            steps=args.steps,
+            batch_size=16,
+            lr=3e-4,
+            warmup_steps=100,
+            checkpoint_every=250,
+            seed=0,
+            device="cpu",
+            resume=args.resume,
+            channel_names=list(PHENOTYPES[SIMULATOR["phenotype"]].channels),
+            metadata={"simulator": SIMULATOR},
+        )
         for event in iter_train(config):
             if event.kind != "step" or event.step % 50 == 0:
                 print(event.kind, event.step, event.loss, event.message, flush=True)

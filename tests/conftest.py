@@ -14,7 +14,6 @@ from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.training.run import train
 
 
-
 @pytest.fixture
 def isolated_recent_checkpoints(tmp_path, monkeypatch):
     """Keep the docks' recent-checkpoint list of a test out of the user's own (imports Qt: dock tests only)."""
@@ -25,6 +24,7 @@ def isolated_recent_checkpoints(tmp_path, monkeypatch):
     yield _shared.CHECKPOINTS
     _shared.CHECKPOINTS.recent = ()
 
+
 @pytest.fixture(scope="session")
 def sim_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "cells"
@@ -34,8 +34,17 @@ def sim_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(sim_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "model"
-    config = TrainConfig(data=sim_data, out=out, preset="tiny", image_size=32, steps=6, batch_size=4,
-                         checkpoint_every=3, device="cpu", channel_names=["DNA", "reporter"])
+    config = TrainConfig(
+        data=sim_data,
+        out=out,
+        preset="tiny",
+        image_size=32,
+        steps=6,
+        batch_size=4,
+        checkpoint_every=3,
+        device="cpu",
+        channel_names=["DNA", "reporter"],
+    )
     return train(config)
 
 
@@ -75,16 +84,39 @@ def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=(2, 4), norm_num_groups=8,
-        use_linear_projection=True)
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+        use_linear_projection=True,
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, latent_channels=4,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), norm_num_groups=8, sample_size=16,
-        layers_per_block=1, scaling_factor=SCALING_FACTOR)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        latent_channels=4,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        sample_size=16,
+        layers_per_block=1,
+        scaling_factor=SCALING_FACTOR,
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
     tokenizer = encoder = None
     if text_encoder:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -97,12 +129,29 @@ def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
         (words / "vocab.json").write_text(json.dumps(vocab))
         (words / "merges.txt").write_text("#version: 0.2\n")
         tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=77)
-        encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=cross_attention_dim, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
+        encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(vocab),
+                hidden_size=cross_attention_dim,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+            )
+        )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipeline.save_pretrained(folder, safe_serialization=True)
     return folder
 

@@ -18,7 +18,9 @@ from napari_phendiff.core.models import KINDS
 from napari_phendiff.core.options import FIELD_NAMES, TRAIN_CHOICES, TRAIN_DEFAULTS
 
 SRC = Path(napari_phendiff.__file__).parent
-_spec = importlib.util.spec_from_file_location("import_graph", Path(__file__).parents[1] / "scripts" / "import_graph.py")
+_spec = importlib.util.spec_from_file_location(
+    "import_graph", Path(__file__).parents[1] / "scripts" / "import_graph.py"
+)
 graph_tools = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(graph_tools)
 import_graph, cycles = graph_tools.import_graph, graph_tools.cycles
@@ -37,10 +39,17 @@ def test_layers_point_down():
     """The core imports neither the command line, the docks nor the writer; nothing outside the docks imports them
     (napari's manifest reaches the docks directly)."""
     graph = import_graph()
-    up = [f"{module} -> {target}" for module, targets in graph.items() for target in targets
-          if (module.startswith("napari_phendiff.core") and not target.startswith("napari_phendiff.core")
-              and target != "napari_phendiff")  # the package itself: its version
-          or (target.startswith("napari_phendiff.widgets") and not module.startswith("napari_phendiff.widgets"))]
+    up = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if (
+            module.startswith("napari_phendiff.core")
+            and not target.startswith("napari_phendiff.core")
+            and target != "napari_phendiff"
+        )  # the package itself: its version
+        or (target.startswith("napari_phendiff.widgets") and not module.startswith("napari_phendiff.widgets"))
+    ]
     assert up == []
 
 
@@ -51,11 +60,17 @@ def test_the_cycle_finder_finds_a_circle():
 def test_kinds_are_named_only_in_the_registry_and_their_own_modules():
     names = "|".join(KINDS)
     switch = re.compile(rf"""(==|!=)\s*["']({names})["']|["']({names})["']\s*(==|!=)|in\s*\(\s*["']({names})["']""")
-    allowed = {SRC / "core" / "models" / "__init__.py", *(SRC / "core" / "models" / f"{k.module}.py"
-                                                        for k in KINDS.values())}
-    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
-                 for path in SRC.rglob("*.py") if path not in allowed
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if switch.search(line)]
+    allowed = {
+        SRC / "core" / "models" / "__init__.py",
+        *(SRC / "core" / "models" / f"{k.module}.py" for k in KINDS.values()),
+    }
+    offending = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in SRC.rglob("*.py")
+        if path not in allowed
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if switch.search(line)
+    ]
     assert offending == []
 
 
@@ -63,9 +78,12 @@ def test_library_code_leaves_matplotlib_global_state_alone():
     """Inside napari, `matplotlib.use("Agg")` or pyplot's figure list would change napari's own plotting; the core
     draws with matplotlib's object API (Figure) only."""
     global_state = re.compile(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot")
-    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
-                 for path in SRC.rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if global_state.search(line)]
+    offending = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in SRC.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if global_state.search(line)
+    ]
     assert offending == []
     assert global_state.search('    matplotlib.use("Agg")') and global_state.search("import matplotlib.pyplot as plt")
 
@@ -99,14 +117,31 @@ def test_a_new_translation_option_is_its_field_alone(monkeypatch, tmp_path):
 
     from napari_phendiff.core import options as o
 
-    extended = make_dataclass("TranslateOptions", [("dummy_level", int, o.option(3, o.Flag("a dummy level", int)))],
-                              bases=(o.TranslateOptions,), frozen=True)
+    extended = make_dataclass(
+        "TranslateOptions",
+        [("dummy_level", int, o.option(3, o.Flag("a dummy level", int)))],
+        bases=(o.TranslateOptions,),
+        frozen=True,
+    )
     monkeypatch.setattr(o, "TranslateOptions", extended)
     actions = _actions("translate")
     assert actions["dummy_level"].default is None and actions["dummy_level"].option_strings == ["--dummy-level"]
     assert "a dummy level (default 3)" in actions["dummy_level"].help
-    args = build_parser().parse_args(["translate", "demo", "x.tif", "--source", "untreated", "--target", "TNFa",
-                                 "--out", str(tmp_path), "--dummy-level", "5"])
+    args = build_parser().parse_args(
+        [
+            "translate",
+            "demo",
+            "x.tif",
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(tmp_path),
+            "--dummy-level",
+            "5",
+        ]
+    )
     given = given_options(args)
     assert given["dummy_level"] == 5
     resolved, sources = o.resolve_options(None, "untreated", "TNFa", given)
@@ -149,8 +184,9 @@ def test_a_new_model_kind_is_its_module_and_one_registry_line(monkeypatch, tmp_p
 
     module = types.ModuleType("napari_phendiff.core.models.dummy")
     module.REQUIRED_FILES = []
-    module.load = lambda path, manifest, device: Negated(**ConditionedModel.described_by(manifest, path),
-                                                         net=torch.nn.Linear(1, 1))
+    module.load = lambda path, manifest, device: Negated(
+        **ConditionedModel.described_by(manifest, path), net=torch.nn.Linear(1, 1)
+    )
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(KINDS, "dummy", Kind("dummy", "a dummy kind", generates=False, lr=3e-3))
 
@@ -176,17 +212,20 @@ def test_a_new_model_kind_is_its_module_and_one_registry_line(monkeypatch, tmp_p
     assert "dummy" in offered
 
 
-@pytest.mark.parametrize("argv, phrase", [
-    (["train", "DATA", "--out", "OUT", "--steps", "0"], "steps must be at least 1"),
-    (["train", "DATA", "--out", "OUT", "--batch-size", "0"], "batch_size must be at least 1"),
-    (["train", "DATA", "--out", "OUT", "--lr", "nan"], "lr must be a finite number"),
-    (["train", "DATA", "--out", "OUT", "--lr", "-1"], "lr (the learning rate) must be above 0"),
-    (["train", "DATA", "--out", "OUT", "--mixed-precision", "bf16", "--device", "cpu"], "needs a CUDA GPU"),
-    (["train", "DATA", "--out", "OUT", "--model", "latent", "--start-from", "demo"], "--base"),
-    (["train", "DATA", "--out", "OUT", "--model", "cyclegan", "--start-from", "demo"], "cannot start from"),
-    (["simulate", "OUT", "--size", "16"], "size must be a whole number of pixels >= 32"),
-    (["generalization", "DATA", "--out", "OUT", "--n-per-class", "2", "--model", "cyclegan"], "cannot do"),
-])
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["train", "DATA", "--out", "OUT", "--steps", "0"], "steps must be at least 1"),
+        (["train", "DATA", "--out", "OUT", "--batch-size", "0"], "batch_size must be at least 1"),
+        (["train", "DATA", "--out", "OUT", "--lr", "nan"], "lr must be a finite number"),
+        (["train", "DATA", "--out", "OUT", "--lr", "-1"], "lr (the learning rate) must be above 0"),
+        (["train", "DATA", "--out", "OUT", "--mixed-precision", "bf16", "--device", "cpu"], "needs a CUDA GPU"),
+        (["train", "DATA", "--out", "OUT", "--model", "latent", "--start-from", "demo"], "--base"),
+        (["train", "DATA", "--out", "OUT", "--model", "cyclegan", "--start-from", "demo"], "cannot start from"),
+        (["simulate", "OUT", "--size", "16"], "size must be a whole number of pixels >= 32"),
+        (["generalization", "DATA", "--out", "OUT", "--n-per-class", "2", "--model", "cyclegan"], "cannot do"),
+    ],
+)
 def test_bad_settings_are_one_line_and_exit_2(argv, phrase, sim_data, tmp_path, capsys):
     argv = [str(sim_data) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
     assert main(argv) == 2
@@ -198,20 +237,28 @@ def test_bad_settings_are_one_line_and_exit_2(argv, phrase, sim_data, tmp_path, 
 def test_the_core_prints_nothing():
     """The command line prints; the core returns (a print inside a napari dock goes to a terminal nobody reads)."""
     printing = re.compile(r"^\s*print\(")
-    offending = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
-                 for path in (SRC / "core").rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if printing.search(line)]
+    offending = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in (SRC / "core").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if printing.search(line)
+    ]
     assert offending == []
     assert napari_phendiff.__version__ != "0+unknown"  # read from the installed package's metadata
 
 
-def test_the_code_passes_the_linter():
+@pytest.mark.parametrize("check", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_the_code_passes_the_linter_and_the_formatter(check):
     """ruff (pyproject.toml [tool.ruff]) over the package, tests, benchmarks and scripts: unused names, undefined
-    names and the like fail here, not in a user's run."""
+    names and the like fail here, not in a user's run; and the code is laid out as `ruff format` lays it out."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "src", "tests", "benchmarks", "scripts"],
-                          cwd=root, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", *check, "--no-cache", "src", "tests", "benchmarks", "scripts"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -35,8 +35,24 @@ def tifs(folder):
 
 
 def translate_cli(checkpoint, inputs, out, *extra):
-    return main(["translate", str(checkpoint), *map(str, inputs), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(out), "--steps", "2", "--device", "cpu", *extra])
+    return main(
+        [
+            "translate",
+            str(checkpoint),
+            *map(str, inputs),
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def small_config(data, out, **kw):
@@ -47,8 +63,10 @@ def small_config(data, out, **kw):
 @pytest.fixture
 def copy_of(tiny_checkpoint, tmp_path):
     """A fresh copy of the tiny checkpoint to tamper with."""
+
     def make(name="copy"):
         return shutil.copytree(tiny_checkpoint, tmp_path / name)
+
     return make
 
 
@@ -59,6 +77,7 @@ def edit_manifest(folder, change):
 
 
 # --- translation: outputs never collide, never feed back, one bad file does not stop the others -----------------
+
 
 def test_two_inputs_with_one_stem_are_refused_naming_both(tiny_checkpoint, tmp_path, capsys):
     a = write_tif(tmp_path / "a" / "img.tif", random_image((2, 32, 32)))
@@ -78,8 +97,24 @@ def test_tif_and_tiff_of_one_name_in_a_folder_are_refused(tiny_checkpoint, tmp_p
 
 def test_targets_that_give_one_file_name_are_refused(tiny_checkpoint, tmp_path, capsys):
     image = write_tif(tmp_path / "img.tif", random_image((2, 32, 32)))
-    assert main(["translate", str(tiny_checkpoint), str(image), "--source", "untreated", "--target", "TNF a",
-                 "--target", "TNF_a", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "translate",
+                str(tiny_checkpoint),
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNF a",
+                "--target",
+                "TNF_a",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "would write the same files" in capsys.readouterr().err
 
 
@@ -136,11 +171,15 @@ def test_a_rerun_with_other_settings_is_refused_naming_the_difference(tiny_check
 
 # --- images that are not what they look like ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("array, phrase", [
-    (np.zeros((2, 32, 32), bool), "true/false"),
-    (np.zeros((2, 32, 32), complex), "complex numbers"),
-    (np.full((2, 32, 32), None, dtype=object), "Python objects"),
-])
+
+@pytest.mark.parametrize(
+    "array, phrase",
+    [
+        (np.zeros((2, 32, 32), bool), "true/false"),
+        (np.zeros((2, 32, 32), complex), "complex numbers"),
+        (np.full((2, 32, 32), None, dtype=object), "Python objects"),
+    ],
+)
 def test_arrays_that_are_not_intensities_are_refused(tiny_checkpoint, array, phrase):
     model = pd.load_checkpoint(tiny_checkpoint, device="cpu")
     with pytest.raises(DataError, match=phrase):
@@ -170,7 +209,7 @@ def test_cells_larger_than_the_training_cells_are_warned_about(tiny_checkpoint):
 
 def test_the_demo_knows_its_training_cells_and_warns_about_others():
     demo = pd.load_checkpoint("demo", device="cpu")
-    seen = demo.manifest["training_images"]   # measured as training measures it, on the demo's own simulated data
+    seen = demo.manifest["training_images"]  # measured as training measures it, on the demo's own simulated data
     assert seen["nuclear_channel"] == "DNA" and 7 < seen["nucleus_diameter_px"] < 10
     big = simulate_field("translocation", "untreated", 96, seed=0, cell_diameter=40.0).image
     with pytest.warns(PhenDiffWarning, match="nuclei measure about .* training images' 8 px"):
@@ -197,6 +236,7 @@ def test_a_one_pixel_two_channel_translation_reads_back_as_two_channels(tiny_che
 
 
 # --- training data and settings ------------------------------------------------------------------------------------
+
 
 def test_mixed_dtypes_in_a_training_folder_are_refused(tmp_path):
     write_tif(tmp_path / "d" / "a" / "1.tif", random_image((2, 32, 32), dtype=np.uint16))
@@ -305,7 +345,9 @@ def test_a_failed_checkpoint_write_says_what_was_kept(sim_data, tmp_path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(run, "stamp_weights", full)
-    with pytest.raises(CheckpointError, match="step 2 could not be written .No space left on device.; nothing was saved"):
+    with pytest.raises(
+        CheckpointError, match="step 2 could not be written .No space left on device.; nothing was saved"
+    ):
         pd.train(small_config(sim_data, tmp_path / "m"))
     assert not list(tmp_path.glob(".m.writing-*")) and not (tmp_path / "m" / "phendiff.json").exists()
 
@@ -328,15 +370,19 @@ def test_a_read_only_output_folder_fails_before_training(sim_data, tmp_path):
 
 # --- checkpoints that were damaged or edited -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, phrase", [
-    (lambda m: m["conditions"].reverse(), "do not belong together"),
-    (lambda m: m["conditions"].append("extra"), "do not belong together"),
-    (lambda m: m.update(image_size=0), "image_size must be a whole number"),
-    (lambda m: m["normalization"].update(high=m["normalization"]["low"]), "high > low"),
-    (lambda m: m["normalization"].update(low=[float("nan")] * 2), "must be finite"),
-    (lambda m: m.pop("channel_names"), "lacks channel_names"),
-    (lambda m: m["channel_names"].append("third"), "2 low and 2 high values for 3 channel"),
-])
+
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        (lambda m: m["conditions"].reverse(), "do not belong together"),
+        (lambda m: m["conditions"].append("extra"), "do not belong together"),
+        (lambda m: m.update(image_size=0), "image_size must be a whole number"),
+        (lambda m: m["normalization"].update(high=m["normalization"]["low"]), "high > low"),
+        (lambda m: m["normalization"].update(low=[float("nan")] * 2), "must be finite"),
+        (lambda m: m.pop("channel_names"), "lacks channel_names"),
+        (lambda m: m["channel_names"].append("third"), "2 low and 2 high values for 3 channel"),
+    ],
+)
 def test_an_edited_manifest_is_refused(copy_of, change, phrase):
     folder = copy_of()
     edit_manifest(folder, change)
@@ -357,11 +403,12 @@ def test_a_manifest_without_a_digest_is_refused_until_signed_and_still_checked(c
 
 def test_weights_swapped_for_another_checkpoints_of_the_same_shape_are_refused(copy_of, sim_data, tmp_path):
     folder = copy_of()
-    other = pd.train(small_config(sim_data, tmp_path / "other", image_size=32, steps=1,
-                                  channel_names=["DNA", "reporter"]))
+    other = pd.train(
+        small_config(sim_data, tmp_path / "other", image_size=32, steps=1, channel_names=["DNA", "reporter"])
+    )
     weights = "unet/diffusion_pytorch_model.safetensors"
     before = pd.load_checkpoint(folder, device="cpu")  # read once: the digest of the file is cached by its stat
-    shutil.copy2(other / weights, folder / weights)    # same architecture and header, other values
+    shutil.copy2(other / weights, folder / weights)  # same architecture and header, other values
     with pytest.raises(CheckpointError, match="do not belong together.*phendiff sign"):
         pd.load_checkpoint(folder, device="cpu")
     assert main(["sign", str(folder)]) == 0  # edited on purpose: signed, it loads with the new weights
@@ -374,8 +421,9 @@ def test_damaged_weights_are_one_clear_error(copy_of, damage, capsys, tmp_path):
     folder = copy_of()
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
-                         "pickle": b"\x80\x04\x95" + data[:64]}[damage])
+    weights.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "pickle": b"\x80\x04\x95" + data[:64]}[damage]
+    )
     image = write_tif(tmp_path / "img.tif", random_image((2, 32, 32)))
     assert translate_cli(folder, [image], tmp_path / "out") == 2
     err = capsys.readouterr().err
@@ -405,21 +453,44 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(copy_of, tmp_path
 
 # --- signals: what a scheduler or Ctrl-C does -----------------------------------------------------------------------
 
+
 def launch(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     # a shell's background job starts with SIGINT ignored, which the child would inherit: give it the default back,
     # as a terminal's Ctrl-C finds it
-    return subprocess.Popen([sys.executable, "-m", "napari_phendiff.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "napari_phendiff.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kw,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_training_saves_a_loadable_checkpoint(sim_data, tmp_path, signum, code):
     out = tmp_path / "m"
-    process = launch(["train", str(sim_data), "--out", str(out), "--image-size", "32", "--batch-size", "2",
-                      "--steps", "100000", "--checkpoint-every", "1", "--device", "cpu"])
+    process = launch(
+        [
+            "train",
+            str(sim_data),
+            "--out",
+            str(out),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--steps",
+            "100000",
+            "--checkpoint-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     deadline = time.monotonic() + 120
     while not (out / "phendiff.json").is_file() and time.monotonic() < deadline:  # a first step was trained
         time.sleep(0.1)
@@ -437,8 +508,20 @@ def test_sigterm_during_translation_leaves_no_partial_file(tiny_checkpoint, tmp_
         write_tif(tmp_path / "in" / f"{i:02d}.tif", random_image((2, 32, 32), seed=i))
     out = tmp_path / "out"
     settings = ["--steps", "8", "--strength", "1", "--batch-size", "1", "--device", "cpu"]
-    process = launch(["translate", str(tiny_checkpoint), str(tmp_path / "in"), "--source", "untreated", "--target",
-                      "TNFa", "--out", str(out), *settings])
+    process = launch(
+        [
+            "translate",
+            str(tiny_checkpoint),
+            str(tmp_path / "in"),
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(out),
+            *settings,
+        ]
+    )
     deadline = time.monotonic() + 120
     while not tifs(out) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -452,8 +535,23 @@ def test_sigterm_during_translation_leaves_no_partial_file(tiny_checkpoint, tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the rerun takes the same settings (other ones are refused, naming the difference) and does the rest
-        assert main(["translate", str(tiny_checkpoint), str(tmp_path / "in"), "--source", "untreated", "--target",
-                     "TNFa", "--out", str(out), *settings]) == 0
+        assert (
+            main(
+                [
+                    "translate",
+                    str(tiny_checkpoint),
+                    str(tmp_path / "in"),
+                    "--source",
+                    "untreated",
+                    "--target",
+                    "TNFa",
+                    "--out",
+                    str(out),
+                    *settings,
+                ]
+            )
+            == 0
+        )
     assert len(tifs(out)) == 30
 
 
@@ -473,6 +571,9 @@ def test_a_disk_that_fills_during_a_folder_run_is_one_clear_error(tiny_checkpoin
     monkeypatch.setattr(batch, "write_translation", filling)
     assert translate_cli(tiny_checkpoint, [tmp_path / "in"], tmp_path / "out", "--batch-size", "1") == 2
     err = capsys.readouterr().err
-    assert re.search(r"could not be written \(No space left on device; \d+ MB free on its disk\)\. The 1 file\(s\) "
-                     r"written before it are complete", err)
+    assert re.search(
+        r"could not be written \(No space left on device; \d+ MB free on its disk\)\. The 1 file\(s\) "
+        r"written before it are complete",
+        err,
+    )
     assert "Traceback" not in err and len(tifs(tmp_path / "out")) == 1

@@ -34,8 +34,9 @@ def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data, monkeypa
     base = TranslateOptions(steps=8, tiles=False)
     inversions = []
     real_invert = translate_module.invert
-    monkeypatch.setattr(translate_module, "invert", lambda *a, **k: inversions.append(k["strength"]) or
-                        real_invert(*a, **k))
+    monkeypatch.setattr(
+        translate_module, "invert", lambda *a, **k: inversions.append(k["strength"]) or real_invert(*a, **k)
+    )
     swept = cal.sweep(model, stack, "untreated", "TNFa", settings, base)
     assert len(swept) == 4
     assert inversions == [0.5]  # one inversion, to the deepest strength, serves every setting
@@ -46,16 +47,25 @@ def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data, monkeypa
 
 
 def row(strength, guidance, reached, kept, kept_control=0.9, change_DNA=0.05):
-    return dict(strength=strength, guidance=guidance, negative="source", reached=reached, kept=kept,
-                kept_control=kept_control, change_DNA=change_DNA)
+    return dict(
+        strength=strength,
+        guidance=guidance,
+        negative="source",
+        reached=reached,
+        kept=kept,
+        kept_control=kept_control,
+        change_DNA=change_DNA,
+    )
 
 
 def test_the_rule_moves_the_phenotype_first_then_keeps_the_cells():
-    rows = [row(1.0, 4.0, 1.0, 0.30, kept_control=0.80),  # all the way, but loses the nuclei beyond its control
-            row(0.4, 4.0, 0.93, 0.82, kept_control=0.86),  # furthest of those that keep them: chosen
-            row(0.3, 4.0, 0.80, 0.86, kept_control=0.88),  # keeps more, moves less: a mix would pick it
-            row(0.2, 4.0, 0.55, 0.89, kept_control=0.90),
-            row(0.2, 1.0, 0.05, 0.91, kept_control=0.90)]
+    rows = [
+        row(1.0, 4.0, 1.0, 0.30, kept_control=0.80),  # all the way, but loses the nuclei beyond its control
+        row(0.4, 4.0, 0.93, 0.82, kept_control=0.86),  # furthest of those that keep them: chosen
+        row(0.3, 4.0, 0.80, 0.86, kept_control=0.88),  # keeps more, moves less: a mix would pick it
+        row(0.2, 4.0, 0.55, 0.89, kept_control=0.90),
+        row(0.2, 1.0, 0.05, 0.91, kept_control=0.90),
+    ]
     choice = cal.choose(rows, ["DNA"])
     assert choice.row is rows[1] and choice.status == "calibrated"
     assert "s 0.4, w 4 (source) went 0.93 of the way" in choice.reason and "the furthest of the 4" in choice.reason
@@ -125,16 +135,41 @@ def test_a_choice_that_exaggerates_the_target_is_flagged():
     assert overshoots(originals, kept, targets, names) == []
 
 
-def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
     monkeypatch.setattr(cal, "overshot", lambda *args, **kwargs: exaggerated)
     monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 1.01)  # no classifier is trusted: the cells decide
-    assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "3", "--n", "2", "--steps", "4",
-                 "--classifier-steps", "5", "--keep-channels", "DNA"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                str(checkpoint),
+                str(sim_data),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(out),
+                "--strengths",
+                "0.25",
+                "0.5",
+                "--guidances",
+                "3",
+                "--n",
+                "2",
+                "--steps",
+                "4",
+                "--classifier-steps",
+                "5",
+                "--keep-channels",
+                "DNA",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     assert "the choice rests on the per-cell measurements alone" in printed.err
     saved = json.loads((out / "calibration.json").read_text())
@@ -156,9 +191,32 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     # a sweep where nothing reaches the bar is reported and stores nothing
     monkeypatch.setattr(cal, "REACHED_MIN", 2.0)
     manifest = (checkpoint / "phendiff.json").read_text()
-    assert main(["calibrate", str(checkpoint), str(sim_data), "--source", "TNFa", "--target", "untreated",
-                 "--out", str(tmp_path / "c5"), "--strengths", "0.25", "--guidances", "3", "--n", "2", "--steps",
-                 "4", "--classifier-steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                str(checkpoint),
+                str(sim_data),
+                "--source",
+                "TNFa",
+                "--target",
+                "untreated",
+                "--out",
+                str(tmp_path / "c5"),
+                "--strengths",
+                "0.25",
+                "--guidances",
+                "3",
+                "--n",
+                "2",
+                "--steps",
+                "4",
+                "--classifier-steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     assert "not calibrated (not moved); closest: strength 0.25" in printed.out
     assert "nothing was stored" in printed.err and (checkpoint / "phendiff.json").read_text() == manifest
@@ -166,21 +224,43 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
 
 
 @pytest.mark.slow
-def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys,
-                                                                 monkeypatch):
+def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "calibration"
     monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
-    code = main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(out), "--strengths", "0.25", "0.5", "--guidances", "1", "3", "--n", "2",
-                 "--steps", "8", "--classifier-steps", "5"])
+    code = main(
+        [
+            "calibrate",
+            str(checkpoint),
+            str(sim_data),
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(out),
+            "--strengths",
+            "0.25",
+            "0.5",
+            "--guidances",
+            "1",
+            "3",
+            "--n",
+            "2",
+            "--steps",
+            "8",
+            "--classifier-steps",
+            "5",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "chosen: strength" in printed
     saved = json.loads((out / "calibration.json").read_text())
     assert len(saved["rows"]) == 4 and (out / "frontier.png").stat().st_size > 0
     header = (out / "frontier.csv").read_text().splitlines()[0].split(",")
-    assert {"strength", "guidance", "moved", "cells_moved", "reached", "kept", "kept_control",
-            "change_DNA"} <= set(header)
+    assert {"strength", "guidance", "moved", "cells_moved", "reached", "kept", "kept_control", "change_DNA"} <= set(
+        header
+    )
     chosen = saved["chosen"]
     manifest = json.loads((checkpoint / "phendiff.json").read_text())
     stored = manifest["calibration"]["untreated->TNFa"]
@@ -194,8 +274,24 @@ def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_d
     assert given.strength == 0.7 and given_from["strength"] == "given"
     # the CLI's translate now says where its settings came from
     image = sorted((sim_data / "untreated").glob("*.tif"))[0]
-    assert main(["translate", str(checkpoint), str(image), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(tmp_path / "t"), "--steps", "4"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(checkpoint),
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(tmp_path / "t"),
+                "--steps",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert f"strength {chosen['strength']} (calibrated)" in capsys.readouterr().out
 
 
@@ -220,8 +316,16 @@ def test_folder_of_small_images_is_translated_in_batches(checkpoint, sim_data, t
         return real(model, images, *args, **kwargs)
 
     monkeypatch.setattr(batch, "iter_translate", counting)
-    result = batch.translate_files(checkpoint, [sim_data / "untreated"], "untreated", ["TNFa"], tmp_path / "out",
-                                   device="cpu", steps=4, strength=0.5)
+    result = batch.translate_files(
+        checkpoint,
+        [sim_data / "untreated"],
+        "untreated",
+        ["TNFa"],
+        tmp_path / "out",
+        device="cpu",
+        steps=4,
+        strength=0.5,
+    )
     assert calls == [4] and len(result.written) == 4  # four 48-px fields, one call
     model = pd.load_checkpoint(checkpoint, device="cpu")
     for path in sorted((sim_data / "untreated").glob("*.tif")):
@@ -236,8 +340,21 @@ def test_folder_of_small_images_is_translated_in_batches(checkpoint, sim_data, t
 def test_counts_and_an_unwritable_checkpoint_are_refused_before_the_sweep(checkpoint, sim_data, tmp_path, capsys):
     for n in ("-1", "0", "two"):
         with pytest.raises(SystemExit):
-            main(["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa",
-                  "--out", str(tmp_path / "c"), "--n", n])
+            main(
+                [
+                    "calibrate",
+                    str(checkpoint),
+                    str(sim_data),
+                    "--source",
+                    "untreated",
+                    "--target",
+                    "TNFa",
+                    "--out",
+                    str(tmp_path / "c"),
+                    "--n",
+                    n,
+                ]
+            )
         assert "--n: must be" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="n \\(held-out source images\\) must be at least 1, not -1"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c", n=-1)
@@ -245,8 +362,7 @@ def test_counts_and_an_unwritable_checkpoint_are_refused_before_the_sweep(checkp
         evaluate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "r", n=0)
 
 
-def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpoint, sim_data, tmp_path,
-                                                                          monkeypatch):
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpoint, sim_data, tmp_path, monkeypatch):
     def read_only(folder):  # what checkpoint.check_writable raises for a read-only folder (root writes anyway)
         raise CheckpointError(f"{folder}: nothing can be written there (Permission denied).")
 
@@ -257,18 +373,26 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpo
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("entry, phrase", [
-    ([0.3, 4], "is a list, not a setting"),
-    ({"strength": 7}, "is not valid: strength"),
-    ({"strength": 0.3, "keep_channels": ["Hoechst"]}, "keeps channel\\(s\\) Hoechst, which it does not have "
-                                                      "\\(DNA, reporter\\)"),
-])
+@pytest.mark.parametrize(
+    "entry, phrase",
+    [
+        ([0.3, 4], "is a list, not a setting"),
+        ({"strength": 7}, "is not valid: strength"),
+        (
+            {"strength": 0.3, "keep_channels": ["Hoechst"]},
+            "keeps channel\\(s\\) Hoechst, which it does not have \\(DNA, reporter\\)",
+        ),
+    ],
+)
 def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoint, entry, phrase):
     manifest = json.loads((checkpoint / "phendiff.json").read_text())
     manifest["calibration"] = {"untreated->TNFa": entry}
     model = pd.load_checkpoint(checkpoint, device="cpu")
     model.manifest["calibration"] = manifest["calibration"]
-    with pytest.raises(CheckpointError, match="calibrated setting for untreated -> TNFa \\(calibration\\['untreated->"
-                                              f"TNFa'\\] in its phendiff.json\\) {phrase}"):
+    with pytest.raises(
+        CheckpointError,
+        match="calibrated setting for untreated -> TNFa \\(calibration\\['untreated->"
+        f"TNFa'\\] in its phendiff.json\\) {phrase}",
+    ):
         translation_options(model, "untreated", "TNFa")
     assert translation_options(model, "TNFa", "untreated")[1]["strength"] == "default"  # the other direction runs

@@ -26,8 +26,9 @@ def test_round_trip_keeps_what_translation_needs(tiny_checkpoint, sim_data):
     assert model.conditions == ["TNFa", "untreated"]
     assert model.channels == 2 and model.channel_names == ["DNA", "reporter"]
     assert model.image_size == 32
-    assert len(model.normalization.low) == 2 and all(h > lo for lo, h in zip(model.normalization.low,
-                                                                            model.normalization.high))
+    assert len(model.normalization.low) == 2 and all(
+        h > lo for lo, h in zip(model.normalization.low, model.normalization.high)
+    )
     manifest = json.loads((tiny_checkpoint / "phendiff.json").read_text())
     assert manifest["preset"] == "tiny" and manifest["schedule"]["clip_sample"] is False
     assert manifest["trained_steps"] == 6 and manifest["provenance"]["data_folder"] == str(sim_data.resolve())
@@ -111,6 +112,7 @@ def test_demo_checkpoint_is_shipped_and_small():
 
 # --- one writer per output -----------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def other_process():
     """A live process that is not this one (its pid stands for another phendiff run)."""
@@ -138,8 +140,9 @@ def test_a_second_training_into_the_same_folder_is_refused_at_once(sim_data, tmp
     out = tmp_path / "model"
     lock = hold_lock(out, other_process)
     config = TrainConfig(data=sim_data, out=out, image_size=32, steps=2, batch_size=2, device="cpu")
-    with pytest.raises(CheckpointError, match=f"training \\(process {other_process} on .*since 2026-12-04T10:00:00\\) "
-                                              "is writing it"):
+    with pytest.raises(
+        CheckpointError, match=f"training \\(process {other_process} on .*since 2026-12-04T10:00:00\\) is writing it"
+    ):
         pd.train(config)
     assert not out.exists() and lock.is_file()  # the other run's lock stays
     with pytest.raises(CheckpointError, match="is writing it"):

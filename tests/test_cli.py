@@ -20,9 +20,11 @@ GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicg
 
 @pytest.mark.slow
 def test_cli_starts_without_any_gui_stack():
-    code = ("import sys; from napari_phendiff.cli.parser import build_parser; build_parser(); "
-            "import napari_phendiff.core.translate, napari_phendiff.core.training.run; "
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r}))")
+    code = (
+        "import sys; from napari_phendiff.cli.parser import build_parser; build_parser(); "
+        "import napari_phendiff.core.translate, napari_phendiff.core.training.run; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
     entry = shutil.which("phendiff") or str(__import__("pathlib").Path(sys.executable).parent / "phendiff")
@@ -37,17 +39,59 @@ def test_simulate_train_translate(tmp_path, capsys):
     assert (tmp_path / "cells_truth" / "truth.csv").is_file()
 
     ckpt = tmp_path / "model"
-    assert main(["train", str(data), "--out", str(ckpt), "--image-size", "32", "--steps", "3", "--batch-size", "2",
-                 "--device", "cpu", "--channel-names", "DNA", "Golgi", "tubulin"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(ckpt),
+                "--image-size",
+                "32",
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--channel-names",
+                "DNA",
+                "Golgi",
+                "tubulin",
+            ]
+        )
+        == 0
+    )
     assert json.loads((ckpt / "phendiff.json").read_text())["trained_steps"] == 3
 
     inputs = sorted((data / "untreated").glob("*.tif"))[:2]
     out = tmp_path / "translated"
-    assert main(["translate", str(ckpt), *map(str, inputs), "--source", "untreated", "--target", "nocodazole",
-                 "--target", "untreated", "--out", str(out), "--steps", "3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(ckpt),
+                *map(str, inputs),
+                "--source",
+                "untreated",
+                "--target",
+                "nocodazole",
+                "--target",
+                "untreated",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted([f"{p.stem}_to_{t}.tif" for p in inputs for t in ("nocodazole", "untreated")]
-                             + ["summary.json"])
+    assert written == sorted(
+        [f"{p.stem}_to_{t}.tif" for p in inputs for t in ("nocodazole", "untreated")] + ["summary.json"]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["written"] == 4 and summary["processes"] == 1
     with tifffile.TiffFile(out / f"{inputs[0].stem}_to_nocodazole.tif") as tif:
@@ -62,8 +106,22 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "m"), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "not a folder" in err and "Traceback" not in err
-    assert main(["translate", str(tmp_path), str(tmp_path / "x.tif"), "--source", "a", "--target", "b",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "translate",
+                str(tmp_path),
+                str(tmp_path / "x.tif"),
+                "--source",
+                "a",
+                "--target",
+                "b",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "phendiff.json is missing" in capsys.readouterr().err
 
 
@@ -74,8 +132,16 @@ def test_demo_writes_figure_tiffs_and_summary(tmp_path, capsys):
     assert str(out / "demo.png") in printed
     assert printed.startswith("phenotype: ") and "untreated -> TNFa: " in printed  # the summary, shown by the CLI
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["demo.png", "summary.txt", "untreated_0.tif", "untreated_0_to_TNFa.tif", "TNFa_0.tif",
-                            "TNFa_0_to_untreated.tif"])
+    assert names == sorted(
+        [
+            "demo.png",
+            "summary.txt",
+            "untreated_0.tif",
+            "untreated_0_to_TNFa.tif",
+            "TNFa_0.tif",
+            "TNFa_0_to_untreated.tif",
+        ]
+    )
     assert "untreated -> TNFa" in (out / "summary.txt").read_text()
     assert tifffile.imread(out / "untreated_0_to_TNFa.tif").dtype == np.uint16
 
@@ -83,21 +149,29 @@ def test_demo_writes_figure_tiffs_and_summary(tmp_path, capsys):
 import pytest  # noqa: E402
 
 
-@pytest.mark.parametrize("flags, phrase", [
-    (["--strength", "0"], "strength must be in"), (["--strength", "1.5"], "strength must be in"),
-    (["--guidance", "nan"], "guidance must be a finite"), (["--guidance", "inf"], "guidance must be a finite"),
-    (["--steps", "0"], "steps must be between"), (["--steps", "-3"], "steps must be between"),
-    (["--steps", "100000"], "steps must be between"), (["--batch-size", "-1"], "batch_size must be at least 1"),
-    (["--guidance-interval", "0.6", "0.2"], "guidance_interval must satisfy"),
-    (["--keep-channels", "Actin"], "the checkpoint's channels are DNA, reporter"),
-    (["--keep-channels", "DNA", "reporter"], "nothing would be translated"),
-])
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--strength", "0"], "strength must be in"),
+        (["--strength", "1.5"], "strength must be in"),
+        (["--guidance", "nan"], "guidance must be a finite"),
+        (["--guidance", "inf"], "guidance must be a finite"),
+        (["--steps", "0"], "steps must be between"),
+        (["--steps", "-3"], "steps must be between"),
+        (["--steps", "100000"], "steps must be between"),
+        (["--batch-size", "-1"], "batch_size must be at least 1"),
+        (["--guidance-interval", "0.6", "0.2"], "guidance_interval must satisfy"),
+        (["--keep-channels", "Actin"], "the checkpoint's channels are DNA, reporter"),
+        (["--keep-channels", "DNA", "reporter"], "nothing would be translated"),
+    ],
+)
 def test_bad_translation_settings_fail_before_anything_is_written(tmp_path, capsys, flags, phrase):
     image = tmp_path / "in.tif"
     tifffile.imwrite(image, np.full((2, 32, 32), 500, np.uint16))
     out = tmp_path / "out"
-    code = main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa", "--out", str(out),
-                 *flags])
+    code = main(
+        ["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa", "--out", str(out), *flags]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and phrase in err and "Traceback" not in err
     assert not out.exists()
@@ -107,8 +181,24 @@ def test_the_demo_keeps_its_dna_by_default_and_says_so(tmp_path, capsys):
     image = tmp_path / "in.tif"
     field = simulate_field("translocation", "untreated", 48, seed=3, cell_diameter=20.0).image
     tifffile.imwrite(image, field, imagej=True, metadata={"axes": "CYX"})
-    assert main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(tmp_path / "out"), "--steps", "10"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "demo",
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(tmp_path / "out"),
+                "--steps",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert "kept DNA (calibrated)" in capsys.readouterr().out
     translated = tifffile.imread(tmp_path / "out" / "in_to_TNFa.tif")
     np.testing.assert_array_equal(translated[0], field[0])
@@ -119,8 +209,28 @@ def test_translate_writes_a_morph_by_embedding(tmp_path):
     image = tmp_path / "in.tif"
     field = simulate_field("translocation", "untreated", 48, seed=4, cell_diameter=20.0).image
     tifffile.imwrite(image, field, imagej=True, metadata={"axes": "CYX"})
-    assert main(["translate", "demo", str(image), "--source", "untreated", "--target", "TNFa", "--out",
-                 str(tmp_path / "out"), "--steps", "10", "--morph", "2", "--morph-path", "embedding"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "demo",
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(tmp_path / "out"),
+                "--steps",
+                "10",
+                "--morph",
+                "2",
+                "--morph-path",
+                "embedding",
+            ]
+        )
+        == 0
+    )
     with tifffile.TiffFile(tmp_path / "out" / "in_to_TNFa_morph.tif") as tif:
         frames = tif.asarray()
         info = json.loads(tif.imagej_metadata["Info"])

@@ -15,15 +15,31 @@ from torch import nn
 import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core.errors import CheckpointError, DataError
-from napari_phendiff.core.models.cyclegan import (CycleGANModel, PatchDiscriminator, ResnetBlock, ResnetGenerator,
-                                                  architecture, receptive_field)
+from napari_phendiff.core.models.cyclegan import (
+    CycleGANModel,
+    PatchDiscriminator,
+    ResnetBlock,
+    ResnetGenerator,
+    architecture,
+    receptive_field,
+)
 from napari_phendiff.core.simulate import simulate_field
 from conftest import random_image
 
 
 def config(data, out, **kw):
-    base = dict(data=data, out=out, model="cyclegan", preset="tiny", image_size=32, steps=6, batch_size=2,
-                checkpoint_every=3, device="cpu", channel_names=["DNA", "reporter"])
+    base = dict(
+        data=data,
+        out=out,
+        model="cyclegan",
+        preset="tiny",
+        image_size=32,
+        steps=6,
+        batch_size=2,
+        checkpoint_every=3,
+        device="cpu",
+        channel_names=["DNA", "reporter"],
+    )
     return pd.TrainConfig(**{**base, **kw})
 
 
@@ -40,6 +56,7 @@ def model(run):
 
 
 # --- architecture ------------------------------------------------------------------------------------------------
+
 
 def test_discriminator_judges_70x70_patches():
     discriminator = PatchDiscriminator(channels=2, ndf=64)
@@ -79,6 +96,7 @@ def test_paper_preset_is_the_original_cyclegan():
 
 
 # --- training and translation -------------------------------------------------------------------------------------
+
 
 def test_trains_and_writes_a_cyclegan_checkpoint(run):
     events, out = run
@@ -158,11 +176,46 @@ def test_damaged_checkpoint_is_explained(run, tmp_path):
 
 def test_command_line(sim_data, tmp_path, capsys):
     ckpt, out = tmp_path / "model", tmp_path / "translated"
-    assert main(["train", str(sim_data), "--out", str(ckpt), "--model", "cyclegan", "--image-size", "32",
-                 "--steps", "2", "--batch-size", "1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(sim_data),
+                "--out",
+                str(ckpt),
+                "--model",
+                "cyclegan",
+                "--image-size",
+                "32",
+                "--steps",
+                "2",
+                "--batch-size",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     inputs = sorted((sim_data / "untreated").glob("*.tif"))[:1]
-    assert main(["translate", str(ckpt), *map(str, inputs), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(ckpt),
+                *map(str, inputs),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     written = pd.read_image(out / f"{inputs[0].stem}_to_TNFa.tif")
     assert written.shape == pd.read_image(inputs[0]).shape
 

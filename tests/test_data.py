@@ -19,13 +19,16 @@ def make_folder(root, shapes_by_condition, dtype=np.uint16):
     return root
 
 
-@pytest.mark.parametrize("shape, kwargs, expected", [
-    ((40, 50), {}, (1, 40, 50)),
-    ((3, 40, 50), {"imagej": True, "metadata": {"axes": "CYX"}}, (3, 40, 50)),
-    ((40, 50, 3), {"photometric": "rgb"}, (3, 40, 50)),
-    ((5, 40, 50), {}, (5, 40, 50)),
-    ((40, 50, 4), {"metadata": {"axes": "YXC"}}, (4, 40, 50)),
-])
+@pytest.mark.parametrize(
+    "shape, kwargs, expected",
+    [
+        ((40, 50), {}, (1, 40, 50)),
+        ((3, 40, 50), {"imagej": True, "metadata": {"axes": "CYX"}}, (3, 40, 50)),
+        ((40, 50, 3), {"photometric": "rgb"}, (3, 40, 50)),
+        ((5, 40, 50), {}, (5, 40, 50)),
+        ((40, 50, 4), {"metadata": {"axes": "YXC"}}, (4, 40, 50)),
+    ],
+)
 def test_read_tiff_layouts_give_cyx(tmp_path, shape, kwargs, expected):
     data = random_image(shape)
     image = read_image(write_tif(tmp_path / "a.tif", data, **kwargs))
@@ -155,14 +158,20 @@ def test_channel_names_the_files_record_name_the_model(tmp_path, sim_data):
     assert load_folder(sim_data).recorded_channel_names() == ["DNA", "reporter"]
     config = TrainConfig(data=sim_data, out=tmp_path / "model", image_size=32, steps=1, device="cpu")
     assert load_training_data(config, resume_from=False)[2] == ["DNA", "reporter"]
-    given = TrainConfig(data=sim_data, out=tmp_path / "m2", image_size=32, steps=1, device="cpu",
-                        channel_names=["Hoechst", "p65"])
+    given = TrainConfig(
+        data=sim_data, out=tmp_path / "m2", image_size=32, steps=1, device="cpu", channel_names=["Hoechst", "p65"]
+    )
     assert load_training_data(given, resume_from=False)[2] == ["Hoechst", "p65"]  # what the user types wins
     for condition, labels in (("a", ["DNA", "reporter"]), ("b", ["reporter", "DNA"])):
-        write_tif(tmp_path / "mixed" / condition / "x.tif", random_image((2, 32, 32)), imagej=True,
-                  metadata={"axes": "CYX", "Labels": labels})
-    with pytest.raises(DataError, match="record different channel names or orders .*a/x.tif: DNA, reporter.*"
-                                        "b/x.tif: reporter, DNA"):
+        write_tif(
+            tmp_path / "mixed" / condition / "x.tif",
+            random_image((2, 32, 32)),
+            imagej=True,
+            metadata={"axes": "CYX", "Labels": labels},
+        )
+    with pytest.raises(
+        DataError, match="record different channel names or orders .*a/x.tif: DNA, reporter.*b/x.tif: reporter, DNA"
+    ):
         load_folder(tmp_path / "mixed").recorded_channel_names()
     write_tif(tmp_path / "bare" / "a" / "x.tif", random_image((2, 32, 32)))
     write_tif(tmp_path / "bare" / "b" / "x.tif", random_image((2, 32, 32)))

@@ -96,8 +96,26 @@ def test_the_command_line_warns_when_a_folder_names_another_condition(tiny_check
     found = inputs_named_otherwise([tmp_path / "cells"], "untreated", CONDITIONS)
     assert found == [(tmp_path / "cells" / "TNFa", "TNFa", "name")]  # the untreated folder is fine
 
-    assert main(["translate", str(tiny_checkpoint), str(image), "--source", "untreated", "--target", "TNFa",
-                 "--out", str(tmp_path / "out"), "--steps", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(tiny_checkpoint),
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--out",
+                str(tmp_path / "out"),
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert (f"warning: {image} sits in a folder named 'TNFa' but is translated as --source untreated") in err
     assert (tmp_path / "out" / "x_to_TNFa.tif").is_file()  # warned, and carried on
@@ -112,8 +130,11 @@ def test_channel_layers_ticked_in_reverse_are_put_in_the_checkpoints_order(qtbot
     dock.keep_checks["DNA"].setChecked(True)
     run(qtbot, dock.translate())
 
-    translated = {layer.metadata["phendiff"]["original"]: layer for layer in viewer.layers
-                  if layer.metadata.get("phendiff", {}).get("kind") == "translated"}
+    translated = {
+        layer.metadata["phendiff"]["original"]: layer
+        for layer in viewer.layers
+        if layer.metadata.get("phendiff", {}).get("kind") == "translated"
+    }
     np.testing.assert_array_equal(translated[dna.name].data, dna.data)  # DNA kept as DNA, whatever the tick order
     assert not np.array_equal(translated[reporter.name].data, reporter.data)  # the reporter is the one translated
     assert translated[dna.name].metadata["phendiff"]["channels"] == ["DNA"]
@@ -123,8 +144,12 @@ def test_channel_layers_ticked_in_reverse_are_put_in_the_checkpoints_order(qtbot
 
 def test_a_file_whose_labels_are_in_another_order_is_reordered(qtbot, viewer, dock, tmp_path):
     image = random_image((2, 48, 48), seed=6)  # reporter first, DNA second, as the file says
-    path = write_tif(tmp_path / "untreated" / "field.tif", image, imagej=True,
-                     metadata={"axes": "CYX", "Labels": ["reporter", "DNA"]})
+    path = write_tif(
+        tmp_path / "untreated" / "field.tif",
+        image,
+        imagej=True,
+        metadata={"axes": "CYX", "Labels": ["reporter", "DNA"]},
+    )
     (layer,) = viewer.open(path)
     dock.set_channel_layers([layer.name])
     assert dock.source.currentText() == "untreated"  # from the file's folder
@@ -148,8 +173,12 @@ def test_channels_of_a_file_split_into_layers_follow_the_file(qtbot, viewer, doc
     dock.keep_checks["DNA"].setChecked(True)
     run(qtbot, dock.translate())
 
-    kept = next(layer for layer in viewer.layers if layer.metadata.get("phendiff", {}).get("kind") == "translated"
-                and layer.metadata["phendiff"]["channels"] == ["DNA"])
+    kept = next(
+        layer
+        for layer in viewer.layers
+        if layer.metadata.get("phendiff", {}).get("kind") == "translated"
+        and layer.metadata["phendiff"]["channels"] == ["DNA"]
+    )
     np.testing.assert_array_equal(kept.data, image[dna])  # the file's DNA is kept as DNA
     assert kept.metadata["phendiff"]["original"] == layers[dna].name
     assert f"DNA = '{layers[dna].name}'" in dock.status.text()
@@ -177,20 +206,28 @@ def test_channel_layers_whose_names_do_not_match_are_refused(viewer, dock, tmp_p
 def test_part_of_a_larger_images_channels_is_refused(viewer, dock, tmp_path):
     golgi = PHENOTYPES["golgi"]
     field = simulate_field("golgi", "untreated", 48, seed=0, cell_diameter=20.0).image  # DNA, Golgi, tubulin
-    path = write_tif(tmp_path / "untreated" / "golgi.tif", field, imagej=True,
-                     metadata={"axes": "CYX", "Labels": list(golgi.channels)})
+    path = write_tif(
+        tmp_path / "untreated" / "golgi.tif",
+        field,
+        imagej=True,
+        metadata={"axes": "CYX", "Labels": list(golgi.channels)},
+    )
     layers = viewer.open(path, channel_axis=0)
     assert len(layers) == 3
     dock.set_channel_layers([layers[0].name, layers[1].name])  # 2 of the 3 channels, for a 2-channel model
     assert dock.translate() is None
-    assert (f"'{layers[0].name}', '{layers[1].name}' are 2 of the 3 channels of golgi.tif" in dock.status.text()
-            and "the checkpoint needs 2 channel(s): DNA, reporter" in dock.status.text())
+    assert (
+        f"'{layers[0].name}', '{layers[1].name}' are 2 of the 3 channels of golgi.tif" in dock.status.text()
+        and "the checkpoint needs 2 channel(s): DNA, reporter" in dock.status.text()
+    )
 
     (whole,) = viewer.open(path)  # the file as one layer: its labels say what it holds
     dock.set_channel_layers([whole.name])
     assert dock.translate() is None
-    assert ("holds the channels DNA, Golgi, tubulin but the checkpoint needs 2 channel(s): DNA, reporter"
-            in dock.status.text())
+    assert (
+        "holds the channels DNA, Golgi, tubulin but the checkpoint needs 2 channel(s): DNA, reporter"
+        in dock.status.text()
+    )
 
 
 def test_condition_names_match_whichever_unicode_form_they_were_written_in(sim_data, tiny_checkpoint, tmp_path):

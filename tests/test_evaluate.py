@@ -20,16 +20,22 @@ from napari_phendiff.core.models.base import DirectModel
 from napari_phendiff.core.models.pixel import PixelModel
 from napari_phendiff.core.errors import CheckpointError, DataError
 from napari_phendiff.core.cellstats import cell_summary, overshot
-from napari_phendiff.core.evaluate import (METRIC_KEYS, EvaluationSet, evaluate, identity_metrics, translation_warnings,
-                                           truth_metrics)
+from napari_phendiff.core.evaluate import (
+    METRIC_KEYS,
+    EvaluationSet,
+    evaluate,
+    identity_metrics,
+    translation_warnings,
+    truth_metrics,
+)
 from napari_phendiff.core.generalization import nearest_training, generalization
 from napari_phendiff.core.simulate import simulate_field
 from napari_phendiff.core.options import TrainConfig
 
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(120, 16))
-B = RNG.normal(size=(120, 16))              # same distribution, other samples
-FAR = RNG.normal(loc=4.0, size=(120, 16))   # a disjoint distribution
+B = RNG.normal(size=(120, 16))  # same distribution, other samples
+FAR = RNG.normal(loc=4.0, size=(120, 16))  # a disjoint distribution
 
 
 def test_identical_sets_score_perfectly():
@@ -97,11 +103,15 @@ def test_identity_model_has_no_cycle_loss_and_writes_a_full_report(tiny_checkpoi
     assert results["cell_count_baseline_identity_iou_segmented"] < 0.5
     assert results["cell_count_baseline_identity_iou"] < 0.5 * results["identity_iou_reference"]
     assert "unconditional_baseline_fid" not in results  # a direct mapping draws nothing from noise
-    assert results["channel_change"] == {"DNA": 0.0, "reporter": 0.0} == {
-        name: results[f"channel_change_{name}"] for name in ("DNA", "reporter")}
+    assert (
+        results["channel_change"]
+        == {"DNA": 0.0, "reporter": 0.0}
+        == {name: results[f"channel_change_{name}"] for name in ("DNA", "reporter")}
+    )
     # ... and is warned about: it does not beat the baseline on FID, classifier rate nor phenotype transfer
-    assert any("FID" in w for w in results["warnings"]) and any("classifier calls no more" in w
-                                                                for w in results["warnings"])
+    assert any("FID" in w for w in results["warnings"]) and any(
+        "classifier calls no more" in w for w in results["warnings"]
+    )
     written = json.loads((out / "metrics.json").read_text())
     assert set(METRIC_KEYS) | {"phenotype_transfer", "identity_iou", "baseline_fid", "warnings"} <= set(written)
     assert written["warnings"] == results["warnings"]
@@ -129,10 +139,22 @@ def test_identity_needs_no_ground_truth(tiny_checkpoint):
 
 
 # The case: a model that drew new small nuclei and scored as perfect on the distribution scores.
-INVENTED_CELLS = dict(source="untreated", target="TNFa", fid=0.10, baseline_fid=0.9, precision=1.0, recall=1.0,
-                      classifier_target_rate=1.0, baseline_classifier_target_rate=0.0, classifier_accuracy=1.0,
-                      identity_iou_segmented=0.3, identity_iou=0.19, identity_iou_reference=0.82,
-                      phenotype_transfer=0.12, baseline_phenotype_transfer=0.05)
+INVENTED_CELLS = dict(
+    source="untreated",
+    target="TNFa",
+    fid=0.10,
+    baseline_fid=0.9,
+    precision=1.0,
+    recall=1.0,
+    classifier_target_rate=1.0,
+    baseline_classifier_target_rate=0.0,
+    classifier_accuracy=1.0,
+    identity_iou_segmented=0.3,
+    identity_iou=0.19,
+    identity_iou_reference=0.82,
+    phenotype_transfer=0.12,
+    baseline_phenotype_transfer=0.05,
+)
 GOOD = {**INVENTED_CELLS, "identity_iou_segmented": 0.85, "identity_iou": 0.75, "phenotype_transfer": 0.9}
 
 
@@ -146,8 +168,10 @@ def test_warnings_say_when_scores_cannot_be_trusted():
     assert len(no_better) == 3 and "FID 1.2" in no_better[0] and "(0%) than untranslated untreated" in no_better[1]
     assert "right on only 60%" in no_better[2]
     misled = translation_warnings({**GOOD, "classifier_target_rate": 0.003, "phenotype_transfer": 0.81})
-    assert len(misled) == 1 and "moved in 81% of the cells, the classifier calls 0% of the translated images TNFa" \
-        in misled[0]
+    assert (
+        len(misled) == 1
+        and "moved in 81% of the cells, the classifier calls 0% of the translated images TNFa" in misled[0]
+    )
     assert translation_warnings({**GOOD, "classifier_target_rate": 0.5, "phenotype_transfer": 0.9}) == []
     assert translation_warnings({"source": "a", "target": "b"}) == []  # nothing measured, nothing to warn about
 
@@ -157,8 +181,9 @@ def test_moved_only_where_the_real_conditions_differ():
     rows = []
     for group, shift in (("real source", 0.0), ("translated", 1.5), ("real target", 3.0)):
         for i in range(40):
-            rows.append({"group": group, "file": "f.tif", "cell": i, "same": rng.normal(),
-                         "shifted": shift + rng.normal()})
+            rows.append(
+                {"group": group, "file": "f.tif", "cell": i, "same": rng.normal(), "shifted": shift + rng.normal()}
+            )
     summary = {s["measurement"]: s for s in cell_summary(rows)}
     assert np.isnan(summary["same"]["moved"]) and not summary["same"]["differs"]
     assert summary["shifted"]["differs"] and 0.3 < summary["shifted"]["moved"] < 0.7
@@ -173,8 +198,15 @@ def test_a_translation_past_the_real_target_is_warned_about():
     rows = []
     for group, shifts in (("real source", (0.0, 0.0)), ("translated", (3.0, 1.0)), ("real target", (1.0, 1.0))):
         for i in range(40):
-            rows.append({"group": group, "file": "f.tif", "cell": i, "brightness": shifts[0] + 0.2 * rng.normal(),
-                         "ratio": shifts[1] + 0.2 * rng.normal()})
+            rows.append(
+                {
+                    "group": group,
+                    "file": "f.tif",
+                    "cell": i,
+                    "brightness": shifts[0] + 0.2 * rng.normal(),
+                    "ratio": shifts[1] + 0.2 * rng.normal(),
+                }
+            )
     over = overshot(cell_summary(rows))
     assert [m["measurement"] for m in over] == ["brightness"] and 2.5 < over[0]["moved"] < 3.5  # ratio: just right
     warnings = translation_warnings({**GOOD, "overshot_measurements": over})
@@ -188,8 +220,11 @@ def paired_fields(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
     for condition in ("untreated", "TNFa"):
         for i in range(n):
             field = simulate_field("translocation", condition, 64, seed=100 + i, cell_diameter=20.0)
-            for folder, name, array in ((data, f"f{i}.tif", field.image), (truth, f"f{i}_nuclei.tif", field.nuclei),
-                                        (truth, f"f{i}_cells.tif", field.cells)):
+            for folder, name, array in (
+                (data, f"f{i}.tif", field.image),
+                (truth, f"f{i}_nuclei.tif", field.nuclei),
+                (truth, f"f{i}_cells.tif", field.cells),
+            ):
                 (folder / condition).mkdir(parents=True, exist_ok=True)
                 tifffile.imwrite(folder / condition / name, array)
     (truth / "truth.json").write_text(json.dumps({"phenotype": "translocation", "measure": "N/C ratio"}))
@@ -202,15 +237,17 @@ def test_phenotype_transfer_is_one_for_real_targets_and_zero_for_untouched_sourc
     sources, targets = load("untreated"), load("TNFa")
     paths = sorted((data / "untreated").glob("*.tif"))
     target_paths = sorted((data / "TNFa").glob("*.tif"))
-    assert np.array_equal(tifffile.imread(truth / "untreated" / "f0_cells.tif"),
-                          tifffile.imread(truth / "TNFa" / "f0_cells.tif"))  # the fields really are paired
+    assert np.array_equal(
+        tifffile.imread(truth / "untreated" / "f0_cells.tif"), tifffile.imread(truth / "TNFa" / "f0_cells.tif")
+    )  # the fields really are paired
     as_if_translated = EvaluationSet(paths, sources, targets, sources, targets, target_paths)
     untouched = EvaluationSet(paths, sources, sources, sources, targets, target_paths)
     assert truth_metrics(as_if_translated, truth, ["DNA", "reporter"])["phenotype_transfer"] > 0.85
     assert truth_metrics(untouched, truth, ["DNA", "reporter"])["phenotype_transfer"] < 0.15
     blank = np.stack([sources[0][0], np.zeros_like(sources[0][1])])  # reporter gone: its cells are unmeasurable
-    scores = truth_metrics(EvaluationSet(paths, sources, [blank, *targets[1:]], sources, targets, target_paths),
-                           truth, ["DNA", "reporter"])
+    scores = truth_metrics(
+        EvaluationSet(paths, sources, [blank, *targets[1:]], sources, targets, target_paths), truth, ["DNA", "reporter"]
+    )
     assert 0.1 < scores["phenotype_unmeasured"] < 0.6 and scores["phenotype_transfer"] > 0.85
 
 
@@ -225,8 +262,9 @@ def test_cells_are_segmented_where_they_are():
 
 
 def test_spread_tells_perinuclear_from_scattered_signal():
-    untreated, treated = (simulate_field("golgi", condition, 96, seed=3, cell_diameter=20.0)
-                          for condition in ("untreated", "nocodazole"))
+    untreated, treated = (
+        simulate_field("golgi", condition, 96, seed=3, cell_diameter=20.0) for condition in ("untreated", "nocodazole")
+    )
     names = ["DNA", "Golgi", "tubulin"]
     ribbon, fragments = (np.nanmedian(measure_cells(f.image, names)["Golgi_spread"]) for f in (untreated, treated))
     assert ribbon + 0.04 < fragments  # nocodazole scatters the Golgi away from the nucleus
@@ -245,8 +283,27 @@ def test_spread_tells_perinuclear_from_scattered_signal():
 @pytest.mark.slow
 def test_evaluate_cli_with_a_trained_model(tiny_checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["evaluate", str(tiny_checkpoint), str(sim_data), "--source", "TNFa", "--target", "untreated",
-                 "--out", str(out), "--steps", "2", "--n", "2", "--classifier-steps", "5", "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            str(tiny_checkpoint),
+            str(sim_data),
+            "--source",
+            "TNFa",
+            "--target",
+            "untreated",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--n",
+            "2",
+            "--classifier-steps",
+            "5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "fid:" in printed and "classifier_target_rate:" in printed
@@ -265,7 +322,7 @@ def test_the_cell_count_baseline_takes_the_target_with_the_closest_count():
         image = np.zeros((2, 64, 64), np.float32)
         for i in range(n):
             y, x = divmod(i, 4)
-            image[0, 4 + 15 * y:12 + 15 * y, 4 + 15 * x:12 + 15 * x] = 1.0
+            image[0, 4 + 15 * y : 12 + 15 * y, 4 + 15 * x : 12 + 15 * x] = 1.0
         return image
 
     targets = [field(2), field(9), field(5), np.zeros((2, 32, 32), np.float32)]
@@ -277,17 +334,31 @@ def test_evaluate_refuses_bad_input(tiny_checkpoint, sim_data, tmp_path):
     with pytest.raises(CheckpointError, match="'nocodazole' is not in checkpoint"):
         evaluate(tiny_checkpoint, sim_data, "untreated", "nocodazole", tmp_path / "r")
     with pytest.raises(DataError, match="truth.json"):
-        evaluate(as_identity(load_checkpoint(tiny_checkpoint, device="cpu")), sim_data, "untreated", "TNFa",
-                 tmp_path / "r2", truth=tmp_path, classifier_steps=2)
+        evaluate(
+            as_identity(load_checkpoint(tiny_checkpoint, device="cpu")),
+            sim_data,
+            "untreated",
+            "TNFa",
+            tmp_path / "r2",
+            truth=tmp_path,
+            classifier_steps=2,
+        )
     assert not (tmp_path / "r2").exists()  # nothing half-written
     with pytest.raises(DataError, match="Unknown features"):
-        evaluate(as_identity(load_checkpoint(tiny_checkpoint, device="cpu")), sim_data, "untreated", "TNFa",
-                 tmp_path / "r3", features="resnet", classifier_steps=2)
+        evaluate(
+            as_identity(load_checkpoint(tiny_checkpoint, device="cpu")),
+            sim_data,
+            "untreated",
+            "TNFa",
+            tmp_path / "r3",
+            features="resnet",
+            classifier_steps=2,
+        )
 
 
 def test_memorised_images_are_recognised():
     training = [RNG.normal(size=(2, 40, 40))]
-    copy = training[0][:, 8:24, 16:32][None]                     # a crop of a training image
+    copy = training[0][:, 8:24, 16:32][None]  # a crop of a training image
     other = RNG.normal(size=(1, 2, 16, 16))
     assert nearest_training(copy, training)[0] == pytest.approx(1.0)
     assert nearest_training(np.rot90(copy, 1, axes=(2, 3)), training)[0] == pytest.approx(1.0)
@@ -296,8 +367,9 @@ def test_memorised_images_are_recognised():
 
 @pytest.mark.slow
 def test_generalization_trains_two_models_and_writes_histograms(sim_data, tmp_path):
-    config = TrainConfig(data=sim_data, out=tmp_path / "unused", preset="tiny", image_size=16, steps=2,
-                         batch_size=2, device="cpu")
+    config = TrainConfig(
+        data=sim_data, out=tmp_path / "unused", preset="tiny", image_size=16, steps=2, batch_size=2, device="cpu"
+    )
     out = tmp_path / "gen"
     results = generalization(sim_data, out, 2, config, n_samples=4, steps=10)
     # Two barely trained models must not look as if they generalise. With the same initial weights (the old code)
@@ -331,17 +403,26 @@ def _resimulated(truth: Path, seed: int = 0, size: int = 48) -> None:
     shutil.copytree(other.with_name(other.name + "_truth"), truth)
 
 
-@pytest.mark.parametrize("damage, phrase", [
-    (lambda truth: (truth / "truth.json").write_text("{not json"), "truth.json: cannot be read"),
-    (lambda truth: (truth / "truth.json").write_text('{"phenotype": "mitosis"}'), "names no simulated phenotype"),
-    (lambda truth: next(truth.rglob("*_cells.tif")).unlink(), "ground-truth mask missing"),
-    (lambda truth: (truth / "truth.json").write_text('{"phenotype": "golgi"}'),
-     "the ground truth of a golgi simulation \\(3 channels: DNA, Golgi, tubulin\\), but the checkpoint has 2"),
-    (lambda truth: _resimulated(truth, seed=7), r"its true nuclei do not lie on the nuclei of .* \(another seed\?\)"),
-    (lambda truth: _resimulated(truth, size=64), "a mask of 64 x 64 px for .* of 48 x 48 px"),
-])
-def test_a_damaged_truth_folder_fails_before_any_translation(tiny_checkpoint, sim_data, tmp_path, monkeypatch,
-                                                               damage, phrase):
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        (lambda truth: (truth / "truth.json").write_text("{not json"), "truth.json: cannot be read"),
+        (lambda truth: (truth / "truth.json").write_text('{"phenotype": "mitosis"}'), "names no simulated phenotype"),
+        (lambda truth: next(truth.rglob("*_cells.tif")).unlink(), "ground-truth mask missing"),
+        (
+            lambda truth: (truth / "truth.json").write_text('{"phenotype": "golgi"}'),
+            "the ground truth of a golgi simulation \\(3 channels: DNA, Golgi, tubulin\\), but the checkpoint has 2",
+        ),
+        (
+            lambda truth: _resimulated(truth, seed=7),
+            r"its true nuclei do not lie on the nuclei of .* \(another seed\?\)",
+        ),
+        (lambda truth: _resimulated(truth, size=64), "a mask of 64 x 64 px for .* of 48 x 48 px"),
+    ],
+)
+def test_a_damaged_truth_folder_fails_before_any_translation(
+    tiny_checkpoint, sim_data, tmp_path, monkeypatch, damage, phrase
+):
     import shutil
 
     from napari_phendiff.core import evaluate as evaluation

@@ -27,19 +27,30 @@ from napari_phendiff.core.translate import translation_options
 def lora(sim_data, tmp_path_factory):
     """A LoRA of the shipped base, 3 steps on 48-px simulated cells at the base's native 64 px (resized)."""
     out = tmp_path_factory.mktemp("finetune") / "lora"
-    return pd.train(pd.TrainConfig(data=sim_data, out=out, model="latent", steps=3, batch_size=2, checkpoint_every=2,
-                                   resize=True, device="cpu", channel_names=["DNA", "reporter"]))
+    return pd.train(
+        pd.TrainConfig(
+            data=sim_data,
+            out=out,
+            model="latent",
+            steps=3,
+            batch_size=2,
+            checkpoint_every=2,
+            resize=True,
+            device="cpu",
+            channel_names=["DNA", "reporter"],
+        )
+    )
 
 
 def test_the_shipped_base_loads_offline_by_name(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(bases, "hub_reachable", lambda timeout=3.0: pytest.fail("the network was asked"))
     unet, vae, schedule = load_base(DEFAULT_BASE)
-    assert native_image_size(DEFAULT_BASE) == 64                   # 16 x 16 latents, a 4x autoencoder
+    assert native_image_size(DEFAULT_BASE) == 64  # 16 x 16 latents, a 4x autoencoder
     assert vae.config.latent_channels == unet.config.in_channels == 16  # docs/benchmarks.md base_vae
     assert schedule["prediction_type"] == "v_prediction" and not schedule["clip_sample"]
     size = sum(f.stat().st_size for f in SHIPPED_BASES[DEFAULT_BASE].rglob("*.safetensors"))
-    assert size < 50e6                                              # a few tens of MB at most
+    assert size < 50e6  # a few tens of MB at most
     info = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())
     assert info["held_out_phenotype"] == "translocation"
     assert not any(name.startswith("translocation") for name in info["corpus"]["images_per_kind"])
@@ -50,7 +61,7 @@ def test_the_latent_model_fine_tunes_the_shipped_base_by_default(sim_data, tmp_p
     assert config.base == DEFAULT_BASE and config.adapter == "lora"
     info = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())
     assert (config.steps, config.lr) == (info["fine_tune_steps"], info["learning_rates"]["lora"])
-    assert pd.TrainConfig(data=sim_data, out=tmp_path / "m").steps == 5000     # from scratch: the usual default
+    assert pd.TrainConfig(data=sim_data, out=tmp_path / "m").steps == 5000  # from scratch: the usual default
     assert pd.TrainConfig(data=sim_data, out=tmp_path / "m", model="latent", steps=7).steps == 7
 
 
@@ -63,10 +74,10 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
     options, sources = translation_options(pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa")
     assert (options.strength, sources["strength"]) == (info["translation"]["strength"], "model default")
     written = sum(f.stat().st_size for f in lora.rglob("*") if f.is_file() and "training" not in f.parts)
-    assert written < 5e6                                            # the adapter and the embeddings, not the base
+    assert written < 5e6  # the adapter and the embeddings, not the base
     moved = tmp_path / "elsewhere" / "lora"
     shutil.copytree(lora, moved)
-    model = pd.load_checkpoint(moved, device="cpu")                 # the base is found by name, wherever it is
+    model = pd.load_checkpoint(moved, device="cpu")  # the base is found by name, wherever it is
     image = simulate_field("translocation", "untreated", 64, seed=5, cell_diameter=20.0).image
     out = pd.translate(model, image, "untreated", "TNFa", steps=4, keep_channels=("DNA",))
     assert out.shape == image.shape and out.dtype == image.dtype
@@ -87,8 +98,18 @@ def test_a_hub_id_without_network_fails_in_one_line_within_seconds(sim_data, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub cache is read without asking the network
     monkeypatch.setattr(bases, "hub_reachable", lambda timeout=3.0: False)
     started = time.monotonic()
-    code = cli(["train", str(sim_data), "--out", str(tmp_path / "m"), "--model", "latent",
-                "--base", "nobody/no-such-stable-diffusion"])
+    code = cli(
+        [
+            "train",
+            str(sim_data),
+            "--out",
+            str(tmp_path / "m"),
+            "--model",
+            "latent",
+            "--base",
+            "nobody/no-such-stable-diffusion",
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert code == 2 and time.monotonic() - started < 10
     assert "no network" in error and "hf download nobody/no-such-stable-diffusion" in error
@@ -97,11 +118,21 @@ def test_a_hub_id_without_network_fails_in_one_line_within_seconds(sim_data, tmp
 
 def test_starting_from_a_pixel_checkpoint_keeps_all_but_the_condition_rows(tiny_checkpoint, tmp_path):
     data = simulate_dataset(tmp_path / "new", "translocation", n_per_class=3, size=48, seed=9, cell_diameter=20.0)
-    (data / "TNFa").rename(data / "IL1b")                            # a new condition; "untreated" is kept
+    (data / "TNFa").rename(data / "IL1b")  # a new condition; "untreated" is kept
     out = tmp_path / "started"
-    config = pd.TrainConfig(data=data, out=out, start_from=str(tiny_checkpoint), steps=2, batch_size=2,
-                            image_size=32, checkpoint_every=1, device="cpu", channel_names=["DNA", "reporter"],
-                            ema_decay=0, lr=1e-3)
+    config = pd.TrainConfig(
+        data=data,
+        out=out,
+        start_from=str(tiny_checkpoint),
+        steps=2,
+        batch_size=2,
+        image_size=32,
+        checkpoint_every=1,
+        device="cpu",
+        channel_names=["DNA", "reporter"],
+        ema_decay=0,
+        lr=1e-3,
+    )
     events = pd.iter_train(config)
     start = next(events)
     assert "started from" in start.message and "IL1b <- null" in start.message
@@ -112,7 +143,7 @@ def test_starting_from_a_pixel_checkpoint_keeps_all_but_the_condition_rows(tiny_
             step_one = UNet2DModel.from_pretrained(out / "unet").state_dict()
     new = UNet2DModel.from_pretrained(out / "unet").state_dict()
     assert step_one is not None and set(old) == set(new)
-    assert any(not torch.equal(step_one[k], new[k]) for k in new)     # it trains
+    assert any(not torch.equal(step_one[k], new[k]) for k in new)  # it trains
     manifest = json.loads((out / "phendiff.json").read_text())
     assert manifest["conditions"] == ["IL1b", "untreated"]
     assert manifest["started_from"]["condition_rows"] == {"IL1b": "null", "untreated": "untreated"}
@@ -128,28 +159,37 @@ def test_the_start_keeps_every_weight_but_the_condition_rows(tiny_checkpoint):
         if not name.startswith("class_embedding."):
             assert torch.equal(value, unet.state_dict()[name]), name
     table, new = old.class_embedding.weight, unet.class_embedding.weight
-    assert torch.equal(new[1], table[old_conditions.index("untreated")])   # same name: its own row
-    assert torch.equal(new[0], table[len(old_conditions)])                # new: the null row
-    assert torch.equal(new[2], table[len(old_conditions)])                # the null row stays the null row
-    assert schedule["prediction_type"] == json.loads((tiny_checkpoint / "scheduler" /
-                                                      "scheduler_config.json").read_text())["prediction_type"]
+    assert torch.equal(new[1], table[old_conditions.index("untreated")])  # same name: its own row
+    assert torch.equal(new[0], table[len(old_conditions)])  # new: the null row
+    assert torch.equal(new[2], table[len(old_conditions)])  # the null row stays the null row
+    assert (
+        schedule["prediction_type"]
+        == json.loads((tiny_checkpoint / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+    )
 
 
-@pytest.mark.parametrize("change, phrase", [
-    (dict(model="cyclegan"), "cannot start from a checkpoint"),
-    (dict(model="latent"), "starts from its base model"),
-    (dict(preset="small"), "is a 'tiny' model"),
-])
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        (dict(model="cyclegan"), "cannot start from a checkpoint"),
+        (dict(model="latent"), "starts from its base model"),
+        (dict(preset="small"), "is a 'tiny' model"),
+    ],
+)
 def test_starting_from_a_checkpoint_refuses_what_cannot_fit(tiny_checkpoint, sim_data, tmp_path, change, phrase):
     with pytest.raises(ConfigError, match=phrase):
-        config = pd.TrainConfig(data=sim_data, out=tmp_path / "m", start_from=str(tiny_checkpoint), steps=1,
-                                device="cpu", **change)
+        config = pd.TrainConfig(
+            data=sim_data, out=tmp_path / "m", start_from=str(tiny_checkpoint), steps=1, device="cpu", **change
+        )
         pd.train(config)
 
 
 def test_starting_from_a_checkpoint_of_other_channels_is_explained(tiny_checkpoint, tmp_path):
     data = simulate_dataset(tmp_path / "golgi", "golgi", n_per_class=2, size=48, seed=1, cell_diameter=20.0)
     with pytest.raises(ConfigError, match="channel"):
-        pd.train(pd.TrainConfig(data=data, out=tmp_path / "m", start_from=str(tiny_checkpoint), steps=1,
-                                image_size=32, device="cpu"))
+        pd.train(
+            pd.TrainConfig(
+                data=data, out=tmp_path / "m", start_from=str(tiny_checkpoint), steps=1, image_size=32, device="cpu"
+            )
+        )
     assert not (tmp_path / "m" / "phendiff.json").exists()

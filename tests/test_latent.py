@@ -31,8 +31,17 @@ def base(tmp_path_factory):
 
 
 def latent_config(data, out, base, **kw):
-    settings = dict(data=data, out=out, model="latent", base=str(base), steps=3, batch_size=2, checkpoint_every=2,
-                    lr=1e-3, device="cpu")
+    settings = dict(
+        data=data,
+        out=out,
+        model="latent",
+        base=str(base),
+        steps=3,
+        batch_size=2,
+        checkpoint_every=2,
+        lr=1e-3,
+        device="cpu",
+    )
     return pd.TrainConfig(**{**settings, **kw})
 
 
@@ -40,8 +49,10 @@ def latent_config(data, out, base, **kw):
 def checkpoints(sim_data, base, tmp_path_factory):
     """One checkpoint per adapter, trained 3 steps on the simulated two-channel cells."""
     root = tmp_path_factory.mktemp("latent")
-    return {adapter: pd.train(latent_config(sim_data, root / adapter, base, adapter=adapter, rank=2))
-            for adapter in ADAPTERS}
+    return {
+        adapter: pd.train(latent_config(sim_data, root / adapter, base, adapter=adapter, rank=2))
+        for adapter in ADAPTERS
+    }
 
 
 def field(size=32, seed=0, condition="untreated"):
@@ -54,8 +65,12 @@ def test_each_adapter_saves_only_what_it_trained_reloads_and_translates(checkpoi
     manifest = json.loads((folder / "phendiff.json").read_text())
     assert manifest["kind"] == "latent" and manifest["adapter"] == adapter and manifest["trained_steps"] == 3
     assert manifest["image_size"] == 16  # the base's own size: 8 latent pixels x VAE factor 2
-    saved = {"lora": "lora/pytorch_lora_weights.safetensors", "svdiff": "svdiff.safetensors",
-             "attention": "attention.safetensors", "full": "unet/diffusion_pytorch_model.safetensors"}
+    saved = {
+        "lora": "lora/pytorch_lora_weights.safetensors",
+        "svdiff": "svdiff.safetensors",
+        "attention": "attention.safetensors",
+        "full": "unet/diffusion_pytorch_model.safetensors",
+    }
     assert (folder / saved[adapter]).is_file() and (folder / "conditions.safetensors").is_file()
     assert (folder / "unet").exists() == (adapter == "full") and not (folder / "vae").exists()
 
@@ -64,8 +79,10 @@ def test_each_adapter_saves_only_what_it_trained_reloads_and_translates(checkpoi
     base_unet = UNet2DConditionModel.from_pretrained(base / "unet")
     x, t, context = torch.randn(1, 4, 8, 8), torch.tensor([500]), model.contexts[:1]
     with torch.no_grad():
-        assert not torch.allclose(model.unet(x, t, encoder_hidden_states=context).sample,
-                                  base_unet(x, t, encoder_hidden_states=context).sample)  # the fine-tuning is there
+        assert not torch.allclose(
+            model.unet(x, t, encoder_hidden_states=context).sample,
+            base_unet(x, t, encoder_hidden_states=context).sample,
+        )  # the fine-tuning is there
     image = field(40)
     out = pd.translate(model, image, "untreated", "TNFa", steps=3)
     assert out.shape == image.shape and out.dtype == image.dtype
@@ -75,10 +92,14 @@ def test_trained_parameter_counts_match_the_method(checkpoints, base):
     counts = {a: json.loads((checkpoints[a] / "phendiff.json").read_text())["trained_parameters"] for a in ADAPTERS}
     unet = UNet2DConditionModel.from_pretrained(base / "unet")
     total = sum(p.numel() for p in unet.parameters())
-    lora = sum(2 * (m.in_features + m.out_features) for name, m in unet.named_modules()  # rank 2
-               if isinstance(m, nn.Linear) and any(name.endswith(t) for t in LORA_TARGETS))
-    singular_values = sum(min(m.weight.shape[0], m.weight[0].numel()) for m in unet.modules()
-                          if isinstance(m, (nn.Linear, nn.Conv2d)))
+    lora = sum(
+        2 * (m.in_features + m.out_features)
+        for name, m in unet.named_modules()  # rank 2
+        if isinstance(m, nn.Linear) and any(name.endswith(t) for t in LORA_TARGETS)
+    )
+    singular_values = sum(
+        min(m.weight.shape[0], m.weight[0].numel()) for m in unet.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    )
     assert counts["lora"]["adapter"] == lora and counts["svdiff"]["adapter"] == singular_values
     assert counts["full"]["adapter"] == total
     assert counts["attention"]["adapter"] < total / 5
@@ -92,8 +113,10 @@ def test_lora_file_is_a_diffusers_lora(checkpoints, base):
     pipeline.load_lora_weights(checkpoints["lora"] / "lora")
     x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), model.contexts[:2]
     with torch.no_grad():
-        torch.testing.assert_close(pipeline.unet(x, t, encoder_hidden_states=context).sample,
-                                   model.unet(x, t, encoder_hidden_states=context).sample)
+        torch.testing.assert_close(
+            pipeline.unet(x, t, encoder_hidden_states=context).sample,
+            model.unet(x, t, encoder_hidden_states=context).sample,
+        )
 
 
 @pytest.mark.slow
@@ -119,7 +142,9 @@ def test_source_to_source_round_trip_gives_the_vae_reconstruction_back(checkpoin
     # a pre-trained one
     assert errors[50] < 0.45 and errors[50] < 0.6 * errors[10], errors
     back = pd.translate(model, fields, "untreated", "untreated", steps=50, strength=1.0, guidance=1.0, tiles=True)
-    rmse = float(np.sqrt(np.mean((model.normalization.forward(back) - model.normalization.forward(reconstructed)) ** 2)))
+    rmse = float(
+        np.sqrt(np.mean((model.normalization.forward(back) - model.normalization.forward(reconstructed)) ** 2))
+    )
     assert rmse < 0.25, rmse  # measured 0.16, in the normalised [-1, 1] range
 
 
@@ -184,11 +209,52 @@ def test_channels_map_to_rgb_and_back(channels):
 
 def test_command_line_trains_and_translates(sim_data, base, tmp_path):
     out = tmp_path / "cli-model"
-    assert cli(["train", str(sim_data), "--out", str(out), "--model", "latent", "--base", str(base), "--adapter",
-                "lora", "--rank", "2", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                str(sim_data),
+                "--out",
+                str(out),
+                "--model",
+                "latent",
+                "--base",
+                str(base),
+                "--adapter",
+                "lora",
+                "--rank",
+                "2",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     image = next((sim_data / "untreated").iterdir())
-    assert cli(["translate", str(out), str(image), "--source", "untreated", "--target", "TNFa", "--steps", "3",
-                "--out", str(tmp_path / "translated"), "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "translate",
+                str(out),
+                str(image),
+                "--source",
+                "untreated",
+                "--target",
+                "TNFa",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "translated"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     written = pd.read_image(tmp_path / "translated" / f"{image.stem}_to_TNFa.tif")
     assert written.shape == pd.read_image(image).shape
 
@@ -197,10 +263,12 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
     image = field(32, seed=1)
     free = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5)
-    kept = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",))  # names read from the files
-    assert np.array_equal(kept[0], image[0])           # pasted after decoding: exactly the original's
-    assert not np.array_equal(free[0], image[0])       # without keeping, the autoencoder changes it
-    assert not np.array_equal(kept[1], image[1])       # the reporter is regenerated
+    kept = pd.translate(
+        model, image, "untreated", "TNFa", steps=4, strength=0.5, keep_channels=("DNA",)
+    )  # names read from the files
+    assert np.array_equal(kept[0], image[0])  # pasted after decoding: exactly the original's
+    assert not np.array_equal(free[0], image[0])  # without keeping, the autoencoder changes it
+    assert not np.array_equal(kept[1], image[1])  # the reporter is regenerated
 
 
 def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):

@@ -22,8 +22,17 @@ def base(tmp_path_factory):
 
 
 def config(kind, data, out, base, **kw):
-    settings = dict(data=data, out=out, model=kind, image_size=32, steps=2, batch_size=2, checkpoint_every=5,
-                    device="cpu", channel_names=["DNA", "reporter"])
+    settings = dict(
+        data=data,
+        out=out,
+        model=kind,
+        image_size=32,
+        steps=2,
+        batch_size=2,
+        checkpoint_every=5,
+        device="cpu",
+        channel_names=["DNA", "reporter"],
+    )
     if KINDS[kind].fine_tunes:
         settings.update(base=str(base), adapter="lora", rank=2)
     return pd.TrainConfig(**{**settings, **kw})
@@ -31,13 +40,17 @@ def config(kind, data, out, base, **kw):
 
 def tensors(folder):
     """Every tensor the checkpoint holds (its weights and training state), by file and name."""
-    return {f"{path.relative_to(folder)}:{name}": value
-            for path in sorted(folder.rglob("*.safetensors")) for name, value in load_file(path).items()}
+    return {
+        f"{path.relative_to(folder)}:{name}": value
+        for path in sorted(folder.rglob("*.safetensors"))
+        for name, value in load_file(path).items()
+    }
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_every_kind_trains_loads_translates_and_resumes_exactly(kind, sim_data, base, tmp_path, make_napari_viewer,
-                                                                qtbot):
+def test_every_kind_trains_loads_translates_and_resumes_exactly(
+    kind, sim_data, base, tmp_path, make_napari_viewer, qtbot
+):
     straight = pd.train(config(kind, sim_data, tmp_path / "straight", base))
     model = pd.load_checkpoint(straight, device="cpu")
     assert model.kind == kind and model.conditions == ["TNFa", "untreated"]

@@ -54,7 +54,7 @@ def test_cells_whose_phenotype_moved_rank_above_those_that_did_not(pair):
     found = reveal(untreated.image, translated, CHANNELS, nuclei=untreated.nuclei, cells=untreated.cells)
     ranked = [row["cell"] for row in found.rows]
     odd = [cell for cell in ranked if cell % 2]
-    assert len(odd) >= 3 and ranked[:len(odd)] == odd  # every moved cell before every unmoved one
+    assert len(odd) >= 3 and ranked[: len(odd)] == odd  # every moved cell before every unmoved one
     for row in found.rows:
         inside = untreated.cells == row["cell"]
         if row["cell"] % 2:
@@ -82,8 +82,22 @@ def test_translate_reveal_writes_the_masks_and_the_ranked_cells(tiny_checkpoint,
 
     field = simulate_field("translocation", "untreated", 64, seed=5, cell_diameter=20.0)
     pd.write_image(tmp_path / "field.tif", field.image, channel_names=CHANNELS)
-    assert cli(["translate", str(tiny_checkpoint), str(tmp_path / "field.tif"), "--source", "untreated",
-                "--target", "TNFa", "--out", str(tmp_path / "out"), "--steps", "4", "--reveal"]) in (0, None)
+    assert cli(
+        [
+            "translate",
+            str(tiny_checkpoint),
+            str(tmp_path / "field.tif"),
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(tmp_path / "out"),
+            "--steps",
+            "4",
+            "--reveal",
+        ]
+    ) in (0, None)
     masks = pd.read_image(tmp_path / "out" / "field_to_TNFa_reveal.tif")
     translated = pd.read_image(tmp_path / "out" / "field_to_TNFa.tif")
     with open(tmp_path / "out" / "field_to_TNFa_reveal.csv") as handle:

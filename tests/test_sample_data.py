@@ -12,8 +12,9 @@ from napari_phendiff.core.models import read_manifest  # noqa: E402
 
 from conftest import wait_for  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "phendiff.json").is_file(),
-                                reason="the shipped demo checkpoint is not in this checkout")
+pytestmark = pytest.mark.skipif(
+    not (DEMO_CHECKPOINT / "phendiff.json").is_file(), reason="the shipped demo checkpoint is not in this checkout"
+)
 
 
 @pytest.mark.slow
@@ -52,6 +53,8 @@ def test_sample_data_opens_and_translates_with_the_demo(qtbot, make_napari_viewe
     translated = viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA"]  # filled plane by plane
     np.testing.assert_array_equal(translated.data[plane], first)
     assert [bool(translated.data[i].any()) for i in range(4)] == [i in (plane, other) for i in range(4)]
-    np.testing.assert_allclose(viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
-                               translated.data[other].astype(np.float32) - untreated[other, 1:2].astype(np.float32))
+    np.testing.assert_allclose(
+        viewer.layers["untreated_reporter_to_TNFa_s0.45_w3_keep_DNA_diff"].data[other],
+        translated.data[other].astype(np.float32) - untreated[other, 1:2].astype(np.float32),
+    )
     assert translated.metadata["phendiff"]["checkpoint"] == str(DEMO_CHECKPOINT)

@@ -108,8 +108,9 @@ def test_cell_count_scales_with_image_size():
     large = [len(simulate_field("translocation", 0, 256, seed=s).phenotype_values) for s in range(3)]
     assert 1 <= np.mean(small) <= 4.5 and max(small) <= 7
     assert min(large) >= 25
-    bigger_cells = [len(simulate_field("translocation", 0, 256, seed=s, cell_diameter=56).phenotype_values)
-                    for s in range(3)]
+    bigger_cells = [
+        len(simulate_field("translocation", 0, 256, seed=s, cell_diameter=56).phenotype_values) for s in range(3)
+    ]
     assert np.mean(bigger_cells) < np.mean(large) / 2
 
 
@@ -137,8 +138,11 @@ def test_measure_does_not_depend_on_intensity_scale():
     field = simulate_field("actin", 0, 96, seed=2)
     image = field.image.astype(float)
     rescaled = 3.0 * image + 500.0  # other exposure, other offset
-    np.testing.assert_allclose(measure_phenotype(rescaled, field.nuclei, field.cells, "actin"),
-                               measure_phenotype(image, field.nuclei, field.cells, "actin"), rtol=1e-6)
+    np.testing.assert_allclose(
+        measure_phenotype(rescaled, field.nuclei, field.cells, "actin"),
+        measure_phenotype(image, field.nuclei, field.cells, "actin"),
+        rtol=1e-6,
+    )
 
 
 def test_measure_rejects_mismatched_inputs():

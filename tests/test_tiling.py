@@ -30,7 +30,7 @@ def covered_only_by(mask: np.ndarray, tiles: list, shape: tuple[int, int]) -> np
     """The pixels that only the tiles where `mask` is True cover."""
     inside, outside = np.zeros(shape, bool), np.zeros(shape, bool)
     for held, (y, x, h, w) in zip(mask, tiles):
-        (inside if held else outside)[y:y + h, x:x + w] = True
+        (inside if held else outside)[y : y + h, x : x + w] = True
     return inside & ~outside
 
 
@@ -75,8 +75,11 @@ def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation
     from napari_phendiff.core.translate import estimate_translation
 
     image = sparse_field()
-    for kwargs in (dict(steps=4, strength=0.5, tiles=True), dict(steps=4, strength=0.5, tiles=True, guidance=1.0),
-                   dict(steps=4, strength=0.5, tiles=True, skip_background=False)):
+    for kwargs in (
+        dict(steps=4, strength=0.5, tiles=True),
+        dict(steps=4, strength=0.5, tiles=True, guidance=1.0),
+        dict(steps=4, strength=0.5, tiles=True, skip_background=False),
+    ):
         estimate = estimate_translation(model, image, "untreated", ["TNFa", "untreated"], **kwargs)
         events = list(pd.iter_translate(model, image, "untreated", ["TNFa", "untreated"], **kwargs))
         copied, every = events[-1].copied
@@ -84,8 +87,22 @@ def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation
         assert estimate.calls == events[-1].total and estimate.seconds > 0  # network calls of the run
     file = tmp_path / "untreated_field.tif"
     pd.write_image(file, image)
-    assert cli(["translate", str(model.path), str(file), "--source", "untreated", "--target", "TNFa",
-                "--out", str(tmp_path / "out"), "--steps", "4", "--estimate"]) in (0, None)
+    assert cli(
+        [
+            "translate",
+            str(model.path),
+            str(file),
+            "--source",
+            "untreated",
+            "--target",
+            "TNFa",
+            "--out",
+            str(tmp_path / "out"),
+            "--steps",
+            "4",
+            "--estimate",
+        ]
+    ) in (0, None)
     said = capsys.readouterr().out
     assert "on this computer for 1 file(s) x 1 target(s)" in said and "nothing translated" in said
     assert not (tmp_path / "out").exists()  # nothing written
@@ -98,14 +115,19 @@ def test_a_folders_estimate_times_the_first_file_and_scales_the_others(model, tm
     (tmp_path / "in").mkdir()
     for name, size in (("a", 128), ("b", 96)):
         pd.write_image(tmp_path / "in" / f"{name}.tif", sparse_field(size), channel_names=["DNA", "reporter"])
-    total, files = estimate_files(model.path, [tmp_path / "in"], "untreated", ["TNFa"], tmp_path / "out",
-                                  model=model, steps=4, tiles=True)
+    total, files = estimate_files(
+        model.path, [tmp_path / "in"], "untreated", ["TNFa"], tmp_path / "out", model=model, steps=4, tiles=True
+    )
     first = estimate_translation(model, sparse_field(128), "untreated", "TNFa", steps=4, tiles=True)
-    second = estimate_translation(model, sparse_field(96), "untreated", "TNFa", steps=4, tiles=True,
-                                  seconds_per_pixel=1.0)
+    second = estimate_translation(
+        model, sparse_field(96), "untreated", "TNFa", steps=4, tiles=True, seconds_per_pixel=1.0
+    )
     assert files == 2 and second.seconds == second.pixels  # scaled, not timed
-    assert (total.tiles, total.copied, total.calls) == (first.tiles + second.tiles, first.copied + second.copied,
-                                                          first.calls + second.calls)
+    assert (total.tiles, total.copied, total.calls) == (
+        first.tiles + second.tiles,
+        first.copied + second.copied,
+        first.calls + second.calls,
+    )
     assert total.seconds > 0 and not (tmp_path / "out").exists()
 
 
@@ -127,8 +149,8 @@ def test_blending_row_by_row_equals_blending_on_a_whole_canvas():
     ramp = blend_weights(size, size, True)
     canvas, weight = np.zeros((2, *padded), np.float32), np.zeros(padded, np.float32)
     for (y, x, h, w), tile in zip(cuts, tiles):
-        canvas[:, y:y + h, x:x + w] += tile * ramp
-        weight[y:y + h, x:x + w] += ramp
+        canvas[:, y : y + h, x : x + w] += tile * ramp
+        weight[y : y + h, x : x + w] += ramp
     handed = []
     blender = Blender(2, padded, size, ramp, lambda n, top, rows: handed.append((n, top, rows.copy())))
     for field in range(2):
@@ -188,6 +210,10 @@ def test_cells_covering_a_tiny_share_of_a_huge_field_are_still_found():
     field[:, 3000:3044, 2000:2044] = cells
     tiles = windows(field.shape[-2:], 64, tiles=True)
     held = occupied(field[None], tiles, margin=16)[0]
-    near = [i for i, (y, x, h, w) in enumerate(tiles) if (y < 144 and x < 144 and y + h > 100 and x + w > 100)
-            or (y < 3044 and x < 2044 and y + h > 3000 and x + w > 2000)]
+    near = [
+        i
+        for i, (y, x, h, w) in enumerate(tiles)
+        if (y < 144 and x < 144 and y + h > 100 and x + w > 100)
+        or (y < 3044 and x < 2044 and y + h > 3000 and x + w > 2000)
+    ]
     assert held[near].all() and held.sum() <= 3 * len(near)

@@ -13,14 +13,17 @@ from napari_phendiff.core.errors import CheckpointError, ConfigError
 
 
 def config(data, out, **kw):
-    base = dict(data=data, out=out, preset="tiny", image_size=32, steps=6, batch_size=4, checkpoint_every=2,
-                device="cpu")
+    base = dict(
+        data=data, out=out, preset="tiny", image_size=32, steps=6, batch_size=4, checkpoint_every=2, device="cpu"
+    )
     return pd.TrainConfig(**{**base, **kw})
 
 
 def weights(folder):
-    return (load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"),
-            load_file(folder / "training" / "model.safetensors"))
+    return (
+        load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+        load_file(folder / "training" / "model.safetensors"),
+    )
 
 
 @pytest.mark.slow
@@ -57,8 +60,13 @@ def test_refuses_to_overwrite_and_checks_resume_settings(sim_data, tiny_checkpoi
 
 @pytest.mark.slow
 def test_loss_goes_down_on_real_data(sim_data, tmp_path):
-    losses = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "m", steps=40, checkpoint_every=100,
-                                                   lr=1e-3, warmup_steps=5)) if e.kind == "step"]
+    losses = [
+        e.loss
+        for e in pd.iter_train(
+            config(sim_data, tmp_path / "m", steps=40, checkpoint_every=100, lr=1e-3, warmup_steps=5)
+        )
+        if e.kind == "step"
+    ]
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
 
 
@@ -98,8 +106,9 @@ def test_min_snr_weights_follow_the_paper_for_v_and_noise_prediction():
 
 def test_min_snr_training_changes_the_loss_and_is_checked_on_resume(sim_data, tmp_path):
     plain = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "plain", steps=2)) if e.kind == "step"]
-    weighted = [e.loss for e in pd.iter_train(config(sim_data, tmp_path / "snr", steps=2, snr_gamma=5.0))
-                if e.kind == "step"]
+    weighted = [
+        e.loss for e in pd.iter_train(config(sim_data, tmp_path / "snr", steps=2, snr_gamma=5.0)) if e.kind == "step"
+    ]
     assert weighted[0] < plain[0]  # same batch and noise, every weight <= 1 and most well below
     assert json.loads((tmp_path / "snr" / "phendiff.json").read_text())["training"]["snr_gamma"] == 5.0
     with pytest.raises(CheckpointError, match="snr_gamma: checkpoint 5.0, now 0.0"):

@@ -13,8 +13,14 @@ pytest.importorskip("pytestqt")
 
 from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT  # noqa: E402
 from napari_phendiff.core.models import KINDS, read_manifest  # noqa: E402
-from napari_phendiff.core.options import (ADAPTER_LR, ADAPTERS, PRESET_SIZES, TrainConfig, default_lr,  # noqa: E402
-                                         default_steps)
+from napari_phendiff.core.options import (
+    ADAPTER_LR,
+    ADAPTERS,
+    PRESET_SIZES,
+    TrainConfig,
+    default_lr,  # noqa: E402
+    default_steps,
+)
 from napari_phendiff.core.training.run import train  # noqa: E402
 from napari_phendiff.widgets import _train_choice  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
@@ -22,9 +28,15 @@ from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 from conftest import tiny_base, wait_for  # noqa: E402
 
 WAIT_MS = 120_000
-COSTS = {"measured_on": "a test computer", "image_size": 64, "batch_size": 16,
-         "adapters": {"lora": {"seconds_per_step": 0.5, "peak_memory_mb": 900.0, "checkpoint_mb": 1.2},
-                      "full": {"seconds_per_step": 2.0, "peak_memory_mb": 4100.0, "checkpoint_mb": 350.0}}}
+COSTS = {
+    "measured_on": "a test computer",
+    "image_size": 64,
+    "batch_size": 16,
+    "adapters": {
+        "lora": {"seconds_per_step": 0.5, "peak_memory_mb": 900.0, "checkpoint_mb": 1.2},
+        "full": {"seconds_per_step": 2.0, "peak_memory_mb": 4100.0, "checkpoint_mb": 350.0},
+    },
+}
 
 
 # the docks' list of recent checkpoints is kept out of the user's own (conftest.py)
@@ -45,16 +57,32 @@ def sd_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def latent_checkpoint(sim_data, sd_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("latent") / "model"
-    return train(TrainConfig(data=sim_data, out=out, model="latent", base=str(sd_folder), image_size=16, steps=1,
-                             batch_size=2, checkpoint_every=1, device="cpu", channel_names=["DNA", "reporter"]))
+    return train(
+        TrainConfig(
+            data=sim_data,
+            out=out,
+            model="latent",
+            base=str(sd_folder),
+            image_size=16,
+            steps=1,
+            batch_size=2,
+            checkpoint_every=1,
+            device="cpu",
+            channel_names=["DNA", "reporter"],
+        )
+    )
 
 
 def on_cpu(dock, data, out, steps=2, previews=0):
     """Small, fast settings for a run in the dock."""
     dock.set_data_folder(data)
     dock.out.setText(str(out))
-    for box, value in ((dock.steps, steps), (dock.batch_size, 2), (dock.checkpoint_every, steps),
-                       (dock.previews, previews)):
+    for box, value in (
+        (dock.steps, steps),
+        (dock.batch_size, 2),
+        (dock.checkpoint_every, steps),
+        (dock.previews, previews),
+    ):
         box.setValue(value)
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
 
@@ -68,9 +96,9 @@ def test_the_default_fine_tunes_the_shipped_base_with_lora(dock, sim_data, tmp_p
     assert (config.model, config.base, config.adapter, config.rank) == ("latent", "microscopy", "lora", 4)
     assert config.start_from is None and config.image_size == 64  # the shipped base's own size
     assert config.lr == pytest.approx(default_lr("latent", "lora", "microscopy"))  # the base's own (base.json)
-    assert config.steps == default_steps("latent", "microscopy") < 5000           # minutes, not hours, on a CPU
+    assert config.steps == default_steps("latent", "microscopy") < 5000  # minutes, not hours, on a CPU
     dock.what.setCurrentIndex(dock.what.findData("scratch"))
-    assert dock.config().steps == 5000                                            # a model from random weights
+    assert dock.config().steps == 5000  # a model from random weights
 
 
 def test_train_for_a_time_budget_replaces_the_steps(dock, sim_data, tmp_path):
@@ -147,8 +175,7 @@ def test_a_stable_diffusion_folder_is_read_then_fine_tuned_in_the_dock(dock, qtb
     dock.adapter.setCurrentIndex(dock.adapter.findData("svdiff"))
     assert not dock.rank.isEnabled() and dock.lr.value() == pytest.approx(ADAPTER_LR["svdiff"])
     config = dock.config()
-    assert (config.model, config.base, config.adapter, config.start_from) == ("latent", str(sd_folder), "svdiff",
-                                                                              None)
+    assert (config.model, config.base, config.adapter, config.start_from) == ("latent", str(sd_folder), "svdiff", None)
     on_cpu(dock, sim_data, tmp_path / "dock-model", previews=1)
     wait_for(qtbot, dock.train(), WAIT_MS)
     manifest = json.loads((tmp_path / "dock-model" / "phendiff.json").read_text())
@@ -181,14 +208,19 @@ def test_resume_of_a_fine_tuned_latent_checkpoint_chooses_its_base(dock, latent_
     assert (dock.what.currentData(), dock.source.currentData()) == ("fine-tune", "stable-diffusion")
     assert dock.base.text() == str(sd_folder.resolve()) and dock.image_size.value() == 16
     config = dock.config()
-    assert (config.model, config.base, config.adapter, config.resume) == ("latent", str(sd_folder.resolve()),
-                                                                          "lora", True)
+    assert (config.model, config.base, config.adapter, config.resume) == (
+        "latent",
+        str(sd_folder.resolve()),
+        "lora",
+        True,
+    )
     assert f"base {sd_folder.resolve()}" in dock.status.text() and "adapter lora (rank 4)" in dock.status.text()
 
 
 @pytest.mark.slow
-def test_a_run_fine_tuned_from_a_phendiff_checkpoint_trains_and_resumes_as_one(qtbot, make_napari_viewer,
-                                                                               tiny_checkpoint, sim_data, tmp_path):
+def test_a_run_fine_tuned_from_a_phendiff_checkpoint_trains_and_resumes_as_one(
+    qtbot, make_napari_viewer, tiny_checkpoint, sim_data, tmp_path
+):
     viewer = make_napari_viewer()
     first = TrainDock(viewer)
     first.set_start_from(tiny_checkpoint)
@@ -230,10 +262,10 @@ def test_the_adapter_costs_and_the_run_estimate_are_shown_before_the_click(dock,
 
 def test_the_shipped_base_is_fine_tuned_offline_in_the_dock(dock, qtbot, sim_data, tmp_path):
     on_cpu(dock, sim_data, tmp_path / "shipped")
-    assert dock.image_size.value() == 64      # the base's own size, larger than these 48-px images: refused in the dock
+    assert dock.image_size.value() == 64  # the base's own size, larger than these 48-px images: refused in the dock
     wait_for(qtbot, dock.train(), WAIT_MS)
     assert "smaller than the model's image size 64 px" in dock.status.text()
-    dock.image_size.setValue(48)              # 12 x 12 latents: the base's UNet takes any multiple of 16 px
+    dock.image_size.setValue(48)  # 12 x 12 latents: the base's UNet takes any multiple of 16 px
     wait_for(qtbot, dock.train(), WAIT_MS)
     manifest = read_manifest(tmp_path / "shipped")
     assert manifest["kind"] == "latent" and manifest["base"]["source"] == "microscopy"

@@ -49,8 +49,9 @@ def test_same_seed_same_result(model):
     first = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
     again = pd.translate(model, image, "untreated", "TNFa", steps=4, seed=7)
     assert np.array_equal(first, again)
-    stochastic = [pd.translate(model, image, "untreated", "TNFa", steps=4, strength=1.0, seed=s, eta=1.0)
-                  for s in (1, 1, 2)]
+    stochastic = [
+        pd.translate(model, image, "untreated", "TNFa", steps=4, strength=1.0, seed=s, eta=1.0) for s in (1, 1, 2)
+    ]
     assert np.array_equal(stochastic[0], stochastic[1]) and not np.array_equal(stochastic[0], stochastic[2])
 
 
@@ -65,8 +66,9 @@ def test_several_targets_share_one_inversion(model, monkeypatch):
     assert len(counter.calls) == 3 * steps  # ... then one generation per target
     monkeypatch.undo()
     assert set(both) == {"TNFa", "untreated"}
-    assert np.array_equal(both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps, strength=1.0,
-                                                     guidance=1.0))
+    assert np.array_equal(
+        both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps, strength=1.0, guidance=1.0)
+    )
 
 
 def test_guidance_runs_conditional_and_null_together(model, monkeypatch):
@@ -77,8 +79,17 @@ def test_guidance_runs_conditional_and_null_together(model, monkeypatch):
 
 
 def test_progress_events_then_one_result(model):
-    events = list(pd.iter_translate(model, np.stack([field(), field(seed=1)]), "untreated", ["TNFa", "untreated"],
-                                    steps=3, strength=1.0, batch_size=1))
+    events = list(
+        pd.iter_translate(
+            model,
+            np.stack([field(), field(seed=1)]),
+            "untreated",
+            ["TNFa", "untreated"],
+            steps=3,
+            strength=1.0,
+            batch_size=1,
+        )
+    )
     total = 2 * 3 * 3  # two single-tile batches x (inversion + two generations) x 3 steps
     assert [e.step for e in events[:-1]] == list(range(1, total + 1))
     assert all(e.total == total for e in events)
@@ -106,18 +117,21 @@ def test_whole_field_matches_tiles_where_there_is_one_tile(model):
 def test_demo_model_reconstructs_source_to_source():
     """Inversion then regeneration with the SAME condition gives the input back (DDIM's near-exact inversion)."""
     model = pd.load_checkpoint("demo", device="cpu")
-    fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
-                       for s in (11, 12)])
-    back = pd.translate(model, fields, "untreated", "untreated", steps=50, strength=1.0, guidance=1.0, tiles=True,
-                        keep_channels=())  # the demo keeps its DNA by default: here every channel is regenerated
+    fields = np.stack(
+        [simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image for s in (11, 12)]
+    )
+    back = pd.translate(
+        model, fields, "untreated", "untreated", steps=50, strength=1.0, guidance=1.0, tiles=True, keep_channels=()
+    )  # the demo keeps its DNA by default: here every channel is regenerated
     scaled_in = model.normalization.forward(fields)
     scaled_out = model.normalization.forward(back)
     rmse = float(np.sqrt(np.mean((scaled_out - scaled_in) ** 2)))
     # measured 0.086 here (0.028 on 96-px fields, where overlapping tiles average out); a translation to the
     # other condition moves the same fields about 3x as far
     assert rmse < 0.1, f"round trip RMSE {rmse:.3f} in the normalised [-1, 1] range"
-    changed = pd.translate(model, fields, "untreated", "TNFa", steps=50, strength=1.0, guidance=1.0, tiles=True,
-                           keep_channels=())
+    changed = pd.translate(
+        model, fields, "untreated", "TNFa", steps=50, strength=1.0, guidance=1.0, tiles=True, keep_channels=()
+    )
     assert rmse < 0.5 * float(np.sqrt(np.mean((model.normalization.forward(changed) - scaled_in) ** 2)))
 
 
@@ -153,8 +167,17 @@ def test_samples_that_could_not_differ_are_refused_before_any_translation(tiny_c
     with pytest.raises(ConfigError, match="BDIA"):
         translate_samples(model, image, "untreated", "TNFa", 2, steps=10, inversion="bdia")
     with pytest.raises(ConfigError, match="regeneration is one step"):
-        translate_files(tiny_checkpoint, [sim_data / "untreated"], "untreated", ["TNFa"], tmp_path / "out",
-                        device="cpu", samples=2, steps=4, strength=0.3)
+        translate_files(
+            tiny_checkpoint,
+            [sim_data / "untreated"],
+            "untreated",
+            ["TNFa"],
+            tmp_path / "out",
+            device="cpu",
+            samples=2,
+            steps=4,
+            strength=0.3,
+        )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.tif"))
     mean, spread = translate_samples(model, image, "untreated", "TNFa", 2, steps=5, strength=0.3)
     assert spread.max() > 0  # two noisy regeneration steps: the samples differ
@@ -163,9 +186,21 @@ def test_samples_that_could_not_differ_are_refused_before_any_translation(tiny_c
 def test_a_model_trained_on_resized_images_translates_them_resized(sim_data, tmp_path):
     """`--resize` training scales whole images to the model's size; translation shows the model its inputs so and
     scales the result back (it used to run a 32-px model on the 48-px fields as they were)."""
-    model = pd.load_checkpoint(pd.train(pd.TrainConfig(data=sim_data, out=tmp_path / "m", image_size=32, steps=2,
-                                                       batch_size=2, resize=True, device="cpu",
-                                                       channel_names=["DNA", "reporter"])), device="cpu")
+    model = pd.load_checkpoint(
+        pd.train(
+            pd.TrainConfig(
+                data=sim_data,
+                out=tmp_path / "m",
+                image_size=32,
+                steps=2,
+                batch_size=2,
+                resize=True,
+                device="cpu",
+                channel_names=["DNA", "reporter"],
+            )
+        ),
+        device="cpu",
+    )
     image = pd.read_image(sorted((sim_data / "untreated").glob("*.tif"))[0])
     assert image.shape[-2:] == (48, 48)
     counter = CountingUNet(model.unet)
@@ -181,12 +216,23 @@ def test_a_model_trained_on_resized_images_translates_them_resized(sim_data, tmp
 
 @pytest.mark.slow
 def test_the_time_left_is_timed_on_the_runs_own_steps(model):
-    events = list(pd.iter_translate(model, field(64, seed=2), "untreated", "TNFa", steps=10, strength=0.5,
-                                    guidance=3.0, tiles=True, batch_size=1))
+    events = list(
+        pd.iter_translate(
+            model,
+            field(64, seed=2),
+            "untreated",
+            "TNFa",
+            steps=10,
+            strength=0.5,
+            guidance=3.0,
+            tiles=True,
+            batch_size=1,
+        )
+    )
     lefts = [e.seconds_left for e in events[:-1]]
     # known once an inversion and a generation step beyond the first of each were timed
     first = next(i for i, left in enumerate(lefts) if left is not None)
-    assert [e.phase for e in events[:first + 1]] == ["invert"] * 5 + ["generate"] * 2
+    assert [e.phase for e in events[: first + 1]] == ["invert"] * 5 + ["generate"] * 2
     assert all(left is not None and left >= 0 for left in lefts[first:])
     assert lefts[-1] == 0 and lefts[first] > lefts[(first + len(lefts)) // 2] > 0  # it falls as the work goes on
 
@@ -196,8 +242,14 @@ def test_pace_times_each_phase_per_tile():
     from napari_phendiff.core.translate import TranslateEvent
 
     pace = Pace(inverse_tiles=2 * 4, generate_tiles=2 * 4)  # two steps each way on batches of 4 tiles
-    steps = iter([TranslateEvent("invert", 1, 4), TranslateEvent("invert", 2, 4), TranslateEvent("generate", 3, 4),
-                  TranslateEvent("generate", 4, 4)])
+    steps = iter(
+        [
+            TranslateEvent("invert", 1, 4),
+            TranslateEvent("invert", 2, 4),
+            TranslateEvent("generate", 3, 4),
+            TranslateEvent("generate", 4, 4),
+        ]
+    )
     seen = list(pace.follow(steps, tiles=4))
     assert [e.seconds_left is None for e in seen] == [True, True, True, False] and seen[-1].seconds_left == 0
     assert pace.timed == {"invert": 4, "generate": 4}

@@ -63,8 +63,12 @@ def form_rects(dock) -> list[tuple[str, QRect]]:
         for index in range(form.count()):
             widget = form.itemAt(index).widget()
             if widget is not None and widget.isVisibleTo(inner):
-                rects.append((widget.objectName() or widget.__class__.__name__,
-                              QRect(widget.mapTo(inner, QPoint(0, 0)), widget.size())))
+                rects.append(
+                    (
+                        widget.objectName() or widget.__class__.__name__,
+                        QRect(widget.mapTo(inner, QPoint(0, 0)), widget.size()),
+                    )
+                )
     return rects
 
 
@@ -123,9 +127,11 @@ def test_a_rerun_replaces_its_layers(qtbot, viewer, dock):
     dock.steps.setValue(3)  # not part of the name: the same result layers, holding the new run
     run(qtbot, dock.translate())
     assert [layer.name for layer in viewer.layers] == order
-    assert order == ["cells"] + [f"cells_{c}{suffix}" for c in ("DNA", "reporter")
-                                 for suffix in (" original", "_to_TNFa_s0.3_w4", "_to_TNFa_s0.3_w4_diff")] + [
-                                     "comparison labels"]
+    assert order == ["cells"] + [
+        f"cells_{c}{suffix}"
+        for c in ("DNA", "reporter")
+        for suffix in (" original", "_to_TNFa_s0.3_w4", "_to_TNFa_s0.3_w4_diff")
+    ] + ["comparison labels"]
     assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"] is not first
     assert viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].metadata["phendiff"]["steps"] == 3
 
@@ -139,12 +145,21 @@ def test_channel_layers_and_saved_files_follow_the_name_rule(qtbot, viewer, dock
     assert [layer.name for layer in layers] == ["field crop", "field crop [1]"]
     dock.set_channel_layers([layer.name for layer in layers])
     run(qtbot, dock.translate())
-    names = ["field_crop_DNA_to_TNFa_s0.3_w4", "field_crop_DNA_to_TNFa_s0.3_w4_diff",
-             "field_crop_reporter_to_TNFa_s0.3_w4", "field_crop_reporter_to_TNFa_s0.3_w4_diff"]
+    names = [
+        "field_crop_DNA_to_TNFa_s0.3_w4",
+        "field_crop_DNA_to_TNFa_s0.3_w4_diff",
+        "field_crop_reporter_to_TNFa_s0.3_w4",
+        "field_crop_reporter_to_TNFa_s0.3_w4_diff",
+    ]
     assert dock.results == [(name, [(name, None)]) for name in names]
     run(qtbot, dock.translate())  # again: replaced, no 'field_crop_DNA_to_TNFa_s0.3_w4 [1]'
-    results = [layer.name for layer in viewer.layers if layer.name not in ("field crop", "field crop [1]")
-               and not layer.name.endswith(" original") and layer.name != "comparison labels"]
+    results = [
+        layer.name
+        for layer in viewer.layers
+        if layer.name not in ("field crop", "field crop [1]")
+        and not layer.name.endswith(" original")
+        and layer.name != "comparison labels"
+    ]
     assert sorted(results) == sorted(names)
     viewer.layers[names[0]].name = "my DNA [final]"  # renamed by hand
     dock.results[0] = ("my DNA [final]", [("my DNA [final]", None)])

@@ -62,8 +62,9 @@ def test_strength_runs_that_share_of_the_grid_each_way(model, monkeypatch):
 
 @pytest.mark.slow
 def test_lower_strength_reconstructs_closer(demo):
-    fields = np.stack([simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image
-                       for s in (31, 32)])
+    fields = np.stack(
+        [simulate_field("translocation", "untreated", 48, seed=s, cell_diameter=20.0).image for s in (31, 32)]
+    )
     scaled = demo.normalization.forward(fields)
     error = {}
     for strength in (0.3, 1.0):
@@ -78,9 +79,10 @@ def test_exact_inversion_reconstructs_to_float_rounding(demo):
     image = field(48, seed=33)
     x = torch.from_numpy(demo.normalization.forward(image[None]))
     for strength in (0.1, 0.5, 1.0):
-        inverted = walk.finish(walk.invert(demo, x, demo.condition_index("untreated"), 20, strength=strength, method="bdia"))
-        back = walk.finish(walk.generate(demo, inverted, demo.condition_index("untreated"), 20,
-                                              strength=strength))
+        inverted = walk.finish(
+            walk.invert(demo, x, demo.condition_index("untreated"), 20, strength=strength, method="bdia")
+        )
+        back = walk.finish(walk.generate(demo, inverted, demo.condition_index("untreated"), 20, strength=strength))
         # measured 6e-7 to 2e-5 RMSE; plain DDIM inversion gives 0.02 to 0.15 on the same field
         assert float((back - x).pow(2).mean().sqrt()) < 1e-4, strength
         assert not torch.equal(inverted.states[-1], x)  # it did go somewhere
@@ -96,8 +98,9 @@ def test_source_negative_guidance_at_scale_one_is_unguided(model):
     at_one = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0, negative="source")
     assert np.array_equal(unguided, at_one)
     # just above 1 the batched two-branch formula runs, and lands where the unguided walk does
-    barely = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0 + 1e-6,
-                          negative="source", tiles=False)
+    barely = pd.translate(
+        model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0 + 1e-6, negative="source", tiles=False
+    )
     reference = pd.translate(model, image, "untreated", "TNFa", steps=4, strength=0.5, guidance=1.0, tiles=False)
     assert np.abs(barely.astype(np.int64) - reference.astype(np.int64)).max() <= 2
 
@@ -124,17 +127,25 @@ def test_source_and_null_negatives_differ(model):
     assert not np.array_equal(source, null)
 
 
-@pytest.mark.parametrize("option, value, phrase", [
-    ("strength", 0.0, "strength must be in"), ("strength", 1.5, "strength must be in"),
-    ("guidance", float("nan"), "guidance must be a finite"), ("guidance", -1.0, "guidance must be >= 0"),
-    ("guidance", float("inf"), "guidance must be a finite"),
-    ("guidance_interval", (0.5, 0.2), "guidance_interval must satisfy"),
-    ("guidance_interval", (-0.1, 1.0), "guidance_interval must satisfy"),
-    ("guidance_interval", (0.0, 1.2), "guidance_interval must satisfy"),
-    ("steps", 0, "steps must be between"), ("steps", -3, "steps must be between"),
-    ("steps", 100000, "steps must be between"), ("batch_size", -1, "batch_size must be at least 1"),
-    ("negative", "target", "negative must be one of"), ("inversion", "edict", "inversion must be one of"),
-])
+@pytest.mark.parametrize(
+    "option, value, phrase",
+    [
+        ("strength", 0.0, "strength must be in"),
+        ("strength", 1.5, "strength must be in"),
+        ("guidance", float("nan"), "guidance must be a finite"),
+        ("guidance", -1.0, "guidance must be >= 0"),
+        ("guidance", float("inf"), "guidance must be a finite"),
+        ("guidance_interval", (0.5, 0.2), "guidance_interval must satisfy"),
+        ("guidance_interval", (-0.1, 1.0), "guidance_interval must satisfy"),
+        ("guidance_interval", (0.0, 1.2), "guidance_interval must satisfy"),
+        ("steps", 0, "steps must be between"),
+        ("steps", -3, "steps must be between"),
+        ("steps", 100000, "steps must be between"),
+        ("batch_size", -1, "batch_size must be at least 1"),
+        ("negative", "target", "negative must be one of"),
+        ("inversion", "edict", "inversion must be one of"),
+    ],
+)
 def test_bad_values_are_clear_errors_before_any_work(model, monkeypatch, option, value, phrase):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
@@ -163,7 +174,11 @@ def test_options_resolve_given_then_calibrated_then_default():
     manifest = {"calibration": {"untreated->TNFa": {"strength": 0.3, "guidance": 2.0, "negative": "null"}}}
     options, sources = resolve_options(manifest, "untreated", "TNFa", {"guidance": 5.0, "strength": None})
     assert (options.strength, options.guidance, options.negative, options.steps) == (
-        0.3, 5.0, "null", TranslateOptions().steps)
+        0.3,
+        5.0,
+        "null",
+        TranslateOptions().steps,
+    )
     assert (sources["strength"], sources["guidance"], sources["steps"]) == ("calibrated", "given", "default")
     other, other_sources = resolve_options(manifest, "TNFa", "untreated")
     assert other == TranslateOptions() and set(other_sources.values()) == {"default"}
@@ -172,8 +187,10 @@ def test_options_resolve_given_then_calibrated_then_default():
 
 
 def test_a_models_default_setting_sits_between_the_calibrated_one_and_the_projects():
-    manifest = {"translation_defaults": {"strength": 1.0, "guidance": 4.0},
-                "calibration": {"untreated->TNFa": {"strength": 0.6}}}
+    manifest = {
+        "translation_defaults": {"strength": 1.0, "guidance": 4.0},
+        "calibration": {"untreated->TNFa": {"strength": 0.6}},
+    }
     options, sources = resolve_options(manifest, "untreated", "TNFa")
     assert (options.strength, options.guidance) == (0.6, 4.0)
     assert (sources["strength"], sources["guidance"], sources["steps"]) == ("calibrated", "model default", "default")
@@ -201,8 +218,9 @@ def test_kept_channels_follow_the_inversion_at_every_level(model, monkeypatch):
     x = torch.from_numpy(model.normalization.forward(image[None]))
     inverted = walk.finish(walk.invert(model, x, 0, 10, strength=0.5, keep=True))
     seen = []
-    monkeypatch.setattr(walk, "predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()),
-                                                                            torch.zeros_like(x))[1])
+    monkeypatch.setattr(
+        walk, "predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()), torch.zeros_like(x))[1]
+    )
     walk.finish(walk.generate(model, inverted, 1, 10, strength=0.5, keep=[0]))
     levels = list(range(inverted.depth, 0, -1))  # the states regeneration starts each step from
     assert len(seen) == len(levels)
@@ -210,10 +228,14 @@ def test_kept_channels_follow_the_inversion_at_every_level(model, monkeypatch):
         torch.testing.assert_close(state[:, 0], inverted.states[level][:, 0])
 
 
-@pytest.mark.parametrize("keep, phrase", [
-    (("Actin",), "the checkpoint's channels are DNA, reporter"), (("DNA", "reporter"), "nothing would be translated"),
-    (("DNA", "DNA"), "must be distinct"),
-])
+@pytest.mark.parametrize(
+    "keep, phrase",
+    [
+        (("Actin",), "the checkpoint's channels are DNA, reporter"),
+        (("DNA", "reporter"), "nothing would be translated"),
+        (("DNA", "DNA"), "must be distinct"),
+    ],
+)
 def test_bad_kept_channels_are_clear_errors_before_any_work(model, monkeypatch, keep, phrase):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)

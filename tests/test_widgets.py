@@ -77,8 +77,9 @@ def stacked(viewer, name: str, channels=("DNA", "reporter")) -> np.ndarray:
     return np.stack([viewer.layers[name.format(channel)].data for channel in channels])
 
 
-def test_translate_lays_out_each_channel_as_original_translated_difference(qtbot, viewer, translate_dock,
-                                                                           tiny_checkpoint):
+def test_translate_lays_out_each_channel_as_original_translated_difference(
+    qtbot, viewer, translate_dock, tiny_checkpoint
+):
     image = random_image((2, 48, 48), seed=1)
     viewer.add_image(image, name="cells", colormap="magma", contrast_limits=(500, 1100), translate=(5, 7))
     translate_dock.set_channel_layers(["cells"])
@@ -105,8 +106,9 @@ def test_translate_lays_out_each_channel_as_original_translated_difference(qtbot
     assert not viewer.layers["cells"].visible and list(viewer.layers["cells"].translate) == [0, 5, 7]
     assert not viewer.canvas.grid.enabled
     labels = viewer.layers["comparison labels"]  # each image named at its top-left corner
-    assert list(labels.features["label"]) == [f"{c}: {k}" for c in ("DNA", "reporter")
-                                              for k in ("original", "translated", "difference")]
+    assert list(labels.features["label"]) == [
+        f"{c}: {k}" for c in ("DNA", "reporter") for k in ("original", "translated", "difference")
+    ]
     np.testing.assert_allclose(labels.data[4], (5 + step - 0.5, 7 + step - 0.5))  # the reporter's translation
     picker = translate_dock.layers  # the views are not inputs to tick
     assert "cells_DNA original" not in [picker.item(i).text() for i in range(picker.count())]
@@ -139,8 +141,9 @@ def test_channel_layers_of_a_stack(qtbot, viewer, translate_dock):
         assert viewer.layers[f"{name}_to_TNFa_s0.3_w4"].data.shape == (3, 40, 40)
         assert viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].data.shape == (3, 40, 40)
         assert viewer.layers[f"{name} original"].data is viewer.layers[name].data
-        np.testing.assert_allclose(viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].translate, (0, row * 40 * 1.08,
-                                                                                            2 * 40 * 1.08))
+        np.testing.assert_allclose(
+            viewer.layers[f"{name}_to_TNFa_s0.3_w4_diff"].translate, (0, row * 40 * 1.08, 2 * 40 * 1.08)
+        )
 
 
 def test_wrong_channel_count_is_explained_before_running(viewer, translate_dock):
@@ -193,12 +196,34 @@ def test_option_tooltips_are_the_core_options_help(viewer):
     from napari_phendiff.core.options import HELP, TRAIN_HELP
 
     translate, train = open_dock(viewer, "Translate"), open_dock(viewer, "Train")
-    shown = [(HELP, name, getattr(translate, control)) for name, control in (
-        ("strength", "strength"), ("guidance", "guidance"), ("negative", "negative"), ("keep_channels", "keep_box"),
-        ("steps", "steps"), ("seed", "seed"), ("batch_size", "batch_size"), ("skip_background", "skip_background"))]
-    shown += [(TRAIN_HELP, name, getattr(train, name)) for name in (
-        "start_from", "base", "preset", "rank", "image_size", "steps", "minutes", "batch_size", "lr",
-        "checkpoint_every")]
+    shown = [
+        (HELP, name, getattr(translate, control))
+        for name, control in (
+            ("strength", "strength"),
+            ("guidance", "guidance"),
+            ("negative", "negative"),
+            ("keep_channels", "keep_box"),
+            ("steps", "steps"),
+            ("seed", "seed"),
+            ("batch_size", "batch_size"),
+            ("skip_background", "skip_background"),
+        )
+    ]
+    shown += [
+        (TRAIN_HELP, name, getattr(train, name))
+        for name in (
+            "start_from",
+            "base",
+            "preset",
+            "rank",
+            "image_size",
+            "steps",
+            "minutes",
+            "batch_size",
+            "lr",
+            "checkpoint_every",
+        )
+    ]
     for helps, name, control in shown:
         assert control.toolTip().lower().startswith(helps[name].lower()), name
     assert train.resume.text() == TRAIN_HELP["resume"]
@@ -237,8 +262,13 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
     assert "Finished 3 steps" in train.status.text()
     # both previews are on screen: the view was reset to hold them
     shown = viewer.camera.center[-1]
-    lows, highs = zip(*[(layer.extent.world[0][-1], layer.extent.world[1][-1]) for layer in viewer.layers
-                        if layer.name.startswith("preview: ")])
+    lows, highs = zip(
+        *[
+            (layer.extent.world[0][-1], layer.extent.world[1][-1])
+            for layer in viewer.layers
+            if layer.name.startswith("preview: ")
+        ]
+    )
     assert min(lows) <= shown <= max(highs) and len(lows) == 2
 
 
@@ -282,6 +312,7 @@ def test_train_refuses_a_folder_without_conditions(tmp_path, viewer):
 
 
 # --- exploring a translation ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def translated(qtbot, viewer, translate_dock):
@@ -341,8 +372,10 @@ def test_control_and_uncertainty_layers(qtbot, viewer, translate_dock, translate
     spread = stacked(viewer, "cells_{}_to_TNFa_s0.3_w4_std")
     assert spread.shape == translated.shape and spread.dtype == np.float32 and np.isfinite(spread).all()
     for channel in ("DNA", "reporter"):  # over the translation it belongs to
-        np.testing.assert_array_equal(viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_std"].translate,
-                                      viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate)
+        np.testing.assert_array_equal(
+            viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4_std"].translate,
+            viewer.layers[f"cells_{channel}_to_TNFa_s0.3_w4"].translate,
+        )
     assert spread.max() > 0 and "spread over 2 seeds" in translate_dock.status.text()
 
 
@@ -359,7 +392,11 @@ def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, tra
     table = translate_dock.cells_table
     # the measure's before, after and change in the first columns, in view; the cells that gained most first
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "cell", "original", "translated", "change"]
+        "cell",
+        "original",
+        "translated",
+        "change",
+    ]
     changes = [float(table.item(r, 3).text()) for r in range(table.rowCount())]
     assert changes == sorted(changes, reverse=True)
     first = next(row for row in cells.rows if row["cell"] == int(table.item(0, 0).text()))
@@ -375,7 +412,11 @@ def test_measure_cells_gives_a_table_a_labels_layer_and_a_csv(qtbot, viewer, tra
     assert revealed.shape == labels.data.shape and np.all((revealed == 0) | (revealed == labels.data))
     translate_dock.measure_choice.setCurrentText("reveal score")
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "cell", "mask share", "reached", "score"]
+        "cell",
+        "mask share",
+        "reached",
+        "score",
+    ]
     scores = [float(table.item(r, 3).text()) for r in range(table.rowCount())]
     assert scores == sorted(scores, reverse=True) and len(scores) == len(cells.rows)
     table.setCurrentCell(0, 0)
@@ -406,8 +447,9 @@ def test_a_folder_is_translated_with_the_dock_settings_and_cell_tables(qtbot, vi
     worker = translate_dock.translate_folder(tmp_path / "plate", tmp_path / "out")
     run(qtbot, worker)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == sorted([f"well_{i}_to_TNFa{s}" for i in range(3) for s in (".tif", "_cells.csv")]
-                           + ["summary.json"])
+    assert names == sorted(
+        [f"well_{i}_to_TNFa{s}" for i in range(3) for s in (".tif", "_cells.csv")] + ["summary.json"]
+    )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["written"] == 6 and summary["options"]["steps"] == 2  # the dock's setting
     assert "Folder done: 6 file(s) written" in translate_dock.status.text()
@@ -476,8 +518,10 @@ def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer
     run(qtbot, translate_dock.translate())
     names = ["field_3_untreated_to_TNFa_s0.5_w4", "field_3_untreated_to_TNFa_s0.5_w4_diff"]
     layers = [f"field_3_untreated_{c}_to_TNFa_s0.5_w4" for c in ("DNA", "reporter")]
-    assert translate_dock.results == [(names[0], list(zip(layers, ["DNA", "reporter"]))),
-                                      (names[1], [(f"{name}_diff", c) for name, c in zip(layers, ["DNA", "reporter"])])]
+    assert translate_dock.results == [
+        (names[0], list(zip(layers, ["DNA", "reporter"]))),
+        (names[1], [(f"{name}_diff", c) for name, c in zip(layers, ["DNA", "reporter"])]),
+    ]
     assert viewer.layers[f"{layers[1]}_diff"].colorbar.visible  # the difference's colours can be read as values
     written = translate_dock.save_results(tmp_path / "out")
     assert [p.name for p in written] == [f"{name}.tif" for name in names]  # one file per image, as the CLI's
@@ -485,7 +529,9 @@ def test_save_results_writes_the_last_runs_layers_under_safe_names(qtbot, viewer
         assert tif.imagej_metadata["Labels"] == ["DNA", "reporter"]
         info = json.loads(tif.imagej_metadata["Info"])["layers"][0]
         assert (info["target"], info["strength"], info["guidance"]) == ("TNFa", 0.5, 4.0)
-    np.testing.assert_allclose(tifffile.imread(written[1]), stacked(viewer, "field_3_untreated_{}_to_TNFa_s0.5_w4_diff"))
+    np.testing.assert_allclose(
+        tifffile.imread(written[1]), stacked(viewer, "field_3_untreated_{}_to_TNFa_s0.5_w4_diff")
+    )
     again = translate_dock.save_results(tmp_path / "out")  # nothing is overwritten
     assert [p.name for p in again] == [f"{name}_2.tif" for name in names]
     translate_dock.guidance.setValue(2.0)  # other settings: other layers, the first ones kept

@@ -36,8 +36,12 @@ def info(tif) -> dict:
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_one_multichannel_layer_round_trip(tmp_path, viewer, dtype):
     image = random_image((2, 40, 30), dtype=dtype, mean=100)
-    viewer.add_image(image, name="cells → TNFa", axis_labels=("channel", "y", "x"),
-                     metadata={"phendiff": {**PROVENANCE, "channels": ["DNA", "reporter"]}})
+    viewer.add_image(
+        image,
+        name="cells → TNFa",
+        axis_labels=("channel", "y", "x"),
+        metadata={"phendiff": {**PROVENANCE, "channels": ["DNA", "reporter"]}},
+    )
     with save(viewer, tmp_path / "out.tif") as tif:
         np.testing.assert_array_equal(tif.asarray(), image)
         assert tif.asarray().dtype == dtype
@@ -73,7 +77,9 @@ def test_one_layer_through_the_several_layers_writer_keeps_its_channels(tmp_path
 
 
 def test_layers_that_cannot_be_channels_of_one_file():
-    layers = [(np.zeros((8, 8), np.uint16), {"name": "a"}, "image"),
-              (np.zeros((9, 9), np.uint16), {"name": "b"}, "image")]
+    layers = [
+        (np.zeros((8, 8), np.uint16), {"name": "a"}, "image"),
+        (np.zeros((9, 9), np.uint16), {"name": "b"}, "image"),
+    ]
     with pytest.raises(PhenDiffError, match="Save them one at a time"):
         write_image_layers("never.tif", layers)

@@ -1,8 +1,8 @@
 """napari-phendiff: reveal cell phenotypes by translating microscopy images between conditions (PhenDiff).
 
-    import napari_phendiff as pd
-    model = pd.load_checkpoint("demo")
-    treated = pd.translate(model, image, source="untreated", target="TNFa")
+>>> import napari_phendiff as pd
+>>> model = pd.load_checkpoint("demo")
+>>> treated = pd.translate(model, image, source="untreated", target="TNFa")
 """
 
 from importlib import import_module

@@ -21,17 +21,40 @@ def simulated_cells(n_fields: int = N_FIELDS) -> list[tuple]:
     simulator = read_manifest("demo")["metadata"]["simulator"]
     phenotype = PHENOTYPES[simulator["phenotype"]]
     stacks = {
-        condition: np.stack([simulate_field(phenotype.name, condition, simulator["size"], seed=FIRST_SEED + i,
-                                            cell_diameter=simulator["cell_diameter"]).image for i in range(n_fields)])
+        condition: np.stack(
+            [
+                simulate_field(
+                    phenotype.name,
+                    condition,
+                    simulator["size"],
+                    seed=FIRST_SEED + i,
+                    cell_diameter=simulator["cell_diameter"],
+                ).image
+                for i in range(n_fields)
+            ]
+        )
         for condition in phenotype.conditions
     }
     high = float(np.percentile(np.concatenate([s.ravel() for s in stacks.values()]), 99.8))
     low = float(min(s.min() for s in stacks.values()))
     return [
-        (stack, {"name": condition, "axis_labels": ("field", "channel", "y", "x"), "colormap": "gray",
-                 "contrast_limits": (low, high),
-                 "metadata": {"phendiff": {"simulated": phenotype.name, "condition": condition,
-                                           "channels": list(phenotype.channels), "first_seed": FIRST_SEED}}},
-         "image")
+        (
+            stack,
+            {
+                "name": condition,
+                "axis_labels": ("field", "channel", "y", "x"),
+                "colormap": "gray",
+                "contrast_limits": (low, high),
+                "metadata": {
+                    "phendiff": {
+                        "simulated": phenotype.name,
+                        "condition": condition,
+                        "channels": list(phenotype.channels),
+                        "first_seed": FIRST_SEED,
+                    }
+                },
+            },
+            "image",
+        )
         for condition, stack in stacks.items()
     ]

@@ -29,8 +29,10 @@ def write_image_layers(path: str, layer_data: list[tuple]) -> list[str]:
     if len({(s.shape, s.dtype) for s in stacks}) > 1 or any(meta.get("rgb") for _, meta, _ in layer_data):
         found = ", ".join(f"'{n}' {s.shape[0]} plane(s) of {s.shape[2:]} {s.dtype}" for n, s in zip(names, stacks))
         # not a ValueError, which napari would turn into a bare "no data written"
-        raise PhenDiffError(f"Layers saved together become the channels of one TIFF, so they must be grey images "
-                            f"of one shape and type; found {found}. Save them one at a time instead.")
+        raise PhenDiffError(
+            f"Layers saved together become the channels of one TIFF, so they must be grey images "
+            f"of one shape and type; found {found}. Save them one at a time instead."
+        )
     return [_write(path, np.concatenate(stacks, axis=1), names, _provenance([m for _, m, _ in layer_data]))]
 
 
@@ -53,8 +55,10 @@ def _as_stack(data, meta: dict, single_channel: bool = False) -> np.ndarray:
 
 
 def _provenance(metas: list[dict]) -> dict:
-    return {"software": f"napari-phendiff {__version__}",
-            "layers": [{"name": m.get("name"), **m.get("metadata", {}).get("phendiff", {})} for m in metas]}
+    return {
+        "software": f"napari-phendiff {__version__}",
+        "layers": [{"name": m.get("name"), **m.get("metadata", {}).get("phendiff", {})} for m in metas],
+    }
 
 
 def _write(path: str, stack: np.ndarray, channel_names, provenance: dict) -> str:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 # What to change when a command runs out of memory, by the function it runs (commands.py); "" for the others.
 MEMORY_ADVICE = {
     "train_command": "Lower --batch-size or --image-size, or use --device cpu; for a fine-tuned model add "
-                     "--gradient-checkpointing or use --adapter lora.",
+    "--gradient-checkpointing or use --adapter lora.",
     "generalization_command": "Lower --batch-size or --image-size, or use --device cpu.",
     "": "Lower --batch-size (fields per network call), or use --device cpu.",
 }

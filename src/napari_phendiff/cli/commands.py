@@ -30,8 +30,15 @@ def simulate_command(args) -> None:
     from ..core.simulate import simulate_dataset
 
     bar = CountingBar("simulating")
-    out = simulate_dataset(args.out, args.phenotype, args.n_per_class, args.size, seed=args.seed,
-                           cell_diameter=args.cell_diameter, progress=bar)
+    out = simulate_dataset(
+        args.out,
+        args.phenotype,
+        args.n_per_class,
+        args.size,
+        seed=args.seed,
+        cell_diameter=args.cell_diameter,
+        progress=bar,
+    )
     bar.close()
     print(f"images: {out}\nground truth: {out.parent / (out.name + '_truth')}")
 
@@ -64,8 +71,10 @@ def train_command(args) -> None:
         events.close()
         saved = _trained_steps(config.out)
         if saved:
-            print(f"\nstopped; resumable checkpoint of {saved} steps in {config.out} (add --resume to continue)",
-                  file=sys.stderr)
+            print(
+                f"\nstopped; resumable checkpoint of {saved} steps in {config.out} (add --resume to continue)",
+                file=sys.stderr,
+            )
         else:
             print("\nstopped before the first step was trained; nothing was saved", file=sys.stderr)
         raise
@@ -89,16 +98,31 @@ def translate_command(args) -> None:
     conditions = read_manifest(args.checkpoint)["conditions"]
     for path, condition, where in inputs_named_otherwise(args.inputs, args.source, conditions):
         named = "is named" if where == "name" else "sits in a folder named"
-        print(f"warning: {path} {named} '{condition}' but {'its images are' if path.is_dir() else 'is'} translated "
-              f"as --source {args.source}", file=sys.stderr)
+        print(
+            f"warning: {path} {named} '{condition}' but {'its images are' if path.is_dir() else 'is'} translated "
+            f"as --source {args.source}",
+            file=sys.stderr,
+        )
     if args.estimate:
         _estimate(args)
         return
-    result = translate_files(args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device,
-                             overwrite=args.overwrite, morph=args.morph, morph_path=args.morph_path,
-                             samples=args.samples,
-                             measure=args.measure, reveal=args.reveal, progress=TranslationBar, report=print,
-                             **given_options(args))
+    result = translate_files(
+        args.checkpoint,
+        args.inputs,
+        args.source,
+        args.target,
+        args.out,
+        device=args.device,
+        overwrite=args.overwrite,
+        morph=args.morph,
+        morph_path=args.morph_path,
+        samples=args.samples,
+        measure=args.measure,
+        reveal=args.reveal,
+        progress=TranslationBar,
+        report=print,
+        **given_options(args),
+    )
     if result.settings:
         print(f"settings: {result.settings}")
     if result.skipped:
@@ -111,19 +135,33 @@ def _estimate(args) -> None:
     from ..core.batch import estimate_files
     from ..core.pace import duration
 
-    estimate, files = estimate_files(args.checkpoint, args.inputs, args.source, args.target, args.out,
-                                     device=args.device, **given_options(args))
+    estimate, files = estimate_files(
+        args.checkpoint, args.inputs, args.source, args.target, args.out, device=args.device, **given_options(args)
+    )
     copied = f", {estimate.copied} copied as background" if estimate.copied else ""
-    print(f"about {duration(estimate.seconds)} on this computer for {files} file(s) x {len(args.target)} target(s): "
-          f"{estimate.tiles} tile(s) to translate{copied} (timed on the first file's tiles; nothing translated)")
+    print(
+        f"about {duration(estimate.seconds)} on this computer for {files} file(s) x {len(args.target)} target(s): "
+        f"{estimate.tiles} tile(s) to translate{copied} (timed on the first file's tiles; nothing translated)"
+    )
 
 
 def evaluate_command(args) -> None:
     from ..core.evaluate import METRIC_KEYS, evaluate
 
-    results = evaluate(args.checkpoint, args.data, args.source, args.target, args.out, features=args.features,
-                       truth=args.truth, n=args.n, device=args.device, classifier_steps=args.classifier_steps,
-                       progress=TranslationBar, **given_options(args))
+    results = evaluate(
+        args.checkpoint,
+        args.data,
+        args.source,
+        args.target,
+        args.out,
+        features=args.features,
+        truth=args.truth,
+        n=args.n,
+        device=args.device,
+        classifier_steps=args.classifier_steps,
+        progress=TranslationBar,
+        **given_options(args),
+    )
     keys = [*METRIC_KEYS, "phenotype_transfer", "identity_iou"]
     if results.get("settings"):
         print(f"settings: {results['settings']}")
@@ -142,36 +180,63 @@ def calibrate_command(args) -> None:
 
     bar = CountingBar("calibrating")
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
-    chosen = calibrate(args.checkpoint, args.data, args.source, args.target, args.out, settings=settings,
-                       unaffected=args.unaffected, n=args.n, steps=args.steps, classifier_steps=args.classifier_steps,
-                       seed=args.seed, batch_size=args.batch_size, device=args.device, store=not args.no_store,
-                       keep_channels=args.keep_channels, progress=bar)
+    chosen = calibrate(
+        args.checkpoint,
+        args.data,
+        args.source,
+        args.target,
+        args.out,
+        settings=settings,
+        unaffected=args.unaffected,
+        n=args.n,
+        steps=args.steps,
+        classifier_steps=args.classifier_steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        store=not args.no_store,
+        keep_channels=args.keep_channels,
+        progress=bar,
+    )
     bar.close()
     if not chosen["classifier_trusted"]:
-        print(f"warning: the condition classifier told real {args.source} and {args.target} images apart in only "
-              f"{chosen['classifier_accuracy']:.0%} of held-out ones (< {CLASSIFIER_MIN_ACCURACY:.0%}); the choice "
-              "rests on the per-cell measurements alone.", file=sys.stderr)
+        print(
+            f"warning: the condition classifier told real {args.source} and {args.target} images apart in only "
+            f"{chosen['classifier_accuracy']:.0%} of held-out ones (< {CLASSIFIER_MIN_ACCURACY:.0%}); the choice "
+            "rests on the per-cell measurements alone.",
+            file=sys.stderr,
+        )
     verdict = "chosen" if chosen["status"] == "calibrated" else f"not calibrated ({chosen['status']}); closest"
-    print(f"{verdict}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
-          f"reached {chosen['reached']:.2f} of the way to real {args.target} (classifier P {chosen['moved']:.2f}, "
-          f"real {args.target} {chosen['real_target_moved']:.2f}; cell measurements {chosen['cells_moved']:.2f}), "
-          f"kept {chosen['kept']:.2f} (nuclei IoU; the {args.source} -> {args.source} control "
-          f"{chosen['kept_control']:.2f})")
+    print(
+        f"{verdict}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
+        f"reached {chosen['reached']:.2f} of the way to real {args.target} (classifier P {chosen['moved']:.2f}, "
+        f"real {args.target} {chosen['real_target_moved']:.2f}; cell measurements {chosen['cells_moved']:.2f}), "
+        f"kept {chosen['kept']:.2f} (nuclei IoU; the {args.source} -> {args.source} control "
+        f"{chosen['kept_control']:.2f})"
+    )
     print(f"why: {chosen['reason']}")
     if chosen["keep_channels"]:
         print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
     if chosen["status"] != "calibrated":
-        print("warning: nothing was stored (the reason is above): translations keep their current settings. Check "
-              "the model (train longer?) and the frontier before translating with it.", file=sys.stderr)
+        print(
+            "warning: nothing was stored (the reason is above): translations keep their current settings. Check "
+            "the model (train longer?) and the frontier before translating with it.",
+            file=sys.stderr,
+        )
     if chosen["overshot_measurements"]:
         listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])
-        print(f"warning: at this setting the translations went far past the real {args.target} cells ({listed} "
-              f"of the way; 1x = all the way): the model exaggerates these, and the classifier's 'moved' may "
-              "overrate the translation. Look at the translations before trusting this choice.", file=sys.stderr)
+        print(
+            f"warning: at this setting the translations went far past the real {args.target} cells ({listed} "
+            f"of the way; 1x = all the way): the model exaggerates these, and the classifier's 'moved' may "
+            "overrate the translation. Look at the translations before trusting this choice.",
+            file=sys.stderr,
+        )
     print(f"frontier: {args.out / 'frontier.png'}")
     if not args.no_store and chosen["status"] == "calibrated":
-        print(f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
-              f"{args.source} -> {args.target}")
+        print(
+            f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
+            f"{args.source} -> {args.target}"
+        )
 
 
 def sign_command(args) -> None:
@@ -196,8 +261,16 @@ def generalization_command(args) -> None:
             bars[name].close()
 
     config = train_config(args, args.data, args.out)
-    results = generalization(args.data, args.out, args.n_per_class, config, n_samples=args.n_samples,
-                             steps=args.sample_steps, seed=args.seed, on_train_event=show)
+    results = generalization(
+        args.data,
+        args.out,
+        args.n_per_class,
+        config,
+        n_samples=args.n_samples,
+        steps=args.sample_steps,
+        seed=args.seed,
+        on_train_event=show,
+    )
     print(f"same-seed similarity (generalisation -> 1): {results['same_seed_similarity_median']:.3f}")
     print(f"nearest-training similarity (memorisation -> 1): {results['nearest_training_similarity_median']:.3f}")
     print(f"{results['verdict']}\nreport: {args.out}")
@@ -210,4 +283,3 @@ def demo_command(args) -> None:
     summary = next(p for p in written if p.name == "summary.txt")
     print(summary.read_text(), end="")  # the core writes the summary; the command line shows it
     print("\n".join(str(p) for p in written))
-

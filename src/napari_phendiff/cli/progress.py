@@ -26,13 +26,18 @@ class TranslationBar:
 
             self.estimated = True
             if event.seconds_left >= 20:  # a shorter run is over before the line is read
-                self.bar.write(f"{self.desc}: about {duration(event.seconds_left)} more on this computer (timed "
-                               "on its first steps)", file=sys.stderr)
+                self.bar.write(
+                    f"{self.desc}: about {duration(event.seconds_left)} more on this computer (timed "
+                    "on its first steps)",
+                    file=sys.stderr,
+                )
         if event.phase == "done":
             self.bar.close()
             if event.copied[0]:
-                print(f"{self.desc}: {event.copied[0]} of {event.copied[1]} tiles held no cell: copied, not "
-                      "translated (--skip-background).")
+                print(
+                    f"{self.desc}: {event.copied[0]} of {event.copied[1]} tiles held no cell: copied, not "
+                    "translated (--skip-background)."
+                )
 
 
 class CountingBar:

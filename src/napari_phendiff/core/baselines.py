@@ -30,16 +30,18 @@ from .reveal import reveal
 from .walk import sample
 
 
-def conversion_rate(classifier, originals: list[np.ndarray], translated: list[np.ndarray], target: str,
-                    channel_names: list[str]) -> float:
+def conversion_rate(
+    classifier, originals: list[np.ndarray], translated: list[np.ndarray], target: str, channel_names: list[str]
+) -> float:
     """The share of originals the classifier calls `target` with each cell's revealed region of the translation
     pasted in (an image without cells stays the original)."""
     pasted = [reveal(original, image, channel_names).pasted for original, image in zip(originals, translated)]
     return float(np.mean(classifier.predict(pasted) == classifier.conditions.index(target)))
 
 
-def cell_count_matches(originals: list[np.ndarray], targets: list[np.ndarray],
-                       channel_names: list[str]) -> list[int | None]:
+def cell_count_matches(
+    originals: list[np.ndarray], targets: list[np.ndarray], channel_names: list[str]
+) -> list[int | None]:
     """For each original, the index of the real target of its shape with the closest count of segmented nuclei
     (None when no target has its shape)."""
     nuclear = cellmeasure.nuclear_channel(channel_names)
@@ -57,17 +59,33 @@ def scores(prefix: str, extractor, classifier, images: list[np.ndarray], real: n
     """Distribution and classifier scores of `images` against the real targets' features `real`, under `prefix`."""
     fake = extractor.features(images)
     kid_mean, kid_std = metrics.kid(real, fake)
-    return {f"{prefix}fid": metrics.fid(real, fake), f"{prefix}kid_mean": kid_mean, f"{prefix}kid_std": kid_std,
-            f"{prefix}classifier_target_rate": float(np.mean(classifier.predict(images)
-                                                            == classifier.conditions.index(target)))}
+    return {
+        f"{prefix}fid": metrics.fid(real, fake),
+        f"{prefix}kid_mean": kid_mean,
+        f"{prefix}kid_std": kid_std,
+        f"{prefix}classifier_target_rate": float(
+            np.mean(classifier.predict(images) == classifier.conditions.index(target))
+        ),
+    }
 
 
-def trivial_baselines(model, evaluation, classifier, extractor, target: str, *, steps: int, seed: int,
-                      truth: Path | None = None, truth_metrics=None) -> dict:
+def trivial_baselines(
+    model,
+    evaluation,
+    classifier,
+    extractor,
+    target: str,
+    *,
+    steps: int,
+    seed: int,
+    truth: Path | None = None,
+    truth_metrics=None,
+) -> dict:
     """The cell-count and unconditional baselines and the conversion rate of one evaluation (see the module)."""
     names = list(model.channel_names)
-    results = {"conversion_rate": conversion_rate(classifier, evaluation.originals, evaluation.translated, target,
-                                                  names)}
+    results = {
+        "conversion_rate": conversion_rate(classifier, evaluation.originals, evaluation.translated, target, names)
+    }
     real = extractor.features(evaluation.targets)  # once for both baselines
     matches = cell_count_matches(evaluation.originals, evaluation.targets, names)
     if all(m is not None for m in matches):

@@ -28,8 +28,15 @@ from .images import read_image
 from .options import MORPH_PATHS, check_given, describe, resolve_options
 from .inputs import check_fits
 from .tiling import default_batch_size, fits_whole
-from .translate import (Estimate, TranslateEvent, estimate_translation, is_direct, iter_translate, kept_channels,
-                        translation_options)
+from .translate import (
+    Estimate,
+    TranslateEvent,
+    estimate_translation,
+    is_direct,
+    iter_translate,
+    kept_channels,
+    translation_options,
+)
 
 SUMMARY = "summary.json"
 
@@ -43,9 +50,16 @@ class BatchResult:
     settings: str = ""  # the translation's settings and where each came from
 
 
-def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                    progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
-                    **kwargs) -> BatchResult:
+def translate_files(
+    checkpoint,
+    inputs: list[Path],
+    source: str,
+    targets: list[str],
+    out: str | Path,
+    *,
+    progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
+    **kwargs,
+) -> BatchResult:
     """Translate every input (this process's share of them) to every target; returns what this process did.
 
     The arguments are those of `iter_translate_files`; `progress(description)` gives the per-event callback for
@@ -62,11 +76,24 @@ def translate_files(checkpoint, inputs: list[Path], source: str, targets: list[s
             callbacks.setdefault(names, progress(names))(event)
 
 
-def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                         device: str = "auto", overwrite: bool = False, morph: int = 0, samples: int = 0,
-                         measure: bool = False, reveal: bool = False, morph_path: str = "strength", model=None,
-                         report: Callable[[Path], None] | None = None,
-                         **options):
+def iter_translate_files(
+    checkpoint,
+    inputs: list[Path],
+    source: str,
+    targets: list[str],
+    out: str | Path,
+    *,
+    device: str = "auto",
+    overwrite: bool = False,
+    morph: int = 0,
+    samples: int = 0,
+    measure: bool = False,
+    reveal: bool = False,
+    morph_path: str = "strength",
+    model=None,
+    report: Callable[[Path], None] | None = None,
+    **options,
+):
     """Translate step by step: yields (files, TranslateEvent) per network step, returns the BatchResult. Closing
     it stops between two steps (every file written so far is complete; no summary is written for the run).
 
@@ -78,16 +105,45 @@ def iter_translate_files(checkpoint, inputs: list[Path], source: str, targets: l
     dock's), else it is loaded here. `report(path)` is called per written file.
     """
     with output_lock(Path(out), "a translation run"):
-        return (yield from _translate_run(checkpoint, inputs, source, targets, out, device=device, overwrite=overwrite,
-                                          morph=morph, samples=samples, measure=measure, reveal=reveal,
-                                          morph_path=morph_path,
-                                          model=model, report=report, **options))
+        return (
+            yield from _translate_run(
+                checkpoint,
+                inputs,
+                source,
+                targets,
+                out,
+                device=device,
+                overwrite=overwrite,
+                morph=morph,
+                samples=samples,
+                measure=measure,
+                reveal=reveal,
+                morph_path=morph_path,
+                model=model,
+                report=report,
+                **options,
+            )
+        )
 
 
-def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                   device: str, overwrite: bool, morph: int, samples: int, measure: bool, reveal: bool,
-                   morph_path: str, model,
-                   report: Callable[[Path], None] | None, **options):
+def _translate_run(
+    checkpoint,
+    inputs: list[Path],
+    source: str,
+    targets: list[str],
+    out: str | Path,
+    *,
+    device: str,
+    overwrite: bool,
+    morph: int,
+    samples: int,
+    measure: bool,
+    reveal: bool,
+    morph_path: str,
+    model,
+    report: Callable[[Path], None] | None,
+    **options,
+):
     from accelerate import PartialState
 
     out = Path(out)
@@ -96,7 +152,7 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
     jobs = plan_jobs(inputs, out, targets)
     check_writable(out)  # a read-only folder fails before the first translation, not after it
     state = PartialState(cpu=str(device) == "cpu")
-    mine = jobs[state.process_index::state.num_processes]
+    mine = jobs[state.process_index :: state.num_processes]
     todo = [job for job in mine if overwrite or not all(p.is_file() for p in job.outputs(targets, extras))]
     result = BatchResult(skipped=[job.path for job in mine if job not in todo])
     if result.skipped:  # a rerun with other settings would leave files of both settings side by side
@@ -114,16 +170,16 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
         for group, images in _groups(model, todo, chosen, result.failed):
             first, begun = begun + 1, begun + len(group)
             where = f"file {first} of {len(todo)}" if len(group) == 1 else f"files {first}-{begun} of {len(todo)}"
-            names = (group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}") + \
-                f" ({where})"
+            names = (
+                group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
+            ) + f" ({where})"
             stack = images[0][None] if len(images) == 1 else np.stack(images)  # a large field is not copied
             for event in iter_translate(model, stack, source, targets, chosen):
                 translated = event.result
                 yield names, event
             for i, job in enumerate(group):
                 for target, outputs in translated.items():
-                    written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args,
-                                         result)
+                    written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args, result)
                     result.written += written
                     if report:
                         for path in written:
@@ -133,13 +189,16 @@ def _translate_run(checkpoint, inputs: list[Path], source: str, targets: list[st
     _write_shard(out, state.process_index, result)
     state.wait_for_everyone()
     if state.is_main_process:
-        _finish_run(out, state.num_processes, len(jobs), dict(checkpoint=str(checkpoint), source=source,
-                                                              targets=targets, inputs=len(jobs), **settings))
+        _finish_run(
+            out,
+            state.num_processes,
+            len(jobs),
+            dict(checkpoint=str(checkpoint), source=source, targets=targets, inputs=len(jobs), **settings),
+        )
     return result
 
 
-def _checked_extras(options: dict, morph: int, samples: int, morph_path: str, measure: bool,
-                    reveal: bool) -> list[str]:
+def _checked_extras(options: dict, morph: int, samples: int, morph_path: str, measure: bool, reveal: bool) -> list[str]:
     """The extra outputs asked for, every setting checked before anything is read."""
     check_given(options)
     for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
@@ -149,8 +208,17 @@ def _checked_extras(options: dict, morph: int, samples: int, morph_path: str, me
         raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
     if samples == 1:
         raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
-    return [e for e, wanted in (("morph", morph), ("std", samples), ("cells", measure), ("reveal", reveal),
-                                ("reveal_cells", reveal)) if wanted]
+    return [
+        e
+        for e, wanted in (
+            ("morph", morph),
+            ("std", samples),
+            ("cells", measure),
+            ("reveal", reveal),
+            ("reveal_cells", reveal),
+        )
+        if wanted
+    ]
 
 
 def _checked_options(model, source: str, targets: list[str], samples: int, options: dict):
@@ -167,32 +235,49 @@ def _checked_options(model, source: str, targets: list[str], samples: int, optio
     return chosen, sources
 
 
-def _write_job(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, chosen,
-               extra_args: dict, result: BatchResult) -> list[Path]:
+def _write_job(
+    model,
+    job: Job,
+    image: np.ndarray,
+    translated: np.ndarray,
+    source: str,
+    target: str,
+    chosen,
+    extra_args: dict,
+    result: BatchResult,
+) -> list[Path]:
     """Write one file's translation to one target and its extras; a write that fails says what is complete."""
     meta = provenance(model, source, target, chosen, job.path)
     try:
         job.out_dir.mkdir(parents=True, exist_ok=True)
-        return [*_extras(model, job, image, translated, source, target, chosen, meta, **extra_args),
-                write_translation(job.out_dir, job.path.stem, target, translated, model, meta)]
+        return [
+            *_extras(model, job, image, translated, source, target, chosen, meta, **extra_args),
+            write_translation(job.out_dir, job.path.stem, target, translated, model, meta),
+        ]
     except OSError as exc:  # disk full, folder gone or made read-only during the run
         free = _free_mb(job.out_dir)
-        raise DataError(f"{job.output(target)}: could not be written ({exc.strerror or exc}"
-                        f"{f'; {free:.0f} MB free on its disk' if free is not None else ''}). "
-                        f"The {len(result.written)} file(s) written before it are complete; free "
-                        "space or fix the folder, then run the same command again: it skips "
-                        "them.") from exc
+        raise DataError(
+            f"{job.output(target)}: could not be written ({exc.strerror or exc}"
+            f"{f'; {free:.0f} MB free on its disk' if free is not None else ''}). "
+            f"The {len(result.written)} file(s) written before it are complete; free "
+            "space or fix the folder, then run the same command again: it skips "
+            "them."
+        ) from exc
 
 
 def _finish_run(out: Path, processes: int, inputs: int, settings: dict) -> None:
     """The main process merges the processes' shards into summary.json and fails naming the files that failed."""
     failed = _merge_summary(out, processes, settings)
     if failed:  # each reason names its file once (read errors start with the path already)
-        listed = "; ".join(why if why.startswith(str(path)) else f"{path}: {why}"
-                           for path, why in list(failed.items())[:10])
+        listed = "; ".join(
+            why if why.startswith(str(path)) else f"{path}: {why}" for path, why in list(failed.items())[:10]
+        )
         more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
-        which = (f"None of the {inputs} input(s) could be translated" if len(failed) == inputs else
-                 f"{len(failed)} of {inputs} input(s) could not be translated (the others were)")
+        which = (
+            f"None of the {inputs} input(s) could be translated"
+            if len(failed) == inputs
+            else f"{len(failed)} of {inputs} input(s) could not be translated (the others were)"
+        )
         raise DataError(f"{which}; see {out / SUMMARY}: {listed}{more}")
 
 
@@ -211,21 +296,41 @@ def _check_done_settings(checkpoint, done: list[Job], source: str, targets: list
         wanted = resolve_options(manifest, source, target, options)[0].record()
         for job in done:
             recorded = read_provenance(job.output(target)) or {}
-            changes = [f"{name} {recorded.get(name)!r} there, {value!r} now" for name, value in wanted.items()
-                       if name not in _SAME_RESULT and name in recorded and recorded[name] != value]
+            changes = [
+                f"{name} {recorded.get(name)!r} there, {value!r} now"
+                for name, value in wanted.items()
+                if name not in _SAME_RESULT and name in recorded and recorded[name] != value
+            ]
             if recorded.get("checkpoint") not in (None, path):
                 changes.append(f"checkpoint {recorded['checkpoint']} there, {path} now")
             if changes:
                 differ.append(f"{job.output(target)}: {'; '.join(changes)}")
     if differ:
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
-        raise ConfigError(f"{len(differ)} translation(s) already in the output folder were made with other settings: "
-                          + " | ".join(differ[:3]) + more + ". Translate into a new folder, or overwrite them with "
-                          "the new settings (--overwrite).")
+        raise ConfigError(
+            f"{len(differ)} translation(s) already in the output folder were made with other settings: "
+            + " | ".join(differ[:3])
+            + more
+            + ". Translate into a new folder, or overwrite them with "
+            "the new settings (--overwrite)."
+        )
 
 
-def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: str, target: str, options,
-            meta: dict, morph: int, morph_path: str, samples: int, measure: bool, reveal: bool) -> list[Path]:
+def _extras(
+    model,
+    job: Job,
+    image: np.ndarray,
+    translated: np.ndarray,
+    source: str,
+    target: str,
+    options,
+    meta: dict,
+    morph: int,
+    morph_path: str,
+    samples: int,
+    measure: bool,
+    reveal: bool,
+) -> list[Path]:
     """The extras asked for one file and target, written before its translation (whose presence marks the file
     done): a morph stack, the spread over seeds, the per-cell table, the change masks (core/reveal.py: each masked
     pixel holds its cell's label) and their per-cell scores."""
@@ -236,12 +341,24 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
     written = []
     if morph:
         frames = translate_morph(model, image, source, target, morph, options, path=morph_path)
-        written.append(write_image(job.output(target, "morph"), frames, channel_names=model.channel_names,
-                                   provenance={**meta, "morph_frames": morph, "morph_path": morph_path}))
+        written.append(
+            write_image(
+                job.output(target, "morph"),
+                frames,
+                channel_names=model.channel_names,
+                provenance={**meta, "morph_frames": morph, "morph_path": morph_path},
+            )
+        )
     if samples:
         _, spread = translate_samples(model, image, source, target, samples, options)
-        written.append(write_image(job.output(target, "std"), spread.astype(np.float32),
-                                   channel_names=model.channel_names, provenance={**meta, "samples": samples}))
+        written.append(
+            write_image(
+                job.output(target, "std"),
+                spread.astype(np.float32),
+                channel_names=model.channel_names,
+                provenance={**meta, "samples": samples},
+            )
+        )
     nuclei = segment_nuclei(image[nuclear_channel(model.channel_names)]) if measure or reveal else None
     if measure:
         _, rows = measure_translation(image, translated, model.channel_names, nuclei)
@@ -251,8 +368,16 @@ def _extras(model, job: Job, image: np.ndarray, translated: np.ndarray, source: 
 
         found = reveal_cells(image, translated, model.channel_names, nuclei=nuclei)  # the cells the table measured
         masks = np.where(found.mask, found.cells, 0).astype(np.uint16 if found.cells.max() < 2**16 else np.float32)
-        written.append(write_image(job.output(target, "reveal"), masks, provenance={**meta, "reveal": "cell labels "
-                                   "inside each cell's change mask, 0 elsewhere (core/reveal.py)"}))
+        written.append(
+            write_image(
+                job.output(target, "reveal"),
+                masks,
+                provenance={
+                    **meta,
+                    "reveal": "cell labels inside each cell's change mask, 0 elsewhere (core/reveal.py)",
+                },
+            )
+        )
         written.append(write_cells_csv(job.output(target, "reveal_cells"), found.rows))
     return written
 
@@ -266,8 +391,17 @@ def _free_mb(folder: Path) -> float | None:
         return None
 
 
-def estimate_files(checkpoint, inputs: list[Path], source: str, targets: list[str], out: str | Path, *,
-                   device: str = "auto", model=None, **options) -> tuple[Estimate, int]:
+def estimate_files(
+    checkpoint,
+    inputs: list[Path],
+    source: str,
+    targets: list[str],
+    out: str | Path,
+    *,
+    device: str = "auto",
+    model=None,
+    **options,
+) -> tuple[Estimate, int]:
     """How long translating these files would take on this computer, and how many files it would translate: the
     first file's own tiles are timed (core/translate.py estimate_translation) and the others scaled by the pixels of
     their tiles. Nothing is written; files that cannot be read are left out, as a run leaves them out."""
@@ -315,8 +449,13 @@ def _per_call(model, shape: tuple, options) -> int:
 
 def _write_shard(out: Path, rank: int, result: BatchResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    shard = {"rank": rank, "written": [str(p) for p in result.written], "skipped": [str(p) for p in result.skipped],
-             "failed": {str(p): why for p, why in result.failed.items()}, "seconds": round(result.seconds, 2)}
+    shard = {
+        "rank": rank,
+        "written": [str(p) for p in result.written],
+        "skipped": [str(p) for p in result.skipped],
+        "failed": {str(p): why for p, why in result.failed.items()},
+        "seconds": round(result.seconds, 2),
+    }
     (out / f".shard-{rank}.json").write_text(json.dumps(shard))
 
 
@@ -325,13 +464,15 @@ def _merge_summary(out: Path, processes: int, settings: dict) -> dict[str, str]:
     and every file any run wrote in `files`); return the inputs that failed in this run."""
     shards = [json.loads((out / f".shard-{rank}.json").read_text()) for rank in range(processes)]
     failed = {p: why for s in shards for p, why in s["failed"].items()}
-    summary = {**settings, "processes": processes,
-               "written": sum(len(s["written"]) for s in shards),
-               "skipped_inputs": sum(len(s["skipped"]) for s in shards),
-               "failed": failed,
-               "per_process": [{k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in s.items()}
-                               for s in shards],
-               "files": sorted(p for s in shards for p in s["written"])}
+    summary = {
+        **settings,
+        "processes": processes,
+        "written": sum(len(s["written"]) for s in shards),
+        "skipped_inputs": sum(len(s["skipped"]) for s in shards),
+        "failed": failed,
+        "per_process": [{k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in s.items()} for s in shards],
+        "files": sorted(p for s in shards for p in s["written"]),
+    }
     try:
         before = json.loads((out / SUMMARY).read_text())
     except (OSError, ValueError):

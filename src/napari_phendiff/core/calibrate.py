@@ -37,8 +37,15 @@ import numpy as np
 
 from . import cells as cellmeasure
 from .cellstats import RealCells, overshot
-from .checkpoint import (MANIFEST, NAMED_CHECKPOINTS, atomic_folder, check_writable, claim_new_folder, output_lock,
-                         resolve_checkpoint)
+from .checkpoint import (
+    MANIFEST,
+    NAMED_CHECKPOINTS,
+    atomic_folder,
+    check_writable,
+    claim_new_folder,
+    output_lock,
+    resolve_checkpoint,
+)
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
@@ -60,26 +67,31 @@ NEGATIVES = ("source",)
 # (median 0.14 over 10 simulator directions, 0.13-0.15 on real nuclei); of the bars tried (tolerance 0.05-0.25 x
 # reached 0.25/0.5/0.75), 0.16 and 0.5 met the target in most simulator directions (5 of 10), and the real-nuclei
 # directions, not used to choose, agreed (4 of 4).
-KEPT_TOLERANCE = 0.16   # nuclei IoU a translation may lose beyond its control
-KEPT_FLOOR = 0.5        # below this the nuclei are lost, whatever the control did
-UNAFFECTED_MAX = 0.2    # RMSE (normalised units) of a channel the condition does not touch
-REACHED_MIN = 0.5       # "moved the phenotype": at least half the way to the real target (untranslated: 0)
-REACHED_TIE = 0.05      # settings within this of the furthest count as tied; the one keeping more wins
+KEPT_TOLERANCE = 0.16  # nuclei IoU a translation may lose beyond its control
+KEPT_FLOOR = 0.5  # below this the nuclei are lost, whatever the control did
+UNAFFECTED_MAX = 0.2  # RMSE (normalised units) of a channel the condition does not touch
+REACHED_MIN = 0.5  # "moved the phenotype": at least half the way to the real target (untranslated: 0)
+REACHED_TIE = 0.05  # settings within this of the furthest count as tied; the one keeping more wins
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
 
 
-def grid(strengths: Sequence[float] = STRENGTHS, guidances: Sequence[float] = GUIDANCES,
-         negatives: Sequence[str] = NEGATIVES, inversions: Sequence[str] = ("ddim",),
-         intervals: Sequence[tuple[float, float]] = ((0.0, 1.0),)) -> list[Setting]:
+def grid(
+    strengths: Sequence[float] = STRENGTHS,
+    guidances: Sequence[float] = GUIDANCES,
+    negatives: Sequence[str] = NEGATIVES,
+    inversions: Sequence[str] = ("ddim",),
+    intervals: Sequence[tuple[float, float]] = ((0.0, 1.0),),
+) -> list[Setting]:
     """Every combination; without guidance (w 1) once per strength, whatever the negative and interval."""
     settings = []
     for inversion in inversions:
         for s in strengths:
             for w in guidances:
-                for negative in (negatives[:1] if w == 1.0 else negatives):
-                    for interval in (intervals[:1] if w == 1.0 else intervals):
-                        settings.append(Setting(float(s), float(w), negative, inversion,
-                                                (float(interval[0]), float(interval[1]))))
+                for negative in negatives[:1] if w == 1.0 else negatives:
+                    for interval in intervals[:1] if w == 1.0 else intervals:
+                        settings.append(
+                            Setting(float(s), float(w), negative, inversion, (float(interval[0]), float(interval[1])))
+                        )
     return settings
 
 
@@ -107,12 +119,14 @@ def keeps_cells(row: dict, unaffected: Sequence[str] = (), tolerance: float | No
     """Whether a sweep row kept the nuclei: within KEPT_TOLERANCE of its control, above KEPT_FLOOR, and each
     unaffected channel changed at most UNAFFECTED_MAX."""
     tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
-    return (row["kept"] >= max(row.get("kept_control", 1.0) - tolerance, KEPT_FLOOR)
-            and all(row[f"change_{c}"] <= UNAFFECTED_MAX for c in unaffected))
+    return row["kept"] >= max(row.get("kept_control", 1.0) - tolerance, KEPT_FLOOR) and all(
+        row[f"change_{c}"] <= UNAFFECTED_MAX for c in unaffected
+    )
 
 
-def choose(rows: list[dict], unaffected: Sequence[str] = (), tolerance: float | None = None,
-           reached_min: float | None = None) -> Choice:
+def choose(
+    rows: list[dict], unaffected: Sequence[str] = (), tolerance: float | None = None, reached_min: float | None = None
+) -> Choice:
     """Move the phenotype first, keep the cells second (the module docstring has the rule and its bars;
     `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN, for benchmarks/calibration_rule.py,
     which measured them)."""
@@ -128,37 +142,67 @@ def choose(rows: list[dict], unaffected: Sequence[str] = (), tolerance: float | 
     feasible = [r for r in rows if keeps_cells(r, unaffected, tolerance)]
     if not feasible:
         best = max(rows, key=lambda r: r["kept"] - r.get("kept_control", 1.0))
-        return Choice(None, "not kept", f"No setting kept the nuclei: the closest, {label(best)}, lost "
-                      f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
-                      f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.", best)
+        return Choice(
+            None,
+            "not kept",
+            f"No setting kept the nuclei: the closest, {label(best)}, lost "
+            f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
+            f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.",
+            best,
+        )
     furthest = max(reached(r) for r in feasible)
     tied = [r for r in feasible if reached(r) >= furthest - REACHED_TIE]
     best = max(tied, key=lambda r: (r["kept"] - r.get("kept_control", 1.0), -r["strength"], -r["guidance"]))
     if furthest < reached_min:
-        return Choice(None, "not moved", f"No setting that kept the nuclei moved the phenotype: the furthest, "
-                      f"{label(best)}, went {reached(best):.2f} of the way to the real target (at least "
-                      f"{reached_min:g} needed).", best)
+        return Choice(
+            None,
+            "not moved",
+            f"No setting that kept the nuclei moved the phenotype: the furthest, "
+            f"{label(best)}, went {reached(best):.2f} of the way to the real target (at least "
+            f"{reached_min:g} needed).",
+            best,
+        )
     within = f"within {tolerance:g} of the source -> source control"
     kept = f"it kept {best['kept']:.2f}, the control {best.get('kept_control', 1.0):.2f}"
     if len(feasible) == 1:
-        why = (f"{label(best)} was the only setting that kept the nuclei {within} ({kept}); it went "
-               f"{reached(best):.2f} of the way to the real target.")
+        why = (
+            f"{label(best)} was the only setting that kept the nuclei {within} ({kept}); it went "
+            f"{reached(best):.2f} of the way to the real target."
+        )
     elif reached(best) >= furthest:
-        why = (f"{label(best)} went {reached(best):.2f} of the way to the real target, the furthest of the "
-               f"{len(feasible)} settings that kept the nuclei {within} ({kept})"
-               + ("; of those as far, it kept the nuclei best." if len(tied) > 1 else "."))
+        why = (
+            f"{label(best)} went {reached(best):.2f} of the way to the real target, the furthest of the "
+            f"{len(feasible)} settings that kept the nuclei {within} ({kept})"
+            + ("; of those as far, it kept the nuclei best." if len(tied) > 1 else ".")
+        )
     else:
-        why = (f"{label(best)} went {reached(best):.2f} of the way to the real target, within {REACHED_TIE:g} of the "
-               f"furthest ({furthest:.2f}) of the {len(feasible)} settings that kept the nuclei {within}, and kept "
-               f"them best of those ({kept}).")
+        why = (
+            f"{label(best)} went {reached(best):.2f} of the way to the real target, within {REACHED_TIE:g} of the "
+            f"furthest ({furthest:.2f}) of the {len(feasible)} settings that kept the nuclei {within}, and kept "
+            f"them best of those ({kept})."
+        )
     return Choice(best, "calibrated", why, best)
 
 
-def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str | Path, *,
-              settings: Sequence[Setting] | None = None, unaffected: Sequence[str] | None = None,
-              n: int | None = 16, steps: int = 20, classifier_steps: int = 400, seed: int = 0,
-              batch_size: int | None = None, device: str = "auto", store: bool = True,
-              keep_channels: Sequence[str] = (), progress: Callable[[int, int], None] | None = None) -> dict:
+def calibrate(
+    checkpoint,
+    data: str | Path,
+    source: str,
+    target: str,
+    out: str | Path,
+    *,
+    settings: Sequence[Setting] | None = None,
+    unaffected: Sequence[str] | None = None,
+    n: int | None = 16,
+    steps: int = 20,
+    classifier_steps: int = 400,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: str = "auto",
+    store: bool = True,
+    keep_channels: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
     checkpoint's manifest as the default for source -> target. Returns the record of the choice, with `status`.
@@ -186,24 +230,39 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
             locks.enter_context(output_lock(path, "a calibration that will store its choice"))
         images = load_folder(data)
         stack, target_images = _held_out(images, source, target, n)
-        base = TranslateOptions(steps=steps, seed=seed, batch_size=batch_size,
-                                keep_channels=tuple(keep_channels)).validate()
+        base = TranslateOptions(
+            steps=steps, seed=seed, batch_size=batch_size, keep_channels=tuple(keep_channels)
+        ).validate()
         kept_channels(model, base.keep_channels)
-        classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
-                                      seed=seed)
-        witnesses = Witnesses(classifier, target_probability(classifier, target_images, target),
-                              classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
-                              RealCells(stack, target_images, model.channel_names),
-                              tuple(dict.fromkeys([*base.keep_channels, *unaffected])))
+        classifier = train_classifier(
+            images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed
+        )
+        witnesses = Witnesses(
+            classifier,
+            target_probability(classifier, target_images, target),
+            classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
+            RealCells(stack, target_images, model.channel_names),
+            tuple(dict.fromkeys([*base.keep_channels, *unaffected])),
+        )
         pairs = [(target, s) for s in settings] + [(source, control_of(s)) for s in settings]
         translated = sweep_pairs(model, stack, source, pairs, base, progress=progress)
-        rows = [{**asdict(s), **witnesses.score(model, stack, translated[(target, s)],
-                                                translated[(source, control_of(s))], target)} for s in settings]
+        rows = [
+            {
+                **asdict(s),
+                **witnesses.score(model, stack, translated[(target, s)], translated[(source, control_of(s))], target),
+            }
+            for s in settings
+        ]
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
-        record = _record(choice, witnesses, translated[(target, _setting_of(choice.best))], base, steps,
-                         unaffected, data, len(stack))
-        baseline = {"reached": witnesses.score(model, stack, stack, stack, target)["reached"], "kept": 1.0,
-                    "kept_control": 1.0, "moved": target_probability(classifier, stack, target)}
+        record = _record(
+            choice, witnesses, translated[(target, _setting_of(choice.best))], base, steps, unaffected, data, len(stack)
+        )
+        baseline = {
+            "reached": witnesses.score(model, stack, stack, stack, target)["reached"],
+            "kept": 1.0,
+            "kept_control": 1.0,
+            "moved": target_probability(classifier, stack, target),
+        }
         _write_frontier(out, rows, choice, record, baseline, source, target)
         if store and choice.status == "calibrated":
             store_calibration(path, source, target, record)
@@ -213,14 +272,18 @@ def calibrate(checkpoint, data: str | Path, source: str, target: str, out: str |
 def _check_storable(checkpoint, path: Path) -> None:
     """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
     if str(checkpoint) in NAMED_CHECKPOINTS:
-        raise CheckpointError(f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
-                              f"({path}) and calibrate the copy, or calibrate with store=False (--no-store).")
+        raise CheckpointError(
+            f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
+            f"({path}) and calibrate the copy, or calibrate with store=False (--no-store)."
+        )
     try:
         check_writable(path)
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
-                              "it; make it writable, calibrate a copy, or calibrate with store=False "
-                              "(--no-store).") from exc
+        raise CheckpointError(
+            f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
+            "it; make it writable, calibrate a copy, or calibrate with store=False "
+            "(--no-store)."
+        ) from exc
 
 
 def _check_direction(model, path: Path, source: str, target: str) -> None:
@@ -235,12 +298,15 @@ def _check_direction(model, path: Path, source: str, target: str) -> None:
 
 def _unaffected_channels(model, unaffected: Sequence[str] | None) -> list[str]:
     """The channels the condition should not change, checked against the checkpoint's (default: the nuclear one)."""
-    unaffected = list(unaffected) if unaffected else [model.channel_names[
-        cellmeasure.nuclear_channel(model.channel_names)]]
+    unaffected = (
+        list(unaffected) if unaffected else [model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]]
+    )
     missing = [c for c in unaffected if c not in model.channel_names]
     if missing:
-        raise ConfigError(f"Unaffected channel(s) {', '.join(missing)} are not in the checkpoint's channels "
-                          f"({', '.join(model.channel_names)}).")
+        raise ConfigError(
+            f"Unaffected channel(s) {', '.join(missing)} are not in the checkpoint's channels "
+            f"({', '.join(model.channel_names)})."
+        )
     return unaffected
 
 
@@ -249,20 +315,32 @@ def _held_out(images, source: str, target: str, n: int | None) -> tuple[np.ndarr
     target image."""
     for name in (source, target):
         if name not in images.conditions:
-            raise DataError(f"{images.root}: has no subfolder {name!r} (it has "
-                            f"{', '.join(images.conditions)}); calibration needs real images of both "
-                            "conditions.")
+            raise DataError(
+                f"{images.root}: has no subfolder {name!r} (it has "
+                f"{', '.join(images.conditions)}); calibration needs real images of both "
+                "conditions."
+            )
     source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
     shapes = {im.shape for im in source_images}
     if len(shapes) != 1:
-        raise DataError(f"{images.root / source}: calibration needs images of one size, found "
-                        f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size.")
+        raise DataError(
+            f"{images.root / source}: calibration needs images of one size, found "
+            f"{', '.join(str(s) for s in sorted(shapes))}; crop them to one size."
+        )
     target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
     return np.stack(source_images), target_images
 
 
-def _record(choice: Choice, witnesses: Witnesses, best_translated: np.ndarray, base: TranslateOptions, steps: int,
-            unaffected: list[str], data, images: int) -> dict:
+def _record(
+    choice: Choice,
+    witnesses: Witnesses,
+    best_translated: np.ndarray,
+    base: TranslateOptions,
+    steps: int,
+    unaffected: list[str],
+    data,
+    images: int,
+) -> dict:
     """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
     from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
     shown = choice.best
@@ -270,34 +348,54 @@ def _record(choice: Choice, witnesses: Witnesses, best_translated: np.ndarray, b
     overshot_measurements = overshot(witnesses.cells.summary(best_translated))
     return {
         **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
-        "status": choice.status, "reason": choice.reason,
-        "keep_channels": list(base.keep_channels), "real_target_moved": witnesses.real_moved,
-        "steps": steps, **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
-        "unaffected": unaffected, "keeps_cells": choice.status != "not kept",
+        "status": choice.status,
+        "reason": choice.reason,
+        "keep_channels": list(base.keep_channels),
+        "real_target_moved": witnesses.real_moved,
+        "steps": steps,
+        **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
+        "unaffected": unaffected,
+        "keeps_cells": choice.status != "not kept",
         "overshot_measurements": overshot_measurements,
-        "data": str(Path(data).resolve()), "images": images,
-        "classifier_accuracy": witnesses.classifier.accuracy, "classifier_trusted": witnesses.trusted,
+        "data": str(Path(data).resolve()),
+        "images": images,
+        "classifier_accuracy": witnesses.classifier.accuracy,
+        "classifier_trusted": witnesses.trusted,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _write_frontier(out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str,
-                    target: str) -> None:
+def _write_frontier(
+    out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str, target: str
+) -> None:
     """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing)."""
     with atomic_folder(out) as folder:
         _write_rows(folder / "frontier.csv", rows)
-        (folder / "calibration.json").write_text(json.dumps(
-            {"direction": direction_key(source, target), "chosen": record, "baseline_untranslated": baseline,
-             "rules": {"kept_tolerance": KEPT_TOLERANCE, "kept_floor": KEPT_FLOOR, "unaffected_max": UNAFFECTED_MAX,
-                       "reached_min": REACHED_MIN, "reached_tie": REACHED_TIE,
-                       "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY},
-             "rows": rows}, indent=2, default=float))
+        (folder / "calibration.json").write_text(
+            json.dumps(
+                {
+                    "direction": direction_key(source, target),
+                    "chosen": record,
+                    "baseline_untranslated": baseline,
+                    "rules": {
+                        "kept_tolerance": KEPT_TOLERANCE,
+                        "kept_floor": KEPT_FLOOR,
+                        "unaffected_max": UNAFFECTED_MAX,
+                        "reached_min": REACHED_MIN,
+                        "reached_tie": REACHED_TIE,
+                        "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY,
+                    },
+                    "rows": rows,
+                },
+                indent=2,
+                default=float,
+            )
+        )
         frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
 
 
 def _setting_of(row: dict) -> Setting:
-    return Setting(row["strength"], row["guidance"], row["negative"], row["inversion"],
-                   tuple(row["guidance_interval"]))
+    return Setting(row["strength"], row["guidance"], row["negative"], row["inversion"], tuple(row["guidance_interval"]))
 
 
 def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
@@ -332,20 +430,28 @@ def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict
         groups.setdefault(_setting_of({**row, "strength": 1.0}), []).append(row)
     for key, members in groups.items():
         members.sort(key=lambda r: r["strength"])
-        ax.plot([lost(r) for r in members], [r["reached"] for r in members], "o-", ms=3,
-                label=key.label().split(", ", 1)[1])
+        ax.plot(
+            [lost(r) for r in members], [r["reached"] for r in members], "o-", ms=3, label=key.label().split(", ", 1)[1]
+        )
         for r in members:
-            ax.annotate(f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
     ax.axvline(-KEPT_TOLERANCE, color="grey", lw=1, ls="--")
     ax.axhline(REACHED_MIN, color="grey", lw=1, ls=":")
     ax.axhline(1.0, color="grey", lw=0.6)
     ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
-    ax.plot([lost(choice.best)], [choice.best["reached"]], "o", ms=15, mfc="none",
-            mec="red" if choice.row is not None else "orange",
-            label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)")
+    ax.plot(
+        [lost(choice.best)],
+        [choice.best["reached"]],
+        "o",
+        ms=15,
+        mfc="none",
+        mec="red" if choice.row is not None else "orange",
+        label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)",
+    )
     ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
     ax.set_ylabel("reached: share of the way to the real target")
     ax.set_title(f"{title} (numbers: strength)", fontsize=9)

@@ -33,23 +33,25 @@ def segment_nuclei(channel: np.ndarray, min_area: int = 20) -> np.ndarray:
     mask = morphology.remove_small_objects(mask, max_size=min_area - 1)
     distance = ndi.distance_transform_edt(mask)
     radius = np.sqrt(min_area / np.pi)
-    peaks = feature.peak_local_max(distance, min_distance=max(2, int(radius)), labels=measure.label(mask),
-                                   exclude_border=False)
+    peaks = feature.peak_local_max(
+        distance, min_distance=max(2, int(radius)), labels=measure.label(mask), exclude_border=False
+    )
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = segmentation.watershed(-distance, markers, mask=mask)
     return labels.astype(np.int32)
 
 
-def median_nucleus_diameter(images: list[np.ndarray], channel: int, max_images: int = 16,
-                            max_side: int = 256) -> float | None:
+def median_nucleus_diameter(
+    images: list[np.ndarray], channel: int, max_images: int = 16, max_side: int = 256
+) -> float | None:
     """Median equivalent diameter (px) of the nuclei segmented in up to `max_images` (C, Y, X) images, each cropped
     to its central `max_side` square so large fields stay cheap; None when no nucleus is found."""
     diameters = []
     for image in images[:max_images]:
         height, width = image.shape[-2:]
         top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
-        labels = segmentation.clear_border(segment_nuclei(image[channel, top:top + max_side, left:left + max_side]))
+        labels = segmentation.clear_border(segment_nuclei(image[channel, top : top + max_side, left : left + max_side]))
         diameters += [region.equivalent_diameter_area for region in measure.regionprops(labels)]
     return float(np.median(diameters)) if diameters else None
 
@@ -64,8 +66,9 @@ def segment_cells(nuclei: np.ndarray) -> np.ndarray:
     return segmentation.expand_labels(nuclei, distance=max(1, radius))
 
 
-def measure_cells(image: np.ndarray, channel_names: list[str], nuclei: np.ndarray | None = None,
-                  cells: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def measure_cells(
+    image: np.ndarray, channel_names: list[str], nuclei: np.ndarray | None = None, cells: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Per-cell measurements of one (C, Y, X) image, as columns {name: values}, one entry per cell.
 
     Without masks, nuclei are segmented on the nuclear channel and cells grown from them. Intensities are
@@ -103,8 +106,9 @@ def measure_cells(image: np.ndarray, channel_names: list[str], nuclei: np.ndarra
         columns[f"{name}_integrated"] = in_cell
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = nucleus_mean / cytoplasm_mean
-        columns[f"{name}_nc_ratio"] = np.where(np.abs(cytoplasm_mean) > 1e-9 * (np.abs(nucleus_mean) + 1),
-                                               ratio, np.nan)
+        columns[f"{name}_nc_ratio"] = np.where(
+            np.abs(cytoplasm_mean) > 1e-9 * (np.abs(nucleus_mean) + 1), ratio, np.nan
+        )
         columns[f"{name}_texture"] = _texture(channel, cells, n)[ids]
         columns[f"{name}_spread"] = _spread(corrected, relative_distance, cells, n)[ids]
     return columns
@@ -118,7 +122,7 @@ def _texture(channel: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
     """Mean local (3x3) standard deviation inside each cell over the cell's mean absolute intensity: how grainy
     or fibrous the signal is, independent of its brightness (a simple stand-in for Haralick contrast)."""
     mean = ndi.uniform_filter(channel, 3)
-    local_std = np.sqrt(np.maximum(ndi.uniform_filter(channel ** 2, 3) - mean ** 2, 0))
+    local_std = np.sqrt(np.maximum(ndi.uniform_filter(channel**2, 3) - mean**2, 0))
     area = np.maximum(np.bincount(cells.ravel(), minlength=n + 1), 1)
     roughness = _label_sum(local_std, cells, n) / area
     level = _label_sum(np.abs(channel), cells, n) / area

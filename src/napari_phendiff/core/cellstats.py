@@ -27,8 +27,14 @@ MAX_P = 0.05
 OVERSHOOT = 2.0
 
 
-def cell_table(paths: Sequence[Path], originals: Sequence[np.ndarray], translated: Sequence[np.ndarray],
-               target_paths: Sequence[Path], targets: Sequence[np.ndarray], channel_names: list[str]) -> list[dict]:
+def cell_table(
+    paths: Sequence[Path],
+    originals: Sequence[np.ndarray],
+    translated: Sequence[np.ndarray],
+    target_paths: Sequence[Path],
+    targets: Sequence[np.ndarray],
+    channel_names: list[str],
+) -> list[dict]:
     """Per-cell rows for the real source images, their translations and the real target images.
 
     Translated images are measured with the masks segmented on their originals, so each translated cell is the
@@ -47,15 +53,19 @@ def cell_table(paths: Sequence[Path], originals: Sequence[np.ndarray], translate
 
 def _rows(group: str, path: Path, columns: dict[str, np.ndarray]) -> list[dict]:
     names = list(columns)
-    return [{"group": group, "file": path.name, **{k: columns[k][i] for k in names}}
-            for i in range(len(columns["cell"]))]
+    return [
+        {"group": group, "file": path.name, **{k: columns[k][i] for k in names}} for i in range(len(columns["cell"]))
+    ]
 
 
 def overshot(summary: list[dict]) -> list[dict]:
     """The measurements (of cell_summary) whose translated median went past the real target by more than OVERSHOOT
     times the real difference, most overshot first: [{"measurement", "moved"}]."""
-    over = [{"measurement": s["measurement"], "moved": float(s["moved"])} for s in summary
-            if s["differs"] and np.isfinite(s["moved"]) and s["moved"] > OVERSHOOT]
+    over = [
+        {"measurement": s["measurement"], "moved": float(s["moved"])}
+        for s in summary
+        if s["differs"] and np.isfinite(s["moved"]) and s["moved"] > OVERSHOOT
+    ]
     return sorted(over, key=lambda m: -m["moved"])
 
 
@@ -75,8 +85,9 @@ class RealCells:
         for i, original in enumerate(originals):
             nuclei = cellmeasure.segment_nuclei(original[cellmeasure.nuclear_channel(channel_names)])
             self.masks.append((nuclei, cellmeasure.segment_cells(nuclei)))
-            self.real += _rows("real source", Path(f"{i}"), cellmeasure.measure_cells(
-                original, channel_names, *self.masks[-1]))
+            self.real += _rows(
+                "real source", Path(f"{i}"), cellmeasure.measure_cells(original, channel_names, *self.masks[-1])
+            )
         for i, image in enumerate(targets):
             self.real += _rows("real target", Path(f"target {i}"), cellmeasure.measure_cells(image, channel_names))
 
@@ -98,9 +109,14 @@ def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -
     than measurements that barely differ. Areas and the channels in `ignored_channels` (kept as the original's, or
     ones the condition does not touch, whose differences are sampling) are left out.
     """
-    used = [s for s in summary if s["differs"] and np.isfinite(s["moved"])
-            and not s["measurement"].endswith("_area")
-            and not any(s["measurement"].startswith(f"{channel}_") for channel in ignored_channels)]
+    used = [
+        s
+        for s in summary
+        if s["differs"]
+        and np.isfinite(s["moved"])
+        and not s["measurement"].endswith("_area")
+        and not any(s["measurement"].startswith(f"{channel}_") for channel in ignored_channels)
+    ]
     if not used:
         return float("nan"), 0
     weights = np.array([abs(s["effect_target_vs_source"]) for s in used])
@@ -108,8 +124,12 @@ def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -
     return float(np.sum(weights * shares) / np.sum(weights)), len(used)
 
 
-def overshoots(originals: Sequence[np.ndarray], translated: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-               channel_names: list[str]) -> list[dict]:
+def overshoots(
+    originals: Sequence[np.ndarray],
+    translated: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    channel_names: list[str],
+) -> list[dict]:
     """`overshot` of translations against real target images. Kept channels and areas never count: the
     translations are measured on their originals' masks, so these equal the originals'."""
     return overshot(summary_of(originals, translated, targets, channel_names))
@@ -126,8 +146,10 @@ def cell_summary(rows: list[dict]) -> list[dict]:
     measurements = [k for k in (rows[0] if rows else {}) if k not in ("group", "file", "cell")]
     summary = []
     for name in measurements:
-        groups = {g: np.array([r[name] for r in rows if r["group"] == g], np.float64)
-                  for g in ("real source", "translated", "real target")}
+        groups = {
+            g: np.array([r[name] for r in rows if r["group"] == g], np.float64)
+            for g in ("real source", "translated", "real target")
+        }
         groups = {g: v[np.isfinite(v)] for g, v in groups.items()}
         if any(len(v) < 2 for v in groups.values()):
             continue
@@ -136,13 +158,18 @@ def cell_summary(rows: list[dict]) -> list[dict]:
         effect = metrics.effect_size(groups["real source"], groups["real target"])
         p_real = metrics.rank_test(groups["real source"], groups["real target"])
         differs = bool(abs(effect) >= MIN_EFFECT and not p_real >= MAX_P)  # NaN effect: no; NaN p: effect decides
-        summary.append({
-            "measurement": name, "median_real_source": source, "median_translated": translated,
-            "median_real_target": target,
-            "moved": (translated - source) / span if differs and span else float("nan"),
-            "differs": differs, "effect_target_vs_source": effect,
-            "effect_translated_vs_source": metrics.effect_size(groups["real source"], groups["translated"]),
-            "p_target_vs_source": p_real,
-            "p_translated_vs_target": metrics.rank_test(groups["translated"], groups["real target"]),
-        })
+        summary.append(
+            {
+                "measurement": name,
+                "median_real_source": source,
+                "median_translated": translated,
+                "median_real_target": target,
+                "moved": (translated - source) / span if differs and span else float("nan"),
+                "differs": differs,
+                "effect_target_vs_source": effect,
+                "effect_translated_vs_source": metrics.effect_size(groups["real source"], groups["translated"]),
+                "p_target_vs_source": p_real,
+                "p_translated_vs_target": metrics.rank_test(groups["translated"], groups["real target"]),
+            }
+        )
     return summary

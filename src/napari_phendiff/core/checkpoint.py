@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 from .writing import check_writable, output_lock
+
 # Read from here by the checkpoints' writers (training, calibration, the docks) with the format; defined in writing.py.
 from .writing import atomic_folder, check_free_space, claim_new_folder  # noqa: F401
 
@@ -45,8 +46,10 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
     recover_interrupted_swap(path)
     if not path.is_dir():
         names = ", ".join(repr(n) for n in NAMED_CHECKPOINTS)
-        raise CheckpointError(f"{path}: no such checkpoint folder. Give a folder written by `phendiff train`, "
-                              f"or one of the shipped checkpoints: {names}.")
+        raise CheckpointError(
+            f"{path}: no such checkpoint folder. Give a folder written by `phendiff train`, "
+            f"or one of the shipped checkpoints: {names}."
+        )
     return path
 
 
@@ -56,16 +59,20 @@ def read_format(path: Path) -> dict:
     refuse_pickles(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"{path}: is not a napari-phendiff checkpoint ({MANIFEST} is missing). "
-                              "Point at the folder written by `phendiff train`.")
+        raise CheckpointError(
+            f"{path}: is not a napari-phendiff checkpoint ({MANIFEST} is missing). "
+            "Point at the folder written by `phendiff train`."
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{manifest_path}: cannot be read ({exc}); the checkpoint is damaged.") from exc
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{manifest_path}: format version {version!r}, this napari-phendiff reads version "
-                              f"{FORMAT_VERSION}. Upgrade napari-phendiff, or re-train with this version.")
+        raise CheckpointError(
+            f"{manifest_path}: format version {version!r}, this napari-phendiff reads version "
+            f"{FORMAT_VERSION}. Upgrade napari-phendiff, or re-train with this version."
+        )
     check_manifest(manifest, manifest_path)
     return manifest
 
@@ -80,21 +87,27 @@ def check_weights(path: Path, manifest: dict) -> None:
     its weights' bytes (nothing would show they are the ones it was trained with)."""
     sign = f"If you trust this checkpoint as it is (you edited it on purpose), sign it: phendiff sign {path}"
     if manifest.get("weights_digest") != DIGEST_VERSION or not manifest.get("weights_sha256"):
-        raise CheckpointError(f"{path}: {MANIFEST} records no digest of its weights' bytes (an older "
-                              "napari-phendiff wrote it, or it was edited), so nothing shows its weights are the "
-                              f"ones it was trained with. {sign}.")
+        raise CheckpointError(
+            f"{path}: {MANIFEST} records no digest of its weights' bytes (an older "
+            "napari-phendiff wrote it, or it was edited), so nothing shows its weights are the "
+            f"ones it was trained with. {sign}."
+        )
     if manifest["weights_sha256"] != weights_digest(path, manifest):
-        raise CheckpointError(f"{path}: its weights and {MANIFEST} do not belong together (the recorded digest "
-                              f"of the weight files and of {', '.join(DIGESTED_KEYS)} differs): the manifest was "
-                              "edited or files were mixed from two checkpoints. Copy the whole checkpoint folder "
-                              f"again, or re-train. {sign}.")
+        raise CheckpointError(
+            f"{path}: its weights and {MANIFEST} do not belong together (the recorded digest "
+            f"of the weight files and of {', '.join(DIGESTED_KEYS)} differs): the manifest was "
+            "edited or files were mixed from two checkpoints. Copy the whole checkpoint folder "
+            f"again, or re-train. {sign}."
+        )
 
 
 def check_manifest(manifest: dict, where: Path) -> None:
     """The keys every kind reads, of the right types and ranges (an edited manifest fails here, not later)."""
+
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{where}: {what}. The manifest was edited or damaged; copy the checkpoint again "
-                               "or re-train.")
+        return CheckpointError(
+            f"{where}: {what}. The manifest was edited or damaged; copy the checkpoint again or re-train."
+        )
 
     if not isinstance(manifest, dict):
         raise bad("is not a JSON object")
@@ -102,8 +115,12 @@ def check_manifest(manifest: dict, where: Path) -> None:
     if missing:
         raise bad(f"lacks {', '.join(missing)}")
     conditions, channels = manifest["conditions"], manifest["channel_names"]
-    if (not isinstance(conditions, list) or len(conditions) < 2 or len(set(conditions)) != len(conditions)
-            or not all(isinstance(c, str) and c for c in conditions)):
+    if (
+        not isinstance(conditions, list)
+        or len(conditions) < 2
+        or len(set(conditions)) != len(conditions)
+        or not all(isinstance(c, str) and c for c in conditions)
+    ):
         raise bad(f"conditions must be two or more different names, not {conditions!r}")
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
         raise bad(f"channel_names must be a list of names, not {channels!r}")
@@ -118,8 +135,9 @@ def check_manifest(manifest: dict, where: Path) -> None:
     if low.shape != (len(channels),) or high.shape != (len(channels),):
         raise bad(f"normalization has {low.size} low and {high.size} high values for {len(channels)} channel(s)")
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
-        raise bad(f"normalization must be finite with high > low per channel, not low {norm['low']}, "
-                  f"high {norm['high']}")
+        raise bad(
+            f"normalization must be finite with high > low per channel, not low {norm['low']}, high {norm['high']}"
+        )
 
 
 # What the weights mean: editing any of these apart from the weights (a reversed condition list) changes the digest.
@@ -214,28 +232,43 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 # --- resumable training state, without pickle -------------------------------------------------------------------
 
-def save_training_state(folder: Path, model_state: dict, optimizer: torch.optim.Optimizer,
-                        lr_scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict) -> None:
+
+def save_training_state(
+    folder: Path,
+    model_state: dict,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: dict,
+) -> None:
     """Raw (non-EMA) weights, the optimizer's tensors (safetensors) and everything else as JSON."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, folder / "model.safetensors")
     opt = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value.detach().contiguous().cpu()
-               for index, per_param in opt["state"].items() for name, value in per_param.items()}
+    tensors = {
+        f"{index}.{name}": value.detach().contiguous().cpu()
+        for index, per_param in opt["state"].items()
+        for name, value in per_param.items()
+    }
     save_file(tensors, folder / "optimizer.safetensors")
     sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
-    (folder / "state.json").write_text(json.dumps(
-        {**state, "optimizer_param_groups": opt["param_groups"], "lr_scheduler": sched}, indent=2, default=str))
+    (folder / "state.json").write_text(
+        json.dumps(
+            {**state, "optimizer_param_groups": opt["param_groups"], "lr_scheduler": sched}, indent=2, default=str
+        )
+    )
 
 
-def load_training_state(folder: Path, optimizer: torch.optim.Optimizer,
-                        lr_scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[dict, dict]:
+def load_training_state(
+    folder: Path, optimizer: torch.optim.Optimizer, lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> tuple[dict, dict]:
     """Restore optimizer and LR scheduler in place; return (raw model weights, JSON state)."""
     needed = [folder / n for n in ("model.safetensors", "optimizer.safetensors", "state.json")]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
-        raise CheckpointError(f"{folder}: cannot resume, {', '.join(missing)} missing. The checkpoint was saved "
-                              "for inference only; start a new training run into another folder.")
+        raise CheckpointError(
+            f"{folder}: cannot resume, {', '.join(missing)} missing. The checkpoint was saved "
+            "for inference only; start a new training run into another folder."
+        )
     state = json.loads((folder / "state.json").read_text())
     per_param: dict[int, dict] = {}
     for key, value in load_file(folder / "optimizer.safetensors").items():

@@ -86,9 +86,11 @@ class LabelledImages:
                 found.setdefault(tuple(names), path)
         if len(found) > 1:
             listed = "; ".join(f"{path}: {', '.join(names)}" for names, path in list(found.items())[:3])
-            raise DataError(f"{self.root}: the images record different channel names or orders ({listed}). Save "
-                            "them all with the same channels in the same order, or give the names yourself "
-                            "(--channel-names / the Train dock's channel names).")
+            raise DataError(
+                f"{self.root}: the images record different channel names or orders ({listed}). Save "
+                "them all with the same channels in the same order, or give the names yourself "
+                "(--channel-names / the Train dock's channel names)."
+            )
         return list(next(iter(found))) if found else None
 
 
@@ -119,8 +121,11 @@ def load_folder(root: str | Path, min_size: int | None = None) -> LabelledImages
         problems += _channel_problems(images, paths) + _dtype_problems(images, paths)
     if problems:
         more = f"\n... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
-        raise DataError(f"{folder.root}: {len(problems)} problem(s) with the images:\n- "
-                        + "\n- ".join(problems[:MAX_LISTED_PROBLEMS]) + more)
+        raise DataError(
+            f"{folder.root}: {len(problems)} problem(s) with the images:\n- "
+            + "\n- ".join(problems[:MAX_LISTED_PROBLEMS])
+            + more
+        )
     _warn_about_label_images(images, labels, folder.conditions, folder.root)
     return LabelledImages(root=folder.root, conditions=folder.conditions, images=images, labels=labels, paths=paths)
 
@@ -134,8 +139,10 @@ def _dtype_problems(images: list[np.ndarray], paths: list[Path]) -> list[str]:
     if len(kinds) <= 1:
         return []
     listing = "; ".join(f"{d}: {len(p)} files, e.g. {p[0]}" for d, p in sorted(kinds.items()))
-    return [f"images have different data types ({listing}). Convert them to one type (as acquired, e.g. all "
-            "uint16) so intensities mean the same in every image."]
+    return [
+        f"images have different data types ({listing}). Convert them to one type (as acquired, e.g. all "
+        "uint16) so intensities mean the same in every image."
+    ]
 
 
 def _warn_about_label_images(images: list[np.ndarray], labels: list[int], conditions: list[str], root) -> None:
@@ -143,8 +150,12 @@ def _warn_about_label_images(images: list[np.ndarray], labels: list[int], condit
     for index, condition in enumerate(conditions):
         sample = [image for image, label in zip(images, labels) if label == index][:8]
         if sample and all(image.dtype.kind in "ui" and np.unique(image[:, ::2, ::2]).size <= 16 for image in sample):
-            warnings.warn(f"{root}/{condition}: its images hold at most 16 distinct values, as label masks do, "
-                          "not fluorescence intensities. Train on the raw images.", PhenDiffWarning, stacklevel=3)
+            warnings.warn(
+                f"{root}/{condition}: its images hold at most 16 distinct values, as label masks do, "
+                "not fluorescence intensities. Train on the raw images.",
+                PhenDiffWarning,
+                stacklevel=3,
+            )
 
 
 def _channel_problems(images: list[np.ndarray], paths: list[Path]) -> list[str]:
@@ -154,15 +165,24 @@ def _channel_problems(images: list[np.ndarray], paths: list[Path]) -> list[str]:
     if len(counts) <= 1:
         return []
     listing = "; ".join(f"{n} channel(s): {len(p)} files, e.g. {p[0]}" for n, p in sorted(counts.items()))
-    return [f"images have different channel counts ({listing}). Every image must have the same channels in the "
-            "same order; convert or remove the odd ones."]
+    return [
+        f"images have different channel counts ({listing}). Every image must have the same channels in the "
+        "same order; convert or remove the odd ones."
+    ]
 
 
 class TrainingSamples:
     """Random crops (or whole resized images) with dihedral augmentation, balanced over conditions."""
 
-    def __init__(self, data: LabelledImages, normalization: Normalization, image_size: int, *,
-                 resize: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        data: LabelledImages,
+        normalization: Normalization,
+        image_size: int,
+        *,
+        resize: bool = False,
+        seed: int = 0,
+    ):
         self.size = image_size
         self.seed = seed
         self.n_conditions = len(data.conditions)
@@ -182,7 +202,7 @@ class TrainingSamples:
             image = self.images[rng.choice(self.by_condition[label])]
             y = rng.integers(image.shape[1] - self.size + 1)
             x = rng.integers(image.shape[2] - self.size + 1)
-            crop = image[:, y:y + self.size, x:x + self.size]
+            crop = image[:, y : y + self.size, x : x + self.size]
             crop = np.rot90(crop, k=int(rng.integers(4)), axes=(1, 2))
             if rng.integers(2):
                 crop = crop[:, :, ::-1]

@@ -23,8 +23,14 @@ from .translate import TranslateEvent, translate, translation_options
 FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulate_dataset(seed=0)
 
 
-def run_demo(out: str | Path, *, n: int = DEMO_FIELDS, device: str = "auto",
-             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None, **options) -> list[Path]:
+def run_demo(
+    out: str | Path,
+    *,
+    n: int = DEMO_FIELDS,
+    device: str = "auto",
+    progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
+    **options,
+) -> list[Path]:
     """Translate n simulated fields per condition to the other condition; write TIFFs, a PNG figure and a summary.
 
     options: translation options (core/options.py); unset ones take the demo checkpoint's calibrated setting for
@@ -41,33 +47,55 @@ def run_demo(out: str | Path, *, n: int = DEMO_FIELDS, device: str = "auto",
     written, rows, lines = [], [], [f"phenotype: {phenotype.measure_name} (per cell, median over the fields)"]
     real = {}
     for condition in phenotype.conditions:
-        made = [simulate_field(phenotype.name, condition, sim["size"], seed=FIRST_SEED + 500 + i,
-                               cell_diameter=sim["cell_diameter"]) for i in range(n)]
-        real[condition] = float(np.nanmedian(np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells,
-                                                                               phenotype.name) for f in made])))
+        made = [
+            simulate_field(
+                phenotype.name, condition, sim["size"], seed=FIRST_SEED + 500 + i, cell_diameter=sim["cell_diameter"]
+            )
+            for i in range(n)
+        ]
+        real[condition] = float(
+            np.nanmedian(np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, phenotype.name) for f in made]))
+        )
     for source, target in (phenotype.conditions, phenotype.conditions[::-1]):
-        fields = [simulate_field(phenotype.name, source, sim["size"], seed=FIRST_SEED + i,
-                                 cell_diameter=sim["cell_diameter"]) for i in range(n)]
+        fields = [
+            simulate_field(phenotype.name, source, sim["size"], seed=FIRST_SEED + i, cell_diameter=sim["cell_diameter"])
+            for i in range(n)
+        ]
         stack = np.stack([f.image for f in fields])
         chosen, sources = translation_options(model, source, target, **options)
         lines.append(f"{source} -> {target} settings: {describe(chosen, sources)}")
-        translated = translate(model, stack, source, target, chosen,
-                               progress=progress(f"{source} -> {target}") if progress else None)
+        translated = translate(
+            model, stack, source, target, chosen, progress=progress(f"{source} -> {target}") if progress else None
+        )
         before, after = [], []
         for i, (field, image) in enumerate(zip(fields, translated)):
             stem = f"{source}_{i}"
-            written.append(write_image(out / f"{stem}.tif", field.image, channel_names=model.channel_names,
-                                       provenance={"simulated": sim["phenotype"], "condition": source}))
+            written.append(
+                write_image(
+                    out / f"{stem}.tif",
+                    field.image,
+                    channel_names=model.channel_names,
+                    provenance={"simulated": sim["phenotype"], "condition": source},
+                )
+            )
             meta = provenance(model, source, target, chosen, f"simulated {stem}")
             written.append(write_translation(out, stem, target, image, model, meta))
             before.append(measure_phenotype(field.image, field.nuclei, field.cells, phenotype.name))
             after.append(measure_phenotype(image, field.nuclei, field.cells, phenotype.name))
         moved = float(np.nanmedian(np.concatenate(after)))
         off = abs(moved - real[target]) / abs(real[target])
-        lines.append(f"{source} -> {target}: {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f} "
-                     f"(real {target} cells: {real[target]:.2f}; {off:.0%} off)")
-        rows.append((f"{source} -> {target}\nmedian {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
-                     f"real {target} {real[target]:.2f}", fields[0].image, translated[0]))
+        lines.append(
+            f"{source} -> {target}: {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f} "
+            f"(real {target} cells: {real[target]:.2f}; {off:.0%} off)"
+        )
+        rows.append(
+            (
+                f"{source} -> {target}\nmedian {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
+                f"real {target} {real[target]:.2f}",
+                fields[0].image,
+                translated[0],
+            )
+        )
     lines += [f"real {condition} cells: {value:.2f}" for condition, value in real.items()]
     figure = comparison_figure(out / "demo.png", rows, model.channel_names)
     summary = out / "summary.txt"

@@ -54,8 +54,9 @@ def explain_memory_errors(device: str, advice: str) -> Iterator[None]:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """A device ran out of memory (CUDA's OutOfMemoryError, or the 'out of memory' RuntimeError of CPU and MPS)."""
-    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
-                                                       and "out of memory" in str(exc).lower())
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def available_memory(device: torch.device) -> int | None:

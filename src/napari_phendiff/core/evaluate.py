@@ -34,8 +34,16 @@ from .translate import TranslateEvent, is_direct, translate, translation_options
 from .truth import check_truth, truth_metrics
 from .witnesses import channel_change, kept_score
 
-METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "cycle_l2", "classifier_target_rate",
-               "identity_iou_segmented")
+METRIC_KEYS = (
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "cycle_l2",
+    "classifier_target_rate",
+    "identity_iou_segmented",
+)
 
 # When the report warns. Nuclei found on a translation should mostly cover the nuclei found on its original: below
 # MIN_IDENTITY_IOU the cells were moved, removed or invented (the same segmentation on a real image and itself gives
@@ -63,10 +71,21 @@ class EvaluationSet:
     target_paths: list[Path]
 
 
-def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | Path, *,
-             features: str = "classifier", truth: str | Path | None = None, n: int | None = None,
-             device: str = "auto", classifier_steps: int = 400,
-             progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None, **options) -> dict:
+def evaluate(
+    checkpoint,
+    data: str | Path,
+    source: str,
+    target: str,
+    out: str | Path,
+    *,
+    features: str = "classifier",
+    truth: str | Path | None = None,
+    n: int | None = None,
+    device: str = "auto",
+    classifier_steps: int = 400,
+    progress: Callable[[str], Callable[[TranslateEvent], None]] | None = None,
+    **options,
+) -> dict:
     """Translate held-out `source` images of `data` to `target`, score them, write the report folder `out`.
 
     checkpoint: a folder, "demo", or a loaded model. data: a labelled folder the model did not train on.
@@ -88,29 +107,58 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
         target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
         if truth is not None:  # an unreadable truth fails before the translations, not after them
-            check_truth(truth, data, model.channel_names, [images.paths[i] for i in source_idx + target_idx],
-                        [images.images[i] for i in source_idx + target_idx])
-        evaluation, forward, forward_from = _translate_held_out(model, images, source_idx, target_idx, source,
-                                                                target, options, progress)
+            check_truth(
+                truth,
+                data,
+                model.channel_names,
+                [images.paths[i] for i in source_idx + target_idx],
+                [images.images[i] for i in source_idx + target_idx],
+            )
+        evaluation, forward, forward_from = _translate_held_out(
+            model, images, source_idx, target_idx, source, target, options, progress
+        )
         seed = forward.seed
-        classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps,
-                                      seed=seed)
+        classifier = train_classifier(
+            images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed
+        )
         extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
-        results = {**_distribution_metrics(extractor, evaluation),
-                   **_classifier_metrics(classifier, evaluation, source, target),
-                   **_cycle_metrics(model, evaluation),
-                   **identity_metrics(model, evaluation)}
-        table = cell_table(evaluation.paths, evaluation.originals, evaluation.translated, evaluation.target_paths,
-                           evaluation.targets, model.channel_names)
+        results = {
+            **_distribution_metrics(extractor, evaluation),
+            **_classifier_metrics(classifier, evaluation, source, target),
+            **_cycle_metrics(model, evaluation),
+            **identity_metrics(model, evaluation),
+        }
+        table = cell_table(
+            evaluation.paths,
+            evaluation.originals,
+            evaluation.translated,
+            evaluation.target_paths,
+            evaluation.targets,
+            model.channel_names,
+        )
         summary = cell_summary(table)
         results["overshot_measurements"] = overshot(summary)
         if truth is not None:
             results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
-        results.update(trivial_baselines(model, evaluation, classifier, extractor, target, steps=forward.steps,
-                                         seed=seed, truth=Path(truth) if truth is not None else None,
-                                         truth_metrics=truth_metrics))
-        results.update({"features": extractor.name,
-                        **_provenance(model, checkpoint, data, source, target, evaluation, forward, forward_from)})
+        results.update(
+            trivial_baselines(
+                model,
+                evaluation,
+                classifier,
+                extractor,
+                target,
+                steps=forward.steps,
+                seed=seed,
+                truth=Path(truth) if truth is not None else None,
+                truth_metrics=truth_metrics,
+            )
+        )
+        results.update(
+            {
+                "features": extractor.name,
+                **_provenance(model, checkpoint, data, source, target, evaluation, forward, forward_from),
+            }
+        )
         results["warnings"] = translation_warnings(results)
 
         from .report import write_report
@@ -122,31 +170,56 @@ def evaluate(checkpoint, data: str | Path, source: str, target: str, out: str | 
         return results
 
 
-def _translate_held_out(model, images, source_idx: list[int], target_idx: list[int], source: str, target: str,
-                        options: dict, progress) -> tuple[EvaluationSet, TranslateOptions, dict]:
+def _translate_held_out(
+    model, images, source_idx: list[int], target_idx: list[int], source: str, target: str, options: dict, progress
+) -> tuple[EvaluationSet, TranslateOptions, dict]:
     """The held-out source images translated to the target and back (the cycle), beside the real target images;
     with the forward direction's options and where each came from."""
     originals = [images.images[i] for i in source_idx]
     forward, forward_from = translation_options(model, source, target, **options)
     backward, _ = translation_options(model, target, source, **options)
     translated = _translate_all(model, originals, source, target, forward, progress, f"{source} -> {target}")
-    round_trips = _translate_all(model, translated, target, source, backward, progress,
-                                 f"{target} -> {source} (cycle)")
-    evaluation = EvaluationSet([images.paths[i] for i in source_idx], originals, translated, round_trips,
-                               [images.images[i] for i in target_idx], [images.paths[i] for i in target_idx])
+    round_trips = _translate_all(model, translated, target, source, backward, progress, f"{target} -> {source} (cycle)")
+    evaluation = EvaluationSet(
+        [images.paths[i] for i in source_idx],
+        originals,
+        translated,
+        round_trips,
+        [images.images[i] for i in target_idx],
+        [images.paths[i] for i in target_idx],
+    )
     return evaluation, forward, forward_from
 
 
-def _provenance(model, checkpoint, data, source: str, target: str, evaluation: EvaluationSet,
-                forward: TranslateOptions, forward_from: dict) -> dict:
+def _provenance(
+    model,
+    checkpoint,
+    data,
+    source: str,
+    target: str,
+    evaluation: EvaluationSet,
+    forward: TranslateOptions,
+    forward_from: dict,
+) -> dict:
     """What was evaluated, on what, and with which settings (metrics.json and the report's header)."""
     return {
         "checkpoint": str(getattr(model, "path", "") or checkpoint),
-        "model_kind": model.kind, "data": str(Path(data).resolve()), "source": source, "target": target,
-        "n_translated": len(evaluation.originals), "n_real_target": len(evaluation.targets),
+        "model_kind": model.kind,
+        "data": str(Path(data).resolve()),
+        "source": source,
+        "target": target,
+        "n_translated": len(evaluation.originals),
+        "n_real_target": len(evaluation.targets),
         "differs_if": {"min_abs_effect": MIN_EFFECT, "max_p": MAX_P},  # where cell_summary gives `moved`
-        **({} if is_direct(model) else {"translation": forward.record(), "translation_from": forward_from,
-                                        "settings": describe(forward, forward_from)}),
+        **(
+            {}
+            if is_direct(model)
+            else {
+                "translation": forward.record(),
+                "translation_from": forward_from,
+                "settings": describe(forward, forward_from),
+            }
+        ),
     }
 
 
@@ -154,13 +227,17 @@ def _check_conditions(model, images, source: str, target: str) -> None:
     for name in (source, target):
         model.condition_index(name)  # raises with the checkpoint's conditions
         if name not in images.conditions:
-            raise DataError(f"{images.root}: has no subfolder {name!r} (it has {', '.join(images.conditions)}); "
-                            "the evaluation needs real images of both the source and the target condition.")
+            raise DataError(
+                f"{images.root}: has no subfolder {name!r} (it has {', '.join(images.conditions)}); "
+                "the evaluation needs real images of both the source and the target condition."
+            )
     if source == target:
         raise DataError("Source and target are the same condition; give two different conditions.")
     if images.channels != model.channels:
-        raise DataError(f"{images.root}: images have {images.channels} channel(s), the checkpoint was trained on "
-                        f"{model.channels} ({', '.join(model.channel_names)}).")
+        raise DataError(
+            f"{images.root}: images have {images.channels} channel(s), the checkpoint was trained on "
+            f"{model.channels} ({', '.join(model.channel_names)})."
+        )
 
 
 def _translate_all(model, stack: list[np.ndarray], source: str, target: str, options, progress, label: str):
@@ -192,8 +269,15 @@ def _distribution_metrics(extractor, evaluation: EvaluationSet) -> dict:
         fake = extractor.features(stack)
         kid_mean, kid_std = metrics.kid(real, fake)
         precision, recall = metrics.precision_recall(real, fake, k=min(3, len(real) - 1, len(fake) - 1))
-        scores.update({f"{prefix}fid": metrics.fid(real, fake), f"{prefix}kid_mean": kid_mean,
-                       f"{prefix}kid_std": kid_std, f"{prefix}precision": precision, f"{prefix}recall": recall})
+        scores.update(
+            {
+                f"{prefix}fid": metrics.fid(real, fake),
+                f"{prefix}kid_mean": kid_mean,
+                f"{prefix}kid_std": kid_std,
+                f"{prefix}precision": precision,
+                f"{prefix}recall": recall,
+            }
+        )
     return scores
 
 
@@ -201,18 +285,23 @@ def _classifier_metrics(classifier, evaluation: EvaluationSet, source: str, targ
     target_index = classifier.conditions.index(target)
     rate = lambda stack: float(np.mean(classifier.predict(stack) == target_index))  # noqa: E731
     real_source = rate(evaluation.originals)
-    return {"classifier_target_rate": rate(evaluation.translated),
-            "classifier_target_rate_real_source": real_source, "baseline_classifier_target_rate": real_source,
-            "classifier_target_rate_real_target": rate(evaluation.targets),
-            "classifier_accuracy": classifier.accuracy, "classifier_held_out_images": classifier.n_held_out}
+    return {
+        "classifier_target_rate": rate(evaluation.translated),
+        "classifier_target_rate_real_source": real_source,
+        "baseline_classifier_target_rate": real_source,
+        "classifier_target_rate_real_target": rate(evaluation.targets),
+        "classifier_accuracy": classifier.accuracy,
+        "classifier_held_out_images": classifier.n_held_out,
+    }
 
 
 def _cycle_metrics(model, evaluation: EvaluationSet) -> dict:
     """Cycle loss in the model's normalised units (robust 0.5-99.5 percentile range -> [-1, 1] per channel)."""
     per_image, per_pixel = [], []
     for original, back in zip(evaluation.originals, evaluation.round_trips):
-        l2, mse = metrics.cycle_distance(model.normalization.forward(original)[None],
-                                         model.normalization.forward(back)[None])
+        l2, mse = metrics.cycle_distance(
+            model.normalization.forward(original)[None], model.normalization.forward(back)[None]
+        )
         per_image.append(l2)
         per_pixel.append(mse)
     return {"cycle_l2": float(np.mean(per_image)), "cycle_l2_per_pixel": float(np.mean(per_pixel))}
@@ -229,8 +318,11 @@ def identity_metrics(model, evaluation: EvaluationSet) -> dict:
     pairs = list(zip(evaluation.originals, evaluation.translated))
     per_image = [channel_change(model, [original], [translated]) for original, translated in pairs]
     change = {name: float(np.mean([c[name] for c in per_image])) for name in model.channel_names}
-    return {"identity_iou_segmented": kept_score(evaluation.originals, evaluation.translated, model.channel_names),
-            "channel_change": change, **{f"channel_change_{_key(name)}": value for name, value in change.items()}}
+    return {
+        "identity_iou_segmented": kept_score(evaluation.originals, evaluation.translated, model.channel_names),
+        "channel_change": change,
+        **{f"channel_change_{_key(name)}": value for name, value in change.items()},
+    }
 
 
 def _key(name: str) -> str:
@@ -251,25 +343,34 @@ def translation_warnings(results: dict) -> list[str]:
     source, target = results.get("source", "source"), results.get("target", "target")
     warnings, low_identity = _identity_warnings(get, target)
     warnings += _baseline_warnings(get, source, target)
-    if (not low_identity and get("classifier_accuracy") >= MIN_CLASSIFIER_ACCURACY
-            and abs(get("phenotype_transfer") - get("classifier_target_rate")) >= TRUTH_DISAGREES):
-        warnings.append(f"The ground truth and the condition classifier disagree: the true phenotype moved in "
-                        f"{get('phenotype_transfer'):.0%} of the cells, the classifier calls "
-                        f"{get('classifier_target_rate'):.0%} of the translated images {target}. One of them is "
-                        "misled by what the other ignores (a per-cell measure by structure that was only dimmed or "
-                        "flooded, a classifier by brightness alone): look at examples.png before reading either.")
+    if (
+        not low_identity
+        and get("classifier_accuracy") >= MIN_CLASSIFIER_ACCURACY
+        and abs(get("phenotype_transfer") - get("classifier_target_rate")) >= TRUTH_DISAGREES
+    ):
+        warnings.append(
+            f"The ground truth and the condition classifier disagree: the true phenotype moved in "
+            f"{get('phenotype_transfer'):.0%} of the cells, the classifier calls "
+            f"{get('classifier_target_rate'):.0%} of the translated images {target}. One of them is "
+            "misled by what the other ignores (a per-cell measure by structure that was only dimmed or "
+            "flooded, a classifier by brightness alone): look at examples.png before reading either."
+        )
     overshoots = results.get("overshot_measurements") or []
     if overshoots:
         listed = ", ".join(f"{m['measurement']} ({m['moved']:.1f}x)" for m in overshoots[:5])
         more = f" and {len(overshoots) - 5} more" if len(overshoots) > 5 else ""
-        warnings.append(f"The translation went past the real {target} cells in {len(overshoots)} measurement(s): "
-                        f"{listed}{more} of the way from real {source} to real {target} (1x = all the way). It "
-                        "exaggerates these instead of reproducing the target condition; look at distributions.png, "
-                        "and at a gentler strength or guidance.")
+        warnings.append(
+            f"The translation went past the real {target} cells in {len(overshoots)} measurement(s): "
+            f"{listed}{more} of the way from real {source} to real {target} (1x = all the way). It "
+            "exaggerates these instead of reproducing the target condition; look at distributions.png, "
+            "and at a gentler strength or guidance."
+        )
     if get("classifier_accuracy") < MIN_CLASSIFIER_ACCURACY:
-        warnings.append(f"The condition classifier was right on only {get('classifier_accuracy'):.0%} of held-out "
-                        "real images: it cannot reliably tell the real conditions apart, so its translation rate "
-                        "means little.")
+        warnings.append(
+            f"The condition classifier was right on only {get('classifier_accuracy'):.0%} of held-out "
+            "real images: it cannot reliably tell the real conditions apart, so its translation rate "
+            "means little."
+        )
     return warnings
 
 
@@ -279,19 +380,25 @@ def _identity_warnings(get, target: str) -> tuple[list[str], bool]:
     low_identity = False
     if get("identity_iou_segmented") < MIN_IDENTITY_IOU:
         low_identity = True
-        warnings.append(f"The nuclei found on the translated images overlap little with those found on their "
-                        f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
-                        "moved, removed or invented cells, so look at examples.png before trusting any other score.")
+        warnings.append(
+            f"The nuclei found on the translated images overlap little with those found on their "
+            f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
+            "moved, removed or invented cells, so look at examples.png before trusting any other score."
+        )
     if get("identity_iou") < MIN_IDENTITY_SHARE * get("identity_iou_reference"):
         low_identity = True
-        warnings.append(f"The true nuclei overlap with those found on the translated images by only "
-                        f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
-                        "cells did not stay where they were, so the translated cells are not the original cells.")
+        warnings.append(
+            f"The true nuclei overlap with those found on the translated images by only "
+            f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
+            "cells did not stay where they were, so the translated cells are not the original cells."
+        )
     if low_identity and (get("classifier_target_rate") >= HIGH_REALISM or get("precision") >= HIGH_REALISM):
-        warnings.append(f"The translations look like real {target} images (classifier rate "
-                        f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
-                        "changed: the model drew new target-like cells instead of translating these ones, so these "
-                        "scores do not show a working translation.")
+        warnings.append(
+            f"The translations look like real {target} images (classifier rate "
+            f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
+            "changed: the model drew new target-like cells instead of translating these ones, so these "
+            "scores do not show a working translation."
+        )
     return warnings, low_identity
 
 
@@ -299,18 +406,24 @@ def _baseline_warnings(get, source: str, target: str) -> list[str]:
     """Warnings that the translation did no better than copying the source, score by score."""
     warnings = []
     if get("fid") >= get("baseline_fid"):
-        warnings.append(f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
-                        f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
-                        "with its copy-the-source baseline.")
+        warnings.append(
+            f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
+            f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
+            "with its copy-the-source baseline."
+        )
     if get("classifier_target_rate") <= get("baseline_classifier_target_rate"):
-        warnings.append(f"The condition classifier calls no more translated images {target} "
-                        f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
-                        f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
-                        "towards the target.")
+        warnings.append(
+            f"The condition classifier calls no more translated images {target} "
+            f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
+            f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
+            "towards the target."
+        )
     if get("phenotype_transfer") <= get("baseline_phenotype_transfer"):
-        warnings.append(f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
-                        f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
-                        "transfer the phenotype.")
+        warnings.append(
+            f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
+            f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
+            "transfer the phenotype."
+        )
     return warnings
 
 

@@ -40,9 +40,17 @@ def morph_strengths(options: TranslateOptions, frames: int) -> list[float]:
     return [max(1, round(depth * j / frames)) / options.steps for j in range(1, frames + 1)]
 
 
-def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
-               options: TranslateOptions | None = None, cache: dict | None = None, path: str = "strength",
-               **overrides) -> Iterator[TranslateEvent]:
+def iter_morph(
+    model,
+    images: np.ndarray,
+    source: str,
+    target: str,
+    frames: int = MORPH_FRAMES,
+    options: TranslateOptions | None = None,
+    cache: dict | None = None,
+    path: str = "strength",
+    **overrides,
+) -> Iterator[TranslateEvent]:
     """Yield progress, then a "done" event whose result stacks frames 0..K on a new leading axis.
 
     path "strength": frame j is the translation taken j/K of the way down to the options' strength (one inversion).
@@ -50,8 +58,10 @@ def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int 
     source's, j/K of the way (pixel checkpoints; one inversion too). docs/benchmarks.md (morph_path) compares them.
     """
     if is_direct(model):
-        raise ConfigError("A CycleGAN maps an image in one step: it has no strength to morph along. Use a diffusion "
-                          "checkpoint (pixel or latent).")
+        raise ConfigError(
+            "A CycleGAN maps an image in one step: it has no strength to morph along. Use a diffusion "
+            "checkpoint (pixel or latent)."
+        )
     if path not in MORPH_PATHS:
         raise ConfigError(f"The morph path must be one of {', '.join(MORPH_PATHS)}, not {path!r}.")
     if frames < 1:
@@ -63,9 +73,18 @@ def iter_morph(model, images: np.ndarray, source: str, target: str, frames: int 
             pass  # refuses a kind that cannot blend, before any work
         out = [np.asarray(images)]
         weights = [j / frames for j in range(1, frames + 1)]
-        total = yield from _runs(model, images, source, target, [options] * frames, cache, out.append,
-                                 around=lambda k: model.blended_condition(model.condition_index(target),
-                                                                          model.condition_index(source), weights[k]))
+        total = yield from _runs(
+            model,
+            images,
+            source,
+            target,
+            [options] * frames,
+            cache,
+            out.append,
+            around=lambda k: model.blended_condition(
+                model.condition_index(target), model.condition_index(source), weights[k]
+            ),
+        )
         yield TranslateEvent("done", total, total, target, result=np.stack(out))
         return
     strengths = morph_strengths(options, frames)
@@ -97,8 +116,16 @@ def _runs(model, images, source: str, target: str, runs: list[TranslateOptions],
     return done
 
 
-def translate_morph(model, images: np.ndarray, source: str, target: str, frames: int = MORPH_FRAMES,
-                    options: TranslateOptions | None = None, path: str = "strength", **overrides) -> np.ndarray:
+def translate_morph(
+    model,
+    images: np.ndarray,
+    source: str,
+    target: str,
+    frames: int = MORPH_FRAMES,
+    options: TranslateOptions | None = None,
+    path: str = "strength",
+    **overrides,
+) -> np.ndarray:
     """(K + 1, *images.shape): the original, then the translation a step further along `path` per frame."""
     for event in iter_morph(model, images, source, target, frames, options, path=path, **overrides):
         if event.phase == "done":
@@ -111,25 +138,37 @@ def sample_options(model, options: TranslateOptions) -> TranslateOptions:
     differ: the samples vary only the noise DDIM adds at each regeneration step but the last (which adds none), so
     a regeneration of one step gives identical samples and a spread of 0 that would read as "certain everywhere"."""
     if is_direct(model):
-        raise ConfigError("A CycleGAN's mapping is deterministic: samples would all be the same. Use a diffusion "
-                          "checkpoint (pixel or latent).")
+        raise ConfigError(
+            "A CycleGAN's mapping is deterministic: samples would all be the same. Use a diffusion "
+            "checkpoint (pixel or latent)."
+        )
     if options.inversion == "bdia":
         raise ConfigError("Samples need eta > 0, which BDIA's exact inversion does not allow: use inversion ddim.")
     if options.eta == 0:
         options = replace(options, eta=SAMPLES_ETA)
     regeneration = grid_steps(options.steps, options.strength)
     if regeneration < 2:
-        more = next(n for n in range(options.steps + 1, 10 * options.steps + 20)
-                    if grid_steps(n, options.strength) >= 2)
-        raise ConfigError(f"At strength {options.strength:g} with {options.steps} steps the regeneration is one "
-                          f"step, which adds no noise: samples would all be the same and their spread 0 "
-                          f"everywhere. Use at least {more} steps (or a higher strength).")
+        more = next(
+            n for n in range(options.steps + 1, 10 * options.steps + 20) if grid_steps(n, options.strength) >= 2
+        )
+        raise ConfigError(
+            f"At strength {options.strength:g} with {options.steps} steps the regeneration is one "
+            f"step, which adds no noise: samples would all be the same and their spread 0 "
+            f"everywhere. Use at least {more} steps (or a higher strength)."
+        )
     return options
 
 
-def iter_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
-                 options: TranslateOptions | None = None, cache: dict | None = None,
-                 **overrides) -> Iterator[TranslateEvent]:
+def iter_samples(
+    model,
+    images: np.ndarray,
+    source: str,
+    target: str,
+    samples: int = 4,
+    options: TranslateOptions | None = None,
+    cache: dict | None = None,
+    **overrides,
+) -> Iterator[TranslateEvent]:
     """Yield progress, then a "done" event whose result is (mean, std) in the image's intensity units (float32).
 
     The samples share one inversion and differ in the noise added along the regeneration (`sample_options`)."""
@@ -140,14 +179,22 @@ def iter_samples(model, images: np.ndarray, source: str, target: str, samples: i
     cache = {} if cache is None else cache
     results = []
     runs = [replace(options, seed=options.seed + k) for k in range(samples)]
-    total = yield from _runs(model, images, source, target, runs, cache,
-                             lambda r: results.append(np.asarray(r, np.float32)))
+    total = yield from _runs(
+        model, images, source, target, runs, cache, lambda r: results.append(np.asarray(r, np.float32))
+    )
     stack = np.stack(results)
     yield TranslateEvent("done", total, total, target, result=(stack.mean(0), stack.std(0)))
 
 
-def translate_samples(model, images: np.ndarray, source: str, target: str, samples: int = 4,
-                      options: TranslateOptions | None = None, **overrides) -> tuple[np.ndarray, np.ndarray]:
+def translate_samples(
+    model,
+    images: np.ndarray,
+    source: str,
+    target: str,
+    samples: int = 4,
+    options: TranslateOptions | None = None,
+    **overrides,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and per-pixel standard deviation of `samples` regenerations from one inversion."""
     for event in iter_samples(model, images, source, target, samples, options, **overrides):
         if event.phase == "done":
@@ -155,15 +202,18 @@ def translate_samples(model, images: np.ndarray, source: str, target: str, sampl
     raise RuntimeError("the samples stopped before they finished")  # unreachable unless the generator is broken
 
 
-def measure_translation(original: np.ndarray, translated: np.ndarray, channel_names: list[str],
-                        nuclei: np.ndarray | None = None) -> tuple[np.ndarray, list[dict]]:
+def measure_translation(
+    original: np.ndarray, translated: np.ndarray, channel_names: list[str], nuclei: np.ndarray | None = None
+) -> tuple[np.ndarray, list[dict]]:
     """Cells of one (C, Y, X) image: (cell labels, one row per cell) with every measure on the original, on the
     translation and its change (translated - original). Nuclei are segmented on the original's nuclear channel
     unless given."""
     original, translated = np.asarray(original), np.asarray(translated)
     if original.shape != translated.shape or original.ndim != 3:
-        raise ConfigError(f"Measure one (C, Y, X) image and its translation of the same shape, not {original.shape} "
-                          f"and {translated.shape}.")
+        raise ConfigError(
+            f"Measure one (C, Y, X) image and its translation of the same shape, not {original.shape} "
+            f"and {translated.shape}."
+        )
     if nuclei is None:
         nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
     cells = segment_cells(nuclei)
@@ -182,8 +232,9 @@ def measure_translation(original: np.ndarray, translated: np.ndarray, channel_na
     return cells, rows
 
 
-def measure_and_reveal(original: np.ndarray, translated: np.ndarray, channel_names: list[str]
-                       ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def measure_and_reveal(
+    original: np.ndarray, translated: np.ndarray, channel_names: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """`measure_translation`, and each cell's change mask and score (core/reveal.py) on the same cells: (cell
     labels, the labels inside each cell's mask and 0 elsewhere, rows with reveal_share, reveal_reached and
     reveal_score added)."""
@@ -192,8 +243,11 @@ def measure_and_reveal(original: np.ndarray, translated: np.ndarray, channel_nam
     revealed = reveal(original, translated, channel_names, nuclei=nuclei, cells=cells)
     found = {row["cell"]: row for row in revealed.rows}
     for row in rows:
-        row.update(reveal_share=found[row["cell"]]["mask_share"], reveal_reached=found[row["cell"]]["reached"],
-                   reveal_score=found[row["cell"]]["reveal_score"])
+        row.update(
+            reveal_share=found[row["cell"]]["mask_share"],
+            reveal_reached=found[row["cell"]]["reached"],
+            reveal_score=found[row["cell"]]["reveal_score"],
+        )
     return cells, np.where(revealed.mask, cells, 0), rows
 
 

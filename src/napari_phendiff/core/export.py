@@ -14,8 +14,13 @@ from .images import write_image
 from .options import TranslateOptions
 
 
-def provenance(model: ConditionedModel, source: str, target: str, options: TranslateOptions | None,
-               input_path: str | Path | None = None) -> dict:
+def provenance(
+    model: ConditionedModel,
+    source: str,
+    target: str,
+    options: TranslateOptions | None,
+    input_path: str | Path | None = None,
+) -> dict:
     """What a translated image needs to be reproduced: checkpoint, conditions and the translation's settings.
 
     A direct mapping (CycleGAN) has no steps, strength or guidance, so none are recorded for it.
@@ -33,11 +38,13 @@ def provenance(model: ConditionedModel, source: str, target: str, options: Trans
     }
 
 
-def write_translation(out: Path, stem: str, target: str, image: np.ndarray, model: ConditionedModel,
-                      meta: dict) -> Path:
+def write_translation(
+    out: Path, stem: str, target: str, image: np.ndarray, model: ConditionedModel, meta: dict
+) -> Path:
     """Write `<out>/<stem>_to_<target>.tif` with the checkpoint's channel names and the provenance."""
-    return write_image(Path(out) / f"{stem}_to_{safe_name(target)}.tif", image, channel_names=model.channel_names,
-                       provenance=meta)
+    return write_image(
+        Path(out) / f"{stem}_to_{safe_name(target)}.tif", image, channel_names=model.channel_names, provenance=meta
+    )
 
 
 def layer_file_name(text: str) -> str:

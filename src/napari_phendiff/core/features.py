@@ -31,8 +31,14 @@ class ConditionClassifier(nn.Module):
         widths = [width, 2 * width, 4 * width, 4 * width]
         layers, previous = [], channels
         for i, w in enumerate(widths):
-            layers += [nn.Conv2d(previous, w, 3, stride=1 if i == 0 else 2, padding=1), nn.GroupNorm(4, w),
-                       nn.SiLU(), nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(4, w), nn.SiLU()]
+            layers += [
+                nn.Conv2d(previous, w, 3, stride=1 if i == 0 else 2, padding=1),
+                nn.GroupNorm(4, w),
+                nn.SiLU(),
+                nn.Conv2d(w, w, 3, padding=1),
+                nn.GroupNorm(4, w),
+                nn.SiLU(),
+            ]
             previous = w
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(previous, n_conditions)
@@ -52,7 +58,7 @@ class TrainedClassifier:
     network: ConditionClassifier
     normalization: Normalization
     conditions: list[str]
-    accuracy: float           # on real images held out from its training
+    accuracy: float  # on real images held out from its training
     n_held_out: int
     name: str = "condition classifier"
 
@@ -78,8 +84,17 @@ class TrainedClassifier:
         return self._run(images, "logits").argmax(axis=1)
 
 
-def train_classifier(images: list[np.ndarray], labels: list[int], conditions: list[str], *, steps: int = 400,
-                     batch_size: int = 16, crop: int = 48, held_out: float = 0.2, seed: int = 0) -> TrainedClassifier:
+def train_classifier(
+    images: list[np.ndarray],
+    labels: list[int],
+    conditions: list[str],
+    *,
+    steps: int = 400,
+    batch_size: int = 16,
+    crop: int = 48,
+    held_out: float = 0.2,
+    seed: int = 0,
+) -> TrainedClassifier:
     """Train a condition classifier on real (C, Y, X) images: random crops, flips and rotations, AdamW.
 
     A share `held_out` of each condition's images is kept aside to measure its accuracy: a classifier that cannot
@@ -91,8 +106,10 @@ def train_classifier(images: list[np.ndarray], labels: list[int], conditions: li
     for c in range(len(conditions)):
         members = rng.permutation(np.flatnonzero(label_array == c))
         if len(members) < 2:
-            raise DataError(f"Condition {conditions[c]!r} has {len(members)} image(s); the condition classifier "
-                            "needs at least 2 per condition (one to train on, one to test on).")
+            raise DataError(
+                f"Condition {conditions[c]!r} has {len(members)} image(s); the condition classifier "
+                "needs at least 2 per condition (one to train on, one to test on)."
+            )
         n_test = max(1, int(round(held_out * len(members))))
         test_idx += list(members[:n_test])
         train_idx += list(members[n_test:])
@@ -111,16 +128,18 @@ def train_classifier(images: list[np.ndarray], labels: list[int], conditions: li
         for i in picks:
             image = scaled[i]
             y, x = rng.integers(image.shape[1] - crop + 1), rng.integers(image.shape[2] - crop + 1)
-            patch = np.rot90(image[:, y:y + crop, x:x + crop], k=int(rng.integers(4)), axes=(1, 2))
+            patch = np.rot90(image[:, y : y + crop, x : x + crop], k=int(rng.integers(4)), axes=(1, 2))
             batch.append(np.ascontiguousarray(patch[:, :, ::-1] if rng.integers(2) else patch))
-        loss = F.cross_entropy(network(torch.from_numpy(np.stack(batch)).float()),
-                               torch.from_numpy(train_labels[picks]))
+        loss = F.cross_entropy(
+            network(torch.from_numpy(np.stack(batch)).float()), torch.from_numpy(train_labels[picks])
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-    trained = TrainedClassifier(network.eval(), normalization, list(conditions), accuracy=float("nan"),
-                                n_held_out=len(test_idx))
+    trained = TrainedClassifier(
+        network.eval(), normalization, list(conditions), accuracy=float("nan"), n_held_out=len(test_idx)
+    )
     predicted = trained.predict([images[i] for i in test_idx])
     trained.accuracy = float(np.mean(predicted == label_array[test_idx]))
     return trained
@@ -132,15 +151,21 @@ class InceptionFeatures:
     def __init__(self, weights: str | Path, normalization: Normalization):
         weights = Path(weights).expanduser()
         if not weights.is_file():
-            raise DataError(f"{weights}: Inception weights not found. Give the path of torch-fidelity's "
-                            "pt_inception-2015-12-05 weights file, or use the offline default --features classifier.")
+            raise DataError(
+                f"{weights}: Inception weights not found. Give the path of torch-fidelity's "
+                "pt_inception-2015-12-05 weights file, or use the offline default --features classifier."
+            )
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
-            self.network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                              feature_extractor_weights_path=str(weights))
+
+            self.network = NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights)
+            )
         except ModuleNotFoundError as exc:
-            raise DataError("Inception features need torch-fidelity: pip install torch-fidelity "
-                            "(or use the offline default --features classifier).") from exc
+            raise DataError(
+                "Inception features need torch-fidelity: pip install torch-fidelity "
+                "(or use the offline default --features classifier)."
+            ) from exc
         self.normalization = normalization
         self.name = f"Inception-v3 ({weights.name})"
 
@@ -163,5 +188,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
         return np.concatenate([image, np.full_like(image[:1], image.min())], axis=0)
     if channels == 3:
         return image
-    raise DataError(f"Inception features take 1-3 channels, these images have {channels}. Use the default "
-                    "--features classifier, which takes any number of channels.")
+    raise DataError(
+        f"Inception features take 1-3 channels, these images have {channels}. Use the default "
+        "--features classifier, which takes any number of channels."
+    )

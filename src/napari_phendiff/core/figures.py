@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def comparison_figure(path: str | Path, rows: list[tuple[str, np.ndarray, np.ndarray]],
-                      channel_names: list[str]) -> Path:
+def comparison_figure(
+    path: str | Path, rows: list[tuple[str, np.ndarray, np.ndarray]], channel_names: list[str]
+) -> Path:
     """One row per (title, original, translated) pair and channel: original | translated | difference.
 
     Original and translated share contrast limits (robust percentiles of the original), so brightness changes are
@@ -27,10 +28,17 @@ def comparison_figure(path: str | Path, rows: list[tuple[str, np.ndarray, np.nda
             difference = after - before
             limit = max(float(np.percentile(np.abs(difference), 99.5)), 1e-9)
             unchanged = not difference.any()  # a kept channel: no colour scale to read
-            panels = ((before, "gray", low, high, f"{title}\n{channel}: original"),
-                      (after, "gray", low, high, "translated"),
-                      (difference, "RdBu_r", -limit, limit, "difference: none (kept as the original's)" if unchanged
-                       else "difference (translated - original)"))
+            panels = (
+                (before, "gray", low, high, f"{title}\n{channel}: original"),
+                (after, "gray", low, high, "translated"),
+                (
+                    difference,
+                    "RdBu_r",
+                    -limit,
+                    limit,
+                    "difference: none (kept as the original's)" if unchanged else "difference (translated - original)",
+                ),
+            )
             for ax, (data, cmap, vmin, vmax, label) in zip(axes[row], panels):
                 shown = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax)
                 ax.set_title(label, fontsize=8)

@@ -23,8 +23,14 @@ class Job:
     def output(self, target: str, extra: str = "") -> Path:
         """The translation's file, or one of its extras: "morph", "std", "reveal" (.tif) or "cells", "reveal_cells"
         (.csv)."""
-        suffix = {"": ".tif", "morph": "_morph.tif", "std": "_std.tif", "cells": "_cells.csv", "reveal": "_reveal.tif",
-                  "reveal_cells": "_reveal.csv"}[extra]
+        suffix = {
+            "": ".tif",
+            "morph": "_morph.tif",
+            "std": "_std.tif",
+            "cells": "_cells.csv",
+            "reveal": "_reveal.tif",
+            "reveal_cells": "_reveal.csv",
+        }[extra]
         return self.out_dir / f"{self.path.stem}_to_{safe_name(target)}{suffix}"
 
     def outputs(self, targets: list[str], extras: list[str]) -> list[Path]:
@@ -39,8 +45,10 @@ def plan_jobs(inputs: list[Path], out: Path, targets: Sequence[str] = ()) -> lis
     jobs, missing = [], []
     for item in map(Path, inputs):
         if item.is_dir() and (Path(out).resolve() == item.resolve() or item.resolve() in Path(out).resolve().parents):
-            raise DataError(f"The output folder {out} is inside the input folder {item}: a later run would translate these "
-                            "outputs too. Choose an output folder outside it.")
+            raise DataError(
+                f"The output folder {out} is inside the input folder {item}: a later run would translate these "
+                "outputs too. Choose an output folder outside it."
+            )
         if item.is_dir():
             jobs += [Job(p, out / p.parent.relative_to(item)) for p in images_in(item)]
         elif item.is_file():
@@ -57,8 +65,11 @@ def plan_jobs(inputs: list[Path], out: Path, targets: Sequence[str] = ()) -> lis
 
 def images_in(folder: Path) -> list[Path]:
     """The image files under `folder`, searched recursively, hidden files and folders left out."""
-    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def named_condition(path: str | Path, conditions: list[str]) -> tuple[str, str] | None:
@@ -93,13 +104,17 @@ def _refuse_collisions(jobs: list[Job], targets: Sequence[str]) -> None:
     for target in targets:
         other = names.setdefault(safe_name(target), target)
         if other != target:
-            raise DataError(f"Targets {other!r} and {target!r} would write the same files (*_to_{safe_name(target)}"
-                            ".tif). Translate them into different --out folders.")
+            raise DataError(
+                f"Targets {other!r} and {target!r} would write the same files (*_to_{safe_name(target)}"
+                ".tif). Translate them into different --out folders."
+            )
     writers: dict[Path, Path] = {}
     for job in jobs:
         for target in targets or [""]:
             first = writers.setdefault(job.output(target).resolve(), job.path)
             if first != job.path:
-                raise DataError(f"{first} and {job.path} would both be written to {job.output(target)}. Translate "
-                                "them into different --out folders, or give their common folder instead of the "
-                                "files (the folder layout is kept).")
+                raise DataError(
+                    f"{first} and {job.path} would both be written to {job.output(target)}. Translate "
+                    "them into different --out folders, or give their common folder instead of the "
+                    "files (the folder layout is kept)."
+                )

@@ -36,9 +36,17 @@ from .training.run import TrainEvent, iter_train
 from .walk import SAMPLE_STEPS, sample, starting_noise
 
 
-def generalization(data: str | Path, out: str | Path, n_per_class: int, config: TrainConfig, *, n_samples: int = 16,
-                   steps: int = SAMPLE_STEPS, seed: int = 0,
-                   on_train_event: Callable[[str, TrainEvent], None] | None = None) -> dict:
+def generalization(
+    data: str | Path,
+    out: str | Path,
+    n_per_class: int,
+    config: TrainConfig,
+    *,
+    n_samples: int = 16,
+    steps: int = SAMPLE_STEPS,
+    seed: int = 0,
+    on_train_event: Callable[[str, TrainEvent], None] | None = None,
+) -> dict:
     """Train two models (settings from `config`, its data/out ignored) on disjoint subsets of `n_per_class` images
     per condition of `data`, generate `n_samples` images per condition from the same seeds, and write histograms
     and a JSON summary into `out` (with the two models in out/model_a and out/model_b).
@@ -50,8 +58,10 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
         check_count(name, value)
     if not config.kind.generates:
         able = ", ".join(name for name, kind in KINDS.items() if kind.generates)
-        raise ConfigError(f"The generalization analysis generates images from noise, which a {config.model} model "
-                          f"cannot do; train one of: {able}.")
+        raise ConfigError(
+            f"The generalization analysis generates images from noise, which a {config.model} model "
+            f"cannot do; train one of: {able}."
+        )
     folder = scan_folder(data)
     subsets = _disjoint_subsets(folder, n_per_class, seed)
     work = out.with_name(f".{out.name}.work")
@@ -59,28 +69,45 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     seeds = model_seeds(config.seed)
     models = _train_pair(config, subsets, work, seeds, on_train_event)
     same_seed, nearest, noise = _similarities(models, folder.conditions, subsets, n_samples, steps, seed)
-    results: dict[str, Any] = {"conditions": {condition: {
-        "same_seed_similarity_median": float(np.median(same_seed[condition])),
-        "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
-        "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
-    } for condition in folder.conditions}}
+    results: dict[str, Any] = {
+        "conditions": {
+            condition: {
+                "same_seed_similarity_median": float(np.median(same_seed[condition])),
+                "nearest_training_similarity_median": float(
+                    np.median(np.concatenate(list(nearest[condition].values())))
+                ),
+                "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
+            }
+            for condition in folder.conditions
+        }
+    }
     all_same = np.concatenate(list(same_seed.values()))
     all_nearest = np.concatenate([v for per in nearest.values() for v in per.values()])
     all_noise = np.concatenate([v for per in noise.values() for v in per.values()])
     medians = [float(np.median(v)) for v in (all_same, all_nearest, all_noise)]
-    results.update({
-        "same_seed_similarity_median": medians[0],
-        "nearest_training_similarity_median": medians[1],
-        "starting_noise_similarity_median": medians[2],
-        "verdict": _verdict(*medians),
-        "n_per_class": n_per_class, "n_samples_per_condition": n_samples, "steps": steps, "seed": seed,
-        "model": config.model, "training": {"steps": config.steps, "preset": config.preset,
-                                            "image_size": config.image_size, "adapter": config.adapter,
-                                            "seeds": seeds},
-        "data": str(Path(data).resolve()),
-        "similarity": "cosine similarity of mean-centred images, in model a's normalised units (starting noise: in "
-                      "each model's own units, compared where the model diffuses: pixels or latents)",
-    })
+    results.update(
+        {
+            "same_seed_similarity_median": medians[0],
+            "nearest_training_similarity_median": medians[1],
+            "starting_noise_similarity_median": medians[2],
+            "verdict": _verdict(*medians),
+            "n_per_class": n_per_class,
+            "n_samples_per_condition": n_samples,
+            "steps": steps,
+            "seed": seed,
+            "model": config.model,
+            "training": {
+                "steps": config.steps,
+                "preset": config.preset,
+                "image_size": config.image_size,
+                "adapter": config.adapter,
+                "seeds": seeds,
+            },
+            "data": str(Path(data).resolve()),
+            "similarity": "cosine similarity of mean-centred images, in model a's normalised units (starting noise: in "
+            "each model's own units, compared where the model diffuses: pixels or latents)",
+        }
+    )
     try:
         _write(out, work, models, results, all_same, all_nearest, all_noise)
     finally:
@@ -88,8 +115,13 @@ def generalization(data: str | Path, out: str | Path, n_per_class: int, config: 
     return results
 
 
-def _train_pair(config: TrainConfig, subsets: dict[str, dict[str, list[Path]]], work: Path, seeds: dict[str, int],
-                on_train_event: Callable[[str, TrainEvent], None] | None) -> dict:
+def _train_pair(
+    config: TrainConfig,
+    subsets: dict[str, dict[str, list[Path]]],
+    work: Path,
+    seeds: dict[str, int],
+    on_train_event: Callable[[str, TrainEvent], None] | None,
+) -> dict:
     """Models a and b, each trained on its own subset (copied into `work`, where the model is written too)."""
     models = {}
     for name, files in subsets.items():
@@ -106,8 +138,14 @@ def _train_pair(config: TrainConfig, subsets: dict[str, dict[str, list[Path]]], 
     return models
 
 
-def _similarities(models: dict, conditions: list[str], subsets: dict[str, dict[str, list[Path]]], n_samples: int,
-                  steps: int, seed: int) -> tuple[dict, dict, dict]:
+def _similarities(
+    models: dict,
+    conditions: list[str],
+    subsets: dict[str, dict[str, list[Path]]],
+    n_samples: int,
+    steps: int,
+    seed: int,
+) -> tuple[dict, dict, dict]:
     """Per condition, the images both models generate from the same seeds compared: with each other (same seed),
     with the nearest training image of each model's subset, and with the noise each started from."""
     reference = models["a"].normalization  # one intensity scale for every image compared
@@ -116,15 +154,19 @@ def _similarities(models: dict, conditions: list[str], subsets: dict[str, dict[s
         raw = {name: sample(model, condition, n_samples, steps=steps, seed=seed) for name, model in models.items()}
         generated = {name: reference.forward(images) for name, images in raw.items()}
         same_seed[condition] = _similarity(generated["a"], generated["b"])
-        nearest[condition] = {name: nearest_training(generated[name], [reference.forward(read_image(p))
-                                                                          for p in subsets[name][condition]])
-                              for name in models}
+        nearest[condition] = {
+            name: nearest_training(
+                generated[name], [reference.forward(read_image(p)) for p in subsets[name][condition]]
+            )
+            for name in models
+        }
         noise[condition] = {name: _noise_similarity(model, raw[name], seed) for name, model in models.items()}
     return same_seed, nearest, noise
 
 
-def _write(out: Path, work: Path, models: dict, results: dict, same_seed: np.ndarray, nearest: np.ndarray,
-           noise: np.ndarray) -> None:
+def _write(
+    out: Path, work: Path, models: dict, results: dict, same_seed: np.ndarray, nearest: np.ndarray, noise: np.ndarray
+) -> None:
     """The analysis (JSON, similarities, histograms) and the two models with their data, into `out` at once."""
     with atomic_folder(out) as final:
         (final / "generalization.json").write_text(json.dumps(results, indent=2))
@@ -144,14 +186,16 @@ def _disjoint_subsets(folder, n_per_class: int, seed: int) -> dict[str, dict[str
     short = {c: len(f) for c, f in folder.files.items() if len(f) < 2 * n_per_class}
     if n_per_class < 1 or short:
         listing = ", ".join(f"{c}: {k}" for c, k in short.items())
-        raise DataError(f"{folder.root}: two disjoint subsets of {n_per_class} images per condition need "
-                        f"{2 * n_per_class} per condition ({listing}). Lower --n-per-class.")
+        raise DataError(
+            f"{folder.root}: two disjoint subsets of {n_per_class} images per condition need "
+            f"{2 * n_per_class} per condition ({listing}). Lower --n-per-class."
+        )
     rng = np.random.default_rng(seed)
     subsets: dict[str, dict[str, list[Path]]] = {"a": {}, "b": {}}
     for condition, files in folder.files.items():
         order = rng.permutation(len(files))
         subsets["a"][condition] = [files[i] for i in order[:n_per_class]]
-        subsets["b"][condition] = [files[i] for i in order[n_per_class:2 * n_per_class]]
+        subsets["b"][condition] = [files[i] for i in order[n_per_class : 2 * n_per_class]]
     return subsets
 
 
@@ -175,7 +219,7 @@ def nearest_training(generated: np.ndarray, training: list[np.ndarray]) -> np.nd
     for image in training:
         for y in range(0, image.shape[1] - size + 1, stride):
             for x in range(0, image.shape[2] - size + 1, stride):
-                crop = image[:, y:y + size, x:x + size]
+                crop = image[:, y : y + size, x : x + size]
                 for k in range(4):
                     rotated = np.rot90(crop, k, axes=(1, 2))
                     windows += [rotated, rotated[:, :, ::-1]]
@@ -197,9 +241,11 @@ def _noise_similarity(model, generated: np.ndarray, seed: int) -> np.ndarray:
 def _verdict(same_seed: float, nearest: float, noise: float) -> str:
     """The highest of the three similarities decides."""
     if noise >= max(same_seed, nearest):
-        return ("not decided: the generated images still resemble the noise they started from more than anything "
-                "else, so the two models agree only because they were given the same noise; train longer (or "
-                "generate with more --sample-steps) before reading this analysis")
+        return (
+            "not decided: the generated images still resemble the noise they started from more than anything "
+            "else, so the two models agree only because they were given the same noise; train longer (or "
+            "generate with more --sample-steps) before reading this analysis"
+        )
     if same_seed > nearest:
         return "generalises: the two models agree with each other more than with any training image"
     return "memorises: generated images resemble training images more than the other model's images"
@@ -212,16 +258,21 @@ def _histograms(path: Path, same_seed: np.ndarray, nearest: np.ndarray, results:
     axes = fig.subplots(1, 2)
     bins = np.linspace(-0.2, 1, 49)
     axes[0].hist(same_seed, bins=bins, color="tab:blue")
-    axes[0].set_title(f"model a vs model b, same seed\nmedian {np.median(same_seed):.3f} (generalisation → 1)",
-                      fontsize=9)
+    axes[0].set_title(
+        f"model a vs model b, same seed\nmedian {np.median(same_seed):.3f} (generalisation → 1)", fontsize=9
+    )
     axes[1].hist(nearest, bins=bins, color="tab:red")
-    axes[1].set_title(f"generated vs nearest training image\nmedian {np.median(nearest):.3f} (memorisation → 1)",
-                      fontsize=9)
+    axes[1].set_title(
+        f"generated vs nearest training image\nmedian {np.median(nearest):.3f} (memorisation → 1)", fontsize=9
+    )
     for ax in axes:
         ax.set_xlabel("cosine similarity (mean-centred)")
     verdict = results["verdict"].split(":")[0]
-    fig.suptitle(f"{results['model']} model, {results['n_per_class']} training images per condition; generated vs "
-                 f"starting noise: median {results['starting_noise_similarity_median']:.3f}; {verdict}", fontsize=9)
+    fig.suptitle(
+        f"{results['model']} model, {results['n_per_class']} training images per condition; generated vs "
+        f"starting noise: median {results['starting_noise_similarity_median']:.3f}; {verdict}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path

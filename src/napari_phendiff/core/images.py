@@ -38,8 +38,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path}: no such file.")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not an image file. Give one of the images in it (or, where a "
-                        "command takes folders, the folder as an input).")
+        raise DataError(
+            f"{path}: is a folder, not an image file. Give one of the images in it (or, where a "
+            "command takes folders, the folder as an input)."
+        )
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
@@ -59,10 +61,13 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: holds {what}, not intensities. Give the microscope's integer or float32 image.")
     image = to_cyx(array, axes=axes, source=str(path))
     if axes and image.ndim == 3 and image.shape[0] > 1 and not set(axes) & set("CS"):
-        warnings.warn(f"TIFF files without axes metadata (shape {array.shape}): the short axis is "
-                      "read as channels. If it is a Z stack or a time series instead: " + SPLIT_HINT + " Files "
-                      "written with ImageJ metadata (axes CYX) are read without guessing.", PhenDiffWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"TIFF files without axes metadata (shape {array.shape}): the short axis is "
+            "read as channels. If it is a Z stack or a time series instead: " + SPLIT_HINT + " Files "
+            "written with ImageJ metadata (axes CYX) are read without guessing.",
+            PhenDiffWarning,
+            stacklevel=2,
+        )
     if path.suffix.lower() in OTHER_SUFFIXES:
         image = _drop_rgb_redundancy(image)
     check_finite(image, str(path))
@@ -100,9 +105,7 @@ def to_cyx(array: np.ndarray, axes: str | None = None, source: str = "image") ->
         axes = "".join(axes[i] for i in keep)
         stack_axes = [a for a in axes if a in "ZTI"]
         if stack_axes or array.ndim > 3:
-            raise DataError(
-                f"{source}: is a stack of shape {array.shape} (axes {axes}), not a 2D image. {SPLIT_HINT}"
-            )
+            raise DataError(f"{source}: is a stack of shape {array.shape} (axes {axes}), not a 2D image. {SPLIT_HINT}")
         if array.ndim == 3 and axes[-1] in "CS" and axes[:2] == "YX":
             return np.moveaxis(array, -1, 0)
         if array.ndim == 3 and axes[0] in "CS":
@@ -165,8 +168,12 @@ class Normalization:
             pooled.append(flat[:, ::step].astype(np.float64))
         low, high = np.percentile(np.concatenate(pooled, axis=1), percentiles, axis=1)
         high = np.where(high - low < 1e-6, low + 1.0, high)  # a flat channel must not divide by zero
-        return cls(low=[float(v) for v in low], high=[float(v) for v in high],
-                   percentiles=(percentiles[0], percentiles[1]), dtype=str(images[0].dtype))
+        return cls(
+            low=[float(v) for v in low],
+            high=[float(v) for v in high],
+            percentiles=(percentiles[0], percentiles[1]),
+            dtype=str(images[0].dtype),
+        )
 
     def _scale(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
         """low and high shaped to broadcast over (C, Y, X) or (N, C, Y, X)."""
@@ -197,8 +204,12 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Normalization":
-        return cls(low=list(data["low"]), high=list(data["high"]), percentiles=tuple(data["percentiles"]),
-                   dtype=data.get("dtype", "uint16"))
+        return cls(
+            low=list(data["low"]),
+            high=list(data["high"]),
+            percentiles=tuple(data["percentiles"]),
+            dtype=data.get("dtype", "uint16"),
+        )
 
 
 def cast_like(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -218,8 +229,13 @@ def resize_fields(fields: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     whole images to the model's size, and how translation shows them to such a model and scales its output back."""
     from skimage.transform import resize
 
-    return resize(np.asarray(fields, np.float32), (*np.shape(fields)[:-2], *size), order=1, anti_aliasing=True,
-                  preserve_range=True).astype(np.float32)
+    return resize(
+        np.asarray(fields, np.float32),
+        (*np.shape(fields)[:-2], *size),
+        order=1,
+        anti_aliasing=True,
+        preserve_range=True,
+    ).astype(np.float32)
 
 
 def read_provenance(path: str | Path) -> dict | None:
@@ -235,8 +251,9 @@ def read_provenance(path: str | Path) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def write_image(path: str | Path, image: np.ndarray, *, channel_names: list[str] | None = None,
-                provenance: dict | None = None) -> Path:
+def write_image(
+    path: str | Path, image: np.ndarray, *, channel_names: list[str] | None = None, provenance: dict | None = None
+) -> Path:
     """Write a (Y, X) or (C, Y, X) image, or a (T, C, Y, X) stack, as an ImageJ-compatible TIFF with provenance.
 
     Channels are the C axis, the dtype is kept, size-1 axes are left out. ImageJ hyperstacks hold only uint8,

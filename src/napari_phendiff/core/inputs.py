@@ -26,8 +26,10 @@ def as_stack(images, model: ConditionedModel, where: str = "the image"):
     kind = array.dtype.kind
     if kind not in "uif":
         what = {"b": "true/false values (a mask?)", "c": "complex numbers", "O": "Python objects (a ragged list?)"}
-        raise DataError(f"{where}: holds {what.get(kind, f'values of type {array.dtype}')}, not intensities. Give "
-                        "an integer or floating-point image (e.g. the microscope's uint8/uint16, or float32).")
+        raise DataError(
+            f"{where}: holds {what.get(kind, f'values of type {array.dtype}')}, not intensities. Give "
+            "an integer or floating-point image (e.g. the microscope's uint8/uint16, or float32)."
+        )
     if array.ndim == 2 and model.channels == 1:
         stack, restore = array[None, None], (lambda out: out[0, 0])
     elif array.ndim == 3:
@@ -35,8 +37,11 @@ def as_stack(images, model: ConditionedModel, where: str = "the image"):
     elif array.ndim == 4:
         stack, restore = array, (lambda out: out)
     else:
-        raise DataError(f"Images of shape {array.shape} cannot be translated: give (C, Y, X) or (N, C, Y, X)"
-                        + (" or (Y, X)" if model.channels == 1 else "") + ".")
+        raise DataError(
+            f"Images of shape {array.shape} cannot be translated: give (C, Y, X) or (N, C, Y, X)"
+            + (" or (Y, X)" if model.channels == 1 else "")
+            + "."
+        )
     if stack.shape[1] != model.channels:
         raise DataError(
             f"{where}: has {stack.shape[1]} channel(s) (shape {array.shape}, channels first) but checkpoint "
@@ -52,10 +57,13 @@ def warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: s
     """A different dtype or an intensity range far from the training images' is translated, but said."""
     normalization = model.normalization
     if str(stack.dtype) != normalization.dtype and np.dtype(normalization.dtype).kind in "ui":
-        warnings.warn(f"{where}: is {stack.dtype} but the model was trained on {normalization.dtype} images; "
-                      "intensities are read on the training images' scale, so the translation may be clipped or "
-                      f"dim. Convert the image to {normalization.dtype} as the training images were.",
-                      PhenDiffWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: is {stack.dtype} but the model was trained on {normalization.dtype} images; "
+            "intensities are read on the training images' scale, so the translation may be clipped or "
+            f"dim. Convert the image to {normalization.dtype} as the training images were.",
+            PhenDiffWarning,
+            stacklevel=3,
+        )
         return
     seen = (model.manifest or {}).get("training_images") or {}
     if seen.get("nucleus_diameter_px") and seen.get("nuclear_channel") in model.channel_names:
@@ -66,14 +74,22 @@ def warn_if_unlike_training(stack: np.ndarray, model: ConditionedModel, where: s
         # on the simulator, fields of the training cells' size measured 0.8-1.17 of the training median, fields of
         # 28-px cells (20 px trained) 1.0-1.65
         if diameter and not 0.7 < diameter / seen["nucleus_diameter_px"] < 1.3:
-            warnings.warn(f"{where}: its nuclei measure about {diameter:.0f} px across, the training images' "
-                          f"{seen['nucleus_diameter_px']:.0f} px; a model translates cells of the size it learnt and "
-                          "may invent or merge nuclei at another. Rescale the image by "
-                          f"{seen['nucleus_diameter_px'] / diameter:.2f} first.", PhenDiffWarning, stacklevel=3)
+            warnings.warn(
+                f"{where}: its nuclei measure about {diameter:.0f} px across, the training images' "
+                f"{seen['nucleus_diameter_px']:.0f} px; a model translates cells of the size it learnt and "
+                "may invent or merge nuclei at another. Rescale the image by "
+                f"{seen['nucleus_diameter_px'] / diameter:.2f} first.",
+                PhenDiffWarning,
+                stacklevel=3,
+            )
     scaled = normalization.forward(stack[:, :, ::4, ::4])
     high = np.percentile(scaled, 99, axis=(0, 2, 3))
     for name, value in zip(model.channel_names, high):
         if not -3 < value < 5:  # the training images' 99.5th percentile is at +1
-            warnings.warn(f"{where}: channel {name!r} is far brighter or dimmer than in the training images "
-                          f"(99th percentile at {value:.1f} on the scale where training images reach 1). Check the "
-                          "channel order and the acquisition settings.", PhenDiffWarning, stacklevel=3)
+            warnings.warn(
+                f"{where}: channel {name!r} is far brighter or dimmer than in the training images "
+                f"(99th percentile at {value:.1f} on the scale where training images reach 1). Check the "
+                "channel order and the acquisition settings.",
+                PhenDiffWarning,
+                stacklevel=3,
+            )

@@ -44,8 +44,7 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, seed: int = 0) -
     subset_size = min(len(real), len(fake), 1000)
     with warnings.catch_warnings():  # it warns that it keeps all features: ours are few and small
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets,
-                                         subset_size=subset_size)
+        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=subset_size)
     metric.update(torch.from_numpy(real), real=True)
     metric.update(torch.from_numpy(fake), real=False)
     with _seeded(seed):  # torchmetrics draws the subsets with torch's global generator
@@ -111,8 +110,10 @@ def _check(real: np.ndarray, fake: np.ndarray, minimum: int) -> tuple[np.ndarray
         if array.ndim != 2:
             raise DataError(f"{name} features must be (samples, features), got shape {array.shape}")
         if len(array) < minimum:
-            raise DataError(f"Too few {name} images to compare distributions: {len(array)}, need at least "
-                            f"{minimum}. Evaluate on more images.")
+            raise DataError(
+                f"Too few {name} images to compare distributions: {len(array)}, need at least "
+                f"{minimum}. Evaluate on more images."
+            )
     if real.shape[1] != fake.shape[1]:
         raise DataError(f"real and generated features differ in length: {real.shape[1]} vs {fake.shape[1]}")
     return real, fake

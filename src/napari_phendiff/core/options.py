@@ -26,9 +26,20 @@ from .errors import CheckpointError, ConfigError
 
 # Defined beside this module, read from here like every option: the count check and the training options.
 from .checks import check_count  # noqa: F401
-from .train_options import (ADAPTER_LR, ADAPTERS, DEFAULT_STEPS_TRAINING, DEVICES, MIXED_PRECISIONS,  # noqa: F401
-                            PRESET_SIZES, TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig,  # noqa: F401
-                            default_lr, default_steps)  # noqa: F401
+from .train_options import (
+    ADAPTER_LR,  # noqa: F401
+    ADAPTERS,  # noqa: F401
+    DEFAULT_STEPS_TRAINING,  # noqa: F401
+    DEVICES,  # noqa: F401
+    MIXED_PRECISIONS,  # noqa: F401
+    PRESET_SIZES,  # noqa: F401
+    TRAIN_CHOICES,  # noqa: F401
+    TRAIN_DEFAULTS,  # noqa: F401
+    TRAIN_HELP,  # noqa: F401
+    TrainConfig,  # noqa: F401
+    default_lr,  # noqa: F401
+    default_steps,  # noqa: F401
+)
 
 NEGATIVES = ("null", "source")
 INVERSIONS = ("ddim", "bdia")
@@ -67,14 +78,15 @@ class Flag:
     choices: tuple = ()
     nargs: int | str | None = None
     metavar: str | tuple | None = None
-    shown: str | None = None          # the default as the help shows it (None: the field's default; "": not shown)
-    words: dict | None = None         # flag word -> field value, for a field whose values are not words (tiles)
-    boolean: bool = False             # --name / --no-name
+    shown: str | None = None  # the default as the help shows it (None: the field's default; "": not shown)
+    words: dict | None = None  # flag word -> field value, for a field whose values are not words (tiles)
+    boolean: bool = False  # --name / --no-name
 
     def argument(self, name: str, default) -> dict:
         """The keyword arguments of argparse's add_argument for field `name` (its value unset: None)."""
-        shown = self.shown if self.shown is not None else (f"{default:g}" if isinstance(default, float) else
-                                                            str(default))
+        shown = (
+            self.shown if self.shown is not None else (f"{default:g}" if isinstance(default, float) else str(default))
+        )
         kwargs: dict[str, Any] = dict(help=self.help + (f" (default {shown})" if shown else ""), default=None)
         if self.words:
             kwargs.update(choices=list(self.words), default=next(w for w, v in self.words.items() if v == default))
@@ -104,52 +116,99 @@ class TranslateOptions:
     """How a translation is run. Every field has a default and a Flag (its help and command-line shape); `validate`
     explains a bad value before any work. `record` and `from_record` are its one conversion to and from JSON."""
 
-    steps: int = option(DEFAULT_STEPS, Flag(
-        "DDIM steps of the whole noise schedule; at strength s, s x steps are run each way", int))
-    strength: float = option(DEFAULT_STRENGTH, Flag(
-        "how far the image is taken apart before it is rebuilt, 0 < s <= 1: low keeps every cell, high lets the "
-        "condition change more; 1 inverts to pure noise (the original PhenDiff translation)", float))
-    guidance: float = option(DEFAULT_GUIDANCE, Flag(
-        "guidance scale w: eps = eps(negative) + w x (eps(target) - eps(negative)); 1 = none", float))
-    negative: str = option(DEFAULT_NEGATIVE, Flag(
-        "what guidance contrasts the target with: 'source' (the source condition: what differs between the "
-        "conditions) or 'null' (classic classifier-free guidance)", choices=NEGATIVES))
-    guidance_interval: tuple[float, float] = option((0.0, 1.0), Flag(
-        "apply guidance only at noise levels t/T within LOW HIGH (fractions of the schedule, 0 = clean, 1 = pure "
-        "noise)", float, nargs=2, metavar=("LOW", "HIGH"), shown="0 1: everywhere"))
-    inversion: str = option("ddim", Flag(
-        "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
-        choices=INVERSIONS))
-    keep_channels: tuple[str, ...] = option((), Flag(
-        "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the other channels "
-        "are regenerated around them (latent models: pasted after decoding)", nargs="+", metavar="CHANNEL",
-        shown="none"))
-    eta: float = option(0.0, Flag(
-        "0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration", float))
+    steps: int = option(
+        DEFAULT_STEPS, Flag("DDIM steps of the whole noise schedule; at strength s, s x steps are run each way", int)
+    )
+    strength: float = option(
+        DEFAULT_STRENGTH,
+        Flag(
+            "how far the image is taken apart before it is rebuilt, 0 < s <= 1: low keeps every cell, high lets the "
+            "condition change more; 1 inverts to pure noise (the original PhenDiff translation)",
+            float,
+        ),
+    )
+    guidance: float = option(
+        DEFAULT_GUIDANCE,
+        Flag("guidance scale w: eps = eps(negative) + w x (eps(target) - eps(negative)); 1 = none", float),
+    )
+    negative: str = option(
+        DEFAULT_NEGATIVE,
+        Flag(
+            "what guidance contrasts the target with: 'source' (the source condition: what differs between the "
+            "conditions) or 'null' (classic classifier-free guidance)",
+            choices=NEGATIVES,
+        ),
+    )
+    guidance_interval: tuple[float, float] = option(
+        (0.0, 1.0),
+        Flag(
+            "apply guidance only at noise levels t/T within LOW HIGH (fractions of the schedule, 0 = clean, 1 = pure "
+            "noise)",
+            float,
+            nargs=2,
+            metavar=("LOW", "HIGH"),
+            shown="0 1: everywhere",
+        ),
+    )
+    inversion: str = option(
+        "ddim",
+        Flag(
+            "'ddim' (plain DDIM inversion) or 'bdia' (exact inversion, Zhang et al. 2023; same cost)",
+            choices=INVERSIONS,
+        ),
+    )
+    keep_channels: tuple[str, ...] = option(
+        (),
+        Flag(
+            "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the other channels "
+            "are regenerated around them (latent models: pasted after decoding)",
+            nargs="+",
+            metavar="CHANNEL",
+            shown="none",
+        ),
+    )
+    eta: float = option(
+        0.0, Flag("0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration", float)
+    )
     seed: int = option(0, Flag("random seed (matters only for eta > 0); recorded with the result", int))
-    batch_size: int | None = option(None, Flag(
-        "tiles or fields per network call", int, shown="by device memory"))
-    precision: str = option("fp32", Flag(
-        "network precision: fp32, bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)", choices=PRECISIONS))
-    tiles: bool | None = option(None, Flag(
-        "whole fields when they fit the device's memory budget, tiles of the model's size beyond it (auto); "
-        "'whole' or 'tiles' forces either", words={"auto": None, "whole": False, "tiles": True}, shown=""))
+    batch_size: int | None = option(None, Flag("tiles or fields per network call", int, shown="by device memory"))
+    precision: str = option(
+        "fp32",
+        Flag("network precision: fp32, bf16 or fp16 (faster on GPUs, see docs/benchmarks.md)", choices=PRECISIONS),
+    )
+    tiles: bool | None = option(
+        None,
+        Flag(
+            "whole fields when they fit the device's memory budget, tiles of the model's size beyond it (auto); "
+            "'whole' or 'tiles' forces either",
+            words={"auto": None, "whole": False, "tiles": True},
+            shown="",
+        ),
+    )
     # on: a sparse 384-px field took 5.3 s instead of 29.2 with the same transfer, dense fields lost nothing (no
     # tile was copied); docs/benchmarks.md laptop_field
-    skip_background: bool = option(True, Flag(
-        "in tiles, copy the tiles with no cell within a quarter tile of them (the channels' mean below the field's "
-        "Otsu threshold) instead of translating them", boolean=True, shown="on"))
+    skip_background: bool = option(
+        True,
+        Flag(
+            "in tiles, copy the tiles with no cell within a quarter tile of them (the channels' mean below the field's "
+            "Otsu threshold) instead of translating them",
+            boolean=True,
+            shown="on",
+        ),
+    )
 
     def validate(self) -> "TranslateOptions":
         """Return self with normalised types, or raise ConfigError naming the option and the allowed values."""
         steps = whole_number("steps", self.steps)
         if not 1 <= steps <= MAX_STEPS:
-            raise ConfigError(f"steps must be between 1 and {MAX_STEPS} (the training schedule's length), "
-                              f"not {self.steps}.")
+            raise ConfigError(
+                f"steps must be between 1 and {MAX_STEPS} (the training schedule's length), not {self.steps}."
+            )
         strength = finite_number("strength", self.strength)
         if not 0 < strength <= 1:
-            raise ConfigError(f"strength must be in (0, 1] (how far the image is inverted: 1 = to pure noise), "
-                              f"not {self.strength}.")
+            raise ConfigError(
+                f"strength must be in (0, 1] (how far the image is inverted: 1 = to pure noise), not {self.strength}."
+            )
         guidance = finite_number("guidance", 1.0 if self.guidance is None else self.guidance)
         if guidance < 0:
             raise ConfigError(f"guidance must be >= 0 (1 = no guidance), not {self.guidance}.")
@@ -160,16 +219,20 @@ class TranslateOptions:
             raise ConfigError(f"guidance_interval must be two numbers (low, high), not {self.guidance_interval!r}.")
         low, high = (finite_number("guidance_interval", v) for v in interval)
         if not 0 <= low <= high <= 1:
-            raise ConfigError(f"guidance_interval must satisfy 0 <= low <= high <= 1 (fractions of the noise "
-                              f"schedule), not {self.guidance_interval!r}.")
+            raise ConfigError(
+                f"guidance_interval must satisfy 0 <= low <= high <= 1 (fractions of the noise "
+                f"schedule), not {self.guidance_interval!r}."
+            )
         if self.inversion not in INVERSIONS:
             raise ConfigError(f"inversion must be one of {', '.join(INVERSIONS)}, not {self.inversion!r}.")
         keep = (self.keep_channels,) if isinstance(self.keep_channels, str) else tuple(self.keep_channels or ())
         if any(not isinstance(name, str) or not name for name in keep) or len(set(keep)) < len(keep):
             raise ConfigError(f"keep_channels must be distinct channel names, not {self.keep_channels!r}.")
         if keep and self.inversion == "bdia":
-            raise ConfigError("keep_channels replaces the kept channels by the inversion's own at every step, "
-                              "which an exact (bdia) walk cannot follow: use inversion 'ddim' with it.")
+            raise ConfigError(
+                "keep_channels replaces the kept channels by the inversion's own at every step, "
+                "which an exact (bdia) walk cannot follow: use inversion 'ddim' with it."
+            )
         eta = finite_number("eta", self.eta)
         if eta < 0:
             raise ConfigError(f"eta must be >= 0 (0 = deterministic DDIM), not {self.eta}.")
@@ -185,8 +248,17 @@ class TranslateOptions:
             raise ConfigError(f"tiles must be True, False or None (by memory), not {self.tiles!r}.")
         if self.skip_background not in (True, False):
             raise ConfigError(f"skip_background must be True or False, not {self.skip_background!r}.")
-        return replace(self, steps=steps, strength=strength, guidance=guidance, guidance_interval=(low, high),
-                       keep_channels=keep, eta=eta, seed=seed, batch_size=batch)
+        return replace(
+            self,
+            steps=steps,
+            strength=strength,
+            guidance=guidance,
+            guidance_interval=(low, high),
+            keep_channels=keep,
+            eta=eta,
+            seed=seed,
+            batch_size=batch,
+        )
 
     @property
     def run_steps(self) -> int:
@@ -204,8 +276,9 @@ class TranslateOptions:
     @classmethod
     def from_record(cls, values: dict) -> "TranslateOptions":
         """Options from `record`'s JSON values (lists back to tuples), checked."""
-        given: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
-                                 for name, value in values.items()}
+        given: dict[str, Any] = {
+            name: tuple(value) if isinstance(value, list) else value for name, value in values.items()
+        }
         return cls(**given).validate()
 
 
@@ -220,6 +293,7 @@ HELP = {name: flag.help for name, flag in flags().items()}  # the words of each 
 def grid_steps(steps: int, strength: float) -> int:
     """How many steps of a `steps`-step grid a translation at `strength` runs each way (at least one)."""
     return max(1, round(strength * steps))
+
 
 FIELD_NAMES = tuple(f.name for f in fields(TranslateOptions))
 
@@ -255,8 +329,7 @@ def model_defaults(manifest: dict | None) -> dict:
 
 
 def _invalid_setting(where: str, why: str) -> CheckpointError:
-    return CheckpointError(f"{where} {why.rstrip('.')}. Calibrate it again (phendiff calibrate) or remove that "
-                           "entry.")
+    return CheckpointError(f"{where} {why.rstrip('.')}. Calibrate it again (phendiff calibrate) or remove that entry.")
 
 
 def _checked_setting(entry, manifest: dict | None, where: str) -> dict:
@@ -271,13 +344,15 @@ def _checked_setting(entry, manifest: dict | None, where: str) -> dict:
     channels = (manifest or {}).get("channel_names") or []
     absent = [c for c in settings.get("keep_channels", ()) if channels and c not in channels]
     if absent:
-        raise _invalid_setting(where, f"keeps channel(s) {', '.join(map(str, absent))}, which it does not have "
-                                      f"({', '.join(channels)})")
+        raise _invalid_setting(
+            where, f"keeps channel(s) {', '.join(map(str, absent))}, which it does not have ({', '.join(channels)})"
+        )
     return settings
 
 
-def resolve_options(manifest: dict | None, source: str, target: str, given: dict | None = None
-                    ) -> tuple[TranslateOptions, dict[str, str]]:
+def resolve_options(
+    manifest: dict | None, source: str, target: str, given: dict | None = None
+) -> tuple[TranslateOptions, dict[str, str]]:
     """Options for one direction and where each came from: "given", "calibrated", "model default" or "default".
 
     `given` holds what the user set (None values count as not set).
@@ -286,10 +361,12 @@ def resolve_options(manifest: dict | None, source: str, target: str, given: dict
     names = tuple(flags())
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise ConfigError(f"Unknown translation option(s) {', '.join(unknown)}: "
-                          f"the options are {', '.join(names)}.")
-    layers = (("given", given), ("calibrated", calibrated_settings(manifest, source, target)),
-              ("model default", model_defaults(manifest)))
+        raise ConfigError(f"Unknown translation option(s) {', '.join(unknown)}: the options are {', '.join(names)}.")
+    layers = (
+        ("given", given),
+        ("calibrated", calibrated_settings(manifest, source, target)),
+        ("model default", model_defaults(manifest)),
+    )
     values, sources = {}, {}
     for name in names:
         origin, value = next(((o, layer[name]) for o, layer in layers if name in layer), ("default", None))
@@ -317,8 +394,10 @@ def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = 
     if options.keep_channels:
         parts.append(f"kept {'+'.join(options.keep_channels)} ({sources.get('keep_channels', 'default')})")
     if options.guidance_interval != (0.0, 1.0):
-        parts.append(f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
-                     f"({sources.get('guidance_interval', 'default')})")
+        parts.append(
+            f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
+            f"({sources.get('guidance_interval', 'default')})"
+        )
     return ", ".join(parts)
 
 
@@ -335,4 +414,3 @@ def settings_tag(options: TranslateOptions, direct: bool = False) -> str:
     if options.keep_channels:
         tag += "_keep_" + "-".join(options.keep_channels)
     return tag
-

@@ -76,14 +76,23 @@ def share_masks(changed: np.ndarray, cells: np.ndarray, shares=SHARES) -> dict[f
     return masks
 
 
-def reveal(original: np.ndarray, translated: np.ndarray, channel_names: list[str], *,
-           nuclei: np.ndarray | None = None, cells: np.ndarray | None = None, reached: float = REACHED) -> Revealed:
+def reveal(
+    original: np.ndarray,
+    translated: np.ndarray,
+    channel_names: list[str],
+    *,
+    nuclei: np.ndarray | None = None,
+    cells: np.ndarray | None = None,
+    reached: float = REACHED,
+) -> Revealed:
     """Each cell's minimal change mask and score for one (C, Y, X) image and its translation (see the module's
     docstring). Nuclei are segmented on the original's nuclear channel unless `nuclei`/`cells` are given."""
     original, translated = np.asarray(original), np.asarray(translated)
     if original.shape != translated.shape or original.ndim != 3 or original.shape[0] != len(channel_names):
-        raise ConfigError(f"Reveal one (C, Y, X) image and its translation of the same shape with one name per "
-                          f"channel, not {original.shape} and {translated.shape} with {len(channel_names)} name(s).")
+        raise ConfigError(
+            f"Reveal one (C, Y, X) image and its translation of the same shape with one name per "
+            f"channel, not {original.shape} and {translated.shape} with {len(channel_names)} name(s)."
+        )
     if not 0 < reached <= 1:
         raise ConfigError(f"reached must lie in (0, 1], not {reached}.")
     if nuclei is None:
@@ -127,9 +136,18 @@ def reveal(original: np.ndarray, translated: np.ndarray, channel_names: list[str
     for i, cell in enumerate(ids):
         share = mask_areas[i] / areas[i]
         score = float(change[i] * carried[i] / share) if moved[i] and share > 0 else 0.0
-        rows.append({"cell": int(cell), "y": float(centres[i][0]), "x": float(centres[i][1]), "area": int(areas[i]),
-                     "mask_area": int(mask_areas[i]), "mask_share": float(share),
-                     "change": float(change[i]) if moved[i] else 0.0,
-                     "reached": float(carried[i]) if moved[i] else 0.0, "reveal_score": score})
+        rows.append(
+            {
+                "cell": int(cell),
+                "y": float(centres[i][0]),
+                "x": float(centres[i][1]),
+                "area": int(areas[i]),
+                "mask_area": int(mask_areas[i]),
+                "mask_share": float(share),
+                "change": float(change[i]) if moved[i] else 0.0,
+                "reached": float(carried[i]) if moved[i] else 0.0,
+                "reveal_score": score,
+            }
+        )
     rows.sort(key=lambda row: -row["reveal_score"])
     return Revealed(mask, paste(original, translated, mask), cells, rows)

@@ -36,17 +36,28 @@ class Setting:
         return f"s {self.strength:g}, {guided}" + ("" if self.inversion == "ddim" else f", {self.inversion}")
 
 
-def sweep(model, images: np.ndarray, source: str, target: str, settings: Sequence[Setting],
-          base: TranslateOptions | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[Setting, np.ndarray]:
+def sweep(
+    model,
+    images: np.ndarray,
+    source: str,
+    target: str,
+    settings: Sequence[Setting],
+    base: TranslateOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[Setting, np.ndarray]:
     """Translate a stack (N, C, Y, X) source -> target with every setting; {setting: stack in the input's dtype}."""
     pairs = sweep_pairs(model, images, source, [(target, s) for s in settings], base, progress)
     return {setting: result for (_, setting), result in pairs.items()}
 
 
-def sweep_pairs(model, images: np.ndarray, source: str, pairs: Sequence[tuple[str, Setting]],
-                base: TranslateOptions | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, Setting], np.ndarray]:
+def sweep_pairs(
+    model,
+    images: np.ndarray,
+    source: str,
+    pairs: Sequence[tuple[str, Setting]],
+    base: TranslateOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[tuple[str, Setting], np.ndarray]:
     """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`;
     {(target, setting): stack in the input's dtype}, each equal to `translate` with that setting alone.
 

@@ -43,8 +43,10 @@ Job = tuple[int, Window]  # (image, window): one tile of one image of the stack
 
 def padded_size(height: int, width: int, min_size: int, multiple: int) -> tuple[int, int]:
     """Each side at least min_size and a multiple of `multiple`: the field a translation cuts."""
-    return (max(min_size, math.ceil(height / multiple) * multiple),
-            max(min_size, math.ceil(width / multiple) * multiple))
+    return (
+        max(min_size, math.ceil(height / multiple) * multiple),
+        max(min_size, math.ceil(width / multiple) * multiple),
+    )
 
 
 def mirror_indices(length: int, target: int, reflect: bool) -> np.ndarray:
@@ -108,7 +110,7 @@ def _signal(field: np.ndarray, top: int, bottom: int, scale: Callable) -> np.nda
     rows as smoothing the whole field would give: the band is read with the rows the Gaussian reaches)."""
     low, high = max(0, top - _SMOOTHING_REACH), min(field.shape[-2], bottom + _SMOOTHING_REACH)
     smooth = ndimage.gaussian_filter(scale(field[:, low:high]).mean(axis=0), SMOOTHING)
-    return smooth[top - low:bottom - low]
+    return smooth[top - low : bottom - low]
 
 
 def _bands(height: int, width: int) -> list[tuple[int, int]]:
@@ -129,8 +131,9 @@ def foreground_threshold(field: np.ndarray, scale: Callable) -> float | None:
     return float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2)))
 
 
-def occupied(stack: np.ndarray, tiles: list[Window], margin: int,
-             scale: Callable = lambda rows: rows.astype(np.float32)) -> np.ndarray:
+def occupied(
+    stack: np.ndarray, tiles: list[Window], margin: int, scale: Callable = lambda rows: rows.astype(np.float32)
+) -> np.ndarray:
     """(N, tiles) booleans: whether tile t of field n holds cells within `margin` px of its edges.
 
     Cells are the channels' mean (after `scale`) above the field's Otsu threshold, single bright pixels (noise)
@@ -144,13 +147,18 @@ def occupied(stack: np.ndarray, tiles: list[Window], margin: int,
         if threshold is None:
             continue
         height, width = field.shape[-2:]
-        reach = np.array([(max(0, y - margin), min(height, y + h + margin), max(0, x - margin),
-                           min(width, x + w + margin)) for y, x, h, w in tiles], np.int64).reshape(-1, 4)
+        reach = np.array(
+            [
+                (max(0, y - margin), min(height, y + h + margin), max(0, x - margin), min(width, x + w + margin))
+                for y, x, h, w in tiles
+            ],
+            np.int64,
+        ).reshape(-1, 4)
         cells = 0
         for top, bottom in _bands(height, width):
             context = (max(0, top - 2), min(height, bottom + 2))  # the opening reaches 2 px: exact at the bands' seams
             mask = ndimage.binary_opening(_signal(field, *context, scale) > threshold)
-            mask = mask[top - context[0]:bottom - context[0]]
+            mask = mask[top - context[0] : bottom - context[0]]
             cells += int(mask.sum())
             table = np.pad(mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32), ((1, 0), (1, 0)))
             hit = np.flatnonzero((reach[:, 0] < bottom) & (reach[:, 1] > top) & ~result[n])
@@ -168,8 +176,14 @@ class Blender:
     handed to `finish(field, first_row, rows)` (normalised, (C, rows, padded width)) as soon as it arrives, so
     memory holds one tile's height of rows instead of a float copy of every field."""
 
-    def __init__(self, channels: int, padded: tuple[int, int], tile_height: int, ramp: np.ndarray,
-                 finish: Callable[[int, int, np.ndarray], None]):
+    def __init__(
+        self,
+        channels: int,
+        padded: tuple[int, int],
+        tile_height: int,
+        ramp: np.ndarray,
+        finish: Callable[[int, int, np.ndarray], None],
+    ):
         self.rows = np.zeros((channels, tile_height, padded[1]), np.float32)
         self.weight = np.zeros((tile_height, padded[1]), np.float32)
         self.height, self.ramp, self.finish = padded[0], ramp, finish
@@ -184,8 +198,8 @@ class Blender:
         if y < self.top:
             raise ValueError(f"tile at row {y} after row {self.top}: tiles must come in reading order")
         self._release(field, y)
-        self.rows[:, y - self.top:y - self.top + h, x:x + w] += tile * self.ramp
-        self.weight[y - self.top:y - self.top + h, x:x + w] += self.ramp
+        self.rows[:, y - self.top : y - self.top + h, x : x + w] += tile * self.ramp
+        self.weight[y - self.top : y - self.top + h, x : x + w] += self.ramp
 
     def close(self) -> None:
         """Hand over the rest of the current field."""
@@ -204,6 +218,7 @@ class Blender:
 
 
 # --- memory: whole fields or tiles ------------------------------------------------------------------------------
+
 
 def bytes_per_pixel(model) -> int:
     """Estimated peak activation memory per pixel of one image in one network call (the model's own estimate)."""
@@ -237,6 +252,7 @@ def default_batch_size(model, window: tuple[int, int] | None = None, tiles: bool
 
 # --- the plan of one translation ------------------------------------------------------------------------------
 
+
 def trained_on_resized(model) -> bool:
     """Whether the checkpoint learned whole images scaled to its image size (`phendiff train --resize`)."""
     return bool(((getattr(model, "manifest", None) or {}).get("training") or {}).get("resize"))
@@ -248,11 +264,11 @@ class TilePlan:
     (image, window)) and those it copies as background, in batches of `batch_size`. Tiles are read on demand
     (`read`): normalised and mirror-padded from the input, never a normalised copy of the whole stack."""
 
-    stack: np.ndarray       # the input as a stack, its own dtype
-    restore: Callable       # a stack back into the input's shape
-    fields: np.ndarray      # what tiles are read from: the stack, or (resize) its fields scaled to the model's size
-    scale: Callable         # rows of `fields` -> the model's scale (float32)
-    size: tuple[int, int]   # (height, width) of `fields`
+    stack: np.ndarray  # the input as a stack, its own dtype
+    restore: Callable  # a stack back into the input's shape
+    fields: np.ndarray  # what tiles are read from: the stack, or (resize) its fields scaled to the model's size
+    scale: Callable  # rows of `fields` -> the model's scale (float32)
+    size: tuple[int, int]  # (height, width) of `fields`
     padded: tuple[int, int]  # (height, width) of the padded fields the windows cut
     resized: bool
     tiles: bool
@@ -270,9 +286,9 @@ class TilePlan:
         out = []
         for n, (y, x, h, w) in batch:
             if y + h <= height and x + w <= width:
-                tile = self.fields[n, :, y:y + h, x:x + w]
+                tile = self.fields[n, :, y : y + h, x : x + w]
             else:
-                tile = self.fields[n][np.ix_(np.arange(self.fields.shape[1]), rows[y:y + h], cols[x:x + w])]
+                tile = self.fields[n][np.ix_(np.arange(self.fields.shape[1]), rows[y : y + h], cols[x : x + w])]
             out.append(self.scale(tile))
         return np.stack(out)
 
@@ -289,13 +305,20 @@ def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOp
     resized = trained_on_resized(model) and stack.shape[-2:] != (model.image_size, model.image_size)
     if resized:  # the model learned whole images scaled to its size: it is shown them so, and its output scaled back
         if options.tiles:
-            raise ConfigError(f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
-                              "translates whole images; leave tiles unset.")
+            raise ConfigError(
+                f"{model.path}: trained on whole images scaled to {model.image_size} px (resize), it "
+                "translates whole images; leave tiles unset."
+            )
         fields = resize_fields(model.normalization.forward(stack), (model.image_size, model.image_size))
         scale = np.asarray  # already on the model's scale
     size = (fields.shape[-2], fields.shape[-1])
-    tiles = (False if resized else options.tiles if options.tiles is not None
-             else not fits_whole(model, fields.shape, options.batch_size))
+    tiles = (
+        False
+        if resized
+        else options.tiles
+        if options.tiles is not None
+        else not fits_whole(model, fields.shape, options.batch_size)
+    )
     padded = padded_size(*size, model.image_size if tiles else 0, model.size_multiple)
     cuts = windows(padded, model.image_size, tiles)
     jobs = [(n, window) for n in range(len(fields)) for window in cuts]
@@ -305,5 +328,4 @@ def plan_tiles(model: ConditionedModel, images: np.ndarray, options: TranslateOp
         copied = [job for job, cells in zip(jobs, held) if not cells]
         jobs = [job for job, cells in zip(jobs, held) if cells]
     batch_size = options.batch_size or default_batch_size(model, cuts[0][2:], tiles)
-    return TilePlan(stack, restore, fields, scale, size, padded, resized, tiles, cuts, jobs, copied,
-                    batch_size)
+    return TilePlan(stack, restore, fields, scale, size, padded, resized, tiles, cuts, jobs, copied, batch_size)

@@ -32,36 +32,36 @@ class TrainConfig:
 
     data: Path
     out: Path
-    model: str = "pixel"                   # a kind of models.KINDS: pixel (PhenDiff) | latent | cyclegan
+    model: str = "pixel"  # a kind of models.KINDS: pixel (PhenDiff) | latent | cyclegan
     preset: str = "tiny"
-    image_size: int | None = None          # None: the preset's default (fine-tuned kinds: the base model's own)
-    steps: int | None = None               # None: default_steps for the model and base
-    minutes: float | None = None           # a time budget: steps set from a timed probe (training.run.fit_budget)
+    image_size: int | None = None  # None: the preset's default (fine-tuned kinds: the base model's own)
+    steps: int | None = None  # None: default_steps for the model and base
+    minutes: float | None = None  # a time budget: steps set from a timed probe (training.run.fit_budget)
     batch_size: int = 16
-    lr: float | None = None                # None: default_lr for the model (and adapter and base)
+    lr: float | None = None  # None: default_lr for the model (and adapter and base)
     warmup_steps: int = 100
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
-    ema_decay: float = 0.999               # 0: no averaging
+    ema_decay: float = 0.999  # 0: no averaging
     condition_dropout: float = 0.1
-    snr_gamma: float = 0.0                 # min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain squared error
+    snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain squared error
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
-    mixed_precision: str = "auto"          # auto | no | bf16 | fp16 (auto: bf16/fp16 on CUDA, none elsewhere)
-    resize: bool = False                   # scale whole images to the model size instead of random crops
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (auto: bf16/fp16 on CUDA, none elsewhere)
+    resize: bool = False  # scale whole images to the model size instead of random crops
     resume: bool = False
     num_workers: int = 0
     channel_names: list[str] | None = None
-    base: str | None = None                # fine-tuned kinds: the shipped base's name, a Stable Diffusion folder or
-                                           # hub id (None: the shipped base, models.bases.DEFAULT_BASE)
-    start_from: str | None = None          # kinds trained from scratch: a checkpoint (or "demo") whose weights start
-                                           # this run, its condition rows renamed to the folder's conditions
-    adapter: str = "lora"                  # fine-tuned kinds: lora | svdiff | attention | full
-    rank: int = 4                          # LoRA rank
-    gradient_checkpointing: bool = False   # fine-tuned kinds: trade compute for memory
-    schedule: dict = field(default_factory=dict)   # overrides of models.pixel.SCHEDULE_DEFAULTS
-    metadata: dict = field(default_factory=dict)   # free-form, copied into the manifest (e.g. how data was made)
+    base: str | None = None  # fine-tuned kinds: the shipped base's name, a Stable Diffusion folder or
+    # hub id (None: the shipped base, models.bases.DEFAULT_BASE)
+    start_from: str | None = None  # kinds trained from scratch: a checkpoint (or "demo") whose weights start
+    # this run, its condition rows renamed to the folder's conditions
+    adapter: str = "lora"  # fine-tuned kinds: lora | svdiff | attention | full
+    rank: int = 4  # LoRA rank
+    gradient_checkpointing: bool = False  # fine-tuned kinds: trade compute for memory
+    schedule: dict = field(default_factory=dict)  # overrides of models.pixel.SCHEDULE_DEFAULTS
+    metadata: dict = field(default_factory=dict)  # free-form, copied into the manifest (e.g. how data was made)
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)
@@ -74,21 +74,33 @@ class TrainConfig:
             self.base = str(self.base).strip() if self.base and str(self.base).strip() else DEFAULT_BASE
             check_choice("adapter", self.adapter, ADAPTERS)
             if self.start_from:
-                raise ConfigError(f"The {self.model} model starts from its base model: give the checkpoint's base "
-                                  "as the base model (--base) instead of a checkpoint to start from (--start-from).")
+                raise ConfigError(
+                    f"The {self.model} model starts from its base model: give the checkpoint's base "
+                    "as the base model (--base) instead of a checkpoint to start from (--start-from)."
+                )
         elif self.image_size is None:
             self.image_size = PRESET_SIZES[self.preset]
         if self.start_from is not None and not str(self.start_from).strip():
             self.start_from = None
         if self.start_from and not kind.fine_tunes and not kind.starts_from:
-            raise ConfigError(f"The {self.model} model cannot start from a checkpoint yet; train it from scratch "
-                              "(leave the checkpoint to start from empty).")
+            raise ConfigError(
+                f"The {self.model} model cannot start from a checkpoint yet; train it from scratch "
+                "(leave the checkpoint to start from empty)."
+            )
         if self.lr is None:
             self.lr = default_lr(self.model, self.adapter, self.base)
         if self.steps is None:
             self.steps = default_steps(self.model, self.base)
-        for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("image_size", 1), ("rank", 1),
-                          ("warmup_steps", 0), ("num_workers", 0), ("seed", 0)):
+        for name, low in (
+            ("steps", 1),
+            ("batch_size", 1),
+            ("checkpoint_every", 1),
+            ("image_size", 1),
+            ("rank", 1),
+            ("warmup_steps", 0),
+            ("num_workers", 0),
+            ("seed", 0),
+        ):
             value = getattr(self, name)
             if value is not None:
                 value = whole_number(name, value)
@@ -100,17 +112,25 @@ class TrainConfig:
             if not self.minutes > 0:
                 raise ConfigError(f"minutes (the training time budget) must be above 0, not {self.minutes}.")
             if self.resume:
-                raise ConfigError("A time budget (minutes) sets the steps of a new run; a resumed run continues "
-                                  "to its steps: resume without minutes, with the steps to reach.")
+                raise ConfigError(
+                    "A time budget (minutes) sets the steps of a new run; a resumed run continues "
+                    "to its steps: resume without minutes, with the steps to reach."
+                )
         self.lr = finite_number("lr", self.lr)
         if not self.lr > 0:
             raise ConfigError(f"lr (the learning rate) must be above 0, not {self.lr}.")
-        for name, low, high in (("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("ema_decay", 0, 1),
-                                ("condition_dropout", 0, 1), ("snr_gamma", 0, math.inf)):
+        for name, low, high in (
+            ("weight_decay", 0, math.inf),
+            ("grad_clip", 0, math.inf),
+            ("ema_decay", 0, 1),
+            ("condition_dropout", 0, 1),
+            ("snr_gamma", 0, math.inf),
+        ):
             value = finite_number(name, getattr(self, name))
             if not low <= value < high or (name == "grad_clip" and value == 0):
-                raise ConfigError(f"{name} must be in [{low}, {high}){' and above 0' if name == 'grad_clip' else ''}, "
-                                  f"not {value}.")
+                raise ConfigError(
+                    f"{name} must be in [{low}, {high}){' and above 0' if name == 'grad_clip' else ''}, not {value}."
+                )
             setattr(self, name, value)
 
     @property
@@ -144,30 +164,35 @@ def default_lr(model: str, adapter: str = "lora", base: str | None = None) -> fl
 
 
 # The choices of the TrainConfig fields that have them (the CLI and the Train dock offer exactly these).
-TRAIN_CHOICES = {"model": KINDS.keys(), "preset": tuple(PRESET_SIZES), "adapter": ADAPTERS,
-                 "mixed_precision": MIXED_PRECISIONS, "device": DEVICES}
+TRAIN_CHOICES = {
+    "model": KINDS.keys(),
+    "preset": tuple(PRESET_SIZES),
+    "adapter": ADAPTERS,
+    "mixed_precision": MIXED_PRECISIONS,
+    "device": DEVICES,
+}
 
 TRAIN_HELP = {
     "model": "; ".join(f"{name}: {kind.help}" for name, kind in KINDS.items()),
     "preset": "model size: pixel tiny (4M parameters, CPU), small (16M), paper (63M, GPU); cyclegan "
-              "tiny/small/paper = 16/32/64 filters (paper: the original; use batch size 1-4)",
+    "tiny/small/paper = 16/32/64 filters (paper: the original; use batch size 1-4)",
     "base": f"fine-tuned models: the pre-trained base: '{DEFAULT_BASE}' (shipped, offline; the default), a Stable "
-            "Diffusion folder (diffusers layout) or a hub id",
+    "Diffusion folder (diffusers layout) or a hub id",
     "start_from": "pixel models: a checkpoint (or 'demo') whose weights this run starts from instead of "
-                  "random ones; the folder's conditions take its condition rows (same names keep theirs)",
+    "random ones; the folder's conditions take its condition rows (same names keep theirs)",
     "adapter": "fine-tuned models: what to fine-tune",
     "rank": "LoRA rank",
     "gradient_checkpointing": "fine-tuned models: less memory, slower steps",
     "image_size": "crop side in pixels (default: the preset's, 64 or 128; fine-tuned models: the base model's own, "
-                  "e.g. 512 for SD 2.1-base)",
+    "e.g. 512 for SD 2.1-base)",
     "steps": "optimisation steps (a resumed run continues up to this number; default: 5000, or the shipped base's "
-             "own fine-tuning steps)",
+    "own fine-tuning steps)",
     "minutes": "train for about this many minutes instead of a number of steps: 8 steps are timed on this "
-               "computer first and the run gets the steps that fit (loading, checkpoints and previews come on top)",
+    "computer first and the run gets the steps that fit (loading, checkpoints and previews come on top)",
     "batch_size": "images per step and process",
     "lr": "peak learning rate (default: pixel and cyclegan 2e-4; latent on the shipped base its own, base.json: "
-          "lora 3e-3, svdiff 1e-3, attention and full 1e-4; on a Stable Diffusion base lora 1e-4, svdiff 1e-3, "
-          "attention and full 1e-5)",
+    "lora 3e-3, svdiff 1e-3, attention and full 1e-4; on a Stable Diffusion base lora 1e-4, svdiff 1e-3, "
+    "attention and full 1e-5)",
     "resize": "scale whole images to the model size instead of cropping",
     "channel_names": "names of the channels, in order (e.g. DNA reporter)",
     "mixed_precision": "auto: bf16 or fp16 on a CUDA GPU, none elsewhere",
@@ -175,9 +200,9 @@ TRAIN_HELP = {
     "seed": "random seed of the initial weights and of the batches",
     "device": "where to train: auto takes the best available (cuda > mps > cpu)",
     "condition_dropout": "share of training images shown with the null condition (what guidance against 'null' "
-                         "contrasts with)",
+    "contrasts with)",
     "snr_gamma": "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is the paper's value); 0: every noise level "
-                 "weighted as plain mean squared error",
+    "weighted as plain mean squared error",
     "checkpoint_every": "save a checkpoint every N steps",
     "resume": "continue the training saved in the output folder",
 }

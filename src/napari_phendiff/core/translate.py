@@ -48,9 +48,17 @@ class TranslateEvent:
     seconds_left: float | None = None  # from the pace of the steps so far (core/pace.py); None before the second
 
 
-def translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
-              options: TranslateOptions | None = None, *,
-              progress: Callable[[TranslateEvent], None] | None = None, cache: dict | None = None, **overrides):
+def translate(
+    model: ConditionedModel,
+    images: np.ndarray,
+    source: str,
+    target: str | Sequence[str],
+    options: TranslateOptions | None = None,
+    *,
+    progress: Callable[[TranslateEvent], None] | None = None,
+    cache: dict | None = None,
+    **overrides,
+):
     """Translate images from `source` to `target`; see `iter_translate` for the options and the cache.
 
     Returns an array of the input's shape and dtype, or {target: array} when `target` is a list.
@@ -64,8 +72,9 @@ def translate(model: ConditionedModel, images: np.ndarray, source: str, target: 
     raise RuntimeError("translation stopped before it finished")  # unreachable unless the generator is broken
 
 
-def translation_options(model, source: str, target: str, options: TranslateOptions | None = None,
-                        **overrides) -> tuple[TranslateOptions, dict[str, str]]:
+def translation_options(
+    model, source: str, target: str, options: TranslateOptions | None = None, **overrides
+) -> tuple[TranslateOptions, dict[str, str]]:
     """The options a translation runs with, and where each came from ("given", "calibrated", "model default",
     "default").
 
@@ -77,9 +86,16 @@ def translation_options(model, source: str, target: str, options: TranslateOptio
     return resolve_options(getattr(model, "manifest", None), source, target, overrides)
 
 
-def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
-                   options: TranslateOptions | None = None, *, cache: dict | None = None,
-                   **overrides) -> Iterator[TranslateEvent]:
+def iter_translate(
+    model: ConditionedModel,
+    images: np.ndarray,
+    source: str,
+    target: str | Sequence[str],
+    options: TranslateOptions | None = None,
+    *,
+    cache: dict | None = None,
+    **overrides,
+) -> Iterator[TranslateEvent]:
     """Translate step by step, yielding a TranslateEvent after every network step and a final "done" event.
 
     images: one image (C, Y, X), a stack (N, C, Y, X), or (Y, X) for a one-channel model, in any dtype.
@@ -103,17 +119,21 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     target_indices = [model.condition_index(t) for t in targets]
     keep = kept_channels(model, options.keep_channels)
     plan = plan_tiles(model, images, options)
-    batches = [plan.jobs[i:i + plan.batch_size] for i in range(0, len(plan.jobs), plan.batch_size)]
+    batches = [plan.jobs[i : i + plan.batch_size] for i in range(0, len(plan.jobs), plan.batch_size)]
     direct = is_direct(model)
     inverse_steps, forward_steps = network_steps(options)
     inversions = _cached_inversions(cache, model, plan, source_index, options, direct)
-    reused = inversions is not None and bool(batches) and all(
-        inversions.get(b) is not None and inversions[b].depth >= inverse_steps for b in range(len(batches)))
-    total = len(batches) * (len(targets) if direct else
-                            (0 if reused else inverse_steps) + forward_steps * len(targets))
+    reused = (
+        inversions is not None
+        and bool(batches)
+        and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps for b in range(len(batches)))
+    )
+    total = len(batches) * (len(targets) if direct else (0 if reused else inverse_steps) + forward_steps * len(targets))
 
-    pace = Pace(0 if direct or reused else len(plan.jobs) * inverse_steps,
-                len(plan.jobs) * len(targets) * (1 if direct else forward_steps))
+    pace = Pace(
+        0 if direct or reused else len(plan.jobs) * inverse_steps,
+        len(plan.jobs) * len(targets) * (1 if direct else forward_steps),
+    )
     results, blenders = _assembly(model, plan, targets, keep)
     order = plan.order()
     ready: dict[Job, list[np.ndarray]] = {}  # translated tiles waiting for their turn to be blended
@@ -124,8 +144,20 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
         if direct:
             work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total, keep)
         else:
-            work = _diffusion_batch(model, clean, source_index, targets, target_indices, options, done, total,
-                                    dtype=dtype, generator=generator, inversions=inversions, index=b)
+            work = _diffusion_batch(
+                model,
+                clean,
+                source_index,
+                targets,
+                target_indices,
+                options,
+                done,
+                total,
+                dtype=dtype,
+                generator=generator,
+                inversions=inversions,
+                index=b,
+            )
         outs, done = yield from pace.follow(work, len(batch))
         ready.update((job, [outs[name][i] for name in targets]) for i, job in enumerate(batch))
         order = _blend_ready(plan, order, ready, blenders)
@@ -133,12 +165,19 @@ def iter_translate(model: ConditionedModel, images: np.ndarray, source: str, tar
     for blender in blenders:
         blender.close()
     results = {name: _finished(model, plan, result, keep) for name, result in results.items()}
-    yield TranslateEvent("done", total, total, result=results if not isinstance(target, str) else results[target],
-                         reused=reused, copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)))
+    yield TranslateEvent(
+        "done",
+        total,
+        total,
+        result=results if not isinstance(target, str) else results[target],
+        reused=reused,
+        copied=(len(plan.copied), len(plan.copied) + len(plan.jobs)),
+    )
 
 
-def _assembly(model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]
-              ) -> tuple[dict[str, np.ndarray], list[Blender]]:
+def _assembly(
+    model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]
+) -> tuple[dict[str, np.ndarray], list[Blender]]:
     """The result of each target (the input's dtype; float32 on the model's scale when it is scaled back later)
     and the Blenders that fill it row band by row band: a large field holds its result and a band, nothing more."""
     height, width = plan.size
@@ -151,15 +190,18 @@ def _assembly(model: ConditionedModel, plan: TilePlan, targets: list[str], keep:
             result = np.empty(plan.stack.shape, plan.stack.dtype)
 
         def finish(n: int, top: int, rows: np.ndarray, result=result) -> None:
-            rows = rows[:, :max(0, height - top), :width]  # the padding is dropped
+            rows = rows[:, : max(0, height - top), :width]  # the padding is dropped
             if plan.resized:
-                result[n, :, top:top + rows.shape[1]] = rows
+                result[n, :, top : top + rows.shape[1]] = rows
             else:
-                result[n, :, top:top + rows.shape[1]] = model.normalization.inverse(rows, plan.stack.dtype)
+                result[n, :, top : top + rows.shape[1]] = model.normalization.inverse(rows, plan.stack.dtype)
 
         results[name] = result
-        blenders.append(Blender(model.channels, plan.padded, plan.windows[0][2],
-                                blend_weights(*plan.windows[0][2:], plan.tiles), finish))
+        blenders.append(
+            Blender(
+                model.channels, plan.padded, plan.windows[0][2], blend_weights(*plan.windows[0][2:], plan.tiles), finish
+            )
+        )
     return results, blenders
 
 
@@ -172,8 +214,9 @@ def _finished(model: ConditionedModel, plan: TilePlan, result: np.ndarray, keep:
     return plan.restore(result)
 
 
-def _blend_ready(plan: TilePlan, order: list[tuple[Job, bool]], ready: dict[Job, list[np.ndarray]],
-                 blenders: list[Blender]) -> list[tuple[Job, bool]]:
+def _blend_ready(
+    plan: TilePlan, order: list[tuple[Job, bool]], ready: dict[Job, list[np.ndarray]], blenders: list[Blender]
+) -> list[tuple[Job, bool]]:
     """Blend the tiles at the head of `order` whose results are ready (copied tiles are the input's own); returns
     the tiles still waiting."""
     position = 0
@@ -191,15 +234,22 @@ class Estimate:
     """How long a translation will take on this computer, before it starts."""
 
     seconds: float
-    tiles: int    # tiles (or whole images) it translates
-    copied: int   # tiles it copies as background
-    calls: int    # network calls of the whole run
+    tiles: int  # tiles (or whole images) it translates
+    copied: int  # tiles it copies as background
+    calls: int  # network calls of the whole run
     pixels: int = 0  # pixels of the tiles it translates (tiles x tile area)
 
 
-def estimate_translation(model: ConditionedModel, images: np.ndarray, source: str, target: str | Sequence[str],
-                         options: TranslateOptions | None = None, *, seconds_per_pixel: float | None = None,
-                         **overrides) -> Estimate:
+def estimate_translation(
+    model: ConditionedModel,
+    images: np.ndarray,
+    source: str,
+    target: str | Sequence[str],
+    options: TranslateOptions | None = None,
+    *,
+    seconds_per_pixel: float | None = None,
+    **overrides,
+) -> Estimate:
     """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
     run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
     and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
@@ -218,7 +268,7 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
     pixels = len(plan.jobs) * plan.windows[0][2] * plan.windows[0][3]
     if seconds_per_pixel is not None:
         return Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), calls, pixels)
-    batch = plan.jobs[:plan.batch_size]
+    batch = plan.jobs[: plan.batch_size]
     clean = torch.from_numpy(plan.read(batch)).to(model.device)
     source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
     with torch.inference_mode():
@@ -246,8 +296,9 @@ def estimate_translation(model: ConditionedModel, images: np.ndarray, source: st
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 
-def _cached_inversions(cache: dict | None, model, plan: TilePlan, source: int, options: TranslateOptions,
-                       direct: bool) -> dict | None:
+def _cached_inversions(
+    cache: dict | None, model, plan: TilePlan, source: int, options: TranslateOptions, direct: bool
+) -> dict | None:
     """The per-batch inversions kept in `cache` for these images and this walk (None: no cache, or nothing to
     invert). The key is everything an inversion depends on; the seed, target and guidance are not."""
     if cache is None or direct:
@@ -255,18 +306,39 @@ def _cached_inversions(cache: dict | None, model, plan: TilePlan, source: int, o
     digest = hashlib.blake2b(digest_size=16)
     for field in plan.fields:  # one field at a time: a large stack is not copied whole
         digest.update(np.ascontiguousarray(field).data)
-    key = (id(model), digest.hexdigest(), plan.fields.shape, str(plan.fields.dtype), source, options.steps,
-           options.inversion, options.precision, plan.tiles, plan.batch_size, options.skip_background)
+    key = (
+        id(model),
+        digest.hexdigest(),
+        plan.fields.shape,
+        str(plan.fields.dtype),
+        source,
+        options.steps,
+        options.inversion,
+        options.precision,
+        plan.tiles,
+        plan.batch_size,
+        options.skip_background,
+    )
     if cache.get("key") != key:
         cache.clear()
         cache.update(key=key, inversions={})
     return cache["inversions"]
 
 
-def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int],
-                     options: TranslateOptions, done: int, total: int, dtype: torch.dtype | None = None,
-                     generator: torch.Generator | None = None, inversions: dict | None = None, index: int = 0
-                     ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
+def _diffusion_batch(
+    model,
+    clean: torch.Tensor,
+    source: int,
+    targets: list[str],
+    indices: list[int],
+    options: TranslateOptions,
+    done: int,
+    total: int,
+    dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+    inversions: dict | None = None,
+    index: int = 0,
+) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
     """Invert one batch under the source condition (or take its inversion from `inversions`), regenerate it under
     each target: yields events, returns ({target: array}, steps done so far)."""
     inverse_steps, forward_steps = network_steps(options)
@@ -274,8 +346,16 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
     if inverted is None or inverted.depth < inverse_steps:
         with torch.inference_mode():
             start = model.encode(clean)
-        inversion = invert(model, start, source, options.steps, strength=options.strength, method=options.inversion,
-                           dtype=dtype, keep=inversions is not None or bool(options.keep_channels))
+        inversion = invert(
+            model,
+            start,
+            source,
+            options.steps,
+            strength=options.strength,
+            method=options.inversion,
+            dtype=dtype,
+            keep=inversions is not None or bool(options.keep_channels),
+        )
         inverted = yield from _count(inversion, "invert", done, total, None)
         done += inverse_steps
         if inversions is not None:
@@ -291,9 +371,16 @@ def _diffusion_batch(model, clean: torch.Tensor, source: int, targets: list[str]
     return outs, done
 
 
-def _mapped_batch(model, clean: torch.Tensor, source: int, targets: list[str], indices: list[int], done: int,
-                  total: int, keep: Sequence[int] = ()
-                  ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
+def _mapped_batch(
+    model,
+    clean: torch.Tensor,
+    source: int,
+    targets: list[str],
+    indices: list[int],
+    done: int,
+    total: int,
+    keep: Sequence[int] = (),
+) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
     """A direct mapping (CycleGAN's generators): one step per target; kept channels are copied from the input."""
     outs: dict[str, np.ndarray] = {}
     for name, index in zip(targets, indices):
@@ -322,14 +409,31 @@ def negative_label(model, negative: str, source: int) -> int:
     return source if negative == "source" else model.null_condition
 
 
-def regenerate(model, inverted: "Inverted", target: int, source: int, options: TranslateOptions,
-               generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+def regenerate(
+    model,
+    inverted: "Inverted",
+    target: int,
+    source: int,
+    options: TranslateOptions,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+):
     """`generate` from an inversion under the target condition with the options' strength, guidance and kept
     channels."""
-    return generate(model, inverted, target, options.steps, strength=options.strength, guidance=options.guidance,
-                    negative=negative_label(model, options.negative, source), interval=options.guidance_interval,
-                    eta=options.eta, generator=generator, dtype=dtype,
-                    keep=model.kept_in_walk(kept_channels(model, options.keep_channels)))
+    return generate(
+        model,
+        inverted,
+        target,
+        options.steps,
+        strength=options.strength,
+        guidance=options.guidance,
+        negative=negative_label(model, options.negative, source),
+        interval=options.guidance_interval,
+        eta=options.eta,
+        generator=generator,
+        dtype=dtype,
+        keep=model.kept_in_walk(kept_channels(model, options.keep_channels)),
+    )
 
 
 def paste_kept(out: np.ndarray, clean: torch.Tensor, keep: Sequence[int]) -> None:
@@ -349,10 +453,11 @@ def kept_channels(model: ConditionedModel, names: Sequence[str]) -> list[int]:
     if unknown:
         raise ConfigError(f"keep_channels {', '.join(unknown)}: the checkpoint's channels are {', '.join(channels)}.")
     if len(names) == len(channels):
-        raise ConfigError(f"keep_channels names every channel ({', '.join(channels)}): nothing would be translated. "
-                          "Keep only the channels the conditions do not change.")
+        raise ConfigError(
+            f"keep_channels names every channel ({', '.join(channels)}): nothing would be translated. "
+            "Keep only the channels the conditions do not change."
+        )
     return [channels.index(name) for name in names]
 
 
 # --- the DDIM walk ------------------------------------------------------------------------------------------------
-

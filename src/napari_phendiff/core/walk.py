@@ -62,15 +62,19 @@ class Inverted:
         """(state, upper) for a regeneration over the last k grid steps; upper is the state one level above,
         which BDIA's update needs (None for DDIM, and for a one-step BDIA walk, whose only step is plain DDIM)."""
         if not 1 <= k <= self.depth:
-            raise ConfigError(f"This inversion went {self.depth} step(s) deep; it cannot start a regeneration of "
-                              f"{k} steps. Invert with a higher strength.")
+            raise ConfigError(
+                f"This inversion went {self.depth} step(s) deep; it cannot start a regeneration of "
+                f"{k} steps. Invert with a higher strength."
+            )
         if self.method == "bdia" and k >= 2:
             state, upper = self.states[k - 1], self.states[k]
         else:
             state, upper = self.states[k], None
         if state is None:
-            raise ConfigError(f"This inversion kept only its last two states; it cannot start a regeneration of {k} "
-                              "steps. Invert with keep=True to regenerate at lower strengths.")
+            raise ConfigError(
+                f"This inversion kept only its last two states; it cannot start a regeneration of {k} "
+                "steps. Invert with keep=True to regenerate at lower strengths."
+            )
         return state, upper
 
 
@@ -82,8 +86,17 @@ def network_steps(options: TranslateOptions) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *, strength: float = 1.0,
-           method: str = "ddim", dtype: torch.dtype | None = None, keep: bool = False):
+def invert(
+    model: DiffusionModel,
+    x: torch.Tensor,
+    condition: int,
+    steps: int,
+    *,
+    strength: float = 1.0,
+    method: str = "ddim",
+    dtype: torch.dtype | None = None,
+    keep: bool = False,
+):
     """Invert clean images x (normalised, B,C,H,W) under `condition` over the first strength x steps of the grid.
 
     Yields after every step and returns an Inverted. keep=True keeps every intermediate state, so one inversion
@@ -122,11 +135,21 @@ def invert(model: DiffusionModel, x: torch.Tensor, condition: int, steps: int, *
 
 
 @torch.inference_mode()
-def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: int, steps: int, *,
-             strength: float = 1.0, guidance: float | None = None, negative: int | None = None,
-             interval: tuple[float, float] = (0.0, 1.0), eta: float = 0.0,
-             generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
-             keep: Sequence[int] = ()):
+def generate(
+    model: DiffusionModel,
+    start: Inverted | torch.Tensor,
+    condition: int,
+    steps: int,
+    *,
+    strength: float = 1.0,
+    guidance: float | None = None,
+    negative: int | None = None,
+    interval: tuple[float, float] = (0.0, 1.0),
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    keep: Sequence[int] = (),
+):
     """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
 
     start: an Inverted (from `invert`, at least as deep) or plain noise x_T (strength 1).
@@ -150,7 +173,7 @@ def generate(model: DiffusionModel, start: Inverted | torch.Tensor, condition: i
         return (yield from _bdia_generate(model, prediction, x, upper, steps, depth))
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
-    for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth:]):
+    for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth :]):
         eps = prediction(x, t)
         variance_noise = None
         if eta > 0:
@@ -166,15 +189,23 @@ def _kept_states(start: Inverted | torch.Tensor, depth: int) -> list[torch.Tenso
     """The inversion's states up to `depth`, which a walk that keeps channels copies them from (ConfigError unless
     a DDIM inversion kept every one)."""
     if isinstance(start, Inverted) and start.method == "ddim":
-        states = start.states[:depth + 1]
+        states = start.states[: depth + 1]
         kept = [state for state in states if state is not None]
         if len(kept) == len(states):
             return kept
     raise ConfigError("Keeping channels needs a DDIM inversion that kept every state (invert(..., keep=True)).")
 
 
-def _guided(model: DiffusionModel, condition: int, batch: int, device, guidance: float | None, negative: int | None,
-            interval: tuple[float, float], dtype: torch.dtype | None) -> Callable:
+def _guided(
+    model: DiffusionModel,
+    condition: int,
+    batch: int,
+    device,
+    guidance: float | None,
+    negative: int | None,
+    interval: tuple[float, float],
+    dtype: torch.dtype | None,
+) -> Callable:
     """prediction(x, t): the noise predicted under `condition`, classifier-free guided where t / T lies within
     `interval` (eps = eps(negative) + w x (eps(condition) - eps(negative)); negative None: the null condition)."""
     labels = torch.full((batch,), condition, device=device)
@@ -193,8 +224,9 @@ def _guided(model: DiffusionModel, condition: int, batch: int, device, guidance:
     return prediction
 
 
-def _bdia_generate(model: DiffusionModel, prediction: Callable, x: torch.Tensor, upper: torch.Tensor | None,
-                   steps: int, depth: int):
+def _bdia_generate(
+    model: DiffusionModel, prediction: Callable, x: torch.Tensor, upper: torch.Tensor | None, steps: int, depth: int
+):
     """The exact BDIA walk down from an Inverted's two top states; yields per network step, returns x_0."""
     grid = _Grid(model.scheduler_config, steps, x.device)
     if upper is None:  # a one-step walk: plain DDIM from level 0 to the clean image
@@ -258,8 +290,15 @@ def predict(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtype
         return model.predict(x, t, labels).float()
 
 
-def sample(model: DiffusionModel, condition: str, n: int = 4, *, steps: int = SAMPLE_STEPS, seed: int = 0,
-           guidance: float | None = None) -> np.ndarray:
+def sample(
+    model: DiffusionModel,
+    condition: str,
+    n: int = 4,
+    *,
+    steps: int = SAMPLE_STEPS,
+    seed: int = 0,
+    guidance: float | None = None,
+) -> np.ndarray:
     """Generate n new images of `condition` from random noise, (n, C, S, S) in the training data's dtype.
 
     What the model has learned a condition looks like: used for training previews, not for translation.

@@ -17,9 +17,14 @@ from .images import Images
 def kept_score(originals: Images, translated: Images, channel_names: list[str]) -> float:
     """Mean IoU of nuclei segmented on each original and on its translation (1: the nuclei stayed)."""
     nuclear = cellmeasure.nuclear_channel(channel_names)
-    return float(np.mean([cellmeasure.mask_iou(cellmeasure.segment_nuclei(o[nuclear]),
-                                               cellmeasure.segment_nuclei(t[nuclear]))
-                          for o, t in zip(originals, translated)]))
+    return float(
+        np.mean(
+            [
+                cellmeasure.mask_iou(cellmeasure.segment_nuclei(o[nuclear]), cellmeasure.segment_nuclei(t[nuclear]))
+                for o, t in zip(originals, translated)
+            ]
+        )
+    )
 
 
 def channel_change(model, originals: Images, translated: Images) -> dict[str, float]:
@@ -45,16 +50,19 @@ class Witnesses:
     cells: RealCells
     ignored_channels: tuple[str, ...] = ()  # kept as the original's, or untouched by the condition
 
-    def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray,
-              target: str) -> dict:
+    def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray, target: str) -> dict:
         """One sweep row's scores: moved, cells_moved, reached, kept, kept_control and each channel's change."""
         moved = target_probability(self.classifier, translated, target)
         cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.ignored_channels)
         witnesses = [min(cells_moved, 1.0)] if np.isfinite(cells_moved) else []
         if self.trusted and self.real_moved > 0:
             witnesses.append(min(moved / self.real_moved, 1.0))
-        return {"moved": moved, "cells_moved": cells_moved, "measurements_moved": measurements,
-                "reached": float(np.mean(witnesses)) if witnesses else float("nan"),
-                "kept": kept_score(originals, translated, model.channel_names),
-                "kept_control": kept_score(originals, control, model.channel_names),
-                **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()}}
+        return {
+            "moved": moved,
+            "cells_moved": cells_moved,
+            "measurements_moved": measurements,
+            "reached": float(np.mean(witnesses)) if witnesses else float("nan"),
+            "kept": kept_score(originals, translated, model.channel_names),
+            "kept_control": kept_score(originals, control, model.channel_names),
+            **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()},
+        }

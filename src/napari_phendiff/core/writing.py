@@ -29,8 +29,10 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise CheckpointError(f"{folder}: nothing can be written there ({exc.strerror or exc}). Choose another "
-                              "output folder, or fix its permissions.") from exc
+        raise CheckpointError(
+            f"{folder}: nothing can be written there ({exc.strerror or exc}). Choose another "
+            "output folder, or fix its permissions."
+        ) from exc
 
 
 def claim_new_folder(out: str | Path, what: str) -> Path:
@@ -45,8 +47,10 @@ def claim_new_folder(out: str | Path, what: str) -> Path:
         try:
             out.rmdir()
         except OSError as exc:
-            raise CheckpointError(f"{out}: cannot be replaced by {what} ({exc.strerror or exc}: a mount point or a "
-                                  "read-only disk?). Give a new folder inside it, or another folder.") from exc
+            raise CheckpointError(
+                f"{out}: cannot be replaced by {what} ({exc.strerror or exc}: a mount point or a "
+                "read-only disk?). Give a new folder inside it, or another folder."
+            ) from exc
     return out
 
 
@@ -60,10 +64,16 @@ def check_free_space(out: Path, needed: int, copies: int = 1) -> None:
     free = shutil.disk_usage(folder).free
     wanted = copies * 1.2 * needed + 2**20
     if free < wanted:
-        why = (f"two checkpoints of about {needed / 2**20:.0f} MB each (a new one is written whole before the one "
-               "it replaces is removed)" if copies == 2 else f"a checkpoint of about {needed / 2**20:.0f} MB")
-        raise CheckpointError(f"{folder}: {free / 2**20:.0f} MB free, this run needs {wanted / 2**20:.0f} MB: "
-                              f"{why}, with a margin. Free some space or choose another output folder.")
+        why = (
+            f"two checkpoints of about {needed / 2**20:.0f} MB each (a new one is written whole before the one "
+            "it replaces is removed)"
+            if copies == 2
+            else f"a checkpoint of about {needed / 2**20:.0f} MB"
+        )
+        raise CheckpointError(
+            f"{folder}: {free / 2**20:.0f} MB free, this run needs {wanted / 2**20:.0f} MB: "
+            f"{why}, with a margin. Free some space or choose another output folder."
+        )
 
 
 @contextlib.contextmanager
@@ -140,11 +150,17 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"{out.parent}: cannot be made ({exc.strerror or exc}). Choose another output "
-                              "folder, or fix its permissions.") from exc
+        raise CheckpointError(
+            f"{out.parent}: cannot be made ({exc.strerror or exc}). Choose another output "
+            "folder, or fix its permissions."
+        ) from exc
     lock = out.with_name(f".{out.name}.lock")
-    mine = {"pid": os.getpid(), "host": _HOST, "what": what,
-            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    mine = {
+        "pid": os.getpid(),
+        "host": _HOST,
+        "what": what,
+        "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -152,8 +168,10 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         except FileExistsError:
             descriptor = None
         except OSError as exc:  # a read-only disk or folder: nothing can be written there, a lock neither
-            raise CheckpointError(f"{out.parent}: nothing can be written there ({exc.strerror or exc}). Choose "
-                                  "another output folder, or fix its permissions.") from exc
+            raise CheckpointError(
+                f"{out.parent}: nothing can be written there ({exc.strerror or exc}). Choose "
+                "another output folder, or fix its permissions."
+            ) from exc
         if descriptor is None:
             holder = _lock_holder(lock)
             if holder is None:
@@ -170,10 +188,16 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
-            who = (f"{holder.get('what', 'a run')} (process {holder['pid']} on {holder.get('host')}, since "
-                   f"{holder.get('since')})" if holder else "another run")
-            raise CheckpointError(f"{out}: {who} is writing it. Wait for it to finish or choose another folder; if "
-                                  f"that process is gone (its computer crashed), delete {lock}.") from None
+            who = (
+                f"{holder.get('what', 'a run')} (process {holder['pid']} on {holder.get('host')}, since "
+                f"{holder.get('since')})"
+                if holder
+                else "another run"
+            )
+            raise CheckpointError(
+                f"{out}: {who} is writing it. Wait for it to finish or choose another folder; if "
+                f"that process is gone (its computer crashed), delete {lock}."
+            ) from None
         with os.fdopen(descriptor, "w") as file:
             json.dump(mine, file)
         break

@@ -19,8 +19,10 @@ from ._translate_worker import Cells, PendingRun, run_measure
 
 
 REVEAL = "reveal score"  # the measure choice that ranks cells by core/reveal.py's score
-REVEAL_TIP = ("Change per share of the cell's area: how much the cell's measurements moved, divided by the share of "
-              "its pixels (its change mask, the 'reveal' layer) that carries most of that change.")
+REVEAL_TIP = (
+    "Change per share of the cell's area: how much the cell's measurements moved, divided by the share of "
+    "its pixels (its change mask, the 'reveal' layer) that carries most of that change."
+)
 
 
 class CellsPanel:
@@ -28,9 +30,11 @@ class CellsPanel:
 
     def _make_cells_controls(self) -> QVBoxLayout:
         """The Cells section: Measure cells, the measure to rank by, Next cell, the table, Export table."""
-        self.measure_button = button("Measure cells", self.measure_cells,
-                                     "Segment the nuclei of the original and measure every cell on the original "
-                                     "and on the last translation.")
+        self.measure_button = button(
+            "Measure cells",
+            self.measure_cells,
+            "Segment the nuclei of the original and measure every cell on the original and on the last translation.",
+        )
         self.measure_choice = QComboBox()
         self.measure_choice.setToolTip("The measure whose change colours the cells and fills the table.")
         self.measure_choice.currentTextChanged.connect(self._show_measure)
@@ -59,8 +63,9 @@ class CellsPanel:
             return None
         inputs, request, result = self._last
         self._pending = PendingRun("cells", inputs, request)
-        return self.start_worker(run_measure(request.images, result, self.manifest["channel_names"]),
-                                 "Measuring cells…")
+        return self.start_worker(
+            run_measure(request.images, result, self.manifest["channel_names"]), "Measuring cells…"
+        )
 
     def _show_cells(self, cells: Cells) -> None:
         """A Labels layer of the cells (per-cell values as its features), the measures to choose from, the table."""
@@ -81,33 +86,46 @@ class CellsPanel:
         name = f"{layer.name} cells"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                               features=features if len(cells.labels) == 1 else None,
-                               metadata={"phendiff": {"source": request.source, "target": request.target}})
+        self.viewer.add_labels(
+            data,
+            name=name,
+            scale=scale,
+            translate=translate,
+            features=features if len(cells.labels) == 1 else None,
+            metadata={"phendiff": {"source": request.source, "target": request.target}},
+        )
         if cells.reveal is not None:  # each cell's smallest region carrying most of its change (core/reveal.py)
             revealed = f"{layer.name} reveal"
             if revealed in self.viewer.layers:
                 self.viewer.layers.remove(revealed)
-            self.viewer.add_labels(cells.reveal[0] if len(cells.reveal) == 1 else cells.reveal, name=revealed,
-                                   scale=scale, translate=translate, opacity=0.6)
-        measures = [k[:-len("_change")] for k in (cells.rows[0] if cells.rows else {}) if k.endswith("_change")]
+            self.viewer.add_labels(
+                cells.reveal[0] if len(cells.reveal) == 1 else cells.reveal,
+                name=revealed,
+                scale=scale,
+                translate=translate,
+                opacity=0.6,
+            )
+        measures = [k[: -len("_change")] for k in (cells.rows[0] if cells.rows else {}) if k.endswith("_change")]
         if cells.rows and "reveal_score" in cells.rows[0]:
             measures.insert(0, REVEAL)
         self.measure_choice.blockSignals(True)
         self.measure_choice.clear()
         self.measure_choice.addItems(measures)
-        preferred = [m for m in measures if m.endswith("_nc_ratio") and not m.startswith(
-            self.manifest["channel_names"][0])]
+        preferred = [
+            m for m in measures if m.endswith("_nc_ratio") and not m.startswith(self.manifest["channel_names"][0])
+        ]
         self.measure_choice.blockSignals(False)
         if preferred:
             self.measure_choice.setCurrentText(preferred[0])
         self._show_measure()
         self.sections["Cells"].set_expanded(True)
         self.findChild(QScrollArea).ensureWidgetVisible(self.cells_table)
-        self.status.setText(f"Measured {len(cells.rows)} cell(s): the table (Cells) lists the measure per cell "
-                            "before and after, largest gain first; click a row (or Next cell) to centre the viewer "
-                            f"on its cell. Choose '{REVEAL}' to rank the cells by where their change lies (the "
-                            "'reveal' layer).")
+        self.status.setText(
+            f"Measured {len(cells.rows)} cell(s): the table (Cells) lists the measure per cell "
+            "before and after, largest gain first; click a row (or Next cell) to centre the viewer "
+            f"on its cell. Choose '{REVEAL}' to rank the cells by where their change lies (the "
+            "'reveal' layer)."
+        )
 
     def _show_measure(self, text=None) -> None:
         """Fill the table with the chosen measure and colour the cells by its change (`cells_change_<measure>`)."""
@@ -117,8 +135,10 @@ class CellsPanel:
         several = len(self.cells.labels) > 1
         # the measure's columns first, so they stay in view in a narrow dock; the cell's position rides on its item
         if measure == REVEAL:  # share of the cell in its change mask, share of the change it carries, the score
-            headers, keys = ["cell", "mask share", "reached", "score"], ["cell", "reveal_share", "reveal_reached",
-                                                                           "reveal_score"]
+            headers, keys = (
+                ["cell", "mask share", "reached", "score"],
+                ["cell", "reveal_share", "reveal_reached", "reveal_score"],
+            )
         else:
             headers = ["cell", "original", "translated", "change"]
             keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
@@ -128,19 +148,23 @@ class CellsPanel:
         table.clear()
         table.setColumnCount(len(headers))
         table.setHorizontalHeaderLabels(headers)
-        table.horizontalHeaderItem(3).setToolTip(REVEAL_TIP if measure == REVEAL else
-                                                 f"{measure}: translated - original")
+        table.horizontalHeaderItem(3).setToolTip(
+            REVEAL_TIP if measure == REVEAL else f"{measure}: translated - original"
+        )
         table.setRowCount(len(self.cells.rows))
         for r, values in enumerate(self.cells.rows):
             for c, key in enumerate(keys):
                 item = QTableWidgetItem()
                 value = values[key]
                 # 4 significant digits shown; the item sorts by the number
-                item.setData(Qt.ItemDataRole.DisplayRole, int(value) if key in ("cell", "image") else
-                             float(f"{float(value):.4g}"))
+                item.setData(
+                    Qt.ItemDataRole.DisplayRole,
+                    int(value) if key in ("cell", "image") else float(f"{float(value):.4g}"),
+                )
                 if key == "cell":
-                    item.setData(Qt.ItemDataRole.UserRole, (int(values["image"]), float(values["y"]),
-                                                            float(values["x"])))
+                    item.setData(
+                        Qt.ItemDataRole.UserRole, (int(values["image"]), float(values["y"]), float(values["x"]))
+                    )
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()
         table.setSortingEnabled(True)
@@ -164,8 +188,14 @@ class CellsPanel:
             placement = {"scale": labels.scale, "translate": labels.translate}
             if self.rows:  # over the translation of the first changed channel; the cells lie over its original
                 placement = place(placement, self.rows[0], 0, 1)
-            self.viewer.add_image(image[0] if image.shape[0] == 1 else image, name=name, colormap="RdBu_r",
-                                  contrast_limits=(-limit, limit), opacity=0.7, **placement)
+            self.viewer.add_image(
+                image[0] if image.shape[0] == 1 else image,
+                name=name,
+                colormap="RdBu_r",
+                contrast_limits=(-limit, limit),
+                opacity=0.7,
+                **placement,
+            )
         self.viewer.layers[name].contrast_limits = (-limit, limit)
 
     def next_cell(self) -> None:
@@ -200,4 +230,3 @@ class CellsPanel:
                 self.status.setText(f"Table written: {self.export_cells(name)}")
             except PhenDiffError as exc:
                 self._report(str(exc))
-

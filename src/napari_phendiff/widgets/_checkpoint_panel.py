@@ -43,10 +43,16 @@ class CheckpointPanel:
         browse.clicked.connect(self.browse_checkpoint)
         self.checkpoint_info = Note()
         self.input_warnings = Note()
-        self.input_warnings.setToolTip("How the ticked image differs from the checkpoint's training images, checked "
-                                       "on the current plane as a run would check it: translated anyway, but say.")
-        return [("Image layers", self.layers), ("Checkpoint", row(self.checkpoint, browse)),
-                (None, self.checkpoint_info), (None, self.input_warnings)]
+        self.input_warnings.setToolTip(
+            "How the ticked image differs from the checkpoint's training images, checked "
+            "on the current plane as a run would check it: translated anyway, but say."
+        )
+        return [
+            ("Image layers", self.layers),
+            ("Checkpoint", row(self.checkpoint, browse)),
+            (None, self.checkpoint_info),
+            (None, self.input_warnings),
+        ]
 
     # --- the image layers ----------------------------------------------------------------------------------------
     def channel_layers(self) -> list[Image]:
@@ -69,22 +75,24 @@ class CheckpointPanel:
             return []
         opened = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         # the checkpoint's description without its weights: all check_fits reads
-        described = ConditionedModel(**ConditionedModel.described_by(
-            self.manifest, resolve_checkpoint(self.checkpoint.currentData())))
+        described = ConditionedModel(
+            **ConditionedModel.described_by(self.manifest, resolve_checkpoint(self.checkpoint.currentData()))
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PhenDiffWarning)
             try:
-                inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"],
-                                                self.viewer.dims.point, opened)
+                inputs = ImageInput.from_layers(
+                    self.channel_layers(), self.manifest["channel_names"], self.viewer.dims.point, opened
+                )
                 where = "Layer " + ", ".join(f"'{layer.name}'" for layer in inputs.layers)
                 check_fits(described, inputs.pixels(), where)
             except PhenDiffError:
                 return []
         said = [str(warning.message) for warning in caught if issubclass(warning.category, PhenDiffWarning)]
-        self.input_warnings.setText("<br>".join(WARNING_STYLE.format("⚠ " + html.escape(text, quote=False))
-                                                for text in said))
+        self.input_warnings.setText(
+            "<br>".join(WARNING_STYLE.format("⚠ " + html.escape(text, quote=False)) for text in said)
+        )
         return said
-
 
     # --- the checkpoint ------------------------------------------------------------------------------------------
     def _refresh_checkpoints(self, recent=None) -> None:
@@ -139,8 +147,10 @@ class CheckpointPanel:
             self._source_from = None
         channels = self.manifest["channel_names"]
         self._make_keep_checks(channels)
-        self.checkpoint_info.setText(f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
-                                     f"{', '.join(conditions)} · {self.manifest['image_size']} px")
+        self.checkpoint_info.setText(
+            f"{len(channels)} channel(s): {', '.join(channels)} · conditions: "
+            f"{', '.join(conditions)} · {self.manifest['image_size']} px"
+        )
         self._guess_source()
         self._show_direction()
         self._preselect_options()

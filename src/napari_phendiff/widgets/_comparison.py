@@ -101,8 +101,10 @@ def channel_rows(inputs: ImageInput, names: list[str], kept: tuple[str, ...]) ->
     rows = []
     if inputs.channel_axis is None:  # one layer per channel (or a one-channel checkpoint)
         stems = inputs.result_stems(names)
-        rows = [ChannelRow(name, name in kept, layer, None, 0, stem)
-                for layer, name, stem in zip(inputs.layers, names, stems)]
+        rows = [
+            ChannelRow(name, name in kept, layer, None, 0, stem)
+            for layer, name, stem in zip(inputs.layers, names, stems)
+        ]
     elif inputs.layers[0].rgb:  # an RGB image stays one row: its colours are one picture
         layer = inputs.layers[0]
         rows = [ChannelRow("+".join(names), all(n in kept for n in names), layer, None, 0, layer.name)]
@@ -131,7 +133,7 @@ def merge_plane(inputs: ImageInput, held: list[int], data: np.ndarray, old: np.n
     earlier run's layer data (`old`) of the same shape, so the planes translated before stay."""
     if old.shape != data.shape:
         return data
-    stack_axes = inputs.order[:inputs.n_stack]
+    stack_axes = inputs.order[: inputs.n_stack]
     index = tuple(inputs.plane[stack_axes.index(a)] if a in stack_axes else slice(None) for a in held)
     merged = old.astype(data.dtype, copy=True)
     merged[index] = data[index]
@@ -141,8 +143,16 @@ def merge_plane(inputs: ImageInput, held: list[int], data: np.ndarray, old: np.n
 def label_points(cells: list[tuple[str, Image]]) -> dict:
     """add_points keyword arguments for `LABELS`: each (text, layer) written just above the layer's top-left corner,
     in world coordinates (a 2D layer: napari aligns it with the world's last two axes)."""
-    corners = [np.asarray(layer.translate, float)[-2:] - 0.5 * np.asarray(layer.scale, float)[-2:]
-               for _, layer in cells]
-    return dict(data=np.array(corners).reshape(-1, 2), name=LABELS, size=0.01, border_width=0, face_color="transparent", border_color="transparent",
-                features={"label": [text for text, _ in cells]},
-                text={"string": "{label}", "anchor": "upper_left", "size": 9, "color": "white"})
+    corners = [
+        np.asarray(layer.translate, float)[-2:] - 0.5 * np.asarray(layer.scale, float)[-2:] for _, layer in cells
+    ]
+    return dict(
+        data=np.array(corners).reshape(-1, 2),
+        name=LABELS,
+        size=0.01,
+        border_width=0,
+        face_color="transparent",
+        border_color="transparent",
+        features={"label": [text for text, _ in cells]},
+        text={"string": "{label}", "anchor": "upper_left", "size": 9, "color": "white"},
+    )

@@ -43,8 +43,10 @@ class DirectionPanel:
         self.source, self.target = QComboBox(), QComboBox()
         for combo in (self.source, self.target):
             combo.setPlaceholderText(CHOOSE)
-        self.source.setToolTip("The condition the images are in. Set for you only when a ticked layer, its file or "
-                               "its folder (or the folder translated) is named after a condition; never guessed.")
+        self.source.setToolTip(
+            "The condition the images are in. Set for you only when a ticked layer, its file or "
+            "its folder (or the folder translated) is named after a condition; never guessed."
+        )
         self.source.currentTextChanged.connect(self._source_changed)
         self.source.activated.connect(self._source_chosen)  # the user's choice, even of the condition already shown
         self.source.currentTextChanged.connect(self._preselect_options)
@@ -70,8 +72,9 @@ class DirectionPanel:
             with self._by_the_dock():
                 self.source.setCurrentIndex(-1)
             self._source_from = None
-            self._show_direction(f"The ticked layers are named after {' and '.join(found)}: choose the source."
-                                 if found else "")
+            self._show_direction(
+                f"The ticked layers are named after {' and '.join(found)}: choose the source." if found else ""
+            )
 
     def set_source(self, condition: str, origin: str, kind: str = "layer") -> None:
         """Set the source from a name (`origin` says whose), and a target that differs from it when that is
@@ -121,8 +124,11 @@ class DirectionPanel:
         """What is missing from the source and target ("" when nothing). A source set from the name of a layer is
         not a folder's, nor one set from a folder's name the ticked layers'."""
         source, target = self.source.currentText(), self.target.currentText()
-        kind, what = (("folder", f"the folder {folder.name}: choose the source condition of its images")
-                      if folder is not None else ("layer", "the ticked layers: choose their source condition"))
+        kind, what = (
+            ("folder", f"the folder {folder.name}: choose the source condition of its images")
+            if folder is not None
+            else ("layer", "the ticked layers: choose their source condition")
+        )
         if self._source_from is not None and self._source_from[0] != kind:
             return f"Source {source} was set from {self._source_from[1]}, not from {what}."
         if not source:

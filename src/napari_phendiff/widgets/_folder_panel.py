@@ -22,9 +22,12 @@ class FolderPanel:
     def _make_folder_controls(self) -> QVBoxLayout:
         """The Folder section's line and button."""
         self.folder_info = Note("Every image of a folder, with the settings above, into an output folder.")
-        self.folder_button = button("Translate folder…", self.browse_folder,
-                                    "Every image of a folder with these settings: TIFFs, per-cell tables and one "
-                                    "summary in an output folder; a second run continues where it stopped.")
+        self.folder_button = button(
+            "Translate folder…",
+            self.browse_folder,
+            "Every image of a folder with these settings: TIFFs, per-cell tables and one "
+            "summary in an output folder; a second run continues where it stopped.",
+        )
         folder = QVBoxLayout()
         folder.addWidget(self.folder_info)
         folder.addWidget(self.folder_button)
@@ -51,8 +54,11 @@ class FolderPanel:
                 raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
             named = named_condition(folder, self.manifest["conditions"])
             if named is not None:
-                origin = (f"the name of the folder {folder.name}" if named[1] == "name" else
-                          f"the name of the folder {folder.parent.name}, which holds {folder.name}")
+                origin = (
+                    f"the name of the folder {folder.name}"
+                    if named[1] == "name"
+                    else f"the name of the folder {folder.parent.name}, which holds {folder.name}"
+                )
                 self.set_source(named[0], origin, kind="folder")
             problem = self._direction_problem("translate", folder)
             if problem:

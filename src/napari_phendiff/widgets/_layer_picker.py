@@ -22,16 +22,22 @@ class LayerPicker(QListWidget):
         self.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.setMinimumHeight(60)
         self.setMaximumHeight(110)
-        self.setToolTip("Tick the image layer to translate, or the layers that form its channels: they are matched "
-                        "to the checkpoint's channels by name (DNA, field [DNA], field_DNA) or by their file's order.")
+        self.setToolTip(
+            "Tick the image layer to translate, or the layers that form its channels: they are matched "
+            "to the checkpoint's channels by name (DNA, field [DNA], field_DNA) or by their file's order."
+        )
         self.refresh()
         connect_while_alive(viewer.layers.events.inserted, self.refresh, self)
         connect_while_alive(viewer.layers.events.removed, self.refresh, self)
 
     def refresh(self, event=None) -> None:
         """Follow the viewer's image layers, keeping the user's order and ticks; tick the active one if none is."""
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)  # not a result's view of one
-                 and layer.metadata.get("phendiff", {}).get("kind") != "original view"]
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image)  # not a result's view of one
+            and layer.metadata.get("phendiff", {}).get("kind") != "original view"
+        ]
         for index in reversed(range(self.count())):
             if self.item(index).text() not in names:
                 self.takeItem(index)

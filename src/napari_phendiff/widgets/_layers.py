@@ -41,8 +41,7 @@ class ImageInput:
     matched: str = ""
 
     @classmethod
-    def from_layers(cls, layers: list[Image], names: list[str], point=None,
-                    opened: list[Image] = ()) -> "ImageInput":
+    def from_layers(cls, layers: list[Image], names: list[str], point=None, opened: list[Image] = ()) -> "ImageInput":
         """Check the layers against a checkpoint's channel `names` and gather them, matching channels by name.
 
         One layer: its channel axis (labelled c/channel, else the axis nearest Y, X of the right length) holds
@@ -61,26 +60,37 @@ class ImageInput:
         channel_order, matched = None, ""
         if len(layers) > 1:
             if len(layers) != channels:
-                raise DataError(f"{len(layers)} layers are ticked as channels ({_listed(layers)}) but {expected}. "
-                                "Tick one layer per channel, each named after its channel.")
-            holding = [layer.name for layer in layers if not layer.rgb and any(
-                n == channels for n in layer.data.shape[:-2]) and layer.data.ndim > 2]
+                raise DataError(
+                    f"{len(layers)} layers are ticked as channels ({_listed(layers)}) but {expected}. "
+                    "Tick one layer per channel, each named after its channel."
+                )
+            holding = [
+                layer.name
+                for layer in layers
+                if not layer.rgb and any(n == channels for n in layer.data.shape[:-2]) and layer.data.ndim > 2
+            ]
             if len(holding) == len(layers):
-                raise DataError(f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
-                                f"like a whole {channels}-channel image already. Tick one of them to translate it; "
-                                "tick several only when each is one channel.")
+                raise DataError(
+                    f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
+                    f"like a whole {channels}-channel image already. Tick one of them to translate it; "
+                    "tick several only when each is one channel."
+                )
             shapes = sorted({layer.data.shape for layer in layers})
             if len(shapes) > 1 or any(layer.rgb for layer in layers):
-                raise DataError(f"The channel layers {', '.join(layer.name for layer in layers)} must be single-channel "
-                                f"images of one shape; their shapes are {shapes}.")
+                raise DataError(
+                    f"The channel layers {', '.join(layer.name for layer in layers)} must be single-channel "
+                    f"images of one shape; their shapes are {shapes}."
+                )
             files = _refuse_part_of_a_file(layers, opened, expected)
             layers, matched = _in_channel_order(layers, names, files)
             channel_axis = None
         else:
             known = _named_channels(layers[0])
             if known is not None and len(known) != channels:
-                raise DataError(f"Layer '{layers[0].name}' holds the channels {', '.join(known)} but {expected}. "
-                                "Translate an image with exactly the checkpoint's channels.")
+                raise DataError(
+                    f"Layer '{layers[0].name}' holds the channels {', '.join(known)} but {expected}. "
+                    "Translate an image with exactly the checkpoint's channels."
+                )
             channel_axis = _channel_axis(layers[0], channels, expected)
             if known is not None and channel_axis is not None and not _unnamed(names):
                 channel_order, matched = _channel_order(layers[0], known, names)
@@ -102,7 +112,7 @@ class ImageInput:
     @property
     def kept_axes(self) -> list[int]:
         """Axes of a layer's data that its results keep (all but the stack axes for a single plane)."""
-        return sorted(self.order[self.n_stack:] if self.plane is not None else self.order)
+        return sorted(self.order[self.n_stack :] if self.plane is not None else self.order)
 
     def pixels(self) -> np.ndarray:
         """(N, C, Y, X): N = 1 for a single plane or a 2D image, else every plane of the stack in order."""
@@ -112,7 +122,7 @@ class ImageInput:
             if self.plane is not None:
                 arranged.append(data[self.plane][None])
             else:
-                arranged.append(data.reshape((-1, *data.shape[self.n_stack:])))
+                arranged.append(data.reshape((-1, *data.shape[self.n_stack :])))
         if self.channel_axis is None:
             return np.stack(arranged, axis=1)
         return arranged[0] if self.channel_order is None else arranged[0][:, list(self.channel_order)]
@@ -123,7 +133,7 @@ class ImageInput:
             result = result[:, np.argsort(self.channel_order)]
         parts = [result] if self.channel_axis is not None else [result[:, c] for c in range(result.shape[1])]
         if self.plane is not None:
-            kept = self.order[self.n_stack:]
+            kept = self.order[self.n_stack :]
             return [np.transpose(part[0], np.argsort(kept)) for part in parts]
         arranged_shape = tuple(self.layers[0].data.shape[a] for a in self.order)
         return [np.transpose(part.reshape(arranged_shape), np.argsort(self.order)) for part in parts]
@@ -147,8 +157,7 @@ def channel_named(text: str, names: list[str]) -> str | None:
     """The one channel of `names` that `text` (a layer's name) names: the whole text, or the channel's name standing
     apart in it (`DNA`, `field [DNA]`, `field_DNA`, `DNA :: field`); case-insensitive. None when it names none, or
     several (`reporter and DNA`); a name inside a longer one that also matches counts once (`p65_GFP` over `GFP`)."""
-    found = [n for n in names
-             if re.search(rf"(?<![0-9a-z]){re.escape(n.lower())}(?![0-9a-z])", text.lower())]
+    found = [n for n in names if re.search(rf"(?<![0-9a-z]){re.escape(n.lower())}(?![0-9a-z])", text.lower())]
     found = [n for n in found if not any(n.lower() != m.lower() and n.lower() in m.lower() for m in found)]
     return found[0] if len(found) == 1 else None
 
@@ -185,20 +194,24 @@ def _channel_order(layer: Image, known: list[str], names: list[str]) -> tuple[tu
     lower = [name.lower() for name in known]
     missing = [name for name in names if name.lower() not in lower]
     if missing or len(set(lower)) != len(lower):
-        raise DataError(f"Layer '{layer.name}' holds the channels {', '.join(known)}, but the checkpoint takes "
-                        f"{', '.join(names)} in this order: "
-                        f"{', '.join(missing) + ' missing' if missing else 'a channel name appears twice'}. "
-                        "Translate an image with the checkpoint's channels, or split the layer (right-click it > "
-                        "Split Stack), name each channel layer after the checkpoint's channel it holds and tick them.")
+        raise DataError(
+            f"Layer '{layer.name}' holds the channels {', '.join(known)}, but the checkpoint takes "
+            f"{', '.join(names)} in this order: "
+            f"{', '.join(missing) + ' missing' if missing else 'a channel name appears twice'}. "
+            "Translate an image with the checkpoint's channels, or split the layer (right-click it > "
+            "Split Stack), name each channel layer after the checkpoint's channel it holds and tick them."
+        )
     order = tuple(lower.index(name.lower()) for name in names)
     if order == tuple(range(len(names))):
         return None, ""
-    return order, (f"the channels of '{layer.name}' ({', '.join(known)}) taken in the checkpoint's order "
-                   f"({', '.join(names)})")
+    return order, (
+        f"the channels of '{layer.name}' ({', '.join(known)}) taken in the checkpoint's order ({', '.join(names)})"
+    )
 
 
-def _in_channel_order(layers: list[Image], names: list[str],
-                      files: dict[str, tuple[int, str | None]]) -> tuple[list[Image], str]:
+def _in_channel_order(
+    layers: list[Image], names: list[str], files: dict[str, tuple[int, str | None]]
+) -> tuple[list[Image], str]:
     """The layers sorted into the checkpoint's channel order, and what was matched: by the channel each names (its
     recorded channel, else its name, else its file's name for it), or, when they are all the channels of one file
     that names none, in the file's order (`files`: layer name -> (its channel in its file, the file's name for
@@ -217,19 +230,30 @@ def _in_channel_order(layers: list[Image], names: list[str],
     if not any(said) and len(files) == len(layers) and len({_file(layer) for layer in layers}) == 1:
         ordered = sorted(layers, key=lambda layer: files[layer.name][0])
         if all(found[layers.index(layer)] in (None, name) for name, layer in zip(names, ordered)):
-            return ordered, ("channels in the order of their file, which names none: "
-                             + ", ".join(f"{n} = '{layer.name}'" for n, layer in zip(names, ordered)))
-    unnamed = [f"'{layer.name}'" + (f" ({text})" if text else "") for layer, name, text in zip(layers, found, said)
-               if name is None]
-    why = (f"{', '.join(unnamed)} name{'s' if len(unnamed) == 1 else ''} no channel of it" if unnamed
-           else "two of them name the same channel")
-    raise DataError(f"The checkpoint takes {', '.join(names)} in this order; the ticked layers are {_listed(layers)}, "
-                    f"and {why}. Name each layer after its channel (double-click its name in the layer list: "
-                    f"'{names[0]}', or 'field [{names[0]}]').")
+            return ordered, (
+                "channels in the order of their file, which names none: "
+                + ", ".join(f"{n} = '{layer.name}'" for n, layer in zip(names, ordered))
+            )
+    unnamed = [
+        f"'{layer.name}'" + (f" ({text})" if text else "")
+        for layer, name, text in zip(layers, found, said)
+        if name is None
+    ]
+    why = (
+        f"{', '.join(unnamed)} name{'s' if len(unnamed) == 1 else ''} no channel of it"
+        if unnamed
+        else "two of them name the same channel"
+    )
+    raise DataError(
+        f"The checkpoint takes {', '.join(names)} in this order; the ticked layers are {_listed(layers)}, "
+        f"and {why}. Name each layer after its channel (double-click its name in the layer list: "
+        f"'{names[0]}', or 'field [{names[0]}]')."
+    )
 
 
-def _refuse_part_of_a_file(layers: list[Image], opened: list[Image],
-                           expected: str) -> dict[str, tuple[int, str | None]]:
+def _refuse_part_of_a_file(
+    layers: list[Image], opened: list[Image], expected: str
+) -> dict[str, tuple[int, str | None]]:
     """Refuse ticked layers that are some, not all, of the channel layers opened from one file; return, for each
     ticked layer split from a file, its channel in that file and the file's name for it (None: unnamed)."""
     files: dict[str, tuple[int, str | None]] = {}
@@ -238,13 +262,19 @@ def _refuse_part_of_a_file(layers: list[Image], opened: list[Image],
         shape = ticked[0].data.shape
         siblings: list[Image] = []
         for layer in opened:  # a file opened twice counts once
-            if (_file(layer) == path and layer.data.shape == shape and not layer.rgb
-                    and not any(np.array_equal(layer.data, other.data) for other in siblings)):
+            if (
+                _file(layer) == path
+                and layer.data.shape == shape
+                and not layer.rgb
+                and not any(np.array_equal(layer.data, other.data) for other in siblings)
+            ):
                 siblings.append(layer)
         if len(siblings) > len(ticked):
-            raise DataError(f"The ticked layers {_listed(ticked)} are {len(ticked)} of the {len(siblings)} "
-                            f"channels of {path.name} ({_listed(siblings)}) but {expected}. A part of an image's "
-                            "channels is not translated: translate an image with exactly the checkpoint's channels.")
+            raise DataError(
+                f"The ticked layers {_listed(ticked)} are {len(ticked)} of the {len(siblings)} "
+                f"channels of {path.name} ({_listed(siblings)}) but {expected}. A part of an image's "
+                "channels is not translated: translate an image with exactly the checkpoint's channels."
+            )
         files.update(_channels_in_file(path, ticked))
     return files
 
@@ -260,8 +290,11 @@ def _channels_in_file(path: Path, layers: list[Image]) -> dict[str, tuple[int, s
     labels = labels if labels and len(labels) == len(planes) else None
     found = {}
     for layer in layers:
-        same = [c for c, plane in enumerate(planes)
-                if plane.shape == layer.data.shape and np.array_equal(plane, np.asarray(layer.data))]
+        same = [
+            c
+            for c, plane in enumerate(planes)
+            if plane.shape == layer.data.shape and np.array_equal(plane, np.asarray(layer.data))
+        ]
         if len(same) == 1:
             found[layer.name] = (same[0], labels[same[0]] if labels else None)
     return found
@@ -270,9 +303,10 @@ def _channels_in_file(path: Path, layers: list[Image]) -> dict[str, tuple[int, s
 def place_plane(inputs: ImageInput, layer: Image, part: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
     """A plane's result put at its own index of an array shaped like the layer's data (`into`, or zeros), so the
     translation stays aligned with its original under the stack sliders."""
-    stack_axes = inputs.order[:inputs.n_stack]
-    shape = tuple(layer.data.shape[:-1] if layer.rgb and part.ndim == layer.data.ndim - 1 - len(stack_axes) else
-                  layer.data.shape)
+    stack_axes = inputs.order[: inputs.n_stack]
+    shape = tuple(
+        layer.data.shape[:-1] if layer.rgb and part.ndim == layer.data.ndim - 1 - len(stack_axes) else layer.data.shape
+    )
     full = np.zeros(shape, part.dtype) if into is None or into.shape != shape else into
     index = tuple(inputs.plane[stack_axes.index(a)] if a in stack_axes else slice(None) for a in range(len(shape)))
     full[index] = part
@@ -284,8 +318,9 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
     ndim = layer.data.ndim
     if layer.rgb:
         if layer.data.shape[-1] != channels:
-            raise DataError(f"Layer '{layer.name}' is an RGB(A) image with {layer.data.shape[-1]} channels but "
-                            f"{expected}.")
+            raise DataError(
+                f"Layer '{layer.name}' is an RGB(A) image with {layer.data.shape[-1]} channels but {expected}."
+            )
         return ndim - 1
     if channels == 1:
         return None
@@ -293,9 +328,11 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
     labelled = [a for a in candidates if str(layer.axis_labels[a]).lower() in CHANNEL_LABELS]
     if labelled or candidates:
         return (labelled or candidates)[-1]
-    raise DataError(f"Layer '{layer.name}' (shape {layer.data.shape}) has no axis of {channels} channels but "
-                    f"{expected}. Tick the {channels} layers that form the channels, each named after its channel, "
-                    "or choose a layer with a channel axis.")
+    raise DataError(
+        f"Layer '{layer.name}' (shape {layer.data.shape}) has no axis of {channels} channels but "
+        f"{expected}. Tick the {channels} layers that form the channels, each named after its channel, "
+        "or choose a layer with a channel axis."
+    )
 
 
 def result_name(original: str, target: str, tag: str = "", extra: str = "") -> str:
@@ -316,9 +353,17 @@ def channel_layer_stem(name: str, channel: str) -> str:
 
 def translated_layer(original: Image, data: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
     """add_image keyword arguments for a translation: the original's look, so both compare directly."""
-    return dict(data=data, name=name, colormap=original.colormap, contrast_limits=original.contrast_limits,
-                gamma=original.gamma, blending=original.blending, rgb=original.rgb, **_placement(original, kept_axes),
-                metadata={"phendiff": {**meta, "kind": "translated", "original": original.name}})
+    return dict(
+        data=data,
+        name=name,
+        colormap=original.colormap,
+        contrast_limits=original.contrast_limits,
+        gamma=original.gamma,
+        blending=original.blending,
+        rgb=original.rgb,
+        **_placement(original, kept_axes),
+        metadata={"phendiff": {**meta, "kind": "translated", "original": original.name}},
+    )
 
 
 def difference_layer(original: Image, difference: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
@@ -328,16 +373,27 @@ def difference_layer(original: Image, difference: np.ndarray, kept_axes: list[in
     placement = _placement(original, kept_axes)
     if original.rgb:  # signed values cannot be RGB: show the three colours as a channel axis
         difference = np.moveaxis(difference, -1, -3)
-        placement = dict(scale=np.insert(placement["scale"], -2, 1.0),
-                         translate=np.insert(placement["translate"], -2, 0.0),
-                         axis_labels=[*placement["axis_labels"][:-2], "channel", *placement["axis_labels"][-2:]])
-    return dict(data=difference, name=name, colormap=DIFFERENCE_COLORMAP, contrast_limits=(-limit, limit),
-                rgb=False, **placement,
-                metadata={"phendiff": {**meta, "kind": "difference", "original": original.name}})
+        placement = dict(
+            scale=np.insert(placement["scale"], -2, 1.0),
+            translate=np.insert(placement["translate"], -2, 0.0),
+            axis_labels=[*placement["axis_labels"][:-2], "channel", *placement["axis_labels"][-2:]],
+        )
+    return dict(
+        data=difference,
+        name=name,
+        colormap=DIFFERENCE_COLORMAP,
+        contrast_limits=(-limit, limit),
+        rgb=False,
+        **placement,
+        metadata={"phendiff": {**meta, "kind": "difference", "original": original.name}},
+    )
 
 
 def _placement(original: Image, kept_axes: list[int]) -> dict:
     if original.rgb:
         kept_axes = kept_axes[:-1]
-    return dict(scale=np.asarray(original.scale)[kept_axes], translate=np.asarray(original.translate)[kept_axes],
-                axis_labels=[original.axis_labels[a] for a in kept_axes])
+    return dict(
+        scale=np.asarray(original.scale)[kept_axes],
+        translate=np.asarray(original.translate)[kept_axes],
+        axis_labels=[original.axis_labels[a] for a in kept_axes],
+    )

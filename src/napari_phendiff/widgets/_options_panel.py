@@ -23,8 +23,13 @@ class OptionsPanel:
         defaults = TranslateOptions()
         self.strength = spin(QDoubleSpinBox(), 0.05, 1.0, defaults.strength, tooltip(HELP["strength"]))
         self.strength.setSingleStep(0.05)
-        self.guidance = spin(QDoubleSpinBox(), 1.0, 20.0, defaults.guidance, tooltip(
-            HELP["guidance"], "higher moves the phenotype further but may change what should stay"))
+        self.guidance = spin(
+            QDoubleSpinBox(),
+            1.0,
+            20.0,
+            defaults.guidance,
+            tooltip(HELP["guidance"], "higher moves the phenotype further but may change what should stay"),
+        )
         self.guidance.setSpecialValueText("off")
         self.negative = QComboBox()
         self.negative.addItems(list(NEGATIVES))
@@ -37,42 +42,78 @@ class OptionsPanel:
         self.settings_info = Note()
         self.scope = QComboBox()
         self.scope.addItems(["current plane", "whole stack"])
-        self.samples = spin(QSpinBox(), 0, 32, 0, "Regenerate with this many seeds and add a layer of how much they "
-                            "disagree per pixel: where the model is unsure. Off: none.")
+        self.samples = spin(
+            QSpinBox(),
+            0,
+            32,
+            0,
+            "Regenerate with this many seeds and add a layer of how much they "
+            "disagree per pixel: where the model is unsure. Off: none.",
+        )
         self.samples.setSpecialValueText("off")
-        return [("Strength", self.strength), ("Guidance", self.guidance), ("Contrast with", self.negative),
-                ("Keep unchanged", self.keep_box), ("DDIM steps", self.steps), (None, self.settings_info),
-                ("Translate", self.scope), ("Uncertainty samples", self.samples)]
+        return [
+            ("Strength", self.strength),
+            ("Guidance", self.guidance),
+            ("Contrast with", self.negative),
+            ("Keep unchanged", self.keep_box),
+            ("DDIM steps", self.steps),
+            (None, self.settings_info),
+            ("Translate", self.scope),
+            ("Uncertainty samples", self.samples),
+        ]
 
     def _make_run_controls(self) -> list[tuple[str | None, QWidget]]:
         """How the computer runs it, as the Run section's (label, control) rows."""
         self.seed = spin(QSpinBox(), 0, 2**31 - 1, 0, tooltip(HELP["seed"]))
-        self.batch_size = spin(QSpinBox(), 0, 1024, 0, tooltip(
-            HELP["batch_size"], "auto: by the device's memory; lower it if the GPU runs out of memory"))
+        self.batch_size = spin(
+            QSpinBox(),
+            0,
+            1024,
+            0,
+            tooltip(HELP["batch_size"], "auto: by the device's memory; lower it if the GPU runs out of memory"),
+        )
         self.batch_size.setSpecialValueText("auto")
         self.skip_background = QCheckBox("copy tiles without cells")
         self.skip_background.setChecked(TranslateOptions().skip_background)
         self.skip_background.setToolTip(tooltip(HELP["skip_background"], "faster on sparse fields"))
         self.device = device_combo()
-        return [("Seed", self.seed), ("Tiles per batch", self.batch_size), ("Skip background", self.skip_background),
-                ("Device", self.device)]
+        return [
+            ("Seed", self.seed),
+            ("Tiles per batch", self.batch_size),
+            ("Skip background", self.skip_background),
+            ("Device", self.device),
+        ]
 
     def _make_explore_controls(self) -> list[tuple[str | None, QWidget]]:
         """A morph's frames and path, Morph and Control, as the Explore section's (label, control) rows."""
-        self.frames = spin(QSpinBox(), 1, 64, MORPH_FRAMES, "Frames of the morph after the original: each goes a "
-                           "little deeper, the last is the translation; the slider scrubs the progression.")
+        self.frames = spin(
+            QSpinBox(),
+            1,
+            64,
+            MORPH_FRAMES,
+            "Frames of the morph after the original: each goes a "
+            "little deeper, the last is the translation; the slider scrubs the progression.",
+        )
         self.morph_path = QComboBox()
         self.morph_path.addItems(list(MORPH_PATHS))
-        self.morph_path.setToolTip("strength: each frame takes the image apart a little deeper (frame 1 barely "
-                                   "changed); embedding: every frame as deep as the translation, the condition "
-                                   "blended from the source to the target.")
-        self.morph_button = button("Morph", self.morph,
-                                   "One layer of frames from the original to the target, on the same cells.")
-        self.control_button = button("Control: source → source", self.control,
-                                     "The same settings back to the source condition: what the model changes "
-                                     "anyway, to tell the phenotype from reconstruction error.")
-        return [("Morph frames", row(self.frames, self.morph_path)), (None, row(self.morph_button,
-                                                                                 self.control_button))]
+        self.morph_path.setToolTip(
+            "strength: each frame takes the image apart a little deeper (frame 1 barely "
+            "changed); embedding: every frame as deep as the translation, the condition "
+            "blended from the source to the target."
+        )
+        self.morph_button = button(
+            "Morph", self.morph, "One layer of frames from the original to the target, on the same cells."
+        )
+        self.control_button = button(
+            "Control: source → source",
+            self.control,
+            "The same settings back to the source condition: what the model changes "
+            "anyway, to tell the phenotype from reconstruction error.",
+        )
+        return [
+            ("Morph frames", row(self.frames, self.morph_path)),
+            (None, row(self.morph_button, self.control_button)),
+        ]
 
     def _preselect_options(self, text=None) -> None:
         """Set strength, guidance and contrast to the checkpoint's calibrated setting for this direction (else the
@@ -86,9 +127,13 @@ class OptionsPanel:
         self.negative.setCurrentText(options.negative)
         for name, check in self.keep_checks.items():
             check.setChecked(name in options.keep_channels)
-        origin = ("calibrated for this checkpoint" if "calibrated" in sources.values() else
-                  "this model's defaults, not calibrated" if "model default" in sources.values() else
-                  "project defaults")
+        origin = (
+            "calibrated for this checkpoint"
+            if "calibrated" in sources.values()
+            else "this model's defaults, not calibrated"
+            if "model default" in sources.values()
+            else "project defaults"
+        )
         shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
         if options.keep_channels:
             shown += f", {'+'.join(options.keep_channels)} kept"
@@ -110,14 +155,29 @@ class OptionsPanel:
 
     def _settings_request(self, source: str, target: str, images: np.ndarray, mode: str) -> TranslateRequest:
         """The dock's settings for one run; options the user changed from the preselection count as given."""
-        shown = dict(strength=self.strength.value(), guidance=self.guidance.value(),
-                     negative=self.negative.currentText(), steps=self.steps.value(), seed=self.seed.value(),
-                     batch_size=self.batch_size.value() or None, keep_channels=self.kept_channels(),
-                     skip_background=self.skip_background.isChecked())
+        shown = dict(
+            strength=self.strength.value(),
+            guidance=self.guidance.value(),
+            negative=self.negative.currentText(),
+            steps=self.steps.value(),
+            seed=self.seed.value(),
+            batch_size=self.batch_size.value() or None,
+            keep_channels=self.kept_channels(),
+            skip_background=self.skip_background.isChecked(),
+        )
         preset, _ = resolve_options(self.manifest, source, target)
         changed = {name: value for name, value in shown.items() if getattr(preset, name) != value}  # the user's
         options, sources = resolve_options(self.manifest, source, target, changed)
         return TranslateRequest(
-            checkpoint=resolve_checkpoint(self.checkpoint.currentData()), device=self.device.currentData(),
-            source=source, target=target, options=options, sources=sources, images=images, mode=mode,
-            frames=self.frames.value(), morph_path=self.morph_path.currentText(), samples=self.samples.value())
+            checkpoint=resolve_checkpoint(self.checkpoint.currentData()),
+            device=self.device.currentData(),
+            source=source,
+            target=target,
+            options=options,
+            sources=sources,
+            images=images,
+            mode=mode,
+            frames=self.frames.value(),
+            morph_path=self.morph_path.currentText(),
+            samples=self.samples.value(),
+        )

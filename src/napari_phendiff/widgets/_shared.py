@@ -16,8 +16,19 @@ import platformdirs
 from napari.qt.threading import GeneratorWorker
 from psygnal import evented
 from qtpy.QtCore import QEvent, QSize, Qt
-from qtpy.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QScrollArea,
-                            QToolButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -90,6 +101,7 @@ class StoppableWorker(GeneratorWorker):
 
 # --- what a worker yields to its dock: a tagged message, so no dock inspects the classes of what it receives ---------
 
+
 @dataclass(frozen=True)
 class Loaded:
     """The worker loaded a model (whatever its kind); the dock keeps it for the next run."""
@@ -114,10 +126,20 @@ class Result:
 
 
 # Core messages name command-line flags; in a dock they name its controls.
-DOCK_WORDS = {"Add --resume to continue": "Tick Resume to continue", "add --resume": "tick Resume",
-              "--resume": "Resume", "--steps": "Steps", "--lr": "Learning rate", "--base": "Base model",
-              "--batch-size": "Batch size", "--image-size": "Image size", "--mixed-precision": "precision",
-              "--out": "the output folder", "--strength": "Strength", "--guidance": "Guidance"}
+DOCK_WORDS = {
+    "Add --resume to continue": "Tick Resume to continue",
+    "add --resume": "tick Resume",
+    "--resume": "Resume",
+    "--steps": "Steps",
+    "--lr": "Learning rate",
+    "--base": "Base model",
+    "--batch-size": "Batch size",
+    "--image-size": "Image size",
+    "--mixed-precision": "precision",
+    "--out": "the output folder",
+    "--strength": "Strength",
+    "--guidance": "Guidance",
+}
 
 
 def in_dock_words(message: str) -> str:

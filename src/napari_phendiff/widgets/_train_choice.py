@@ -25,10 +25,13 @@ ADAPTER_TIPS = {
 }
 # The first choice, and what fine-tuning starts from.
 WHAT = {"fine-tune": "Fine-tune a pre-trained model", "scratch": "Train from scratch"}
-SOURCES = {"shipped": f"the shipped {DEFAULT_BASE} base (offline)", "checkpoint": "a PhenDiff checkpoint",
-           "stable-diffusion": "a Stable Diffusion folder or hub id"}
+SOURCES = {
+    "shipped": f"the shipped {DEFAULT_BASE} base (offline)",
+    "checkpoint": "a PhenDiff checkpoint",
+    "stable-diffusion": "a Stable Diffusion folder or hub id",
+}
 FINE_TUNING = next(name for name, kind in KINDS.items() if kind.fine_tunes)  # the kind a base model becomes
-STARTING = next(name for name, kind in KINDS.items() if kind.starts_from)   # the kind a checkpoint can start
+STARTING = next(name for name, kind in KINDS.items() if kind.starts_from)  # the kind a checkpoint can start
 
 
 class ModelChoice:
@@ -36,8 +39,12 @@ class ModelChoice:
 
     def _make_choice_controls(self) -> list[tuple[str, QWidget]]:
         """The choices' controls, as the form's (label, control) rows."""
-        self.what = combo(WHAT, "fine-tune", "Fine-tune: start from a model that has already learnt images (fewer "
-                          "images and steps). From scratch: random weights, many images and steps.")
+        self.what = combo(
+            WHAT,
+            "fine-tune",
+            "Fine-tune: start from a model that has already learnt images (fewer "
+            "images and steps). From scratch: random weights, many images and steps.",
+        )
         self.source = combo(SOURCES, "shipped", "The pre-trained model to start from.")
         self.start_from = QLineEdit(placeholderText="checkpoint folder, or demo (the shipped example)")
         self.start_from.setToolTip(tooltip(TRAIN_HELP["start_from"], "it fixes the preset"))
@@ -48,22 +55,36 @@ class ModelChoice:
         self.base.editingFinished.connect(self._base_edited)
         self.base_row = row(self.base, button("Browse…", self.browse_base))
         self.source_info = QLabel(wordWrap=True)
-        self.model = combo({name: f"{name}: {without_flags(kind.help)}" for name, kind in KINDS.items()
-                            if not kind.fine_tunes}, TRAIN_DEFAULTS["model"], "What to train from random weights.")
-        self.preset = combo({name: name for name in PRESET_SIZES}, TRAIN_DEFAULTS["preset"],
-                            tooltip(TRAIN_HELP["preset"]))
+        self.model = combo(
+            {name: f"{name}: {without_flags(kind.help)}" for name, kind in KINDS.items() if not kind.fine_tunes},
+            TRAIN_DEFAULTS["model"],
+            "What to train from random weights.",
+        )
+        self.preset = combo(
+            {name: name for name in PRESET_SIZES}, TRAIN_DEFAULTS["preset"], tooltip(TRAIN_HELP["preset"])
+        )
         self.adapter = combo({name: name for name in ADAPTERS}, TRAIN_DEFAULTS["adapter"], "")
         for i, name in enumerate(ADAPTERS):
             self.adapter.setItemData(i, ADAPTER_TIPS[name], Qt.ItemDataRole.ToolTipRole)
-        self.rank = spin(QSpinBox(), 1, 256, TRAIN_DEFAULTS["rank"],
-                         tooltip(TRAIN_HELP["rank"], "more is more capacity and memory"))
+        self.rank = spin(
+            QSpinBox(), 1, 256, TRAIN_DEFAULTS["rank"], tooltip(TRAIN_HELP["rank"], "more is more capacity and memory")
+        )
         self.gradient_checkpointing = QCheckBox("less memory, slower steps")
         self.gradient_checkpointing.setChecked(TRAIN_DEFAULTS["gradient_checkpointing"])
         self.costs = QLabel(wordWrap=True)
-        return [("What to train", self.what), ("Start from", self.source), ("Checkpoint", self.start_from_row),
-                ("Base model", self.base_row), ("", self.source_info), ("Model", self.model),
-                ("Preset", self.preset), ("Adapter", self.adapter), ("LoRA rank", self.rank),
-                ("Gradient checkpointing", self.gradient_checkpointing), ("", self.costs)]
+        return [
+            ("What to train", self.what),
+            ("Start from", self.source),
+            ("Checkpoint", self.start_from_row),
+            ("Base model", self.base_row),
+            ("", self.source_info),
+            ("Model", self.model),
+            ("Preset", self.preset),
+            ("Adapter", self.adapter),
+            ("LoRA rank", self.rank),
+            ("Gradient checkpointing", self.gradient_checkpointing),
+            ("", self.costs),
+        ]
 
     def _connect_choices(self) -> None:
         """Once every control exists: a choice changes the controls shown and the settings it takes."""
@@ -128,9 +149,16 @@ class ModelChoice:
     def _show_costs(self, *_) -> None:
         if KINDS[self.kind()].fine_tunes:
             base = self._base_source()
-            self.costs.setText(cost_text(adapter_costs(base) if base else None, self.adapter.currentData(),
-                                         self.steps.value(), self.batch_size.value(), self.image_size.value(),
-                                         self.minutes.value()))
+            self.costs.setText(
+                cost_text(
+                    adapter_costs(base) if base else None,
+                    self.adapter.currentData(),
+                    self.steps.value(),
+                    self.batch_size.value(),
+                    self.image_size.value(),
+                    self.minutes.value(),
+                )
+            )
 
     def _base_source(self) -> str:
         """The base a fine-tuned run starts from ('' when the folder or hub id is still to be given)."""
@@ -147,16 +175,22 @@ class ModelChoice:
     def missing_start(self) -> str:
         """What a fine-tune still needs to know where it starts ('' when nothing is missing)."""
         if KINDS[self.kind()].fine_tunes and not self._base_source():
-            return (f"Give the Stable Diffusion folder or hub id (Base model), or choose the shipped {DEFAULT_BASE} "
-                    "base under Start from.")
-        if (not KINDS[self.kind()].fine_tunes and self.what.currentData() == "fine-tune"
-                and not self.start_from.text().strip()):
+            return (
+                f"Give the Stable Diffusion folder or hub id (Base model), or choose the shipped {DEFAULT_BASE} "
+                "base under Start from."
+            )
+        if (
+            not KINDS[self.kind()].fine_tunes
+            and self.what.currentData() == "fine-tune"
+            and not self.start_from.text().strip()
+        ):
             return "Give the PhenDiff checkpoint to start from (a folder, or demo), or choose another Start from."
         return ""
 
 
-def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, image_size: int,
-              minutes: float = 0.0) -> str:
+def cost_text(
+    costs: dict | None, adapter: str, steps: int, batch_size: int, image_size: int, minutes: float = 0.0
+) -> str:
     """What each adapter was measured to cost (models.bases.adapter_costs), and the time of this run with `adapter`:
     its seconds per step scaled by the batch size and the image area, an estimate (the computer, the data loading and
     the checkpoints differ)."""
@@ -164,18 +198,25 @@ def cost_text(costs: dict | None, adapter: str, steps: int, batch_size: int, ima
         return "What each adapter costs: not measured for this base (docs/benchmarks.md)."
     size, batch = costs["image_size"], costs["batch_size"]
     lines = [f"Measured on {costs['measured_on']}, at {size} px, batch {batch}:"]
-    lines += [f"{name}: {_number(c['seconds_per_step'])} s/step, {_number(c['peak_memory_mb'])} MB peak memory, "
-              f"checkpoint {_number(c['checkpoint_mb'])} MB" for name, c in costs["adapters"].items()]
+    lines += [
+        f"{name}: {_number(c['seconds_per_step'])} s/step, {_number(c['peak_memory_mb'])} MB peak memory, "
+        f"checkpoint {_number(c['checkpoint_mb'])} MB"
+        for name, c in costs["adapters"].items()
+    ]
     measured = costs["adapters"].get(adapter)
     if minutes:
-        lines.append(f"This run: about {duration(minutes * 60)} of training (the time budget); its steps are "
-                     "timed on this computer when it starts.")
+        lines.append(
+            f"This run: about {duration(minutes * 60)} of training (the time budget); its steps are "
+            "timed on this computer when it starts."
+        )
     elif measured is None:
         lines.append(f"{adapter}: not measured, so no estimate of this run's time.")
     else:
         seconds = steps * measured["seconds_per_step"] * batch_size / batch * (image_size / size) ** 2
-        lines.append(f"This run ({adapter}, {steps} steps, batch {batch_size}, {image_size} px): about "
-                     f"{duration(seconds)}, an estimate from these measurements.")
+        lines.append(
+            f"This run ({adapter}, {steps} steps, batch {batch_size}, {image_size} px): about "
+            f"{duration(seconds)}, an estimate from these measurements."
+        )
     return "\n".join(lines)
 
 

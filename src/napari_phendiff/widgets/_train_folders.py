@@ -31,8 +31,11 @@ class TrainFolders:
         self.data.editingFinished.connect(self.check_folder)
         self.folder_info = QLabel(wordWrap=True)
         self.channel_names = QLineEdit(placeholderText=NO_NAMES)
-        return [("Data folder", row(self.data, button("Browse…", self.browse_data))), ("", self.folder_info),
-                ("Channel names", self.channel_names)]
+        return [
+            ("Data folder", row(self.data, button("Browse…", self.browse_data))),
+            ("", self.folder_info),
+            ("Channel names", self.channel_names),
+        ]
 
     def _make_output_controls(self) -> list[tuple[str, QWidget]]:
         """The output folder's controls, as the form's (label, control) rows."""
@@ -89,10 +92,14 @@ class TrainFolders:
         out, kind = self.out.text().strip(), manifest_kind(manifest)
         if not (resolve_checkpoint(out) / TRAINING_STATE).is_dir():
             self.resume.setChecked(False)
-            build_on = ("To build on it, choose Fine-tune > a PhenDiff checkpoint and give it there, with a new output "
-                        "folder." if KINDS[kind].starts_from else "Train a new model into another output folder.")
-            self.status.setText(ERROR_STYLE.format(f"{out}: holds no training state, so it cannot be resumed. "
-                                                   f"{build_on}"))
+            build_on = (
+                "To build on it, choose Fine-tune > a PhenDiff checkpoint and give it there, with a new output folder."
+                if KINDS[kind].starts_from
+                else "Train a new model into another output folder."
+            )
+            self.status.setText(
+                ERROR_STYLE.format(f"{out}: holds no training state, so it cannot be resumed. {build_on}")
+            )
             return
         training = manifest["training"]
         self._restoring = True
@@ -111,10 +118,16 @@ class TrainFolders:
         self.steps.setValue(max(self.steps.value(), int(manifest["trained_steps"]) + 1))
         if not self.data.text():
             self.set_data_folder(training["data"])
-        took += [f"image size {training['image_size']} px", f"channels {', '.join(manifest['channel_names'])}",
-                 f"batch size {training['batch_size']}", f"learning rate {float(training['lr']):.2e}"]
-        self.status.setText(f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}, with "
-                            f"the checkpoint's settings: {'; '.join(took)}.")
+        took += [
+            f"image size {training['image_size']} px",
+            f"channels {', '.join(manifest['channel_names'])}",
+            f"batch size {training['batch_size']}",
+            f"learning rate {float(training['lr']):.2e}",
+        ]
+        self.status.setText(
+            f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}, with "
+            f"the checkpoint's settings: {'; '.join(took)}."
+        )
 
     def _take_choices(self, manifest: dict) -> list[str]:
         """Set the first choices as the checkpoint was trained; the settings taken, in words."""
@@ -127,8 +140,12 @@ class TrainFolders:
             self.rank.setValue(int(training["rank"]))
             self.gradient_checkpointing.setChecked(bool(training["gradient_checkpointing"]))
             rank = f" (rank {training['rank']})" if training["adapter"] == "lora" else ""
-            return [f"model {kind}", f"base {base}", f"adapter {training['adapter']}{rank}",
-                    f"gradient checkpointing {'on' if training['gradient_checkpointing'] else 'off'}"]
+            return [
+                f"model {kind}",
+                f"base {base}",
+                f"adapter {training['adapter']}{rank}",
+                f"gradient checkpointing {'on' if training['gradient_checkpointing'] else 'off'}",
+            ]
         if training.get("start_from"):
             self._choose("fine-tune", "checkpoint")
             self.start_from.setText(str(training["start_from"]))

@@ -35,8 +35,9 @@ class TrainProgress:
         else:  # a checkpoint was written; "done" is the last one
             CHECKPOINTS.add(event.path)
             if event.kind == "done":
-                self._done_text = (f"Finished {event.step} steps. Checkpoint: {event.path} (listed in the "
-                                   "Translate dock).")
+                self._done_text = (
+                    f"Finished {event.step} steps. Checkpoint: {event.path} (listed in the Translate dock)."
+                )
                 self.status.setText(self._done_text)
 
     def _on_step(self, event: TrainEvent) -> None:
@@ -48,8 +49,9 @@ class TrainProgress:
         started, first = self._timing
         seconds = (time.monotonic() - started) / max(1, event.step - first) * (event.total - event.step)
         eta = datetime.timedelta(seconds=round(seconds)) if event.step > first else "…"
-        self.status.setText(f"step {event.step} / {event.total} · loss {event.loss:.4f} · lr {event.lr:.2e} · "
-                            f"ETA {eta}")
+        self.status.setText(
+            f"step {event.step} / {event.total} · loss {event.loss:.4f} · lr {event.lr:.2e} · ETA {eta}"
+        )
 
     def _show_step(self, step: int, total: int) -> None:
         self.progress.setValue(step)
@@ -68,9 +70,14 @@ class TrainProgress:
                 layer.metadata["phendiff"]["step"] = previews.step
             else:
                 offset = position * images.shape[-1] * 1.1  # conditions side by side
-                self.viewer.add_image(images, name=name, axis_labels=("sample", "channel", "y", "x"),
-                                      translate=(0, 0, 0, offset), colormap="gray",
-                                      metadata={"phendiff": {"preview_of": condition, "step": previews.step}})
+                self.viewer.add_image(
+                    images,
+                    name=name,
+                    axis_labels=("sample", "channel", "y", "x"),
+                    translate=(0, 0, 0, offset),
+                    colormap="gray",
+                    metadata={"phendiff": {"preview_of": condition, "step": previews.step}},
+                )
                 added = True
         if added:
             self.viewer.reset_view()
@@ -81,5 +88,9 @@ class TrainProgress:
             saved = self._last_step > self._first_step
             if saved:
                 CHECKPOINTS.add(self._config.out)
-            self.status.setText(f"Stopped at step {self._last_step}: resumable checkpoint in {self._config.out}; "
-                                "tick Resume and press Train to continue." if saved else "Stopped before training.")
+            self.status.setText(
+                f"Stopped at step {self._last_step}: resumable checkpoint in {self._config.out}; "
+                "tick Resume and press Train to continue."
+                if saved
+                else "Stopped before training."
+            )

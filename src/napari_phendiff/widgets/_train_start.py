@@ -50,9 +50,11 @@ class StartReading:
             return
         kind = manifest_kind(manifest)
         if not KINDS[kind].starts_from:
-            self._say_source_problem(f"{text}: is a {kind!r} checkpoint ({without_flags(KINDS[kind].help)}); a run "
-                                     f"starts only from a {STARTING!r} checkpoint (PhenDiff). Choose one, or "
-                                     "fine-tune its base model instead.")
+            self._say_source_problem(
+                f"{text}: is a {kind!r} checkpoint ({without_flags(KINDS[kind].help)}); a run "
+                f"starts only from a {STARTING!r} checkpoint (PhenDiff). Choose one, or "
+                "fine-tune its base model instead."
+            )
             return
         self.preset.setCurrentIndex(self.preset.findData(manifest["preset"]))
         self.image_size.setValue(int(manifest["image_size"]))
@@ -60,7 +62,8 @@ class StartReading:
             f"PhenDiff {manifest['preset']} model, {manifest['image_size']} px · conditions "
             f"{', '.join(manifest['conditions'])} · channels {', '.join(manifest['channel_names'])} · "
             f"{manifest.get('trained_steps', '?')} trained steps. The folder's conditions take its condition rows "
-            "(same names keep theirs).")
+            "(same names keep theirs)."
+        )
 
     def _read_shipped_base(self) -> None:
         """The shipped base's image size (its configs are local and small: read at once)."""
@@ -71,8 +74,9 @@ class StartReading:
         except PhenDiffError as exc:
             self._say_source_problem(str(exc))
             return
-        self.source_info.setText(f"The shipped {DEFAULT_BASE} base: {self.image_size.value()} px images, "
-                                 "no download needed.")
+        self.source_info.setText(
+            f"The shipped {DEFAULT_BASE} base: {self.image_size.value()} px images, no download needed."
+        )
 
     def _say_source_problem(self, message: str) -> None:
         self.source_info.setText(ERROR_STYLE.format(in_dock_words(message)))

@@ -20,8 +20,10 @@ from ..core.walk import sample
 from ._shared import Progress, Result, StoppableWorker
 
 PREVIEW_STEPS = 20
-MEMORY_ADVICE = ("Lower the batch size or the image size, or choose device cpu; for a fine-tuned model, tick "
-                 "gradient checkpointing or choose the lora adapter.")
+MEMORY_ADVICE = (
+    "Lower the batch size or the image size, or choose device cpu; for a fine-tuned model, tick "
+    "gradient checkpointing or choose the lora adapter."
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,7 @@ class BaseRead:
     problem: str | None = None
 
 
-@thread_worker(progress={"desc": "PhenDiff: training"},
-               worker_class=StoppableWorker, ignore_errors=True)
+@thread_worker(progress={"desc": "PhenDiff: training"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_training(config: TrainConfig, previews: int):
     """core.training.run.iter_train as Progress messages (counted from the step this run starts at), plus `previews`
     generated images per condition after every checkpoint (Result messages)."""
@@ -55,10 +56,17 @@ def run_training(config: TrainConfig, previews: int):
                 model = load_checkpoint(event.path, device=config.device)
                 images = {}
                 for i, condition in enumerate(model.conditions):  # say what is happening: this takes a while
-                    yield Progress(event.step - first, event.total - first, TrainEvent(
-                        "preview", event.step, event.total,
-                        message=f"Making previews of step {event.step}: {condition} ({i + 1} of "
-                                f"{len(model.conditions)})…"))
+                    yield Progress(
+                        event.step - first,
+                        event.total - first,
+                        TrainEvent(
+                            "preview",
+                            event.step,
+                            event.total,
+                            message=f"Making previews of step {event.step}: {condition} ({i + 1} of "
+                            f"{len(model.conditions)})…",
+                        ),
+                    )
                     images[condition] = sample(model, condition, previews, steps=PREVIEW_STEPS, seed=0)
                 model.release()
                 yield Result(Previews(event.step, images))

@@ -21,8 +21,10 @@ from ..core.device import explain_memory_errors
 from ._layers import ImageInput
 from ._shared import Loaded, Progress, Result, StoppableWorker
 
-MEMORY_ADVICE = ("Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
-                 "'Release model' in other docks, or choose device cpu.")
+MEMORY_ADVICE = (
+    "Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
+    "'Release model' in other docks, or choose device cpu."
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,7 @@ class Cells:
     reveal: np.ndarray | None = None
 
 
-@thread_worker(progress={"desc": "PhenDiff: translating"},
-               worker_class=StoppableWorker, ignore_errors=True)
+@thread_worker(progress={"desc": "PhenDiff: translating"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_translation(request: TranslateRequest, model: ConditionedModel | None, cache: dict):
     """Load the checkpoint unless it is cached (Loaded, so the dock can keep it), then time the run (an Estimate
     Result), or translate, morph or run the control, reusing the inversion kept in `cache`: Progress per step, a Result before the last Progress of each
@@ -98,8 +99,11 @@ def run_translation(request: TranslateRequest, model: ConditionedModel | None, c
             yield Result(estimate_translation(model, images, source, request.target, options))
             return
         if request.mode == "morph":
-            parts = [iter_morph(model, images, source, request.target, request.frames, options, cache=cache,
-                                path=request.morph_path)]
+            parts = [
+                iter_morph(
+                    model, images, source, request.target, request.frames, options, cache=cache, path=request.morph_path
+                )
+            ]
         else:
             parts = [iter_translate(model, images, source, request.shown_target, options, cache=cache)]
         if request.mode == "translate" and request.samples >= 2 and not is_direct(model):
@@ -108,8 +112,9 @@ def run_translation(request: TranslateRequest, model: ConditionedModel | None, c
         for number, events in enumerate(parts):
             for event in events:
                 if event.phase == "done":
-                    yield Result(Spread(event.result[1]) if number else
-                                 Translated(event.result, event.reused, event.copied))
+                    yield Result(
+                        Spread(event.result[1]) if number else Translated(event.result, event.reused, event.copied)
+                    )
                 yield Progress(offset + event.step, offset + event.total, event)
             offset += event.total
 
@@ -122,8 +127,7 @@ class Folder:
     out: Path
 
 
-@thread_worker(progress={"desc": "PhenDiff: translating a folder"},
-               worker_class=StoppableWorker, ignore_errors=True)
+@thread_worker(progress={"desc": "PhenDiff: translating a folder"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path):
     """The command line's batch path (core.batch.iter_translate_files) over a folder, with the per-cell tables:
     Progress per step, the Result (a Folder) at the end. Cancel stops between two steps; finished files stay."""
@@ -132,8 +136,17 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
             model = load_checkpoint(request.checkpoint, device=request.device)
         yield Loaded(model)
         given = {k: v for k, v in asdict(request.options).items() if request.sources.get(k) == "given"}
-        events = iter_translate_files(request.checkpoint, [folder], request.source, [request.target], out,
-                                      model=model, measure=True, samples=request.samples, **given)
+        events = iter_translate_files(
+            request.checkpoint,
+            [folder],
+            request.source,
+            [request.target],
+            out,
+            model=model,
+            measure=True,
+            samples=request.samples,
+            **given,
+        )
         done, group, offset = 0, None, 0
         while True:
             try:
@@ -147,8 +160,7 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
             yield Progress(done, offset + event.total, event)
 
 
-@thread_worker(progress={"desc": "PhenDiff: measuring cells"},
-               worker_class=StoppableWorker, ignore_errors=True)
+@thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
     """Segment and measure the cells of each image and find each cell's change mask and score
     (core.explore.measure_and_reveal)."""

@@ -17,8 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QProgressBar,
-                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS
@@ -44,8 +55,8 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         self._first_step = self._last_step = 0
         self._done_text = ""
         self._timing: tuple[float, int] | None = None  # (time, step) of the first step of this run
-        self._base_check = None       # the worker reading a Stable Diffusion base, while it runs
-        self._restoring = False       # a resumed checkpoint's settings are being set: the choices change nothing else
+        self._base_check = None  # the worker reading a Stable Diffusion base, while it runs
+        self._restoring = False  # a resumed checkpoint's settings are being set: the choices change nothing else
         self._labels: dict[QWidget, QLabel] = {}
         self._build()
 
@@ -82,23 +93,46 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         form's (label, control) rows."""
         self.image_size = spin(QSpinBox(), 8, 1024, PRESET_SIZES[DEFAULTS["preset"]], tooltip(TRAIN_HELP["image_size"]))
         self.image_size.setSingleStep(8)
-        self.steps = spin(QSpinBox(), 1, 10_000_000, default_steps(DEFAULTS["model"]), tooltip(
-            TRAIN_HELP["steps"], "set to the usual one when the choice changes"))
-        self.minutes = spin(QDoubleSpinBox(decimals=1), 0.0, 100_000.0, 0.0,
-                            tooltip(TRAIN_HELP["minutes"], "by steps when off"))
+        self.steps = spin(
+            QSpinBox(),
+            1,
+            10_000_000,
+            default_steps(DEFAULTS["model"]),
+            tooltip(TRAIN_HELP["steps"], "set to the usual one when the choice changes"),
+        )
+        self.minutes = spin(
+            QDoubleSpinBox(decimals=1), 0.0, 100_000.0, 0.0, tooltip(TRAIN_HELP["minutes"], "by steps when off")
+        )
         self.minutes.setSpecialValueText("off (by steps)")
         self.minutes.setSuffix(" min")
         self.minutes.valueChanged.connect(self._minutes_changed)
         self.batch_size = spin(QSpinBox(), 1, 1024, DEFAULTS["batch_size"], tooltip(TRAIN_HELP["batch_size"]))
-        self.lr = spin(QDoubleSpinBox(decimals=6, singleStep=1e-5), 1e-6, 1e-2, default_lr(DEFAULTS["model"]),
-                       tooltip(TRAIN_HELP["lr"], "set to the usual one for the model and adapter when they change"))
-        self.checkpoint_every = spin(QSpinBox(), 1, 1_000_000, DEFAULTS["checkpoint_every"],
-                                     tooltip(TRAIN_HELP["checkpoint_every"], "previews are made from each"))
+        self.lr = spin(
+            QDoubleSpinBox(decimals=6, singleStep=1e-5),
+            1e-6,
+            1e-2,
+            default_lr(DEFAULTS["model"]),
+            tooltip(TRAIN_HELP["lr"], "set to the usual one for the model and adapter when they change"),
+        )
+        self.checkpoint_every = spin(
+            QSpinBox(),
+            1,
+            1_000_000,
+            DEFAULTS["checkpoint_every"],
+            tooltip(TRAIN_HELP["checkpoint_every"], "previews are made from each"),
+        )
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
         self.device = device_combo()
-        return [("Image size", self.image_size), ("Steps", self.steps), ("Train for", self.minutes),
-                ("Batch size", self.batch_size), ("Learning rate", self.lr),
-                ("Checkpoint every", self.checkpoint_every), ("Previews", self.previews), ("Device", self.device)]
+        return [
+            ("Image size", self.image_size),
+            ("Steps", self.steps),
+            ("Train for", self.minutes),
+            ("Batch size", self.batch_size),
+            ("Learning rate", self.lr),
+            ("Checkpoint every", self.checkpoint_every),
+            ("Previews", self.previews),
+            ("Device", self.device),
+        ]
 
     def _minutes_changed(self, minutes: float) -> None:
         """A time budget replaces the steps: the run times its own steps first and takes the ones that fit."""
@@ -111,9 +145,16 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         """The TrainConfig the current settings describe (checked by TrainConfig itself: ConfigError)."""
         kind = self.kind()
         names = [n.strip() for n in self.channel_names.text().split(",") if n.strip()]
-        widgets = {"preset": self.preset, "image_size": self.image_size, "steps": self.steps,
-                   "batch_size": self.batch_size, "lr": self.lr, "checkpoint_every": self.checkpoint_every,
-                   "device": self.device, "resume": self.resume}
+        widgets = {
+            "preset": self.preset,
+            "image_size": self.image_size,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "checkpoint_every": self.checkpoint_every,
+            "device": self.device,
+            "resume": self.resume,
+        }
         if self.minutes.value() > 0:
             widgets["minutes"] = self.minutes
         if KINDS[kind].fine_tunes:
@@ -126,8 +167,13 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             values["base"] = self._base_source()
         elif self.what.currentData() == "fine-tune":
             values["start_from"] = self.start_from.text().strip()
-        return TrainConfig(data=Path(self.data.text()), out=Path(self.out.text()).expanduser(), model=kind,
-                           channel_names=names or None, **values)
+        return TrainConfig(
+            data=Path(self.data.text()),
+            out=Path(self.out.text()).expanduser(),
+            model=kind,
+            channel_names=names or None,
+            **values,
+        )
 
     # --- running -------------------------------------------------------------------------------------------------
     def train(self):
@@ -137,8 +183,9 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             self.status.setText(ERROR_STYLE.format("Training is already running in this dock: press Stop first."))
             return None
         if self._base_check is not None:
-            self.status.setText(ERROR_STYLE.format("The base model is still being read: wait until the dock says "
-                                                   "what it is."))
+            self.status.setText(
+                ERROR_STYLE.format("The base model is still being read: wait until the dock says what it is.")
+            )
             return None
         missing = self.missing_start()
         if missing:  # said under the base or checkpoint it concerns

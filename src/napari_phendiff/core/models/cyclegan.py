@@ -40,8 +40,8 @@ PRESETS: dict[str, dict] = {
     "small": dict(ngf=32, ndf=32, n_blocks=6),
     "paper": dict(ngf=64, ndf=64, n_blocks=9),
 }
-SIZE_MULTIPLE = 4        # the generator halves the resolution twice, then doubles it twice
-MIN_SIZE = 32            # the discriminator divides by 8 and its last two 4x4 convolutions each remove a pixel
+SIZE_MULTIPLE = 4  # the generator halves the resolution twice, then doubles it twice
+MIN_SIZE = 32  # the discriminator divides by 8 and its last two 4x4 convolutions each remove a pixel
 DISCRIMINATOR_LAYERS = 3
 
 
@@ -49,14 +49,22 @@ def architecture(preset: str, channels: int) -> dict:
     """The architecture recorded in the manifest, from which `load` rebuilds the generators."""
     if preset not in PRESETS:
         raise ConfigError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
-    return {"channels": channels, "generator": "resnet", "discriminator": "patchgan 70x70",
-            "n_layers": DISCRIMINATOR_LAYERS, "norm": "instance", **PRESETS[preset]}
+    return {
+        "channels": channels,
+        "generator": "resnet",
+        "discriminator": "patchgan 70x70",
+        "n_layers": DISCRIMINATOR_LAYERS,
+        "norm": "instance",
+        **PRESETS[preset],
+    }
 
 
 def check_image_size(image_size: int) -> None:
     if image_size % SIZE_MULTIPLE or image_size < MIN_SIZE:
-        raise ConfigError(f"Image size {image_size} does not suit the CycleGAN: it must be a multiple of "
-                         f"{SIZE_MULTIPLE} and at least {MIN_SIZE} px (e.g. --image-size 64).")
+        raise ConfigError(
+            f"Image size {image_size} does not suit the CycleGAN: it must be a multiple of "
+            f"{SIZE_MULTIPLE} and at least {MIN_SIZE} px (e.g. --image-size 64)."
+        )
 
 
 def _norm(channels: int) -> nn.Module:
@@ -69,8 +77,13 @@ class ResnetBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,12 +97,18 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
         for mult in (1, 2):
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1), _norm(ngf * mult * 2),
-                       nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
+                _norm(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
         for mult in (4, 2):
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                       _norm(ngf * mult // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
+                _norm(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -106,7 +125,7 @@ class PatchDiscriminator(nn.Module):
         layers = [nn.Conv2d(channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         width = ndf
         for n in range(1, n_layers + 1):
-            previous, width = width, ndf * min(2 ** n, 8)
+            previous, width = width, ndf * min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [nn.Conv2d(previous, width, 4, stride=stride, padding=1), _norm(width), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(width, 1, 4, stride=1, padding=1)]
@@ -136,17 +155,19 @@ def init_weights(module: nn.Module) -> None:
 
 
 def build_generators(arch: dict) -> nn.ModuleDict:
-    """"ab" maps condition A (conditions[0]) to B, "ba" maps B to A."""
-    generators = nn.ModuleDict({
-        key: ResnetGenerator(arch["channels"], arch["ngf"], arch["n_blocks"]) for key in ("ab", "ba")})
+    """ "ab" maps condition A (conditions[0]) to B, "ba" maps B to A."""
+    generators = nn.ModuleDict(
+        {key: ResnetGenerator(arch["channels"], arch["ngf"], arch["n_blocks"]) for key in ("ab", "ba")}
+    )
     init_weights(generators)
     return generators
 
 
 def build_discriminators(arch: dict) -> nn.ModuleDict:
-    """"a" tells real images of condition A from translated ones, "b" the same for condition B."""
-    discriminators = nn.ModuleDict({
-        key: PatchDiscriminator(arch["channels"], arch["ndf"], arch["n_layers"]) for key in ("a", "b")})
+    """ "a" tells real images of condition A from translated ones, "b" the same for condition B."""
+    discriminators = nn.ModuleDict(
+        {key: PatchDiscriminator(arch["channels"], arch["ndf"], arch["n_layers"]) for key in ("a", "b")}
+    )
     init_weights(discriminators)
     return discriminators
 
@@ -205,15 +226,20 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> CycleGANMode
     """Both generators from `cyclegan.safetensors`, in eval mode on `device` (never from a pickle)."""
     device = get_device(device)
     if len(manifest["conditions"]) != 2 or manifest.get("architecture", {}).get("channels") != len(
-            manifest["channel_names"]):
-        raise CheckpointError(f"{path / MANIFEST}: a CycleGAN maps two conditions with the channels of its "
-                              "architecture; the manifest names others (edited or damaged). Copy it again.")
+        manifest["channel_names"]
+    ):
+        raise CheckpointError(
+            f"{path / MANIFEST}: a CycleGAN maps two conditions with the channels of its "
+            "architecture; the manifest names others (edited or damaged). Copy it again."
+        )
     try:
         generators = build_generators(manifest["architecture"])
         generators.load_state_dict(load_file(path / WEIGHTS))
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path / WEIGHTS}: does not match the architecture in {MANIFEST} ({exc}); the "
-                              "checkpoint is damaged. Copy it again or re-train.") from exc
+        raise CheckpointError(
+            f"{path / WEIGHTS}: does not match the architecture in {MANIFEST} ({exc}); the "
+            "checkpoint is damaged. Copy it again or re-train."
+        ) from exc
     generators.to(device).eval().requires_grad_(False)
     return CycleGANModel(
         generators=generators,
@@ -223,8 +249,7 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> CycleGANMode
 
 def write_cyclegan(folder: Path, generators: nn.ModuleDict, manifest: dict) -> None:
     """Write the manifest and the generators into `folder` (normally one from checkpoint.atomic_folder)."""
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in generators.state_dict().items()},
-              folder / WEIGHTS)
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in generators.state_dict().items()}, folder / WEIGHTS)
     write_manifest(folder, manifest)
 
 
@@ -242,13 +267,18 @@ def write_cyclegan(folder: Path, generators: nn.ModuleDict, manifest: dict) -> N
 # precision; the original uses batches of 1, and 1-4 is usual (the batch size is used as given).
 
 LAMBDA_CYCLE = 10.0
-LAMBDA_IDENTITY = 0.5    # times LAMBDA_CYCLE
+LAMBDA_IDENTITY = 0.5  # times LAMBDA_CYCLE
 POOL_SIZE = 50
 BETAS = (0.5, 0.999)
-OBJECTIVE = {"gan": "lsgan", "lambda_cycle": LAMBDA_CYCLE, "lambda_identity": LAMBDA_IDENTITY,
-             "pool_size": POOL_SIZE, "optimizer": "adam", "betas": list(BETAS),
-             "lr_schedule": "constant for the first half of the steps, then linear decay to 0"}
-
+OBJECTIVE = {
+    "gan": "lsgan",
+    "lambda_cycle": LAMBDA_CYCLE,
+    "lambda_identity": LAMBDA_IDENTITY,
+    "pool_size": POOL_SIZE,
+    "optimizer": "adam",
+    "betas": list(BETAS),
+    "lr_schedule": "constant for the first half of the steps, then linear decay to 0",
+}
 
 
 class Trainer:
@@ -261,12 +291,16 @@ class Trainer:
     def prepare(cls, config: TrainConfig) -> TrainConfig:
         folder = scan_folder(config.data)
         if len(folder.conditions) != 2:
-            raise DataError(f"{config.data}: the CycleGAN maps between exactly two conditions, but the folder has "
-                            f"{len(folder.conditions)} ({', '.join(folder.conditions)}). Give a folder with two "
-                            "subfolders, e.g. one holding links to the untreated and one to the treated images.")
+            raise DataError(
+                f"{config.data}: the CycleGAN maps between exactly two conditions, but the folder has "
+                f"{len(folder.conditions)} ({', '.join(folder.conditions)}). Give a folder with two "
+                "subfolders, e.g. one holding links to the untreated and one to the treated images."
+            )
         if config.mixed_precision not in ("auto", "no"):
-            raise ConfigError(f"The CycleGAN baseline trains in full precision; leave out mixed precision "
-                              f"{config.mixed_precision!r} (or give 'no').")
+            raise ConfigError(
+                f"The CycleGAN baseline trains in full precision; leave out mixed precision "
+                f"{config.mixed_precision!r} (or give 'no')."
+            )
         assert config.image_size is not None  # a kind trained from scratch: its preset's size when not given
         check_image_size(config.image_size)
         return config
@@ -308,19 +342,30 @@ class Trainer:
         """Condition A's batch is stream 0 and B's is stream 1 of the step; the pools draw from stream 2."""
         config = self.config
         assert config.image_size is not None and config.steps is not None  # TrainConfig sets both when made
-        samples = [TrainingSamples(_one_condition(self.data, c), self.normalization, config.image_size,
-                                   resize=config.resize, seed=config.seed) for c in (0, 1)]
+        samples = [
+            TrainingSamples(
+                _one_condition(self.data, c),
+                self.normalization,
+                config.image_size,
+                resize=config.resize,
+                seed=config.seed,
+            )
+            for c in (0, 1)
+        ]
         self.generators.train()
         self.discriminators.train()
         for step in range(start, config.steps):
-            yield (samples[0].batch(step, 0, config.batch_size)[0].to(self.device),
-                   samples[1].batch(step, 1, config.batch_size)[0].to(self.device),
-                   np.random.default_rng([config.seed, step, 2]))
+            yield (
+                samples[0].batch(step, 0, config.batch_size)[0].to(self.device),
+                samples[1].batch(step, 1, config.batch_size)[0].to(self.device),
+                np.random.default_rng([config.seed, step, 2]),
+            )
 
     def step(self, batch, step: int) -> tuple[float, float, str]:
         real_a, real_b, rng = batch
-        loss_g, loss_d = _step(self.generators, self.discriminators, self.opt_g, self.opt_d, self.pools,
-                               real_a, real_b, rng)
+        loss_g, loss_d = _step(
+            self.generators, self.discriminators, self.opt_g, self.opt_d, self.pools, real_a, real_b, rng
+        )
         self.sched_g.step()
         self.sched_d.step()
         return loss_g, float(self.sched_g.get_last_lr()[0]), f"discriminators {loss_d:.4f}"
@@ -329,10 +374,12 @@ class Trainer:
         write_cyclegan(folder, self.generators, manifest)
 
     def save_state(self, folder: Path, step: int) -> None:
-        save_training_state(folder / "generators", self.generators.state_dict(), self.opt_g, self.sched_g,
-                            {"step": step})
-        save_training_state(folder / "discriminators", self.discriminators.state_dict(), self.opt_d, self.sched_d,
-                            {"step": step})
+        save_training_state(
+            folder / "generators", self.generators.state_dict(), self.opt_g, self.sched_g, {"step": step}
+        )
+        save_training_state(
+            folder / "discriminators", self.discriminators.state_dict(), self.opt_d, self.sched_d, {"step": step}
+        )
         save_file({k: p.state().contiguous().cpu() for k, p in self.pools.items()}, folder / "pools.safetensors")
 
     def manifest(self) -> dict:
@@ -351,17 +398,24 @@ def _step(generators, discriminators, opt_g, opt_d, pools, real_a, real_b, rng) 
     fake_b, fake_a = g_ab(real_a), g_ba(real_b)
 
     discriminators.requires_grad_(False)  # the generators' loss must not train the discriminators
-    loss_g = (_lsgan(d_b(fake_b), True) + _lsgan(d_a(fake_a), True)
-              + LAMBDA_CYCLE * (F.l1_loss(g_ba(fake_b), real_a) + F.l1_loss(g_ab(fake_a), real_b))
-              + LAMBDA_CYCLE * LAMBDA_IDENTITY * (F.l1_loss(g_ab(real_b), real_b) + F.l1_loss(g_ba(real_a), real_a)))
+    loss_g = (
+        _lsgan(d_b(fake_b), True)
+        + _lsgan(d_a(fake_a), True)
+        + LAMBDA_CYCLE * (F.l1_loss(g_ba(fake_b), real_a) + F.l1_loss(g_ab(fake_a), real_b))
+        + LAMBDA_CYCLE * LAMBDA_IDENTITY * (F.l1_loss(g_ab(real_b), real_b) + F.l1_loss(g_ba(real_a), real_a))
+    )
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
 
     discriminators.requires_grad_(True)
     pooled_b, pooled_a = pools["b"].query(fake_b, rng), pools["a"].query(fake_a, rng)
-    loss_d = 0.5 * (_lsgan(d_b(real_b), True) + _lsgan(d_b(pooled_b), False)
-                    + _lsgan(d_a(real_a), True) + _lsgan(d_a(pooled_a), False))
+    loss_d = 0.5 * (
+        _lsgan(d_b(real_b), True)
+        + _lsgan(d_b(pooled_b), False)
+        + _lsgan(d_a(real_a), True)
+        + _lsgan(d_a(pooled_a), False)
+    )
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -386,6 +440,10 @@ def _linear_decay(steps: int):
 def _one_condition(data: LabelledImages, condition: int) -> LabelledImages:
     """The images of one condition, as a one-condition folder (so TrainingSamples draws from it alone)."""
     keep = [i for i, label in enumerate(data.labels) if label == condition]
-    return LabelledImages(root=data.root, conditions=[data.conditions[condition]],
-                          images=[data.images[i] for i in keep], labels=[0] * len(keep),
-                          paths=[data.paths[i] for i in keep])
+    return LabelledImages(
+        root=data.root,
+        conditions=[data.conditions[condition]],
+        images=[data.images[i] for i in keep],
+        labels=[0] * len(keep),
+        paths=[data.paths[i] for i in keep],
+    )

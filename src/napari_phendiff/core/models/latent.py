@@ -39,14 +39,24 @@ from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
 from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_base_info, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
-from .latent_base import (base_configs, check_channels, config_hash, from_base, load_base, native_image_size,
-                          size_multiple, vae_decode, vae_encode, vae_factor)
+from .latent_base import (
+    base_configs,
+    check_channels,
+    config_hash,
+    from_base,
+    load_base,
+    native_image_size,
+    size_multiple,
+    vae_decode,
+    vae_encode,
+    vae_factor,
+)
 from .pixel import PixelModel
 
 CONDITIONS_FILE = "conditions.safetensors"
 REQUIRED_FILES = ["scheduler/scheduler_config.json", CONDITIONS_FILE]
 BASE_CONTEXT_FILE = "phendiff_context.safetensors"  # a base without a text encoder may give its conditions' start
-CONTEXT_TOKENS = 77   # Stable Diffusion's text length, which its cross-attention was trained on
+CONTEXT_TOKENS = 77  # Stable Diffusion's text length, which its cross-attention was trained on
 PROMPT = "a fluorescence microscopy image of {} cells"
 # Images per forward pass while training, as pixels: 2 images of 512 x 512. A larger batch is split into passes of
 # this size whose gradients add up to the whole batch's, so memory does not grow with --batch-size.
@@ -54,6 +64,7 @@ PIXELS_PER_PASS = 2 * 512 * 512
 
 
 # --- the condition embeddings -------------------------------------------------------------------------------------
+
 
 def _has_text_encoder(source: str) -> bool:
     folder = Path(local_base(source))
@@ -69,27 +80,35 @@ def initial_contexts(source: str, conditions: list[str], dim: int) -> tuple[torc
         if own.is_file():
             context = load_file(own)["context"].float()
             if context.shape != (CONTEXT_TOKENS, dim):
-                raise CheckpointError(f"{own}: holds an embedding of shape {tuple(context.shape)}, expected "
-                                      f"{CONTEXT_TOKENS} x {dim} for this base's UNet; the base is damaged.")
-            return (context.expand(len(conditions) + 1, -1, -1).clone(),
-                    f"the base's own starting embedding ({BASE_CONTEXT_FILE}), the same for every condition")
+                raise CheckpointError(
+                    f"{own}: holds an embedding of shape {tuple(context.shape)}, expected "
+                    f"{CONTEXT_TOKENS} x {dim} for this base's UNet; the base is damaged."
+                )
+            return (
+                context.expand(len(conditions) + 1, -1, -1).clone(),
+                f"the base's own starting embedding ({BASE_CONTEXT_FILE}), the same for every condition",
+            )
         return torch.randn(len(conditions) + 1, CONTEXT_TOKENS, dim), "random (the base has no text encoder)"
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer = from_base(CLIPTokenizer.from_pretrained, source, "tokenizer", "tokenizer")
     encoder = from_base(CLIPTextModel.from_pretrained, source, "text_encoder", "text encoder", use_safetensors=True)
     prompts = [PROMPT.format(c) for c in conditions] + [""]
-    ids = tokenizer(prompts, padding="max_length", max_length=CONTEXT_TOKENS, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=CONTEXT_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         contexts = encoder(ids)[0].float()
     if contexts.shape[-1] != dim:
-        raise CheckpointError(f"{source}: the text encoder gives {contexts.shape[-1]}-dimensional embeddings but the "
-                              f"UNet's cross-attention takes {dim}; the folder mixes parts of different models.")
+        raise CheckpointError(
+            f"{source}: the text encoder gives {contexts.shape[-1]}-dimensional embeddings but the "
+            f"UNet's cross-attention takes {dim}; the folder mixes parts of different models."
+        )
     return contexts, f"the text encoder, from the prompt {PROMPT!r} ('' for the null condition)"
 
 
 # --- the model ------------------------------------------------------------------------------------------------------
+
 
 class LatentDenoiser(nn.Module):
     """The UNet with one learned context (`encoder_hidden_states`) per condition; the last is the null condition."""
@@ -143,8 +162,10 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> LatentModel:
     device = get_device(device)
     source, adapter = check_base(path, manifest), manifest.get("adapter")
     if adapter not in ADAPTERS:
-        raise CheckpointError(f"{path / MANIFEST}: unknown adapter {adapter!r}; the checkpoint is damaged or from a "
-                              "newer napari-phendiff.")
+        raise CheckpointError(
+            f"{path / MANIFEST}: unknown adapter {adapter!r}; the checkpoint is damaged or from a "
+            "newer napari-phendiff."
+        )
     unet, vae, _ = load_base(source, unet_folder=path / "unet" if adapter == "full" else None)
     unet.to(device)  # before the adapter: SVDiff's decompositions are much faster on a GPU
     if adapter != "full":
@@ -176,14 +197,18 @@ def check_base(path: Path, manifest: dict) -> str:
     if Path(source).is_absolute() and not Path(source).is_dir() and relative and (path / relative).is_dir():
         source = str((path / relative).resolve())  # checkpoint and base moved together
     if Path(source).is_absolute() and not Path(source).is_dir():
-        raise CheckpointError(f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
-                              "base model back there, or write its new place as \"source\" under \"base\" in "
-                              f"{path / MANIFEST}.")
+        raise CheckpointError(
+            f"{path}: was fine-tuned from the base model {source}, which is not there. Put the "
+            'base model back there, or write its new place as "source" under "base" in '
+            f"{path / MANIFEST}."
+        )
     found = config_hash(base_configs(source)[0])
     if found != base.get("unet_config_sha256"):
-        raise CheckpointError(f"{path}: was fine-tuned from a different base model than {source} (UNet config hash "
-                              f"{str(base.get('unet_config_sha256'))[:12]}…, this one {found[:12]}…). Point \"source\" "
-                              f"under \"base\" in {path / MANIFEST} at the model it was trained on.")
+        raise CheckpointError(
+            f"{path}: was fine-tuned from a different base model than {source} (UNet config hash "
+            f'{str(base.get("unet_config_sha256"))[:12]}…, this one {found[:12]}…). Point "source" '
+            f'under "base" in {path / MANIFEST} at the model it was trained on.'
+        )
     return source
 
 
@@ -192,12 +217,15 @@ def _read_contexts(path: Path, rows: int, dim: int) -> torch.Tensor:
     try:
         contexts = load_file(file)["conditions"]
     except (OSError, KeyError, SafetensorError) as exc:
-        raise CheckpointError(f"{file}: cannot be read ({exc}); the checkpoint is incomplete. Copy it again or "
-                              "re-train.") from exc
+        raise CheckpointError(
+            f"{file}: cannot be read ({exc}); the checkpoint is incomplete. Copy it again or re-train."
+        ) from exc
     if contexts.ndim != 3 or contexts.shape[0] != rows or contexts.shape[2] != dim:
-        raise CheckpointError(f"{file}: holds embeddings of shape {tuple(contexts.shape)}, expected {rows} "
-                              f"conditions (with the null one) of {dim} values: it does not belong to this "
-                              "checkpoint or base model.")
+        raise CheckpointError(
+            f"{file}: holds embeddings of shape {tuple(contexts.shape)}, expected {rows} "
+            f"conditions (with the null one) of {dim} values: it does not belong to this "
+            "checkpoint or base model."
+        )
     return contexts.float()
 
 
@@ -211,6 +239,7 @@ def write_latent(folder: Path, denoiser: LatentDenoiser, adapter: str, schedule:
 
 
 # --- training -------------------------------------------------------------------------------------------------------
+
 
 def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torch.device) -> None:
     """Refuse a fine-tuning whose weights and optimiser state alone would not fit on `device`, before loading.
@@ -234,26 +263,30 @@ def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torc
             f"Fine-tuning {trained / 1e6:.0f} M weights (--adapter {adapter}) of this base needs at least "
             f"{need / 2**30:.1f} GiB on {device} for the weights, their gradients, AdamW's two moments and the EMA "
             f"copy (before activations); {available / 2**30:.1f} GiB is available. Use --adapter lora (a few MB of "
-            "trained weights), a smaller base, or a device with more memory.")
+            "trained weights), a smaller base, or a device with more memory."
+        )
 
 
 class LatentTrainable:
     """What the diffusion trainer (core/training/diffusion.py) needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
     clean images into latents, the parameters it trains, and how to write a checkpoint."""
 
-    def __init__(self, config, conditions: list[str], channels: int, device: torch.device,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, config, conditions: list[str], channels: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ):
         self.source = resolve_base(config.base)
         self.out = Path(config.out)
         self.adapter, self.rank, self.channels = config.adapter, config.rank, channels
-        unet_config, vae_config = base_configs(self.source)   # check what is cheap to check before loading weights
+        unet_config, vae_config = base_configs(self.source)  # check what is cheap to check before loading weights
         check_channels(channels, vae_config.get("in_channels", 3), str(config.data))
         multiple = size_multiple(unet_config, vae_config)
         if config.image_size % multiple:
-            raise ConfigError(f"Image size {config.image_size} must be a multiple of {multiple} for this base model "
-                             f"(its VAE and UNet halve each side {multiple.bit_length() - 1} times).")
+            raise ConfigError(
+                f"Image size {config.image_size} must be a multiple of {multiple} for this base model "
+                f"(its VAE and UNet halve each side {multiple.bit_length() - 1} times)."
+            )
         self.unet_hash = config_hash(unet_config)
-        self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size ** 2)
+        self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size**2)
         check_memory(unet_config, vae_config, self.adapter, device)  # before gigabytes are loaded, not after
 
         unet, self.vae, self.schedule = load_base(self.source)
@@ -269,8 +302,9 @@ class LatentTrainable:
             for tensor in [*self.denoiser.parameters(), *self.denoiser.buffers()]:
                 if tensor.is_floating_point() and not tensor.requires_grad:
                     tensor.data = tensor.data.to(dtype)
-        self.counts.update(adapter=sum(p.numel() for p in trained_parameters(unet).values()),
-                           conditions=contexts.numel())
+        self.counts.update(
+            adapter=sum(p.numel() for p in trained_parameters(unet).values()), conditions=contexts.numel()
+        )
 
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """What the optimiser trains and EMA averages: the adapter's weights and the condition embeddings."""
@@ -286,28 +320,42 @@ class LatentTrainable:
     def load_raw_weights(self, weights: dict[str, torch.Tensor]) -> None:
         own = dict(self.named_parameters())
         if set(weights) != set(own):
-            raise CheckpointError("The saved training state does not fit this adapter; resume with the same "
-                                  "--adapter and --rank, or start a new training run into another folder.")
+            raise CheckpointError(
+                "The saved training state does not fit this adapter; resume with the same "
+                "--adapter and --rank, or start a new training run into another folder."
+            )
         with torch.no_grad():
             for name, value in weights.items():
                 own[name].copy_(value)
 
     def manifest(self) -> dict:
         return {
-            "base": {"source": self.source, "unet_config_sha256": self.unet_hash,
-                     **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {}),
-                     # where the base lies seen from the checkpoint: moved together, they still find each other
-                     **({"relative_to_checkpoint": os.path.relpath(self.source, self.out.resolve())}
-                        if Path(self.source).is_dir() else {})},
+            "base": {
+                "source": self.source,
+                "unet_config_sha256": self.unet_hash,
+                **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {}),
+                # where the base lies seen from the checkpoint: moved together, they still find each other
+                **(
+                    {"relative_to_checkpoint": os.path.relpath(self.source, self.out.resolve())}
+                    if Path(self.source).is_dir()
+                    else {}
+                ),
+            },
             "adapter": self.adapter,
             "rank": self.rank if self.adapter == "lora" else None,
             "conditioning": {"embeddings": "learned", "tokens": CONTEXT_TOKENS, "initialised_from": self.contexts_from},
-            "vae": {"scaling_factor": self.vae.config.scaling_factor, "factor": vae_factor(self.vae.config),
-                    "channels": "1: grey (R = G = B); 2: red, green, black blue; 3: RGB"},
+            "vae": {
+                "scaling_factor": self.vae.config.scaling_factor,
+                "factor": vae_factor(self.vae.config),
+                "channels": "1: grey (R = G = B); 2: red, green, black blue; 3: RGB",
+            },
             "trained_parameters": self.counts,
             # what it translates at until calibrated: measured on fine-tunes of the shipped base (base.json)
-            **({"translation_defaults": defaults} if (defaults := shipped_base_info(self.source).get("translation"))
-               else {}),
+            **(
+                {"translation_defaults": defaults}
+                if (defaults := shipped_base_info(self.source).get("translation"))
+                else {}
+            ),
         }
 
     def write(self, folder: Path, manifest: dict) -> None:
@@ -315,8 +363,10 @@ class LatentTrainable:
 
     def describe(self) -> str:
         what = self.adapter + (f" rank {self.rank}" if self.adapter == "lora" else "")
-        return (f"Phen-LDiff on {self.source}, {what}: {self.counts['adapter']:,} of {self.counts['unet']:,} UNet "
-                f"weights trained, plus {self.counts['conditions']:,} in the condition embeddings")
+        return (
+            f"Phen-LDiff on {self.source}, {what}: {self.counts['adapter']:,} of {self.counts['unet']:,} UNet "
+            f"weights trained, plus {self.counts['conditions']:,} in the condition embeddings"
+        )
 
 
 class Trainer(DiffusionTrainer):
@@ -331,9 +381,11 @@ class Trainer(DiffusionTrainer):
     @classmethod
     def resume_problems(cls, manifest: dict, config: TrainConfig) -> list[str]:
         saved = manifest["training"]
-        problems = [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
-                    for name in ("adapter",) + (("rank",) if config.adapter == "lora" else ())
-                    if saved[name] != getattr(config, name)]
+        problems = [
+            f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
+            for name in ("adapter",) + (("rank",) if config.adapter == "lora" else ())
+            if saved[name] != getattr(config, name)
+        ]
         assert config.base is not None  # a fine-tuned kind: TrainConfig names the shipped base when none is given
         if config_hash(base_configs(resolve_base(config.base))[0]) != manifest["base"]["unet_config_sha256"]:
             problems.append(f"base: checkpoint {manifest['base']['source']}, now {config.base}, a different model")

@@ -28,12 +28,16 @@ def from_base(loader, source: str, subfolder: str, what: str, **kwargs):
     try:
         return loader(location, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as exc:
-        hint = ("Check that the folder holds the whole pipeline in diffusers layout, with weights as .safetensors "
-                "(pickled .bin/.ckpt files are never loaded)." if Path(location).is_dir() else
-                "Loading a hub id needs a network connection (or the model in the local hub cache); otherwise "
-                "download it once (docs/latent.md) and give the folder.")
-        raise CheckpointError(f"{source}: cannot load the base model's {what} ({subfolder}/): "
-                              f"{str(exc).splitlines()[0]} {hint}") from exc
+        hint = (
+            "Check that the folder holds the whole pipeline in diffusers layout, with weights as .safetensors "
+            "(pickled .bin/.ckpt files are never loaded)."
+            if Path(location).is_dir()
+            else "Loading a hub id needs a network connection (or the model in the local hub cache); otherwise "
+            "download it once (docs/latent.md) and give the folder."
+        )
+        raise CheckpointError(
+            f"{source}: cannot load the base model's {what} ({subfolder}/): {str(exc).splitlines()[0]} {hint}"
+        ) from exc
 
 
 def base_configs(source: str) -> tuple[dict, dict]:
@@ -71,8 +75,13 @@ def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DCo
     The schedule is the base's own (betas, prediction type, offsets) as a DDIMScheduler config, clipping off.
     """
     if unet_folder is not None:
-        unet = from_base(UNet2DConditionModel.from_pretrained, str(unet_folder.parent), unet_folder.name,
-                          "fine-tuned UNet", use_safetensors=True)
+        unet = from_base(
+            UNet2DConditionModel.from_pretrained,
+            str(unet_folder.parent),
+            unet_folder.name,
+            "fine-tuned UNet",
+            use_safetensors=True,
+        )
     else:
         unet = from_base(UNet2DConditionModel.from_pretrained, source, "unet", "UNet", use_safetensors=True)
     vae = from_base(AutoencoderKL.from_pretrained, source, "vae", "VAE", use_safetensors=True)
@@ -84,6 +93,7 @@ def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DCo
 
 
 # --- microscopy channels <-> the VAE's RGB --------------------------------------------------------------------------
+
 
 def check_channels(channels: int, vae_channels: int, where: str) -> None:
     if channels > vae_channels:

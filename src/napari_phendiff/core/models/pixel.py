@@ -153,9 +153,11 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> PixelModel:
     unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True).float()
     conditions, channels = len(manifest["conditions"]), len(manifest["channel_names"])
     if unet.config.num_class_embeds != conditions + 1 or unet.config.in_channels != channels:
-        raise CheckpointError(f"{path}: the UNet knows {unet.config.num_class_embeds - 1} condition(s) and "
-                              f"{unet.config.in_channels} channel(s), the manifest names {conditions} and {channels}: "
-                              "the manifest was edited or belongs to another model. Copy the checkpoint again.")
+        raise CheckpointError(
+            f"{path}: the UNet knows {unet.config.num_class_embeds - 1} condition(s) and "
+            f"{unet.config.in_channels} channel(s), the manifest names {conditions} and {channels}: "
+            "the manifest was edited or belongs to another model. Copy the checkpoint again."
+        )
     unet.to(device).eval().requires_grad_(False)
     return PixelModel(
         unet=unet,
@@ -180,6 +182,7 @@ def _half_copy(unet: UNet2DModel) -> UNet2DModel:
 
 
 # --- training -------------------------------------------------------------------------------------------------------
+
 
 class PixelTrainable:
     """PhenDiff's pixel UNet, trained from scratch: every weight, on the normalised images themselves."""
@@ -218,8 +221,11 @@ class PixelTrainable:
     def describe(self) -> str:
         if self.started_from:
             rows = self.started_from["condition_rows"]
-            return (f"{self.preset} pixel model started from {self.started_from['checkpoint']} ("
-                    + ", ".join(f"{new} <- {old}" for new, old in rows.items()) + ")")
+            return (
+                f"{self.preset} pixel model started from {self.started_from['checkpoint']} ("
+                + ", ".join(f"{new} <- {old}" for new, old in rows.items())
+                + ")"
+            )
         return f"{self.preset} pixel model"
 
 
@@ -236,13 +242,17 @@ def start_from(checkpoint: str, conditions: list[str], channels: int) -> tuple[U
     path = resolve_checkpoint(checkpoint)
     manifest = read_manifest(path)
     if manifest_kind(manifest) != "pixel":
-        raise ConfigError(f"{path}: is a {manifest.get('kind')!r} checkpoint; a pixel model starts only from a pixel "
-                          "checkpoint (PhenDiff). Choose one trained with the pixel model, or train from scratch.")
+        raise ConfigError(
+            f"{path}: is a {manifest.get('kind')!r} checkpoint; a pixel model starts only from a pixel "
+            "checkpoint (PhenDiff). Choose one trained with the pixel model, or train from scratch."
+        )
     old = load(path, manifest, "cpu").unet
     if old.config.in_channels != channels:
-        raise ConfigError(f"{path}: was trained on images with {old.config.in_channels} channel(s) "
-                          f"({', '.join(manifest['channel_names'])}), the folder's have {channels}. Start from a "
-                          "checkpoint trained on the same channels, or train from scratch.")
+        raise ConfigError(
+            f"{path}: was trained on images with {old.config.in_channels} channel(s) "
+            f"({', '.join(manifest['channel_names'])}), the folder's have {channels}. Start from a "
+            "checkpoint trained on the same channels, or train from scratch."
+        )
     old_conditions = list(manifest["conditions"])
     unet = UNet2DModel.from_config({**old.config, "num_class_embeds": len(conditions) + 1})
     weights = {k: v for k, v in old.state_dict().items() if not k.startswith("class_embedding.")}
@@ -251,14 +261,23 @@ def start_from(checkpoint: str, conditions: list[str], channels: int) -> tuple[U
     rows = {c: (c if c in old_conditions else "null") for c in conditions}
     with torch.no_grad():
         for i, condition in enumerate(conditions):
-            unet.class_embedding.weight[i] = table[old_conditions.index(condition) if condition in old_conditions
-                                                   else null]
+            unet.class_embedding.weight[i] = table[
+                old_conditions.index(condition) if condition in old_conditions else null
+            ]
         unet.class_embedding.weight[len(conditions)] = table[null]
     schedule = dict(manifest.get("schedule") or DDIMScheduler.load_config(path / "scheduler"))
     schedule = {k: v for k, v in schedule.items() if not k.startswith("_")}
     source = str(checkpoint) if str(checkpoint) in NAMED_CHECKPOINTS else str(path.resolve())
-    return unet.train(), schedule, {"checkpoint": source, "trained_steps": manifest.get("trained_steps"),
-                                     "conditions": old_conditions, "condition_rows": rows}
+    return (
+        unet.train(),
+        schedule,
+        {
+            "checkpoint": source,
+            "trained_steps": manifest.get("trained_steps"),
+            "conditions": old_conditions,
+            "condition_rows": rows,
+        },
+    )
 
 
 class _ClassConditional(torch.nn.Module):
@@ -279,8 +298,10 @@ class Trainer(DiffusionTrainer):
             _check_start_preset(config, config.start_from)
         factor = 2 ** (len(PRESETS[config.preset]["block_out_channels"]) - 1)
         if config.image_size % factor:  # before any image is read
-            raise ConfigError(f"Image size {config.image_size} must be a multiple of {factor} for the "
-                              f"{config.preset!r} preset (e.g. {max(factor, config.image_size // factor * factor)}).")
+            raise ConfigError(
+                f"Image size {config.image_size} must be a multiple of {factor} for the "
+                f"{config.preset!r} preset (e.g. {max(factor, config.image_size // factor * factor)})."
+            )
         return super().prepare(config)
 
     def make_trainable(self, config: TrainConfig, data) -> PixelTrainable:
@@ -296,5 +317,7 @@ def _check_start_preset(config: TrainConfig, checkpoint: str) -> None:
     path = resolve_checkpoint(checkpoint)
     preset = read_manifest(path).get("preset")
     if preset is not None and preset != config.preset:
-        raise ConfigError(f"{path}: is a {preset!r} model, but the preset is {config.preset!r}. Choose the preset "
-                          f"{preset!r} (--preset {preset}) to start from it.")
+        raise ConfigError(
+            f"{path}: is a {preset!r} model, but the preset is {config.preset!r}. Choose the preset "
+            f"{preset!r} (--preset {preset}) to start from it."
+        )

@@ -26,12 +26,27 @@ phenotype channels and the camera noise differ (for actin, latrunculin B removes
 ``simulate_dataset`` gives every image its own seed, so its two conditions are unpaired, like a real experiment.
 """
 
-
 from __future__ import annotations
 
 from .dataset import TRUTH_COLUMNS, simulate_dataset
-from .field import (PHENOTYPES, Phenotype, SimulatedField, condition_index, get_phenotype, measure_phenotype,
-                    simulate_field)
+from .field import (
+    PHENOTYPES,
+    Phenotype,
+    SimulatedField,
+    condition_index,
+    get_phenotype,
+    measure_phenotype,
+    simulate_field,
+)
 
-__all__ = ["PHENOTYPES", "TRUTH_COLUMNS", "Phenotype", "SimulatedField", "condition_index", "get_phenotype",
-           "measure_phenotype", "simulate_dataset", "simulate_field"]
+__all__ = [
+    "PHENOTYPES",
+    "TRUTH_COLUMNS",
+    "Phenotype",
+    "SimulatedField",
+    "condition_index",
+    "get_phenotype",
+    "measure_phenotype",
+    "simulate_dataset",
+    "simulate_field",
+]

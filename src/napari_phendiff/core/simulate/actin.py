@@ -26,8 +26,11 @@ def paint(rng: np.random.Generator, layout: Layout, treated: bool) -> list[np.nd
         counts = rng.integers(6, 14, n)
         ys, xs, owner = random_points(rng, layout.cells, counts)
         axis = np.array([c.angle for c in layout.cell_shapes])[owner - 1]  # most fibres run along the long axis
-        angle = np.where(rng.uniform(0, 1, owner.size) < 0.75, axis + rng.normal(0, 0.25, owner.size),
-                         rng.uniform(0, np.pi, owner.size))
+        angle = np.where(
+            rng.uniform(0, 1, owner.size) < 0.75,
+            axis + rng.normal(0, 0.25, owner.size),
+            rng.uniform(0, np.pi, owner.size),
+        )
         weight = 1300 * rng.lognormal(0, 0.4, owner.size)
         length = np.full(owner.size, 1.5 * d)
         fibres = np.zeros(shape)

@@ -16,8 +16,16 @@ from ..errors import ConfigError, DataError
 from .field import Phenotype, SimulatedField, check_geometry, get_phenotype, simulate_field
 from .measures import label_means
 
-TRUTH_COLUMNS = ("file", "condition", "cell", "phenotype_value", "nucleus_area", "cell_area", "centroid_y",
-                 "centroid_x")
+TRUTH_COLUMNS = (
+    "file",
+    "condition",
+    "cell",
+    "phenotype_value",
+    "nucleus_area",
+    "cell_area",
+    "centroid_y",
+    "centroid_x",
+)
 
 
 def simulate_dataset(
@@ -56,8 +64,9 @@ def simulate_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        write_dataset(staging / "images", staging / "truth", pheno, int(n_per_class), size, seed, cell_diameter,
-                       progress)
+        write_dataset(
+            staging / "images", staging / "truth", pheno, int(n_per_class), size, seed, cell_diameter, progress
+        )
         # truth first: `out` appearing is the sign that everything is there
         for staged, final in ((staging / "truth", truth_dir), (staging / "images", out)):
             if final.exists():
@@ -68,8 +77,16 @@ def simulate_dataset(
     return out
 
 
-def write_dataset(images: Path, truth: Path, pheno: Phenotype, n_per_class: int, size: int, seed: int,
-                   cell_diameter: float, progress: Callable[[int, int], None] | None) -> None:
+def write_dataset(
+    images: Path,
+    truth: Path,
+    pheno: Phenotype,
+    n_per_class: int,
+    size: int,
+    seed: int,
+    cell_diameter: float,
+    progress: Callable[[int, int], None] | None,
+) -> None:
     """Write images and ground truth into two fresh folders (the caller renames them into place)."""
     rows, done, total = [], 0, 2 * n_per_class
     for condition_idx, condition in enumerate(pheno.conditions):
@@ -79,8 +96,12 @@ def write_dataset(images: Path, truth: Path, pheno: Phenotype, n_per_class: int,
             rng = np.random.default_rng(np.random.SeedSequence([seed, condition_idx, i]))
             field = simulate_field(pheno.name, condition_idx, size, seed=rng, cell_diameter=cell_diameter)
             stem = f"{condition}_{i:04d}"
-            tifffile.imwrite(images / condition / f"{stem}.tif", field.image, imagej=True,
-                             metadata={"axes": "CYX", "Labels": list(pheno.channels), "mode": "composite"})
+            tifffile.imwrite(
+                images / condition / f"{stem}.tif",
+                field.image,
+                imagej=True,
+                metadata={"axes": "CYX", "Labels": list(pheno.channels), "mode": "composite"},
+            )
             label_dtype = np.uint16 if field.cells.max() < 65536 else np.int32
             tifffile.imwrite(truth / condition / f"{stem}_nuclei.tif", field.nuclei.astype(label_dtype))
             tifffile.imwrite(truth / condition / f"{stem}_cells.tif", field.cells.astype(label_dtype))
@@ -115,7 +136,15 @@ def _truth_rows(file: str, condition: str, field: SimulatedField) -> list[tuple]
     yy, xx = np.mgrid[: field.nuclei.shape[0], : field.nuclei.shape[1]]
     centroid_y, centroid_x = label_means(yy, field.nuclei, n), label_means(xx, field.nuclei, n)
     return [
-        (file, condition, i + 1, f"{field.phenotype_values[i]:.6g}", int(nucleus_area[i]), int(cell_area[i]),
-         f"{centroid_y[i]:.2f}", f"{centroid_x[i]:.2f}")
+        (
+            file,
+            condition,
+            i + 1,
+            f"{field.phenotype_values[i]:.6g}",
+            int(nucleus_area[i]),
+            int(cell_area[i]),
+            f"{centroid_y[i]:.2f}",
+            f"{centroid_x[i]:.2f}",
+        )
         for i in range(n)
     ]

@@ -25,8 +25,8 @@ class Phenotype:
     channels: tuple[str, ...]
     measure_name: str
     description: str
-    paint: Callable      # (rng, layout, treated) -> the phenotype channels' signal, in channel order after DNA
-    measure: Callable    # (channels by name, nuclei, cells, n) -> per-cell value (index = label - 1)
+    paint: Callable  # (rng, layout, treated) -> the phenotype channels' signal, in channel order after DNA
+    measure: Callable  # (channels by name, nuclei, cells, n) -> per-cell value (index = label - 1)
     rounds_when_treated: bool = False  # the treatment leaves fewer, smaller, rounder cells
 
 

@@ -44,11 +44,19 @@ class _Shape:
 _ANGLES = np.linspace(-np.pi, np.pi, 361)  # covers np.arctan2's range [-pi, pi]
 
 
-def _random_shape(rng: np.random.Generator, y: float, x: float, radius: float, max_aspect: float,
-                  bumpiness: float) -> _Shape:
+def _random_shape(
+    rng: np.random.Generator, y: float, x: float, radius: float, max_aspect: float, bumpiness: float
+) -> _Shape:
     k = np.arange(1, 7)
-    return _Shape(y, x, radius, rng.uniform(1, max_aspect), rng.uniform(0, np.pi),
-                  bumpiness * rng.uniform(0, 1, k.size) / k, rng.uniform(0, 2 * np.pi, k.size))
+    return _Shape(
+        y,
+        x,
+        radius,
+        rng.uniform(1, max_aspect),
+        rng.uniform(0, np.pi),
+        bumpiness * rng.uniform(0, 1, k.size) / k,
+        rng.uniform(0, 2 * np.pi, k.size),
+    )
 
 
 @dataclass
@@ -98,8 +106,10 @@ def make_layout(rng: np.random.Generator, size: int, diameter: float, rounded: b
     mtoc_jitter = rng.normal(0, 0.3, n)
 
     if rounded:
-        cell_shapes = [replace(c, radius=0.85 * c.radius, aspect=1 + 0.3 * (c.aspect - 1),
-                               amplitudes=0.3 * c.amplitudes) for c in cell_shapes]
+        cell_shapes = [
+            replace(c, radius=0.85 * c.radius, aspect=1 + 0.3 * (c.aspect - 1), amplitudes=0.3 * c.amplitudes)
+            for c in cell_shapes
+        ]
     keep = np.flatnonzero(survives)
     nucleus_shapes = [nucleus_shapes[i] for i in keep]
     cell_shapes = [cell_shapes[i] for i in keep]
@@ -114,10 +124,21 @@ def make_layout(rng: np.random.Generator, size: int, diameter: float, rounded: b
         uniform = nucleoli_uniform[i, : nucleoli_count[i]]
         theta = 2 * np.pi * uniform[:, 0]
         r = 0.6 * np.sqrt(uniform[:, 1]) * nuc.radius_at(theta)
-        nucleoli.append(np.column_stack([nuc.y + r * np.sin(theta), nuc.x + r * np.cos(theta),
-                                         np.full(theta.size, label)]))
-    return Layout(diameter, nuclei, cells, nucleus_rho, edge_distance(cells), nucleus_shapes, cell_shapes,
-                   np.array(mtoc).reshape(-1, 2), dna_content[keep], np.concatenate(nucleoli))
+        nucleoli.append(
+            np.column_stack([nuc.y + r * np.sin(theta), nuc.x + r * np.cos(theta), np.full(theta.size, label)])
+        )
+    return Layout(
+        diameter,
+        nuclei,
+        cells,
+        nucleus_rho,
+        edge_distance(cells),
+        nucleus_shapes,
+        cell_shapes,
+        np.array(mtoc).reshape(-1, 2),
+        dna_content[keep],
+        np.concatenate(nucleoli),
+    )
 
 
 def _sample_centres(rng: np.random.Generator, n: int, size: int, margin: float, min_distance: float) -> np.ndarray:

@@ -23,8 +23,9 @@ def splat(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, weights: np.nd
     return ndi.gaussian_filter(flat.reshape(shape), sigma) * (2 * np.pi * sigma**2)
 
 
-def random_points(rng: np.random.Generator, labels: np.ndarray, counts: np.ndarray,
-                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_points(
+    rng: np.random.Generator, labels: np.ndarray, counts: np.ndarray, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``counts[i]`` uniformly random points inside label i + 1 (and inside ``allowed`` where the label has
     such pixels): ys, xs, labels."""
     ys, xs, owners = [], [], []
@@ -44,8 +45,16 @@ def random_points(rng: np.random.Generator, labels: np.ndarray, counts: np.ndarr
     return np.concatenate(ys), np.concatenate(xs), np.concatenate(owners)
 
 
-def trace_filaments(rng: np.random.Generator, cells: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                     angles: np.ndarray, owners: np.ndarray, max_length: np.ndarray, wiggle: float):
+def trace_filaments(
+    rng: np.random.Generator,
+    cells: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    angles: np.ndarray,
+    owners: np.ndarray,
+    max_length: np.ndarray,
+    wiggle: float,
+):
     """Grow filaments from (ys, xs) along ``angles`` in 1 px steps until they leave their cell or reach
     ``max_length``; ``wiggle`` (rad per step) bends them. Returns the points (ys, xs, filament index)."""
     y, x, angle = ys.astype(float), xs.astype(float), angles.astype(float)
@@ -87,15 +96,17 @@ def paint_tubulin(rng: np.random.Generator, layout: Layout, depolymerised: bool)
     owner = np.repeat(np.arange(1, n + 1), per_cell)
     start = layout.mtoc[owner - 1] + rng.normal(0, 0.7, (owner.size, 2))
     length = np.full(owner.size, (0.12 if depolymerised else 1.5) * d)
-    ys, xs, index = trace_filaments(rng, layout.cells, start[:, 0], start[:, 1], rng.uniform(0, 2 * np.pi,
-                                     owner.size), owner, length, wiggle=0.1)
+    ys, xs, index = trace_filaments(
+        rng, layout.cells, start[:, 0], start[:, 1], rng.uniform(0, 2 * np.pi, owner.size), owner, length, wiggle=0.1
+    )
     fibres = splat(shape, ys, xs, 450 * rng.lognormal(0, 0.3, owner.size)[index], 0.5)
     if not depolymerised:  # non-centrosomal microtubules: grow both ways from random points in the cytoplasm
         fy, fx, free_owner = random_points(rng, layout.cells, np.full(n, int(round(0.5 * d))), layout.nuclei == 0)
         free_angle, free_weight = rng.uniform(0, 2 * np.pi, fy.size), 450 * rng.lognormal(0, 0.3, fy.size)
         for direction in (0.0, np.pi):
-            ys, xs, index = trace_filaments(rng, layout.cells, fy, fx, free_angle + direction, free_owner,
-                                             np.full(fy.size, 0.6 * d), wiggle=0.1)
+            ys, xs, index = trace_filaments(
+                rng, layout.cells, fy, fx, free_angle + direction, free_owner, np.full(fy.size, 0.6 * d), wiggle=0.1
+            )
             fibres += splat(shape, ys, xs, free_weight[index], 0.5)
     diffuse = (600 if depolymerised else 150) * layout.cytoplasm_thickness()
     centrosome = splat(layout.cells.shape, layout.mtoc[:, 0], layout.mtoc[:, 1], np.full(n, 900.0), 0.8)

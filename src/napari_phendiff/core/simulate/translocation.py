@@ -15,11 +15,13 @@ def paint(rng: np.random.Generator, layout: Layout, treated: bool) -> list[np.nd
     """NF-kB-like reporter: cytoplasmic (nucleus dim) untreated, nuclear (nucleus bright) under TNFa."""
     n = layout.n_cells
     if treated:  # most cells respond; ~6% non-responders stay cytoplasmic
-        ratio = np.where(rng.uniform(0, 1, n) < 0.06, rng.lognormal(np.log(0.55), 0.25, n),
-                         rng.lognormal(np.log(1.6), 0.14, n))
+        ratio = np.where(
+            rng.uniform(0, 1, n) < 0.06, rng.lognormal(np.log(0.55), 0.25, n), rng.lognormal(np.log(1.6), 0.14, n)
+        )
     else:  # ~3% spontaneously active cells
-        ratio = np.where(rng.uniform(0, 1, n) < 0.03, rng.lognormal(np.log(0.95), 0.2, n),
-                         rng.lognormal(np.log(0.37), 0.13, n))
+        ratio = np.where(
+            rng.uniform(0, 1, n) < 0.03, rng.lognormal(np.log(0.95), 0.2, n), rng.lognormal(np.log(0.37), 0.13, n)
+        )
     cytoplasm = np.concatenate([[0.0], 900 * rng.lognormal(0, 0.3, n)])  # expression level varies per cell
     nucleus = np.concatenate([[0.0], ratio]) * cytoplasm
     in_nucleus = layout.nuclei > 0

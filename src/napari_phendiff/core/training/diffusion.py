@@ -42,8 +42,9 @@ class DiffusionTrainer:
 
         assert config.lr is not None and config.steps is not None  # TrainConfig sets both when made
         device = get_device(config.device)
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(config.mixed_precision, device),
-                                       cpu=device.type == "cpu")
+        self.accelerator = Accelerator(
+            mixed_precision=mixed_precision(config.mixed_precision, device), cpu=device.type == "cpu"
+        )
         self.config, self.data, self.normalization = config, data, normalization
         torch.manual_seed(config.seed)  # same initial weights for the same seed
         self.trainable = self.make_trainable(config, data)
@@ -95,11 +96,13 @@ class DiffusionTrainer:
         self.denoiser, self.optimizer = accelerator.prepare(self.trainable.denoiser, self.optimizer)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        samples = TrainingSamples(self.data, self.normalization, config.image_size, resize=config.resize,
-                                  seed=config.seed)
+        samples = TrainingSamples(
+            self.data, self.normalization, config.image_size, resize=config.resize, seed=config.seed
+        )
         stream = SampleStream(samples, start, config.steps, accelerator.process_index, config.batch_size)
-        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=config.num_workers,
-                                             pin_memory=accelerator.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=config.num_workers, pin_memory=accelerator.device.type == "cuda"
+        )
         self.denoiser.train()
         yield from loader
 
@@ -111,8 +114,9 @@ class DiffusionTrainer:
         clean = self.trainable.encode(clean.to(accelerator.device, non_blocking=True))
         labels = labels.to(accelerator.device)
         noise = torch.randn(clean.shape, generator=generator).to(accelerator.device)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean.shape[0],),
-                                  generator=generator).to(accelerator.device)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator
+        ).to(accelerator.device)
         dropped = (torch.rand(clean.shape[0], generator=generator) < config.condition_dropout).to(labels.device)
         labels = torch.where(dropped, torch.full_like(labels, len(self.data.conditions)), labels)  # null class
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
@@ -136,11 +140,18 @@ class DiffusionTrainer:
             self.trainable.write(folder, manifest)
 
     def save_state(self, folder: Path, step: int) -> None:
-        save_training_state(folder, self.trainable.raw_weights(), self.optimizer, self.lr_scheduler,
-                            {"step": step, "ema_step": self.ema.optimization_step if self.ema else 0})
+        save_training_state(
+            folder,
+            self.trainable.raw_weights(),
+            self.optimizer,
+            self.lr_scheduler,
+            {"step": step, "ema_step": self.ema.optimization_step if self.ema else 0},
+        )
         if self.ema is not None:
-            save_file({name: a.detach().contiguous().cpu() for (name, _), a in zip(self.named, self.ema.shadow_params)},
-                      folder / AVERAGE_FILE)
+            save_file(
+                {name: a.detach().contiguous().cpu() for (name, _), a in zip(self.named, self.ema.shadow_params)},
+                folder / AVERAGE_FILE,
+            )
 
     def manifest(self) -> dict:
         return {"schedule": self.trainable.schedule, **self.trainable.manifest()}
@@ -150,8 +161,10 @@ class DiffusionTrainer:
 
     def hardware(self) -> str:
         accelerator = self.accelerator
-        return (f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
-                f"{accelerator.mixed_precision}, global batch {self.config.batch_size * accelerator.num_processes}")
+        return (
+            f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
+            f"{accelerator.mixed_precision}, global batch {self.config.batch_size * accelerator.num_processes}"
+        )
 
 
 def loss_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
@@ -196,9 +209,11 @@ def _read_average(path: Path) -> dict[str, torch.Tensor]:
         # A pixel checkpoint from before average.safetensors existed: its unet/ holds the moving average.
         return load_file(written_before)
     if not path.is_file():
-        raise CheckpointError(f"{path.parent}: cannot resume, {path.name} (the weights' moving average) is missing: "
-                              "the checkpoint was written by an older napari-phendiff or trained with ema_decay 0. "
-                              "Start a new training run into another folder.")
+        raise CheckpointError(
+            f"{path.parent}: cannot resume, {path.name} (the weights' moving average) is missing: "
+            "the checkpoint was written by an older napari-phendiff or trained with ema_decay 0. "
+            "Start a new training run into another folder."
+        )
     return load_file(path)
 
 
@@ -220,8 +235,10 @@ def mixed_precision(choice: str, device: torch.device) -> str:
     """The precision accelerate trains in: `choice`, or for "auto" bf16/fp16 on CUDA and none elsewhere."""
     if choice != "auto":
         if choice != "no" and device.type != "cuda":
-            raise ConfigError(f"Mixed precision {choice!r} needs a CUDA GPU; use mixed precision 'no' "
-                              f"(--mixed-precision no) on {device}.")
+            raise ConfigError(
+                f"Mixed precision {choice!r} needs a CUDA GPU; use mixed precision 'no' "
+                f"(--mixed-precision no) on {device}."
+            )
         return choice
     if device.type != "cuda":
         return "no"

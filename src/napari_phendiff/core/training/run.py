@@ -34,8 +34,16 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from ..checkpoint import (MANIFEST, atomic_folder, check_free_space, check_writable, manifest_kind, output_lock,
-                          recover_interrupted_swap, stamp_weights)
+from ..checkpoint import (
+    MANIFEST,
+    atomic_folder,
+    check_free_space,
+    check_writable,
+    manifest_kind,
+    output_lock,
+    recover_interrupted_swap,
+    stamp_weights,
+)
 from ..dataset import LabelledImages, load_folder
 from ..errors import CheckpointError, ConfigError, DataError, PhenDiffError
 from ..images import Normalization
@@ -95,19 +103,36 @@ def fit_budget(config: TrainConfig) -> Generator[TrainEvent, None, TrainConfig]:
         raise ConfigError("A time budget (minutes) is timed in one process; with several, give the steps instead.")
     stamps = []
     with tempfile.TemporaryDirectory(prefix="phendiff-probe-") as folder:
-        probe = replace(config, out=Path(folder) / "probe", steps=PROBE_STEPS, minutes=None, warmup_steps=0,
-                        checkpoint_every=PROBE_STEPS, resume=False)
+        probe = replace(
+            config,
+            out=Path(folder) / "probe",
+            steps=PROBE_STEPS,
+            minutes=None,
+            warmup_steps=0,
+            checkpoint_every=PROBE_STEPS,
+            resume=False,
+        )
         for event in _train_run(probe):
             if event.kind == "step":
                 stamps.append(time.perf_counter())
-                yield TrainEvent("probe", event.step, PROBE_STEPS, message=f"Timing training on this computer: "
-                                 f"step {event.step} of {PROBE_STEPS}…")
+                yield TrainEvent(
+                    "probe",
+                    event.step,
+                    PROBE_STEPS,
+                    message=f"Timing training on this computer: step {event.step} of {PROBE_STEPS}…",
+                )
     per_step = (stamps[-1] - stamps[PROBE_WARMUP - 1]) / (len(stamps) - PROBE_WARMUP)
     steps = max(10, int(config.minutes * 60 / per_step))
-    return replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps // 10),
-                   checkpoint_every=min(config.checkpoint_every, steps),
-                   metadata={**config.metadata, "budget": {"minutes": config.minutes, "seconds_per_step": per_step,
-                                                           "steps": steps}})
+    return replace(
+        config,
+        steps=steps,
+        warmup_steps=min(config.warmup_steps, steps // 10),
+        checkpoint_every=min(config.checkpoint_every, steps),
+        metadata={
+            **config.metadata,
+            "budget": {"minutes": config.minutes, "seconds_per_step": per_step, "steps": steps},
+        },
+    )
 
 
 def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
@@ -134,23 +159,35 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
             except (OSError, SafetensorError) as exc:  # disk full, folder gone or made read-only during the run
                 before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
                 why = getattr(exc, "strerror", None) or exc  # safetensors' errors carry no strerror
-                raise CheckpointError(f"{config.out}: the checkpoint of step {step} could not be written ({why}); "
-                                      f"{before}. Free space or fix the folder, then resume.") from exc
+                raise CheckpointError(
+                    f"{config.out}: the checkpoint of step {step} could not be written ({why}); "
+                    f"{before}. Free space or fix the folder, then resume."
+                ) from exc
         trainer.wait()
         return config.out
 
-    yield TrainEvent("start", start, config.steps, message=_start_message(config, data, start, trainer),
-                     history=tuple(map(tuple, losses)))
+    yield TrainEvent(
+        "start",
+        start,
+        config.steps,
+        message=_start_message(config, data, start, trainer),
+        history=tuple(map(tuple, losses)),
+    )
     step = saved_at = start
     try:
         for batch in trainer.batches(start):
             loss, lr, note = trainer.step(batch, step)
             if not math.isfinite(loss):
-                raise ConfigError(f"Training diverged at step {step + 1} (loss {loss}): the learning rate "
-                                  f"{config.lr:g} is too high for this model. Start again into a new folder with a "
-                                  "lower one (--lr); "
-                                  + (f"the checkpoint of step {saved_at} in {config.out} is from before." if saved_at
-                                     else "nothing was saved."))
+                raise ConfigError(
+                    f"Training diverged at step {step + 1} (loss {loss}): the learning rate "
+                    f"{config.lr:g} is too high for this model. Start again into a new folder with a "
+                    "lower one (--lr); "
+                    + (
+                        f"the checkpoint of step {saved_at} in {config.out} is from before."
+                        if saved_at
+                        else "nothing was saved."
+                    )
+                )
             step += 1
             losses.append([step, float(loss)])
             yield TrainEvent("step", step, config.steps, loss=loss, lr=lr, message=note)
@@ -184,9 +221,11 @@ def _load_state(trainer, folder: Path) -> int:
     except PhenDiffError:
         raise
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{folder}: the training state cannot be read ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); it is truncated or damaged, so this run cannot be resumed. Start "
-                              "a new run into another folder (the checkpoint itself still translates).") from exc
+        raise CheckpointError(
+            f"{folder}: the training state cannot be read ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it is truncated or damaged, so this run cannot be resumed. Start "
+            "a new run into another folder (the checkpoint itself still translates)."
+        ) from exc
 
 
 def check_out_folder(config: TrainConfig) -> bool:
@@ -195,8 +234,10 @@ def check_out_folder(config: TrainConfig) -> bool:
     out = config.out
     data = Path(config.data).resolve()
     if out.resolve() == data or data in out.resolve().parents:
-        raise ConfigError(f"{out}: is inside the data folder {config.data}, where a checkpoint would be read as one "
-                          "more condition. Choose an output folder outside it.")
+        raise ConfigError(
+            f"{out}: is inside the data folder {config.data}, where a checkpoint would be read as one "
+            "more condition. Choose an output folder outside it."
+        )
     recover_interrupted_swap(out)
     check_writable(out.parent if not out.exists() else out)
     has_checkpoint = (out / MANIFEST).is_file()
@@ -206,8 +247,9 @@ def check_out_folder(config: TrainConfig) -> bool:
         return has_checkpoint
     if out.exists() and any(out.iterdir()):
         what = "a checkpoint" if has_checkpoint else "files"
-        raise CheckpointError(f"{out}: already holds {what}. Add --resume to continue that training, or choose "
-                              "another output folder.")
+        raise CheckpointError(
+            f"{out}: already holds {what}. Add --resume to continue that training, or choose another output folder."
+        )
     return False
 
 
@@ -217,8 +259,9 @@ def checkpoint_bytes(trainer) -> int:
     return 5 * 4 * sum(p.numel() for p in trainer.parameters())
 
 
-def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=None
-                       ) -> tuple[LabelledImages, Normalization, list[str]]:
+def load_training_data(
+    config: TrainConfig, resume_from: bool, resume_problems=None
+) -> tuple[LabelledImages, Normalization, list[str]]:
     """The labelled images, their normalisation (the checkpoint's when resuming, so intensities keep their meaning)
     and the channel names, after checking that a resumed run still fits its checkpoint."""
     data = load_folder(config.data, min_size=None if config.resize else config.image_size)
@@ -228,8 +271,9 @@ def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=N
         normalization = Normalization.from_dict(manifest["normalization"])
         return data, normalization, list(manifest["channel_names"])  # the names the run was trained with
     normalization = Normalization.fit(data.images)
-    channel_names = (config.channel_names or data.recorded_channel_names()
-                     or [f"channel {i + 1}" for i in range(data.channels)])
+    channel_names = (
+        config.channel_names or data.recorded_channel_names() or [f"channel {i + 1}" for i in range(data.channels)]
+    )
     if len(channel_names) != data.channels:
         raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
     return data, normalization, channel_names
@@ -238,29 +282,48 @@ def load_training_data(config: TrainConfig, resume_from: bool, resume_problems=N
 def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problems=None) -> None:
     assert config.steps is not None  # TrainConfig sets them when made
     saved = manifest["training"]
-    problems = [f"{name}: checkpoint {saved[name]!r}, now {value!r}"
-                for name, value in (("preset", config.preset), ("image_size", config.image_size))
-                if saved[name] != value]
+    problems = [
+        f"{name}: checkpoint {saved[name]!r}, now {value!r}"
+        for name, value in (("preset", config.preset), ("image_size", config.image_size))
+        if saved[name] != value
+    ]
     # Settings that shape the optimisation: a resumed run that changed them would not be the run its manifest
     # records (the learning-rate schedule and the batches are functions of them).
-    problems += [f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
-                 for name in ("lr", "seed", "batch_size", "warmup_steps", "weight_decay", "grad_clip", "ema_decay",
-                              "condition_dropout", "snr_gamma", "resize", "start_from")
-                 if name in saved and saved[name] != getattr(config, name)]
+    problems += [
+        f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
+        for name in (
+            "lr",
+            "seed",
+            "batch_size",
+            "warmup_steps",
+            "weight_decay",
+            "grad_clip",
+            "ema_decay",
+            "condition_dropout",
+            "snr_gamma",
+            "resize",
+            "start_from",
+        )
+        if name in saved and saved[name] != getattr(config, name)
+    ]
     if manifest_kind(manifest) != config.model:
         problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
     elif resume_problems is not None:
         problems += resume_problems(manifest, config)
     if saved.get("data") and not _same_folder(Path(saved["data"]), Path(config.data)):
-        problems.append(f"data: checkpoint trained on {saved['data']}, now {config.data} (a resumed run continues on "
-                        "the same images; train a new run, or start from this checkpoint, for others)")
+        problems.append(
+            f"data: checkpoint trained on {saved['data']}, now {config.data} (a resumed run continues on "
+            "the same images; train a new run, or start from this checkpoint, for others)"
+        )
     if manifest["conditions"] != data.conditions:
         problems.append(f"conditions: checkpoint {manifest['conditions']}, folder {data.conditions}")
     if len(manifest["channel_names"]) != data.channels:
         problems.append(f"channels: checkpoint {len(manifest['channel_names'])}, images {data.channels}")
     elif config.channel_names and list(config.channel_names) != list(manifest["channel_names"]):
-        problems.append(f"channel names: checkpoint {', '.join(manifest['channel_names'])}, now "
-                        f"{', '.join(config.channel_names)} (a resumed run keeps its names; leave them out)")
+        problems.append(
+            f"channel names: checkpoint {', '.join(manifest['channel_names'])}, now "
+            f"{', '.join(config.channel_names)} (a resumed run keeps its names; leave them out)"
+        )
     if int(manifest["trained_steps"]) >= config.steps:
         problems.append(f"already trained {manifest['trained_steps']} steps; ask for more with --steps")
     if problems:
@@ -293,8 +356,9 @@ def _manifest(config: TrainConfig, data, normalization: Normalization, channel_n
             "napari_phendiff": __version__,
             "torch": torch.__version__,
             "data_folder": str(Path(config.data).resolve()),
-            "images_per_condition": {c: int(np.sum(np.asarray(data.labels) == i))
-                                     for i, c in enumerate(data.conditions)},
+            "images_per_condition": {
+                c: int(np.sum(np.asarray(data.labels) == i)) for i, c in enumerate(data.conditions)
+            },
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "python": platform.python_version(),
         },
@@ -306,15 +370,25 @@ def _statistics(data, channel_names: list[str]) -> dict:
     from ..cells import median_nucleus_diameter, nuclear_channel
 
     channel = nuclear_channel(channel_names)
-    return {"nuclear_channel": channel_names[channel],
-            "nucleus_diameter_px": median_nucleus_diameter(data.images, channel)}
+    return {
+        "nuclear_channel": channel_names[channel],
+        "nucleus_diameter_px": median_nucleus_diameter(data.images, channel),
+    }
 
 
 def _start_message(config: TrainConfig, data, start: int, trainer) -> str:
     counts = ", ".join(f"{c}: {sum(1 for label in data.labels if label == i)}" for i, c in enumerate(data.conditions))
     what = f"resuming at step {start}" if start else "starting"
     budget = config.metadata.get("budget")
-    fits = (f"; {budget['steps']} steps fit {budget['minutes']:g} min at {budget['seconds_per_step']:.2g} s/step "
-            "(timed here)") if budget and config.minutes else ""
-    return (f"{what}: {trainer.describe()}, {config.image_size} px, {data.channels} channel(s), images {counts}; "
-            f"{trainer.hardware()}{fits}")
+    fits = (
+        (
+            f"; {budget['steps']} steps fit {budget['minutes']:g} min at {budget['seconds_per_step']:.2g} s/step "
+            "(timed here)"
+        )
+        if budget and config.minutes
+        else ""
+    )
+    return (
+        f"{what}: {trainer.describe()}, {config.image_size} px, {data.channels} channel(s), images {counts}; "
+        f"{trainer.hardware()}{fits}"
+    )
