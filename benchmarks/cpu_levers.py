@@ -1,16 +1,17 @@
-"""The CPU's own levers on one dense field at the default translation: precision, memory layout, tile overlap.
+"""The CPU's own levers on dense fields at the default translation: precision, memory layout, tile overlap.
 
-    python benchmarks/cpu_levers.py [--checkpoint demo] [--size 1024] [--arms fp32 bf16 channels_last overlap_0.125]
+    python benchmarks/cpu_levers.py [--checkpoint demo] [--sizes 1024 2048] [--arms fp32 bf16 channels_last ...]
 
-One simulated dense field (the checkpoint's phenotype, seed 900 as laptop_field.py), untreated -> TNFa at the
-checkpoint's calibrated setting, in tiles, each arm in its own process. Per arm: seconds, transfer (share of cells whose
-phenotype moved to the target's range, simulator truth), identity (IoU of the true nuclei with nuclei segmented on
-the translation, over the same on the original), the seam ratio (the difference image's gradient on the lines where
-tiles meet over its mean everywhere; 1.0: invisible) and the largest pixel difference from the fp32 arm's result
-(on the model's -1..1 scale). Arms: *fp32* (today's default), *bf16* (autocast, `precision="bf16"`), *channels_last*
-(the UNet's weights in channels-last layout), *overlap_X* (tiles overlapping by X of their side instead of 0.25).
-Whether bf16 is native here: the CPU's flags (amx_bf16, avx512_bf16) are printed. Results go to docs/benchmarks.md
-(section cpu_levers).
+One simulated dense field per size (the checkpoint's phenotype, seed 900 as laptop_field.py), untreated -> TNFa at the
+checkpoint's calibrated setting, in tiles, every tile translated; each arm in its own process. An arm is one lever or
+several joined by "+": *fp32* and *bf16* (the network's precision, autocast), *default* (no option given: what a user
+gets), *channels_last* (the UNet's weights in channels-last layout), *overlap_X* (tiles overlapping by X of their side
+instead of 0.25). Per arm: seconds, the process's peak resident memory, transfer (share of cells whose phenotype moved
+to the target's range, simulator truth), identity (IoU of the true nuclei with nuclei segmented on the translation,
+over the same on the original), the seam ratio (the difference image's gradient on the lines where tiles meet over
+its mean everywhere; 1.0: invisible) and the largest pixel difference from the fp32 arm's result (on the model's -1..1
+scale). Whether bf16 is native here: the CPU's flags (amx_bf16, avx512_bf16) are printed. Results go to
+docs/benchmarks.md (section cpu_levers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
+import resource
 import time
 from pathlib import Path
 
@@ -52,12 +54,15 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
         for c in (SOURCE, TARGET)
     }
     options = {}
-    if arm == "bf16":
-        options["precision"] = "bf16"
-    elif arm == "channels_last":
-        model.network().to(memory_format=torch.channels_last)
-    elif arm.startswith("overlap_"):
-        tiling.TILE_OVERLAP = float(arm.split("_")[1])
+    for lever in arm.split("+"):
+        if lever in ("fp32", "bf16"):
+            options["precision"] = lever
+        elif lever == "channels_last":
+            model.network().to(memory_format=torch.channels_last)
+        elif lever.startswith("overlap_"):
+            tiling.TILE_OVERLAP = float(lever.split("_")[1])
+        elif lever != "default":
+            raise SystemExit(f"unknown lever {lever!r}")
     image = made[SOURCE].image
     started = time.perf_counter()
     out = translate(model, image, SOURCE, TARGET, tiles=True, skip_background=False, **options)
@@ -79,6 +84,8 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
     seam = (grad_x[lines].mean() + grad_y[lines].mean()) / (grad_x.mean() + grad_y.mean())
     return {
         "arm": arm,
+        "size": size,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "seconds": seconds,
         "transfer": transfer_rate(moved[keep], values[SOURCE][keep], values[TARGET][keep]),
         "identity": float(identity),
@@ -91,53 +98,61 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="demo")
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1024])
     parser.add_argument("--arms", nargs="+", default=["fp32", "bf16", "channels_last", "overlap_0.125"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--section", default="cpu_levers")
+    parser.add_argument("--title", default="The CPU's levers on dense fields")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
-    results = []
-    for arm in args.arms:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            results.append(pool.submit(run_arm, args.checkpoint, args.size, arm, args.threads).result())
-        print({k: v for k, v in results[-1].items() if k != "result"}, flush=True)
-    reference = next((r["result"] for r in results if r["arm"] == "fp32"), None)
-    base = next((r["seconds"] for r in results if r["arm"] == "fp32"), None)
-    rows = [
-        [
-            r["arm"],
-            r["tiles"],
-            f"{r['seconds']:.0f}",
-            f"{base / r['seconds']:.2f}" if base else "-",
-            f"{r['transfer']:.3f}",
-            f"{r['identity']:.3f}",
-            f"{r['seam']:.3f}",
-            f"{np.abs(r['result'] - reference).max():.3f}" if reference is not None else "-",
+    rows = []
+    for size in args.sizes:
+        results = []
+        for arm in args.arms:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                results.append(pool.submit(run_arm, args.checkpoint, size, arm, args.threads).result())
+            print({k: v for k, v in results[-1].items() if k != "result"}, flush=True)
+        reference = next((r["result"] for r in results if r["arm"] == "fp32"), None)
+        base = next((r["seconds"] for r in results if r["arm"] == "fp32"), None)
+        rows += [
+            [
+                size,
+                r["arm"],
+                r["tiles"],
+                f"{r['seconds']:.0f}",
+                f"{base / r['seconds']:.2f}" if base else "-",
+                f"{r['peak_mib']:.0f}",
+                f"{r['transfer']:.3f}",
+                f"{r['identity']:.3f}",
+                f"{r['seam']:.3f}",
+                f"{np.abs(r['result'] - reference).max():.3f}" if reference is not None else "-",
+            ]
+            for r in results
         ]
-        for r in results
-    ]
     header = [
+        "field (px)",
         "arm",
         "tiles",
         "seconds",
         "speed-up vs fp32",
+        "peak memory (MiB)",
         "transfer",
         "identity",
         "seam ratio",
         "max |difference| vs fp32",
     ]
-    markdown = f"""## The CPU's levers on a {args.size}-px dense field (`benchmarks/cpu_levers.py`)
+    markdown = f"""## {args.title} (`benchmarks/cpu_levers.py`)
 
-Checkpoint `{args.checkpoint}`, one simulated dense field (seed 900), untreated -> TNFa at its calibrated setting, in
-tiles, every tile translated; each arm in its own process, one after the other. Native bf16 on this CPU:
-{bf16_flags()}. Hardware: {hardware()}; {args.threads} torch threads.
+Checkpoint `{args.checkpoint}`, one simulated dense field per size (seed 900), untreated -> TNFa at its calibrated
+setting, in tiles, every tile translated; each arm in its own process, one after the other. Native bf16 on this CPU:
+{bf16_flags()}. Hardware: {hardware()}.
 
 {table(header, rows)}
 """
     print(markdown)
     if not args.no_write:
-        write_section("cpu_levers", markdown)
+        write_section(args.section, markdown)
 
 
 if __name__ == "__main__":
