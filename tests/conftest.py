@@ -14,6 +14,15 @@ from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.training.run import train
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """What napari-phendiff caches (SVDiff's decompositions) goes to a folder of the test session, not the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PHENDIFF_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def isolated_recent_checkpoints(tmp_path, monkeypatch):
     """Keep the docks' recent-checkpoint list of a test out of the user's own (imports Qt: dock tests only)."""

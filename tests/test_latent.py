@@ -297,3 +297,60 @@ def test_a_fine_tuning_that_cannot_fit_is_refused_before_the_base_is_loaded(sim_
     monkeypatch.setattr(latent, "available_memory", lambda device: 2**40)  # plenty: the check lets it through
     with pytest.raises(pytest.fail.Exception, match="the base was loaded"):
         pd.train(latent_config(sim_data, tmp_path / "full2", base, adapter="full", steps=1))
+
+
+def test_svdiff_decompositions_are_cached_per_base(base, tmp_path, monkeypatch, caplog):
+    """The first SVDiff start on a base decomposes every weight and caches the factors; the next start (or load) of
+    the same base reads them, a changed base or a damaged cache file decomposes again."""
+    from napari_phendiff.core.models import adapters
+
+    monkeypatch.setenv("PHENDIFF_CACHE", str(tmp_path / "cache"))
+    calls = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
+
+    def shifted(unet):
+        adapters.apply_adapter(unet, "svdiff")
+        with torch.no_grad():
+            for p in adapters.trained_parameters(unet).values():
+                p.fill_(0.1)  # a shift of every singular value: the result depends on the factors
+        return {n: m.weight.detach().clone() for n, m in adapters.decomposable(unet).items()}
+
+    layers = len(adapters.decomposable(UNet2DConditionModel.from_pretrained(base / "unet")))
+    with caplog.at_level("INFO", logger="napari_phendiff"):
+        first = shifted(UNet2DConditionModel.from_pretrained(base / "unet"))
+    assert len(calls) == layers and layers > 10
+    assert f"decomposed {layers} of {layers} weights" in caplog.text
+    assert len(list((tmp_path / "cache" / "svdiff").glob("*.safetensors"))) == 1
+
+    calls.clear()
+    again = shifted(UNet2DConditionModel.from_pretrained(base / "unet"))
+    assert calls == []
+    assert all(torch.allclose(first[n], again[n], atol=1e-6) for n in first)  # the same factors (memory layout aside)
+
+    changed = UNet2DConditionModel.from_pretrained(base / "unet")
+    with torch.no_grad():
+        next(iter(adapters.decomposable(changed).values())).weight.add_(1.0)
+    shifted(changed)
+    assert len(calls) == layers
+    assert len(list((tmp_path / "cache" / "svdiff").glob("*.safetensors"))) == 2
+
+    calls.clear()
+    for file in (tmp_path / "cache" / "svdiff").glob("*.safetensors"):
+        file.write_bytes(b"damaged")
+    with caplog.at_level("WARNING", logger="napari_phendiff"):
+        damaged = shifted(UNet2DConditionModel.from_pretrained(base / "unet"))
+    assert len(calls) == layers and "cannot be read" in caplog.text
+    assert all(torch.allclose(first[n], damaged[n], atol=1e-6) for n in first)
+
+
+def test_the_command_line_shows_what_the_core_logs(capsys):
+    """The core logs (it never prints); the command line shows those lines on stderr."""
+    import logging
+
+    from napari_phendiff.cli import show_core_log
+
+    show_core_log()
+    show_core_log()  # once, however often it is called
+    logging.getLogger("napari_phendiff.core.models.adapters").info("SVDiff: decomposed 3 of 3 weights of the base")
+    assert capsys.readouterr().err.count("SVDiff: decomposed 3 of 3 weights of the base") == 1

@@ -26,6 +26,23 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
+def show_core_log() -> None:
+    """What the core logs (SVDiff's decompositions, a cache it uses) is shown on stderr, one line each."""
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # whatever stderr is now: a pipe, a test's capture
+            super().emit(record)
+
+    shown = logging.getLogger("napari_phendiff")
+    if not any(type(h).__name__ == "CurrentStderr" for h in shown.handlers):
+        handler = CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        shown.addHandler(handler)
+        shown.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. The exit status: 0 done, 1 no command given, 2 a bad setting, input or out of memory (one
     line, no traceback), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
@@ -37,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    show_core_log()
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -7,10 +7,19 @@
 
 Each method has three parts here: `apply_adapter` (what becomes trainable), `save_adapter` (only what was
 trained, into a checkpoint folder) and `load_adapter` (put it back into a freshly loaded base UNet).
+
+SVDiff decomposes every weight of the base at every start and every load (282 weights of SD2's UNet: about half an
+hour on a CPU). The decompositions are cached per base, keyed by a digest of its weights, in the user's cache folder
+(PHENDIFF_CACHE, else XDG_CACHE_HOME/napari-phendiff, else ~/.cache/napari-phendiff); progress and the cache's use
+are logged on the "napari_phendiff" logger, which the command line shows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -22,6 +31,10 @@ from torch.nn.utils import parametrize
 
 from ..errors import CheckpointError, ConfigError
 from ..options import ADAPTERS
+
+log = logging.getLogger(__name__)
+Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # U, s, V^T
+Layer = nn.Linear | nn.Conv2d
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "lora/pytorch_lora_weights.safetensors"
@@ -46,9 +59,9 @@ def apply_adapter(unet: UNet2DConditionModel, adapter: str, rank: int = 4) -> No
             raise ConfigError(f"The LoRA rank must be at least 1, got {rank}.")
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
     elif adapter == "svdiff":
-        for module in list(unet.modules()):
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                parametrize.register_parametrization(module, "weight", SpectralShift(module.weight))
+        modules = decomposable(unet)
+        for name, factors in decompositions(modules).items():
+            parametrize.register_parametrization(modules[name], "weight", SpectralShift(modules[name].weight, factors))
     elif adapter == "attention":
         for module in unet.modules():
             if isinstance(module, Attention):
@@ -69,9 +82,9 @@ class SpectralShift(nn.Module):
     s: torch.Tensor
     vh: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, factors: Factors | None = None):
         super().__init__()
-        u, s, vh = torch.linalg.svd(weight.detach().float().flatten(1), full_matrices=False)
+        u, s, vh = factors if factors is not None else decompose(weight)
         # The factors are fixed, recomputed from the base on loading: not part of any saved state.
         self.register_buffer("u", u.to(weight.dtype), persistent=False)
         self.register_buffer("s", s, persistent=False)
@@ -82,6 +95,79 @@ class SpectralShift(nn.Module):
         s = self.s.float()  # the shift is computed in float32 even when the frozen weights are half precision
         change = torch.relu(s + self.delta) - s
         return weight + ((self.u * change.to(self.u.dtype)) @ self.vh).view_as(weight).to(weight.dtype)
+
+
+def decompose(weight: torch.Tensor) -> Factors:
+    """U, s, V^T of a weight flattened to out x in*k*k, in float32."""
+    u, s, vh = torch.linalg.svd(weight.detach().float().flatten(1), full_matrices=False)
+    return u, s, vh
+
+
+def decomposable(unet: nn.Module) -> dict[str, Layer]:
+    """The UNet's linear and convolution layers by name: the weights SVDiff reparametrises."""
+    return {name: m for name, m in unet.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+def cache_folder() -> Path:
+    """Where napari-phendiff keeps what it can compute again: PHENDIFF_CACHE, else the XDG cache folder."""
+    if os.environ.get("PHENDIFF_CACHE"):
+        return Path(os.environ["PHENDIFF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-phendiff"
+
+
+def weights_digest(modules: dict[str, Layer]) -> str:
+    """A digest of the layers' names, shapes, types and weight bytes: the same base gives the same digest."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, module in modules.items():
+        weight = module.weight.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(weight.shape)}{weight.dtype}".encode())
+        digest.update(weight.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def decompositions(modules: dict[str, Layer]) -> dict[str, Factors]:
+    """Every layer's (U, s, V^T), from the cache when this base was decomposed before, else computed (with progress
+    logged) and cached for the next start or load."""
+    path = cache_folder() / "svdiff" / f"{weights_digest(modules)}.safetensors"
+    device = next(iter(modules.values())).weight.device
+    if path.is_file():
+        try:
+            stored = load_file(path, device=str(device))
+            log.info("SVDiff: the base's decompositions read from the cache %s", path)
+            return {name: (stored[f"{name}.u"], stored[f"{name}.s"], stored[f"{name}.vh"]) for name in modules}
+        except Exception as exc:  # a damaged or partial file (safetensors raises several kinds): decompose again
+            log.warning("SVDiff: the cache %s cannot be read (%s); decomposing again", path, exc)
+    found = {}
+    every = max(1, len(modules) // 10)
+    for i, (name, module) in enumerate(modules.items(), 1):
+        found[name] = decompose(module.weight)
+        if i % every == 0 or i == len(modules):
+            log.info("SVDiff: decomposed %d of %d weights of the base", i, len(modules))
+    store_decompositions(path, found)
+    return found
+
+
+def store_decompositions(path: Path, found: dict[str, Factors]) -> None:
+    """Write the decompositions whole or not at all; a cache that cannot be written is a warning, not an error."""
+    tensors = {
+        f"{name}.{part}": t.contiguous().cpu() for name, f in found.items() for part, t in zip("u s vh".split(), f)
+    }
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if need > free // 2:
+            log.warning(
+                "SVDiff: not caching the decompositions (%d MB) in %s: %d MB free", need >> 20, path.parent, free >> 20
+            )
+            return
+        save_file(tensors, partial)
+        os.replace(partial, path)
+        log.info("SVDiff: decompositions cached in %s (%d MB) for the next start or load", path, need >> 20)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        log.warning("SVDiff: could not cache the decompositions in %s: %s", path.parent, exc)
 
 
 def trained_parameters(unet: UNet2DConditionModel) -> dict[str, nn.Parameter]:
