@@ -269,3 +269,32 @@ def test_the_shipped_base_is_fine_tuned_offline_in_the_dock(dock, qtbot, sim_dat
     wait_for(qtbot, dock.train(), WAIT_MS)
     manifest = read_manifest(tmp_path / "shipped")
     assert manifest["kind"] == "latent" and manifest["base"]["source"] == "microscopy"
+
+
+def test_whole_images_mixed_precision_and_min_snr_reach_the_run(dock, sim_data, tmp_path):
+    """The settings the command line has for every kind (--resize, --mixed-precision, --snr-gamma) are in the dock,
+    at the command line's defaults, and reach the TrainConfig."""
+    dock.set_data_folder(sim_data)
+    dock.out.setText(str(tmp_path / "model"))
+    config = dock.config()
+    assert (config.resize, config.mixed_precision, config.snr_gamma) == (False, "auto", 0.0)
+    dock.resize.setChecked(True)
+    dock.mixed_precision.setCurrentIndex(dock.mixed_precision.findData("bf16"))
+    dock.snr_gamma.setValue(5.0)
+    config = dock.config()
+    assert (config.resize, config.mixed_precision, config.snr_gamma) == (True, "bf16", 5.0)
+    assert "Hang et al. 2023" in dock.snr_gamma.toolTip() and dock.snr_gamma.specialValueText() == "off"
+
+
+def test_resume_takes_whole_images_and_min_snr_from_the_checkpoint(dock, tiny_checkpoint, tmp_path):
+    """A resumed run must keep them (the core refuses a change): the dock sets them as the checkpoint has them."""
+    import shutil
+
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "model")
+    manifest = json.loads((copy / "phendiff.json").read_text())
+    manifest["training"].update(resize=True, snr_gamma=5.0)
+    (copy / "phendiff.json").write_text(json.dumps(manifest))
+    dock.out.setText(str(copy))
+    dock.resume.setChecked(True)
+    assert dock.resume.isChecked() and dock.resize.isChecked() and dock.snr_gamma.value() == 5.0
+    assert "whole images scaled" in dock.status.text() and "min-SNR γ 5" in dock.status.text()

@@ -110,6 +110,8 @@ class TrainFolders:
             self.channel_names.setText(", ".join(manifest["channel_names"]))
             self.batch_size.setValue(int(training["batch_size"]))
             self.lr.setValue(float(training["lr"]))
+            self.resize.setChecked(bool(training.get("resize", False)))
+            self.snr_gamma.setValue(float(training.get("snr_gamma", 0.0)))
         finally:
             self._restoring = False
         self._show_choice()
@@ -124,6 +126,8 @@ class TrainFolders:
             f"batch size {training['batch_size']}",
             f"learning rate {float(training['lr']):.2e}",
         ]
+        took += ["whole images scaled"] if training.get("resize") else []
+        took += [f"min-SNR γ {float(training['snr_gamma']):g}"] if training.get("snr_gamma") else []
         self.status.setText(
             f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}, with "
             f"the checkpoint's settings: {'; '.join(took)}."

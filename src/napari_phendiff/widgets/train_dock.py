@@ -33,7 +33,15 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS
-from ..core.options import PRESET_SIZES, TRAIN_DEFAULTS, TRAIN_HELP, TrainConfig, default_lr, default_steps
+from ..core.options import (
+    MIXED_PRECISIONS,
+    PRESET_SIZES,
+    TRAIN_DEFAULTS,
+    TRAIN_HELP,
+    TrainConfig,
+    default_lr,
+    default_steps,
+)
 from ._loss_plot import LossPlot
 from ._shared import ERROR_STYLE, WorkerDock, device_combo, in_dock_words, row, scrolled, spin, tooltip
 from ._train_choice import ModelChoice
@@ -123,6 +131,18 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         )
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
         self.device = device_combo()
+        self.resize = QCheckBox("scale whole images to the image size")
+        self.resize.setChecked(DEFAULTS["resize"])
+        self.resize.setToolTip(tooltip(TRAIN_HELP["resize"], "translation then scales fields the same way"))
+        self.mixed_precision = QComboBox()
+        for name in MIXED_PRECISIONS:
+            self.mixed_precision.addItem(name, name)
+        self.mixed_precision.setCurrentIndex(MIXED_PRECISIONS.index(DEFAULTS["mixed_precision"]))
+        self.mixed_precision.setToolTip(tooltip(TRAIN_HELP["mixed_precision"]))
+        self.snr_gamma = spin(
+            QDoubleSpinBox(decimals=1), 0.0, 100.0, DEFAULTS["snr_gamma"], tooltip(TRAIN_HELP["snr_gamma"])
+        )
+        self.snr_gamma.setSpecialValueText("off")
         return [
             ("Image size", self.image_size),
             ("Steps", self.steps),
@@ -132,6 +152,9 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             ("Checkpoint every", self.checkpoint_every),
             ("Previews", self.previews),
             ("Device", self.device),
+            ("Whole images", self.resize),
+            ("Mixed precision", self.mixed_precision),
+            ("Min-SNR γ", self.snr_gamma),
         ]
 
     def _minutes_changed(self, minutes: float) -> None:
@@ -154,6 +177,9 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             "checkpoint_every": self.checkpoint_every,
             "device": self.device,
             "resume": self.resume,
+            "resize": self.resize,
+            "mixed_precision": self.mixed_precision,
+            "snr_gamma": self.snr_gamma,
         }
         if self.minutes.value() > 0:
             widgets["minutes"] = self.minutes
