@@ -1,0 +1,176 @@
+"""Phen-LDiff at Stable Diffusion 2 scale on this computer: seconds per step, peak memory and checkpoint size per adapter.
+
+    python benchmarks/latent_scale.py [--sizes 128 512] [--adapters lora svdiff attention full] [--batch 1]
+
+No weights can be downloaded here, so the base is SD 2.1-base's architecture built from its configs (UNet
+865.9 M parameters, VAE 83.7 M; no text encoder: the conditions start from the null embedding) with random weights,
+saved once in diffusers layout under --work; random weights cost the same time and memory as trained ones. Each
+(size, adapter) runs `phendiff train`'s loop in a fresh process on simulated two-channel cells for --steps steps
+(the last step's time is reported; the set-up before the first step apart), then the checkpoint a translation reads
+is measured (its files without the training state). A run the memory check refuses before loading is reported
+with its reason. Writes docs/benchmarks.md (section latent_scale) so docs/latent.md's table can be rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+
+from report import hardware, table, write_section
+
+UNET = dict(  # stabilityai/stable-diffusion-2-1-base unet/config.json
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+)
+VAE = dict(  # its vae/config.json
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    latent_channels=4,
+    layers_per_block=2,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+
+
+def build_base(folder: Path) -> Path:
+    """SD 2.1-base's UNet, VAE and scheduler from their configs, random weights, in diffusers layout (made once)."""
+    if (folder / "model_index.json").is_file():
+        return folder
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=AutoencoderKL(**VAE),
+        text_encoder=None,
+        tokenizer=None,
+        unet=UNet2DConditionModel(**UNET),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def one_run(base: str, data: str, out: str, size: int, adapter: str, batch: int, steps: int) -> dict:
+    """Train `steps` steps in this (fresh) process; times, the process's peak memory and the checkpoint's size."""
+
+    from napari_phendiff.core.errors import PhenDiffError
+    from napari_phendiff.core.options import TrainConfig
+    from napari_phendiff.core.training.run import iter_train
+
+    config = TrainConfig(
+        data=Path(data),
+        out=Path(out),
+        model="latent",
+        base=base,
+        adapter=adapter,
+        image_size=size,
+        steps=steps,
+        batch_size=batch,
+        checkpoint_every=steps,
+        device="cpu",
+        resize=size > 128,
+        seed=0,
+    )
+    started = time.perf_counter()
+    stamps = []
+    try:
+        for event in iter_train(config):
+            if event.kind == "step":
+                stamps.append(time.perf_counter())
+    except PhenDiffError as exc:
+        return {"refused": str(exc).splitlines()[0]}
+    folder = Path(out)
+    size_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "training" not in f.parts)
+    return {
+        "setup_s": stamps[0] - started if stamps else None,
+        "step_s": stamps[-1] - stamps[-2] if len(stamps) > 1 else None,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "checkpoint_mb": size_bytes / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/latent_scale"))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[128, 512])
+    parser.add_argument("--adapters", nargs="+", default=["lora", "svdiff", "attention", "full"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    from napari_phendiff.core.simulate import simulate_dataset
+
+    base = build_base(args.work / "sd21-base-architecture")
+    data = args.work / "cells"
+    if not data.is_dir():
+        simulate_dataset(data, "translocation", 8, 128, seed=0, cell_diameter=20.0)
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for size in args.sizes:
+        for adapter in args.adapters:
+            out = args.work / f"run-{size}-{adapter}"
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                found = pool.submit(
+                    one_run, str(base), str(data), str(out), size, adapter, args.batch, args.steps
+                ).result()
+            print(size, adapter, found, flush=True)
+            if "refused" in found:
+                rows.append([size, adapter, args.batch, "refused before loading: " + found["refused"], "", "", ""])
+                continue
+            rows.append(
+                [
+                    size,
+                    adapter,
+                    args.batch,
+                    f"{found['step_s']:.1f}" if found["step_s"] is not None else "-",
+                    f"{found['setup_s']:.0f}" if found["setup_s"] is not None else "-",
+                    f"{found['peak_gb']:.1f}",
+                    f"{found['checkpoint_mb']:.1f}",
+                ]
+            )
+    header = ["image (px)", "adapter", "batch", "seconds per step", "set-up (s)", "peak memory (GB)", "checkpoint (MB)"]
+    markdown = f"""## Phen-LDiff at Stable Diffusion 2 scale (`benchmarks/latent_scale.py`)
+
+SD 2.1-base's architecture from its configs with random weights (UNet 865.9 M parameters, VAE 83.7 M, no text
+encoder), `phendiff train --model latent` for {args.steps} steps per run in a fresh process, simulated two-channel cells
+(128-px images; 512 px with `--resize`). Seconds per step: the last step; set-up: from the start to the first step
+(loading, the adapter; SVDiff's decompositions when not cached); peak memory: the whole process's; checkpoint: what a
+translation reads. Hardware: {hardware()}.
+
+{table(header, rows)}
+"""
+    print(markdown)
+    if not args.no_write:
+        write_section("latent_scale", markdown)
+
+
+if __name__ == "__main__":
+    main()
