@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -445,7 +446,11 @@ def test_a_folder_is_translated_with_the_dock_settings_and_cell_tables(qtbot, vi
     for i in range(3):
         write_tif(tmp_path / "plate" / f"well_{i}.tif", random_image((2, 48, 48), seed=i))
     worker = translate_dock.translate_folder(tmp_path / "plate", tmp_path / "out")
+    shown = []  # the bar's text after each message: the file(s) being translated and their share done
+    worker.yielded.connect(lambda message: shown.append(translate_dock.progress_bar.format()))
     run(qtbot, worker)
+    assert any(re.fullmatch(r"well_0\.tif.* \(files? 1.* of 3\) · \d+%.*", text) for text in shown), shown
+    assert "step" not in " ".join(shown)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(
         [f"well_{i}_to_TNFa{s}" for i in range(3) for s in (".tif", "_cells.csv")] + ["summary.json"]

@@ -116,6 +116,7 @@ class Progress:
     step: int
     total: int
     event: object = None
+    where: str = ""  # a folder run: the file(s) being translated ("a.tif (file 3 of 40)"); step and total are theirs
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,8 @@ class WorkerDock(QWidget):
     def __init__(self):
         super().__init__()
         self._worker = self._pbar = None
-        self._started: tuple[float, int] | None = None  # (time, step) of a run's first Progress
+        self._started: tuple[float, int] | None = None  # (time, step) of a run's (or a file's) first Progress
+        self._where = ""  # what the steps count, when a run counts them per file (Progress.where)
 
     @property
     def running(self) -> bool:
@@ -174,7 +176,7 @@ class WorkerDock(QWidget):
         worker.yielded.connect(self._dispatch)
         worker.finished.connect(self._finished)
         worker.errored.connect(self._errored)
-        self._worker, self._pbar, self._started = worker, worker.pbar, None
+        self._worker, self._pbar, self._started, self._where = worker, worker.pbar, None, ""
         self.set_running(True)
         self.status.setText(message)
         worker.start()
@@ -195,6 +197,10 @@ class WorkerDock(QWidget):
         elif isinstance(message, Result):
             self.on_result(message.value)
         elif isinstance(message, Progress):
+            if message.where != self._where:  # the next file of a folder: its own bar, pace and time left
+                self._where, self._started = message.where, None
+                self._pbar.reset(total=message.total)
+                self._pbar.set_description(message.where)
             self.on_progress(message.event)
             self._show_progress(message.step, message.total, getattr(message.event, "seconds_left", None))
             if self._pbar.total != message.total:

@@ -130,7 +130,8 @@ class Folder:
 @thread_worker(progress={"desc": "PhenDiff: translating a folder"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path):
     """The command line's batch path (core.batch.iter_translate_files) over a folder, with the per-cell tables:
-    Progress per step, the Result (a Folder) at the end. Cancel stops between two steps; finished files stay."""
+    Progress per step of each file (named in its `where`), the Result (a Folder) at the end. Cancel stops between
+    two steps; finished files stay."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
@@ -147,17 +148,13 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
             samples=request.samples,
             **given,
         )
-        done, group, offset = 0, None, 0
         while True:
             try:
                 names, event = next(events)
             except StopIteration as stop:
                 yield Result(Folder(stop.value, out))
                 return
-            if names != group:
-                group, offset = names, done
-            done = offset + event.step
-            yield Progress(done, offset + event.total, event)
+            yield Progress(event.step, event.total, event, where=names)  # counted per file, named
 
 
 @thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker, ignore_errors=True)

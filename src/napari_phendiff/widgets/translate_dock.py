@@ -222,6 +222,8 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
     def progress_text(self, step: int, total: int, left: float | None) -> str:
         """Percent done and the time left: network steps over tiles mean nothing to a biologist."""
         done = f"{100 * min(step, total) // total}%"
+        if self._where:  # a folder: the file being translated, its share done and its time left
+            return f"{self._where} · {done}" + ("" if left is None else f" · about {duration(left)} left in it")
         return done if left is None else f"{done} · about {duration(left)} left"
 
     def on_progress(self, event) -> None:
@@ -229,9 +231,10 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
         left = getattr(event, "seconds_left", None)
         if left is not None and not self._estimated:
             self._estimated = True
+            whole = "for its first file" if self._where else "on this computer"
             self.status.setText(
-                f"{self.status.text()} About {duration(left)} on this computer (timed on its "
-                "first steps); Cancel stops between two steps."
+                f"{self.status.text()} About {duration(left)} {whole} (timed on its first steps); Cancel stops "
+                "between two steps."
             )
 
     def on_finished(self, aborted: bool) -> None:
