@@ -15,12 +15,11 @@ from torch import nn
 import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core.errors import CheckpointError, DataError
-from napari_phendiff.core.models.cyclegan import (
-    CycleGANModel,
+from napari_phendiff.core.models.cyclegan import CycleGANModel, architecture
+from napari_phendiff.core.models.cyclegan_networks import (
     PatchDiscriminator,
     ResnetBlock,
     ResnetGenerator,
-    architecture,
     receptive_field,
 )
 from napari_phendiff.core.simulate import simulate_field

@@ -28,6 +28,7 @@ from .checkpoint import atomic_folder, claim_new_folder, output_lock
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import DataError
+from .evaluation_warnings import translation_warnings
 from .features import InceptionFeatures, train_classifier
 from .options import TranslateOptions, check_count, check_given, describe
 from .translate import TranslateEvent, is_direct, translate, translation_options
@@ -44,19 +45,6 @@ METRIC_KEYS = (
     "classifier_target_rate",
     "identity_iou_segmented",
 )
-
-# When the report warns. Nuclei found on a translation should mostly cover the nuclei found on its original: below
-# MIN_IDENTITY_IOU the cells were moved, removed or invented (the same segmentation on a real image and itself gives
-# 1). With ground truth, the true-nuclei overlap should keep MIN_IDENTITY_SHARE of the originals' own score.
-# Classifier rate or precision at or above HIGH_REALISM look like success, which is misleading when identity is low.
-# Below MIN_CLASSIFIER_ACCURACY on real held-out images the classifier cannot tell the conditions apart.
-# With ground truth, a true transfer and a classifier rate TRUTH_DISAGREES apart mean that one of them is misled
-# (benchmarks: a Golgi dispersion measure lowered by merely dimmed fragments, a classifier won by flooded actin).
-MIN_IDENTITY_IOU = 0.7
-MIN_IDENTITY_SHARE = 0.8
-HIGH_REALISM = 0.8
-MIN_CLASSIFIER_ACCURACY = 0.8
-TRUTH_DISAGREES = 0.5
 
 
 @dataclass
@@ -103,17 +91,7 @@ def evaluate(
     with output_lock(out, "an evaluation"):  # one writer per report folder
         model = load_checkpoint(checkpoint, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
         images = load_folder(data)
-        _check_conditions(model, images, source, target)
-        source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
-        target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
-        if truth is not None:  # an unreadable truth fails before the translations, not after them
-            check_truth(
-                truth,
-                data,
-                model.channel_names,
-                [images.paths[i] for i in source_idx + target_idx],
-                [images.images[i] for i in source_idx + target_idx],
-            )
+        source_idx, target_idx = _held_out(model, images, data, source, target, n, truth)
         evaluation, forward, forward_from = _translate_held_out(
             model, images, source_idx, target_idx, source, target, options, progress
         )
@@ -122,37 +100,10 @@ def evaluate(
             images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed
         )
         extractor = classifier if features == "classifier" else _inception(features, classifier.normalization)
-        results = {
-            **_distribution_metrics(extractor, evaluation),
-            **_classifier_metrics(classifier, evaluation, source, target),
-            **_cycle_metrics(model, evaluation),
-            **identity_metrics(model, evaluation),
-        }
-        table = cell_table(
-            evaluation.paths,
-            evaluation.originals,
-            evaluation.translated,
-            evaluation.target_paths,
-            evaluation.targets,
-            model.channel_names,
-        )
-        summary = cell_summary(table)
+        results = _scores(model, evaluation, classifier, extractor, source, target)
+        table, summary = _cell_measurements(model, evaluation)
         results["overshot_measurements"] = overshot(summary)
-        if truth is not None:
-            results.update(truth_metrics(evaluation, Path(truth), model.channel_names))
-        results.update(
-            trivial_baselines(
-                model,
-                evaluation,
-                classifier,
-                extractor,
-                target,
-                steps=forward.steps,
-                seed=seed,
-                truth=Path(truth) if truth is not None else None,
-                truth_metrics=truth_metrics,
-            )
-        )
+        results.update(_truth_and_baselines(model, evaluation, classifier, extractor, target, forward, truth))
         results.update(
             {
                 "features": extractor.name,
@@ -160,14 +111,90 @@ def evaluate(
             }
         )
         results["warnings"] = translation_warnings(results)
-
-        from .report import write_report
-
-        with atomic_folder(out) as folder:
-            (folder / "metrics.json").write_text(json.dumps(results, indent=2))
-            _write_cells(folder / "cells.csv", table)
-            write_report(folder, results, evaluation, table, summary, model.channel_names)
+        _write_report(out, results, evaluation, table, summary, model.channel_names)
         return results
+
+
+def _held_out(
+    model, images, data: str | Path, source: str, target: str, n: int | None, truth: str | Path | None
+) -> tuple[list[int], list[int]]:
+    """The indices of the held-out source images (the first n) and of the real target images in `images`, after
+    checking the conditions and, if given, the truth folder (an unreadable truth fails before the translations)."""
+    _check_conditions(model, images, source, target)
+    source_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == source][:n]
+    target_idx = [i for i, label in enumerate(images.labels) if images.conditions[label] == target]
+    if truth is not None:
+        check_truth(
+            truth,
+            data,
+            model.channel_names,
+            [images.paths[i] for i in source_idx + target_idx],
+            [images.images[i] for i in source_idx + target_idx],
+        )
+    return source_idx, target_idx
+
+
+def _scores(model, evaluation: EvaluationSet, classifier, extractor, source: str, target: str) -> dict:
+    """The image-level scores: distribution distances, the classifier's verdict, the cycle loss and identity."""
+    return {
+        **_distribution_metrics(extractor, evaluation),
+        **_classifier_metrics(classifier, evaluation, source, target),
+        **_cycle_metrics(model, evaluation),
+        **identity_metrics(model, evaluation),
+    }
+
+
+def _truth_and_baselines(
+    model, evaluation: EvaluationSet, classifier, extractor, target: str, forward: TranslateOptions, truth
+) -> dict:
+    """With the simulator's ground truth, whether the phenotype truly moved (truth.py); and the scores of the two
+    trivial outputs (core/baselines.py)."""
+    results = truth_metrics(evaluation, Path(truth), model.channel_names) if truth is not None else {}
+    results.update(
+        trivial_baselines(
+            model,
+            evaluation,
+            classifier,
+            extractor,
+            target,
+            steps=forward.steps,
+            seed=forward.seed,
+            truth=Path(truth) if truth is not None else None,
+            truth_metrics=truth_metrics,
+        )
+    )
+    return results
+
+
+def _cell_measurements(model, evaluation: EvaluationSet) -> tuple[list[dict], list[dict]]:
+    """Per-cell measurements of the originals, their translations and the real targets (cells.csv), and their
+    summary per measurement."""
+    table = cell_table(
+        evaluation.paths,
+        evaluation.originals,
+        evaluation.translated,
+        evaluation.target_paths,
+        evaluation.targets,
+        model.channel_names,
+    )
+    return table, cell_summary(table)
+
+
+def _write_report(
+    out: Path,
+    results: dict,
+    evaluation: EvaluationSet,
+    table: list[dict],
+    summary: list[dict],
+    channel_names: list[str],
+) -> None:
+    """The report folder at once: metrics.json, cells.csv and the report with its figures (core/report.py)."""
+    from .report import write_report
+
+    with atomic_folder(out) as folder:
+        (folder / "metrics.json").write_text(json.dumps(results, indent=2))
+        _write_cells(folder / "cells.csv", table)
+        write_report(folder, results, evaluation, table, summary, channel_names)
 
 
 def _translate_held_out(
@@ -328,103 +355,6 @@ def identity_metrics(model, evaluation: EvaluationSet) -> dict:
 def _key(name: str) -> str:
     """A channel name as part of a metric key: letters, digits and underscores only."""
     return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "channel"
-
-
-def translation_warnings(results: dict) -> list[str]:
-    """Plain sentences for the top of the report: where the scores cannot be trusted, and what to look at.
-
-    Warns when the cells did not stay the same (identity_iou_segmented, or identity_iou against its reference with
-    ground truth), when realism scores are high although identity is low, when the translation does not beat the
-    copy-the-source baseline, when the ground truth and the classifier disagree, when per-cell measurements went far
-    past the real target (overshot_measurements), and when the condition classifier cannot tell the real conditions
-    apart.
-    """
-    get = lambda key: results.get(key, float("nan"))  # noqa: E731 (NaN compares False: no warning)
-    source, target = results.get("source", "source"), results.get("target", "target")
-    warnings, low_identity = _identity_warnings(get, target)
-    warnings += _baseline_warnings(get, source, target)
-    if (
-        not low_identity
-        and get("classifier_accuracy") >= MIN_CLASSIFIER_ACCURACY
-        and abs(get("phenotype_transfer") - get("classifier_target_rate")) >= TRUTH_DISAGREES
-    ):
-        warnings.append(
-            f"The ground truth and the condition classifier disagree: the true phenotype moved in "
-            f"{get('phenotype_transfer'):.0%} of the cells, the classifier calls "
-            f"{get('classifier_target_rate'):.0%} of the translated images {target}. One of them is "
-            "misled by what the other ignores (a per-cell measure by structure that was only dimmed or "
-            "flooded, a classifier by brightness alone): look at examples.png before reading either."
-        )
-    overshoots = results.get("overshot_measurements") or []
-    if overshoots:
-        listed = ", ".join(f"{m['measurement']} ({m['moved']:.1f}x)" for m in overshoots[:5])
-        more = f" and {len(overshoots) - 5} more" if len(overshoots) > 5 else ""
-        warnings.append(
-            f"The translation went past the real {target} cells in {len(overshoots)} measurement(s): "
-            f"{listed}{more} of the way from real {source} to real {target} (1x = all the way). It "
-            "exaggerates these instead of reproducing the target condition; look at distributions.png, "
-            "and at a gentler strength or guidance."
-        )
-    if get("classifier_accuracy") < MIN_CLASSIFIER_ACCURACY:
-        warnings.append(
-            f"The condition classifier was right on only {get('classifier_accuracy'):.0%} of held-out "
-            "real images: it cannot reliably tell the real conditions apart, so its translation rate "
-            "means little."
-        )
-    return warnings
-
-
-def _identity_warnings(get, target: str) -> tuple[list[str], bool]:
-    """Warnings that the cells did not stay the same (and that realism scores then mislead); whether they did not."""
-    warnings = []
-    low_identity = False
-    if get("identity_iou_segmented") < MIN_IDENTITY_IOU:
-        low_identity = True
-        warnings.append(
-            f"The nuclei found on the translated images overlap little with those found on their "
-            f"originals (identity IoU {get('identity_iou_segmented'):.2f}, 1 = the same nuclei): the model "
-            "moved, removed or invented cells, so look at examples.png before trusting any other score."
-        )
-    if get("identity_iou") < MIN_IDENTITY_SHARE * get("identity_iou_reference"):
-        low_identity = True
-        warnings.append(
-            f"The true nuclei overlap with those found on the translated images by only "
-            f"{get('identity_iou'):.2f} where the originals reach {get('identity_iou_reference'):.2f}: the "
-            "cells did not stay where they were, so the translated cells are not the original cells."
-        )
-    if low_identity and (get("classifier_target_rate") >= HIGH_REALISM or get("precision") >= HIGH_REALISM):
-        warnings.append(
-            f"The translations look like real {target} images (classifier rate "
-            f"{get('classifier_target_rate'):.0%}, precision {get('precision'):.0%}) although the cells "
-            "changed: the model drew new target-like cells instead of translating these ones, so these "
-            "scores do not show a working translation."
-        )
-    return warnings, low_identity
-
-
-def _baseline_warnings(get, source: str, target: str) -> list[str]:
-    """Warnings that the translation did no better than copying the source, score by score."""
-    warnings = []
-    if get("fid") >= get("baseline_fid"):
-        warnings.append(
-            f"The translated images are no closer to real {target} images (FID {get('fid'):.3g}) than "
-            f"the untranslated {source} images are (FID {get('baseline_fid'):.3g}): compare every score "
-            "with its copy-the-source baseline."
-        )
-    if get("classifier_target_rate") <= get("baseline_classifier_target_rate"):
-        warnings.append(
-            f"The condition classifier calls no more translated images {target} "
-            f"({get('classifier_target_rate'):.0%}) than untranslated {source} images "
-            f"({get('baseline_classifier_target_rate'):.0%}): the translation did not move the images "
-            "towards the target."
-        )
-    if get("phenotype_transfer") <= get("baseline_phenotype_transfer"):
-        warnings.append(
-            f"The true phenotype moved in no more translated cells ({get('phenotype_transfer'):.0%}) than "
-            f"in untranslated ones ({get('baseline_phenotype_transfer'):.0%}): the translation did not "
-            "transfer the phenotype."
-        )
-    return warnings
 
 
 def _write_cells(path: Path, rows: list[dict]) -> None:

@@ -54,6 +54,33 @@ def generalization(
     `on_train_event(name, event)` is called with every training event of model "a" and "b".
     """
     out = claim_new_folder(out, "the analysis")
+    _check_settings(config, n_per_class, n_samples, steps)
+    folder = scan_folder(data)
+    subsets = _disjoint_subsets(folder, n_per_class, seed)
+    work = out.with_name(f".{out.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    seeds = model_seeds(config.seed)
+    models = _train_pair(config, subsets, work, seeds, on_train_event)
+    same_seed, nearest, noise = _similarities(models, folder.conditions, subsets, n_samples, steps, seed)
+    all_same, all_nearest, all_noise = _pooled(same_seed, nearest, noise)
+    medians = [float(np.median(v)) for v in (all_same, all_nearest, all_noise)]
+    results: dict[str, Any] = {
+        "conditions": _medians_per_condition(folder.conditions, same_seed, nearest, noise),
+        "same_seed_similarity_median": medians[0],
+        "nearest_training_similarity_median": medians[1],
+        "starting_noise_similarity_median": medians[2],
+        "verdict": _verdict(*medians),
+        **_settings(data, config, n_per_class, n_samples, steps, seed, seeds),
+    }
+    try:
+        _write(out, work, models, results, all_same, all_nearest, all_noise)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _check_settings(config: TrainConfig, n_per_class: int, n_samples: int, steps: int) -> None:
+    """Refuse counts below 1 and a kind that cannot generate from noise, before anything is trained."""
     for name, value in (("n_per_class", n_per_class), ("n_samples", n_samples), ("steps", steps)):
         check_count(name, value)
     if not config.kind.generates:
@@ -62,57 +89,56 @@ def generalization(
             f"The generalization analysis generates images from noise, which a {config.model} model "
             f"cannot do; train one of: {able}."
         )
-    folder = scan_folder(data)
-    subsets = _disjoint_subsets(folder, n_per_class, seed)
-    work = out.with_name(f".{out.name}.work")
-    shutil.rmtree(work, ignore_errors=True)
-    seeds = model_seeds(config.seed)
-    models = _train_pair(config, subsets, work, seeds, on_train_event)
-    same_seed, nearest, noise = _similarities(models, folder.conditions, subsets, n_samples, steps, seed)
-    results: dict[str, Any] = {
-        "conditions": {
-            condition: {
-                "same_seed_similarity_median": float(np.median(same_seed[condition])),
-                "nearest_training_similarity_median": float(
-                    np.median(np.concatenate(list(nearest[condition].values())))
-                ),
-                "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
-            }
-            for condition in folder.conditions
-        }
-    }
-    all_same = np.concatenate(list(same_seed.values()))
-    all_nearest = np.concatenate([v for per in nearest.values() for v in per.values()])
-    all_noise = np.concatenate([v for per in noise.values() for v in per.values()])
-    medians = [float(np.median(v)) for v in (all_same, all_nearest, all_noise)]
-    results.update(
-        {
-            "same_seed_similarity_median": medians[0],
-            "nearest_training_similarity_median": medians[1],
-            "starting_noise_similarity_median": medians[2],
-            "verdict": _verdict(*medians),
-            "n_per_class": n_per_class,
-            "n_samples_per_condition": n_samples,
-            "steps": steps,
-            "seed": seed,
-            "model": config.model,
-            "training": {
-                "steps": config.steps,
-                "preset": config.preset,
-                "image_size": config.image_size,
-                "adapter": config.adapter,
-                "seeds": seeds,
-            },
-            "data": str(Path(data).resolve()),
-            "similarity": "cosine similarity of mean-centred images, in model a's normalised units (starting noise: in "
-            "each model's own units, compared where the model diffuses: pixels or latents)",
-        }
+
+
+def _pooled(same_seed: dict, nearest: dict, noise: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three similarities of every condition (and, for nearest and noise, of both models) in one array each."""
+    return (
+        np.concatenate(list(same_seed.values())),
+        np.concatenate([v for per in nearest.values() for v in per.values()]),
+        np.concatenate([v for per in noise.values() for v in per.values()]),
     )
-    try:
-        _write(out, work, models, results, all_same, all_nearest, all_noise)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return results
+
+
+def _medians_per_condition(conditions: list[str], same_seed: dict, nearest: dict, noise: dict) -> dict:
+    """The median of each similarity, condition by condition."""
+    return {
+        condition: {
+            "same_seed_similarity_median": float(np.median(same_seed[condition])),
+            "nearest_training_similarity_median": float(np.median(np.concatenate(list(nearest[condition].values())))),
+            "starting_noise_similarity_median": float(np.median(np.concatenate(list(noise[condition].values())))),
+        }
+        for condition in conditions
+    }
+
+
+def _settings(
+    data: str | Path,
+    config: TrainConfig,
+    n_per_class: int,
+    n_samples: int,
+    steps: int,
+    seed: int,
+    seeds: dict[str, int],
+) -> dict[str, Any]:
+    """How the analysis was run, for generalization.json: its sizes, the two models' training and the data."""
+    return {
+        "n_per_class": n_per_class,
+        "n_samples_per_condition": n_samples,
+        "steps": steps,
+        "seed": seed,
+        "model": config.model,
+        "training": {
+            "steps": config.steps,
+            "preset": config.preset,
+            "image_size": config.image_size,
+            "adapter": config.adapter,
+            "seeds": seeds,
+        },
+        "data": str(Path(data).resolve()),
+        "similarity": "cosine similarity of mean-centred images, in model a's normalised units (starting noise: in "
+        "each model's own units, compared where the model diffuses: pixels or latents)",
+    }
 
 
 def _train_pair(

@@ -17,6 +17,7 @@ translation has no classifier to hand (evaluate and calibrate train one on a lab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -88,6 +89,27 @@ def reveal(
     """Each cell's minimal change mask and score for one (C, Y, X) image and its translation (see the module's
     docstring). Nuclei are segmented on the original's nuclear channel unless `nuclei`/`cells` are given."""
     original, translated = np.asarray(original), np.asarray(translated)
+    _check_pair(original, translated, channel_names, reached)
+    if nuclei is None:
+        nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
+    if cells is None:
+        cells = segment_cells(nuclei)
+    masks = share_masks(difference_map(original, translated), cells)
+    ids = np.unique(cells[cells > 0])
+    before = _measures(original, channel_names, nuclei, cells)
+    if len(ids) == 0:
+        return Revealed(np.zeros(cells.shape, bool), original.copy(), cells, [])
+    change, chosen, carried = _smallest_shares(
+        original, translated, masks, before, reached, lambda image: _measures(image, channel_names, nuclei, cells)
+    )
+    moved = change >= UNMOVED
+    mask = _cell_masks(cells, ids, masks, chosen, moved)
+    rows = _cell_rows(cells, ids, mask, change, carried, moved)
+    return Revealed(mask, paste(original, translated, mask), cells, rows)
+
+
+def _check_pair(original: np.ndarray, translated: np.ndarray, channel_names: list[str], reached: float) -> None:
+    """Refuse an image and translation that do not match (or lack a name per channel), and a share out of range."""
     if original.shape != translated.shape or original.ndim != 3 or original.shape[0] != len(channel_names):
         raise ConfigError(
             f"Reveal one (C, Y, X) image and its translation of the same shape with one name per "
@@ -95,26 +117,30 @@ def reveal(
         )
     if not 0 < reached <= 1:
         raise ConfigError(f"reached must lie in (0, 1], not {reached}.")
-    if nuclei is None:
-        nuclei = segment_nuclei(original[nuclear_channel(channel_names)])
-    if cells is None:
-        cells = segment_cells(nuclei)
-    masks = share_masks(difference_map(original, translated), cells)
 
-    def measures(image: np.ndarray) -> np.ndarray:
-        columns = measure_cells(image, channel_names, nuclei, cells)
-        return np.stack([np.nan_to_num(v) for k, v in columns.items() if k not in AREA_MEASURES], axis=1)
 
-    ids = np.unique(cells[cells > 0])
-    before = measures(original)
-    if len(ids) == 0:
-        return Revealed(np.zeros(cells.shape, bool), original.copy(), cells, [])
+def _measures(image: np.ndarray, channel_names: list[str], nuclei: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Each cell's measurements (one row per cell) but its areas, which pasting cannot change."""
+    columns = measure_cells(image, channel_names, nuclei, cells)
+    return np.stack([np.nan_to_num(v) for k, v in columns.items() if k not in AREA_MEASURES], axis=1)
+
+
+def _smallest_shares(
+    original: np.ndarray,
+    translated: np.ndarray,
+    masks: dict[float, np.ndarray],
+    before: np.ndarray,
+    reached: float,
+    measures: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: its full change (in spreads between the original's cells), the smallest share of its pixels whose
+    paste carries `reached` of that change, and the part of the change that share carries."""
     spread = np.nanstd(before, axis=0)
     spread = np.maximum(spread, np.maximum(1e-3 * np.abs(before).mean(0), 1e-9))
     whole = measures(paste(original, translated, masks[1.0]))
     change = np.linalg.norm((whole - before) / spread, axis=1)
-    chosen = np.full(len(ids), 1.0)
-    carried = np.ones(len(ids))
+    chosen = np.full(len(before), 1.0)
+    carried = np.ones(len(before))
     for share in sorted(masks, reverse=True)[1:]:  # from large to small: the smallest that still carries enough
         part = measures(paste(original, translated, masks[share]))
         left = np.linalg.norm((whole - part) / spread, axis=1)
@@ -122,13 +148,26 @@ def reveal(
         enough = share_reached >= reached
         chosen = np.where(enough, share, chosen)
         carried = np.where(enough, share_reached, carried)
-    moved = change >= UNMOVED
+    return change, chosen, carried
+
+
+def _cell_masks(
+    cells: np.ndarray, ids: np.ndarray, masks: dict[float, np.ndarray], chosen: np.ndarray, moved: np.ndarray
+) -> np.ndarray:
+    """One mask (Y, X) of every moved cell's chosen share; cells that did not move stay out."""
     index = np.zeros(int(cells.max()) + 1, np.int64)
     index[ids] = np.arange(len(ids))
     mask = np.zeros(cells.shape, bool)
     for share in masks:
         inside = (cells > 0) & masks[share]
         mask |= inside & (chosen[index[cells]] == share) & moved[index[cells]]
+    return mask
+
+
+def _cell_rows(
+    cells: np.ndarray, ids: np.ndarray, mask: np.ndarray, change: np.ndarray, carried: np.ndarray, moved: np.ndarray
+) -> list[dict]:
+    """One row per cell (see Revealed), the highest reveal score first."""
     areas = np.bincount(cells.ravel())[ids]
     mask_areas = np.bincount(cells[mask].ravel(), minlength=int(cells.max()) + 1)[ids]
     centres = ndi.center_of_mass(np.ones(cells.shape), cells, ids)
@@ -150,4 +189,4 @@ def reveal(
             }
         )
     rows.sort(key=lambda row: -row["reveal_score"])
-    return Revealed(mask, paste(original, translated, mask), cells, rows)
+    return rows

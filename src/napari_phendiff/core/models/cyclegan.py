@@ -6,11 +6,9 @@ map condition A to B and B to A directly, and two 70x70 PatchGAN discriminators 
       cyclegan.safetensors     both generators: "ab.*" maps conditions[0] -> conditions[1], "ba.*" the reverse
       training/                only to resume: discriminators, optimizers, image pools (safetensors + JSON)
 
-This module owns the kind: the networks, the loaded model (a direct mapping, no inversion), load, write, and the
-Trainer with the original objective (below).
-
-Layers follow the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix): instance norm without affine
-parameters, reflection padding, weights drawn from N(0, 0.02). Only the widths are scaled down for a CPU.
+This module owns the kind: its sizes (presets), the loaded model (a direct mapping, no inversion), load, write, and
+the Trainer with the original objective (below). The networks, as in the reference implementation, are in
+models/cyclegan_networks.py; only the widths are scaled down for a CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..images import Normalization
 from ..options import TrainConfig
 from .base import DirectModel
+from .cyclegan_networks import DISCRIMINATOR_LAYERS, build_discriminators, build_generators
 
 WEIGHTS = "cyclegan.safetensors"
 REQUIRED_FILES = [WEIGHTS]
@@ -42,7 +41,6 @@ PRESETS: dict[str, dict] = {
 }
 SIZE_MULTIPLE = 4  # the generator halves the resolution twice, then doubles it twice
 MIN_SIZE = 32  # the discriminator divides by 8 and its last two 4x4 convolutions each remove a pixel
-DISCRIMINATOR_LAYERS = 3
 
 
 def architecture(preset: str, channels: int) -> dict:
@@ -65,111 +63,6 @@ def check_image_size(image_size: int) -> None:
             f"Image size {image_size} does not suit the CycleGAN: it must be a multiple of "
             f"{SIZE_MULTIPLE} and at least {MIN_SIZE} px (e.g. --image-size 64)."
         )
-
-
-def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-
-
-class ResnetBlock(nn.Module):
-    """x + conv-norm-relu-conv-norm(x), reflection-padded so the size is kept."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3),
-            _norm(channels),
-            nn.ReLU(True),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3),
-            _norm(channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
-class ResnetGenerator(nn.Module):
-    """c7s1-ngf, d2ngf, d4ngf, n x R4ngf, u2ngf, ungf, c7s1-C, tanh: an image in, an image of the same size out."""
-
-    def __init__(self, channels: int, ngf: int = 64, n_blocks: int = 9):
-        super().__init__()
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
-        for mult in (1, 2):
-            layers += [
-                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
-                _norm(ngf * mult * 2),
-                nn.ReLU(True),
-            ]
-        layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
-        for mult in (4, 2):
-            layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                _norm(ngf * mult // 2),
-                nn.ReLU(True),
-            ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7), nn.Tanh()]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-class PatchDiscriminator(nn.Module):
-    """C64-C128-C256-C512 (4x4 convolutions, LeakyReLU 0.2, no norm on the first) then a 1-channel map: each output
-    pixel judges one 70x70 patch of the input (with n_layers = 3) as real or translated."""
-
-    def __init__(self, channels: int, ndf: int = 64, n_layers: int = DISCRIMINATOR_LAYERS):
-        super().__init__()
-        layers = [nn.Conv2d(channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-        width = ndf
-        for n in range(1, n_layers + 1):
-            previous, width = width, ndf * min(2**n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(previous, width, 4, stride=stride, padding=1), _norm(width), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(width, 1, 4, stride=1, padding=1)]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def receptive_field(module: nn.Module) -> int:
-    """Side in pixels of the input patch that one output pixel of a stack of convolutions sees."""
-    field_size, jump = 1, 1
-    for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
-            field_size += (layer.kernel_size[0] - 1) * jump
-            jump *= layer.stride[0]
-    return field_size
-
-
-def init_weights(module: nn.Module) -> None:
-    """The reference initialisation: convolution weights from N(0, 0.02), biases 0."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-
-
-def build_generators(arch: dict) -> nn.ModuleDict:
-    """ "ab" maps condition A (conditions[0]) to B, "ba" maps B to A."""
-    generators = nn.ModuleDict(
-        {key: ResnetGenerator(arch["channels"], arch["ngf"], arch["n_blocks"]) for key in ("ab", "ba")}
-    )
-    init_weights(generators)
-    return generators
-
-
-def build_discriminators(arch: dict) -> nn.ModuleDict:
-    """ "a" tells real images of condition A from translated ones, "b" the same for condition B."""
-    discriminators = nn.ModuleDict(
-        {key: PatchDiscriminator(arch["channels"], arch["ndf"], arch["n_layers"]) for key in ("a", "b")}
-    )
-    init_weights(discriminators)
-    return discriminators
 
 
 class ImagePool:

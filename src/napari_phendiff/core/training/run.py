@@ -148,24 +148,6 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
     losses = _loss_history(config.out / "training", start) if resume_from else []
     manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
 
-    def save(step: int) -> Path:
-        if trainer.is_main:
-            try:
-                with atomic_folder(config.out) as folder:
-                    trainer.write(folder, {**manifest, "trained_steps": step})
-                    stamp_weights(folder)
-                    trainer.save_state(folder / "training", step)
-                    (folder / "training" / LOSSES).write_text(json.dumps(losses))
-            except (OSError, SafetensorError) as exc:  # disk full, folder gone or made read-only during the run
-                before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
-                why = getattr(exc, "strerror", None) or exc  # safetensors' errors carry no strerror
-                raise CheckpointError(
-                    f"{config.out}: the checkpoint of step {step} could not be written ({why}); "
-                    f"{before}. Free space or fix the folder, then resume."
-                ) from exc
-        trainer.wait()
-        return config.out
-
     yield TrainEvent(
         "start",
         start,
@@ -178,29 +160,51 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
         for batch in trainer.batches(start):
             loss, lr, note = trainer.step(batch, step)
             if not math.isfinite(loss):
-                raise ConfigError(
-                    f"Training diverged at step {step + 1} (loss {loss}): the learning rate "
-                    f"{config.lr:g} is too high for this model. Start again into a new folder with a "
-                    "lower one (--lr); "
-                    + (
-                        f"the checkpoint of step {saved_at} in {config.out} is from before."
-                        if saved_at
-                        else "nothing was saved."
-                    )
-                )
+                raise _diverged(config, step, loss, saved_at)
             step += 1
             losses.append([step, float(loss)])
             yield TrainEvent("step", step, config.steps, loss=loss, lr=lr, message=note)
             if step % config.checkpoint_every == 0 and step < config.steps:
-                path = save(step)
+                path = _save(trainer, config, manifest, losses, step, saved_at)
                 saved_at = step
                 yield TrainEvent("checkpoint", step, config.steps, path=path)
     except (GeneratorExit, KeyboardInterrupt):
         # Stop, Ctrl-C, or SIGTERM (the CLI turns it into a KeyboardInterrupt): keep what was learned, resumable
         if step > start:
-            save(step)
+            _save(trainer, config, manifest, losses, step, saved_at)
         raise
-    yield TrainEvent("done", step, config.steps, path=save(step))
+    yield TrainEvent("done", step, config.steps, path=_save(trainer, config, manifest, losses, step, saved_at))
+
+
+def _save(trainer, config: TrainConfig, manifest: dict, losses: list[list], step: int, saved_at: int) -> Path:
+    """Write the checkpoint of `step` (weights, manifest, training state and loss curve) into config.out at once;
+    a failed write says whether the checkpoint of step `saved_at` (0: none) is still there."""
+    if trainer.is_main:
+        try:
+            with atomic_folder(config.out) as folder:
+                trainer.write(folder, {**manifest, "trained_steps": step})
+                stamp_weights(folder)
+                trainer.save_state(folder / "training", step)
+                (folder / "training" / LOSSES).write_text(json.dumps(losses))
+        except (OSError, SafetensorError) as exc:  # disk full, folder gone or made read-only during the run
+            before = f"the checkpoint of step {saved_at} there is untouched" if saved_at else "nothing was saved"
+            why = getattr(exc, "strerror", None) or exc  # safetensors' errors carry no strerror
+            raise CheckpointError(
+                f"{config.out}: the checkpoint of step {step} could not be written ({why}); "
+                f"{before}. Free space or fix the folder, then resume."
+            ) from exc
+    trainer.wait()
+    return config.out
+
+
+def _diverged(config: TrainConfig, step: int, loss: float, saved_at: int) -> ConfigError:
+    """The error for a loss that is no longer finite at step + 1: what to change, and what was saved before."""
+    return ConfigError(
+        f"Training diverged at step {step + 1} (loss {loss}): the learning rate "
+        f"{config.lr:g} is too high for this model. Start again into a new folder with a "
+        "lower one (--lr); "
+        + (f"the checkpoint of step {saved_at} in {config.out} is from before." if saved_at else "nothing was saved.")
+    )
 
 
 def _loss_history(folder: Path, start: int) -> list[list]:
