@@ -12,6 +12,7 @@ import pytest
 import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
+from napari_phendiff.core import calibration_rule as rule
 from napari_phendiff.core import translate as translate_module
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.evaluate import evaluate
@@ -139,7 +140,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
     monkeypatch.setattr(cal, "overshot", lambda *args, **kwargs: exaggerated)
-    monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
+    monkeypatch.setattr(rule, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 1.01)  # no classifier is trusted: the cells decide
     assert (
         main(
@@ -189,7 +190,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
     with pytest.raises(ConfigError, match="the checkpoint's channels are DNA, reporter"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c4", keep_channels=["Hoechst"])
     # a sweep where nothing reaches the bar is reported and stores nothing
-    monkeypatch.setattr(cal, "REACHED_MIN", 2.0)
+    monkeypatch.setattr(rule, "REACHED_MIN", 2.0)
     manifest = (checkpoint / "phendiff.json").read_text()
     assert (
         main(
@@ -226,7 +227,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
 @pytest.mark.slow
 def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "calibration"
-    monkeypatch.setattr(cal, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
+    monkeypatch.setattr(rule, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     code = main(
         [
             "calibrate",

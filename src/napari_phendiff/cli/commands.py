@@ -176,7 +176,7 @@ def evaluate_command(args) -> None:
 
 
 def calibrate_command(args) -> None:
-    from ..core.calibrate import CLASSIFIER_MIN_ACCURACY, GUIDANCES, STRENGTHS, calibrate, grid
+    from ..core.calibrate import GUIDANCES, STRENGTHS, calibrate, grid
 
     bar = CountingBar("calibrating")
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
@@ -199,6 +199,13 @@ def calibrate_command(args) -> None:
         progress=bar,
     )
     bar.close()
+    _print_calibration(args, chosen)
+
+
+def _print_calibration(args, chosen: dict) -> None:
+    """What a calibration chose and why, its warnings, and where the frontier and the choice went."""
+    from ..core.calibrate import CLASSIFIER_MIN_ACCURACY
+
     if not chosen["classifier_trusted"]:
         print(
             f"warning: the condition classifier told real {args.source} and {args.target} images apart in only "

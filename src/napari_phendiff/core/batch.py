@@ -11,9 +11,7 @@ folder of small crops runs as fast as a stack of them.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,10 +21,12 @@ from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, write_translation
 from .checkpoint import check_writable, output_lock, resolve_checkpoint
+from .extras import checked_extras, write_extras
 from .files import Job, plan_jobs
 from .images import read_image
-from .options import MORPH_PATHS, check_given, describe, resolve_options
+from .options import check_given, describe, resolve_options
 from .inputs import check_fits
+from .run_summary import SUMMARY, BatchResult, finish_run, write_shard  # noqa: F401  (SUMMARY: read from here by the CLI)
 from .tiling import default_batch_size, fits_whole
 from .translate import (
     Estimate,
@@ -37,17 +37,6 @@ from .translate import (
     kept_channels,
     translation_options,
 )
-
-SUMMARY = "summary.json"
-
-
-@dataclass
-class BatchResult:
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: dict[Path, str] = field(default_factory=dict)  # input -> why it could not be translated
-    seconds: float = 0.0
-    settings: str = ""  # the translation's settings and where each came from
 
 
 def translate_files(
@@ -147,7 +136,8 @@ def _translate_run(
     from accelerate import PartialState
 
     out = Path(out)
-    extras = _checked_extras(options, morph, samples, morph_path, measure, reveal)
+    check_given(options)
+    extras = checked_extras(morph, samples, morph_path, measure, reveal)
     read_manifest(checkpoint)  # a wrong checkpoint fails before the inputs are searched
     jobs = plan_jobs(inputs, out, targets)
     check_writable(out)  # a read-only folder fails before the first translation, not after it
@@ -166,30 +156,12 @@ def _translate_run(
         settings = {"options": chosen.record(), "options_from": sources}
         result.settings = describe(chosen, sources, direct=is_direct(model))
         extra_args = dict(morph=morph, morph_path=morph_path, samples=samples, measure=measure, reveal=reveal)
-        begun = 0
-        for group, images in _groups(model, todo, chosen, result.failed):
-            first, begun = begun + 1, begun + len(group)
-            where = f"file {first} of {len(todo)}" if len(group) == 1 else f"files {first}-{begun} of {len(todo)}"
-            names = (
-                group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}"
-            ) + f" ({where})"
-            stack = images[0][None] if len(images) == 1 else np.stack(images)  # a large field is not copied
-            for event in iter_translate(model, stack, source, targets, chosen):
-                translated = event.result
-                yield names, event
-            for i, job in enumerate(group):
-                for target, outputs in translated.items():
-                    written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args, result)
-                    result.written += written
-                    if report:
-                        for path in written:
-                            report(path)
-            del stack, images, translated  # the next group's fields are read with this one's released
+        yield from _translate_todo(model, todo, source, targets, chosen, extra_args, result, report)
     result.seconds = time.perf_counter() - started
-    _write_shard(out, state.process_index, result)
+    write_shard(out, state.process_index, result)
     state.wait_for_everyone()
     if state.is_main_process:
-        _finish_run(
+        finish_run(
             out,
             state.num_processes,
             len(jobs),
@@ -198,27 +170,40 @@ def _translate_run(
     return result
 
 
-def _checked_extras(options: dict, morph: int, samples: int, morph_path: str, measure: bool, reveal: bool) -> list[str]:
-    """The extra outputs asked for, every setting checked before anything is read."""
-    check_given(options)
-    for name, value, low in (("morph", morph, 0), ("samples", samples, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be a whole number >= {low}, not {value!r}.")
-    if morph_path not in MORPH_PATHS:
-        raise ConfigError(f"morph_path must be one of {', '.join(MORPH_PATHS)}, not {morph_path!r}.")
-    if samples == 1:
-        raise ConfigError("samples must be at least 2 to show a spread (or 0 for none).")
-    return [
-        e
-        for e, wanted in (
-            ("morph", morph),
-            ("std", samples),
-            ("cells", measure),
-            ("reveal", reveal),
-            ("reveal_cells", reveal),
-        )
-        if wanted
-    ]
+def _translate_todo(
+    model,
+    todo: list[Job],
+    source: str,
+    targets: list[str],
+    chosen,
+    extra_args: dict,
+    result: BatchResult,
+    report: Callable[[Path], None] | None,
+):
+    """Translate the files in groups of one shape, yielding (files, TranslateEvent) per network step, and write
+    each group's translations and extras before the next group is read; `result` records what was written."""
+    begun = 0
+    for group, images in _groups(model, todo, chosen, result.failed):
+        first, begun = begun + 1, begun + len(group)
+        names = _group_name(group, first, begun, len(todo))
+        stack = images[0][None] if len(images) == 1 else np.stack(images)  # a large field is not copied
+        for event in iter_translate(model, stack, source, targets, chosen):
+            translated = event.result
+            yield names, event
+        for i, job in enumerate(group):
+            for target, outputs in translated.items():
+                written = _write_job(model, job, images[i], outputs[i], source, target, chosen, extra_args, result)
+                result.written += written
+                if report:
+                    for path in written:
+                        report(path)
+        del stack, images, translated  # the next group's fields are read with this one's released
+
+
+def _group_name(group: list[Job], first: int, last: int, total: int) -> str:
+    """How the progress names a group: its first file, how many more, and where they are in the run."""
+    where = f"file {first} of {total}" if len(group) == 1 else f"files {first}-{last} of {total}"
+    return (group[0].path.name if len(group) == 1 else f"{group[0].path.name} +{len(group) - 1}") + f" ({where})"
 
 
 def _checked_options(model, source: str, targets: list[str], samples: int, options: dict):
@@ -251,7 +236,7 @@ def _write_job(
     try:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         return [
-            *_extras(model, job, image, translated, source, target, chosen, meta, **extra_args),
+            *write_extras(model, job, image, translated, source, target, chosen, meta, **extra_args),
             write_translation(job.out_dir, job.path.stem, target, translated, model, meta),
         ]
     except OSError as exc:  # disk full, folder gone or made read-only during the run
@@ -263,22 +248,6 @@ def _write_job(
             "space or fix the folder, then run the same command again: it skips "
             "them."
         ) from exc
-
-
-def _finish_run(out: Path, processes: int, inputs: int, settings: dict) -> None:
-    """The main process merges the processes' shards into summary.json and fails naming the files that failed."""
-    failed = _merge_summary(out, processes, settings)
-    if failed:  # each reason names its file once (read errors start with the path already)
-        listed = "; ".join(
-            why if why.startswith(str(path)) else f"{path}: {why}" for path, why in list(failed.items())[:10]
-        )
-        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
-        which = (
-            f"None of the {inputs} input(s) could be translated"
-            if len(failed) == inputs
-            else f"{len(failed)} of {inputs} input(s) could not be translated (the others were)"
-        )
-        raise DataError(f"{which}; see {out / SUMMARY}: {listed}{more}")
 
 
 # Settings that do not change what a translation is: how many fields share a network call.
@@ -314,72 +283,6 @@ def _check_done_settings(checkpoint, done: list[Job], source: str, targets: list
             + ". Translate into a new folder, or overwrite them with "
             "the new settings (--overwrite)."
         )
-
-
-def _extras(
-    model,
-    job: Job,
-    image: np.ndarray,
-    translated: np.ndarray,
-    source: str,
-    target: str,
-    options,
-    meta: dict,
-    morph: int,
-    morph_path: str,
-    samples: int,
-    measure: bool,
-    reveal: bool,
-) -> list[Path]:
-    """The extras asked for one file and target, written before its translation (whose presence marks the file
-    done): a morph stack, the spread over seeds, the per-cell table, the change masks (core/reveal.py: each masked
-    pixel holds its cell's label) and their per-cell scores."""
-    from .cells import nuclear_channel, segment_nuclei
-    from .explore import measure_translation, translate_morph, translate_samples, write_cells_csv
-    from .images import write_image
-
-    written = []
-    if morph:
-        frames = translate_morph(model, image, source, target, morph, options, path=morph_path)
-        written.append(
-            write_image(
-                job.output(target, "morph"),
-                frames,
-                channel_names=model.channel_names,
-                provenance={**meta, "morph_frames": morph, "morph_path": morph_path},
-            )
-        )
-    if samples:
-        _, spread = translate_samples(model, image, source, target, samples, options)
-        written.append(
-            write_image(
-                job.output(target, "std"),
-                spread.astype(np.float32),
-                channel_names=model.channel_names,
-                provenance={**meta, "samples": samples},
-            )
-        )
-    nuclei = segment_nuclei(image[nuclear_channel(model.channel_names)]) if measure or reveal else None
-    if measure:
-        _, rows = measure_translation(image, translated, model.channel_names, nuclei)
-        written.append(write_cells_csv(job.output(target, "cells"), rows))
-    if reveal:
-        from .reveal import reveal as reveal_cells
-
-        found = reveal_cells(image, translated, model.channel_names, nuclei=nuclei)  # the cells the table measured
-        masks = np.where(found.mask, found.cells, 0).astype(np.uint16 if found.cells.max() < 2**16 else np.float32)
-        written.append(
-            write_image(
-                job.output(target, "reveal"),
-                masks,
-                provenance={
-                    **meta,
-                    "reveal": "cell labels inside each cell's change mask, 0 elsewhere (core/reveal.py)",
-                },
-            )
-        )
-        written.append(write_cells_csv(job.output(target, "reveal_cells"), found.rows))
-    return written
 
 
 def _free_mb(folder: Path) -> float | None:
@@ -445,45 +348,3 @@ def _per_call(model, shape: tuple, options) -> int:
     if is_direct(model) or options.tiles or not fits_whole(model, (1, *shape[-3:]), 1):
         return 1
     return options.batch_size or default_batch_size(model, shape[-2:], tiles=False)
-
-
-def _write_shard(out: Path, rank: int, result: BatchResult) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    shard = {
-        "rank": rank,
-        "written": [str(p) for p in result.written],
-        "skipped": [str(p) for p in result.skipped],
-        "failed": {str(p): why for p, why in result.failed.items()},
-        "seconds": round(result.seconds, 2),
-    }
-    (out / f".shard-{rank}.json").write_text(json.dumps(shard))
-
-
-def _merge_summary(out: Path, processes: int, settings: dict) -> dict[str, str]:
-    """Write summary.json for this run, keeping the record of earlier runs into the same folder (`earlier_runs`,
-    and every file any run wrote in `files`); return the inputs that failed in this run."""
-    shards = [json.loads((out / f".shard-{rank}.json").read_text()) for rank in range(processes)]
-    failed = {p: why for s in shards for p, why in s["failed"].items()}
-    summary = {
-        **settings,
-        "processes": processes,
-        "written": sum(len(s["written"]) for s in shards),
-        "skipped_inputs": sum(len(s["skipped"]) for s in shards),
-        "failed": failed,
-        "per_process": [{k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in s.items()} for s in shards],
-        "files": sorted(p for s in shards for p in s["written"]),
-    }
-    try:
-        before = json.loads((out / SUMMARY).read_text())
-    except (OSError, ValueError):
-        before = None
-    if isinstance(before, dict):
-        earlier = before.pop("earlier_runs", [])
-        summary["files"] = sorted(set(summary["files"]) | set(before.pop("files", [])))
-        summary["earlier_runs"] = [*earlier, before]
-    tmp = out / f".{SUMMARY}.writing"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / SUMMARY)
-    for rank in range(processes):
-        (out / f".shard-{rank}.json").unlink()
-    return failed

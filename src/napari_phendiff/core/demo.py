@@ -8,7 +8,7 @@ moves it to the other condition's values while the cells stay where they are.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -47,51 +47,27 @@ def run_demo(
     written, rows, lines = [], [], [f"phenotype: {phenotype.measure_name} (per cell, median over the fields)"]
     real = {}
     for condition in phenotype.conditions:
-        made = [
-            simulate_field(
-                phenotype.name, condition, sim["size"], seed=FIRST_SEED + 500 + i, cell_diameter=sim["cell_diameter"]
-            )
-            for i in range(n)
-        ]
-        real[condition] = float(
-            np.nanmedian(np.concatenate([measure_phenotype(f.image, f.nuclei, f.cells, phenotype.name) for f in made]))
-        )
+        made = _simulated(phenotype.name, sim, condition, n, FIRST_SEED + 500)
+        real[condition] = _median_phenotype(phenotype.name, [f.image for f in made], made)
     for source, target in (phenotype.conditions, phenotype.conditions[::-1]):
-        fields = [
-            simulate_field(phenotype.name, source, sim["size"], seed=FIRST_SEED + i, cell_diameter=sim["cell_diameter"])
-            for i in range(n)
-        ]
+        fields = _simulated(phenotype.name, sim, source, n, FIRST_SEED)
         stack = np.stack([f.image for f in fields])
         chosen, sources = translation_options(model, source, target, **options)
         lines.append(f"{source} -> {target} settings: {describe(chosen, sources)}")
         translated = translate(
             model, stack, source, target, chosen, progress=progress(f"{source} -> {target}") if progress else None
         )
-        before, after = [], []
-        for i, (field, image) in enumerate(zip(fields, translated)):
-            stem = f"{source}_{i}"
-            written.append(
-                write_image(
-                    out / f"{stem}.tif",
-                    field.image,
-                    channel_names=model.channel_names,
-                    provenance={"simulated": sim["phenotype"], "condition": source},
-                )
-            )
-            meta = provenance(model, source, target, chosen, f"simulated {stem}")
-            written.append(write_translation(out, stem, target, image, model, meta))
-            before.append(measure_phenotype(field.image, field.nuclei, field.cells, phenotype.name))
-            after.append(measure_phenotype(image, field.nuclei, field.cells, phenotype.name))
-        moved = float(np.nanmedian(np.concatenate(after)))
+        written += _write_direction(out, model, sim, fields, translated, source, target, chosen)
+        before = _median_phenotype(phenotype.name, [f.image for f in fields], fields)
+        moved = _median_phenotype(phenotype.name, translated, fields)
         off = abs(moved - real[target]) / abs(real[target])
         lines.append(
-            f"{source} -> {target}: {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f} "
+            f"{source} -> {target}: {before:.2f} -> {moved:.2f} "
             f"(real {target} cells: {real[target]:.2f}; {off:.0%} off)"
         )
         rows.append(
             (
-                f"{source} -> {target}\nmedian {np.nanmedian(np.concatenate(before)):.2f} -> {moved:.2f}, "
-                f"real {target} {real[target]:.2f}",
+                f"{source} -> {target}\nmedian {before:.2f} -> {moved:.2f}, real {target} {real[target]:.2f}",
                 fields[0].image,
                 translated[0],
             )
@@ -101,3 +77,40 @@ def run_demo(
     summary = out / "summary.txt"
     summary.write_text("\n".join(lines) + "\n")
     return [figure, summary, *written]
+
+
+def _simulated(phenotype: str, sim: dict, condition: str, n: int, first_seed: int) -> list:
+    """n fields of `condition` as the demo model's simulator makes them, seeds first_seed, first_seed + 1, ..."""
+    return [
+        simulate_field(phenotype, condition, sim["size"], seed=first_seed + i, cell_diameter=sim["cell_diameter"])
+        for i in range(n)
+    ]
+
+
+def _median_phenotype(phenotype: str, images: Sequence[np.ndarray], fields: list) -> float:
+    """The phenotype's median over every cell of the images, each measured with its simulated field's masks."""
+    return float(
+        np.nanmedian(
+            np.concatenate([measure_phenotype(image, f.nuclei, f.cells, phenotype) for image, f in zip(images, fields)])
+        )
+    )
+
+
+def _write_direction(
+    out: Path, model, sim: dict, fields: list, translated: np.ndarray, source: str, target: str, chosen
+) -> list[Path]:
+    """Each simulated field and its translation, as TIFFs with their provenance."""
+    written = []
+    for i, (field, image) in enumerate(zip(fields, translated)):
+        stem = f"{source}_{i}"
+        written.append(
+            write_image(
+                out / f"{stem}.tif",
+                field.image,
+                channel_names=model.channel_names,
+                provenance={"simulated": sim["phenotype"], "condition": source},
+            )
+        )
+        meta = provenance(model, source, target, chosen, f"simulated {stem}")
+        written.append(write_translation(out, stem, target, image, model, meta))
+    return written

@@ -161,6 +161,17 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         "what": what,
         "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+    _take_lock(lock, out, mine, wait)
+    try:
+        yield
+    finally:
+        if (_lock_holder(lock) or {}).get("pid") == mine["pid"]:
+            lock.unlink(missing_ok=True)
+
+
+def _take_lock(lock: Path, out: Path, mine: dict, wait: float) -> None:
+    """Create `lock` holding `mine`, taking over one whose holder is gone; refuse (CheckpointError, naming the
+    holder) when another writer still holds it after `wait` seconds."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -188,24 +199,22 @@ def output_lock(out: Path, what: str, wait: float = 0.0) -> Iterator[None]:
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
-            who = (
-                f"{holder.get('what', 'a run')} (process {holder['pid']} on {holder.get('host')}, since "
-                f"{holder.get('since')})"
-                if holder
-                else "another run"
-            )
             raise CheckpointError(
-                f"{out}: {who} is writing it. Wait for it to finish or choose another folder; if "
-                f"that process is gone (its computer crashed), delete {lock}."
+                f"{out}: {_holder_described(holder)} is writing it. Wait for it to finish or choose another "
+                f"folder; if that process is gone (its computer crashed), delete {lock}."
             ) from None
         with os.fdopen(descriptor, "w") as file:
             json.dump(mine, file)
-        break
-    try:
-        yield
-    finally:
-        if (_lock_holder(lock) or {}).get("pid") == mine["pid"]:
-            lock.unlink(missing_ok=True)
+        return
+
+
+def _holder_described(holder: dict | None) -> str:
+    """Who holds a lock, as its refusal names it."""
+    return (
+        f"{holder.get('what', 'a run')} (process {holder['pid']} on {holder.get('host')}, since {holder.get('since')})"
+        if holder
+        else "another run"
+    )
 
 
 def _readable_by_all(folder: Path) -> None:

@@ -1,0 +1,87 @@
+"""A calibration's frontier as files: every setting's scores (frontier.csv), the choice with the rule's bars
+(calibration.json) and how far each setting reached against what it kept (frontier.png)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, setting_of
+from .checkpoint import atomic_folder
+from .options import direction_key
+from .sweep import Setting
+
+
+def write_frontier(
+    out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str, target: str, rules: dict
+) -> None:
+    """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing). `rules`: the
+    bars the choice was made with, recorded in calibration.json."""
+    with atomic_folder(out) as folder:
+        _write_rows(folder / "frontier.csv", rows)
+        (folder / "calibration.json").write_text(
+            json.dumps(
+                {
+                    "direction": direction_key(source, target),
+                    "chosen": record,
+                    "baseline_untranslated": baseline,
+                    "rules": rules,
+                    "rows": rows,
+                },
+                indent=2,
+                default=float,
+            )
+        )
+        frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict, title: str) -> Path:
+    """How far each setting reached against the nuclei overlap it lost beyond its control, one line per guidance
+    scale through the strengths, the rule's bars drawn and the choice circled."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
+
+    fig = Figure(figsize=(6.2, 4.6))
+    ax = fig.subplots()
+    lost = lambda r: r["kept"] - r.get("kept_control", 1.0)  # noqa: E731
+    groups: dict[Setting, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(setting_of({**row, "strength": 1.0}), []).append(row)
+    for key, members in groups.items():
+        members.sort(key=lambda r: r["strength"])
+        ax.plot(
+            [lost(r) for r in members], [r["reached"] for r in members], "o-", ms=3, label=key.label().split(", ", 1)[1]
+        )
+        for r in members:
+            ax.annotate(
+                f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
+    ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
+    ax.axvline(-KEPT_TOLERANCE, color="grey", lw=1, ls="--")
+    ax.axhline(REACHED_MIN, color="grey", lw=1, ls=":")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
+    ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
+    ax.plot(
+        [lost(choice.best)],
+        [choice.best["reached"]],
+        "o",
+        ms=15,
+        mfc="none",
+        mec="red" if choice.row is not None else "orange",
+        label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)",
+    )
+    ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
+    ax.set_ylabel("reached: share of the way to the real target")
+    ax.set_title(f"{title} (numbers: strength)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
