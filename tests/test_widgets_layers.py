@@ -11,13 +11,8 @@ from napari.layers import Image  # noqa: E402
 
 from napari_phendiff.core.errors import DataError  # noqa: E402
 from napari_phendiff.core.export import layer_file_name  # noqa: E402
-from napari_phendiff.widgets._layers import (
-    ImageInput,
-    channel_layer_stem,
-    difference_layer,  # noqa: E402
-    result_name,
-    translated_layer,
-)
+from napari_phendiff.widgets._layers import ImageInput, channel_layer_stem  # noqa: E402
+from napari_phendiff.widgets._result_layers import difference_layer, result_name, translated_layer  # noqa: E402
 
 from conftest import random_image  # noqa: E402
 

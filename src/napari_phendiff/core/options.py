@@ -3,10 +3,10 @@ choices, checks and help texts. The translation options are defined here; the tr
 train_options.py, and the checks both go through in checks.py, read out again below.
 
 No torch here, so the command line can build its parser from it without importing the engine. A new translation
-option is one field of TranslateOptions (with its Flag: help and command-line shape; its check in `validate`) plus
-its use in core/translate.py or core/walk.py; a new training option is one field of TrainConfig (with its check and
-its words in TRAIN_HELP) plus its use in core/training/. The CLI, the docks, batch, demo, evaluate and the provenance
-of written files read them from here.
+option is one field of TranslateOptions (with its Flag, core/option_flag.py: help and command-line shape; its check
+in `validate`) plus its use in core/translate.py or core/walk.py; a new training option is one field of TrainConfig
+(with its check and its words in TRAIN_HELP) plus its use in core/training/. The CLI, the docks, batch, demo,
+evaluate and the provenance of written files read them from here.
 
 Defaults come in four layers, the first that has a value wins, and `resolve_options` says which one each value came
 from: what the user gave, the checkpoint's own calibrated setting for this direction (`phendiff calibrate` stores it
@@ -18,11 +18,12 @@ ground truth (docs/method.md, benchmarks/translation_frontier.py).
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .checks import finite_number, whole_number
 from .errors import CheckpointError, ConfigError
+from .option_flag import Flag, option
 
 # Defined beside this module, read from here like every option: the count check and the training options.
 from .checks import check_count  # noqa: F401
@@ -65,50 +66,6 @@ MORPH_PATHS = ("strength", "embedding")
 
 # The settings `phendiff calibrate` may store per direction in the checkpoint manifest.
 CALIBRATED_FIELDS = ("strength", "guidance", "negative", "guidance_interval", "inversion", "keep_channels")
-
-
-@dataclass(frozen=True)
-class Flag:
-    """How a TranslateOptions field reads on the command line and in tooltips: its help, and the shape of its flag
-    (`--name-with-dashes`). The CLI turns each into an argparse argument (cli/parser.py), so a new option needs no
-    CLI code."""
-
-    help: str
-    type: type | None = None
-    choices: tuple = ()
-    nargs: int | str | None = None
-    metavar: str | tuple | None = None
-    shown: str | None = None  # the default as the help shows it (None: the field's default; "": not shown)
-    words: dict | None = None  # flag word -> field value, for a field whose values are not words (tiles)
-    boolean: bool = False  # --name / --no-name
-
-    def argument(self, name: str, default) -> dict:
-        """The keyword arguments of argparse's add_argument for field `name` (its value unset: None)."""
-        shown = (
-            self.shown if self.shown is not None else (f"{default:g}" if isinstance(default, float) else str(default))
-        )
-        kwargs: dict[str, Any] = dict(help=self.help + (f" (default {shown})" if shown else ""), default=None)
-        if self.words:
-            kwargs.update(choices=list(self.words), default=next(w for w, v in self.words.items() if v == default))
-        for key in ("type", "nargs", "metavar"):
-            if getattr(self, key) is not None:
-                kwargs[key] = getattr(self, key)
-        if self.choices:
-            kwargs["choices"] = list(self.choices)
-        return kwargs
-
-    def value(self, given):
-        """The field's value from what argparse parsed (None: not given)."""
-        if given is None:
-            return None
-        if self.words:
-            return self.words[given]
-        return tuple(given) if isinstance(given, list) else given
-
-
-def option(default, flag: Flag):
-    """A TranslateOptions field: its default and its Flag."""
-    return field(default=default, metadata={"flag": flag})
 
 
 @dataclass(frozen=True)
@@ -214,25 +171,10 @@ class TranslateOptions:
             raise ConfigError(f"guidance must be >= 0 (1 = no guidance), not {self.guidance}.")
         if self.negative not in NEGATIVES:
             raise ConfigError(f"negative must be one of {', '.join(NEGATIVES)}, not {self.negative!r}.")
-        interval = tuple(self.guidance_interval) if self.guidance_interval is not None else (0.0, 1.0)
-        if len(interval) != 2:
-            raise ConfigError(f"guidance_interval must be two numbers (low, high), not {self.guidance_interval!r}.")
-        low, high = (finite_number("guidance_interval", v) for v in interval)
-        if not 0 <= low <= high <= 1:
-            raise ConfigError(
-                f"guidance_interval must satisfy 0 <= low <= high <= 1 (fractions of the noise "
-                f"schedule), not {self.guidance_interval!r}."
-            )
+        low, high = _checked_interval(self.guidance_interval)
         if self.inversion not in INVERSIONS:
             raise ConfigError(f"inversion must be one of {', '.join(INVERSIONS)}, not {self.inversion!r}.")
-        keep = (self.keep_channels,) if isinstance(self.keep_channels, str) else tuple(self.keep_channels or ())
-        if any(not isinstance(name, str) or not name for name in keep) or len(set(keep)) < len(keep):
-            raise ConfigError(f"keep_channels must be distinct channel names, not {self.keep_channels!r}.")
-        if keep and self.inversion == "bdia":
-            raise ConfigError(
-                "keep_channels replaces the kept channels by the inversion's own at every step, "
-                "which an exact (bdia) walk cannot follow: use inversion 'ddim' with it."
-            )
+        keep = _checked_kept(self.keep_channels, self.inversion)
         eta = finite_number("eta", self.eta)
         if eta < 0:
             raise ConfigError(f"eta must be >= 0 (0 = deterministic DDIM), not {self.eta}.")
@@ -280,6 +222,33 @@ class TranslateOptions:
             name: tuple(value) if isinstance(value, list) else value for name, value in values.items()
         }
         return cls(**given).validate()
+
+
+def _checked_interval(given) -> tuple[float, float]:
+    """guidance_interval as (low, high) fractions of the noise schedule (None: everywhere), or ConfigError."""
+    interval = tuple(given) if given is not None else (0.0, 1.0)
+    if len(interval) != 2:
+        raise ConfigError(f"guidance_interval must be two numbers (low, high), not {given!r}.")
+    low, high = (finite_number("guidance_interval", v) for v in interval)
+    if not 0 <= low <= high <= 1:
+        raise ConfigError(
+            f"guidance_interval must satisfy 0 <= low <= high <= 1 (fractions of the noise schedule), not {given!r}."
+        )
+    return low, high
+
+
+def _checked_kept(given, inversion: str) -> tuple[str, ...]:
+    """keep_channels as a tuple of distinct names (one name alone is one channel), or ConfigError: an exact (bdia)
+    walk cannot keep channels."""
+    keep = (given,) if isinstance(given, str) else tuple(given or ())
+    if any(not isinstance(name, str) or not name for name in keep) or len(set(keep)) < len(keep):
+        raise ConfigError(f"keep_channels must be distinct channel names, not {given!r}.")
+    if keep and inversion == "bdia":
+        raise ConfigError(
+            "keep_channels replaces the kept channels by the inversion's own at every step, "
+            "which an exact (bdia) walk cannot follow: use inversion 'ddim' with it."
+        )
+    return keep
 
 
 def flags() -> dict[str, Flag]:

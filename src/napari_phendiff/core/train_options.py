@@ -69,6 +69,13 @@ class TrainConfig:
         check_choice("preset", self.preset, tuple(PRESET_SIZES))
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         check_choice("device", str(self.device).split(":")[0], DEVICES)  # cuda:1 is a cuda device
+        self._settle_model()
+        self._check_counts()
+        self._check_reals()
+
+    def _settle_model(self) -> None:
+        """The kind's own settings: a fine-tuned kind's base and adapter, a kind trained from scratch's image size,
+        the checkpoint a run starts from; then the learning rate and steps they imply when none were given."""
         kind = KINDS[self.model]
         if kind.fine_tunes:
             self.base = str(self.base).strip() if self.base and str(self.base).strip() else DEFAULT_BASE
@@ -91,6 +98,9 @@ class TrainConfig:
             self.lr = default_lr(self.model, self.adapter, self.base)
         if self.steps is None:
             self.steps = default_steps(self.model, self.base)
+
+    def _check_counts(self) -> None:
+        """The whole-number settings, each at least its lowest value (ConfigError)."""
         for name, low in (
             ("steps", 1),
             ("batch_size", 1),
@@ -107,6 +117,9 @@ class TrainConfig:
                 if value < low:
                     raise ConfigError(f"{name} must be at least {low}, not {value}.")
                 setattr(self, name, value)
+
+    def _check_reals(self) -> None:
+        """The time budget, the learning rate and the other real-number settings, each in its range (ConfigError)."""
         if self.minutes is not None:
             self.minutes = finite_number("minutes", self.minutes)
             if not self.minutes > 0:

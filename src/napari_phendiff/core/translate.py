@@ -6,8 +6,8 @@ exact BDIA) walk and its equations are in core/walk.py, strength and guidance in
 (given > calibrated > model default > default), the field cut as core/tiling.py plans it (whole fields when they fit
 the device's memory budget, tiles of the model's size with 25% overlap blended by linear ramps beyond it, background
 tiles copied), the walk run tile batch by tile batch with a TranslateEvent after every network step, kept channels
-pasted back, and the result returned in the input's shape and dtype. Also the estimate of a run's time before it
-starts.
+pasted back, and the tiles put back together (core/assembly.py) into the result in the input's shape and dtype.
+Also the estimate of a run's time before it starts.
 
 Memory: beyond the input and the result (in the input's dtype), a translation holds one batch of tiles, the
 tiles translated ahead of the blending (tiles arrive in batches of translated ones; copied ones are read when
@@ -25,12 +25,12 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 import numpy as np
 import torch
 
+from .assembly import Assembly
 from .errors import ConfigError
-from .images import resize_fields
 from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direct
 from .options import TranslateOptions, resolve_options
 from .pace import Pace
-from .tiling import Blender, Job, TilePlan, blend_weights, plan_tiles
+from .tiling import TilePlan, plan_tiles
 from .walk import Inverted, autocast_dtype, generate, invert, network_steps, predict
 
 
@@ -121,50 +121,19 @@ def iter_translate(
     plan = plan_tiles(model, images, options)
     batches = [plan.jobs[i : i + plan.batch_size] for i in range(0, len(plan.jobs), plan.batch_size)]
     direct = is_direct(model)
-    inverse_steps, forward_steps = network_steps(options)
     inversions = _cached_inversions(cache, model, plan, source_index, options, direct)
-    reused = (
-        inversions is not None
-        and bool(batches)
-        and all(inversions.get(b) is not None and inversions[b].depth >= inverse_steps for b in range(len(batches)))
-    )
-    total = len(batches) * (len(targets) if direct else (0 if reused else inverse_steps) + forward_steps * len(targets))
-
-    pace = Pace(
-        0 if direct or reused else len(plan.jobs) * inverse_steps,
-        len(plan.jobs) * len(targets) * (1 if direct else forward_steps),
-    )
-    results, blenders = _assembly(model, plan, targets, keep)
-    order = plan.order()
-    ready: dict[Job, list[np.ndarray]] = {}  # translated tiles waiting for their turn to be blended
+    reused = _all_inverted(inversions, len(batches), options)
+    total, pace = _step_counts(len(batches), len(plan.jobs), len(targets), options, direct, reused)
     generator = torch.Generator("cpu").manual_seed(options.seed)
+    walk = _Walk(source_index, targets, target_indices, options, keep, total, dtype, generator, inversions)
+    assembly = Assembly(model, plan, targets, keep)
     done = 0
     for b, batch in enumerate(batches):
         clean = torch.from_numpy(plan.read(batch)).to(model.device)
-        if direct:
-            work = _mapped_batch(model, clean, source_index, targets, target_indices, done, total, keep)
-        else:
-            work = _diffusion_batch(
-                model,
-                clean,
-                source_index,
-                targets,
-                target_indices,
-                options,
-                done,
-                total,
-                dtype=dtype,
-                generator=generator,
-                inversions=inversions,
-                index=b,
-            )
+        work = _mapped_batch(model, walk, clean, done) if direct else _diffusion_batch(model, walk, clean, done, b)
         outs, done = yield from pace.follow(work, len(batch))
-        ready.update((job, [outs[name][i] for name in targets]) for i, job in enumerate(batch))
-        order = _blend_ready(plan, order, ready, blenders)
-    _blend_ready(plan, order, ready, blenders)
-    for blender in blenders:
-        blender.close()
-    results = {name: _finished(model, plan, result, keep) for name, result in results.items()}
+        assembly.add(batch, outs)
+    results = assembly.finish()
     yield TranslateEvent(
         "done",
         total,
@@ -175,58 +144,41 @@ def iter_translate(
     )
 
 
-def _assembly(
-    model: ConditionedModel, plan: TilePlan, targets: list[str], keep: list[int]
-) -> tuple[dict[str, np.ndarray], list[Blender]]:
-    """The result of each target (the input's dtype; float32 on the model's scale when it is scaled back later)
-    and the Blenders that fill it row band by row band: a large field holds its result and a band, nothing more."""
-    height, width = plan.size
-    results: dict[str, np.ndarray] = {}
-    blenders: list[Blender] = []
-    for name in targets:
-        if plan.resized:
-            result = np.zeros((len(plan.fields), model.channels, height, width), np.float32)
-        else:
-            result = np.empty(plan.stack.shape, plan.stack.dtype)
+@dataclass(frozen=True)
+class _Walk:
+    """What every batch of one translation shares: its conditions (the model's indices), options and kept channels,
+    the events of the whole run, and the inversions kept in the cache."""
 
-        def finish(n: int, top: int, rows: np.ndarray, result=result) -> None:
-            rows = rows[:, : max(0, height - top), :width]  # the padding is dropped
-            if plan.resized:
-                result[n, :, top : top + rows.shape[1]] = rows
-            else:
-                result[n, :, top : top + rows.shape[1]] = model.normalization.inverse(rows, plan.stack.dtype)
-
-        results[name] = result
-        blenders.append(
-            Blender(
-                model.channels, plan.padded, plan.windows[0][2], blend_weights(*plan.windows[0][2:], plan.tiles), finish
-            )
-        )
-    return results, blenders
+    source: int
+    targets: list[str]
+    indices: list[int]  # of the targets
+    options: TranslateOptions
+    keep: list[int]
+    total: int
+    dtype: torch.dtype | None = None
+    generator: torch.Generator | None = None
+    inversions: dict | None = None
 
 
-def _finished(model: ConditionedModel, plan: TilePlan, result: np.ndarray, keep: list[int]) -> np.ndarray:
-    """A target's assembled result in the input's shape (and size and dtype: a resized model's is scaled back, its
-    kept channels the original's pixels)."""
-    if plan.resized:
-        result = model.normalization.inverse(resize_fields(result, plan.stack.shape[-2:]), plan.stack.dtype)
-        result[:, keep] = plan.stack[:, keep]
-    return plan.restore(result)
+def _all_inverted(inversions: dict | None, batches: int, options: TranslateOptions) -> bool:
+    """Whether the cache holds every batch's inversion, deep enough for this walk: none is run again."""
+    depth = network_steps(options)[0]
+    return (
+        inversions is not None
+        and bool(batches)
+        and all(inversions.get(b) is not None and inversions[b].depth >= depth for b in range(batches))
+    )
 
 
-def _blend_ready(
-    plan: TilePlan, order: list[tuple[Job, bool]], ready: dict[Job, list[np.ndarray]], blenders: list[Blender]
-) -> list[tuple[Job, bool]]:
-    """Blend the tiles at the head of `order` whose results are ready (copied tiles are the input's own); returns
-    the tiles still waiting."""
-    position = 0
-    for position, (job, translated) in enumerate(order):
-        if translated and job not in ready:
-            return order[position:]
-        tiles = ready.pop(job) if translated else [plan.read([job])[0]] * len(blenders)
-        for blender, tile in zip(blenders, tiles):
-            blender.add(*job, tile)
-    return []
+def _step_counts(
+    batches: int, tiles: int, targets: int, options: TranslateOptions, direct: bool, reused: bool
+) -> tuple[int, Pace]:
+    """The events a run yields (one per network step of a batch) and the Pace that times them (network steps of
+    each phase per tile): a direct model maps each batch once per target; a reused inversion is not run."""
+    inverse_steps, forward_steps = network_steps(options)
+    total = batches * (targets if direct else (0 if reused else inverse_steps) + forward_steps * targets)
+    pace = Pace(0 if direct or reused else tiles * inverse_steps, tiles * targets * (1 if direct else forward_steps))
+    return total, pace
 
 
 @dataclass(frozen=True)
@@ -326,21 +278,11 @@ def _cached_inversions(
 
 
 def _diffusion_batch(
-    model,
-    clean: torch.Tensor,
-    source: int,
-    targets: list[str],
-    indices: list[int],
-    options: TranslateOptions,
-    done: int,
-    total: int,
-    dtype: torch.dtype | None = None,
-    generator: torch.Generator | None = None,
-    inversions: dict | None = None,
-    index: int = 0,
+    model, walk: _Walk, clean: torch.Tensor, done: int, index: int
 ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
-    """Invert one batch under the source condition (or take its inversion from `inversions`), regenerate it under
-    each target: yields events, returns ({target: array}, steps done so far)."""
+    """Batch `index` inverted under the source condition (or its inversion taken from the cache), then regenerated
+    under each target: yields events, returns ({target: array}, steps done so far)."""
+    options, inversions = walk.options, walk.inversions
     inverse_steps, forward_steps = network_steps(options)
     inverted = (inversions or {}).get(index)
     if inverted is None or inverted.depth < inverse_steps:
@@ -349,46 +291,41 @@ def _diffusion_batch(
         inversion = invert(
             model,
             start,
-            source,
+            walk.source,
             options.steps,
             strength=options.strength,
             method=options.inversion,
-            dtype=dtype,
+            dtype=walk.dtype,
             keep=inversions is not None or bool(options.keep_channels),
         )
-        inverted = yield from _count(inversion, "invert", done, total, None)
+        inverted = yield from _count(inversion, "invert", done, walk.total, None)
         done += inverse_steps
         if inversions is not None:
             inversions[index] = inverted
     outs: dict[str, np.ndarray] = {}
-    for name, index in zip(targets, indices):
-        generation = regenerate(model, inverted, index, source, options, generator=generator, dtype=dtype)
-        end = yield from _count(generation, "generate", done, total, name)
+    for name, target in zip(walk.targets, walk.indices):
+        generation = regenerate(
+            model, inverted, target, walk.source, options, generator=walk.generator, dtype=walk.dtype
+        )
+        end = yield from _count(generation, "generate", done, walk.total, name)
         with torch.inference_mode():
             outs[name] = model.decode(end).float().cpu().numpy()
-        paste_kept(outs[name], clean, kept_channels(model, options.keep_channels))
+        paste_kept(outs[name], clean, walk.keep)
         done += forward_steps
     return outs, done
 
 
 def _mapped_batch(
-    model,
-    clean: torch.Tensor,
-    source: int,
-    targets: list[str],
-    indices: list[int],
-    done: int,
-    total: int,
-    keep: Sequence[int] = (),
+    model, walk: _Walk, clean: torch.Tensor, done: int
 ) -> Generator[TranslateEvent, None, tuple[dict[str, np.ndarray], int]]:
     """A direct mapping (CycleGAN's generators): one step per target; kept channels are copied from the input."""
     outs: dict[str, np.ndarray] = {}
-    for name, index in zip(targets, indices):
+    for name, target in zip(walk.targets, walk.indices):
         with torch.inference_mode():
-            outs[name] = model.map(clean, source, index).float().cpu().numpy()
-        paste_kept(outs[name], clean, keep)
+            outs[name] = model.map(clean, walk.source, target).float().cpu().numpy()
+        paste_kept(outs[name], clean, walk.keep)
         done += 1
-        yield TranslateEvent("generate", done, total, name)
+        yield TranslateEvent("generate", done, walk.total, name)
     return outs, done
 
 
@@ -458,6 +395,3 @@ def kept_channels(model: ConditionedModel, names: Sequence[str]) -> list[int]:
             "Keep only the channels the conditions do not change."
         )
     return [channels.index(name) for name in names]
-
-
-# --- the DDIM walk ------------------------------------------------------------------------------------------------

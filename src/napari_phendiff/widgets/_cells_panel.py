@@ -132,17 +132,12 @@ class CellsPanel:
         measure = self.measure_choice.currentText()
         if self.cells is None or not measure:
             return
-        several = len(self.cells.labels) > 1
-        # the measure's columns first, so they stay in view in a narrow dock; the cell's position rides on its item
-        if measure == REVEAL:  # share of the cell in its change mask, share of the change it carries, the score
-            headers, keys = (
-                ["cell", "mask share", "reached", "score"],
-                ["cell", "reveal_share", "reveal_reached", "reveal_score"],
-            )
-        else:
-            headers = ["cell", "original", "translated", "change"]
-            keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
-        headers, keys = headers + (["image"] if several else []), keys + (["image"] if several else [])
+        headers, keys = _measure_columns(measure, several=len(self.cells.labels) > 1)
+        self._fill_cells_table(measure, headers, keys)
+        self._show_change(measure, _painted_changes(self.cells, keys[3]))
+
+    def _fill_cells_table(self, measure: str, headers: list[str], keys: list[str]) -> None:
+        """One row per cell with the measure's columns, sorted by the change (the cells that gained most first)."""
         table = self.cells_table
         table.setSortingEnabled(False)
         table.clear()
@@ -169,15 +164,10 @@ class CellsPanel:
         table.resizeColumnsToContents()
         table.setSortingEnabled(True)
         table.sortItems(3, Qt.SortOrder.DescendingOrder)  # the cells that gained most first
-        changes = np.zeros(int(self.cells.labels.max()) + 1, np.float32)
+
+    def _show_change(self, measure: str, image: np.ndarray) -> None:
+        """The `cells_change_<measure>` layer (replacing another measure's), in a diverging colour map around 0."""
         name = f"cells_change_{measure}"
-        image = np.zeros(self.cells.labels.shape, np.float32)
-        for index in range(len(self.cells.labels)):
-            changes[:] = 0
-            for cell in self.cells.rows:
-                if cell["image"] == index and np.isfinite(cell[keys[3]]):
-                    changes[cell["cell"]] = cell[keys[3]]
-            image[index] = changes[self.cells.labels[index]]
         labels = self.viewer.layers[next(layer.name for layer in self.viewer.layers if layer.name.endswith(" cells"))]
         limit = float(np.abs(image).max()) or 1.0
         if name in self.viewer.layers:
@@ -230,3 +220,30 @@ class CellsPanel:
                 self.status.setText(f"Table written: {self.export_cells(name)}")
             except PhenDiffError as exc:
                 self._report(str(exc))
+
+
+def _measure_columns(measure: str, several: bool) -> tuple[list[str], list[str]]:
+    """The table's headers and the per-cell keys they show: the measure's columns first, so they stay in view in a
+    narrow dock (the cell's position rides on its item), then the image of a stack's cell."""
+    if measure == REVEAL:  # share of the cell in its change mask, share of the change it carries, the score
+        headers, keys = (
+            ["cell", "mask share", "reached", "score"],
+            ["cell", "reveal_share", "reveal_reached", "reveal_score"],
+        )
+    else:
+        headers = ["cell", "original", "translated", "change"]
+        keys = ["cell", f"{measure}_original", f"{measure}_translated", f"{measure}_change"]
+    return headers + (["image"] if several else []), keys + (["image"] if several else [])
+
+
+def _painted_changes(cells: Cells, key: str) -> np.ndarray:
+    """Each image's cells painted with their value of `key` (float32, 0 where it is not a finite number)."""
+    changes = np.zeros(int(cells.labels.max()) + 1, np.float32)
+    image = np.zeros(cells.labels.shape, np.float32)
+    for index in range(len(cells.labels)):
+        changes[:] = 0
+        for cell in cells.rows:
+            if cell["image"] == index and np.isfinite(cell[key]):
+                changes[cell["cell"]] = cell[key]
+        image[index] = changes[cells.labels[index]]
+    return image

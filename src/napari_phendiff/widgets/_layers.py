@@ -1,4 +1,5 @@
-"""From image layers to the (N, C, Y, X) pixels the core translates, and from results back to layers.
+"""From image layers to the (N, C, Y, X) pixels the core translates, and from results back into each layer's shape
+(the result layers themselves: _result_layers.py).
 
 Channels are matched to the checkpoint's by name (never by the order layers are ticked); what cannot be matched is
 refused with what was expected.
@@ -18,8 +19,6 @@ from napari.layers import Image
 from ..core.errors import DataError
 from ..core.export import layer_file_name
 from ..core.images import CHANNEL_LABELS, read_channel_names, read_image
-
-DIFFERENCE_COLORMAP = "RdBu_r"
 
 
 @dataclass
@@ -59,30 +58,7 @@ class ImageInput:
             raise DataError(f"Tick the image layer(s) to translate; {expected}.")
         channel_order, matched = None, ""
         if len(layers) > 1:
-            if len(layers) != channels:
-                raise DataError(
-                    f"{len(layers)} layers are ticked as channels ({_listed(layers)}) but {expected}. "
-                    "Tick one layer per channel, each named after its channel."
-                )
-            holding = [
-                layer.name
-                for layer in layers
-                if not layer.rgb and any(n == channels for n in layer.data.shape[:-2]) and layer.data.ndim > 2
-            ]
-            if len(holding) == len(layers):
-                raise DataError(
-                    f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
-                    f"like a whole {channels}-channel image already. Tick one of them to translate it; "
-                    "tick several only when each is one channel."
-                )
-            shapes = sorted({layer.data.shape for layer in layers})
-            if len(shapes) > 1 or any(layer.rgb for layer in layers):
-                raise DataError(
-                    f"The channel layers {', '.join(layer.name for layer in layers)} must be single-channel "
-                    f"images of one shape; their shapes are {shapes}."
-                )
-            files = _refuse_part_of_a_file(layers, opened, expected)
-            layers, matched = _in_channel_order(layers, names, files)
+            layers, matched = _channel_layers(layers, names, opened, expected)
             channel_axis = None
         else:
             known = _named_channels(layers[0])
@@ -207,6 +183,38 @@ def _channel_order(layer: Image, known: list[str], names: list[str]) -> tuple[tu
     return order, (
         f"the channels of '{layer.name}' ({', '.join(known)}) taken in the checkpoint's order ({', '.join(names)})"
     )
+
+
+def _channel_layers(
+    layers: list[Image], names: list[str], opened: list[Image], expected: str
+) -> tuple[list[Image], str]:
+    """Several ticked layers, one channel each: checked (one per channel of the checkpoint, single-channel images of
+    one shape, not some of one file's channels) and put in the checkpoint's channel order; and what was matched."""
+    channels = len(names)
+    if len(layers) != channels:
+        raise DataError(
+            f"{len(layers)} layers are ticked as channels ({_listed(layers)}) but {expected}. "
+            "Tick one layer per channel, each named after its channel."
+        )
+    holding = [
+        layer.name
+        for layer in layers
+        if not layer.rgb and any(n == channels for n in layer.data.shape[:-2]) and layer.data.ndim > 2
+    ]
+    if len(holding) == len(layers):
+        raise DataError(
+            f"The ticked layers {', '.join(holding)} each have an axis of {channels}: each looks "
+            f"like a whole {channels}-channel image already. Tick one of them to translate it; "
+            "tick several only when each is one channel."
+        )
+    shapes = sorted({layer.data.shape for layer in layers})
+    if len(shapes) > 1 or any(layer.rgb for layer in layers):
+        raise DataError(
+            f"The channel layers {', '.join(layer.name for layer in layers)} must be single-channel "
+            f"images of one shape; their shapes are {shapes}."
+        )
+    files = _refuse_part_of_a_file(layers, opened, expected)
+    return _in_channel_order(layers, names, files)
 
 
 def _in_channel_order(
@@ -335,13 +343,6 @@ def _channel_axis(layer: Image, channels: int, expected: str) -> int | None:
     )
 
 
-def result_name(original: str, target: str, tag: str = "", extra: str = "") -> str:
-    """A result layer's name, also its file name when saved: `<original>_to_<target>[_<settings>][_<extra>]`, as
-    the CLI names its files (`cells_to_TNFa_s0.3_w4`, `cells_to_TNFa_s0.3_w4_diff`); letters, digits, - _ . only."""
-    parts = [f"{original}_to_{target}", tag, extra]
-    return layer_file_name("_".join(part for part in parts if part))
-
-
 def channel_layer_stem(name: str, channel: str) -> str:
     """What the results of a channel layer are named from: the image's name and the channel the layer holds, not
     napari's number of a split channel (`field [1]` holding reporter -> `field_reporter`; `field [DNA]` ->
@@ -349,51 +350,3 @@ def channel_layer_stem(name: str, channel: str) -> str:
     image = re.sub(r" \[\d+\]$", "", name)
     image = re.sub(rf"(?<![0-9a-z]){re.escape(channel)}(?![0-9a-z])", "", image, flags=re.IGNORECASE)
     return layer_file_name(f"{image}_{channel}")
-
-
-def translated_layer(original: Image, data: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
-    """add_image keyword arguments for a translation: the original's look, so both compare directly."""
-    return dict(
-        data=data,
-        name=name,
-        colormap=original.colormap,
-        contrast_limits=original.contrast_limits,
-        gamma=original.gamma,
-        blending=original.blending,
-        rgb=original.rgb,
-        **_placement(original, kept_axes),
-        metadata={"phendiff": {**meta, "kind": "translated", "original": original.name}},
-    )
-
-
-def difference_layer(original: Image, difference: np.ndarray, kept_axes: list[int], name: str, meta: dict) -> dict:
-    """add_image keyword arguments for translated − original: diverging colours, white at 0, symmetric limits."""
-    limit = float(np.percentile(np.abs(difference), 99.9)) if difference.size else 0.0
-    limit = limit if limit > 0 else 1.0
-    placement = _placement(original, kept_axes)
-    if original.rgb:  # signed values cannot be RGB: show the three colours as a channel axis
-        difference = np.moveaxis(difference, -1, -3)
-        placement = dict(
-            scale=np.insert(placement["scale"], -2, 1.0),
-            translate=np.insert(placement["translate"], -2, 0.0),
-            axis_labels=[*placement["axis_labels"][:-2], "channel", *placement["axis_labels"][-2:]],
-        )
-    return dict(
-        data=difference,
-        name=name,
-        colormap=DIFFERENCE_COLORMAP,
-        contrast_limits=(-limit, limit),
-        rgb=False,
-        **placement,
-        metadata={"phendiff": {**meta, "kind": "difference", "original": original.name}},
-    )
-
-
-def _placement(original: Image, kept_axes: list[int]) -> dict:
-    if original.rgb:
-        kept_axes = kept_axes[:-1]
-    return dict(
-        scale=np.asarray(original.scale)[kept_axes],
-        translate=np.asarray(original.translate)[kept_axes],
-        axis_labels=[original.axis_labels[a] for a in kept_axes],
-    )

@@ -15,7 +15,8 @@ from ..core.export import layer_file_name, provenance
 from ..core.options import describe, settings_tag
 from ..core.translate import is_direct
 from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
-from ._layers import ImageInput, difference_layer, result_name, translated_layer
+from ._layers import ImageInput
+from ._result_layers import difference_layer, result_name, translated_layer
 from ._translate_worker import Translated, TranslateRequest
 
 
