@@ -5,7 +5,8 @@
 One simulated dense field per size (the checkpoint's phenotype, seed 900 as laptop_field.py), untreated -> TNFa at the
 checkpoint's calibrated setting, in tiles, every tile translated; each arm in its own process. An arm is one lever or
 several joined by "+": *fp32* and *bf16* (the network's precision, autocast), *default* (no option given: what a user
-gets), *channels_last* (the UNet's weights in channels-last layout), *overlap_X* (tiles overlapping by X of their side
+gets), *channels_last* (the UNet's weights in channels-last layout), *compile* (torch.compile of the network, its
+compilation included in the time), *overlap_X* (tiles overlapping by X of their side
 instead of 0.25). Per arm: seconds, the process's peak resident memory, transfer (share of cells whose phenotype moved
 to the target's range, simulator truth), identity (IoU of the true nuclei with nuclei segmented on the translation,
 over the same on the original), the seam ratio (the difference image's gradient on the lines where tiles meet over
@@ -59,6 +60,8 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
             options["precision"] = lever
         elif lever == "channels_last":
             model.network().to(memory_format=torch.channels_last)
+        elif lever == "compile":
+            model.network().compile()  # torch.compile in place (inductor; C++ kernels built on the first calls)
         elif lever.startswith("overlap_"):
             tiling.TILE_OVERLAP = float(lever.split("_")[1])
         elif lever != "default":

@@ -47,7 +47,9 @@ def plain_diffusers_translation(model, image, source, target, steps):
 
 def test_full_strength_without_guidance_is_the_original_translation_bit_for_bit(model):
     image = field(32, seed=21)
-    ours = pd.translate(model, image, "untreated", "TNFa", steps=6, strength=1.0, guidance=1.0, tiles=False)
+    ours = pd.translate(
+        model, image, "untreated", "TNFa", steps=6, strength=1.0, guidance=1.0, tiles=False, precision="fp32"
+    )
     source, target = model.condition_index("untreated"), model.condition_index("TNFa")
     assert np.array_equal(ours, plain_diffusers_translation(model, image, source, target, steps=6))
 
@@ -281,3 +283,47 @@ def test_embedding_morph_is_refused_where_it_cannot_run(model):
 
     with pytest.raises(ConfigError, match="morph path must be one of strength, embedding"):
         translate_morph(model, field(), "untreated", "TNFa", 2, path="dose")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
+def test_precision_auto_is_bf16_only_where_the_cpu_computes_it_and_is_recorded_as_such(
+    model, native, monkeypatch, tmp_path
+):
+    """The default precision "auto" runs (and records) bf16 on a CPU with native bf16, fp32 elsewhere: the result is
+    the one of the precision it stands for, and a folder rerun with the default is not taken for other settings."""
+    from napari_phendiff.core import device
+    from napari_phendiff.core.images import read_provenance
+    from napari_phendiff.core.batch import translate_files
+    from napari_phendiff.core.translate import translation_options
+
+    monkeypatch.setattr(device, "native_bf16", lambda where: native and where.type == "cpu")
+    means = "bf16" if native else "fp32"
+    assert TranslateOptions().precision == "auto"
+    chosen, _ = translation_options(model, "untreated", "TNFa", steps=3)
+    assert chosen.precision == means
+    image = field(seed=3)
+    auto = pd.translate(model, image, "untreated", "TNFa", steps=3, strength=0.6)
+    meant = pd.translate(model, image, "untreated", "TNFa", steps=3, strength=0.6, precision=means)
+    np.testing.assert_array_equal(auto, meant)
+    if native:  # and it is not fp32's result
+        other = pd.translate(model, image, "untreated", "TNFa", steps=3, strength=0.6, precision="fp32")
+        assert np.abs(auto.astype(float) - other).max() > 0
+
+    from conftest import write_tif
+
+    write_tif(tmp_path / "in" / "a.tif", image)
+    translate_files(model.path, [tmp_path / "in"], "untreated", ["TNFa"], tmp_path / "out", steps=3, device="cpu")
+    assert read_provenance(tmp_path / "out" / "a_to_TNFa.tif")["precision"] == means
+    again = translate_files(
+        model.path, [tmp_path / "in"], "untreated", ["TNFa"], tmp_path / "out", steps=3, device="cpu"
+    )
+    assert again.skipped == [tmp_path / "in" / "a.tif"]
+
+
+def test_native_bf16_is_a_cpu_question():
+    from napari_phendiff.core.device import auto_precision, native_bf16
+
+    assert not native_bf16(torch.device("meta"))
+    probes = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16(torch.device("cpu")) == probes
+    assert auto_precision(torch.device("cpu")) == ("bf16" if probes else "fp32")

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
+from .device import get_device, settled_precision
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, write_translation
@@ -146,7 +148,8 @@ def _translate_run(
     todo = [job for job in mine if overwrite or not all(p.is_file() for p in job.outputs(targets, extras))]
     result = BatchResult(skipped=[job.path for job in mine if job not in todo])
     if result.skipped:  # a rerun with other settings would leave files of both settings side by side
-        _check_done_settings(checkpoint, [job for job in mine if job not in todo], source, targets, options)
+        runs_on = model.device if model is not None else state.device if state.num_processes > 1 else get_device(device)
+        _check_done_settings(checkpoint, [job for job in mine if job not in todo], source, targets, options, runs_on)
     started = time.perf_counter()
     settings: dict = {}
     if todo:
@@ -254,15 +257,18 @@ def _write_job(
 _SAME_RESULT = ("batch_size",)
 
 
-def _check_done_settings(checkpoint, done: list[Job], source: str, targets: list[str], options: dict) -> None:
-    """Refuse a rerun whose settings differ from those recorded in the translations it would skip."""
+def _check_done_settings(
+    checkpoint, done: list[Job], source: str, targets: list[str], options: dict, device: torch.device
+) -> None:
+    """Refuse a rerun whose settings differ from those recorded in the translations it would skip (precision
+    "auto" taken as what it means on `device`)."""
     from .images import read_provenance
 
     manifest = read_manifest(checkpoint)
     path = str(resolve_checkpoint(checkpoint))
     differ = []
     for target in targets:
-        wanted = resolve_options(manifest, source, target, options)[0].record()
+        wanted = settled_precision(resolve_options(manifest, source, target, options)[0], device).record()
         for job in done:
             recorded = read_provenance(job.output(target)) or {}
             changes = [

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Iterator
 
 import torch
 
 from .errors import PhenDiffError
 from .options import DEVICES as DEVICE_CHOICES
+from .options import TranslateOptions
 
 
 def available_devices() -> list[str]:
@@ -38,6 +40,30 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
             "Use device='auto' or install a PyTorch build with support for it."
         )
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: an x86 CPU with AVX512-BF16 or AMX. There a translation in bf16
+    ran 1.9-2.1x faster than in float32 with the same result on the simulator's truth (docs/benchmarks.md,
+    precision and cpu_levers); on other CPUs bf16 is emulated and slower. GPUs: not measured, so not chosen."""
+    if device.type != "cpu":
+        return False
+    # torch.cpu's own probes of the instruction sets (private names: no public API says it yet)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def auto_precision(device: torch.device) -> str:
+    """The network precision "auto" means on `device`: bf16 where it is native (see native_bf16), else fp32."""
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def settled_precision(options: TranslateOptions, device: torch.device) -> TranslateOptions:
+    """The options with precision "auto" made the one it means on `device` (bf16 where the CPU computes it
+    natively, else fp32: device.auto_precision), so what runs and what is recorded are the same."""
+    if options.precision != "auto":
+        return options
+    return replace(options, precision=auto_precision(device))
 
 
 @contextlib.contextmanager

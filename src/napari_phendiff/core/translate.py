@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .assembly import Assembly
+from .device import settled_precision
 from .errors import ConfigError
 from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direct
 from .options import TranslateOptions, resolve_options
@@ -82,8 +83,10 @@ def translation_options(
     calibrated setting for this direction (if any), then over the model's default, then over the project defaults.
     """
     if options is not None:
-        return replace(options, **overrides).validate(), {name: "given" for name in options.record()}
-    return resolve_options(getattr(model, "manifest", None), source, target, overrides)
+        chosen, sources = replace(options, **overrides).validate(), {name: "given" for name in options.record()}
+    else:
+        chosen, sources = resolve_options(getattr(model, "manifest", None), source, target, overrides)
+    return settled_precision(chosen, model.device), sources
 
 
 def iter_translate(
