@@ -193,3 +193,40 @@ def test_starting_from_a_checkpoint_of_other_channels_is_explained(tiny_checkpoi
             )
         )
     assert not (tmp_path / "m" / "phendiff.json").exists()
+
+
+@pytest.mark.slow
+def test_a_hub_base_is_recorded_with_its_commit_and_reloaded_at_it(sim_data, tmp_path, monkeypatch):
+    """A fine-tune of a hub id records the commit its cache held; reloading reads that commit's snapshot even when the
+    cache's main has moved on, and refuses (saying how to get it) when only another commit is there."""
+    import huggingface_hub.constants
+
+    from conftest import tiny_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bases, "hub_reachable", lambda timeout=3.0: pytest.fail("the network was asked"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--lab--tiny-sd"
+    first, second = "1" * 40, "2" * 40
+    tiny_base(repo / "snapshots" / first, text_encoder=False)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(first)
+    out = pd.train(
+        pd.TrainConfig(
+            data=sim_data, out=tmp_path / "m", model="latent", base="lab/tiny-sd", image_size=16, steps=1,
+            batch_size=2, checkpoint_every=1, device="cpu", channel_names=["DNA", "reporter"],
+        )
+    )  # fmt: skip
+    manifest = json.loads((out / "phendiff.json").read_text())
+    assert manifest["base"]["source"] == "lab/tiny-sd" and manifest["base"]["revision"] == first
+
+    shutil.copytree(repo / "snapshots" / first, repo / "snapshots" / second)
+    (repo / "refs" / "main").write_text(second)  # the cache moved on; the first commit is still there
+    from napari_phendiff.core.models.latent import check_base
+
+    assert pd.load_checkpoint(out, device="cpu").conditions == ["TNFa", "untreated"]
+
+    assert check_base(out, manifest) == str(repo / "snapshots" / first)
+    shutil.rmtree(repo / "snapshots" / first)
+    with pytest.raises(CheckpointError, match=f"fine-tuned on its commit {first[:12]}.*hf download lab/tiny-sd"):
+        pd.load_checkpoint(out, device="cpu")

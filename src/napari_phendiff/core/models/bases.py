@@ -127,6 +127,30 @@ def cached(repo_id: str) -> str | None:
     return folder if all((Path(folder) / part / "config.json").is_file() for part in ("unet", "vae")) else None
 
 
+def hub_revision(folder: str) -> str | None:
+    """The commit a hub cache snapshot holds (the folder's name under snapshots/); None for any other folder."""
+    path = Path(folder)
+    return path.name if path.parent.name == "snapshots" else None
+
+
+def hub_snapshot(repo_id: str, revision: str | None) -> str:
+    """The local folder of hub base `repo_id` at the commit a checkpoint was fine-tuned on: the cache's own copy when
+    it is that commit (or none was recorded), else that commit's snapshot beside it; another commit only is refused
+    (its weights may differ, and an adapter trained on one set of weights does not fit another)."""
+    folder = local_base(repo_id)
+    held = hub_revision(folder)
+    if revision is None or held in (None, revision):
+        return folder
+    pinned = Path(folder).parent / revision
+    if all((pinned / part / "config.json").is_file() for part in ("unet", "vae")):
+        return str(pinned)
+    raise CheckpointError(
+        f"{repo_id}: the checkpoint was fine-tuned on its commit {revision[:12]}, but the local hub cache holds "
+        f"{held[:12]}, whose weights may differ. Get that commit (`hf download {repo_id} --revision {revision}`), "
+        "or fine-tune again on the one you have."
+    )
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the hub answers within `timeout` seconds (offline machines fail at once or within the timeout)."""
     try:

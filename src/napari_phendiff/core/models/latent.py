@@ -37,7 +37,17 @@ from ..device import available_memory, get_device
 from ..errors import CheckpointError, ConfigError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
-from .bases import check_shipped_version, is_shipped, local_base, resolve_base, shipped_base_info, shipped_digest
+from .bases import (
+    check_shipped_version,
+    hub_revision,
+    hub_snapshot,
+    is_hub_id,
+    is_shipped,
+    local_base,
+    resolve_base,
+    shipped_base_info,
+    shipped_digest,
+)
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
 from .latent_base import (
     base_configs,
@@ -191,6 +201,8 @@ def check_base(path: Path, manifest: dict) -> str:
         raise CheckpointError(f"{path / MANIFEST}: names no base model; the checkpoint is damaged. Re-train.")
     if is_shipped(source):
         check_shipped_version(path, source, base.get("weights_sha256"))
+    elif is_hub_id(source):
+        source = hub_snapshot(source, base.get("revision"))  # the commit it was fine-tuned on
     elif not Path(source).is_absolute() and (path / source).is_dir():
         source = str((path / source).resolve())  # a relative path is read from the checkpoint folder
     relative = base.get("relative_to_checkpoint")
@@ -334,6 +346,8 @@ class LatentTrainable:
                 "source": self.source,
                 "unet_config_sha256": self.unet_hash,
                 **({"weights_sha256": shipped_digest(self.source)} if is_shipped(self.source) else {}),
+                # a hub id's commit, read off the cache folder it was loaded from: the same weights on reloading
+                **({"revision": hub_revision(local_base(self.source))} if is_hub_id(self.source) else {}),
                 # where the base lies seen from the checkpoint: moved together, they still find each other
                 **(
                     {"relative_to_checkpoint": os.path.relpath(self.source, self.out.resolve())}
