@@ -5,7 +5,8 @@
 One simulated dense field per size (the checkpoint's phenotype, seed 900 as laptop_field.py), untreated -> TNFa at the
 checkpoint's calibrated setting, in tiles, every tile translated; each arm in its own process. An arm is one lever or
 several joined by "+": *fp32* and *bf16* (the network's precision, autocast), *default* (no option given: what a user
-gets), *channels_last* (the UNet's weights in channels-last layout), *compile* (torch.compile of the network, its
+gets), *channels_last* (the UNet's weights in channels-last layout; the CPU's default since), *nchw* (the
+weights' layout before that), *compile* (torch.compile of the network, its
 compilation included in the time), *overlap_X* (tiles overlapping by X of their side
 instead of 0.25). Per arm: seconds, the process's peak resident memory, transfer (share of cells whose phenotype moved
 to the target's range, simulator truth), identity (IoU of the true nuclei with nuclei segmented on the translation,
@@ -60,6 +61,8 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
             options["precision"] = lever
         elif lever == "channels_last":
             model.network().to(memory_format=torch.channels_last)
+        elif lever == "nchw":  # the weights' layout before channels-last became the CPU's default
+            model.network().to(memory_format=torch.contiguous_format)
         elif lever == "compile":
             model.network().compile()  # torch.compile in place (inductor; C++ kernels built on the first calls)
         elif lever.startswith("overlap_"):
@@ -116,8 +119,9 @@ def main() -> None:
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 results.append(pool.submit(run_arm, args.checkpoint, size, arm, args.threads).result())
             print({k: v for k, v in results[-1].items() if k != "result"}, flush=True)
-        reference = next((r["result"] for r in results if r["arm"] == "fp32"), None)
-        base = next((r["seconds"] for r in results if r["arm"] == "fp32"), None)
+        # the reference: the first arm in fp32 ("fp32", or "fp32+nchw" for the layout before channels-last)
+        reference = next((r["result"] for r in results if r["arm"].split("+")[0] == "fp32"), None)
+        base = next((r["seconds"] for r in results if r["arm"].split("+")[0] == "fp32"), None)
         rows += [
             [
                 size,

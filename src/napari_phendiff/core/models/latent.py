@@ -37,17 +37,8 @@ from ..device import available_memory, get_device
 from ..errors import CheckpointError, ConfigError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
-from .bases import (
-    check_shipped_version,
-    hub_revision,
-    hub_snapshot,
-    is_hub_id,
-    is_shipped,
-    local_base,
-    resolve_base,
-    shipped_base_info,
-    shipped_digest,
-)
+from .bases import check_shipped_version, hub_revision, hub_snapshot, is_hub_id, is_shipped, local_base
+from .bases import resolve_base, shipped_base_info, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
 from .latent_base import (
     base_configs,
@@ -71,9 +62,6 @@ PROMPT = "a fluorescence microscopy image of {} cells"
 # Images per forward pass while training, as pixels: 2 images of 512 x 512. A larger batch is split into passes of
 # this size whose gradients add up to the whole batch's, so memory does not grow with --batch-size.
 PIXELS_PER_PASS = 2 * 512 * 512
-
-
-# --- the condition embeddings -------------------------------------------------------------------------------------
 
 
 def _has_text_encoder(source: str) -> bool:
