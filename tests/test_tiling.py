@@ -50,7 +50,8 @@ def test_only_tiles_near_cells_are_occupied():
 def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(model):
     assert pd.TranslateOptions().skip_background  # the default (docs/benchmarks.md laptop_field)
     image = sparse_field()
-    kwargs = dict(steps=3, strength=0.5, tiles=True)
+    # fp32: in bf16 the tiles' rounding also depends on which tiles share a network call (a few counts)
+    kwargs = dict(steps=3, strength=0.5, tiles=True, precision="fp32")
     events = list(pd.iter_translate(model, image, "untreated", "TNFa", skip_background=True, **kwargs))
     skipped, copied = events[-1].result, events[-1].copied
     full = pd.translate(model, image, "untreated", "TNFa", skip_background=False, **kwargs)
