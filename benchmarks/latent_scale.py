@@ -17,6 +17,7 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -137,6 +138,7 @@ def main() -> None:
     for size in args.sizes:
         for adapter in args.adapters:
             out = args.work / f"run-{size}-{adapter}"
+            shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (a folder holding one is refused)
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 found = pool.submit(
                     one_run, str(base), str(data), str(out), size, adapter, args.batch, args.steps
