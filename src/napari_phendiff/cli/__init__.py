@@ -10,6 +10,7 @@ status.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from .parser import MODEL_FIELDS, build_parser
@@ -26,18 +27,19 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a pipe, a test's capture), not the one at creation."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def show_core_log() -> None:
     """What the core logs (SVDiff's decompositions, a cache it uses) is shown on stderr, one line each."""
-    import logging
-
-    class CurrentStderr(logging.StreamHandler):
-        def emit(self, record: logging.LogRecord) -> None:
-            self.stream = sys.stderr  # whatever stderr is now: a pipe, a test's capture
-            super().emit(record)
-
     shown = logging.getLogger("napari_phendiff")
-    if not any(type(h).__name__ == "CurrentStderr" for h in shown.handlers):
-        handler = CurrentStderr()
+    if not any(isinstance(h, _CurrentStderr) for h in shown.handlers):
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         shown.addHandler(handler)
         shown.setLevel(logging.INFO)
