@@ -153,7 +153,7 @@ def test_write_image_is_imagej_with_provenance(tmp_path):
 
 def test_channel_names_the_files_record_name_the_model(tmp_path, sim_data):
     from napari_phendiff.core.options import TrainConfig
-    from napari_phendiff.core.training.run import load_training_data
+    from napari_phendiff.core.training.resume import load_training_data
 
     assert load_folder(sim_data).recorded_channel_names() == ["DNA", "reporter"]
     config = TrainConfig(data=sim_data, out=tmp_path / "model", image_size=32, steps=1, device="cpu")

@@ -284,9 +284,9 @@ def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):
 
 
 def test_a_fine_tuning_that_cannot_fit_is_refused_before_the_base_is_loaded(sim_data, tmp_path, base, monkeypatch):
-    from napari_phendiff.core.models import latent
+    from napari_phendiff.core.models import latent, latent_base
 
-    monkeypatch.setattr(latent, "available_memory", lambda device: 2**20)  # 1 MiB left
+    monkeypatch.setattr(latent_base, "available_memory", lambda device: 2**20)  # 1 MiB left
     monkeypatch.setattr(latent, "load_base", lambda *a, **k: pytest.fail("the base was loaded"))
     with pytest.raises(ConfigError) as refused:
         pd.train(latent_config(sim_data, tmp_path / "full", base, adapter="full", steps=1))
@@ -294,7 +294,7 @@ def test_a_fine_tuning_that_cannot_fit_is_refused_before_the_base_is_loaded(sim_
     assert "(--adapter full) of this base needs at least" in message and "GiB on cpu" in message
     assert "0.0 GiB is available" in message and "Use --adapter lora" in message
     assert not (tmp_path / "full").exists()
-    monkeypatch.setattr(latent, "available_memory", lambda device: 2**40)  # plenty: the check lets it through
+    monkeypatch.setattr(latent_base, "available_memory", lambda device: 2**40)  # plenty: the check lets it through
     with pytest.raises(pytest.fail.Exception, match="the base was loaded"):
         pd.train(latent_config(sim_data, tmp_path / "full2", base, adapter="full", steps=1))
 
@@ -354,3 +354,22 @@ def test_the_command_line_shows_what_the_core_logs(capsys):
     show_core_log()  # once, however often it is called
     logging.getLogger("napari_phendiff.core.models.adapters").info("SVDiff: decomposed 3 of 3 weights of the base")
     assert capsys.readouterr().err.count("SVDiff: decomposed 3 of 3 weights of the base") == 1
+
+
+def test_previews_of_a_fine_tune_come_from_the_base_in_memory(sim_data, base, tmp_path, monkeypatch):
+    from napari_phendiff.core.models import latent
+    from napari_phendiff.core.walk import sample
+
+    loads = []
+    real = latent.load_base
+    monkeypatch.setattr(latent, "load_base", lambda *a, **k: loads.append(a) or real(*a, **k))
+    config = latent_config(sim_data, tmp_path / "lora", base, steps=2, checkpoint_every=2, rank=2)
+    events = list(pd.iter_train(config, previews=1))
+    assert len(loads) == 1  # the base is read once, to train; the previews use it where it is
+    made = [e for e in events if e.kind == "previews"]
+    assert [e.step for e in made] == [2] and events[-1].kind == "done"
+    saved = pd.load_checkpoint(tmp_path / "lora", device="cpu")
+    for condition, images in made[0].previews.items():
+        expected = sample(saved, condition, 1, steps=20, seed=0).astype(float)
+        assert images.shape == expected.shape == (1, 2, saved.image_size, saved.image_size)
+        assert abs(images.astype(float) - expected).max() <= 0.01 * expected.max()

@@ -134,3 +134,41 @@ def test_a_time_budget_times_the_run_first_and_takes_the_steps_that_fit(sim_data
         config(sim_data, tmp_path / "m", minutes=1, resume=True)
     with pytest.raises(ConfigError, match="above 0"):
         config(sim_data, tmp_path / "n", minutes=0)
+
+
+def test_previews_come_from_the_model_being_trained_and_leave_the_run_unchanged(sim_data, tmp_path, monkeypatch):
+    from napari_phendiff.core import models
+    from napari_phendiff.core.walk import sample
+
+    plain = pd.train(config(sim_data, tmp_path / "plain", steps=4))
+    loads = []
+    real_load = models.load_checkpoint
+    monkeypatch.setattr(models, "load_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+
+    events = list(pd.iter_train(config(sim_data, tmp_path / "previewed", steps=4), previews=2))
+    kinds = [e.kind for e in events if e.kind != "step"]
+    assert kinds == ["start", "checkpoint", "preview", "preview", "previews", "preview", "preview", "previews", "done"]
+    assert "Making previews of step 2: untreated (2 of 2), 2 at 32 px…" in [e.message for e in events]
+    assert loads == []  # no second copy of the model read from disk
+    last = [e for e in events if e.kind == "previews"][-1]
+    assert last.step == 4 and set(last.previews) == {"untreated", "TNFa"}
+
+    # the previews are what the written checkpoint (its averaged weights) generates, and the run is the one it
+    # would have been without them: the raw weights and train mode come back after each preview
+    saved = pd.load_checkpoint(tmp_path / "previewed", device="cpu")
+    for condition, images in last.previews.items():
+        assert images.shape == (2, 2, 32, 32) and images.dtype == saved.normalization.dtype
+        expected = sample(saved, condition, 2, steps=20, seed=0).astype(float)
+        assert abs(images.astype(float) - expected).max() <= 0.01 * expected.max()
+    for a, b in zip(weights(plain), weights(tmp_path / "previewed")):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_previews_are_generated_small_and_refused_for_a_kind_that_cannot_generate(sim_data, tmp_path):
+    from napari_phendiff.core.training.previews import preview_side
+
+    assert [preview_side(size, 8) for size in (32, 128, 512, 100)] == [32, 128, 128, 96]
+    assert preview_side(4, 8) == 8
+    with pytest.raises(ConfigError, match="cannot generate images: ask for no previews"):
+        next(pd.iter_train(config(sim_data, tmp_path / "gan", model="cyclegan", preset="tiny"), previews=1))

@@ -255,7 +255,7 @@ def test_train_writes_a_checkpoint_the_translate_dock_lists(qtbot, tmp_path, vie
     worker.yielded.connect(lambda message: said.append(getattr(getattr(message, "event", None), "message", "")))
     run(qtbot, worker)
 
-    assert "Making previews of step 2: TNFa (1 of 2)…" in said  # the status says what takes the time
+    assert "Making previews of step 2: TNFa (1 of 2), 1 at 32 px…" in said  # the status says what takes the time
     assert json.loads((out / "phendiff.json").read_text())["trained_steps"] == 3
     assert translate.checkpoint.findData(str(out)) >= 0
     assert train.progress.value() == 3 and len(train.loss_plot.losses) == 3

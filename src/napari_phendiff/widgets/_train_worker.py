@@ -1,5 +1,5 @@
-"""What the Train dock runs in napari's thread_worker, and the typed results it yields: the training loop with
-previews generated from each checkpoint, and the reading of a base model (downloading a hub id first). Plain values
+"""What the Train dock runs in napari's thread_worker, and the typed results it yields: the training loop with its
+previews, and the reading of a base model (downloading a hub id first). Plain values
 in, no layers (the dock turns the previews into layers on the main thread)."""
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from napari.qt.threading import thread_worker
 
 from ..core.device import explain_memory_errors
 from ..core.errors import PhenDiffError
-from ..core.models import load_checkpoint
 from ..core.models.bases import is_hub_id, iter_fetch
 from ..core.options import TrainConfig
-from ..core.training.run import TrainEvent, iter_train
-from ..core.walk import sample
+from ..core.training.run import iter_train
 from ._shared import Progress, Result, StoppableWorker
 
-PREVIEW_STEPS = 20
 MEMORY_ADVICE = (
     "Lower the batch size or the image size, or choose device cpu; for a fine-tuned model, tick "
     "gradient checkpointing or choose the lora adapter."
@@ -45,31 +42,19 @@ class BaseRead:
 
 @thread_worker(progress={"desc": "PhenDiff: training"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_training(config: TrainConfig, previews: int):
-    """core.training.run.iter_train as Progress messages (counted from the step this run starts at), plus `previews`
-    generated images per condition after every checkpoint (Result messages)."""
-    with contextlib.closing(iter_train(config)) as events, explain_memory_errors(config.device, MEMORY_ADVICE):
+    """core.training.run.iter_train as Progress messages (counted from the step this run starts at); the `previews`
+    images per condition it generates from the model after every checkpoint as Result messages."""
+    with (
+        contextlib.closing(iter_train(config, previews)) as events,
+        explain_memory_errors(config.device, MEMORY_ADVICE),
+    ):
         first = 0
         for event in events:
             first = event.step if event.kind == "start" else first
-            yield Progress(event.step - first, event.total - first, event)
-            if previews and event.kind in ("checkpoint", "done"):
-                model = load_checkpoint(event.path, device=config.device)
-                images = {}
-                for i, condition in enumerate(model.conditions):  # say what is happening: this takes a while
-                    yield Progress(
-                        event.step - first,
-                        event.total - first,
-                        TrainEvent(
-                            "preview",
-                            event.step,
-                            event.total,
-                            message=f"Making previews of step {event.step}: {condition} ({i + 1} of "
-                            f"{len(model.conditions)})…",
-                        ),
-                    )
-                    images[condition] = sample(model, condition, previews, steps=PREVIEW_STEPS, seed=0)
-                model.release()
-                yield Result(Previews(event.step, images))
+            if event.kind == "previews":
+                yield Result(Previews(event.step, event.previews))
+            else:
+                yield Progress(event.step - first, event.total - first, event)
 
 
 @thread_worker

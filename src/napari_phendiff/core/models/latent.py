@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoint import MANIFEST, write_manifest
-from ..device import available_memory, get_device
+from ..device import get_device
 from ..errors import CheckpointError, ConfigError
 from ..options import TrainConfig
 from ..training.diffusion import DiffusionTrainer
@@ -41,6 +41,7 @@ from .bases import check_shipped_version, hub_revision, hub_snapshot, is_hub_id,
 from .bases import resolve_base, shipped_base_info, shipped_digest
 from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, trained_parameters
 from .latent_base import (
+    check_memory,
     base_configs,
     check_channels,
     config_hash,
@@ -52,7 +53,7 @@ from .latent_base import (
     vae_encode,
     vae_factor,
 )
-from .pixel import PixelModel
+from .pixel import PixelModel, ddim_config
 
 CONDITIONS_FILE = "conditions.safetensors"
 REQUIRED_FILES = ["scheduler/scheduler_config.json", CONDITIONS_FILE]
@@ -241,32 +242,6 @@ def write_latent(folder: Path, denoiser: LatentDenoiser, adapter: str, schedule:
 # --- training -------------------------------------------------------------------------------------------------------
 
 
-def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torch.device) -> None:
-    """Refuse a fine-tuning whose weights and optimiser state alone would not fit on `device`, before loading.
-
-    The estimate (float32, before activations): every UNet and VAE weight (4 bytes) and, for each trained weight, its
-    gradient, AdamW's two moments and the EMA copy (16 bytes more). Counted on empty (meta) models built from the
-    configs; LoRA and SVDiff train few enough weights to leave out."""
-    from accelerate import init_empty_weights
-
-    available = available_memory(device)
-    if available is None or adapter not in ("full", "attention"):
-        return
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(unet_config)
-        vae = AutoencoderKL.from_config(vae_config)
-    frozen = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in vae.parameters())
-    trained = sum(p.numel() for name, p in unet.named_parameters() if adapter == "full" or "attn" in name)
-    need = 4 * frozen + 16 * trained
-    if need > available:
-        raise ConfigError(
-            f"Fine-tuning {trained / 1e6:.0f} M weights (--adapter {adapter}) of this base needs at least "
-            f"{need / 2**30:.1f} GiB on {device} for the weights, their gradients, AdamW's two moments and the EMA "
-            f"copy (before activations); {available / 2**30:.1f} GiB is available. Use --adapter lora (a few MB of "
-            "trained weights), a smaller base, or a device with more memory."
-        )
-
-
 class LatentTrainable:
     """What the diffusion trainer (core/training/diffusion.py) needs to fine-tune a Stable Diffusion base: the denoiser to optimise, the encoding of
     clean images into latents, the parameters it trains, and how to write a checkpoint."""
@@ -362,6 +337,17 @@ class LatentTrainable:
 
     def write(self, folder: Path, manifest: dict) -> None:
         write_latent(folder, self.denoiser, self.adapter, self.schedule, manifest)
+
+    def as_model(self, fields: dict) -> LatentModel:
+        """The UNet with its adapter and the condition embeddings being trained, and the base's VAE, as a loaded
+        checkpoint would hold them (for previews)."""
+        return LatentModel(
+            unet=self.denoiser.unet,
+            vae=self.vae,
+            contexts=self.denoiser.conditions,
+            scheduler_config=ddim_config(self.schedule),
+            **fields,
+        )
 
     def describe(self) -> str:
         what = self.adapter + (f" rank {self.rank}" if self.adapter == "lora" else "")

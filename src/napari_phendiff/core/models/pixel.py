@@ -166,6 +166,11 @@ def load(path: Path, manifest: dict, device: str | torch.device) -> PixelModel:
     )
 
 
+def ddim_config(schedule: dict) -> dict:
+    """The DDIM scheduler's config for a training schedule, as a checkpoint's scheduler/ folder holds it."""
+    return dict(DDIMScheduler.from_config(schedule).config)
+
+
 def write(folder: Path, unet: UNet2DModel, scheduler_config: dict, manifest: dict, half: bool = False) -> None:
     """Write manifest, unet/ and scheduler/ into `folder` (normally one from checkpoint.atomic_folder)."""
     if half:
@@ -217,6 +222,10 @@ class PixelTrainable:
 
     def write(self, folder: Path, manifest: dict) -> None:
         write(folder, self.unet, self.schedule, manifest)
+
+    def as_model(self, fields: dict) -> PixelModel:
+        """The UNet being trained, as a loaded checkpoint would hold it (for previews)."""
+        return PixelModel(unet=self.unet, scheduler_config=ddim_config(self.schedule), **fields)
 
     def describe(self) -> str:
         if self.started_from:

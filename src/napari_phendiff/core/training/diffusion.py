@@ -139,6 +139,24 @@ class DiffusionTrainer:
         with _averaged(self.ema, self.params):
             self.trainable.write(folder, manifest)
 
+    @contextlib.contextmanager
+    def live_model(self, channel_names: list[str]):
+        """The model being trained as a loaded model of its kind (models.<kind>.load's class): the networks in memory with the moving-average weights a checkpoint holds, in eval mode and the run's
+        precision. No second copy is loaded; the raw weights and train mode come back afterwards."""
+        denoiser = self.trainable.denoiser
+        fields = dict(
+            conditions=list(self.data.conditions),
+            channel_names=list(channel_names),
+            image_size=self.config.image_size,
+            normalization=self.normalization,
+        )
+        with _averaged(self.ema, self.params), self.accelerator.autocast():
+            denoiser.eval()
+            try:
+                yield self.trainable.as_model(fields)
+            finally:
+                denoiser.train()
+
     def save_state(self, folder: Path, step: int) -> None:
         save_training_state(
             folder,

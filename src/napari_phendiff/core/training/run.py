@@ -13,6 +13,7 @@ its `Trainer` (core/models/<kind>.py, found through models.KINDS):
     .write(folder, manifest); .save_state(folder, step)   the checkpoint's files and its training state
     .parameters()                            what is trained (sizes the checkpoint before the first step)
     .describe(), .hardware(), .manifest(), .is_main, .wait()
+    .live_model(channel_names)               the model being trained, as loaded (previews; kinds that generate)
 
 Closing the generator (a Stop button) or interrupting it (Ctrl-C, or SIGTERM through the CLI) saves a resumable
 checkpoint first, when at least one step was trained. The output folder is checked (not inside the data, writable,
@@ -39,25 +40,24 @@ from ..checkpoint import (
     atomic_folder,
     check_free_space,
     check_writable,
-    manifest_kind,
     output_lock,
     recover_interrupted_swap,
     stamp_weights,
 )
-from ..dataset import LabelledImages, load_folder
-from ..errors import CheckpointError, ConfigError, DataError, PhenDiffError
+from ..errors import CheckpointError, ConfigError
 from ..images import Normalization
-from ..models import kind_module, read_manifest
+from ..models import kind_module
 from ..options import TrainConfig
-
-LOSSES = "losses.json"  # beside the resumable state in <checkpoint>/training: the loss curve so far
+from .previews import iter_previews
+from .resume import LOSSES, load_state, load_training_data, loss_history
 
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """kind: "probe" (timing a time budget's steps first), "start", "step", "checkpoint" or "done"; `path` is set for
-    checkpoints. A resumed run's "start" carries
-    the losses of the steps trained before, as (step, loss) pairs, in `history`."""
+    """kind: "probe" (timing a time budget's steps first), "start", "step", "checkpoint", "preview" (making previews:
+    what, in `message`), "previews" (the images, in `previews`: {condition: (n, C, S, S)}) or "done", always last;
+    `path` is set for checkpoints. A resumed run's "start" carries the losses of the steps trained before, as (step,
+    loss) pairs, in `history`."""
 
     kind: str
     step: int
@@ -67,6 +67,7 @@ class TrainEvent:
     path: Path | None = None
     message: str = ""
     history: tuple = ()
+    previews: dict | None = None
 
 
 def train(config: TrainConfig) -> Path:
@@ -76,14 +77,17 @@ def train(config: TrainConfig) -> Path:
     return config.out
 
 
-def iter_train(config: TrainConfig) -> Iterator[TrainEvent]:
+def iter_train(config: TrainConfig, previews: int = 0) -> Iterator[TrainEvent]:
     """Train step by step. Closing the generator (a Stop button) or Ctrl-C saves a resumable checkpoint first.
     One run per output folder: a second one into the same folder is refused while the first runs. With a time
-    budget (config.minutes) the steps are set first by `fit_budget` ("probe" events)."""
+    budget (config.minutes) the steps are set first by `fit_budget` ("probe" events). previews: images generated
+    per condition from the model being trained after each checkpoint (training/previews.py), 0 for none."""
+    if previews and not config.kind.generates:
+        raise ConfigError(f"{config.model} models ({config.kind.help}) cannot generate images: ask for no previews.")
     with output_lock(config.out, "training"):
         if config.minutes is not None:
             config = yield from fit_budget(config)
-        yield from _train_run(config)
+        yield from _train_run(config, previews)
 
 
 PROBE_STEPS = 8  # timed to set a time budget's steps; the first PROBE_WARMUP pay one-time set-up
@@ -135,7 +139,7 @@ def fit_budget(config: TrainConfig) -> Generator[TrainEvent, None, TrainConfig]:
     )
 
 
-def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
+def _train_run(config: TrainConfig, previews: int = 0) -> Iterator[TrainEvent]:
     trainer_class = kind_module(config.model).Trainer
     config = trainer_class.prepare(config)
     assert config.steps is not None  # TrainConfig sets them when made
@@ -144,8 +148,8 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
     trainer = trainer_class(config, data, normalization)
     replaces = resume_from or config.checkpoint_every < config.steps  # a checkpoint written over another one
     check_free_space(config.out, checkpoint_bytes(trainer), copies=2 if replaces else 1)
-    start = _load_state(trainer, config.out / "training") if resume_from else 0
-    losses = _loss_history(config.out / "training", start) if resume_from else []
+    start = load_state(trainer, config.out / "training") if resume_from else 0
+    losses = loss_history(config.out / "training", start) if resume_from else []
     manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
 
     yield TrainEvent(
@@ -168,12 +172,30 @@ def _train_run(config: TrainConfig) -> Iterator[TrainEvent]:
                 path = _save(trainer, config, manifest, losses, step, saved_at)
                 saved_at = step
                 yield TrainEvent("checkpoint", step, config.steps, path=path)
+                yield from _previews(trainer, channel_names, previews, step, config.steps)
     except (GeneratorExit, KeyboardInterrupt):
         # Stop, Ctrl-C, or SIGTERM (the CLI turns it into a KeyboardInterrupt): keep what was learned, resumable
-        if step > start:
+        if step > saved_at:
             _save(trainer, config, manifest, losses, step, saved_at)
         raise
-    yield TrainEvent("done", step, config.steps, path=_save(trainer, config, manifest, losses, step, saved_at))
+    path = _save(trainer, config, manifest, losses, step, saved_at)
+    yield from _previews(trainer, channel_names, previews, step, config.steps)
+    yield TrainEvent("done", step, config.steps, path=path)
+
+
+def _previews(trainer, channel_names: list[str], n: int, step: int, total: int) -> Iterator[TrainEvent]:
+    """The previews of the model at `step`, from the first process (the others wait for it)."""
+    if n and trainer.is_main:
+        lines = iter_previews(trainer, channel_names, n)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration as made:
+                yield TrainEvent("previews", step, total, previews=made.value)
+                break
+            yield TrainEvent("preview", step, total, message=f"Making previews of step {step}: {line}…")
+    if n:
+        trainer.wait()
 
 
 def _save(trainer, config: TrainConfig, manifest: dict, losses: list[list], step: int, saved_at: int) -> Path:
@@ -207,31 +229,6 @@ def _diverged(config: TrainConfig, step: int, loss: float, saved_at: int) -> Con
     )
 
 
-def _loss_history(folder: Path, start: int) -> list[list]:
-    """The (step, loss) pairs saved with the training state, up to `start` (none for a checkpoint saved before
-    they were kept, or if the file is damaged: the curve then starts at the resumed step)."""
-    try:
-        pairs = json.loads((folder / LOSSES).read_text())
-        return [[int(s), float(v)] for s, v in pairs if int(s) <= start]
-    except (OSError, ValueError, TypeError):
-        return []
-
-
-def _load_state(trainer, folder: Path) -> int:
-    from safetensors import SafetensorError
-
-    try:
-        return trainer.load_state(folder)
-    except PhenDiffError:
-        raise
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{folder}: the training state cannot be read ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); it is truncated or damaged, so this run cannot be resumed. Start "
-            "a new run into another folder (the checkpoint itself still translates)."
-        ) from exc
-
-
 def check_out_folder(config: TrainConfig) -> bool:
     """True when resuming from an existing checkpoint; refuse to overwrite anything else, to write inside the data
     folder (the checkpoint would become a condition) or where nothing can be written."""
@@ -261,85 +258,6 @@ def checkpoint_bytes(trainer) -> int:
     """What one checkpoint of this run takes on disk, about: the trained weights, the raw and averaged copies and the
     optimiser's two moments, in float32."""
     return 5 * 4 * sum(p.numel() for p in trainer.parameters())
-
-
-def load_training_data(
-    config: TrainConfig, resume_from: bool, resume_problems=None
-) -> tuple[LabelledImages, Normalization, list[str]]:
-    """The labelled images, their normalisation (the checkpoint's when resuming, so intensities keep their meaning)
-    and the channel names, after checking that a resumed run still fits its checkpoint."""
-    data = load_folder(config.data, min_size=None if config.resize else config.image_size)
-    if resume_from:
-        manifest = read_manifest(config.out)
-        _check_resume_fits(manifest, data, config, resume_problems)
-        normalization = Normalization.from_dict(manifest["normalization"])
-        return data, normalization, list(manifest["channel_names"])  # the names the run was trained with
-    normalization = Normalization.fit(data.images)
-    channel_names = (
-        config.channel_names or data.recorded_channel_names() or [f"channel {i + 1}" for i in range(data.channels)]
-    )
-    if len(channel_names) != data.channels:
-        raise DataError(f"{len(channel_names)} channel names given for images with {data.channels} channels.")
-    return data, normalization, channel_names
-
-
-def _check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problems=None) -> None:
-    assert config.steps is not None  # TrainConfig sets them when made
-    saved = manifest["training"]
-    problems = [
-        f"{name}: checkpoint {saved[name]!r}, now {value!r}"
-        for name, value in (("preset", config.preset), ("image_size", config.image_size))
-        if saved[name] != value
-    ]
-    # Settings that shape the optimisation: a resumed run that changed them would not be the run its manifest
-    # records (the learning-rate schedule and the batches are functions of them).
-    problems += [
-        f"{name}: checkpoint {saved[name]!r}, now {getattr(config, name)!r}"
-        for name in (
-            "lr",
-            "seed",
-            "batch_size",
-            "warmup_steps",
-            "weight_decay",
-            "grad_clip",
-            "ema_decay",
-            "condition_dropout",
-            "snr_gamma",
-            "resize",
-            "start_from",
-        )
-        if name in saved and saved[name] != getattr(config, name)
-    ]
-    if manifest_kind(manifest) != config.model:
-        problems.append(f"model: checkpoint {manifest.get('kind', 'pixel')!r}, now {config.model!r}")
-    elif resume_problems is not None:
-        problems += resume_problems(manifest, config)
-    if saved.get("data") and not _same_folder(Path(saved["data"]), Path(config.data)):
-        problems.append(
-            f"data: checkpoint trained on {saved['data']}, now {config.data} (a resumed run continues on "
-            "the same images; train a new run, or start from this checkpoint, for others)"
-        )
-    if manifest["conditions"] != data.conditions:
-        problems.append(f"conditions: checkpoint {manifest['conditions']}, folder {data.conditions}")
-    if len(manifest["channel_names"]) != data.channels:
-        problems.append(f"channels: checkpoint {len(manifest['channel_names'])}, images {data.channels}")
-    elif config.channel_names and list(config.channel_names) != list(manifest["channel_names"]):
-        problems.append(
-            f"channel names: checkpoint {', '.join(manifest['channel_names'])}, now "
-            f"{', '.join(config.channel_names)} (a resumed run keeps its names; leave them out)"
-        )
-    if int(manifest["trained_steps"]) >= config.steps:
-        problems.append(f"already trained {manifest['trained_steps']} steps; ask for more with --steps")
-    if problems:
-        raise CheckpointError(f"{config.out}: cannot resume with these settings ({'; '.join(problems)}).")
-
-
-def _same_folder(recorded: Path, given: Path) -> bool:
-    """Whether a data folder is the one a checkpoint recorded: the same folder, or one of the same name when the
-    record is relative (the run started elsewhere)."""
-    if recorded.is_absolute():
-        return recorded.resolve() == given.resolve()
-    return recorded.name == given.resolve().name
 
 
 def _manifest(config: TrainConfig, data, normalization: Normalization, channel_names: list[str]) -> dict:
