@@ -117,6 +117,27 @@ def test_min_snr_training_changes_the_loss_and_is_checked_on_resume(sim_data, tm
         config(sim_data, tmp_path / "bad", snr_gamma=-1)
 
 
+def test_noise_offset_shifts_each_image_and_channel_and_is_checked_on_resume(sim_data, tmp_path, monkeypatch):
+    from napari_phendiff.core.training import diffusion
+
+    seen = []  # the noise the scheduler adds, per run
+    real = diffusion.DDPMScheduler.add_noise
+    monkeypatch.setattr(
+        diffusion.DDPMScheduler, "add_noise", lambda self, x, noise, t: seen.append(noise) or real(self, x, noise, t)
+    )
+    pd.train(config(sim_data, tmp_path / "plain", steps=1))
+    pd.train(config(sim_data, tmp_path / "offset", steps=1, noise_offset=0.5))
+    plain, offset = seen
+    shift = offset - plain  # the same draw, plus one constant per image and channel
+    assert shift.shape == plain.shape and float(shift.abs().max()) > 0.05
+    torch.testing.assert_close(shift, shift.mean(dim=(2, 3), keepdim=True).expand_as(shift))
+    assert 0.2 < float(shift[:, :, 0, 0].std()) < 1.0  # about 0.5 x a standard normal
+    with pytest.raises(CheckpointError, match="noise_offset: checkpoint 0.5, now 0.0"):
+        pd.train(config(sim_data, tmp_path / "offset", steps=4, resume=True))
+    with pytest.raises(ConfigError, match="noise_offset must be in"):
+        config(sim_data, tmp_path / "bad", noise_offset=1.5)
+
+
 @pytest.mark.slow
 def test_a_time_budget_times_the_run_first_and_takes_the_steps_that_fit(sim_data, tmp_path):
     from napari_phendiff.core.training.run import PROBE_STEPS, iter_train

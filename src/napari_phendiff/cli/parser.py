@@ -292,6 +292,7 @@ MODEL_FIELDS = (
     "lr",
     "condition_dropout",
     "snr_gamma",
+    "noise_offset",
     "resize",
     "channel_names",
     "mixed_precision",

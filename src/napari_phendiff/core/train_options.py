@@ -45,6 +45,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0: no averaging
     condition_dropout: float = 0.1
     snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain squared error
+    noise_offset: float = 0.0  # a per-image, per-channel constant added to the training noise (Guttenberg 2023)
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
@@ -138,6 +139,7 @@ class TrainConfig:
             ("ema_decay", 0, 1),
             ("condition_dropout", 0, 1),
             ("snr_gamma", 0, math.inf),
+            ("noise_offset", 0, 1),
         ):
             value = finite_number(name, getattr(self, name))
             if not low <= value < high or (name == "grad_clip" and value == 0):
@@ -216,6 +218,8 @@ TRAIN_HELP = {
     "contrasts with)",
     "snr_gamma": "min-SNR-gamma loss weighting (Hang et al. 2023; 5 is the paper's value); 0: every noise level "
     "weighted as plain mean squared error",
+    "noise_offset": "a random constant per image and channel added to the training noise, times this (0.1 is "
+    "common; lets a model learn overall brightness, such as dark fluorescence backgrounds); 0: none",
     "checkpoint_every": "save a checkpoint every N steps",
     "resume": "continue the training saved in the output folder",
 }

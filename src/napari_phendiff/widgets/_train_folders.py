@@ -112,6 +112,7 @@ class TrainFolders:
             self.lr.setValue(float(training["lr"]))
             self.resize.setChecked(bool(training.get("resize", False)))
             self.snr_gamma.setValue(float(training.get("snr_gamma", 0.0)))
+            self.noise_offset.setValue(float(training.get("noise_offset", 0.0)))
         finally:
             self._restoring = False
         self._show_choice()
@@ -128,6 +129,7 @@ class TrainFolders:
         ]
         took += ["whole images scaled"] if training.get("resize") else []
         took += [f"min-SNR γ {float(training['snr_gamma']):g}"] if training.get("snr_gamma") else []
+        took += [f"noise offset {float(training['noise_offset']):g}"] if training.get("noise_offset") else []
         self.status.setText(
             f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}, with "
             f"the checkpoint's settings: {'; '.join(took)}."

@@ -131,6 +131,20 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
         )
         self.previews = spin(QSpinBox(), 0, 16, 4, "Images generated per condition at each checkpoint; 0: none.")
         self.device = device_combo()
+        return [
+            ("Image size", self.image_size),
+            ("Steps", self.steps),
+            ("Train for", self.minutes),
+            ("Batch size", self.batch_size),
+            ("Learning rate", self.lr),
+            ("Checkpoint every", self.checkpoint_every),
+            ("Previews", self.previews),
+            ("Device", self.device),
+            *self._make_recipe_controls(),
+        ]
+
+    def _make_recipe_controls(self) -> list[tuple[str, QWidget]]:
+        """How the images and the loss are treated: whole images, mixed precision, min-SNR, noise offset."""
         self.resize = QCheckBox("scale whole images to the image size")
         self.resize.setChecked(DEFAULTS["resize"])
         self.resize.setToolTip(tooltip(TRAIN_HELP["resize"], "translation then scales fields the same way"))
@@ -143,18 +157,19 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             QDoubleSpinBox(decimals=1), 0.0, 100.0, DEFAULTS["snr_gamma"], tooltip(TRAIN_HELP["snr_gamma"])
         )
         self.snr_gamma.setSpecialValueText("off")
+        self.noise_offset = spin(
+            QDoubleSpinBox(decimals=2, singleStep=0.05),
+            0.0,
+            0.99,
+            DEFAULTS["noise_offset"],
+            tooltip(TRAIN_HELP["noise_offset"]),
+        )
+        self.noise_offset.setSpecialValueText("off")
         return [
-            ("Image size", self.image_size),
-            ("Steps", self.steps),
-            ("Train for", self.minutes),
-            ("Batch size", self.batch_size),
-            ("Learning rate", self.lr),
-            ("Checkpoint every", self.checkpoint_every),
-            ("Previews", self.previews),
-            ("Device", self.device),
             ("Whole images", self.resize),
             ("Mixed precision", self.mixed_precision),
             ("Min-SNR γ", self.snr_gamma),
+            ("Noise offset", self.noise_offset),
         ]
 
     def _minutes_changed(self, minutes: float) -> None:
@@ -180,6 +195,7 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             "resize": self.resize,
             "mixed_precision": self.mixed_precision,
             "snr_gamma": self.snr_gamma,
+            "noise_offset": self.noise_offset,
         }
         if self.minutes.value() > 0:
             widgets["minutes"] = self.minutes

@@ -7,7 +7,8 @@ The same step runs on one CPU, one GPU, or several GPUs/nodes (`accelerate launc
 napari_phendiff.cli train ...`, or `torchrun --nproc_per_node N -m napari_phendiff.cli train ...`).
 Each process draws its own batches, so the global batch is batch_size x processes; only the main process writes.
 The loss is the usual denoising objective: noise a clean image (or its latents) to a random timestep t and regress the
-added noise (or v), optionally weighted per noise level (min-SNR-gamma), with the condition dropped to the null class
+added noise (or v), optionally weighted per noise level (min-SNR-gamma) and with a per-image, per-channel constant added to the noise
+(noise offset, as diffusers' training examples: it lets a model shift an image's mean brightness), with the condition dropped to the null class
 10% of the time so classifier-free guidance is possible. A batch may be run through the denoiser in several passes
 (the latent model does, to bound memory); their gradients add up to the whole batch's.
 """
@@ -113,7 +114,10 @@ class DiffusionTrainer:
         generator = torch.Generator().manual_seed(int(step_seed[0]))
         clean = self.trainable.encode(clean.to(accelerator.device, non_blocking=True))
         labels = labels.to(accelerator.device)
-        noise = torch.randn(clean.shape, generator=generator).to(accelerator.device)
+        noise = torch.randn(clean.shape, generator=generator)
+        if config.noise_offset:  # drawn only when asked, so runs without it keep their noise
+            noise += config.noise_offset * torch.randn((*clean.shape[:2], 1, 1), generator=generator)
+        noise = noise.to(accelerator.device)
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator
         ).to(accelerator.device)

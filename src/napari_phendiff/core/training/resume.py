@@ -85,6 +85,7 @@ def check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problems
             "ema_decay",
             "condition_dropout",
             "snr_gamma",
+            "noise_offset",
             "resize",
             "start_from",
         )
