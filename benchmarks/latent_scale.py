@@ -1,6 +1,7 @@
 """Phen-LDiff at Stable Diffusion 2 scale on this computer: seconds per step, peak memory and checkpoint size per adapter.
 
     python benchmarks/latent_scale.py [--sizes 128 512] [--adapters lora svdiff attention full] [--batch 1]
+        [--optimizer adamw|adamw8bit] [--previews N] [--section latent_scale]
 
 No weights can be downloaded here, so the base is SD 2.1-base's architecture built from its configs (UNet
 865.9 M parameters, VAE 83.7 M; no text encoder: the conditions start from the null embedding) with random weights,
@@ -8,7 +9,8 @@ saved once in diffusers layout under --work; random weights cost the same time a
 (size, adapter) runs `phendiff train`'s loop in a fresh process on simulated two-channel cells for --steps steps
 (the last step's time is reported; the set-up before the first step apart), then the checkpoint a translation reads
 is measured (its files without the training state). A run the memory check refuses before loading is reported
-with its reason. Writes docs/benchmarks.md (section latent_scale) so docs/latent.md's table can be rerun.
+with its reason. --optimizer adamw8bit trains with bitsandbytes' 8-bit AdamW; --previews N makes N previews per
+condition from the model being trained at the checkpoint (the Train dock's previews), inside the measured peak. Writes docs/benchmarks.md (section latent_scale) so docs/latent.md's table can be rerun.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ def build_base(folder: Path) -> Path:
     return folder
 
 
-def one_run(base: str, data: str, out: str, size: int, adapter: str, batch: int, steps: int) -> dict:
+def one_run(
+    base: str, data: str, out: str, size: int, adapter: str, batch: int, steps: int, optimizer: str, previews: int
+) -> dict:
     """Train `steps` steps in this (fresh) process; times, the process's peak memory and the checkpoint's size."""
 
     from napari_phendiff.core.errors import PhenDiffError
@@ -99,13 +103,16 @@ def one_run(base: str, data: str, out: str, size: int, adapter: str, batch: int,
         device="cpu",
         resize=size > 128,
         seed=0,
+        optimizer=optimizer,
     )
     started = time.perf_counter()
-    stamps = []
+    stamps, preview_s = [], None
     try:
-        for event in iter_train(config):
+        for event in iter_train(config, previews):
             if event.kind == "step":
                 stamps.append(time.perf_counter())
+            if event.kind == "previews":
+                preview_s = time.perf_counter() - stamps[-1]
     except PhenDiffError as exc:
         return {"refused": str(exc).splitlines()[0]}
     folder = Path(out)
@@ -115,6 +122,7 @@ def one_run(base: str, data: str, out: str, size: int, adapter: str, batch: int,
         "step_s": stamps[-1] - stamps[-2] if len(stamps) > 1 else None,
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "checkpoint_mb": size_bytes / 1e6,
+        "preview_s": preview_s,
     }
 
 
@@ -125,6 +133,9 @@ def main() -> None:
     parser.add_argument("--adapters", nargs="+", default=["lora", "svdiff", "attention", "full"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"])
+    parser.add_argument("--previews", type=int, default=0, help="previews per condition at the checkpoint")
+    parser.add_argument("--section", default="latent_scale", help="the docs/benchmarks.md section to write")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from napari_phendiff.core.simulate import simulate_dataset
@@ -141,37 +152,60 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (a folder holding one is refused)
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 found = pool.submit(
-                    one_run, str(base), str(data), str(out), size, adapter, args.batch, args.steps
+                    one_run,
+                    str(base),
+                    str(data),
+                    str(out),
+                    size,
+                    adapter,
+                    args.batch,
+                    args.steps,
+                    args.optimizer,
+                    args.previews,
                 ).result()
             print(size, adapter, found, flush=True)
             if "refused" in found:
-                rows.append([size, adapter, args.batch, "refused before loading: " + found["refused"], "", "", ""])
+                refused = "refused before loading: " + found["refused"]
+                rows.append([size, adapter, args.optimizer, args.batch, refused, "", "", "", ""])
                 continue
             rows.append(
                 [
                     size,
                     adapter,
+                    args.optimizer,
                     args.batch,
                     f"{found['step_s']:.1f}" if found["step_s"] is not None else "-",
                     f"{found['setup_s']:.0f}" if found["setup_s"] is not None else "-",
                     f"{found['peak_gb']:.1f}",
                     f"{found['checkpoint_mb']:.1f}",
+                    f"{args.previews} in {found['preview_s']:.0f} s" if found["preview_s"] is not None else "none",
                 ]
             )
-    header = ["image (px)", "adapter", "batch", "seconds per step", "set-up (s)", "peak memory (GB)", "checkpoint (MB)"]
+    header = [
+        "image (px)",
+        "adapter",
+        "optimizer",
+        "batch",
+        "seconds per step",
+        "set-up (s)",
+        "peak memory (GB)",
+        "checkpoint (MB)",
+        "previews per condition",
+    ]
     markdown = f"""## Phen-LDiff at Stable Diffusion 2 scale (`benchmarks/latent_scale.py`)
 
 SD 2.1-base's architecture from its configs with random weights (UNet 865.9 M parameters, VAE 83.7 M, no text
 encoder), `phendiff train --model latent` for {args.steps} steps per run in a fresh process, simulated two-channel cells
 (128-px images; 512 px with `--resize`). Seconds per step: the last step; set-up: from the start to the first step
 (loading, the adapter; SVDiff's decompositions when not cached); peak memory: the whole process's; checkpoint: what a
-translation reads. Hardware: {hardware()}.
+translation reads; previews: made from the model being trained after the last step (at most 128 px, 20 steps), inside
+the peak. Hardware: {hardware()}.
 
 {table(header, rows)}
 """
     print(markdown)
     if not args.no_write:
-        write_section("latent_scale", markdown)
+        write_section(args.section, markdown)
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ def test_out_of_memory_is_one_line_with_what_to_change(sim_data, tmp_path, capsy
 
     from napari_phendiff.core.training import run
 
-    def exhausted(config):
+    def exhausted(config, previews=0):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         yield
 

@@ -293,6 +293,7 @@ def test_a_fine_tuning_that_cannot_fit_is_refused_before_the_base_is_loaded(sim_
     message = str(refused.value)
     assert "(--adapter full) of this base needs at least" in message and "GiB on cpu" in message
     assert "0.0 GiB is available" in message and "Use --adapter lora" in message
+    assert "--optimizer adamw8bit (" in message and "GiB; pip install bitsandbytes)" in message
     assert not (tmp_path / "full").exists()
     monkeypatch.setattr(latent_base, "available_memory", lambda device: 2**40)  # plenty: the check lets it through
     with pytest.raises(pytest.fail.Exception, match="the base was loaded"):

@@ -193,3 +193,35 @@ def test_previews_are_generated_small_and_refused_for_a_kind_that_cannot_generat
     assert preview_side(4, 8) == 8
     with pytest.raises(ConfigError, match="cannot generate images: ask for no previews"):
         next(pd.iter_train(config(sim_data, tmp_path / "gan", model="cyclegan", preset="tiny"), previews=1))
+
+
+def test_an_8bit_optimizer_trains_saves_its_state_and_resumes_identically(sim_data, tmp_path):
+    straight = pd.train(config(sim_data, tmp_path / "straight", steps=4, optimizer="adamw8bit"))
+    moments = load_file(straight / "training" / "optimizer.safetensors")
+    assert any(v.dtype == torch.uint8 for v in moments.values())  # 8-bit moments, blockwise
+    state = json.loads((straight / "training" / "state.json").read_text())
+    assert set(state["optimizer_scalars"].values()) == {4}  # bitsandbytes' own step counts, kept as numbers
+
+    pd.train(config(sim_data, tmp_path / "resumed", steps=2, optimizer="adamw8bit"))
+    resumed = pd.train(config(sim_data, tmp_path / "resumed", steps=4, optimizer="adamw8bit", resume=True))
+    for a, b in zip(weights(straight), weights(resumed)):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="optimizer: checkpoint 'adamw8bit', now 'adamw'"):
+        pd.train(config(sim_data, tmp_path / "resumed", steps=6, resume=True))
+
+
+def test_the_8bit_optimizer_is_refused_without_bitsandbytes_and_for_the_cyclegan(sim_data, tmp_path, monkeypatch):
+    import importlib.util
+
+    with pytest.raises(ConfigError, match="The CycleGAN baseline trains with its paper's Adam"):
+        pd.train(config(sim_data, tmp_path / "gan", model="cyclegan", optimizer="adamw8bit"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="needs bitsandbytes, which is not installed: pip install bitsandbytes"):
+        pd.train(config(sim_data, tmp_path / "pixel", optimizer="adamw8bit"))
+    assert not (tmp_path / "pixel").exists()
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        config(sim_data, tmp_path / "bad", optimizer="sgd")

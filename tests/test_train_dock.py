@@ -283,7 +283,10 @@ def test_whole_images_mixed_precision_and_min_snr_reach_the_run(dock, sim_data, 
     dock.snr_gamma.setValue(5.0)
     assert config.noise_offset == 0.0 and dock.noise_offset.specialValueText() == "off"
     dock.noise_offset.setValue(0.1)
+    assert config.optimizer == "adamw"
+    dock.optimizer.setCurrentIndex(dock.optimizer.findData("adamw8bit"))
     config = dock.config()
+    assert config.optimizer == "adamw8bit" and "bitsandbytes" in dock.optimizer.toolTip()
     assert (config.resize, config.mixed_precision, config.snr_gamma) == (True, "bf16", 5.0)
     assert config.noise_offset == pytest.approx(0.1)
     assert "Hang et al. 2023" in dock.snr_gamma.toolTip() and dock.snr_gamma.specialValueText() == "off"
@@ -295,11 +298,12 @@ def test_resume_takes_whole_images_and_min_snr_from_the_checkpoint(dock, tiny_ch
 
     copy = shutil.copytree(tiny_checkpoint, tmp_path / "model")
     manifest = json.loads((copy / "phendiff.json").read_text())
-    manifest["training"].update(resize=True, snr_gamma=5.0, noise_offset=0.1)
+    manifest["training"].update(resize=True, snr_gamma=5.0, noise_offset=0.1, optimizer="adamw8bit")
     (copy / "phendiff.json").write_text(json.dumps(manifest))
     dock.out.setText(str(copy))
     dock.resume.setChecked(True)
     assert dock.resume.isChecked() and dock.resize.isChecked() and dock.snr_gamma.value() == 5.0
     assert dock.noise_offset.value() == pytest.approx(0.1)
     assert "whole images scaled" in dock.status.text() and "min-SNR γ 5" in dock.status.text()
-    assert "noise offset 0.1" in dock.status.text()
+    assert "noise offset 0.1" in dock.status.text() and "optimizer adamw8bit" in dock.status.text()
+    assert dock.optimizer.currentData() == "adamw8bit"

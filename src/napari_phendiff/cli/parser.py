@@ -293,6 +293,7 @@ MODEL_FIELDS = (
     "condition_dropout",
     "snr_gamma",
     "noise_offset",
+    "optimizer",
     "resize",
     "channel_names",
     "mixed_precision",

@@ -244,18 +244,49 @@ def save_training_state(
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, folder / "model.safetensors")
     opt = optimizer.state_dict()
-    tensors = {
-        f"{index}.{name}": value.detach().contiguous().cpu()
-        for index, per_param in opt["state"].items()
-        for name, value in per_param.items()
-    }
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, object] = {}
+    _flatten(opt["state"], "", tensors, scalars)
     save_file(tensors, folder / "optimizer.safetensors")
     sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
     (folder / "state.json").write_text(
         json.dumps(
-            {**state, "optimizer_param_groups": opt["param_groups"], "lr_scheduler": sched}, indent=2, default=str
+            {
+                **state,
+                "optimizer_param_groups": opt["param_groups"],
+                **({"optimizer_scalars": scalars} if scalars else {}),
+                "lr_scheduler": sched,
+            },
+            indent=2,
+            default=str,
         )
     )
+
+
+def _flatten(value, key: str, tensors: dict, scalars: dict) -> None:
+    """An optimizer's per-weight state as dotted keys: tensors for safetensors, anything else (bitsandbytes keeps the
+    step as an int and its quantisation state as a nested dict) for JSON."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            _flatten(inner, f"{key}.{name}" if key else str(name), tensors, scalars)
+    elif isinstance(value, torch.Tensor):
+        value = value.detach().contiguous().cpu()
+        shared = any(value.data_ptr() == t.data_ptr() for t in tensors.values() if t.numel() == value.numel())
+        tensors[key] = value.clone() if shared else value  # bitsandbytes shares one quantisation map
+    else:
+        scalars[key] = value
+
+
+def _nest(flat: dict) -> dict[int, dict]:
+    """_flatten's keys back into {weight index: its state}."""
+    per_param: dict[int, dict] = {}
+    for key, value in flat.items():
+        index, *path = key.split(".")
+        where = per_param.setdefault(int(index), {})
+        for name in path[:-1]:
+            where = where.setdefault(name, {})
+        where[path[-1]] = value
+    return per_param
 
 
 def load_training_state(
@@ -270,10 +301,7 @@ def load_training_state(
             "for inference only; start a new training run into another folder."
         )
     state = json.loads((folder / "state.json").read_text())
-    per_param: dict[int, dict] = {}
-    for key, value in load_file(folder / "optimizer.safetensors").items():
-        index, name = key.split(".", 1)
-        per_param.setdefault(int(index), {})[name] = value
+    per_param = _nest({**load_file(folder / "optimizer.safetensors"), **state.pop("optimizer_scalars", {})})
     optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("optimizer_param_groups")})
     lr_state = lr_scheduler.state_dict()
     lr_state.update(state.pop("lr_scheduler"))

@@ -33,6 +33,7 @@ from .train_options import (
     DEFAULT_STEPS_TRAINING,  # noqa: F401
     DEVICES,  # noqa: F401
     MIXED_PRECISIONS,  # noqa: F401
+    OPTIMIZERS,  # noqa: F401
     PRESET_SIZES,  # noqa: F401
     TRAIN_CHOICES,  # noqa: F401
     TRAIN_DEFAULTS,  # noqa: F401

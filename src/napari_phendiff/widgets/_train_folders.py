@@ -113,6 +113,7 @@ class TrainFolders:
             self.resize.setChecked(bool(training.get("resize", False)))
             self.snr_gamma.setValue(float(training.get("snr_gamma", 0.0)))
             self.noise_offset.setValue(float(training.get("noise_offset", 0.0)))
+            self.optimizer.setCurrentIndex(self.optimizer.findData(training.get("optimizer", "adamw")))
         finally:
             self._restoring = False
         self._show_choice()
@@ -130,6 +131,7 @@ class TrainFolders:
         took += ["whole images scaled"] if training.get("resize") else []
         took += [f"min-SNR γ {float(training['snr_gamma']):g}"] if training.get("snr_gamma") else []
         took += [f"noise offset {float(training['noise_offset']):g}"] if training.get("noise_offset") else []
+        took += [f"optimizer {training['optimizer']}"] if training.get("optimizer", "adamw") != "adamw" else []
         self.status.setText(
             f"Continues {manifest['trained_steps']} trained steps up to {self.steps.value()}, with "
             f"the checkpoint's settings: {'; '.join(took)}."

@@ -35,6 +35,7 @@ from ..core.errors import ConfigError, PhenDiffError
 from ..core.models import KINDS
 from ..core.options import (
     MIXED_PRECISIONS,
+    OPTIMIZERS,
     PRESET_SIZES,
     TRAIN_DEFAULTS,
     TRAIN_HELP,
@@ -165,11 +166,17 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             tooltip(TRAIN_HELP["noise_offset"]),
         )
         self.noise_offset.setSpecialValueText("off")
+        self.optimizer = QComboBox()
+        for name in OPTIMIZERS:
+            self.optimizer.addItem(name, name)
+        self.optimizer.setCurrentIndex(OPTIMIZERS.index(DEFAULTS["optimizer"]))
+        self.optimizer.setToolTip(tooltip(TRAIN_HELP["optimizer"]))
         return [
             ("Whole images", self.resize),
             ("Mixed precision", self.mixed_precision),
             ("Min-SNR γ", self.snr_gamma),
             ("Noise offset", self.noise_offset),
+            ("Optimizer", self.optimizer),
         ]
 
     def _minutes_changed(self, minutes: float) -> None:
@@ -196,6 +203,7 @@ class TrainDock(ModelChoice, StartReading, TrainFolders, TrainProgress, WorkerDo
             "mixed_precision": self.mixed_precision,
             "snr_gamma": self.snr_gamma,
             "noise_offset": self.noise_offset,
+            "optimizer": self.optimizer,
         }
         if self.minutes.value() > 0:
             widgets["minutes"] = self.minutes

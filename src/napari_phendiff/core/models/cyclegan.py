@@ -189,6 +189,10 @@ class Trainer:
                 f"{len(folder.conditions)} ({', '.join(folder.conditions)}). Give a folder with two "
                 "subfolders, e.g. one holding links to the untreated and one to the treated images."
             )
+        if config.optimizer != "adamw":
+            raise ConfigError(
+                f"The CycleGAN baseline trains with its paper's Adam; leave out optimizer {config.optimizer!r}."
+            )
         if config.mixed_precision not in ("auto", "no"):
             raise ConfigError(
                 f"The CycleGAN baseline trains in full precision; leave out mixed precision "

@@ -262,7 +262,9 @@ class LatentTrainable:
             )
         self.unet_hash = config_hash(unet_config)
         self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size**2)
-        check_memory(unet_config, vae_config, self.adapter, device)  # before gigabytes are loaded, not after
+        check_memory(
+            unet_config, vae_config, self.adapter, device, config.optimizer
+        )  # before gigabytes are loaded, not after
 
         unet, self.vae, self.schedule = load_base(self.source)
         self.counts = {"unet": sum(p.numel() for p in unet.parameters())}

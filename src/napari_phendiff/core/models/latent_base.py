@@ -135,12 +135,14 @@ def vae_decode(vae: AutoencoderKL, z: torch.Tensor, channels: int) -> torch.Tens
     return from_vae(vae.decode(unscaled.to(vae.dtype)).sample.float(), channels)
 
 
-def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torch.device) -> None:
+def check_memory(
+    unet_config: dict, vae_config: dict, adapter: str, device: torch.device, optimizer: str = "adamw"
+) -> None:
     """Refuse a fine-tuning whose weights and optimiser state alone would not fit on `device`, before loading.
 
     The estimate (float32, before activations): every UNet and VAE weight (4 bytes) and, for each trained weight, its
-    gradient, AdamW's two moments and the EMA copy (16 bytes more). Counted on empty (meta) models built from the
-    configs; LoRA and SVDiff train few enough weights to leave out."""
+    gradient, AdamW's two moments and the EMA copy (16 bytes more; 10 with 8-bit moments). Counted on empty (meta)
+    models built from the configs; LoRA and SVDiff train few enough weights to leave out."""
     from accelerate import init_empty_weights
 
     available = available_memory(device)
@@ -151,11 +153,16 @@ def check_memory(unet_config: dict, vae_config: dict, adapter: str, device: torc
         vae = AutoencoderKL.from_config(vae_config)
     frozen = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in vae.parameters())
     trained = sum(p.numel() for name, p in unet.named_parameters() if adapter == "full" or "attn" in name)
-    need = 4 * frozen + 16 * trained
+    need = 4 * frozen + (10 if optimizer == "adamw8bit" else 16) * trained
     if need > available:
+        eight_bit = (
+            ""
+            if optimizer == "adamw8bit"
+            else f", --optimizer adamw8bit ({(4 * frozen + 10 * trained) / 2**30:.1f} GiB; pip install bitsandbytes)"
+        )
         raise ConfigError(
             f"Fine-tuning {trained / 1e6:.0f} M weights (--adapter {adapter}) of this base needs at least "
             f"{need / 2**30:.1f} GiB on {device} for the weights, their gradients, AdamW's two moments and the EMA "
             f"copy (before activations); {available / 2**30:.1f} GiB is available. Use --adapter lora (a few MB of "
-            "trained weights), a smaller base, or a device with more memory."
+            f"trained weights){eight_bit}, a smaller base, or a device with more memory."
         )

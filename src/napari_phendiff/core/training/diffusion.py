@@ -16,6 +16,8 @@ added noise (or v), optionally weighted per noise level (min-SNR-gamma) and with
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,7 @@ class DiffusionTrainer:
         self.named = self.trainable.named_parameters()
         self.params = [p for _, p in self.named]
         self.noise_scheduler = DDPMScheduler.from_config(self.trainable.schedule)
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(config, self.params)
         # The LR schedule is stepped by hand once per step (not through accelerate, which would step it once per
         # process), so its length is in optimisation steps whatever the number of processes.
         self.lr_scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps, config.steps)
@@ -65,6 +67,11 @@ class DiffusionTrainer:
     @classmethod
     def prepare(cls, config: TrainConfig) -> TrainConfig:
         mixed_precision(config.mixed_precision, get_device(config.device))  # refuse bf16 on a CPU before any work
+        if config.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(
+                "The 8-bit optimizer (adamw8bit) needs bitsandbytes, which is not installed: pip install "
+                "bitsandbytes, or choose the optimizer adamw."
+            )
         return config
 
     @classmethod
@@ -187,6 +194,18 @@ class DiffusionTrainer:
             f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
             f"{accelerator.mixed_precision}, global batch {self.config.batch_size * accelerator.num_processes}"
         )
+
+
+def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW, or with config.optimizer "adamw8bit" bitsandbytes' AdamW8bit (Dettmers et al. 2022: each moment
+    quantised blockwise to 8 bits; weights under 4096 elements keep 32-bit moments)."""
+    assert config.lr is not None  # TrainConfig sets it when made
+    if config.optimizer == "adamw8bit":
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional 4-bit CPU kernels: not used here
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def loss_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:

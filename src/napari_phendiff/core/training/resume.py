@@ -86,6 +86,7 @@ def check_resume_fits(manifest: dict, data, config: TrainConfig, resume_problems
             "condition_dropout",
             "snr_gamma",
             "noise_offset",
+            "optimizer",
             "resize",
             "start_from",
         )
