@@ -107,3 +107,54 @@ def test_translate_reveal_writes_the_masks_and_the_ranked_cells(tiny_checkpoint,
     scores = [float(row["reveal_score"]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     assert np.array_equal(np.squeeze(masks), np.where(expected.mask, expected.cells, 0))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """A condition classifier trained on real simulated fields of both conditions (as calibrate trains one)."""
+    from napari_phendiff.core.features import train_classifier
+
+    fields = [
+        simulate_field("translocation", condition, 64, seed=100 + i, cell_diameter=24.0).image
+        for condition in ("untreated", "TNFa")
+        for i in range(8)
+    ]
+    trained = train_classifier(fields, [0] * 8 + [1] * 8, ["untreated", "TNFa"], steps=150, seed=0)
+    assert trained.accuracy == 1.0  # the phenotype is plain to it: a fair judge
+    return trained
+
+
+def test_a_classifier_scores_each_cells_mask_by_the_decision_it_moves(pair, classifier):
+    untreated, translated, _ = pair
+    found = reveal(
+        untreated.image,
+        translated,
+        CHANNELS,
+        nuclei=untreated.nuclei,
+        cells=untreated.cells,
+        classifier=classifier,
+        target="TNFa",
+    )
+    rows = {row["cell"]: row for row in found.rows}
+    moved = [r for cell, r in rows.items() if cell % 2]
+    still = [r for cell, r in rows.items() if not cell % 2]
+    # pasting a truly moved cell moves the decision towards TNFa (by 0.006 to 0.83 here: a window holds a few
+    # cells, the others untreated); an untouched cell's paste changes nothing
+    assert np.mean([r["classifier_change"] for r in moved]) > 0.1
+    assert np.mean([r["classifier_change"] > 0 for r in moved]) >= 0.9
+    assert all(r["classifier_change"] == 0 and r["classifier_reached"] == 0 for r in still)
+    assert all(r["classifier_before"] < 0.5 for r in rows.values())  # untreated windows are called untreated
+    # each moved cell's mask carries most of its decision's change, or the whole cell is kept
+    for r in moved:
+        if r["classifier_change"] >= 0.05:
+            assert r["classifier_reached"] >= 0.8 or r["mask_share"] == 1.0
+    assert any(r["converted"] for r in moved) and not any(r["converted"] for r in still)
+    # the classifier only adds a condition: its masks are never smaller than the measurements' alone
+    alone = reveal(untreated.image, translated, CHANNELS, nuclei=untreated.nuclei, cells=untreated.cells)
+    assert found.mask.sum() >= alone.mask.sum() and (found.mask | alone.mask).sum() == found.mask.sum()
+
+
+def test_a_classifier_needs_a_target_it_knows(pair, classifier):
+    untreated, translated, _ = pair
+    with pytest.raises(ConfigError, match="needs the target condition, one of untreated, TNFa; got 'treated'"):
+        reveal(untreated.image, translated, CHANNELS, classifier=classifier, target="treated")

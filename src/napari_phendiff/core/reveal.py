@@ -10,8 +10,10 @@ the spread of each measurement between the original's cells. The mask is the sma
 that change; the score is the change reached per share of the cell's area, so cells ranked by it put a large change
 in a small place first.
 
-QuAC scores with a classifier of the conditions; the per-cell measurements stand in for it here, because a
-translation has no classifier to hand (evaluate and calibrate train one on a labelled folder).
+QuAC scores with a classifier of the conditions. Given one (core/features.py, trained on a labelled folder as
+calibrate and evaluate do), each cell's mask must also carry REACHED of the change of the classifier's P(target) that
+pasting the whole cell makes (core/reveal_classifier.py), and each row says how much it moved the decision; without
+one, the per-cell measurements alone choose the masks.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from scipy import ndimage as ndi
 
 from .cells import measure_cells, nuclear_channel, segment_cells, segment_nuclei
 from .errors import ConfigError
+from .features import TrainedClassifier
+from .reveal_classifier import ClassifierReach, classifier_reach
 
 REACHED = 0.8  # the share of a cell's full change its mask must carry ("most of it")
 SHARES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # candidate masks: these shares of the cell's pixels
@@ -39,7 +43,10 @@ AREA_MEASURES = ("cell", "nucleus_area", "cell_area")  # the masks are fixed: th
 class Revealed:
     """What `reveal` found in one image: the masks of every cell (`mask`, bool (Y, X)), the original with the
     translation pasted inside them (`pasted`, the input's dtype), the cell labels and one row per cell, sorted by
-    score (largest first): cell, y, x, area, mask_area, mask_share, change, reached, reveal_score."""
+    score (largest first): cell, y, x, area, mask_area, mask_share, change, reached, reveal_score; scored with a
+    classifier also classifier_before (P(target) of the cell's window), classifier_change (what pasting the whole
+    cell adds to it), classifier_reached (the share of that the mask carries) and converted (the window with the
+    mask pasted is called the target)."""
 
     mask: np.ndarray
     pasted: np.ndarray
@@ -85,9 +92,12 @@ def reveal(
     nuclei: np.ndarray | None = None,
     cells: np.ndarray | None = None,
     reached: float = REACHED,
+    classifier: TrainedClassifier | None = None,
+    target: str | None = None,
 ) -> Revealed:
     """Each cell's minimal change mask and score for one (C, Y, X) image and its translation (see the module's
-    docstring). Nuclei are segmented on the original's nuclear channel unless `nuclei`/`cells` are given."""
+    docstring). Nuclei are segmented on the original's nuclear channel unless `nuclei`/`cells` are given. With a
+    `classifier` of the conditions, the masks also carry most of its decision's change towards `target`."""
     original, translated = np.asarray(original), np.asarray(translated)
     _check_pair(original, translated, channel_names, reached)
     if nuclei is None:
@@ -99,13 +109,63 @@ def reveal(
     before = _measures(original, channel_names, nuclei, cells)
     if len(ids) == 0:
         return Revealed(np.zeros(cells.shape, bool), original.copy(), cells, [])
-    change, chosen, carried = _smallest_shares(
-        original, translated, masks, before, reached, lambda image: _measures(image, channel_names, nuclei, cells)
+    change, share_reached = _measure_reach(
+        original, translated, masks, before, lambda image: _measures(image, channel_names, nuclei, cells)
     )
+    judged = None
+    if classifier is not None:
+        judged = classifier_reach(
+            original, translated, cells, ids, masks, classifier, _target_index(classifier, target)
+        )
+    chosen = _smallest_enough(share_reached, judged, reached)
+    carried = np.choose(np.searchsorted(sorted(masks), chosen), [share_reached[s] for s in sorted(masks)])
     moved = change >= UNMOVED
     mask = _cell_masks(cells, ids, masks, chosen, moved)
     rows = _cell_rows(cells, ids, mask, change, carried, moved)
+    if judged is not None:
+        _add_classifier(rows, ids, judged, chosen, moved)
     return Revealed(mask, paste(original, translated, mask), cells, rows)
+
+
+def _target_index(classifier: TrainedClassifier, target: str | None) -> int:
+    if target not in classifier.conditions:
+        raise ConfigError(
+            f"Reveal with a classifier needs the target condition, one of {', '.join(classifier.conditions)}; "
+            f"got {target!r}."
+        )
+    return classifier.conditions.index(target)
+
+
+def _smallest_enough(
+    share_reached: dict[float, np.ndarray], judged: ClassifierReach | None, reached: float
+) -> np.ndarray:
+    """Per cell, the smallest share whose paste carries `reached` of the measurements' change, and of the
+    classifier's where it has one and the cell moved its decision."""
+    chosen = np.full(len(share_reached[1.0]), 1.0)
+    for share in sorted(share_reached, reverse=True)[1:]:  # from large to small: the smallest still enough
+        enough = share_reached[share] >= reached
+        if judged is not None:
+            enough &= ~judged.moved | (np.nan_to_num(judged.reached[share]) >= reached)
+        chosen = np.where(enough, share, chosen)
+    return chosen
+
+
+def _add_classifier(
+    rows: list[dict], ids: np.ndarray, judged: ClassifierReach, chosen: np.ndarray, moved: np.ndarray
+) -> None:
+    """The classifier's columns of each row (see Revealed): a cell with an empty mask keeps its window's P."""
+    index = {int(cell): i for i, cell in enumerate(ids)}
+    for row in rows:
+        i = index[row["cell"]]
+        part = float(np.nan_to_num(judged.reached[float(chosen[i])][i])) if moved[i] else 0.0
+        part = part if judged.moved[i] else 0.0
+        after = judged.before[i] + part * judged.change[i]
+        row.update(
+            classifier_before=float(judged.before[i]),
+            classifier_change=float(judged.change[i]),
+            classifier_reached=part,
+            converted=bool(after >= 0.5),
+        )
 
 
 def _check_pair(original: np.ndarray, translated: np.ndarray, channel_names: list[str], reached: float) -> None:
@@ -125,30 +185,24 @@ def _measures(image: np.ndarray, channel_names: list[str], nuclei: np.ndarray, c
     return np.stack([np.nan_to_num(v) for k, v in columns.items() if k not in AREA_MEASURES], axis=1)
 
 
-def _smallest_shares(
+def _measure_reach(
     original: np.ndarray,
     translated: np.ndarray,
     masks: dict[float, np.ndarray],
     before: np.ndarray,
-    reached: float,
     measures: Callable[[np.ndarray], np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell: its full change (in spreads between the original's cells), the smallest share of its pixels whose
-    paste carries `reached` of that change, and the part of the change that share carries."""
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Per cell: its full change (in spreads between the original's cells), and for each share of its pixels the
+    part of that change their paste carries."""
     spread = np.nanstd(before, axis=0)
     spread = np.maximum(spread, np.maximum(1e-3 * np.abs(before).mean(0), 1e-9))
     whole = measures(paste(original, translated, masks[1.0]))
     change = np.linalg.norm((whole - before) / spread, axis=1)
-    chosen = np.full(len(before), 1.0)
-    carried = np.ones(len(before))
-    for share in sorted(masks, reverse=True)[1:]:  # from large to small: the smallest that still carries enough
-        part = measures(paste(original, translated, masks[share]))
-        left = np.linalg.norm((whole - part) / spread, axis=1)
-        share_reached = 1 - left / np.maximum(change, 1e-12)
-        enough = share_reached >= reached
-        chosen = np.where(enough, share, chosen)
-        carried = np.where(enough, share_reached, carried)
-    return change, chosen, carried
+    reached = {1.0: np.ones(len(before))}
+    for share in sorted(masks)[:-1]:
+        left = np.linalg.norm((whole - measures(paste(original, translated, masks[share]))) / spread, axis=1)
+        reached[share] = 1 - left / np.maximum(change, 1e-12)
+    return change, reached
 
 
 def _cell_masks(
