@@ -1,8 +1,10 @@
 """Does reveal (core/reveal.py) find where and in which cells the phenotype moved? Scored on the simulator's truth.
 
-    python benchmarks/reveal_cells.py [--cases demo:demo:translocation:96:20 ...] [--fields 20]
+    python benchmarks/reveal_cells.py [--cases demo:demo:translocation:96:20 ...] [--fields 20] [--classifier]
 
-A case is NAME:CHECKPOINT:PHENOTYPE:FIELD_PX:CELL_DIAMETER. For each direction, held-out fields (seeds 1000...) are
+A case is NAME:CHECKPOINT:PHENOTYPE:FIELD_PX:CELL_DIAMETER; CHECKPOINT "tiny1200" is a PhenDiff `tiny` model trained
+here (in --work, reused) as benchmarks/compare_methods.py trains one: 100 simulated images per condition (seed 0,
+64 px, cells of CELL_DIAMETER px), 48-px crops, batch 8, 1200 steps. For each direction, held-out fields (seeds 1000...) are
 translated at the checkpoint's own setting; each field's true counterfactual (same seed, other condition: the same
 cells) gives the truth:
 - *true change captured*: the share of the true change (|counterfactual - original|, per channel over its range,
@@ -11,7 +13,14 @@ cells) gives the truth:
   share of the cells' area the masks cover (what a random mask of that area captures on average);
 - *ranking*: whether the score puts the cells the translation truly moved (their phenotype value closer to the real
   target's median than to the source's) before those it did not: the area under the ROC curve (0.5: chance).
-Results go to docs/benchmarks.md (section reveal_cells) and a figure to docs/images/reveal_cells.png.
+With --classifier, reveal is also scored as QuAC scores: a condition classifier (core/features.py, as calibrate trains
+it) learns the phenotype's two conditions on 16 real simulated fields each (seeds 2000...), and reveal's masks must
+also carry most of the change of its P(target) (core/reveal_classifier.py); reported: the share of each cell's
+classifier change its mask keeps (cells whose paste moved P(target) by 0.05 or more), and the conversion rate (share
+of fields the classifier calls the target) of the translations, of the originals with only the masks pasted, and of
+the originals.
+Results go to docs/benchmarks.md (section reveal_cells, or reveal_cells_classifier) and a figure to
+docs/images/reveal_cells.png.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import torch
 from scipy.stats import spearmanr
 from matplotlib.figure import Figure
 
+from napari_phendiff.core.features import train_classifier
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.reveal import difference_map, reveal
 from napari_phendiff.core.simulate import PHENOTYPES, measure_phenotype, simulate_field
@@ -43,15 +53,68 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
+def trained_here(phenotype: str, diameter: float, work: Path) -> Path:
+    """The `tiny1200` checkpoint of a phenotype (trained once into `work`)."""
+    from napari_phendiff.core.options import TrainConfig
+    from napari_phendiff.core.simulate import simulate_dataset
+    from napari_phendiff.core.training.run import train
+
+    out = work / f"{phenotype}_tiny1200"
+    if (out / "phendiff.json").is_file():
+        return out
+    data = work / f"{phenotype}_train"
+    if not data.is_dir():
+        simulate_dataset(data, phenotype, 100, 64, seed=0, cell_diameter=diameter)
+    config = TrainConfig(
+        data=data, out=out, preset="tiny", image_size=48, steps=1200, batch_size=8, checkpoint_every=1200, device="cpu"
+    )
+    return train(config)
+
+
+def condition_classifier(phenotype: str, size: int, diameter: float):
+    """A classifier of the phenotype's two conditions trained on real simulated fields (as calibrate trains one)."""
+    conditions = PHENOTYPES[phenotype].conditions
+    fields = [
+        simulate_field(phenotype, condition, size, seed=2000 + i, cell_diameter=diameter).image
+        for condition in conditions
+        for i in range(16)
+    ]
+    return train_classifier(fields, [0] * 16 + [1] * 16, list(conditions), steps=400, seed=0)
+
+
 def direction(
-    model, phenotype: str, source: str, target: str, fields: int, size: int, diameter: float, example: dict | None
+    model,
+    phenotype: str,
+    source: str,
+    target: str,
+    fields: int,
+    size: int,
+    diameter: float,
+    example: dict | None,
+    classifier=None,
 ) -> dict:
     captured, raw, area, scores, moved, true_changes = [], [], [], [], [], []
+    kept, converted = [], {"translated": [], "pasted": [], "original": []}
     for seed in range(1000, 1000 + fields):
         field = simulate_field(phenotype, source, size, seed=seed, cell_diameter=diameter)
         truth = simulate_field(phenotype, target, size, seed=seed, cell_diameter=diameter)
         translated = translate(model, field.image, source, target)
-        found = reveal(field.image, translated, model.channel_names, nuclei=field.nuclei, cells=field.cells)
+        found = reveal(
+            field.image,
+            translated,
+            model.channel_names,
+            nuclei=field.nuclei,
+            cells=field.cells,
+            classifier=classifier,
+            target=target if classifier is not None else None,
+        )
+        if classifier is not None:
+            kept += [row["classifier_reached"] for row in found.rows if row["classifier_change"] >= 0.05]
+            p = classifier.probabilities([translated, found.pasted, field.image])[
+                :, classifier.conditions.index(target)
+            ]
+            for name, value in zip(converted, p):
+                converted[name].append(value >= 0.5)
         inside = field.cells > 0
         true_change = difference_map(field.image, truth.image) * inside
         total = true_change.sum()
@@ -95,10 +158,13 @@ def direction(
         "auc": roc_auc(scores, moved),
         "unmoved": int((~moved).sum()),
         "rho": float(spearmanr(scores, true_changes).statistic) if len(scores) > 2 else np.nan,
+        "classifier_kept": float(np.mean(kept)) if kept else np.nan,
+        "classifier_cells": len(kept),
+        **{f"converted_{name}": float(np.mean(v)) if v else np.nan for name, v in converted.items()},
     }
 
 
-def figure(example: dict, channel: int, title: str) -> Path:
+def figure(example: dict, channel: int, title: str, name: str = "reveal_cells") -> Path:
     fig = Figure(figsize=(12, 3.2))
     panels = [
         ("original", example["original"][channel]),
@@ -116,7 +182,7 @@ def figure(example: dict, channel: int, title: str) -> Path:
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    return save_figure(fig, IMAGES / "reveal_cells.png")
+    return save_figure(fig, IMAGES / f"{name}.png")
 
 
 def main() -> None:
@@ -124,18 +190,45 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["demo:demo:translocation:96:20"])
     parser.add_argument("--fields", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/reveal_cells"), help="where tiny1200 models are kept")
+    parser.add_argument("--classifier", action="store_true", help="also score the masks with a condition classifier")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows, example = [], {}
+    rows, example, judged = [], {}, []
     for case in args.cases:
         name, checkpoint, phenotype, size, diameter = case.split(":")
+        if checkpoint == "tiny1200":
+            checkpoint = str(trained_here(phenotype, float(diameter), args.work))
         model = load_checkpoint(checkpoint, device="cpu")
         conditions = PHENOTYPES[phenotype].conditions
+        classifier = condition_classifier(phenotype, int(size), float(diameter)) if args.classifier else None
         for source, target in (conditions, conditions[::-1]):
             got = direction(
-                model, phenotype, source, target, args.fields, int(size), float(diameter), example if not rows else None
+                model,
+                phenotype,
+                source,
+                target,
+                args.fields,
+                int(size),
+                float(diameter),
+                example if not rows else None,
+                classifier,
             )
+            if classifier is not None:
+                judged.append(
+                    [
+                        name,
+                        f"{source} → {target}",
+                        f"{classifier.accuracy:.2f}",
+                        got["classifier_cells"],
+                        got["classifier_kept"],
+                        got["area"],
+                        got["converted_translated"],
+                        got["converted_pasted"],
+                        got["converted_original"],
+                    ]
+                )
             rows.append(
                 [
                     name,
@@ -175,7 +268,27 @@ between the cell and its true counterfactual (core/reveal.py's change, on the tr
 
 {table(header, rows)}
 
-![reveal](images/reveal_cells.png)
+![reveal](images/{"reveal_cells_classifier" if args.classifier else "reveal_cells"}.png)
+"""
+    if judged:
+        header = [
+            "case",
+            "direction",
+            "classifier accuracy (held-out real)",
+            "cells that moved P(target)",
+            "classifier change kept by the mask",
+            "mask area (share of cells)",
+            "conversion: translated",
+            "conversion: masks pasted",
+            "conversion: original",
+        ]
+        markdown += f"""
+Scored with a condition classifier as QuAC scores (--classifier; 16 real fields per condition, 400 steps): the masks
+must also carry {0.8:.0%} of the change of P(target) that pasting the whole cell makes, judged in a 48-px window
+around the cell. *Classifier change kept*: mean over the cells whose whole paste moved P(target) by 0.05 or more;
+*conversion*: share of fields the classifier calls the target.
+
+{table(header, judged)}
 """
     print(markdown)
     if example:
@@ -186,9 +299,10 @@ between the cell and its true counterfactual (core/reveal.py's change, on the tr
             channel,
             f"{first[0]}: {' → '.join(PHENOTYPES[first[2]].conditions)}, channel "
             f"{PHENOTYPES[first[2]].channels[channel]}",
+            "reveal_cells_classifier" if args.classifier else "reveal_cells",
         )
     if not args.no_write:
-        write_section("reveal_cells", markdown)
+        write_section("reveal_cells_classifier" if args.classifier else "reveal_cells", markdown)
 
 
 if __name__ == "__main__":

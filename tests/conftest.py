@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -12,6 +13,11 @@ import torch
 from napari_phendiff.core.simulate import simulate_dataset
 from napari_phendiff.core.options import TrainConfig
 from napari_phendiff.core.training.run import train
+
+
+# bitsandbytes (the 8-bit optimizer; diffusers imports it when installed) warns at import about optional 4-bit CPU
+# kernels nothing here uses, as the CLI silences it
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 @pytest.fixture(autouse=True, scope="session")

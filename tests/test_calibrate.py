@@ -398,3 +398,39 @@ def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoin
     ):
         translation_options(model, "untreated", "TNFa")
     assert translation_options(model, "TNFa", "untreated")[1]["strength"] == "default"  # the other direction runs
+
+
+@pytest.mark.slow
+def test_a_stored_calibration_keeps_its_classifier_for_reveal(checkpoint, sim_data, tmp_path, monkeypatch):
+    from napari_phendiff.core.features import CLASSIFIER_FOLDER, stored_classifier
+
+    monkeypatch.setattr(rule, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
+    monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 0.0)  # its 5-step classifier counts as trusted here
+    record = cal.calibrate(
+        checkpoint,
+        sim_data,
+        "untreated",
+        "TNFa",
+        tmp_path / "calibration",
+        settings=cal.grid([0.25, 0.5], [1.0, 3.0]),
+        n=2,
+        steps=8,
+        classifier_steps=5,
+    )
+    assert record["status"] == "calibrated"
+    classifier = stored_classifier(checkpoint, "TNFa")
+    assert classifier is not None and classifier.conditions == ["TNFa", "untreated"]
+    assert classifier.accuracy == record["classifier_accuracy"]
+    assert stored_classifier(checkpoint, "treated") is None  # it cannot judge a condition it does not know
+    pd.load_checkpoint(checkpoint, device="cpu")  # the checkpoint's own weights are as they were: it still loads
+
+    image = sorted((sim_data / "untreated").glob("*.tif"))[0]
+    args = ["translate", str(checkpoint), str(image), "--source", "untreated", "--target", "TNFa", "--steps", "4"]
+    assert main([*args, "--out", str(tmp_path / "t"), "--reveal"]) == 0
+    table = next((tmp_path / "t").glob("*_reveal.csv")).read_text().splitlines()
+    assert {"classifier_change", "classifier_reached", "converted"} <= set(table[0].split(","))
+    (checkpoint / CLASSIFIER_FOLDER / "classifier.safetensors").write_bytes(b"damaged")
+    assert stored_classifier(checkpoint, "TNFa") is None  # reveal goes on with the measurements alone
+    assert main([*args, "--out", str(tmp_path / "u"), "--reveal"]) == 0
+    table = next((tmp_path / "u").glob("*_reveal.csv")).read_text().splitlines()
+    assert "classifier_change" not in table[0]

@@ -43,6 +43,9 @@ def show_core_log() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         shown.addHandler(handler)
         shown.setLevel(logging.INFO)
+    # bitsandbytes (for --optimizer adamw8bit; diffusers imports it whenever it is installed) warns at import that
+    # optional 4-bit CPU kernels it would download are missing: nothing here uses them
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ from .checkpoint import (
 from .models import load_checkpoint
 from .dataset import load_folder
 from .errors import CheckpointError, ConfigError, DataError
-from .features import train_classifier
+from .features import save_classifier, train_classifier
 from .frontier import frontier_figure  # noqa: F401  (read from here by the tests and benchmarks)
 from .frontier import write_frontier
 from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
@@ -146,6 +146,8 @@ def calibrate(
         write_frontier(out, rows, choice, record, baseline, source, target, rules)
         if store and choice.status == "calibrated":
             store_calibration(path, source, target, record)
+            if witnesses.trusted:  # for reveal's masks (core/reveal_classifier.py)
+                save_classifier(witnesses.classifier, path)
         return record
 
 

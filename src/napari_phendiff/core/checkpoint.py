@@ -155,9 +155,16 @@ def weights_digest(folder: Path, manifest: dict) -> str:
     UNet) took 4.9 s on a 2-core CPU; a file is read once per process (keyed by size, modification and change times
     and inode), so loading it again costs nothing."""
     digest = hashlib.sha256(json.dumps({k: manifest.get(k) for k in DIGESTED_KEYS}, sort_keys=True).encode())
-    for file in sorted(p for p in folder.rglob("*.safetensors") if "training" not in p.relative_to(folder).parts):
+    for file in sorted(p for p in folder.rglob("*.safetensors") if _is_weight_file(p.relative_to(folder))):
         digest.update(file.relative_to(folder).as_posix().encode() + _file_digest(file).encode())
     return digest.hexdigest()
+
+
+def _is_weight_file(relative: Path) -> bool:
+    """A weight file of the model: not its training state, nor the condition classifier a calibration keeps beside
+    it (features.CLASSIFIER_FOLDER, also while it is being written)."""
+    first = relative.parts[0]
+    return "training" not in relative.parts and first.lstrip(".").split(".")[0] != "condition_classifier"
 
 
 def _file_digest(file: Path) -> str:

@@ -233,21 +233,27 @@ def measure_translation(
 
 
 def measure_and_reveal(
-    original: np.ndarray, translated: np.ndarray, channel_names: list[str]
+    original: np.ndarray,
+    translated: np.ndarray,
+    channel_names: list[str],
+    classifier=None,
+    target: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """`measure_translation`, and each cell's change mask and score (core/reveal.py) on the same cells: (cell
     labels, the labels inside each cell's mask and 0 elsewhere, rows with reveal_share, reveal_reached and
-    reveal_score added)."""
+    reveal_score added; with a condition classifier and the target also reveal_classifier_change and
+    reveal_converted)."""
     nuclei = segment_nuclei(np.asarray(original)[nuclear_channel(channel_names)])
     cells, rows = measure_translation(original, translated, channel_names, nuclei)
-    revealed = reveal(original, translated, channel_names, nuclei=nuclei, cells=cells)
+    revealed = reveal(
+        original, translated, channel_names, nuclei=nuclei, cells=cells, classifier=classifier, target=target
+    )
     found = {row["cell"]: row for row in revealed.rows}
     for row in rows:
-        row.update(
-            reveal_share=found[row["cell"]]["mask_share"],
-            reveal_reached=found[row["cell"]]["reached"],
-            reveal_score=found[row["cell"]]["reveal_score"],
-        )
+        cell = found[row["cell"]]
+        row.update(reveal_share=cell["mask_share"], reveal_reached=cell["reached"], reveal_score=cell["reveal_score"])
+        if classifier is not None:
+            row.update(reveal_classifier_change=cell["classifier_change"], reveal_converted=cell["converted"])
     return cells, np.where(revealed.mask, cells, 0), rows
 
 

@@ -107,10 +107,15 @@ def _write_reveal(
 ) -> list[Path]:
     """The change masks (each masked pixel holds its cell's label, 0 elsewhere) and their per-cell scores."""
     from .explore import write_cells_csv
+    from .features import stored_classifier
     from .images import write_image
     from .reveal import reveal as reveal_cells
 
-    found = reveal_cells(image, translated, model.channel_names, nuclei=nuclei)  # the cells the table measured
+    # the classifier a stored calibration trusted scores the masks too (QuAC's own score); else measurements alone
+    classifier = stored_classifier(model.path, target)
+    found = reveal_cells(  # the cells the table measured
+        image, translated, model.channel_names, nuclei=nuclei, classifier=classifier, target=target
+    )
     masks = np.where(found.mask, found.cells, 0).astype(np.uint16 if found.cells.max() < 2**16 else np.float32)
     return [
         write_image(
@@ -119,6 +124,12 @@ def _write_reveal(
             provenance={
                 **meta,
                 "reveal": "cell labels inside each cell's change mask, 0 elsewhere (core/reveal.py)",
+                "reveal_scored_by": "the cells' measurements"
+                + (
+                    f" and the condition classifier stored by calibration (held-out accuracy {classifier.accuracy:.2f})"
+                    if classifier is not None
+                    else ""
+                ),
             },
         ),
         write_cells_csv(job.output(target, "reveal_cells"), found.rows),

@@ -192,3 +192,63 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
         f"Inception features take 1-3 channels, these images have {channels}. Use the default "
         "--features classifier, which takes any number of channels."
     )
+
+
+CLASSIFIER_FOLDER = "condition_classifier"  # in a checkpoint: the classifier its last stored calibration trusted
+
+
+def save_classifier(trained: TrainedClassifier, checkpoint: Path) -> Path:
+    """Write `trained` into <checkpoint>/condition_classifier (weights in safetensors, the rest in JSON), all at once:
+    reveal (core/reveal.py) scores masks with it after a calibration."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .writing import atomic_folder
+
+    with atomic_folder(Path(checkpoint) / CLASSIFIER_FOLDER) as folder:
+        save_file(
+            {k: v.contiguous() for k, v in trained.network.state_dict().items()}, folder / "classifier.safetensors"
+        )
+        (folder / "classifier.json").write_text(
+            json.dumps(
+                {
+                    "conditions": trained.conditions,
+                    "channels": trained.network.body[0].in_channels,
+                    "width": trained.network.body[0].out_channels,
+                    "accuracy": trained.accuracy,
+                    "n_held_out": trained.n_held_out,
+                    "normalization": trained.normalization.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    return Path(checkpoint) / CLASSIFIER_FOLDER
+
+
+def stored_classifier(checkpoint: Path | None, target: str | None = None) -> TrainedClassifier | None:
+    """The classifier a calibration stored in `checkpoint` (one that knows `target` when it is given), or None when
+    there is none or it cannot be read: reveal then chooses its masks by the cells' measurements alone."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(checkpoint) / CLASSIFIER_FOLDER if checkpoint is not None else None
+    if folder is None or not (folder / "classifier.json").is_file():
+        return None
+    try:
+        record = json.loads((folder / "classifier.json").read_text())
+        network = ConditionClassifier(record["channels"], len(record["conditions"]), record["width"])
+        network.load_state_dict(load_file(folder / "classifier.safetensors"))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        return None
+    if target is not None and target not in record["conditions"]:
+        return None
+    return TrainedClassifier(
+        network.eval(),
+        Normalization.from_dict(record["normalization"]),
+        list(record["conditions"]),
+        float(record["accuracy"]),
+        int(record["n_held_out"]),
+    )

@@ -64,7 +64,8 @@ class CellsPanel:
         inputs, request, result = self._last
         self._pending = PendingRun("cells", inputs, request)
         return self.start_worker(
-            run_measure(request.images, result, self.manifest["channel_names"]), "Measuring cells…"
+            run_measure(request.images, result, self.manifest["channel_names"], self.model.path, request.shown_target),
+            "Measuring cells…",
         )
 
     def _show_cells(self, cells: Cells) -> None:

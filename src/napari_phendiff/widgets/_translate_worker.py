@@ -13,6 +13,7 @@ from napari.qt.threading import thread_worker
 
 from ..core.batch import iter_translate_files
 from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_and_reveal
+from ..core.features import stored_classifier
 from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
@@ -158,12 +159,20 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
 
 
 @thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker, ignore_errors=True)
-def run_measure(originals: np.ndarray, translated: np.ndarray, channel_names: list[str]):
+def run_measure(
+    originals: np.ndarray,
+    translated: np.ndarray,
+    channel_names: list[str],
+    checkpoint: Path | None = None,
+    target: str | None = None,
+):
     """Segment and measure the cells of each image and find each cell's change mask and score
-    (core.explore.measure_and_reveal)."""
+    (core.explore.measure_and_reveal), with the condition classifier a calibration stored in `checkpoint` when it
+    knows `target`."""
+    classifier = stored_classifier(checkpoint, target)
     labels, masks, rows = [], [], []
     for index, (original, image) in enumerate(zip(originals, translated)):
-        cells, mask, found = measure_and_reveal(original, image, channel_names)
+        cells, mask, found = measure_and_reveal(original, image, channel_names, classifier, target)
         labels.append(cells)
         masks.append(mask)
         rows += [{"image": index, **row} for row in found]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +200,6 @@ def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> tor
     quantised blockwise to 8 bits; weights under 4096 elements keep 32-bit moments)."""
     assert config.lr is not None  # TrainConfig sets it when made
     if config.optimizer == "adamw8bit":
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional 4-bit CPU kernels: not used here
         import bitsandbytes
 
         return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
