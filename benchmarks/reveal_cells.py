@@ -19,8 +19,8 @@ also carry most of the change of its P(target) (core/reveal_classifier.py); repo
 classifier change its mask keeps (cells whose paste moved P(target) by 0.05 or more), and the conversion rate (share
 of fields the classifier calls the target) of the translations, of the originals with only the masks pasted, and of
 the originals.
-Results go to docs/benchmarks.md (section reveal_cells, or reveal_cells_classifier) and a figure to
-docs/images/reveal_cells.png.
+Results go to docs/benchmarks.md (section reveal_cells, or reveal_cells_classifier) and a figure per case (both
+directions) to docs/images/reveal_cells[_classifier]_<case>.png.
 """
 
 from __future__ import annotations
@@ -164,23 +164,25 @@ def direction(
     }
 
 
-def figure(example: dict, channel: int, title: str, name: str = "reveal_cells") -> Path:
-    fig = Figure(figsize=(12, 3.2))
-    panels = [
-        ("original", example["original"][channel]),
-        ("translated", example["translated"][channel]),
-        ("true counterfactual", example["truth"][channel]),
-        (
-            "|translated - original|",
-            np.abs(example["translated"][channel].astype(float) - example["original"][channel]),
-        ),
-        ("reveal masks", np.ma.masked_equal(np.where(example["mask"], example["cells"], 0), 0)),
-    ]
-    for i, (name, image) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(image, cmap="tab20" if name == "reveal masks" else "magma", interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
+def figure(examples: list[tuple[str, dict]], channel: int, title: str, name: str) -> Path:
+    """One row per direction: original, translation, truth, raw difference and the masks, in one channel."""
+    fig = Figure(figsize=(12, 3.2 * len(examples)))
+    for row, (direction_name, example) in enumerate(examples):
+        panels = [
+            ("original", example["original"][channel]),
+            ("translated", example["translated"][channel]),
+            ("true counterfactual", example["truth"][channel]),
+            (
+                "|translated - original|",
+                np.abs(example["translated"][channel].astype(float) - example["original"][channel]),
+            ),
+            ("reveal masks", np.ma.masked_equal(np.where(example["mask"], example["cells"], 0), 0)),
+        ]
+        for i, (panel, image) in enumerate(panels):
+            ax = fig.add_subplot(len(examples), len(panels), row * len(panels) + i + 1)
+            ax.imshow(image, cmap="tab20" if panel == "reveal masks" else "magma", interpolation="nearest")
+            ax.set_title(f"{direction_name}: {panel}" if i == 0 else panel, fontsize=9)
+            ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, IMAGES / f"{name}.png")
 
@@ -195,7 +197,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows, example, judged = [], {}, []
+    stem = "reveal_cells_classifier" if args.classifier else "reveal_cells"
+    rows, judged, figures = [], [], []
     for case in args.cases:
         name, checkpoint, phenotype, size, diameter = case.split(":")
         if checkpoint == "tiny1200":
@@ -203,7 +206,10 @@ def main() -> None:
         model = load_checkpoint(checkpoint, device="cpu")
         conditions = PHENOTYPES[phenotype].conditions
         classifier = condition_classifier(phenotype, int(size), float(diameter)) if args.classifier else None
+        examples: list[tuple[str, dict]] = []
         for source, target in (conditions, conditions[::-1]):
+            example: dict = {}
+            examples.append((f"{source} → {target}", example))
             got = direction(
                 model,
                 phenotype,
@@ -212,7 +218,7 @@ def main() -> None:
                 args.fields,
                 int(size),
                 float(diameter),
-                example if not rows else None,
+                example,
                 classifier,
             )
             if classifier is not None:
@@ -244,6 +250,15 @@ def main() -> None:
                 ]
             )
             print(rows[-1], flush=True)
+        channel = len(PHENOTYPES[phenotype].channels) - 1
+        figures.append(
+            figure(
+                [(label, example) for label, example in examples if example],
+                channel,
+                f"{name}: channel {PHENOTYPES[phenotype].channels[channel]}",
+                f"{stem}_{name}",
+            )
+        )
     header = [
         "case",
         "direction",
@@ -268,7 +283,7 @@ between the cell and its true counterfactual (core/reveal.py's change, on the tr
 
 {table(header, rows)}
 
-![reveal](images/{"reveal_cells_classifier" if args.classifier else "reveal_cells"}.png)
+{chr(10).join(f"![reveal, {path.stem.removeprefix(stem + '_')}](images/{path.name})" for path in figures)}
 """
     if judged:
         header = [
@@ -291,18 +306,8 @@ around the cell. *Classifier change kept*: mean over the cells whose whole paste
 {table(header, judged)}
 """
     print(markdown)
-    if example:
-        first = args.cases[0].split(":")
-        channel = len(PHENOTYPES[first[2]].channels) - 1
-        figure(
-            example,
-            channel,
-            f"{first[0]}: {' → '.join(PHENOTYPES[first[2]].conditions)}, channel "
-            f"{PHENOTYPES[first[2]].channels[channel]}",
-            "reveal_cells_classifier" if args.classifier else "reveal_cells",
-        )
     if not args.no_write:
-        write_section("reveal_cells_classifier" if args.classifier else "reveal_cells", markdown)
+        write_section(stem, markdown)
 
 
 if __name__ == "__main__":
