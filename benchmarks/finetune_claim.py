@@ -173,15 +173,23 @@ def calibrated(model_dir: Path, work: Path, direction: tuple[str, str], args) ->
     return {**{k: chosen[k] for k in ("strength", "guidance", "negative")}, "keep_channels": ("DNA",)}
 
 
-def evaluated(model_dir: Path, work: Path, direction: tuple[str, str], args) -> dict:
-    report = work / f"report_{model_dir.name}_{direction[0]}-to-{direction[1]}"
+def fixed_tag(fixed: tuple[float, float]) -> str:
+    return f"_fixed-s{fixed[0]:g}-w{fixed[1]:g}"
+
+
+def evaluated(
+    model_dir: Path, work: Path, direction: tuple[str, str], args, fixed: tuple[float, float] | None = None
+) -> dict:
+    """The model's scores on the held-out fields at its calibrated setting, or at `fixed` (strength, guidance)."""
+    report = work / f"report_{model_dir.name}_{direction[0]}-to-{direction[1]}{fixed_tag(fixed) if fixed else ''}"
     if not (report / "metrics.json").is_file():
         shutil.rmtree(report, ignore_errors=True)
-        overrides = (
-            calibrated(model_dir, work, direction, args)
-            if not model_dir.name.startswith("cyclegan")
-            else {"keep_channels": ("DNA",)}
-        )
+        if fixed:
+            overrides = {"strength": fixed[0], "guidance": fixed[1], "negative": "source", "keep_channels": ("DNA",)}
+        elif model_dir.name.startswith("cyclegan"):
+            overrides = {"keep_channels": ("DNA",)}
+        else:
+            overrides = calibrated(model_dir, work, direction, args)
         evaluate(
             model_dir,
             work / "held_out",
@@ -220,13 +228,15 @@ def run(args) -> None:
             out = args.work / f"{method}_{n}"
             timing = train_for(args.minutes * 60, METHODS[method], sets[n], out, channels, args.steps)
             print(f"{method} n={n}: {timing['steps']} steps in {timing['train_seconds'] / 60:.1f} min", flush=True)
+            fixed = [args.fixed] if args.fixed and METHODS[method]["model"] != "cyclegan" else []
             for direction in directions:
-                metrics = evaluated(out, args.work, direction, args)
-                print(
-                    f"  {direction[0]} -> {direction[1]}: transfer {metrics['phenotype_transfer']:.2f}, identity "
-                    f"{metrics['identity_iou']:.2f}",
-                    flush=True,
-                )
+                for setting in [None, *fixed]:
+                    metrics = evaluated(out, args.work, direction, args, setting)
+                    print(
+                        f"  {direction[0]} -> {direction[1]}{fixed_tag(setting) if setting else ''}: transfer "
+                        f"{metrics['phenotype_transfer']:.2f}, identity {metrics['identity_iou']:.2f}",
+                        flush=True,
+                    )
             if METHODS[method]["model"] != "cyclegan" and n == max(args.sizes) and args.memorisation:
                 memorisation(out, sets[n], args.work)
 
@@ -257,26 +267,27 @@ def collect(args) -> str:
                     "",
                 ]
             )
-        for n in args.sizes:
-            for method in args.methods:
-                report = args.work / f"report_{method}_{n}_{tag}" / "metrics.json"
-                timing_path = args.work / f"{method}_{n}_timing.json"
-                if not report.is_file() or not timing_path.is_file():
-                    continue
-                metrics, timing = json.loads(report.read_text()), json.loads(timing_path.read_text())
-                translation = metrics.get("translation") or {}
-                setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
-                rows.append(
-                    [
-                        f"{direction[0]} → {direction[1]}",
-                        n,
-                        NAMES[method],
-                        timing["steps"],
-                        timing["train_seconds"] / 60,
-                        setting,
-                    ]
-                    + [metrics[c] for c in COLUMNS]
-                )
+        fixed = [fixed_tag(args.fixed)] if args.fixed else []
+        for n, method, suffix in [(n, m, x) for n in args.sizes for m in args.methods for x in ["", *fixed]]:
+            report = args.work / f"report_{method}_{n}_{tag}{suffix}" / "metrics.json"
+            timing_path = args.work / f"{method}_{n}_timing.json"
+            if not report.is_file() or not timing_path.is_file():
+                continue
+            metrics, timing = json.loads(report.read_text()), json.loads(timing_path.read_text())
+            translation = metrics.get("translation") or {}
+            setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
+            setting += " (fixed)" if suffix else ""
+            rows.append(
+                [
+                    f"{direction[0]} → {direction[1]}",
+                    n,
+                    NAMES[method],
+                    timing["steps"],
+                    timing["train_seconds"] / 60,
+                    setting,
+                ]
+                + [metrics[c] for c in COLUMNS]
+            )
     header = ["direction", "images per condition", "method", "train steps", "train min", "setting", *COLUMNS]
     memorised = []
     for method in args.methods:
@@ -293,12 +304,25 @@ def collect(args) -> str:
     text = (
         f"Hardware: {hardware()}. {seen.format(args.phenotype)}. Simulator fields of {SIZE} px, cell diameter {CELL:g} px: training sets of "
         f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
-        "(seed 2), 20 held-out fields per condition with ground truth (seed 1). Every model trained for the same "
-        f"wall-clock budget ({args.minutes:g} min, steps set from a probe of its seconds per step; train min is "
-        "what the run took on a shared machine), then calibrated with `phendiff calibrate --keep-channels DNA` "
+        "(seed 2), 20 held-out fields per condition with ground truth (seed 1). "
+        + (
+            f"Every model trained for the same {args.steps} steps (train min is what the run took on a shared "
+            "machine), then calibrated"
+            if args.steps
+            else f"Every model trained for the same wall-clock budget ({args.minutes:g} min, steps set from a probe "
+            "of its seconds per step; train min is what the run took on a shared machine), then calibrated"
+        )
+        + " with `phendiff calibrate --keep-channels DNA` "
         "(no ground truth) and evaluated with the DNA kept at that setting (CycleGAN: DNA kept, direct). "
         "Identity is then the segmentation's ceiling for every method (nuclei are segmented on the kept DNA). "
-        "FID/KID on the offline condition classifier's features.\n\n" + table(header, rows)
+        "FID/KID on the offline condition classifier's features."
+        + (
+            f" *(fixed)*: the same model at s {args.fixed[0]:g}, w {args.fixed[1]:g} against the source, uncalibrated."
+            if args.fixed
+            else ""
+        )
+        + "\n\n"
+        + table(header, rows)
     )
     if memorised:
         text += (
@@ -340,6 +364,13 @@ def main() -> None:
     )
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
     parser.add_argument("--guidances", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
+    parser.add_argument(
+        "--fixed",
+        type=float,
+        nargs=2,
+        metavar=("STRENGTH", "GUIDANCE"),
+        help="also evaluate every diffusion model at this setting (against the source, DNA kept), uncalibrated",
+    )
     parser.add_argument("--no-memorisation", dest="memorisation", action="store_false")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--collect", action="store_true", help="only gather finished results into the docs")
