@@ -250,7 +250,10 @@ def main() -> None:
                 ]
             )
             print(rows[-1], flush=True)
-        channel = len(PHENOTYPES[phenotype].channels) - 1
+        # the channel the phenotype changes most in truth (the simulator has no other record of it)
+        first = next(example for _, example in examples if example)
+        change = np.abs(first["truth"].astype(float) - first["original"]).mean(axis=(1, 2))
+        channel = int(np.argmax(change / (first["original"].std(axis=(1, 2)) + 1e-6)))
         figures.append(
             figure(
                 [(label, example) for label, example in examples if example],
