@@ -11,6 +11,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 import napari_phendiff as pd
 from napari_phendiff.core import tiling, walk
 from napari_phendiff.core.errors import CheckpointError, ConfigError
+from napari_phendiff.core.models.base import DiffusionModel
 from napari_phendiff.core.options import TranslateOptions, resolve_options
 from napari_phendiff.core.simulate import simulate_field
 from conftest import CountingUNet
@@ -121,6 +122,43 @@ def test_guidance_batches_target_with_the_chosen_negative(model, monkeypatch):
     assert [batch for batch, _, _ in counter.calls[4:]] == [1, 1, 2, 2]  # t/T = 0.3, 0.2 | 0.1, 0.0
 
 
+def test_reused_deep_features_at_the_same_step_give_the_whole_networks_prediction(model):
+    cache = model.deep_feature_cache()
+    x, t, labels = torch.randn(2, 2, 32, 32), torch.tensor(500), torch.tensor([0, 1])
+    with torch.inference_mode():
+        whole = model.unet(x, t, class_labels=labels).sample
+        assert torch.equal(cache.predict(x, t, labels, refresh=True), whole)
+        # the outermost level on the deep features just kept: the partial forward is UNet2DModel.forward's own
+        assert torch.equal(cache.predict(x, t, labels, refresh=False), whole)
+        later = cache.predict(0.9 * x, torch.tensor(450), labels, refresh=False)
+        assert not torch.equal(later, model.unet(0.9 * x, torch.tensor(450), class_labels=labels).sample)
+        cache.predict(x[:1], t, labels[:1], refresh=False)  # another batch: nothing kept fits, the whole network runs
+    assert (cache.full_calls, cache.reused_calls) == (2, 2)
+
+
+def test_deep_cache_runs_the_whole_network_every_nth_regeneration_step_only(model, monkeypatch):
+    image = field(seed=4)
+    plain = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.5, guidance=3.0, deep_cache=1)
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    reused = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.5, guidance=3.0, deep_cache=2)
+    assert [batch for batch, _, _ in counter.calls] == [1] * 5 + [2] * 3  # inversion whole; regeneration steps 0, 2, 4
+    assert reused.shape == plain.shape and reused.dtype == plain.dtype and not np.array_equal(reused, plain)
+    counter.calls.clear()  # unguided upper steps, guided lower ones: a new batch shape runs the whole network
+    kw = dict(steps=10, strength=0.4, guidance=3.0, guidance_interval=(0, 0.15))
+    pd.translate(model, image, "untreated", "TNFa", deep_cache=3, **kw)
+    assert [batch for batch, _, _ in counter.calls[4:]] == [1, 2, 2]  # t/T = 0.3 (0.2 reused) | 0.1, 0.0 (the 3rd)
+
+
+def test_deep_cache_is_refused_before_any_work_where_the_model_cannot_reuse_features(model, monkeypatch):
+    monkeypatch.setattr(type(model), "deep_feature_cache", DiffusionModel.deep_feature_cache)
+    counter = CountingUNet(model.unet)
+    monkeypatch.setattr(model, "unet", counter)
+    with pytest.raises(ConfigError, match="cannot reuse deep features"):
+        pd.translate(model, field(), "untreated", "TNFa", deep_cache=2)
+    assert counter.calls == []
+
+
 def test_source_and_null_negatives_differ(model):
     image = field(seed=3)
     source = pd.translate(model, image, "untreated", "TNFa", steps=4, guidance=4.0, negative="source")
@@ -145,6 +183,8 @@ def test_source_and_null_negatives_differ(model):
         ("batch_size", -1, "batch_size must be at least 1"),
         ("negative", "target", "negative must be one of"),
         ("inversion", "edict", "inversion must be one of"),
+        ("deep_cache", 0, "deep_cache must be at least 1"),
+        ("deep_cache", 1.5, "deep_cache must be a whole number"),
     ],
 )
 def test_bad_values_are_clear_errors_before_any_work(model, monkeypatch, option, value, phrase):

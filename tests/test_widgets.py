@@ -208,6 +208,7 @@ def test_option_tooltips_are_the_core_options_help(viewer):
             ("seed", "seed"),
             ("batch_size", "batch_size"),
             ("skip_background", "skip_background"),
+            ("deep_cache", "deep_cache"),
         )
     ]
     shown += [

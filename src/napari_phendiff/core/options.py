@@ -129,6 +129,15 @@ class TranslateOptions:
         0.0, Flag("0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration", float)
     )
     seed: int = option(0, Flag("random seed (matters only for eta > 0); recorded with the result", int))
+    deep_cache: int = option(
+        1,
+        Flag(
+            "regeneration runs the whole network every N-th step and only its outermost level on the deep features "
+            "of the last whole step between them (DeepCache, Ma et al. 2024; pixel checkpoints); 1 = off",
+            int,
+            metavar="N",
+        ),
+    )
     batch_size: int | None = option(None, Flag("tiles or fields per network call", int, shown="by device memory"))
     precision: str = option(
         "auto",
@@ -186,6 +195,9 @@ class TranslateOptions:
         if eta > 0 and self.inversion == "bdia":
             raise ConfigError("inversion 'bdia' is exact only for deterministic generation: use eta 0 with it.")
         seed = whole_number("seed", self.seed)
+        deep_cache = whole_number("deep_cache", self.deep_cache)
+        if deep_cache < 1:
+            raise ConfigError(f"deep_cache must be at least 1 (1 = off), not {self.deep_cache}.")
         batch = None if self.batch_size is None else whole_number("batch_size", self.batch_size)
         if batch is not None and batch < 1:
             raise ConfigError(f"batch_size must be at least 1 (or left out for the device's default), not {batch}.")
@@ -204,6 +216,7 @@ class TranslateOptions:
             keep_channels=keep,
             eta=eta,
             seed=seed,
+            deep_cache=deep_cache,
             batch_size=batch,
         )
 
@@ -367,6 +380,8 @@ def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = 
     parts = [f"{n} {getattr(options, n)} ({sources.get(n, 'default')})" for n in names]
     if options.keep_channels:
         parts.append(f"kept {'+'.join(options.keep_channels)} ({sources.get('keep_channels', 'default')})")
+    if options.deep_cache > 1:
+        parts.append(f"deep cache {options.deep_cache} ({sources.get('deep_cache', 'default')})")
     if options.guidance_interval != (0.0, 1.0):
         parts.append(
             f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
@@ -387,4 +402,6 @@ def settings_tag(options: TranslateOptions, direct: bool = False) -> str:
         tag += f"_{options.inversion}"
     if options.keep_channels:
         tag += "_keep_" + "-".join(options.keep_channels)
+    if options.deep_cache > 1:
+        tag += f"_dc{options.deep_cache}"
     return tag

@@ -121,6 +121,8 @@ def iter_translate(
     source_index = model.condition_index(source)
     target_indices = [model.condition_index(t) for t in targets]
     keep = kept_channels(model, options.keep_channels)
+    if options.deep_cache > 1 and isinstance(model, DiffusionModel):
+        model.deep_feature_cache()  # refuses a kind that cannot reuse deep features, before any work
     plan = plan_tiles(model, images, options)
     batches = [plan.jobs[i : i + plan.batch_size] for i in range(0, len(plan.jobs), plan.batch_size)]
     direct = is_direct(model)
@@ -208,9 +210,10 @@ def estimate_translation(
     """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
     run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
     and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
-    encoding and decoding. It costs two network calls; benchmarks/laptop_field.py compares it with the measured
-    time. `seconds_per_pixel` (an earlier estimate's seconds over its pixels) skips the timing: how a folder's
-    other files are estimated. An inversion kept in a cache is not counted."""
+    encoding and decoding. It costs two network calls (three with deep features reused);
+    benchmarks/laptop_field.py compares it with the measured time. `seconds_per_pixel` (an earlier estimate's
+    seconds over its pixels) skips the timing: how a folder's other files are estimated. An inversion kept in a
+    cache is not counted."""
     targets = [target] if isinstance(target, str) else list(target)
     options, _ = translation_options(model, source, targets[0], options, **overrides)
     plan = plan_tiles(model, images, options)
@@ -243,11 +246,20 @@ def estimate_translation(
         coding = time.perf_counter() - started
         x = torch.cat([x] * branches)
         t = torch.tensor(model.scheduler_config["num_train_timesteps"] // 2, device=model.device)
-        predict(model, x, t, labels, dtype)  # the first call of a shape pays its set-up: not counted
+        cache = model.deep_feature_cache() if options.deep_cache > 1 else None
+        predict(model, x, t, labels, dtype, cache)  # the first call of a shape pays its set-up: not counted
         started = time.perf_counter()
-        predict(model, x, t, labels, dtype)
+        predict(model, x, t, labels, dtype, cache)
         per_branch = (time.perf_counter() - started) / (len(batch) * branches)  # one tile through the network once
-    per_tile = per_branch * (inverse_steps + forward_steps * branches * len(targets)) + coding / len(batch)
+        # regeneration with deep features reused: the whole network on every deep_cache-th step, the outermost
+        # level only on the others (timed too: a third call)
+        whole = -(-forward_steps // options.deep_cache)
+        regeneration = per_branch * whole
+        if cache is not None and forward_steps > whole:
+            started = time.perf_counter()
+            predict(model, x, t, labels, dtype, cache, refresh=False)
+            regeneration += (time.perf_counter() - started) / (len(batch) * branches) * (forward_steps - whole)
+    per_tile = per_branch * inverse_steps + regeneration * branches * len(targets) + coding / len(batch)
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 
@@ -373,6 +385,7 @@ def regenerate(
         generator=generator,
         dtype=dtype,
         keep=model.kept_in_walk(kept_channels(model, options.keep_channels)),
+        deep_cache=options.deep_cache,
     )
 
 

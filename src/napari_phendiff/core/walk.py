@@ -28,6 +28,7 @@ condition gives the image back up to float rounding, at the cost of plain DDIM.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -37,6 +38,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .errors import ConfigError
 from .models.base import DiffusionModel, is_direct
+from .models.deep_features import DeepFeatureCache
 from .options import TranslateOptions, grid_steps
 
 SAMPLE_STEPS = 50  # generating from pure noise (previews, generalization): the full-schedule choice of method.md
@@ -149,6 +151,7 @@ def generate(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     keep: Sequence[int] = (),
+    deep_cache: int = 1,
 ):
     """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
 
@@ -159,6 +162,8 @@ def generate(
     state kept), so they end as the original's and the other channels are generated around them. This is the
     replacement method of conditional sampling (Song et al. 2021, "Score-based generative modeling through SDEs",
     imputation); written here because diffusers' schedulers have no channel replacement.
+    deep_cache: N > 1 runs the whole network on the first step and every N-th after it, and only its outermost
+    level on the steps between, on the deep features of the last whole step (models/deep_features.py).
     """
     depth = grid_steps(steps, strength)
     keep = list(keep)
@@ -168,13 +173,14 @@ def generate(
         method = start.method
     else:
         x, upper, method = start, None, "ddim"
-    prediction = _guided(model, condition, x.shape[0], x.device, guidance, negative, interval, dtype)
+    cache = model.deep_feature_cache() if deep_cache > 1 else None
+    prediction = _guided(model, condition, x.shape[0], x.device, guidance, negative, interval, dtype, cache)
     if method == "bdia":
-        return (yield from _bdia_generate(model, prediction, x, upper, steps, depth))
+        return (yield from _bdia_generate(model, prediction, x, upper, steps, depth, deep_cache))
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
     for i, t in enumerate(scheduler.timesteps[len(scheduler.timesteps) - depth :]):
-        eps = prediction(x, t)
+        eps = prediction(x, t, i % deep_cache == 0)
         variance_noise = None
         if eta > 0:
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
@@ -205,9 +211,11 @@ def _guided(
     negative: int | None,
     interval: tuple[float, float],
     dtype: torch.dtype | None,
+    cache: DeepFeatureCache | None = None,
 ) -> Callable:
-    """prediction(x, t): the noise predicted under `condition`, classifier-free guided where t / T lies within
-    `interval` (eps = eps(negative) + w x (eps(condition) - eps(negative)); negative None: the null condition)."""
+    """prediction(x, t, refresh=True): the noise predicted under `condition`, classifier-free guided where t / T lies
+    within `interval` (eps = eps(negative) + w x (eps(condition) - eps(negative)); negative None: the null
+    condition). With a `cache`, refresh False reuses the deep features of its last whole call."""
     labels = torch.full((batch,), condition, device=device)
     negative = model.null_condition if negative is None else negative
     guided = guidance is not None and guidance != 1.0
@@ -215,17 +223,23 @@ def _guided(
     total = model.scheduler_config["num_train_timesteps"]
     low, high = interval
 
-    def prediction(x, t):
+    def prediction(x, t, refresh=True):
         if guided and low <= float(t) / total <= high:
-            eps_target, eps_negative = predict(model, torch.cat([x, x]), t, both, dtype).chunk(2)
+            eps_target, eps_negative = predict(model, torch.cat([x, x]), t, both, dtype, cache, refresh).chunk(2)
             return eps_negative + guidance * (eps_target - eps_negative)
-        return predict(model, x, t, labels, dtype)
+        return predict(model, x, t, labels, dtype, cache, refresh)
 
     return prediction
 
 
 def _bdia_generate(
-    model: DiffusionModel, prediction: Callable, x: torch.Tensor, upper: torch.Tensor | None, steps: int, depth: int
+    model: DiffusionModel,
+    prediction: Callable,
+    x: torch.Tensor,
+    upper: torch.Tensor | None,
+    steps: int,
+    depth: int,
+    deep_cache: int = 1,
 ):
     """The exact BDIA walk down from an Inverted's two top states; yields per network step, returns x_0."""
     grid = _Grid(model.scheduler_config, steps, x.device)
@@ -234,7 +248,7 @@ def _bdia_generate(
         yield
         return x
     for i in range(depth - 2, -1, -1):  # z_{i-1} = z_{i+1} - D(z_i; i -> i+1) + D(z_i; i -> i-1)
-        eps = prediction(x, grid.timesteps[i])
+        eps = prediction(x, grid.timesteps[i], (depth - 2 - i) % deep_cache == 0)
         x, upper = upper - grid.ddim(x, eps, i, i + 1) + grid.ddim(x, eps, i, i - 1), x
         yield
     return x
@@ -282,12 +296,22 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
-def predict(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None):
-    """The network's prediction, under autocast when a lower precision was asked for; always float32 out."""
+def predict(
+    model,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor,
+    dtype: torch.dtype | None,
+    cache: DeepFeatureCache | None = None,
+    refresh: bool = True,
+):
+    """The network's prediction, under autocast when a lower precision was asked for; always float32 out. With a
+    deep-feature `cache`, through it (refresh False: on the deep features of its last whole call)."""
+    network = model.predict if cache is None else functools.partial(cache.predict, refresh=refresh)
     if dtype is None:
-        return model.predict(x, t, labels)
+        return network(x, t, labels)
     with torch.autocast(x.device.type, dtype=dtype):
-        return model.predict(x, t, labels).float()
+        return network(x, t, labels).float()
 
 
 def sample(

@@ -108,6 +108,13 @@ class DiffusionModel(ConditionedModel):
         """The network's prediction (noise or v, as `scheduler_config` says) for conditions `labels`."""
         raise NotImplementedError
 
+    def deep_feature_cache(self):
+        """A DeepFeatureCache (models/deep_features.py) over this model's network, for regenerations that reuse
+        deep features between steps. Only kinds whose UNet it knows give one."""
+        raise ConfigError(
+            f"{self.kind} checkpoints cannot reuse deep features between steps (deep cache); set it to 1 (off)."
+        )
+
     @property
     def null_condition(self) -> int:
         """Class index meaning "no condition" (used by classifier-free guidance)."""

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, ConfigError
 from ..options import PRESET_SIZES, TrainConfig
 from ..training.diffusion import DiffusionTrainer
 from .base import DiffusionModel
+from .deep_features import DeepFeatureCache
 
 REQUIRED_FILES = ["unet/diffusion_pytorch_model.safetensors", "unet/config.json", "scheduler/scheduler_config.json"]
 # Three resolution levels would be the paper's; `tiny` adds a fourth so a CPU can afford attention (8x8 at 64 px).
@@ -120,6 +121,9 @@ class PixelModel(DiffusionModel):
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The UNet's prediction (noise or v, as the scheduler config says) for conditions `labels`."""
         return self.unet(x, t, class_labels=labels).sample
+
+    def deep_feature_cache(self) -> DeepFeatureCache:
+        return DeepFeatureCache(self.unet)
 
     @contextlib.contextmanager
     def blended_condition(self, condition: int, other: int, weight: float):
