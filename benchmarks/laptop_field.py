@@ -24,7 +24,8 @@ import torch
 from napari_phendiff.core.measure import transfer_rate
 from napari_phendiff.core.models import load_checkpoint
 from napari_phendiff.core.simulate import measure_phenotype, simulate_field
-from napari_phendiff.core.translate import estimate_translation, iter_translate
+from napari_phendiff.core.estimate import estimate_translation
+from napari_phendiff.core.translate import iter_translate
 
 from report import hardware, table, write_section
 
@@ -140,7 +141,7 @@ Checkpoint `{args.checkpoint}` at its calibrated untreated -> TNFa setting, in t
 (seed 900) with cells everywhere; *sparse*: the same with only the cells of its top-left third kept, camera background
 elsewhere. *default*: every tile translated (skip_background off, the setting before it existed); *skip*:
 `skip_background` (tiles with no cell within a quarter tile copied; now the default). *Estimate before*: what
-`phendiff translate --estimate` and the dock's Estimate time say before the run (core/translate.py
+`phendiff translate --estimate` and the dock's Estimate time say before the run (core/estimate.py
 estimate_translation: a batch of the field's tiles timed), with what computing it cost; *estimate after first
 steps*: what the run announces once its first steps are timed (elapsed + seconds left then); transfer is scored on
 the cells of the field (ground truth). Hardware: {hardware()}; one run at a time on an otherwise idle machine unless said below.

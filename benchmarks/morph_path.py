@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_phendiff.core.explore import MORPH_PATHS, translate_morph
 from napari_phendiff.core.models import load_checkpoint
-from napari_phendiff.core.options import describe
+from napari_phendiff.core.option_words import describe
 from napari_phendiff.core.translate import translation_options
 
 from report import hardware, save_figure, table, write_section

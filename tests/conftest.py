@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -61,6 +62,15 @@ def tiny_checkpoint(sim_data, tmp_path_factory):
         channel_names=["DNA", "reporter"],
     )
     return train(config)
+
+
+@pytest.fixture
+def every_step_whole(monkeypatch):
+    """Pixel translations run the whole network on every step (deep cache off), as the tests of the walk's own
+    network calls expect; the deep cache has its own tests."""
+    from napari_phendiff.core.models import KINDS
+
+    monkeypatch.setitem(KINDS, "pixel", dataclasses.replace(KINDS["pixel"], deep_cache=1))
 
 
 def write_tif(path, array, **kwargs):

@@ -19,6 +19,7 @@ from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
 from napari_phendiff.core.models.adapters import LORA_TARGETS
 from napari_phendiff.core.models.latent_base import from_vae, to_vae
 from napari_phendiff.core.simulate import simulate_field
+from napari_phendiff.core.translate import translation_options
 from napari_phendiff.core.walk import finish, generate, invert
 from conftest import random_image, tiny_base, write_tif
 
@@ -86,6 +87,10 @@ def test_each_adapter_saves_only_what_it_trained_reloads_and_translates(checkpoi
     image = field(40)
     out = pd.translate(model, image, "untreated", "TNFa", steps=3)
     assert out.shape == image.shape and out.dtype == image.dtype
+    if adapter == "lora":  # deep cache "auto" is off for latent checkpoints; asking for it is refused
+        assert translation_options(model, "untreated", "TNFa")[0].deep_cache == 1
+        with pytest.raises(ConfigError, match="latent checkpoints cannot reuse deep features"):
+            pd.translate(model, image, "untreated", "TNFa", steps=3, deep_cache=2)
 
 
 def test_trained_parameter_counts_match_the_method(checkpoints, base):

@@ -73,7 +73,7 @@ def test_skipped_tiles_are_copied_exactly_and_the_others_translate_as_without(mo
 @pytest.mark.slow
 def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation(model, tmp_path, capsys):
     from napari_phendiff.cli import main as cli
-    from napari_phendiff.core.translate import estimate_translation
+    from napari_phendiff.core.estimate import estimate_translation
 
     image = sparse_field()
     for kwargs in (
@@ -111,7 +111,7 @@ def test_the_estimate_counts_the_runs_own_tiles_and_calls_before_any_translation
 
 def test_a_folders_estimate_times_the_first_file_and_scales_the_others(model, tmp_path):
     from napari_phendiff.core.batch import estimate_files
-    from napari_phendiff.core.translate import estimate_translation
+    from napari_phendiff.core.estimate import estimate_translation
 
     (tmp_path / "in").mkdir()
     for name, size in (("a", 128), ("b", 96)):

@@ -55,7 +55,7 @@ def test_same_seed_same_result(model):
     assert np.array_equal(stochastic[0], stochastic[1]) and not np.array_equal(stochastic[0], stochastic[2])
 
 
-def test_several_targets_share_one_inversion(model, monkeypatch):
+def test_several_targets_share_one_inversion(model, monkeypatch, every_step_whole):
     image = field(seed=4)
     steps = 5
     counter = CountingUNet(model.unet)
@@ -64,14 +64,14 @@ def test_several_targets_share_one_inversion(model, monkeypatch):
     source = model.condition_index("untreated")
     assert [labels[0] for _, labels, _ in counter.calls[:steps]] == [source] * steps  # one inversion ...
     assert len(counter.calls) == 3 * steps  # ... then one generation per target
-    monkeypatch.undo()
+    monkeypatch.setattr(model, "unet", counter.unet)  # (undo would also undo every_step_whole)
     assert set(both) == {"TNFa", "untreated"}
     assert np.array_equal(
         both["TNFa"], pd.translate(model, image, "untreated", "TNFa", steps=steps, strength=1.0, guidance=1.0)
     )
 
 
-def test_guidance_runs_conditional_and_null_together(model, monkeypatch):
+def test_guidance_runs_conditional_and_null_together(model, monkeypatch, every_step_whole):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
     pd.translate(model, field(), "untreated", "TNFa", steps=2, strength=1.0, guidance=3.0, negative="null")

@@ -46,7 +46,7 @@ def plain_diffusers_translation(model, image, source, target, steps):
     return model.normalization.inverse(x.numpy(), image.dtype)[0]
 
 
-def test_full_strength_without_guidance_is_the_original_translation_bit_for_bit(model):
+def test_full_strength_without_guidance_is_the_original_translation_bit_for_bit(model, every_step_whole):
     image = field(32, seed=21)
     ours = pd.translate(
         model, image, "untreated", "TNFa", steps=6, strength=1.0, guidance=1.0, tiles=False, precision="fp32"
@@ -55,7 +55,7 @@ def test_full_strength_without_guidance_is_the_original_translation_bit_for_bit(
     assert np.array_equal(ours, plain_diffusers_translation(model, image, source, target, steps=6))
 
 
-def test_strength_runs_that_share_of_the_grid_each_way(model, monkeypatch):
+def test_strength_runs_that_share_of_the_grid_each_way(model, monkeypatch, every_step_whole):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
     pd.translate(model, field(), "untreated", "TNFa", steps=10, strength=0.3, guidance=1.0)
@@ -107,7 +107,7 @@ def test_source_negative_guidance_at_scale_one_is_unguided(model):
     assert np.abs(barely.astype(np.int64) - reference.astype(np.int64)).max() <= 2
 
 
-def test_guidance_batches_target_with_the_chosen_negative(model, monkeypatch):
+def test_guidance_batches_target_with_the_chosen_negative(model, monkeypatch, every_step_whole):
     counter = CountingUNet(model.unet)
     monkeypatch.setattr(model, "unet", counter)
     pd.translate(model, field(), "untreated", "TNFa", steps=4, strength=0.5, guidance=3.0, negative="source")
@@ -148,6 +148,18 @@ def test_deep_cache_runs_the_whole_network_every_nth_regeneration_step_only(mode
     kw = dict(steps=10, strength=0.4, guidance=3.0, guidance_interval=(0, 0.15))
     pd.translate(model, image, "untreated", "TNFa", deep_cache=3, **kw)
     assert [batch for batch, _, _ in counter.calls[4:]] == [1, 2, 2]  # t/T = 0.3 (0.2 reused) | 0.1, 0.0 (the 3rd)
+
+
+def test_deep_cache_auto_is_the_kinds_own_and_is_recorded_as_the_number_that_ran(model):
+    from napari_phendiff.core.models import KINDS
+    from napari_phendiff.core.translate import translation_options
+
+    assert TranslateOptions().deep_cache is None  # auto
+    options, sources = translation_options(model, "untreated", "TNFa")
+    assert options.deep_cache == KINDS["pixel"].deep_cache == 3 and sources["deep_cache"] == "default"
+    options, sources = translation_options(model, "untreated", "TNFa", deep_cache=1)
+    assert options.deep_cache == 1 and sources["deep_cache"] == "given"
+    assert options.record()["deep_cache"] == 1
 
 
 def test_deep_cache_is_refused_before_any_work_where_the_model_cannot_reuse_features(model, monkeypatch):
@@ -260,7 +272,7 @@ def test_kept_channels_follow_the_inversion_at_every_level(model, monkeypatch):
     inverted = walk.finish(walk.invert(model, x, 0, 10, strength=0.5, keep=True))
     seen = []
     monkeypatch.setattr(
-        walk, "predict", lambda m, x, t, labels, dtype: (seen.append(x[:1].clone()), torch.zeros_like(x))[1]
+        walk, "predict", lambda m, x, t, labels, dtype, *cache: (seen.append(x[:1].clone()), torch.zeros_like(x))[1]
     )
     walk.finish(walk.generate(model, inverted, 1, 10, strength=0.5, keep=[0]))
     levels = list(range(inverted.depth, 0, -1))  # the states regeneration starts each step from

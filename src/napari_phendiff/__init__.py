@@ -27,7 +27,7 @@ _API = {
     "translate_samples": "core.explore",
     "measure_translation": "core.explore",
     "reveal": "core.reveal",
-    "estimate_translation": "core.translate",
+    "estimate_translation": "core.estimate",
     "train": "core.training.run",
     "iter_train": "core.training.run",
     "TrainConfig": "core.options",

@@ -18,25 +18,26 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .device import get_device, settled_precision
+from .device import get_device
 from .errors import ConfigError, DataError, PhenDiffError
 from .models import load_checkpoint, read_manifest
 from .export import provenance, write_translation
-from .checkpoint import check_writable, output_lock, resolve_checkpoint
+from .checkpoint import check_writable, manifest_kind, output_lock, resolve_checkpoint
 from .extras import checked_extras, write_extras
 from .files import Job, plan_jobs
 from .images import read_image
-from .options import check_given, describe, resolve_options
+from .option_words import describe
+from .options import check_given, resolve_options
 from .inputs import check_fits
 from .run_summary import SUMMARY, BatchResult, finish_run, write_shard  # noqa: F401  (SUMMARY: read from here by the CLI)
 from .tiling import default_batch_size, fits_whole
+from .estimate import Estimate, estimate_translation
 from .translate import (
-    Estimate,
     TranslateEvent,
-    estimate_translation,
     is_direct,
     iter_translate,
     kept_channels,
+    settled,
     translation_options,
 )
 
@@ -268,7 +269,8 @@ def _check_done_settings(
     path = str(resolve_checkpoint(checkpoint))
     differ = []
     for target in targets:
-        wanted = settled_precision(resolve_options(manifest, source, target, options)[0], device).record()
+        resolved = resolve_options(manifest, source, target, options)[0]
+        wanted = settled(resolved, manifest_kind(manifest), device).record()
         for job in done:
             recorded = read_provenance(job.output(target)) or {}
             changes = [
@@ -312,7 +314,7 @@ def estimate_files(
     **options,
 ) -> tuple[Estimate, int]:
     """How long translating these files would take on this computer, and how many files it would translate: the
-    first file's own tiles are timed (core/translate.py estimate_translation) and the others scaled by the pixels of
+    first file's own tiles are timed (core/estimate.py) and the others scaled by the pixels of
     their tiles. Nothing is written; files that cannot be read are left out, as a run leaves them out."""
     check_given(options)
     if model is None:

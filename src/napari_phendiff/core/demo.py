@@ -17,7 +17,8 @@ from .export import provenance, write_translation
 from .figures import comparison_figure
 from .images import write_image
 from .simulate import PHENOTYPES, measure_phenotype, simulate_field
-from .options import DEMO_FIELDS, check_given, describe
+from .option_words import describe
+from .options import DEMO_FIELDS, check_given
 from .translate import TranslateEvent, translate, translation_options
 
 FIRST_SEED = 1_000_000  # fields the demo model never saw: training used simulate_dataset(seed=0)

@@ -30,7 +30,8 @@ from .dataset import load_folder
 from .errors import DataError
 from .evaluation_warnings import translation_warnings
 from .features import InceptionFeatures, train_classifier
-from .options import TranslateOptions, check_count, check_given, describe
+from .option_words import describe
+from .options import TranslateOptions, check_count, check_given
 from .translate import TranslateEvent, is_direct, translate, translation_options
 from .truth import check_truth, truth_metrics
 from .witnesses import channel_change, kept_score

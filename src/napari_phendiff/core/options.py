@@ -129,13 +129,14 @@ class TranslateOptions:
         0.0, Flag("0 = deterministic DDIM; > 0 adds noise drawn from the seed during regeneration", float)
     )
     seed: int = option(0, Flag("random seed (matters only for eta > 0); recorded with the result", int))
-    deep_cache: int = option(
-        1,
+    deep_cache: int | None = option(
+        None,
         Flag(
             "regeneration runs the whole network every N-th step and only its outermost level on the deep features "
             "of the last whole step between them (DeepCache, Ma et al. 2024; pixel checkpoints); 1 = off",
             int,
             metavar="N",
+            shown="3 on pixel checkpoints, else off",
         ),
     )
     batch_size: int | None = option(None, Flag("tiles or fields per network call", int, shown="by device memory"))
@@ -195,8 +196,8 @@ class TranslateOptions:
         if eta > 0 and self.inversion == "bdia":
             raise ConfigError("inversion 'bdia' is exact only for deterministic generation: use eta 0 with it.")
         seed = whole_number("seed", self.seed)
-        deep_cache = whole_number("deep_cache", self.deep_cache)
-        if deep_cache < 1:
+        deep_cache = None if self.deep_cache is None else whole_number("deep_cache", self.deep_cache)
+        if deep_cache is not None and deep_cache < 1:
             raise ConfigError(f"deep_cache must be at least 1 (1 = off), not {self.deep_cache}.")
         batch = None if self.batch_size is None else whole_number("batch_size", self.batch_size)
         if batch is not None and batch < 1:
@@ -370,38 +371,3 @@ def resolve_options(
 def check_given(given: dict | None) -> None:
     """Check the options a user set, on their own, before anything is loaded (raises ConfigError)."""
     resolve_options(None, "", "", given)
-
-
-def describe(options: TranslateOptions, sources: dict[str, str], direct: bool = False) -> str:
-    """One line naming the settings that shape a translation and where each came from."""
-    if direct:
-        return "direct mapping (no steps, strength or guidance)"
-    names = ("strength", "guidance", "negative", "steps", "inversion")
-    parts = [f"{n} {getattr(options, n)} ({sources.get(n, 'default')})" for n in names]
-    if options.keep_channels:
-        parts.append(f"kept {'+'.join(options.keep_channels)} ({sources.get('keep_channels', 'default')})")
-    if options.deep_cache > 1:
-        parts.append(f"deep cache {options.deep_cache} ({sources.get('deep_cache', 'default')})")
-    if options.guidance_interval != (0.0, 1.0):
-        parts.append(
-            f"interval {options.guidance_interval[0]:g}-{options.guidance_interval[1]:g} "
-            f"({sources.get('guidance_interval', 'default')})"
-        )
-    return ", ".join(parts)
-
-
-def settings_tag(options: TranslateOptions, direct: bool = False) -> str:
-    """The settings that shape a translation, short enough for a layer or file name: `s0.3_w4` (strength and
-    guidance), then `_null` for classic guidance and `_bdia` for exact inversion when they are used."""
-    if direct:
-        return ""
-    tag = f"s{options.strength:g}_w{options.guidance:g}"
-    if options.negative != "source" and options.guidance != 1.0:
-        tag += f"_{options.negative}"
-    if options.inversion != "ddim":
-        tag += f"_{options.inversion}"
-    if options.keep_channels:
-        tag += "_keep_" + "-".join(options.keep_channels)
-    if options.deep_cache > 1:
-        tag += f"_dc{options.deep_cache}"
-    return tag

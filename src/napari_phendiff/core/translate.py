@@ -7,7 +7,7 @@ exact BDIA) walk and its equations are in core/walk.py, strength and guidance in
 the device's memory budget, tiles of the model's size with 25% overlap blended by linear ramps beyond it, background
 tiles copied), the walk run tile batch by tile batch with a TranslateEvent after every network step, kept channels
 pasted back, and the tiles put back together (core/assembly.py) into the result in the input's shape and dtype.
-Also the estimate of a run's time before it starts.
+The estimate of a run's time before it starts is core/estimate.py.
 
 Memory: beyond the input and the result (in the input's dtype), a translation holds one batch of tiles, the
 tiles translated ahead of the blending (tiles arrive in batches of translated ones; copied ones are read when
@@ -18,7 +18,6 @@ their turn comes) and one tile's height of blended rows per target: no normalise
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Iterator, Sequence
 
@@ -28,11 +27,12 @@ import torch
 from .assembly import Assembly
 from .device import settled_precision
 from .errors import ConfigError
-from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direct
+from .models import KINDS
+from .models.base import ConditionedModel, DiffusionModel, is_direct
 from .options import TranslateOptions, resolve_options
 from .pace import Pace
 from .tiling import TilePlan, plan_tiles
-from .walk import Inverted, autocast_dtype, generate, invert, network_steps, predict
+from .walk import Inverted, autocast_dtype, generate, invert, network_steps
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,16 @@ def translation_options(
         chosen, sources = replace(options, **overrides).validate(), {name: "given" for name in options.record()}
     else:
         chosen, sources = resolve_options(getattr(model, "manifest", None), source, target, overrides)
-    return settled_precision(chosen, model.device), sources
+    return settled(chosen, model.kind, model.device), sources
+
+
+def settled(options: TranslateOptions, kind: str, device: torch.device) -> TranslateOptions:
+    """The options with every "auto" made what it means for this kind of model on `device` (precision: bf16 where
+    the CPU computes it natively; deep cache: the kind's, models.KINDS), so what runs and what is recorded agree."""
+    options = settled_precision(options, device)
+    if options.deep_cache is None:
+        options = replace(options, deep_cache=KINDS[kind].deep_cache if kind in KINDS else 1)
+    return options
 
 
 def iter_translate(
@@ -121,6 +130,7 @@ def iter_translate(
     source_index = model.condition_index(source)
     target_indices = [model.condition_index(t) for t in targets]
     keep = kept_channels(model, options.keep_channels)
+    assert options.deep_cache is not None  # settled by translation_options
     if options.deep_cache > 1 and isinstance(model, DiffusionModel):
         model.deep_feature_cache()  # refuses a kind that cannot reuse deep features, before any work
     plan = plan_tiles(model, images, options)
@@ -184,83 +194,6 @@ def _step_counts(
     total = batches * (targets if direct else (0 if reused else inverse_steps) + forward_steps * targets)
     pace = Pace(0 if direct or reused else tiles * inverse_steps, tiles * targets * (1 if direct else forward_steps))
     return total, pace
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """How long a translation will take on this computer, before it starts."""
-
-    seconds: float
-    tiles: int  # tiles (or whole images) it translates
-    copied: int  # tiles it copies as background
-    calls: int  # network calls of the whole run
-    pixels: int = 0  # pixels of the tiles it translates (tiles x tile area)
-
-
-def estimate_translation(
-    model: ConditionedModel,
-    images: np.ndarray,
-    source: str,
-    target: str | Sequence[str],
-    options: TranslateOptions | None = None,
-    *,
-    seconds_per_pixel: float | None = None,
-    **overrides,
-) -> Estimate:
-    """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
-    run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
-    and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
-    encoding and decoding. It costs two network calls (three with deep features reused);
-    benchmarks/laptop_field.py compares it with the measured time. `seconds_per_pixel` (an earlier estimate's
-    seconds over its pixels) skips the timing: how a folder's other files are estimated. An inversion kept in a
-    cache is not counted."""
-    targets = [target] if isinstance(target, str) else list(target)
-    options, _ = translation_options(model, source, targets[0], options, **overrides)
-    plan = plan_tiles(model, images, options)
-    if not plan.jobs:
-        return Estimate(0.0, 0, len(plan.copied), 0)
-    direct = is_direct(model)
-    inverse_steps, forward_steps = network_steps(options)
-    batches = -(-len(plan.jobs) // plan.batch_size)
-    calls = batches * len(targets) if direct else batches * (inverse_steps + forward_steps * len(targets))
-    pixels = len(plan.jobs) * plan.windows[0][2] * plan.windows[0][3]
-    if seconds_per_pixel is not None:
-        return Estimate(seconds_per_pixel * pixels, len(plan.jobs), len(plan.copied), calls, pixels)
-    batch = plan.jobs[: plan.batch_size]
-    clean = torch.from_numpy(plan.read(batch)).to(model.device)
-    source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
-    with torch.inference_mode():
-        if isinstance(model, DirectModel):
-            model.map(clean, source_index, target_index)  # the first call of a shape pays its set-up: not counted
-            started = time.perf_counter()
-            model.map(clean, source_index, target_index)
-            per_tile = (time.perf_counter() - started) / len(batch) * len(targets)
-            return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
-        assert isinstance(model, DiffusionModel)  # every kind is either direct or a diffusion model
-        dtype = autocast_dtype(options.precision)
-        branches = 2 if options.guidance != 1.0 else 1  # a guided step runs both branches in one call
-        labels = torch.full((len(batch) * branches,), source_index, device=model.device)
-        started = time.perf_counter()
-        x = model.encode(clean)
-        model.decode(x)
-        coding = time.perf_counter() - started
-        x = torch.cat([x] * branches)
-        t = torch.tensor(model.scheduler_config["num_train_timesteps"] // 2, device=model.device)
-        cache = model.deep_feature_cache() if options.deep_cache > 1 else None
-        predict(model, x, t, labels, dtype, cache)  # the first call of a shape pays its set-up: not counted
-        started = time.perf_counter()
-        predict(model, x, t, labels, dtype, cache)
-        per_branch = (time.perf_counter() - started) / (len(batch) * branches)  # one tile through the network once
-        # regeneration with deep features reused: the whole network on every deep_cache-th step, the outermost
-        # level only on the others (timed too: a third call)
-        whole = -(-forward_steps // options.deep_cache)
-        regeneration = per_branch * whole
-        if cache is not None and forward_steps > whole:
-            started = time.perf_counter()
-            predict(model, x, t, labels, dtype, cache, refresh=False)
-            regeneration += (time.perf_counter() - started) / (len(batch) * branches) * (forward_steps - whole)
-    per_tile = per_branch * inverse_steps + regeneration * branches * len(targets) + coding / len(batch)
-    return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 
 def _cached_inversions(
@@ -385,7 +318,7 @@ def regenerate(
         generator=generator,
         dtype=dtype,
         keep=model.kept_in_walk(kept_channels(model, options.keep_channels)),
-        deep_cache=options.deep_cache,
+        deep_cache=options.deep_cache or 1,
     )
 
 

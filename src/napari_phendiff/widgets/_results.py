@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..core.errors import PhenDiffError
 from ..core.export import layer_file_name, provenance
-from ..core.options import describe, settings_tag
+from ..core.option_words import describe, settings_tag
 from ..core.translate import is_direct
 from ._comparison import COLUMNS, LABELS, ChannelRow, channel_rows, label_points, merge_plane, place
 from ._layers import ImageInput

@@ -17,7 +17,8 @@ from ..core.features import stored_classifier
 from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
-from ..core.translate import estimate_translation, is_direct, iter_translate
+from ..core.estimate import estimate_translation
+from ..core.translate import is_direct, iter_translate
 from ..core.device import explain_memory_errors
 from ._layers import ImageInput
 from ._shared import Loaded, Progress, Result, StoppableWorker

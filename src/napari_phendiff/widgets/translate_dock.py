@@ -20,7 +20,7 @@ from ..core.checkpoint import MANIFEST
 from ..core.errors import PhenDiffError
 from ..core.models.base import ConditionedModel
 from ..core.pace import duration
-from ..core.translate import Estimate
+from ..core.estimate import Estimate
 from ._cells_panel import CellsPanel
 from ._checkpoint_panel import CheckpointPanel
 from ._comparison import ChannelRow

@@ -30,10 +30,17 @@ class Kind:
     fine_tunes: bool = False  # fine-tunes a pre-trained base (--base, --adapter); else from scratch at a --preset
     starts_from: bool = False  # a run can start from a checkpoint of this kind (--start-from) instead of random weights
     lr: float = 2e-4  # peak learning rate when trained from scratch (a fine-tuned kind's is its adapter's)
+    deep_cache: int = 1  # a translation's deep cache when none is given (1: off; the kind's model must offer one)
 
 
 KINDS: dict[str, Kind] = {
-    "pixel": Kind("pixel", "PhenDiff, trained from scratch or from a checkpoint (--start-from)", starts_from=True),
+    # deep cache 3: the demo's transfer unchanged both ways at 0.59-0.63 of the time (docs/benchmarks.md deep_cache)
+    "pixel": Kind(
+        "pixel",
+        "PhenDiff, trained from scratch or from a checkpoint (--start-from)",
+        starts_from=True,
+        deep_cache=3,
+    ),
     "latent": Kind(
         "latent",
         "Phen-LDiff, fine-tunes a pre-trained latent diffusion model: the shipped microscopy "

@@ -53,6 +53,7 @@ from .latent_base import (
     vae_encode,
     vae_factor,
 )
+from .base import DiffusionModel
 from .pixel import PixelModel, ddim_config
 
 CONDITIONS_FILE = "conditions.safetensors"
@@ -133,6 +134,11 @@ class LatentModel(PixelModel):
     @property
     def size_multiple(self) -> int:
         return size_multiple(self.unet.config, self.vae.config)
+
+    def deep_feature_cache(self):
+        """Refused (ConfigError): the feature cache knows the pixel UNet only, not Stable Diffusion's, which takes
+        its condition through cross-attention at every level."""
+        return DiffusionModel.deep_feature_cache(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return vae_encode(self.vae, x)
