@@ -227,12 +227,13 @@ def test_the_time_left_is_timed_on_the_runs_own_steps(model):
             guidance=3.0,
             tiles=True,
             batch_size=1,
+            deep_cache=3,
         )
     )
     lefts = [e.seconds_left for e in events[:-1]]
-    # known once an inversion and a generation step beyond the first of each were timed
+    # known once an inversion step and a deep-cache cycle of generation steps beyond the first of each were timed
     first = next(i for i, left in enumerate(lefts) if left is not None)
-    assert [e.phase for e in events[: first + 1]] == ["invert"] * 5 + ["generate"] * 2
+    assert [e.phase for e in events[: first + 1]] == ["invert"] * 5 + ["generate"] * 4
     assert all(left is not None and left >= 0 for left in lefts[first:])
     assert lefts[-1] == 0 and lefts[first] > lefts[(first + len(lefts)) // 2] > 0  # it falls as the work goes on
 
@@ -253,4 +254,8 @@ def test_pace_times_each_phase_per_tile():
     seen = list(pace.follow(steps, tiles=4))
     assert [e.seconds_left is None for e in seen] == [True, True, True, False] and seen[-1].seconds_left == 0
     assert pace.timed == {"invert": 4, "generate": 4}
+    cycled = Pace(inverse_tiles=4, generate_tiles=4 * 4, cycle=3)  # a deep cache of 3: one whole cycle timed first
+    events = [TranslateEvent("invert", 1, 5)] + [TranslateEvent("generate", i, 5) for i in range(2, 6)]
+    seen = list(cycled.follow(iter(events), tiles=4))
+    assert [e.seconds_left is None for e in seen] == [True, True, True, True, False] and seen[-1].seconds_left == 0
     assert [duration(s) for s in (40, 720, 3900, 6000)] == ["40 s", "12 min", "65 min", "1 h 40 min"]

@@ -192,7 +192,11 @@ def _step_counts(
     each phase per tile): a direct model maps each batch once per target; a reused inversion is not run."""
     inverse_steps, forward_steps = network_steps(options)
     total = batches * (targets if direct else (0 if reused else inverse_steps) + forward_steps * targets)
-    pace = Pace(0 if direct or reused else tiles * inverse_steps, tiles * targets * (1 if direct else forward_steps))
+    pace = Pace(
+        0 if direct or reused else tiles * inverse_steps,
+        tiles * targets * (1 if direct else forward_steps),
+        cycle=1 if direct else min(options.deep_cache or 1, forward_steps),
+    )
     return total, pace
 
 
