@@ -156,7 +156,7 @@ def test_deep_cache_auto_is_the_kinds_own_and_is_recorded_as_the_number_that_ran
 
     assert TranslateOptions().deep_cache is None  # auto
     options, sources = translation_options(model, "untreated", "TNFa")
-    assert options.deep_cache == KINDS["pixel"].deep_cache == 3 and sources["deep_cache"] == "default"
+    assert options.deep_cache == KINDS["pixel"].deep_cache == 2 and sources["deep_cache"] == "default"
     options, sources = translation_options(model, "untreated", "TNFa", deep_cache=1)
     assert options.deep_cache == 1 and sources["deep_cache"] == "given"
     assert options.record()["deep_cache"] == 1

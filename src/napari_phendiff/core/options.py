@@ -136,7 +136,7 @@ class TranslateOptions:
             "of the last whole step between them (DeepCache, Ma et al. 2024; pixel checkpoints); 1 = off",
             int,
             metavar="N",
-            shown="3 on pixel checkpoints, else off",
+            shown="2 on pixel checkpoints, else off",
         ),
     )
     batch_size: int | None = option(None, Flag("tiles or fields per network call", int, shown="by device memory"))

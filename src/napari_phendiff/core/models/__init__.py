@@ -34,12 +34,13 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    # deep cache 3: the demo's transfer unchanged both ways at 0.59-0.63 of the time (docs/benchmarks.md deep_cache)
+    # deep cache 2: the demo's transfer and medians kept both ways at 0.70-0.82 of the time; 3 was faster (0.59-0.63)
+    # but overshot the demo's TNFa -> untreated median (0.50 vs 0.53 every step whole, 0.58 real): docs/benchmarks.md
     "pixel": Kind(
         "pixel",
         "PhenDiff, trained from scratch or from a checkpoint (--start-from)",
         starts_from=True,
-        deep_cache=3,
+        deep_cache=2,
     ),
     "latent": Kind(
         "latent",
