@@ -143,6 +143,7 @@ def test_deep_cache_runs_the_whole_network_every_nth_regeneration_step_only(mode
     monkeypatch.setattr(model, "unet", counter)
     reused = pd.translate(model, image, "untreated", "TNFa", steps=10, strength=0.5, guidance=3.0, deep_cache=2)
     assert [batch for batch, _, _ in counter.calls] == [1] * 5 + [2] * 3  # inversion whole; regeneration steps 0, 2, 4
+    assert walk.whole_steps(5, 2) == 3  # what the estimate counts is what the walk ran
     assert reused.shape == plain.shape and reused.dtype == plain.dtype and not np.array_equal(reused, plain)
     counter.calls.clear()  # unguided upper steps, guided lower ones: a new batch shape runs the whole network
     kw = dict(steps=10, strength=0.4, guidance=3.0, guidance_interval=(0, 0.15))

@@ -15,7 +15,7 @@ from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direc
 from .options import TranslateOptions
 from .tiling import plan_tiles
 from .translate import translation_options
-from .walk import autocast_dtype, network_steps, predict
+from .walk import autocast_dtype, network_steps, predict, whole_steps
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _walk_seconds(model: DiffusionModel, x: torch.Tensor, label: int, options: T
     started = time.perf_counter()
     predict(model, x, t, labels, dtype, cache)
     per_branch = (time.perf_counter() - started) / (tiles * branches)  # one tile through the network once
-    whole = -(-forward_steps // options.deep_cache)
+    whole = whole_steps(forward_steps, options.deep_cache)
     regeneration = per_branch * whole
     if cache is not None and forward_steps > whole:
         started = time.perf_counter()

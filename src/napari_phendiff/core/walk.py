@@ -87,6 +87,12 @@ def network_steps(options: TranslateOptions) -> tuple[int, int]:
     return k, (max(1, k - 1) if options.inversion == "bdia" else k)
 
 
+def whole_steps(steps: int, deep_cache: int) -> int:
+    """Steps of a regeneration of `steps` that run the whole network with this deep cache: its first and every
+    deep_cache-th after it (the others reuse deep features; what `generate` does)."""
+    return -(-steps // deep_cache)
+
+
 @torch.inference_mode()
 def invert(
     model: DiffusionModel,
