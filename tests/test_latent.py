@@ -276,58 +276,6 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     assert not np.array_equal(kept[1], image[1])  # the reporter is regenerated
 
 
-def test_a_projection_of_the_predicted_clean_state_is_where_each_step_lands(checkpoints):
-    """walk.generate's projection re-noises the projected x0_hat with the step's own noise: at the last step (down to
-    alpha 1) the walk ends exactly on what the projection gave."""
-    model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
-    model.scheduler_config = {**model.scheduler_config, "set_alpha_to_one": True}  # the last step lands on alpha 1
-    start = torch.randn(model.noise_shape(2), generator=torch.Generator().manual_seed(0))
-    target = torch.full_like(start, 0.25)
-    seen = []
-
-    def project(x0_hat):
-        seen.append(x0_hat.clone())
-        return target
-
-    end = finish(generate(model, start, 0, 4, project=project))
-    assert len(seen) == 4  # once per step
-    assert torch.allclose(end, target, atol=1e-5)
-    plain = finish(generate(model, start, 0, 4))
-    assert not torch.allclose(plain, target, atol=1e-2)
-
-
-def test_a_latent_walk_that_keeps_channels_projects_every_step_onto_the_originals(checkpoints, monkeypatch):
-    """The latents mix the channels, so each step's predicted clean latents are decoded, given the original's kept
-    channels and encoded again (LatentModel.kept_projection); without kept channels nothing is projected."""
-    model = pd.load_checkpoint(checkpoints["lora"], device="cpu")
-    image = field(32, seed=1)
-    decoded = []
-    decode = type(model).decode
-
-    def counting(self, z):
-        out = decode(self, z)
-        decoded.append(out.detach().clone())
-        return out
-
-    monkeypatch.setattr(type(model), "decode", counting)
-    pd.translate(model, image, "untreated", "TNFa", steps=4, strength=1.0, keep_channels=("DNA",))
-    assert len(decoded) == 4 + 1  # a projection per generation step, then the result
-    side = model.image_size
-    clean = torch.linspace(-1, 1, 2 * side * side).reshape(1, 2, side, side)
-    projection = model.kept_projection([0], clean)
-    z = torch.randn(model.noise_shape(1), generator=torch.Generator().manual_seed(1))
-    decoded.clear()
-    with torch.inference_mode():
-        projected = projection(z)
-        given = decoded[0].clone()
-        given[:, 0] = clean[:, 0]
-        assert torch.allclose(projected, model.encode(given), atol=1e-5)  # what the decoded state is with DNA kept
-    assert model.kept_projection([], clean) is None
-    decoded.clear()
-    pd.translate(model, image, "untreated", "TNFa", steps=4, strength=1.0)
-    assert len(decoded) == 1  # the result only
-
-
 def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):
     work = tmp_path / "project"
     base = tiny_base(work / "sd", text_encoder=False)

@@ -14,7 +14,7 @@ import torch
 from .models.base import ConditionedModel, DiffusionModel, DirectModel, is_direct
 from .options import TranslateOptions
 from .tiling import plan_tiles
-from .translate import kept_channels, translation_options
+from .translate import translation_options
 from .walk import autocast_dtype, network_steps, predict, whole_steps
 
 
@@ -42,10 +42,10 @@ def estimate_translation(
     """The seconds `iter_translate` will take with these arguments, from timing the network on one batch of the
     run's own tiles: one call at the shape of a guided step (both branches; the first call of a shape pays set-up
     and is not counted), taken per tile and branch for the inversion and the generation steps of the run, plus
-    encoding and decoding (once per generation step too where a latent walk holds kept channels). It costs two
-    network calls (three with deep features reused); benchmarks/laptop_field.py compares it with the measured time.
-    `seconds_per_pixel` (an earlier estimate's seconds over its pixels) skips the timing: how a folder's other files
-    are estimated. An inversion kept in a cache is not counted."""
+    encoding and decoding. It costs two network calls (three with deep features reused);
+    benchmarks/laptop_field.py compares it with the measured time. `seconds_per_pixel` (an earlier estimate's
+    seconds over its pixels) skips the timing: how a folder's other files are estimated. An inversion kept in a
+    cache is not counted."""
     targets = [target] if isinstance(target, str) else list(target)
     options, _ = translation_options(model, source, targets[0], options, **overrides)
     plan = plan_tiles(model, images, options)
@@ -61,7 +61,6 @@ def estimate_translation(
     batch = plan.jobs[: plan.batch_size]
     clean = torch.from_numpy(plan.read(batch)).to(model.device)
     source_index, target_index = model.condition_index(source), model.condition_index(targets[0])
-    kept = kept_channels(model, options.keep_channels)
     with torch.inference_mode():
         if isinstance(model, DirectModel):
             model.map(clean, source_index, target_index)  # the first call of a shape pays its set-up: not counted
@@ -74,11 +73,7 @@ def estimate_translation(
         x = model.encode(clean)
         model.decode(x)
         coding = time.perf_counter() - started
-        # a walk that holds kept channels through the autoencoder decodes and encodes once per generation step
-        projections = forward_steps * len(targets) if model.kept_projection(kept, clean) is not None else 0
-        per_tile = _walk_seconds(model, x, source_index, options, len(targets)) + coding * (1 + projections) / len(
-            batch
-        )
+        per_tile = _walk_seconds(model, x, source_index, options, len(targets)) + coding / len(batch)
     return Estimate(per_tile * len(plan.jobs), len(plan.jobs), len(plan.copied), calls, pixels)
 
 

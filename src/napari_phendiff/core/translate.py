@@ -257,7 +257,7 @@ def _diffusion_batch(
     outs: dict[str, np.ndarray] = {}
     for name, target in zip(walk.targets, walk.indices):
         generation = regenerate(
-            model, inverted, target, walk.source, options, clean, generator=walk.generator, dtype=walk.dtype
+            model, inverted, target, walk.source, options, generator=walk.generator, dtype=walk.dtype
         )
         end = yield from _count(generation, "generate", done, walk.total, name)
         with torch.inference_mode():
@@ -304,13 +304,11 @@ def regenerate(
     target: int,
     source: int,
     options: TranslateOptions,
-    clean: torch.Tensor,
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
 ):
-    """`generate` from an inversion of `clean` (the normalised images) under the target condition with the
-    options' strength, guidance and kept channels."""
-    keep = kept_channels(model, options.keep_channels)
+    """`generate` from an inversion under the target condition with the options' strength, guidance and kept
+    channels."""
     return generate(
         model,
         inverted,
@@ -323,8 +321,7 @@ def regenerate(
         eta=options.eta,
         generator=generator,
         dtype=dtype,
-        keep=model.kept_in_walk(keep),
-        project=model.kept_projection(keep, clean),
+        keep=model.kept_in_walk(kept_channels(model, options.keep_channels)),
         deep_cache=options.deep_cache or 1,
     )
 

@@ -157,7 +157,6 @@ def generate(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     keep: Sequence[int] = (),
-    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     deep_cache: int = 1,
 ):
     """DDIM generation under `condition` over the last strength x steps of the grid; returns x_0.
@@ -169,11 +168,6 @@ def generate(
     state kept), so they end as the original's and the other channels are generated around them. This is the
     replacement method of conditional sampling (Song et al. 2021, "Score-based generative modeling through SDEs",
     imputation); written here because diffusers' schedulers have no channel replacement.
-    project: for a model whose walk mixes the channels (latents), a map of each step's predicted clean state x0_hat
-    to one that holds the kept channels (models/latent.py: decode, paste the original's, encode); each step then
-    re-noises the projected x0_hat with the step's own predicted noise, x_t' += sqrt(alpha_t') * (project(x0_hat) -
-    x0_hat). The projection of x0_hat onto the known channels is that of Chung et al. 2022 ("Improving diffusion
-    models for inverse problems using manifold constraints"), here through the autoencoder; plain DDIM only.
     deep_cache: N > 1 runs the whole network on the first step and every N-th after it, and only its outermost
     level on the steps between, on the deep features of the last whole step (models/deep_features.py).
     """
@@ -188,8 +182,6 @@ def generate(
     cache = model.deep_feature_cache() if deep_cache > 1 else None
     prediction = _guided(model, condition, x.shape[0], x.device, guidance, negative, interval, dtype, cache)
     if method == "bdia":
-        if project is not None:
-            raise ConfigError("Keeping channels in a latent walk needs plain DDIM inversion, not 'bdia'.")
         return (yield from _bdia_generate(model, prediction, x, upper, steps, depth, deep_cache))
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=x.device)
@@ -198,22 +190,11 @@ def generate(
         variance_noise = None
         if eta > 0:
             variance_noise = torch.randn(x.shape, generator=generator).to(x.device)
-        step = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise)
-        x = step.prev_sample
-        if project is not None:
-            x0_hat = step.pred_original_sample
-            x = x + _alpha_before(scheduler, t).sqrt() * (project(x0_hat) - x0_hat)
+        x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
         if keep:
             x[:, keep] = kept[depth - 1 - i][:, keep]
         yield
     return x
-
-
-def _alpha_before(scheduler: DDIMScheduler, t: torch.Tensor) -> torch.Tensor:
-    """alpha of the level a DDIMScheduler step from timestep t lands on (its own rule: one grid spacing lower,
-    the final alpha below timestep 0)."""
-    before = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    return scheduler.alphas_cumprod[before] if before >= 0 else scheduler.final_alpha_cumprod
 
 
 def _kept_states(start: Inverted | torch.Tensor, depth: int) -> list[torch.Tensor]:

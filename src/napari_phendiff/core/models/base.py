@@ -126,12 +126,6 @@ class DiffusionModel(ConditionedModel):
         walk, and the engine pastes them after decoding."""
         return keep
 
-    def kept_projection(self, keep: list[int], clean: torch.Tensor):
-        """For a model whose walk cannot hold kept channels itself (kept_in_walk gives none of them): a map of a
-        predicted clean state to one that holds `clean`'s kept channels, applied at every generation step
-        (walk.generate's project). None (the default) where the walk holds them or none are kept."""
-        return None
-
     def blended_condition(self, condition: int, other: int, weight: float):
         """A context in which `condition` means weight x its own embedding + (1 - weight) x `other`'s (the morph's
         embedding path). Only kinds that condition through an embedding table give one."""

@@ -154,21 +154,7 @@ class LatentModel(PixelModel):
         return self.unet(x, t, encoder_hidden_states=self.contexts[labels]).sample
 
     def kept_in_walk(self, keep: list[int]) -> list[int]:
-        return []  # the latents mix the channels: they are held through `kept_projection`, and pasted at the end
-
-    def kept_projection(self, keep: list[int], clean: torch.Tensor):
-        """Decode each step's predicted clean latents, set the kept channels to the original's, encode again: the
-        other channels are generated around the original's kept ones (e.g. a reporter around the real nuclei)
-        rather than around nuclei the walk drew itself, which pasting at the end would not match."""
-        if not keep:
-            return None
-
-        def project(z0: torch.Tensor) -> torch.Tensor:
-            x = self.decode(z0)
-            x[:, keep] = clean[:, keep].to(x)
-            return self.encode(x).to(z0)
-
-        return project
+        return []  # the latents mix the channels: kept channels are pasted after decoding (translate.paste_kept)
 
     def release(self) -> None:
         self.vae.to("cpu")
