@@ -52,10 +52,10 @@ def measured(images, masks) -> np.ndarray:
     return values[~np.isnan(values)]
 
 
-def scores(out: np.ndarray, masks: list, source_values, target_values) -> dict:
+def scores(out: np.ndarray, masks: list, source_values, target_values, nuclear: int) -> dict:
     own_masks = []
     for image in out:
-        nuclei = cells.segment_nuclei(image[0])
+        nuclei = cells.segment_nuclei(image[nuclear])
         own_masks.append((nuclei, cells.segment_cells(nuclei)))
     return {
         "transfer_true": transfer_rate(measured(out, masks), source_values, target_values),
@@ -66,7 +66,7 @@ def scores(out: np.ndarray, masks: list, source_values, target_values) -> dict:
 
 def run(args) -> list[dict]:
     model = load_checkpoint(args.checkpoint, device="cpu")
-    conditions = list(model.conditions)
+    conditions, nuclear = list(model.conditions), cells.nuclear_channel(list(model.channel_names))
     data = {c: load(args.held_out, c, args.fields) for c in conditions}
     values = {c: measured(*data[c]) for c in conditions}
     rows = []
@@ -85,7 +85,7 @@ def run(args) -> list[dict]:
                 "strength": strength,
                 "guidance": guidance,
                 "steps": steps,
-                **scores(out, masks, values[source], values[target]),
+                **scores(out, masks, values[source], values[target], nuclear),
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
