@@ -148,9 +148,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.collect:
         lines = [line for log in args.collect for line in log.read_text().splitlines() if line.startswith("{")]
-        rows = [
-            row for row in map(json.loads, lines) if not row.get("kept")
-        ]  # rows with kept channels: not this table's
+        found: dict[tuple, dict] = {}
+        for row in map(json.loads, lines):  # rows with kept channels are not this table's; a repeated setting once
+            key = tuple(row[k] for k in ("source", "target", "strength", "guidance", "steps"))
+            if not row.get("kept"):
+                found.setdefault(key, row)
+        rows = list(found.values())
     else:
         rows = run(args)
     text = markdown(rows, args)
