@@ -73,15 +73,21 @@ REAL_NUCLEI = [
 # pixels. docs/benchmarks.md (base_vae): trained 3000 steps this VAE keeps the held-out translocation phenotype as well
 # as a plain 4x blur does; at 800 steps both 4 and 16 channels lost it (undertrained), neither better everywhere.
 LATENT_CHANNELS = 16
+# Channel slots (core/models/latent_base.py): 3, a one-channel VAE encodes each RGB slot on its own and the UNet takes
+# the three blocks of latents, so a translation can hold the DNA's latents while it redraws the other channels; 1, one
+# VAE mixes R, G and B as Stable Diffusion's does. docs/benchmarks.md (latent_layout): a fine-tune of the mixing base
+# drew cells of its own at strength 1 (nuclei IoU 0.13-0.25 with the real ones), where its phenotype moves.
+SLOTS = 3
 
 
-def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS) -> dict:
-    """A `factor`x autoencoder (log2(factor) halvings), as Stable Diffusion's but narrower."""
+def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS, slots: int = 1) -> dict:
+    """A `factor`x autoencoder (log2(factor) halvings), as Stable Diffusion's but narrower; of one channel when each
+    slot is encoded on its own."""
     levels = factor.bit_length()  # 4 -> 3 levels, 8 -> 4
     widths = (32, 64, 128, 128)[:levels]
     return dict(
-        in_channels=3,
-        out_channels=3,
+        in_channels=1 if slots > 1 else 3,
+        out_channels=1 if slots > 1 else 3,
         down_block_types=("DownEncoderBlock2D",) * levels,
         up_block_types=("UpDecoderBlock2D",) * levels,
         block_out_channels=widths,
@@ -92,12 +98,12 @@ def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS) -> dict:
     )
 
 
-def unet_config() -> dict:
+def unet_config(slots: int = SLOTS) -> dict:
     """SD2's layout at 1/50 of its size: cross-attention on the two finer levels, linear projections."""
     return dict(
         sample_size=CROP // 4,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
+        in_channels=LATENT_CHANNELS * slots,
+        out_channels=LATENT_CHANNELS * slots,
         layers_per_block=1,
         block_out_channels=(64, 128, 192),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -228,8 +234,43 @@ def crops(images: np.ndarray, rng: np.random.Generator, n: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(batch))
 
 
+def one_channel(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """(B, 3, H, W) composites -> (B, 1, H, W): one slot of each, at random among those not blank (a missing
+    channel's black slot teaches a one-channel VAE nothing)."""
+    shown = batch.flatten(2).std(dim=2) > 0.01
+    picks = [int(rng.choice(np.flatnonzero(row))) if row.any() else 0 for row in shown.numpy()]
+    return batch[torch.arange(len(batch)), picks][:, None]
+
+
+def warm_start(model: torch.nn.Module, folder: Path) -> list[str]:
+    """Copy the weights of the model saved in `folder` (safetensors) whose shapes fit; an RGB VAE's first and last
+    convolutions become one channel's (inputs summed: a grey image in RGB; outputs averaged: the grey read back, as
+    latent_base.from_vae does). The names of the weights left as initialised are returned."""
+    from safetensors.torch import load_file
+
+    saved = load_file(next(folder.glob("*.safetensors")))
+    own, fresh = model.state_dict(), []
+    for name, value in own.items():
+        old = saved.get(name)
+        if old is not None and old.shape != value.shape and name == "encoder.conv_in.weight":
+            old = old.float().sum(dim=1, keepdim=True)
+        elif old is not None and old.shape != value.shape and name.startswith("decoder.conv_out"):
+            old = old.float().mean(dim=0, keepdim=True)
+        if old is None or old.shape != value.shape:
+            fresh.append(name)
+            continue
+        value.copy_(old.to(value.dtype))
+    return fresh
+
+
 def train_vae(
-    work: Path, images: np.ndarray, steps: int, batch: int, out: Path | None = None, config: dict | None = None
+    work: Path,
+    images: np.ndarray,
+    steps: int,
+    batch: int,
+    out: Path | None = None,
+    config: dict | None = None,
+    init_from: Path | None = None,
 ) -> Path:
     from diffusers import AutoencoderKL
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -239,12 +280,18 @@ def train_vae(
         return out
     torch.manual_seed(0)
     vae = AutoencoderKL(**(config or vae_config()))
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=1e-4)
+    single = vae.config.in_channels == 1
+    if init_from is not None:
+        print(f"vae: from {init_from}, left as initialised: {warm_start(vae, init_from) or 'none'}", flush=True)
+    # from random weights 1e-3; a warm start at 1e-3 lost what it started with (L1 0.033 -> 0.093 in 200 steps)
+    lr = 1e-4 if init_from is not None else 1e-3
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     schedule = get_cosine_schedule_with_warmup(optimizer, 100, steps)
     rng = np.random.default_rng(0)
     started = time.monotonic()
     for step in range(steps):
         x = crops(images, rng, batch)
+        x = one_channel(x, rng) if single else x
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         loss = (reconstruction - x).abs().mean() + 1e-6 * posterior.kl().mean()
@@ -256,6 +303,7 @@ def train_vae(
     vae.eval()
     with torch.no_grad():
         sample = crops(images, np.random.default_rng(99), 256)
+        sample = one_channel(sample, np.random.default_rng(99)) if single else sample
         latents = torch.cat([vae.encode(part).latent_dist.mean for part in sample.split(32)])
         decoded = torch.cat([vae.decode(part).sample for part in latents.split(32)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
@@ -263,7 +311,16 @@ def train_vae(
     psnr = float((10 * torch.log10(4.0 / error)).mean())  # peak-to-peak range 2 ([-1, 1])
     vae.save_pretrained(out, safe_serialization=True)
     (out / "quality.json").write_text(
-        json.dumps({"steps": steps, "batch": batch, "psnr_db": psnr, "seconds": time.monotonic() - started})
+        json.dumps(
+            {
+                "steps": steps,
+                "batch": batch,
+                "lr": lr,
+                "psnr_db": psnr,
+                "seconds": time.monotonic() - started,
+                **({"initialised_from": str(init_from)} if init_from else {}),
+            }
+        )
     )
     print(f"vae: PSNR {psnr:.1f} dB on 256 corpus crops, scaling factor {1 / float(latents.std()):.3f}")
     return out
@@ -272,20 +329,19 @@ def train_vae(
 # --- 3. unet ---------------------------------------------------------------------------------------------------------
 
 
-def initial_base(work: Path, vae_folder: Path) -> Path:
-    """A base folder with the trained VAE and a randomly initialised UNet: what stage 3 fine-tunes in full."""
+def initial_base(work: Path, vae_folder: Path, slots: int = SLOTS, init_from: Path | None = None) -> Path:
+    """A base folder with the trained VAE and a randomly initialised UNet (or one whose weights that fit are another
+    base's, `init_from`): what stage 3 fine-tunes in full."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     out = work / "initial-base"
     if (out / "model_index.json").is_file():
         return out
     torch.manual_seed(0)
-    write_base(
-        out,
-        AutoencoderKL.from_pretrained(vae_folder),
-        UNet2DConditionModel(**unet_config()),
-        DDIMScheduler(**scheduler_config()),
-    )
+    unet = UNet2DConditionModel(**unet_config(slots))
+    if init_from is not None:
+        print(f"unet: from {init_from}, left as initialised: {warm_start(unet, init_from) or 'none'}", flush=True)
+    write_base(out, AutoencoderKL.from_pretrained(vae_folder), unet, DDIMScheduler(**scheduler_config()))
     return out
 
 
@@ -390,7 +446,9 @@ def ship(work: Path, vae_folder: Path, pretrained: Path, corpus: Path, target: P
                     "real_nuclei": [f"{r}: {m}" for r, m in REAL_NUCLEI],
                 },
                 "vae": json.loads((vae_folder / "quality.json").read_text()),
+                "slots": args.slots,
                 "unet": {
+                    **({"initialised_from": str(args.init_from / "unet")} if args.init_from else {}),
                     "steps": manifest["trained_steps"],
                     "batch_size": manifest["training"]["batch_size"],
                     "lr": manifest["training"]["lr"],
@@ -429,13 +487,25 @@ def main() -> None:
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ship", type=Path, default=PACKAGE_BASE)
+    parser.add_argument("--slots", type=int, default=SLOTS, choices=[1, 3], help="3: one latent block per channel")
+    parser.add_argument(
+        "--init-from", type=Path, help="a base folder whose weights start the VAE and UNet where their shapes fit"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(args.work, args.hold_out, args.per_class, args.real)
     print(f"corpus: {len(list(corpus.glob('*/*.tif')))} images", flush=True)
-    vae = train_vae(args.work, read_corpus(corpus), args.vae_steps, args.vae_batch)
-    base = initial_base(args.work, vae)
+    init = args.init_from
+    vae = train_vae(
+        args.work,
+        read_corpus(corpus),
+        args.vae_steps,
+        args.vae_batch,
+        config=vae_config(slots=args.slots),
+        init_from=init / "vae" if init else None,
+    )
+    base = initial_base(args.work, vae, args.slots, init / "unet" if init else None)
     pretrained = pretrain_unet(args.work, corpus, base, args.unet_steps, args.unet_batch)
     ship(args.work, vae, pretrained, corpus, args.ship, args)
 

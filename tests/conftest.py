@@ -102,16 +102,17 @@ class CountingUNet:
 SCALING_FACTOR = 2.5
 
 
-def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
+def tiny_base(folder, cross_attention_dim=32, text_encoder=True, slots=1):
     """A Stable Diffusion 2.x-shaped pipeline, tiny and random: UNet (two levels, cross-attention), VAE (factor 2),
-    SD 2's PNDM scheduler config, and optionally a CLIP text encoder with a character-level tokenizer."""
+    SD 2's PNDM scheduler config, and optionally a CLIP text encoder with a character-level tokenizer. With `slots`
+    > 1 the VAE takes one channel and the UNet one block of latents per slot, as the shipped base."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        in_channels=4 * slots,
+        out_channels=4 * slots,
         layers_per_block=1,
         block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -122,8 +123,8 @@ def tiny_base(folder, cross_attention_dim=32, text_encoder=True):
         use_linear_projection=True,
     )
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
+        in_channels=3 if slots == 1 else 1,
+        out_channels=3 if slots == 1 else 1,
         down_block_types=("DownEncoderBlock2D",) * 2,
         latent_channels=4,
         up_block_types=("UpDecoderBlock2D",) * 2,

@@ -276,6 +276,33 @@ def test_kept_channels_of_a_latent_model_are_the_originals_and_the_others_change
     assert not np.array_equal(kept[1], image[1])  # the reporter is regenerated
 
 
+def test_a_base_with_channel_slots_keeps_each_channels_latents_apart_and_holds_the_kept_ones(sim_data, tmp_path):
+    base = tiny_base(tmp_path / "slots", text_encoder=False, slots=3)
+    out = pd.train(latent_config(sim_data, tmp_path / "lora", base, adapter="lora", rank=2, steps=1))
+    assert json.loads((out / "phendiff.json").read_text())["vae"]["slots"] == 3
+    model = pd.load_checkpoint(out, device="cpu")
+    assert model.slots == 3 and model.kept_in_walk([0]) == [0, 1, 2, 3]  # 4 latent channels per slot
+    image = field(32, seed=2)[:, 8:24, 8:24]  # one 16-px tile, the base's size
+    x = torch.from_numpy(model.normalization.forward(image[None]))
+    brighter = x.clone()
+    brighter[:, 1] += 0.5
+    with torch.no_grad():
+        z, z_brighter = model.encode(x), model.encode(brighter)
+        assert z.shape == (1, 12, 8, 8) and model.decode(z).shape == (1, 2, 16, 16)
+        torch.testing.assert_close(z[:, :4], z_brighter[:, :4])  # the DNA's latents do not see the reporter
+        assert not torch.allclose(z[:, 4:8], z_brighter[:, 4:8])
+        inverted = finish(invert(model, z, model.condition_index("untreated"), 4, keep=True))
+        kept = finish(generate(model, inverted, model.condition_index("TNFa"), 4, keep=model.kept_in_walk([0])))
+    torch.testing.assert_close(kept[:, :4], z[:, :4])  # the walk ends at the original's DNA latents
+    assert not torch.allclose(kept[:, 4:8], z[:, 4:8], atol=1e-3)  # the reporter's were drawn again
+
+    mixed = tiny_base(tmp_path / "mixed", text_encoder=False)
+    config = json.loads((mixed / "unet" / "config.json").read_text())
+    (mixed / "unet" / "config.json").write_text(json.dumps({**config, "in_channels": 12, "out_channels": 12}))
+    with pytest.raises(CheckpointError, match="UNet takes 12 channels and its VAE gives 4 from 3"):
+        pd.train(latent_config(sim_data, tmp_path / "bad", mixed, adapter="lora", steps=1))
+
+
 def test_a_checkpoint_moved_together_with_its_base_finds_it(sim_data, tmp_path):
     work = tmp_path / "project"
     base = tiny_base(work / "sd", text_encoder=False)

@@ -119,7 +119,8 @@ class TranslateOptions:
         (),
         Flag(
             "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the other channels "
-            "are regenerated around them (latent models: pasted after decoding)",
+            "are regenerated around them (a latent model whose autoencoder mixes the channels, as Stable Diffusion's: "
+            "pasted after decoding)",
             nargs="+",
             metavar="CHANNEL",
             shown="none",

@@ -328,8 +328,10 @@ def regenerate(
 
 def paste_kept(out: np.ndarray, clean: torch.Tensor, keep: Sequence[int]) -> None:
     """The kept channels of a translation (N, C, H, W) set to the input's, exactly: a pixel-space walk already ends
-    there (a no-op); a latent model's autoencoder mixes the channels, so they are pasted after decoding (the other
-    channels were regenerated around the autoencoder's reconstruction of them); a direct model copies them."""
+    there (a no-op); a latent walk with channel slots ends at their own latents, whose decoding this replaces by the
+    original; an autoencoder that mixes the channels (Stable Diffusion's) cannot hold them in the walk, so they are
+    only pasted after decoding (the other channels were regenerated around the autoencoder's reconstruction of them);
+    a direct model copies them."""
     if keep:
         out[:, list(keep)] = clean[:, list(keep)].float().cpu().numpy()
 

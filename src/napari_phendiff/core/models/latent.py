@@ -43,12 +43,15 @@ from .adapters import ADAPTERS, apply_adapter, load_adapter, save_adapter, train
 from .latent_base import (
     check_memory,
     base_configs,
+    channel_slots,
     check_channels,
     config_hash,
     from_base,
+    image_channels,
     load_base,
     native_image_size,
     size_multiple,
+    slot_latents,
     vae_decode,
     vae_encode,
     vae_factor,
@@ -140,11 +143,15 @@ class LatentModel(PixelModel):
         its condition through cross-attention at every level."""
         return DiffusionModel.deep_feature_cache(self)
 
+    @property
+    def slots(self) -> int:
+        return channel_slots(self.unet.config, self.vae.config)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.vae, x)
+        return vae_encode(self.vae, x, self.slots)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.vae, z, self.channels)
+        return vae_decode(self.vae, z, self.channels, self.slots)
 
     def noise_shape(self, n: int) -> tuple[int, ...]:
         side = self.image_size // vae_factor(self.vae.config)
@@ -154,7 +161,8 @@ class LatentModel(PixelModel):
         return self.unet(x, t, encoder_hidden_states=self.contexts[labels]).sample
 
     def kept_in_walk(self, keep: list[int]) -> list[int]:
-        return []  # the latents mix the channels: kept channels are pasted after decoding (translate.paste_kept)
+        """The kept channels' own latents (latent_base.py, channel slots); none when the VAE mixes the channels."""
+        return slot_latents(keep, self.slots, self.vae.config.latent_channels)
 
     def release(self) -> None:
         self.vae.to("cpu")
@@ -259,7 +267,8 @@ class LatentTrainable:
         self.out = Path(config.out)
         self.adapter, self.rank, self.channels = config.adapter, config.rank, channels
         unet_config, vae_config = base_configs(self.source)  # check what is cheap to check before loading weights
-        check_channels(channels, vae_config.get("in_channels", 3), str(config.data))
+        check_channels(channels, image_channels(unet_config, vae_config), str(config.data))
+        self.slots = channel_slots(unet_config, vae_config)
         multiple = size_multiple(unet_config, vae_config)
         if config.image_size % multiple:
             raise ConfigError(
@@ -268,9 +277,7 @@ class LatentTrainable:
             )
         self.unet_hash = config_hash(unet_config)
         self.micro_batch = max(1, PIXELS_PER_PASS // config.image_size**2)
-        check_memory(
-            unet_config, vae_config, self.adapter, device, config.optimizer
-        )  # before gigabytes are loaded, not after
+        check_memory(unet_config, vae_config, self.adapter, device, config.optimizer)  # before loading gigabytes
 
         unet, self.vae, self.schedule = load_base(self.source)
         self.counts = {"unet": sum(p.numel() for p in unet.parameters())}
@@ -295,7 +302,7 @@ class LatentTrainable:
 
     @torch.no_grad()
     def encode(self, clean: torch.Tensor) -> torch.Tensor:
-        return torch.cat([vae_encode(self.vae, part) for part in clean.split(self.micro_batch)])
+        return torch.cat([vae_encode(self.vae, part, self.slots) for part in clean.split(self.micro_batch)])
 
     def raw_weights(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters()}
@@ -333,6 +340,7 @@ class LatentTrainable:
                 "scaling_factor": self.vae.config.scaling_factor,
                 "factor": vae_factor(self.vae.config),
                 "channels": "1: grey (R = G = B); 2: red, green, black blue; 3: RGB",
+                "slots": self.slots,  # > 1: each RGB slot encoded on its own (latent_base.py)
             },
             "trained_parameters": self.counts,
             # what it translates at until calibrated: measured on fine-tunes of the shipped base (base.json)

@@ -7,6 +7,12 @@ then one channel becomes grey (R = G = B), two become red and green on a black b
 Decoding takes the mean of R, G and B back for one channel, and R (and G) for two. The VAE encodes with its
 distribution's mean (no sampling, so encoding is reproducible), latents are scaled by the VAE's scaling factor and
 never clipped.
+
+Channel slots. Stable Diffusion's VAE mixes R, G and B into every latent. A base whose VAE takes one channel and
+whose UNet takes n times its latents (the shipped base) encodes each of the n RGB slots on its own and stacks the
+latents: the latents of one microscopy channel are then a block of their own, which a translation can hold at the
+original's values at every step (the DNA, as the pixel model does) so the other channels are drawn around the real
+cells (docs/latent.md).
 """
 
 from __future__ import annotations
@@ -96,6 +102,27 @@ def load_base(source: str, *, unet_folder: Path | None = None) -> tuple[UNet2DCo
 # --- microscopy channels <-> the VAE's RGB --------------------------------------------------------------------------
 
 
+def channel_slots(unet_config, vae_config) -> int:
+    """1 when the VAE mixes the channels (Stable Diffusion's RGB); n when the UNet takes n blocks of the VAE's latents,
+    each the encoding of one channel by a one-channel VAE."""
+    slots = int(unet_config["in_channels"]) // int(vae_config["latent_channels"])
+    if slots == 1:
+        return 1
+    if vae_config["in_channels"] != 1 or slots * vae_config["latent_channels"] != unet_config["in_channels"]:
+        raise CheckpointError(
+            f"The base's UNet takes {unet_config['in_channels']} channels and its VAE gives "
+            f"{vae_config['latent_channels']} from {vae_config['in_channels']} image channel(s): neither one VAE "
+            "encoding (equal counts) nor one encoding per channel (a one-channel VAE); the folder mixes models."
+        )
+    return slots
+
+
+def image_channels(unet_config, vae_config) -> int:
+    """How many microscopy channels the base takes: its VAE's RGB, or one per slot."""
+    slots = channel_slots(unet_config, vae_config)
+    return int(vae_config.get("in_channels", 3)) if slots == 1 else slots
+
+
 def check_channels(channels: int, vae_channels: int, where: str) -> None:
     if channels > vae_channels:
         raise DataError(
@@ -122,17 +149,29 @@ def from_vae(rgb: torch.Tensor, channels: int) -> torch.Tensor:
     return rgb[:, :channels]
 
 
-def vae_encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
-    """Normalised microscopy (B, C, H, W) -> the scaled latents the UNet diffuses (the distribution's mean)."""
-    rgb = to_vae(x, vae.config.in_channels).to(vae.dtype)
-    mean = vae.encode(rgb).latent_dist.mean.float()
+def vae_encode(vae: AutoencoderKL, x: torch.Tensor, slots: int = 1) -> torch.Tensor:
+    """Normalised microscopy (B, C, H, W) -> the scaled latents the UNet diffuses (the distribution's mean); with
+    `slots` > 1 each RGB slot is encoded on its own and the latents are stacked slot by slot."""
+    rgb = to_vae(x, vae.config.in_channels if slots == 1 else slots).to(vae.dtype)
+    batch, _, height, width = rgb.shape
+    mean = vae.encode(rgb.reshape(batch * slots, -1, height, width)).latent_dist.mean.float()
+    mean = mean.reshape(batch, -1, *mean.shape[-2:])
     return (mean - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
 
 
-def vae_decode(vae: AutoencoderKL, z: torch.Tensor, channels: int) -> torch.Tensor:
-    """Scaled latents -> normalised microscopy (B, channels, H, W), unclipped."""
+def vae_decode(vae: AutoencoderKL, z: torch.Tensor, channels: int, slots: int = 1) -> torch.Tensor:
+    """Scaled latents -> normalised microscopy (B, channels, H, W), unclipped (`slots` as for `vae_encode`)."""
     unscaled = z / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0.0)
-    return from_vae(vae.decode(unscaled.to(vae.dtype)).sample.float(), channels)
+    batch, _, height, width = unscaled.shape
+    decoded = vae.decode(unscaled.reshape(batch * slots, -1, height, width).to(vae.dtype)).sample.float()
+    return from_vae(decoded.reshape(batch, -1, *decoded.shape[-2:]), channels)
+
+
+def slot_latents(keep: list[int], slots: int, latent_channels: int) -> list[int]:
+    """The latent channels that hold the image channels `keep` (none when the VAE mixes the channels)."""
+    if slots == 1:
+        return []
+    return [c * latent_channels + i for c in keep if c < slots for i in range(latent_channels)]
 
 
 def check_memory(
