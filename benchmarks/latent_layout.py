@@ -1,11 +1,13 @@
 """Does a fine-tuned latent model translate the cells it was given, or draw new ones?
 
     python benchmarks/latent_layout.py --checkpoint CKPT --held-out HELD [--settings 1,4 1,1.5 1,1.5,100] [--fields 20]
+        [--keep DNA --section latent_layout_kept]
 
 HELD is a folder `phendiff simulate --phenotype translocation` wrote (HELD_truth beside it): the held-out fields of
 benchmarks/finetune_claim.py (seed 1). For each direction and setting (strength, guidance against the source, DDIM
-steps: 20 unless given) the fields are translated without kept channels (a latent walk cannot hold them; they are
-pasted after decoding, which changes no other channel). Columns: *transfer, true masks*: the share of cells whose
+steps: 20 unless given) the fields are translated without kept channels (a walk whose autoencoder mixes the channels
+cannot hold them; they are pasted after decoding, which changes no other channel), or keeping --keep (a base with
+channel slots holds their latents at every step; the nuclei IoU is then the segmentation's ceiling by construction). Columns: *transfer, true masks*: the share of cells whose
 phenotype, measured with the original's true masks, is closer to the real target's median than to the source's
 (what finetune_claim reports); *transfer, own nuclei*: the same measured on the nuclei segmented on the translation
 itself and grown into cells (wherever the model drew its cells); *nuclei IoU*: those nuclei against the true ones
@@ -77,9 +79,19 @@ def run(args) -> list[dict]:
         runs = reconstructions + [(target, *setting) for setting in args.settings]
         for to, strength, guidance, steps in runs:
             out = translate(
-                model, images, source, to, strength=strength, guidance=guidance, negative="source", steps=steps, seed=0
+                model,
+                images,
+                source,
+                to,
+                strength=strength,
+                guidance=guidance,
+                negative="source",
+                steps=steps,
+                seed=0,
+                keep_channels=tuple(args.keep),
             )
             row = {
+                "kept": args.keep,
                 "source": source,
                 "target": to,
                 "strength": strength,
@@ -95,7 +107,9 @@ def run(args) -> list[dict]:
 def markdown(rows: list[dict], args) -> str:
     head = (
         f"Hardware: {hardware()}. Checkpoint `{args.checkpoint.name}`; the first {args.fields} held-out fields "
-        f"per condition of `{args.held_out}`; guidance against the source.\n\n"
+        f"per condition of `{args.held_out}`; guidance against the source"
+        + (f"; {', '.join(args.keep)} kept" if args.keep else "")
+        + ".\n\n"
     )
     body = table(
         [
@@ -143,15 +157,18 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--keep", nargs="+", default=[], help="channels kept as the original's (TranslateOptions)")
+    parser.add_argument("--section", default="latent_layout", help="the docs/benchmarks.md section written")
     args = parser.parse_args()
     args.settings = [_setting(text) for text in args.settings]
     torch.set_num_threads(args.threads)
     if args.collect:
         lines = [line for log in args.collect for line in log.read_text().splitlines() if line.startswith("{")]
         found: dict[tuple, dict] = {}
-        for row in map(json.loads, lines):  # rows with kept channels are not this table's; a repeated setting once
+        for row in map(json.loads, lines):  # rows kept otherwise are another table's; a repeated setting once
             key = tuple(row[k] for k in ("source", "target", "strength", "guidance", "steps"))
-            if not row.get("kept"):
+            kept = row.get("kept") or []  # rows of the projection that was not kept say only `true`
+            if kept is not True and sorted(kept) == sorted(args.keep):
                 found.setdefault(key, row)
         rows = list(found.values())
     else:
@@ -159,7 +176,7 @@ def main() -> None:
     text = markdown(rows, args)
     print(text)
     if not args.no_write:
-        print(f"written to {write_section('latent_layout', text)}")
+        print(f"written to {write_section(args.section, text)}")
 
 
 if __name__ == "__main__":
