@@ -7,10 +7,10 @@ diffusion model. Each configuration (side factor x latent channels) is trained a
 shipped one (the same corpus, which holds no translocation images, random 64-px crops, L1 + 1e-6 KL, batch 8), for the
 same number of steps; then 8 simulated fields per condition of each phenotype (seed 100+, 64 px, cell diameter 20 px)
 are encoded and decoded, and the simulator's per-cell phenotype is measured on the originals and on the
-reconstructions with the true masks. FACTORxCHANNELSx3 is a one-channel VAE that encodes each channel on its own (three
-channel slots, core/models/latent_base.py), --init-from starts it from an RGB VAE (scripts/train_base.py warm_start). Kept: the share of cells whose reconstruction is still closer to its own
-condition's real median than to the other condition's; the medians show how far the VAE pulls the two conditions
-together. PSNR is over the normalised image ([-1, 1]), camera noise included (which no VAE should reproduce).
+reconstructions with the true masks. FACTORxCHANNELSx3 is a one-channel VAE that encodes each channel on its own
+(three channel slots, core/models/latent_base.py); --init-from starts it from an RGB VAE (scripts/train_base.py
+warm_start). Kept: the share of cells whose reconstruction is still closer to its own condition's real median than to
+the other condition's; the medians show how far the VAE pulls the two conditions together. PSNR is over the normalised image ([-1, 1]), camera noise included (which no VAE should reproduce).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def preserved(vae_folder: Path | None, phenotype: str) -> dict:
     from napari_phendiff.core.models.latent import vae_decode, vae_encode
 
     vae = AutoencoderKL.from_pretrained(vae_folder).eval() if vae_folder is not None else None
-    slots = 3 if vae is not None and vae.config.in_channels == 1 else 1
+    slots = train_base.SLOTS if vae is not None and vae.config.in_channels == 1 else 1
     fields = {c: [simulate_field(phenotype, c, 64, seed=100 + i, cell_diameter=20.0) for i in range(8)] for c in (0, 1)}
     images = [f.image for c in (0, 1) for f in fields[c]]
     norm = Normalization.fit(images)

@@ -88,7 +88,7 @@ LATENT_CHANNELS = 16
 SLOTS = 3
 
 
-def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS, slots: int = 1) -> dict:
+def vae_config(factor: int = 4, latent_channels: int = LATENT_CHANNELS, slots: int = SLOTS) -> dict:
     """A `factor`x autoencoder (log2(factor) halvings), as Stable Diffusion's but narrower; of one channel when each
     slot is encoded on its own."""
     levels = factor.bit_length()  # 4 -> 3 levels, 8 -> 4
