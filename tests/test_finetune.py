@@ -15,11 +15,13 @@ from diffusers import UNet2DModel
 
 import napari_phendiff as pd
 from napari_phendiff.cli import main as cli
+from napari_phendiff.core.calibrate import _base_options
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.models import bases
 from napari_phendiff.core.models.bases import DEFAULT_BASE, SHIPPED_BASES
 from napari_phendiff.core.models.latent import load_base, native_image_size
 from napari_phendiff.core.simulate import simulate_dataset, simulate_field
+from napari_phendiff.core.training.run import kept_nucleus
 from napari_phendiff.core.translate import translation_options
 
 
@@ -71,9 +73,21 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
     assert manifest["base"]["source"] == "microscopy" and len(manifest["base"]["weights_sha256"]) == 64
     assert "the base's own starting embedding" in manifest["conditioning"]["initialised_from"]
     info = json.loads((SHIPPED_BASES[DEFAULT_BASE] / "base.json").read_text())
-    assert manifest["translation_defaults"] == info["translation"]  # a fresh fine-tune translates at its measured
+    # a fresh fine-tune translates at its measured setting, its DNA channel kept (the walk holds the nuclei)
+    measured = {k: v for k, v in info["translation"].items() if k != "keep_nuclear"}
+    assert info["translation"]["keep_nuclear"] and manifest["translation_defaults"] == {
+        **measured,
+        "keep_channels": ["DNA"],
+    }
     options, sources = translation_options(pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa")
     assert (options.strength, sources["strength"]) == (info["translation"]["strength"], "model default")
+    assert (options.keep_channels, sources["keep_channels"]) == (("DNA",), "model default")
+    undone, sources = translation_options(
+        pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa", keep_channels=["none"]
+    )
+    assert (undone.keep_channels, sources["keep_channels"]) == ((), "given")
+    # calibrate sweeps with the same default, so the choice it stores keeps the DNA too
+    assert _base_options(pd.load_checkpoint(lora, device="cpu"), 4, 0, None, None).keep_channels == ("DNA",)
     written = sum(f.stat().st_size for f in lora.rglob("*") if f.is_file() and "training" not in f.parts)
     assert written < 5e6  # the adapter and the embeddings, not the base
     moved = tmp_path / "elsewhere" / "lora"
@@ -83,6 +97,22 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
     out = pd.translate(model, image, "untreated", "TNFa", steps=4, keep_channels=("DNA",))
     assert out.shape == image.shape and out.dtype == image.dtype
     assert np.array_equal(out[0], image[0]) and not np.array_equal(out[1], image[1])
+
+
+@pytest.mark.parametrize(
+    ("names", "kept"),
+    [
+        (["DNA", "reporter"], ["DNA"]),
+        (["GFP", "Hoechst", "actin"], ["Hoechst"]),
+        (["GFP", "actin"], None),  # no channel is named like a nuclear stain: nothing is kept rather than a guess
+        (["DAPI"], None),  # the only channel: keeping it would leave nothing to translate
+    ],
+)
+def test_a_fine_tune_keeps_only_a_channel_named_like_dna_by_default(names, kept):
+    manifest = {"channel_names": names, "translation_defaults": {"strength": 1.0, "keep_nuclear": True}}
+    defaults = kept_nucleus(manifest)["translation_defaults"]
+    assert defaults.get("keep_channels") == kept and "keep_nuclear" not in defaults
+    assert kept_nucleus({"channel_names": names}) == {"channel_names": names}  # a model without the wish: unchanged
 
 
 def test_a_checkpoint_of_another_shipped_base_version_is_refused(lora, tmp_path):

@@ -222,9 +222,9 @@ def _add_calibrate(sub) -> None:
     p.add_argument(
         "--keep-channels",
         nargs="+",
-        default=[],
         metavar="CHANNEL",
-        help="channels every setting keeps as the original's (e.g. DNA); stored with the choice",
+        help="channels every setting keeps as the original's (e.g. DNA; 'none' for none); stored with the choice "
+        "(default: those the checkpoint keeps by default, a fine-tune of the shipped base its DNA channel)",
     )
     p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
     p.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .features import save_classifier, train_classifier
 from .frontier import frontier_figure  # noqa: F401  (read from here by the tests and benchmarks)
 from .frontier import write_frontier
-from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key
+from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key, model_defaults
 from .sweep import Setting, sweep_pairs
 from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
@@ -112,7 +112,7 @@ def calibrate(
     batch_size: int | None = None,
     device: str = "auto",
     store: bool = True,
-    keep_channels: Sequence[str] = (),
+    keep_channels: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
@@ -121,7 +121,8 @@ def calibrate(
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
-    choice.
+    choice. None: those the checkpoint keeps by default (its translation_defaults: a fine-tune of the shipped base
+    keeps its DNA channel), else none.
     """
     settings, n = _checked_sweep(settings, n, steps, classifier_steps)
     out = claim_new_folder(out, "the calibration")
@@ -175,9 +176,11 @@ def _calibration_locks(out: Path, checkpoint: Path, store: bool) -> Iterator[Non
 
 
 def _base_options(
-    model, steps: int, seed: int, batch_size: int | None, keep_channels: Sequence[str]
+    model, steps: int, seed: int, batch_size: int | None, keep_channels: Sequence[str] | None
 ) -> TranslateOptions:
     """The translation options every setting of the sweep shares, its kept channels checked against the model."""
+    if keep_channels is None:
+        keep_channels = model_defaults(model.manifest).get("keep_channels", ())
     base = TranslateOptions(
         steps=steps, seed=seed, batch_size=batch_size, keep_channels=tuple(keep_channels)
     ).validate()

@@ -118,9 +118,9 @@ class TranslateOptions:
     keep_channels: tuple[str, ...] = option(
         (),
         Flag(
-            "channels the conditions do not change (e.g. DNA): they stay the original's exactly, and the other channels "
-            "are regenerated around them (a latent model whose autoencoder mixes the channels, as Stable Diffusion's: "
-            "pasted after decoding)",
+            "channels the conditions do not change (e.g. DNA; 'none' for none): they stay the original's exactly, and "
+            "the other channels are regenerated around them (a latent model whose autoencoder mixes the channels, as "
+            "Stable Diffusion's: pasted after decoding); a fine-tune of the shipped base keeps its DNA channel by default",
             nargs="+",
             metavar="CHANNEL",
             shown="none",
@@ -261,6 +261,8 @@ def _checked_kept(given, inversion: str) -> tuple[str, ...]:
     """keep_channels as a tuple of distinct names (one name alone is one channel), or ConfigError: an exact (bdia)
     walk cannot keep channels."""
     keep = (given,) if isinstance(given, str) else tuple(given or ())
+    if keep == ("none",):  # said on purpose, e.g. to undo a checkpoint's default of keeping its DNA
+        return ()
     if any(not isinstance(name, str) or not name for name in keep) or len(set(keep)) < len(keep):
         raise ConfigError(f"keep_channels must be distinct channel names, not {given!r}.")
     if keep and inversion == "bdia":

@@ -150,7 +150,7 @@ def _train_run(config: TrainConfig, previews: int = 0) -> Iterator[TrainEvent]:
     check_free_space(config.out, checkpoint_bytes(trainer), copies=2 if replaces else 1)
     start = load_state(trainer, config.out / "training") if resume_from else 0
     losses = loss_history(config.out / "training", start) if resume_from else []
-    manifest = {**_manifest(config, data, normalization, channel_names), **trainer.manifest()}
+    manifest = kept_nucleus({**_manifest(config, data, normalization, channel_names), **trainer.manifest()})
 
     yield TrainEvent(
         "start",
@@ -285,6 +285,22 @@ def _manifest(config: TrainConfig, data, normalization: Normalization, channel_n
             "python": platform.python_version(),
         },
     }
+
+
+def kept_nucleus(manifest: dict) -> dict:
+    """The manifest with its translation_defaults' "keep_nuclear" (a base's default, base.json) made concrete: the
+    channel named like DNA, DAPI or Hoechst is kept as the original's (the walk holds it, so translated cells keep
+    their nuclei) when one is so named and other channels remain to translate; otherwise nothing is kept."""
+    from ..cells import NUCLEAR_NAMES
+
+    defaults = dict(manifest.get("translation_defaults") or {})
+    if not defaults.pop("keep_nuclear", False):
+        return manifest
+    names = manifest["channel_names"]
+    nuclear = [name for name in names if name.lower() in NUCLEAR_NAMES]
+    if nuclear and len(names) > 1:
+        defaults["keep_channels"] = nuclear[:1]
+    return {**manifest, "translation_defaults": defaults}
 
 
 def _statistics(data, channel_names: list[str]) -> dict:
