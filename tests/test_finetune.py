@@ -110,9 +110,13 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
 )
 def test_a_fine_tune_keeps_only_a_channel_named_like_dna_by_default(names, kept):
     manifest = {"channel_names": names, "translation_defaults": {"strength": 1.0, "keep_nuclear": True}}
-    defaults = kept_nucleus(manifest)["translation_defaults"]
-    assert defaults.get("keep_channels") == kept and "keep_nuclear" not in defaults
-    assert kept_nucleus({"channel_names": names}) == {"channel_names": names}  # a model without the wish: unchanged
+    made, note = kept_nucleus(manifest)
+    assert (
+        made["translation_defaults"].get("keep_channels") == kept and "keep_nuclear" not in made["translation_defaults"]
+    )
+    # the run's start message says when nothing will be kept though several channels could be
+    assert ("No channel is named like a nuclear stain (GFP, actin)" in note) == (names == ["GFP", "actin"])
+    assert kept_nucleus({"channel_names": names}) == ({"channel_names": names}, "")  # a model without the wish
 
 
 def test_a_checkpoint_of_another_shipped_base_version_is_refused(lora, tmp_path):

@@ -150,13 +150,13 @@ def _train_run(config: TrainConfig, previews: int = 0) -> Iterator[TrainEvent]:
     check_free_space(config.out, checkpoint_bytes(trainer), copies=2 if replaces else 1)
     start = load_state(trainer, config.out / "training") if resume_from else 0
     losses = loss_history(config.out / "training", start) if resume_from else []
-    manifest = kept_nucleus({**_manifest(config, data, normalization, channel_names), **trainer.manifest()})
+    manifest, kept_note = kept_nucleus({**_manifest(config, data, normalization, channel_names), **trainer.manifest()})
 
     yield TrainEvent(
         "start",
         start,
         config.steps,
-        message=_start_message(config, data, start, trainer),
+        message=_start_message(config, data, start, trainer) + kept_note,
         history=tuple(map(tuple, losses)),
     )
     step = saved_at = start
@@ -287,20 +287,28 @@ def _manifest(config: TrainConfig, data, normalization: Normalization, channel_n
     }
 
 
-def kept_nucleus(manifest: dict) -> dict:
+def kept_nucleus(manifest: dict) -> tuple[dict, str]:
     """The manifest with its translation_defaults' "keep_nuclear" (a base's default, base.json) made concrete: the
     channel named like DNA, DAPI or Hoechst is kept as the original's (the walk holds it, so translated cells keep
-    their nuclei) when one is so named and other channels remain to translate; otherwise nothing is kept."""
+    their nuclei) when one is so named and other channels remain to translate; otherwise nothing is kept, and the
+    note returned says so (for the run's start message)."""
     from ..cells import NUCLEAR_NAMES
 
     defaults = dict(manifest.get("translation_defaults") or {})
     if not defaults.pop("keep_nuclear", False):
-        return manifest
+        return manifest, ""
     names = manifest["channel_names"]
     nuclear = [name for name in names if name.lower() in NUCLEAR_NAMES]
+    note = ""
     if nuclear and len(names) > 1:
         defaults["keep_channels"] = nuclear[:1]
-    return {**manifest, "translation_defaults": defaults}
+    elif len(names) > 1:
+        note = (
+            f". No channel is named like a nuclear stain ({', '.join(names)}), so its translations keep none by "
+            "default and regenerate the nuclei: name the channels (e.g. DNA, reporter) or keep the nuclear one "
+            "when translating"
+        )
+    return {**manifest, "translation_defaults": defaults}, note
 
 
 def _statistics(data, channel_names: list[str]) -> dict:
