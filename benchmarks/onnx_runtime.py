@@ -1,5 +1,6 @@
 """Would ONNX Runtime or OpenVINO run the translation's network faster on this CPU than torch does?
 
+    pip install onnxruntime openvino   # not dependencies of the plugin
     python benchmarks/onnx_runtime.py [--checkpoint demo] [--batches 8 16] [--repeats 20]
 
 The one call a tiled translation repeats: the checkpoint's denoiser on a batch of tiles (8 tiles per call on a CPU,
