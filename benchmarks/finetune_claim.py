@@ -164,7 +164,7 @@ def calibrated(model_dir: Path, work: Path, direction: tuple[str, str], args) ->
             out,
             settings=grid(args.strengths, args.guidances),
             n=16,
-            steps=20,
+            steps=None,  # the checkpoint's own (a fine-tune of the shipped base: 50), else 20
             seed=0,
             store=False,
             keep_channels=["DNA"],
@@ -196,7 +196,7 @@ def evaluated(
             *direction,
             report,
             truth=work / "held_out_truth",
-            steps=20,
+            steps=None,  # the checkpoint's own (a fine-tune of the shipped base: 50), else 20
             seed=0,
             device="cpu",
             **overrides,
@@ -329,10 +329,22 @@ def collect(args) -> str:
             "\n\nMemorisation (16 images per condition generated from noise, nearest training crop): "
             "median cosine similarity and the share above 0.9 (near-copies).\n\n"
             + table(["method", "images", "median similarity", "share > 0.9"], memorised)
-            + "\n\n![memorisation](images/finetune_memorisation.png)"
+            + f"\n\n![memorisation](images/{memorisation_figure_name(args)})"
         )
-        _memorisation_figure(args)
     return text
+
+
+def section_name(args) -> str:
+    return args.section or (
+        "finetune_claim" if args.phenotype == "translocation" else f"finetune_claim_{args.phenotype}"
+    )
+
+
+def memorisation_figure_name(args) -> str:
+    """The histograms' file: one per docs section (finetune_memorisation.png for the first), so a follow-up run
+    never redraws another section's figure."""
+    section = section_name(args)
+    return "finetune_memorisation.png" if section == "finetune_claim" else f"{section}_memorisation.png"
 
 
 def _memorisation_figure(args) -> Path:
@@ -348,7 +360,7 @@ def _memorisation_figure(args) -> Path:
     ax.set_ylabel("generated images")
     ax.set_title(f"{args.phenotype}, {max(args.sizes)} training images per condition", fontsize=9)
     ax.legend(fontsize=7)
-    return save_figure(fig, Path(__file__).resolve().parent.parent / "docs" / "images" / "finetune_memorisation.png")
+    return save_figure(fig, Path(__file__).resolve().parent.parent / "docs" / "images" / memorisation_figure_name(args))
 
 
 def main() -> None:
@@ -388,10 +400,9 @@ def main() -> None:
     markdown = collect(args)
     print(markdown)
     if not args.no_write:
-        section = args.section or (
-            "finetune_claim" if args.phenotype == "translocation" else f"finetune_claim_{args.phenotype}"
-        )
-        print(f"written to {write_section(section, markdown)}")
+        if "![memorisation]" in markdown:
+            _memorisation_figure(args)
+        print(f"written to {write_section(section_name(args), markdown)}")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ FINE_TUNE_STEPS = 550
 # directions but one (strength 1, guidance 2); below strength 0.8 none moved more than 0.07 of cells, so the project's
 # default strength 0.3 showed a biologist no change at all. The base with channel slots again: a LoRA was calibrated to
 # strength 1, guidance 4 both ways (finetune_claim_slots); guidance 6 moved no more (0.66 / 0.99 against 0.69 / 0.98).
-# keep_nuclear: a fine-tune keeps its channel named like DNA as the original's (training/run.py makes it concrete)
-TRANSLATION = {"strength": 1.0, "guidance": 4.0, "negative": "source", "keep_nuclear": True}
+# keep_nuclear: a fine-tune keeps its channel named like DNA as the original's (training/run.py makes it concrete);
+# steps: its walk at strength 1 needs a finer grid than the project's 20 (docs/benchmarks.md, finetune_claim_steps)
+TRANSLATION = {"strength": 1.0, "guidance": 4.0, "negative": "source", "keep_nuclear": True, "steps": 50}
 PACKAGE_BASE = Path(__file__).resolve().parents[1] / "src" / "napari_phendiff" / "data" / "base"
 FIELD = 80  # corpus images are 80 px; training crops are 64 px (the base's native size)
 CROP = 64

@@ -82,12 +82,15 @@ def test_a_lora_of_the_shipped_base_is_small_portable_and_translates(lora, tmp_p
     options, sources = translation_options(pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa")
     assert (options.strength, sources["strength"]) == (info["translation"]["strength"], "model default")
     assert (options.keep_channels, sources["keep_channels"]) == (("DNA",), "model default")
+    assert (options.steps, sources["steps"]) == (info["translation"]["steps"], "model default")  # its finer grid
     undone, sources = translation_options(
         pd.load_checkpoint(lora, device="cpu"), "untreated", "TNFa", keep_channels=["none"]
     )
     assert (undone.keep_channels, sources["keep_channels"]) == ((), "given")
-    # calibrate sweeps with the same default, so the choice it stores keeps the DNA too
-    assert _base_options(pd.load_checkpoint(lora, device="cpu"), 4, 0, None, None).keep_channels == ("DNA",)
+    # calibrate sweeps with the same defaults, so the choice it stores keeps the DNA too, made at the model's steps
+    swept = _base_options(pd.load_checkpoint(lora, device="cpu"), None, 0, None, None)
+    assert (swept.keep_channels, swept.steps) == (("DNA",), info["translation"]["steps"])
+    assert _base_options(pd.load_checkpoint(lora, device="cpu"), 4, 0, None, ["none"]).steps == 4
     written = sum(f.stat().st_size for f in lora.rglob("*") if f.is_file() and "training" not in f.parts)
     assert written < 5e6  # the adapter and the embeddings, not the base
     moved = tmp_path / "elsewhere" / "lora"

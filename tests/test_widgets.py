@@ -581,3 +581,28 @@ def test_morph_by_embedding_is_its_own_layer_and_ends_at_the_translation(qtbot, 
     layer = viewer.layers["cells_reporter_to_TNFa_s0.3_w4_morph_embedding"]
     assert layer.data.shape == (3, 1, *translated.shape[1:]) and layer.metadata["phendiff"]["morph_path"] == "embedding"
     np.testing.assert_array_equal(layer.data[-1, 0], viewer.layers["cells_reporter_to_TNFa_s0.3_w4"].data)
+
+
+def test_a_checkpoints_own_defaults_are_preselected_and_typed_steps_stay(
+    viewer, translate_dock, tiny_checkpoint, tmp_path
+):
+    import shutil
+
+    own = tmp_path / "own"  # as a fine-tune of the shipped base records them: its steps, its DNA kept
+    shutil.copytree(tiny_checkpoint, own)
+    manifest = json.loads((own / "phendiff.json").read_text())
+    manifest.pop("calibration", None)
+    manifest["translation_defaults"] = {"strength": 1.0, "steps": 7, "keep_channels": ["DNA"]}
+    (own / "phendiff.json").write_text(json.dumps(manifest))
+    translate_dock.select_checkpoint(own)
+    assert translate_dock.steps.value() == 7 and translate_dock.kept_channels() == ("DNA",)
+    assert (
+        "this model's defaults" in translate_dock.settings_info.text()
+        and "7 steps" in translate_dock.settings_info.text()
+    )
+    translate_dock.select_checkpoint(tiny_checkpoint)  # a checkpoint without steps of its own: the project's again
+    assert translate_dock.steps.value() == 20
+    translate_dock.steps.setValue(3)  # what the user typed stays when the direction changes
+    translate_dock.target.setCurrentText("untreated")
+    translate_dock.target.setCurrentText("TNFa")
+    assert translate_dock.steps.value() == 3

@@ -216,7 +216,11 @@ def _add_calibrate(sub) -> None:
         "--guidances", type=float, nargs="+", help="guidance scales to try, source as the negative (default 1 2 3 4 6)"
     )
     p.add_argument("--n", type=count, default=16, help="held-out source images to translate (default 16)")
-    p.add_argument("--steps", type=count, default=20, help="DDIM steps of the whole schedule (default 20)")
+    p.add_argument(
+        "--steps",
+        type=count,
+        help="DDIM steps of the whole schedule (default: the checkpoint's own, a fine-tune of the shipped base 50, else 20)",
+    )
     p.add_argument("--classifier-steps", type=count, default=400, help="training steps of the condition classifier")
     p.add_argument("--batch-size", type=count, help="fields per network call (default: by device memory)")
     p.add_argument(

@@ -55,7 +55,14 @@ from .errors import CheckpointError, ConfigError, DataError
 from .features import save_classifier, train_classifier
 from .frontier import frontier_figure  # noqa: F401  (read from here by the tests and benchmarks)
 from .frontier import write_frontier
-from .options import CALIBRATED_FIELDS, TranslateOptions, check_count, direction_key, model_defaults
+from .options import (
+    CALIBRATED_FIELDS,
+    DEFAULT_STEPS,
+    TranslateOptions,
+    check_count,
+    direction_key,
+    model_defaults,
+)
 from .sweep import Setting, sweep_pairs
 from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
@@ -106,7 +113,7 @@ def calibrate(
     settings: Sequence[Setting] | None = None,
     unaffected: Sequence[str] | None = None,
     n: int | None = 16,
-    steps: int = 20,
+    steps: int | None = None,
     classifier_steps: int = 400,
     seed: int = 0,
     batch_size: int | None = None,
@@ -123,6 +130,8 @@ def calibrate(
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
     choice. None: those the checkpoint keeps by default (its translation_defaults: a fine-tune of the shipped base
     keeps its DNA channel), else none.
+    steps: the DDIM grid every setting walks; None: the checkpoint's own (translation_defaults: a fine-tune of the
+    shipped base, 50), else the project's (20), so the choice is made at the steps it will be used at.
     """
     settings, n = _checked_sweep(settings, n, steps, classifier_steps)
     out = claim_new_folder(out, "the calibration")
@@ -140,7 +149,7 @@ def calibrate(
         rows, translated = _sweep_rows(model, stack, source, target, settings, base, witnesses, progress)
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
         record = _record(
-            choice, witnesses, translated[(target, setting_of(choice.best))], base, steps, unaffected, data, len(stack)
+            choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
         )
         baseline = _untranslated(model, witnesses, stack, target)
         rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
@@ -153,15 +162,15 @@ def calibrate(
 
 
 def _checked_sweep(
-    settings: Sequence[Setting] | None, n: int | None, steps: int, classifier_steps: int
+    settings: Sequence[Setting] | None, n: int | None, steps: int | None, classifier_steps: int
 ) -> tuple[list[Setting], int | None]:
     """The settings to sweep (default: the grid) and the number of held-out images, every count checked."""
     settings = list(settings or grid())
     if not settings:
         raise ConfigError("Give at least one setting to calibrate.")
     n = check_count("n (held-out source images)", n, allow_none=True)
-    for name, value in (("steps", steps), ("classifier_steps", classifier_steps)):
-        check_count(name, value)
+    check_count("steps", steps, allow_none=True)
+    check_count("classifier_steps", classifier_steps)
     return settings, n
 
 
@@ -176,11 +185,14 @@ def _calibration_locks(out: Path, checkpoint: Path, store: bool) -> Iterator[Non
 
 
 def _base_options(
-    model, steps: int, seed: int, batch_size: int | None, keep_channels: Sequence[str] | None
+    model, steps: int | None, seed: int, batch_size: int | None, keep_channels: Sequence[str] | None
 ) -> TranslateOptions:
     """The translation options every setting of the sweep shares, its kept channels checked against the model."""
+    own = model_defaults(model.manifest)
     if keep_channels is None:
-        keep_channels = model_defaults(model.manifest).get("keep_channels", ())
+        keep_channels = own.get("keep_channels", ())
+    if steps is None:
+        steps = own.get("steps", DEFAULT_STEPS)
     base = TranslateOptions(
         steps=steps, seed=seed, batch_size=batch_size, keep_channels=tuple(keep_channels)
     ).validate()
@@ -312,7 +324,6 @@ def _record(
     witnesses: Witnesses,
     best_translated: np.ndarray,
     base: TranslateOptions,
-    steps: int,
     unaffected: list[str],
     data,
     images: int,
@@ -328,7 +339,7 @@ def _record(
         "reason": choice.reason,
         "keep_channels": list(base.keep_channels),
         "real_target_moved": witnesses.real_moved,
-        "steps": steps,
+        "steps": base.steps,
         **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
         "unaffected": unaffected,
         "keeps_cells": choice.status != "not kept",

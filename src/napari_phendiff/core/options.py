@@ -67,6 +67,8 @@ MORPH_PATHS = ("strength", "embedding")
 
 # The settings `phendiff calibrate` may store per direction in the checkpoint manifest.
 CALIBRATED_FIELDS = ("strength", "guidance", "negative", "guidance_interval", "inversion", "keep_channels")
+# A model's own defaults (translation_defaults in its manifest) may also set the DDIM steps its walk needs.
+MODEL_DEFAULT_FIELDS = (*CALIBRATED_FIELDS, "steps")
 
 
 @dataclass(frozen=True)
@@ -316,18 +318,18 @@ def model_defaults(manifest: dict | None) -> dict:
     """The settings the model itself translates at unless calibrated (`translation_defaults` in its manifest: a
     fine-tune of the shipped base takes them from the base's base.json, where they were measured); {} for none."""
     where = "The checkpoint's default setting (translation_defaults in its phendiff.json)"
-    return _checked_setting((manifest or {}).get("translation_defaults") or {}, manifest, where)
+    return _checked_setting((manifest or {}).get("translation_defaults") or {}, manifest, where, MODEL_DEFAULT_FIELDS)
 
 
 def _invalid_setting(where: str, why: str) -> CheckpointError:
     return CheckpointError(f"{where} {why.rstrip('.')}. Calibrate it again (phendiff calibrate) or remove that entry.")
 
 
-def _checked_setting(entry, manifest: dict | None, where: str) -> dict:
-    """A stored setting's CALIBRATED_FIELDS, checked as the user's would be but blamed on the checkpoint."""
+def _checked_setting(entry, manifest: dict | None, where: str, names: tuple[str, ...] = CALIBRATED_FIELDS) -> dict:
+    """A stored setting's fields among `names`, checked as the user's would be but blamed on the checkpoint."""
     if not isinstance(entry, dict):
         raise _invalid_setting(where, f"is a {type(entry).__name__}, not a setting")
-    settings = {k: entry[k] for k in CALIBRATED_FIELDS if k in entry}
+    settings = {k: entry[k] for k in names if k in entry}
     try:
         TranslateOptions.from_record(settings)
     except (ConfigError, TypeError) as exc:

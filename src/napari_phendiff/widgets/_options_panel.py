@@ -39,6 +39,7 @@ class OptionsPanel:
         self.keep_box.setToolTip(tooltip(HELP["keep_channels"], "a kept DNA channel's nuclei cannot move"))
         self.keep_checks: dict[str, QCheckBox] = {}
         self.steps = spin(QSpinBox(), 1, 1000, defaults.steps, tooltip(HELP["steps"]))
+        self.model_steps: int | None = None  # the steps the chosen checkpoint asks for, when it asks (its defaults)
         self.settings_info = Note()
         self.scope = QComboBox()
         self.scope.addItems(["current plane", "whole stack"])
@@ -134,6 +135,7 @@ class OptionsPanel:
         self.strength.setValue(options.strength)
         self.guidance.setValue(options.guidance)
         self.negative.setCurrentText(options.negative)
+        self._preselect_steps(options.steps if sources["steps"] != "default" else None, options.steps)
         for name, check in self.keep_checks.items():
             check.setChecked(name in options.keep_channels)
         origin = (
@@ -144,9 +146,20 @@ class OptionsPanel:
             else "project defaults"
         )
         shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
+        if sources["steps"] != "default":
+            shown += f", {options.steps} steps"
         if options.keep_channels:
             shown += f", {'+'.join(options.keep_channels)} kept"
         self.settings_info.setText(f"Preselected: {origin} ({shown}).")
+
+    def _preselect_steps(self, own: int | None, default: int) -> None:
+        """The checkpoint's own steps when it has some (a fine-tune of the shipped base: 50); a value the user typed
+        stays, unless it is only the previous checkpoint's own."""
+        if own is not None:
+            self.steps.setValue(own)
+        elif self.model_steps is not None and self.steps.value() == self.model_steps:
+            self.steps.setValue(default)
+        self.model_steps = own
 
     def _make_keep_checks(self, channels: list[str]) -> None:
         layout = self.keep_box.layout()
