@@ -24,19 +24,9 @@ import numpy as np
 import torch
 
 from napari_phendiff.core.models import load_checkpoint
+from napari_phendiff.core.models.pixel import ClassConditional as Denoiser  # (x, t, labels) -> prediction
 
 from report import hardware, table, write_section
-
-
-class Denoiser(torch.nn.Module):
-    """The pixel model's network as one call of plain tensors (what the exporters trace)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t, class_labels=labels).sample
 
 
 def timed(call, repeats: int) -> float:
@@ -60,7 +50,7 @@ def inputs(model, batch: int) -> dict[str, np.ndarray]:
     }
 
 
-def export(net: Denoiser, example: dict[str, np.ndarray], path: Path) -> None:
+def export(net: torch.nn.Module, example: dict[str, np.ndarray], path: Path) -> None:
     args = tuple(torch.from_numpy(example[k]) for k in ("x", "t", "labels"))
     dynamic = {"x": {0: "batch"}, "t": {0: "batch"}, "labels": {0: "batch"}, "out": {0: "batch"}}
     torch.onnx.export(
@@ -87,10 +77,10 @@ def measure(checkpoint: str, batches: list[int], repeats: int, threads: int) -> 
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
         for batch in batches:
             feed = inputs(model, batch)
-            tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+            tensors = [torch.from_numpy(feed[k]) for k in ("x", "t", "labels")]
             with torch.inference_mode():
-                reference = net(**tensors).numpy()
-                own = timed(lambda: net(**tensors), repeats)
+                reference = net(*tensors).numpy()
+                own = timed(lambda: net(*tensors), repeats)
             arms = {
                 "ONNX Runtime": lambda: session.run(None, feed)[0],
                 "OpenVINO": lambda: compiled(feed)[0],

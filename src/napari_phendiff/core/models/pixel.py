@@ -207,7 +207,7 @@ class PixelTrainable:
             assert config.image_size is not None  # a kind trained from scratch: its preset's size when not given
             self.unet = build_unet(config.preset, channels, len(conditions), config.image_size)
             self.schedule = {**SCHEDULE_DEFAULTS, **config.schedule}
-        self.denoiser = _ClassConditional(self.unet)
+        self.denoiser = ClassConditional(self.unet)
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self.unet.named_parameters())
@@ -293,7 +293,7 @@ def start_from(checkpoint: str, conditions: list[str], channels: int) -> tuple[U
     )
 
 
-class _ClassConditional(torch.nn.Module):
+class ClassConditional(torch.nn.Module):
     """The pixel UNet called as the loop calls every denoiser: (noisy, t, condition labels) -> prediction."""
 
     def __init__(self, unet):
