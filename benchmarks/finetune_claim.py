@@ -9,7 +9,9 @@ model is trained for the same wall-clock budget: a short probe run measures seco
 budget / (seconds per step) steps (its learning-rate schedule ends with the budget); *default* is not held to
 the budget: it is `phendiff train DATA --out OUT --model latent` with every setting its default, timed. Each model is then calibrated
 with `phendiff calibrate --keep-channels DNA` on separate simulated fields (seed 2, no ground truth used) and
-evaluated with `phendiff evaluate --truth` on held-out fields (seed 1) in both directions at its calibrated setting,
+evaluated with `phendiff evaluate --truth` on held-out fields (seed 1) in both directions at its calibrated setting
+(both at the checkpoint's own DDIM steps: 50 for a fine-tune of the shipped base, else 20; `--fixed S W` adds a fixed
+setting, `--fixed-steps` other grids for it),
 beside the copy-the-source baseline (the untranslated images scored as if they were the translations: evaluate's
 baseline_phenotype_transfer and identity_iou_reference). FID/KID use the
 offline condition classifier's features (no Inception weights here). Memorisation: 16 images per condition generated
@@ -173,19 +175,27 @@ def calibrated(model_dir: Path, work: Path, direction: tuple[str, str], args) ->
     return {**{k: chosen[k] for k in ("strength", "guidance", "negative")}, "keep_channels": ("DNA",)}
 
 
-def fixed_tag(fixed: tuple[float, float]) -> str:
-    return f"_fixed-s{fixed[0]:g}-w{fixed[1]:g}"
+def fixed_tag(fixed: tuple) -> str:
+    """A fixed setting's tag: (strength, guidance) or (strength, guidance, DDIM steps)."""
+    return f"_fixed-s{fixed[0]:g}-w{fixed[1]:g}" + (f"-{fixed[2]}steps" if len(fixed) > 2 else "")
 
 
-def evaluated(
-    model_dir: Path, work: Path, direction: tuple[str, str], args, fixed: tuple[float, float] | None = None
-) -> dict:
-    """The model's scores on the held-out fields at its calibrated setting, or at `fixed` (strength, guidance)."""
+def fixed_settings(args) -> list[tuple]:
+    """--fixed, once per --fixed-steps when given (else at each checkpoint's own steps)."""
+    if not args.fixed:
+        return []
+    return [(*args.fixed, steps) for steps in args.fixed_steps] if args.fixed_steps else [tuple(args.fixed)]
+
+
+def evaluated(model_dir: Path, work: Path, direction: tuple[str, str], args, fixed: tuple | None = None) -> dict:
+    """The model's scores on the held-out fields at its calibrated setting, or at `fixed` (strength, guidance[,
+    DDIM steps])."""
     report = work / f"report_{model_dir.name}_{direction[0]}-to-{direction[1]}{fixed_tag(fixed) if fixed else ''}"
     if not (report / "metrics.json").is_file():
         shutil.rmtree(report, ignore_errors=True)
         if fixed:
             overrides = {"strength": fixed[0], "guidance": fixed[1], "negative": "source", "keep_channels": ("DNA",)}
+            overrides.update({"steps": fixed[2]} if len(fixed) > 2 else {})
         elif model_dir.name.startswith("cyclegan"):
             overrides = {"keep_channels": ("DNA",)}
         else:
@@ -228,7 +238,7 @@ def run(args) -> None:
             out = args.work / f"{method}_{n}"
             timing = train_for(args.minutes * 60, METHODS[method], sets[n], out, channels, args.steps)
             print(f"{method} n={n}: {timing['steps']} steps in {timing['train_seconds'] / 60:.1f} min", flush=True)
-            fixed = [args.fixed] if args.fixed and METHODS[method]["model"] != "cyclegan" else []
+            fixed = fixed_settings(args) if METHODS[method]["model"] != "cyclegan" else []
             for direction in directions:
                 for setting in [None, *fixed]:
                     metrics = evaluated(out, args.work, direction, args, setting)
@@ -267,7 +277,7 @@ def collect(args) -> str:
                     "",
                 ]
             )
-        fixed = [fixed_tag(args.fixed)] if args.fixed else []
+        fixed = [fixed_tag(setting) for setting in fixed_settings(args)]
         for n, method, suffix in [(n, m, x) for n in args.sizes for m in args.methods for x in ["", *fixed]]:
             report = args.work / f"report_{method}_{n}_{tag}{suffix}" / "metrics.json"
             timing_path = args.work / f"{method}_{n}_timing.json"
@@ -276,6 +286,7 @@ def collect(args) -> str:
             metrics, timing = json.loads(report.read_text()), json.loads(timing_path.read_text())
             translation = metrics.get("translation") or {}
             setting = f"s {translation['strength']:g}, w {translation['guidance']:g}" if translation else "direct"
+            setting += f", {translation['steps']} steps" if translation.get("steps", 20) != 20 else ""
             setting += " (fixed)" if suffix else ""
             rows.append(
                 [
@@ -317,7 +328,8 @@ def collect(args) -> str:
         "Identity is then the segmentation's ceiling for every method (nuclei are segmented on the kept DNA). "
         "FID/KID on the offline condition classifier's features."
         + (
-            f" *(fixed)*: the same model at s {args.fixed[0]:g}, w {args.fixed[1]:g} against the source, uncalibrated."
+            f" *(fixed)*: the same model at s {args.fixed[0]:g}, w {args.fixed[1]:g} against the source, uncalibrated"
+            + (f", on grids of {', '.join(map(str, args.fixed_steps))} DDIM steps." if args.fixed_steps else ".")
             if args.fixed
             else ""
         )
@@ -382,6 +394,12 @@ def main() -> None:
         nargs=2,
         metavar=("STRENGTH", "GUIDANCE"),
         help="also evaluate every diffusion model at this setting (against the source, DNA kept), uncalibrated",
+    )
+    parser.add_argument(
+        "--fixed-steps",
+        type=int,
+        nargs="+",
+        help="evaluate --fixed at each of these DDIM step counts (default: each checkpoint's own)",
     )
     parser.add_argument("--no-memorisation", dest="memorisation", action="store_false")
     parser.add_argument("--threads", type=int, default=2)
