@@ -317,11 +317,14 @@ def collect(args) -> str:
         f"{', '.join(map(str, args.sizes))} images per condition (seed 0), 16 calibration fields per condition "
         "(seed 2), 20 held-out fields per condition with ground truth (seed 1). "
         + (
-            f"Every model trained for the same {args.steps} steps (train min is what the run took on a shared "
-            "machine), then calibrated"
+            "The model trained with every default (its own steps, not timed to a budget), then calibrated"
+            if args.methods == ["default"]
+            else f"Every model trained for the same {args.steps} steps (train min is what the run took on a shared "
+            "machine; *every default*: its own steps), then calibrated"
             if args.steps
             else f"Every model trained for the same wall-clock budget ({args.minutes:g} min, steps set from a probe "
-            "of its seconds per step; train min is what the run took on a shared machine), then calibrated"
+            "of its seconds per step; train min is what the run took on a shared machine; *every default*: its own "
+            "steps, not timed to the budget), then calibrated"
         )
         + " with `phendiff calibrate --keep-channels DNA` "
         "(no ground truth) and evaluated with the DNA kept at that setting (CycleGAN: DNA kept, direct). "
