@@ -251,3 +251,18 @@ def test_out_of_memory_is_one_line_with_what_to_change(sim_data, tmp_path, capsy
     assert main(["train", str(sim_data), "--out", str(tmp_path / "m"), "--device", "cpu", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory on cpu. Lower --batch-size or --image-size") and "Traceback" not in err
+
+
+def test_the_translation_bar_shows_percent_and_time_left_not_tile_steps(capsys):
+    from napari_phendiff.cli.progress import TranslationBar
+    from napari_phendiff.core.translate import TranslateEvent
+
+    bar = TranslationBar("field.tif")
+    bar(TranslateEvent("invert", 0, 1008))
+    bar(TranslateEvent("invert", 252, 1008, seconds_left=1800.0))
+    assert bar.bar.n == 25 and bar.bar.total == 100
+    assert "about 30 min left" in str(bar.bar)
+    bar(TranslateEvent("done", 1008, 1008))
+    shown = capsys.readouterr().err
+    assert "100%" in shown and "1008" not in shown
+    assert "field.tif: about 30 min more on this computer" in shown

@@ -12,18 +12,28 @@ def progress_bar(total: int, desc: str):
 
 
 class TranslationBar:
-    """A progress bar fed by TranslateEvents."""
+    """A progress bar fed by TranslateEvents, in percent of the translation with the time left: its steps are
+    tile batches x network calls, a count that means nothing to the reader."""
 
     def __init__(self, desc: str):
         self.desc, self.bar, self.estimated = desc, None, False
 
     def __call__(self, event) -> None:
         if self.bar is None:
-            self.bar = progress_bar(event.total, self.desc)
-        self.bar.update(event.step - self.bar.n)
-        if event.seconds_left is not None and not self.estimated:
-            from ..core.pace import duration
+            from tqdm import tqdm
 
+            self.bar = tqdm(
+                total=100,
+                desc=self.desc,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+            )
+        from ..core.pace import duration
+
+        if event.seconds_left is not None:  # the core's own pace (core/pace.py), not tqdm's rate of percent
+            self.bar.set_postfix_str(f"about {duration(event.seconds_left)} left", refresh=False)
+        self.bar.update(100 * min(event.step, event.total) // max(event.total, 1) - self.bar.n)
+        if event.seconds_left is not None and not self.estimated:
             self.estimated = True
             if event.seconds_left >= 20:  # a shorter run is over before the line is read
                 self.bar.write(
