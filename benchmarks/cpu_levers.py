@@ -8,7 +8,7 @@ several joined by "+": *fp32* and *bf16* (the network's precision, autocast), *d
 gets), *channels_last* (the UNet's weights in channels-last layout; the CPU's default since), *nchw* (the
 weights' layout before that), *compile* (torch.compile of the network, its
 compilation included in the time), *overlap_X* (tiles overlapping by X of their side
-instead of 0.25), *deepcache_N* (regeneration reuses deep features, the whole network every N-th step). Per arm: seconds, the process's peak resident memory, transfer (share of cells whose phenotype moved
+instead of 0.25), *tile_N* (tiles of N px instead of the model's training crop), *deepcache_N* (regeneration reuses deep features, the whole network every N-th step). Per arm: seconds, the process's peak resident memory, transfer (share of cells whose phenotype moved
 to the target's range, simulator truth), identity (IoU of the true nuclei with nuclei segmented on the translation,
 over the same on the original), the seam ratio (the difference image's gradient on the lines where tiles meet over
 its mean everywhere; 1.0: invisible) and the largest pixel difference from the fp32 arm's result (on the model's -1..1
@@ -67,6 +67,8 @@ def run_arm(checkpoint: str, size: int, arm: str, threads: int) -> dict:
             model.network().compile()  # torch.compile in place (inductor; C++ kernels built on the first calls)
         elif lever.startswith("overlap_"):
             tiling.TILE_OVERLAP = float(lever.split("_")[1])
+        elif lever.startswith("tile_"):  # tiles of this side instead of the training crop's (the same overlap share)
+            model.image_size = int(lever.split("_")[1])
         elif lever.startswith("deepcache_"):
             options["deep_cache"] = int(lever.split("_")[1])
         elif lever != "default":
