@@ -11,6 +11,9 @@ def progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
+PERCENT_BAR = "{desc}: {percentage:3.0f}%|{bar}|"
+
+
 class TranslationBar:
     """A progress bar fed by TranslateEvents, in percent of the translation with the time left: its steps are
     tile batches x network calls, a count that means nothing to the reader."""
@@ -26,12 +29,12 @@ class TranslationBar:
                 total=100,
                 desc=self.desc,
                 dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+                bar_format=PERCENT_BAR,
             )
         from ..core.pace import duration
 
         if event.seconds_left is not None:  # the core's own pace (core/pace.py), not tqdm's rate of percent
-            self.bar.set_postfix_str(f"about {duration(event.seconds_left)} left", refresh=False)
+            self.bar.bar_format = f"{PERCENT_BAR} about {duration(event.seconds_left)} left"
         self.bar.update(100 * min(event.step, event.total) // max(event.total, 1) - self.bar.n)
         if event.seconds_left is not None and not self.estimated:
             self.estimated = True
