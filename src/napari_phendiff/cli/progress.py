@@ -25,12 +25,7 @@ class TranslationBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(
-                total=100,
-                desc=self.desc,
-                dynamic_ncols=True,
-                bar_format=PERCENT_BAR,
-            )
+            self.bar = tqdm(total=100, desc=self.desc, dynamic_ncols=True, bar_format=PERCENT_BAR)
         from ..core.pace import duration
 
         if event.seconds_left is not None:  # the core's own pace (core/pace.py), not tqdm's rate of percent
