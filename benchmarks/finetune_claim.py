@@ -111,34 +111,28 @@ def train_for(
     record_path = out.with_name(out.name + "_timing.json")
     if record_path.is_file() and (out / "phendiff.json").is_file():
         return json.loads(record_path.read_text())
-    if config == METHODS["default"]:
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
+    if config == METHODS["default"]:  # every setting its default: the user's command, its own steps
         run = TrainConfig(data=data, out=out, device="cpu", channel_names=channels, **config)
-        for _ in iter_train(run):
-            pass
-        record = {"steps": run.steps, "train_seconds": time.perf_counter() - started}
-        record_path.write_text(json.dumps(record))
-        return record
-    # A budget goes through the product's own time budget (`phendiff train --minutes`: core/training/run.fit_budget
-    # times a few steps of this very run first), so the benchmark gives each method what a user's budget would.
-    timed = dict(steps=steps) if steps is not None else dict(minutes=budget_s / 60)
+    else:
+        # A budget goes through the product's own (`phendiff train --minutes`: core/training/run.fit_budget times a
+        # few steps of this very run first), so the benchmark gives each method what a user's budget would.
+        run = TrainConfig(
+            data=data,
+            out=out,
+            checkpoint_every=10**9,  # one checkpoint, at the end
+            device="cpu",
+            channel_names=channels,
+            warmup_steps=100 if steps is None else min(100, steps // 10),  # a budget's: at most a tenth of its steps
+            **(dict(steps=steps) if steps is not None else dict(minutes=budget_s / 60)),
+            **config,
+        )
     shutil.rmtree(out, ignore_errors=True)
-    run = TrainConfig(
-        data=data,
-        out=out,
-        checkpoint_every=10**9,  # one checkpoint, at the end
-        device="cpu",
-        channel_names=channels,
-        warmup_steps=100 if steps is None else min(100, steps // 10),  # a budget's: at most a tenth of its steps
-        **timed,
-        **config,
-    )
+    started = time.perf_counter()
     for event in iter_train(run):
-        if event.kind == "start":  # after the budget's timing steps: the run itself is what is timed
+        if event.kind == "start" and run.minutes is not None:  # after the budget's timing steps: the run is timed
             started = time.perf_counter()
     budget = json.loads((out / "phendiff.json").read_text())["metadata"].get("budget", {})
-    per_step, steps = budget.get("seconds_per_step"), budget.get("steps", steps)
+    per_step, steps = budget.get("seconds_per_step"), budget.get("steps", run.steps)
     record = {"probe_seconds_per_step": per_step, "steps": steps, "train_seconds": time.perf_counter() - started}
     record_path.write_text(json.dumps(record))
     return record

@@ -15,8 +15,7 @@ PERCENT_BAR = "{desc}: {percentage:3.0f}%|{bar}|"
 
 
 class TranslationBar:
-    """A progress bar fed by TranslateEvents, in percent of the translation with the time left: its steps are
-    tile batches x network calls, a count that means nothing to the reader."""
+    """A progress bar fed by TranslateEvents, in percent of the translation with the time left (core/pace.py)."""
 
     def __init__(self, desc: str):
         self.desc, self.bar, self.estimated = desc, None, False
@@ -26,11 +25,11 @@ class TranslationBar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=100, desc=self.desc, dynamic_ncols=True, bar_format=PERCENT_BAR)
-        from ..core.pace import duration
+        from ..core.pace import duration, percent_done
 
         if event.seconds_left is not None:  # the core's own pace (core/pace.py), not tqdm's rate of percent
             self.bar.bar_format = f"{PERCENT_BAR} about {duration(event.seconds_left)} left"
-        self.bar.update(100 * min(event.step, event.total) // max(event.total, 1) - self.bar.n)
+        self.bar.update(percent_done(event.step, event.total) - self.bar.n)
         if event.seconds_left is not None and not self.estimated:
             self.estimated = True
             if event.seconds_left >= 20:  # a shorter run is over before the line is read

@@ -19,6 +19,12 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def percent_done(step: int, total: int) -> int:
+    """How much of a run is done, in whole percent: what the dock and the terminal show instead of its steps (tile
+    batches x network calls, a count that means nothing to a biologist)."""
+    return 100 * min(step, total) // max(total, 1)
+
+
 class Pace:
     """Seconds left in a translation, from the seconds per tile of its own steps, measured apart for inversion and
     generation steps (a guided generation step runs both branches in one call) and without the first step of each

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QFormLayout, QLabel, QProgressBar, QPushButton, QVBox
 from ..core.checkpoint import MANIFEST
 from ..core.errors import PhenDiffError
 from ..core.models.base import ConditionedModel
-from ..core.pace import duration
+from ..core.pace import duration, percent_done
 from ..core.estimate import Estimate
 from ._cells_panel import CellsPanel
 from ._checkpoint_panel import CheckpointPanel
@@ -221,7 +221,7 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
 
     def progress_text(self, step: int, total: int, left: float | None) -> str:
         """Percent done and the time left: network steps over tiles mean nothing to a biologist."""
-        done = f"{100 * min(step, total) // total}%"
+        done = f"{percent_done(step, total)}%"
         if self._where:  # a folder: the file being translated, its share done and its time left
             return f"{self._where} · {done}" + ("" if left is None else f" · about {duration(left)} left in it")
         return done if left is None else f"{done} · about {duration(left)} left"
