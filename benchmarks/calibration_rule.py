@@ -250,6 +250,47 @@ def tolerance_sweep(results: list[dict]) -> str:
     )
 
 
+def _finite_mean(*values: float) -> float:
+    kept = [v for v in values if np.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+# How far a row went towards the real target, by each way of weighing the witnesses this benchmark compares
+# (witnesses.reached is the one calibrate uses).
+REACHED = {
+    "cells moved (classifier where no measurement separates the real cells): calibrate's": lambda r: cal.reached(
+        r["cells_moved"], r["classifier_reached"]
+    ),
+    "mean of cells moved and the classifier": lambda r: _finite_mean(
+        min(r["cells_moved"], 1.0), r["classifier_reached"]
+    ),
+    "mean of the medians' way and the classifier (the rule before)": lambda r: _finite_mean(
+        min(r["measurements_moved"], 1.0), r["classifier_reached"]
+    ),
+    "the medians' way alone": lambda r: min(r["measurements_moved"], 1.0),
+    "the classifier alone": lambda r: r["classifier_reached"],
+}
+
+
+def witness_sweep(results: list[dict]) -> str:
+    """How many directions meet the target when calibrate's rule weighs the witnesses each way of REACHED."""
+    groups = (
+        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
+        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
+    )
+    lines = []
+    for name, how in REACHED.items():
+        counts = [
+            sum(
+                verdict(r["rows"], cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"]))[1]
+                for r in members
+            )
+            for _, members in groups
+        ]
+        lines.append([name, *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)]])
+    return table(["reached, from", "simulator directions met", "real-nuclei directions met"], lines)
+
+
 def collect(args) -> str:
     results = [json.loads(p.read_text()) for p in sorted(args.work.glob("*-to-*.json"))]
     order = {name: i for i, name in enumerate(CASES)}
@@ -284,7 +325,8 @@ def collect(args) -> str:
         )
         plotted.append((r, best, default, old, choice))
     figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_rule.png"
-    plot(plotted, figure)
+    if not args.no_write:
+        plot(plotted, figure)
     for r, *_, choice in plotted[:0] if args.no_write else plotted:  # what `phendiff calibrate` draws, for the docs
         if (r["case"], r["source"]) == ("demo", "untreated"):
             cal.frontier_figure(
@@ -341,6 +383,10 @@ def collect(args) -> str:
         "The rule's two bars chosen on the simulator's cases (the real-nuclei ones only check them):",
         "",
         tolerance_sweep(results),
+        "",
+        "The witnesses weighed other ways (the bars as above):",
+        "",
+        witness_sweep(results),
     ]
     text += ["", f"![calibration rule]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(text)

@@ -84,6 +84,10 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     choice = cal.choose(rows)
     assert choice.row is None and choice.status == "not moved" and choice.best is rows[2]
     assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
+    unwitnessed = [row(0.2, 2.0, float("nan"), 0.9), row(0.4, 4.0, float("nan"), 0.85)]
+    choice = cal.choose(unwitnessed)  # no measurement separates the real cells and the classifier is not trusted
+    assert choice.row is None and choice.status == "not moved" and "Nothing witnessed" in choice.reason
+    assert choice.best is unwitnessed[0]
     lost = [row(1.0, 1.0, 0.9, 0.2, kept_control=0.9), row(0.6, 4.0, 0.9, 0.45, kept_control=0.5)]
     choice = cal.choose(lost)  # the second is within tolerance of its control but below the floor
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
@@ -110,10 +114,93 @@ def test_an_unreliable_classifier_is_not_a_witness(sim_data):
     trusted = cal.Witnesses(Fixed(), 1.0, True, cells).score(Model, source, source, source, "TNFa")
     flagged = cal.Witnesses(Fixed(), 1.0, False, cells).score(Model, source, source, source, "TNFa")
     # the untranslated images: the classifier says "all the way", the cells say they did not move
-    assert trusted["moved"] == 1.0 and abs(flagged["cells_moved"]) < 0.05
-    assert flagged["reached"] == pytest.approx(min(flagged["cells_moved"], 1.0))
-    assert trusted["reached"] == pytest.approx((1.0 + min(trusted["cells_moved"], 1.0)) / 2)
+    assert trusted["moved"] == 1.0 and trusted["classifier_reached"] == 1.0
+    assert np.isnan(flagged["classifier_reached"])
+    assert trusted["cells_moved"] == flagged["cells_moved"] == 0.0  # the real source cells themselves
+    assert trusted["reached"] == flagged["reached"] == 0.0  # the cells decide where they tell the conditions apart
     assert flagged["kept"] == flagged["kept_control"] == 1.0
+    translated = cal.Witnesses(Fixed(), 1.0, True, cells).score(
+        Model, source, np.stack(targets[: len(source)]), source, "TNFa"
+    )
+    assert translated["cells_moved"] > 0.5  # other cells, but target cells: most look like the target
+
+
+def cell_rows(group, reporter, texture):
+    return [{"group": group, "reporter_nc_ratio": a, "reporter_texture": b} for a, b in zip(reporter, texture)]
+
+
+def test_cells_moved_counts_the_cells_that_look_like_real_target_cells():
+    from napari_phendiff.core.cellstats import cell_summary, cells_moved, phenotype_moved
+
+    rng = np.random.default_rng(0)
+    n = 200
+    real = cell_rows("real source", rng.normal(0, 1, n), rng.normal(0, 1, n)) + cell_rows(
+        "real target", rng.normal(4, 1, n), rng.normal(4, 1, n)
+    )
+    # 60% of the translated cells went all the way, 40% stayed: the medians moved, per measurement, past halfway
+    moved = rng.random(n) < 0.6
+    reporter = np.where(moved, rng.normal(4, 1, n), rng.normal(0, 1, n))
+    texture = np.where(moved, rng.normal(4, 1, n), rng.normal(0, 1, n))
+    rows = real + cell_rows("translated", reporter, texture)
+    summary = cell_summary(rows)
+    assert cells_moved(rows, summary) == pytest.approx(moved.mean(), abs=0.05)
+    assert phenotype_moved(summary)[0] > moved.mean() + 0.1  # the medians' way is not the share of cells moved
+    as_target = real + cell_rows("translated", rng.normal(4, 1, n), rng.normal(4, 1, n))
+    assert cells_moved(as_target, cell_summary(as_target)) == pytest.approx(1.0, abs=0.05)
+    # a measurement of an ignored channel does not count: nothing left to count with
+    assert np.isnan(cells_moved(rows, summary, ignored_channels=["reporter"]))
+
+
+def test_cells_moved_is_not_counted_where_the_real_cells_overlap():
+    from napari_phendiff.core.cellstats import cell_summary, cells_moved
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    # the conditions differ in their medians (d 0.52) but most real cells of either look alike
+    rows = (
+        cell_rows("real source", rng.normal(0, 1, n), rng.normal(0, 1, n))
+        + cell_rows("real target", rng.normal(0.52, 1, n), rng.normal(0.52, 1, n))
+        + cell_rows("translated", rng.normal(0.52, 1, n), rng.normal(0.52, 1, n))
+    )
+    summary = cell_summary(rows)
+    assert any(s["differs"] for s in summary)
+    assert np.isnan(cells_moved(rows, summary))
+    assert cal.reached(float("nan"), 0.7) == 0.7  # then the classifier is the witness
+    assert cal.reached(1.4, 0.2) == 1.0  # past the real target is no further
+
+
+def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
+    import argparse
+
+    from napari_phendiff.cli.commands import _print_calibration
+
+    args = argparse.Namespace(source="untreated", target="TNFa", out=tmp_path, no_store=True, checkpoint="m")
+    chosen = {
+        "classifier_trusted": True,
+        "classifier_accuracy": 0.95,
+        "status": "calibrated",
+        "strength": 0.3,
+        "guidance": 4.0,
+        "negative": "source",
+        "reached": 0.8,
+        "cells_moved": float("nan"),
+        "moved": 0.78,
+        "real_target_moved": 0.97,
+        "kept": 0.85,
+        "kept_control": 0.98,
+        "reason": "why",
+        "keep_channels": [],
+        "overshot_measurements": [],
+    }
+    _print_calibration(args, chosen)
+    printed = capsys.readouterr()
+    assert (
+        "too few real untreated and TNFa cells apart" in printed.err
+        and "rests on the condition classifier" in printed.err
+    )
+    assert "reached 0.80 of the way to real TNFa (cells moved not countable; classifier P 0.78" in printed.out
+    _print_calibration(args, {**chosen, "cells_moved": 0.8})
+    assert "too few" not in capsys.readouterr().err
 
 
 def test_a_choice_that_exaggerates_the_target_is_flagged():

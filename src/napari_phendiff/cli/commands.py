@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -213,11 +214,18 @@ def _print_calibration(args, chosen: dict) -> None:
             "rests on the per-cell measurements alone.",
             file=sys.stderr,
         )
+    cells = f"{chosen['cells_moved']:.2f}" if math.isfinite(chosen["cells_moved"]) else "not countable"
+    if not math.isfinite(chosen["cells_moved"]):
+        print(
+            f"warning: the per-cell measurements tell too few real {args.source} and {args.target} cells apart to "
+            "count moved cells; the choice rests on the condition classifier.",
+            file=sys.stderr,
+        )
     verdict = "chosen" if chosen["status"] == "calibrated" else f"not calibrated ({chosen['status']}); closest"
     print(
         f"{verdict}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
-        f"reached {chosen['reached']:.2f} of the way to real {args.target} (classifier P {chosen['moved']:.2f}, "
-        f"real {args.target} {chosen['real_target_moved']:.2f}; cell measurements {chosen['cells_moved']:.2f}), "
+        f"reached {chosen['reached']:.2f} of the way to real {args.target} (cells moved {cells}; "
+        f"classifier P {chosen['moved']:.2f}, real {args.target} {chosen['real_target_moved']:.2f}), "
         f"kept {chosen['kept']:.2f} (nuclei IoU; the {args.source} -> {args.source} control "
         f"{chosen['kept_control']:.2f})"
     )
@@ -234,8 +242,8 @@ def _print_calibration(args, chosen: dict) -> None:
         listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])
         print(
             f"warning: at this setting the translations went far past the real {args.target} cells ({listed} "
-            f"of the way; 1x = all the way): the model exaggerates these, and the classifier's 'moved' may "
-            "overrate the translation. Look at the translations before trusting this choice.",
+            f"of the way; 1x = all the way): the model exaggerates these, and 'reached' may overrate the "
+            "translation. Look at the translations before trusting this choice.",
             file=sys.stderr,
         )
     print(f"frontier: {args.out / 'frontier.png'}")

@@ -2,11 +2,15 @@
 
 Real images have no simulator truth, so each setting of a sweep (strength x guidance x negative) is scored with
 what a biologist can check on held-out source images (witnesses.py):
-- reached: how far the translations went towards the real target condition (1 = all the way), from two witnesses:
-  a condition classifier trained on the real images of DATA (its mean P(target) on the translations over its mean
-  P(target) on real target images) and the per-cell measurements that differ between the two real conditions (the
-  median share of the way their translated medians moved); the classifier counts only if its accuracy on real
-  images held out from its training is at least CLASSIFIER_MIN_ACCURACY;
+- reached: how far the translations went towards the real target condition (1 = all the way): the share of
+  translated cells that moved to the target, counted on the per-cell measurements that differ between the two real
+  conditions (a cell moved when most of its measurements, weighted by how well each tells the real conditions apart,
+  lie nearer the real target cells' median than the real source cells'; the share is put on the scale from the real
+  source cells, 0, to the real target cells, 1). Where no measurement tells the real cells apart, a condition
+  classifier trained on the real images of DATA witnesses instead (its mean P(target) on the translations over its
+  mean P(target) on real target images), and only if its accuracy on real images held out from its training is at
+  least CLASSIFIER_MIN_ACCURACY. Both witnesses, and how far the measurements' medians moved, are reported beside;
+  benchmarks/calibration_rule.py measured why the cells decide (docs/benchmarks.md, calibration_rule);
 - kept: the overlap (IoU) of nuclei segmented on each translation with those segmented on its original, beside
   the same for the source -> source control at the same setting (what the model changes anyway, condition or not);
 - unaffected: the change (RMSE, normalised units) of channels the user marks as untouched by the condition (DNA).
@@ -67,7 +71,7 @@ from .sweep import Setting, sweep_pairs
 from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
 from .witnesses import Witnesses, target_probability
-from .witnesses import channel_change, kept_score  # noqa: F401  (read from here by core/baselines.py and benchmarks/)
+from .witnesses import channel_change, kept_score, reached  # noqa: F401  (read from here by core/baselines.py and benchmarks/)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)

@@ -2,8 +2,8 @@
 
 `choose` moves the phenotype first and keeps the cells second: among the settings that keep the nuclei
 (kept within KEPT_TOLERANCE of the control and above KEPT_FLOOR, unaffected channels within UNAFFECTED_MAX), the
-one that reached furthest (reached is capped at 1: going past the real target is no better); within REACHED_TIE of
-it, the one that keeps most, then the gentlest. If no setting that keeps the nuclei reached REACHED_MIN of the way,
+one that reached furthest (witnesses.reached: the share of cells moved, capped at 1: going past the real target is
+no better); within REACHED_TIE of it, the one that keeps most, then the gentlest. If no setting that keeps the nuclei reached REACHED_MIN of the way,
 or none keeps them, the sweep is reported as such and nothing is stored.
 benchmarks/calibration_rule.py checks the choice against the simulator's ground truth.
 """
@@ -76,6 +76,15 @@ def choose(
             f"No setting kept the nuclei: the closest, {label(best)}, lost "
             f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
             f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.",
+            best,
+        )
+    if not any(np.isfinite(r["reached"]) for r in feasible):
+        best = max(feasible, key=lambda r: (r["kept"] - r.get("kept_control", 1.0), -r["strength"], -r["guidance"]))
+        return Choice(
+            None,
+            "not moved",
+            "Nothing witnessed how far the phenotype moved: no per-cell measurement tells enough of the real "
+            "source and target cells apart, and the condition classifier is not trusted.",
             best,
         )
     furthest = max(reached(r) for r in feasible)

@@ -1,7 +1,8 @@
 """Per-cell comparison of real and translated images: one table of CellProfiler-style measurements (core/cells.py)
 for the real source cells, their translations and the real target cells, and per measurement how far the
 translation moved it from the real source towards the real target. `phendiff evaluate` writes both into its report;
-`phendiff calibrate` checks its chosen setting with them.
+`phendiff calibrate` checks its chosen setting with them, and counts with `cells_moved` how many translated cells
+moved to the target (witnesses.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ MAX_P = 0.05
 # (actin intensity moved 2-6x the way) had moved the true phenotype in few cells (docs/benchmarks.md,
 # calibration_scores), so a report that shows only "moved" would look like success.
 OVERSHOOT = 2.0
+# cells_moved needs the real cells to differ: at least this share more of the real target cells than of the real
+# source cells must look like target cells (target_like), else the measurements cannot count moved cells.
+MIN_SEPARATION = 0.25
 
 
 def cell_table(
@@ -93,23 +97,21 @@ class RealCells:
 
     def summary(self, translated: Images) -> list[dict]:
         """`cell_summary` of translations of the originals (same order), measured on the originals' masks."""
+        return cell_summary(self.rows(translated))
+
+    def rows(self, translated: Images) -> list[dict]:
+        """Per-cell rows of the real cells and of the translations, measured on the originals' masks."""
         rows = list(self.real)
         for i, (image, masks) in enumerate(zip(translated, self.masks)):
             rows += _rows("translated", Path(f"{i}"), cellmeasure.measure_cells(image, self.channel_names, *masks))
-        return cell_summary(rows)
+        return rows
 
 
-def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -> tuple[float, int]:
-    """How far the translations moved the cells towards the real target (1 = all the way), over the measurements
-    that differ between the real conditions, and how many there are (NaN, 0 if none).
-
-    Each measurement's share of the way is clipped to [-1, 1] (going past the real target is no further) and
-    weighted by how strongly it tells the real conditions apart (|Cohen's d|), so the phenotype's own measurements
-    count most: on the demo's translocation, the reporter's nuclear/cytoplasmic ratio and spread (d 2.9, 2.6) rather
-    than measurements that barely differ. Areas and the channels in `ignored_channels` (kept as the original's, or
-    ones the condition does not touch, whose differences are sampling) are left out.
-    """
-    used = [
+def phenotype_measurements(summary: list[dict], ignored_channels: Sequence[str] = ()) -> list[dict]:
+    """The summary's measurements that carry the phenotype: those that differ between the real conditions, but
+    areas and the channels in `ignored_channels` (kept as the original's, or ones the condition does not touch,
+    whose differences are sampling)."""
+    return [
         s
         for s in summary
         if s["differs"]
@@ -117,11 +119,59 @@ def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -
         and not s["measurement"].endswith("_area")
         and not any(s["measurement"].startswith(f"{channel}_") for channel in ignored_channels)
     ]
+
+
+def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -> tuple[float, int]:
+    """How far the translations' medians moved towards the real target (1 = all the way), over the
+    `phenotype_measurements`, and how many there are (NaN, 0 if none).
+
+    Each measurement's share of the way is clipped to [-1, 1] (going past the real target is no further) and
+    weighted by how strongly it tells the real conditions apart (|Cohen's d|), so the phenotype's own measurements
+    count most: on the demo's translocation, the reporter's nuclear/cytoplasmic ratio and spread (d 2.9, 2.6) rather
+    than measurements that barely differ.
+    """
+    used = phenotype_measurements(summary, ignored_channels)
     if not used:
         return float("nan"), 0
     weights = np.array([abs(s["effect_target_vs_source"]) for s in used])
     shares = np.clip([s["moved"] for s in used], -1.0, 1.0)
     return float(np.sum(weights * shares) / np.sum(weights)), len(used)
+
+
+def target_like(rows: list[dict], used: list[dict], group: str) -> float:
+    """Share of the cells of `group` that look like real target cells: over the `used` measurements (weighted by
+    |Cohen's d|), more of the cell's weight lies nearer the real target median than the real source median.
+
+    Written here rather than with a classifier library: it is the per-cell rule the simulator's ground truth applies
+    to its one phenotype value (measure.transfer_rate: nearer the target's median than the source's), spread over
+    the measurements a real data set offers, and needs no fitting that could overfit 100 images.
+    """
+    names = [s["measurement"] for s in used]
+    weights = np.array([abs(s["effect_target_vs_source"]) for s in used])
+    source = np.array([s["median_real_source"] for s in used])
+    target = np.array([s["median_real_target"] for s in used])
+    values = np.array([[r[name] for name in names] for r in rows if r["group"] == group], np.float64).reshape(
+        -1, len(names)
+    )
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        nearer = (np.abs(values - target) < np.abs(values - source)) & finite
+    towards, measured = nearer @ weights, finite @ weights
+    return float(np.mean(towards[measured > 0] > measured[measured > 0] / 2)) if np.any(measured > 0) else float("nan")
+
+
+def cells_moved(rows: list[dict], summary: list[dict], ignored_channels: Sequence[str] = ()) -> float:
+    """Share of the translated cells that moved to the target, on the scale from the real source cells (0) to the
+    real target cells (1): (target-like translated - target-like source) / (target-like target - target-like
+    source), with `target_like`. NaN when the measurements tell fewer than MIN_SEPARATION of real cells apart (no
+    per-cell phenotype to count)."""
+    used = phenotype_measurements(summary, ignored_channels)
+    if not used:
+        return float("nan")
+    source, target, translated = (target_like(rows, used, g) for g in ("real source", "real target", "translated"))
+    if not target - source >= MIN_SEPARATION:
+        return float("nan")
+    return (translated - source) / (target - source)
 
 
 def overshoots(

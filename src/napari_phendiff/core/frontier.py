@@ -79,7 +79,7 @@ def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict
         label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)",
     )
     ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
-    ax.set_ylabel("reached: share of the way to the real target")
+    ax.set_ylabel("reached: share of cells moved to the real target")
     ax.set_title(f"{title} (numbers: strength)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()

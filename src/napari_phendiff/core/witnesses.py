@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cells as cellmeasure
-from .cellstats import RealCells, phenotype_moved
+from .cellstats import RealCells, cell_summary, cells_moved, phenotype_moved
 from .features import TrainedClassifier
 from .images import Images
 
@@ -51,18 +51,30 @@ class Witnesses:
     ignored_channels: tuple[str, ...] = ()  # kept as the original's, or untouched by the condition
 
     def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray, target: str) -> dict:
-        """One sweep row's scores: moved, cells_moved, reached, kept, kept_control and each channel's change."""
+        """One sweep row's scores: the witnesses (moved, classifier_reached, cells_moved, measurements_moved),
+        reached, kept, kept_control and each channel's change."""
         moved = target_probability(self.classifier, translated, target)
-        cells_moved, measurements = phenotype_moved(self.cells.summary(translated), self.ignored_channels)
-        witnesses = [min(cells_moved, 1.0)] if np.isfinite(cells_moved) else []
-        if self.trusted and self.real_moved > 0:
-            witnesses.append(min(moved / self.real_moved, 1.0))
+        rows = self.cells.rows(translated)
+        summary = cell_summary(rows)
+        by_medians, measurements = phenotype_moved(summary, self.ignored_channels)
+        by_classifier = min(moved / self.real_moved, 1.0) if self.trusted and self.real_moved > 0 else float("nan")
+        by_cells = cells_moved(rows, summary, self.ignored_channels)
         return {
             "moved": moved,
-            "cells_moved": cells_moved,
-            "measurements_moved": measurements,
-            "reached": float(np.mean(witnesses)) if witnesses else float("nan"),
+            "classifier_reached": by_classifier,
+            "cells_moved": by_cells,
+            "measurements_moved": by_medians,
+            "measurements": measurements,
+            "reached": reached(by_cells, by_classifier),
             "kept": kept_score(originals, translated, model.channel_names),
             "kept_control": kept_score(originals, control, model.channel_names),
             **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()},
         }
+
+
+def reached(cells: float, classifier: float) -> float:
+    """How far translations went towards the real target (1 = all the way) from the two witnesses: the share of
+    cells moved, capped at 1; the classifier's where no per-cell measurement tells the real cells apart."""
+    if np.isfinite(cells):
+        return min(cells, 1.0)
+    return classifier
