@@ -186,7 +186,23 @@ NOTHING_TO_FIND = 0.2  # truth-best transfer at or below this: no setting moves 
 
 
 def cell(x: dict) -> str:
-    return f"{_label(x)}: {x['transfer']:.2f} / {x['identity']:.2f}"
+    near = IDENTITY_MIN - 0.005 <= x["identity"] < IDENTITY_MIN  # would print as the bar while under it
+    return (
+        f"{_label(x)}: {x['transfer']:.2f} / {x['identity']:.3f}"
+        if near
+        else f"{_label(x)}: {x['transfer']:.2f} / {x['identity']:.2f}"
+    )
+
+
+BEFORE_TOLERANCE = (
+    0.16  # the rule before the cells were counted: its tolerance, with the medians' way and the classifier
+)
+
+
+def before_rule(r: dict):
+    """calibrate's choice before it counted cells: reached = the mean of the medians' way and the classifier."""
+    how = REACHED["mean of the medians' way and the classifier (the rule before)"]
+    return cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"], BEFORE_TOLERANCE)
 
 
 def verdict(rows: list[dict], choice) -> tuple[str, bool]:
@@ -301,17 +317,20 @@ def collect(args) -> str:
         "truth-best",
         "project default",
         "previous rule",
+        "rule before (medians + classifier)",
         "calibrate (this rule)",
         "target met",
     ]
-    lines, met, plotted = [], 0, []
+    lines, met, met_before, plotted = [], 0, 0, []
     for r in results:
         rows = r["rows"]
         best, old = truth_optimum(rows), old_rule(rows)
         default = next(x for x in rows if _key(x) == DEFAULT)
         choice = cal.choose(rows, r["unaffected"])
         shown, ok = verdict(rows, choice)
+        before_shown, before_ok = verdict(rows, before_rule(r))
         met += ok
+        met_before += before_ok
         lines.append(
             [
                 r["case"],
@@ -319,6 +338,7 @@ def collect(args) -> str:
                 cell(best),
                 cell(default),
                 cell(old),
+                before_shown,
                 shown,
                 "yes" if ok else "no",
             ]
@@ -345,7 +365,7 @@ def collect(args) -> str:
         f"{args.steps}-step DDIM grid). *Truth-best*: the highest transfer with identity >= {IDENTITY_MIN}. *Project "
         f"default*: s {DEFAULT[0]:g}, w {DEFAULT[1]:g} against the source. *Previous rule*: the most classifier "
         f"P(target) among settings keeping nuclei IoU >= {OLD_KEEP_MIN}. *This rule*: core/calibrate.py `choose` "
-        f"(move first: the furthest towards the real target by classifier and per-cell measurements; keep: within "
+        f"(move first: the furthest towards the real target by the share of cells moved, witnesses.reached; keep: within "
         f"{cal.KEPT_TOLERANCE:g} of the source -> source control). Calibrate's scores use no truth: its classifier "
         f"and real target cells come from the case's training folder. *Target met*: within 0.05 of the truth-best "
         f"transfer at identity >= {IDENTITY_MIN}, and no less transfer than the project default where the default "
@@ -356,7 +376,8 @@ def collect(args) -> str:
         "",
         table(header, lines),
         "",
-        f"Target met in {met} of {len(results)} directions by this rule; by the previous rule's choice in "
+        f"Target met in {met} of {len(results)} directions by this rule, in {met_before} by the rule before (reached "
+        f"from the medians' way and the classifier, tolerance {BEFORE_TOLERANCE:g}); by the previous rule's choice in "
         f"{sum(setting_met(r['rows'], old_rule(r['rows'])) for r in results)}, by the project default in "
         f"{sum(setting_met(r['rows'], next(x for x in r['rows'] if _key(x) == DEFAULT)) for r in results)} "
         "(a fixed setting meets it when it is within 0.05 of the truth-best transfer at identity >= "

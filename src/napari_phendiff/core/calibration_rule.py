@@ -20,11 +20,13 @@ from .sweep import Setting
 # The rule's bars (see the module docstring), measured in benchmarks/calibration_rule.py (docs/benchmarks.md,
 # calibration_rule): identity is judged against the source -> source control at the same setting, not against a fixed
 # IoU, because what a segmentation can keep differs between data sets and models. Translations whose true identity
-# was 0.9 of the segmentation's ceiling (the bar the simulator's truth sets) lost 0.09-0.17 IoU beyond their control
-# (median 0.14 over 10 simulator directions, 0.13-0.15 on real nuclei); of the bars tried (tolerance 0.05-0.25 x
-# reached 0.25/0.5/0.75), 0.16 and 0.5 met the target in most simulator directions (5 of 10), and the real-nuclei
-# directions, not used to choose, agreed (4 of 4).
-KEPT_TOLERANCE = 0.16  # nuclei IoU a translation may lose beyond its control
+# was 0.9 of the segmentation's ceiling (the bar the simulator's truth sets) lost 0.09-0.21 IoU beyond their control;
+# the median over the 10 simulator directions was 0.13 on 8 held-out fields per direction and 0.14 on 16, and the
+# tolerance is that median: the rule takes the furthest setting it allows, so its choice lands near the bar. Of the
+# bars tried with reached counted in cells (tolerance 0.05-0.25 x reached 0.25/0.5/0.75), 0.14 and 0.5 met the target
+# in 5 of the 10 simulator directions on 8 fields (no pair more) and 4 on 16 (the best pair 5; 0.16 also 4), and in
+# the 4 real-nuclei directions, not used to choose, on both.
+KEPT_TOLERANCE = 0.14  # nuclei IoU a translation may lose beyond its control
 KEPT_FLOOR = 0.5  # below this the nuclei are lost, whatever the control did
 UNAFFECTED_MAX = 0.2  # RMSE (normalised units) of a channel the condition does not touch
 REACHED_MIN = 0.5  # "moved the phenotype": at least half the way to the real target (untranslated: 0)
@@ -60,65 +62,74 @@ def choose(
     which measured them)."""
     tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
     reached_min = REACHED_MIN if reached_min is None else reached_min
-
-    def label(row):
-        return Setting(row["strength"], row["guidance"], row.get("negative", "source")).label()
-
-    def reached(row):
-        return min(row["reached"], 1.0) if np.isfinite(row["reached"]) else -np.inf
-
     feasible = [r for r in rows if keeps_cells(r, unaffected, tolerance)]
     if not feasible:
         best = max(rows, key=lambda r: r["kept"] - r.get("kept_control", 1.0))
         return Choice(
             None,
             "not kept",
-            f"No setting kept the nuclei: the closest, {label(best)}, lost "
+            f"No setting kept the nuclei: the closest, {_label(best)}, lost "
             f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
             f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.",
             best,
         )
     if not any(np.isfinite(r["reached"]) for r in feasible):
-        best = max(feasible, key=lambda r: (r["kept"] - r.get("kept_control", 1.0), -r["strength"], -r["guidance"]))
         return Choice(
             None,
             "not moved",
             "Nothing witnessed how far the phenotype moved: no per-cell measurement tells enough of the real "
             "source and target cells apart, and the condition classifier is not trusted.",
-            best,
+            max(feasible, key=_keeps_best),
         )
-    furthest = max(reached(r) for r in feasible)
-    tied = [r for r in feasible if reached(r) >= furthest - REACHED_TIE]
-    best = max(tied, key=lambda r: (r["kept"] - r.get("kept_control", 1.0), -r["strength"], -r["guidance"]))
+    furthest = max(_reached(r) for r in feasible)
+    tied = [r for r in feasible if _reached(r) >= furthest - REACHED_TIE]
+    best = max(tied, key=_keeps_best)
     if furthest < reached_min:
         return Choice(
             None,
             "not moved",
             f"No setting that kept the nuclei moved the phenotype: the furthest, "
-            f"{label(best)}, went {reached(best):.2f} of the way to the real target (at least "
+            f"{_label(best)}, went {_reached(best):.2f} of the way to the real target (at least "
             f"{reached_min:g} needed).",
             best,
         )
+    return Choice(best, "calibrated", _why(best, feasible, len(tied), furthest, tolerance), best)
+
+
+def _label(row: dict) -> str:
+    return Setting(row["strength"], row["guidance"], row.get("negative", "source")).label()
+
+
+def _reached(row: dict) -> float:
+    """How far a row went, capped at 1 (past the real target is no further); -inf when nothing witnessed it."""
+    return min(row["reached"], 1.0) if np.isfinite(row["reached"]) else -np.inf
+
+
+def _keeps_best(row: dict) -> tuple:
+    """Order of preference among tied rows: the nuclei kept best beside the control, then the gentlest."""
+    return (row["kept"] - row.get("kept_control", 1.0), -row["strength"], -row["guidance"])
+
+
+def _why(best: dict, feasible: list[dict], tied: int, furthest: float, tolerance: float) -> str:
+    """One sentence on why the chosen row won."""
     within = f"within {tolerance:g} of the source -> source control"
     kept = f"it kept {best['kept']:.2f}, the control {best.get('kept_control', 1.0):.2f}"
     if len(feasible) == 1:
-        why = (
-            f"{label(best)} was the only setting that kept the nuclei {within} ({kept}); it went "
-            f"{reached(best):.2f} of the way to the real target."
+        return (
+            f"{_label(best)} was the only setting that kept the nuclei {within} ({kept}); it went "
+            f"{_reached(best):.2f} of the way to the real target."
         )
-    elif reached(best) >= furthest:
-        why = (
-            f"{label(best)} went {reached(best):.2f} of the way to the real target, the furthest of the "
+    if _reached(best) >= furthest:
+        return (
+            f"{_label(best)} went {_reached(best):.2f} of the way to the real target, the furthest of the "
             f"{len(feasible)} settings that kept the nuclei {within} ({kept})"
-            + ("; of those as far, it kept the nuclei best." if len(tied) > 1 else ".")
+            + ("; of those as far, it kept the nuclei best." if tied > 1 else ".")
         )
-    else:
-        why = (
-            f"{label(best)} went {reached(best):.2f} of the way to the real target, within {REACHED_TIE:g} of the "
-            f"furthest ({furthest:.2f}) of the {len(feasible)} settings that kept the nuclei {within}, and kept "
-            f"them best of those ({kept})."
-        )
-    return Choice(best, "calibrated", why, best)
+    return (
+        f"{_label(best)} went {_reached(best):.2f} of the way to the real target, within {REACHED_TIE:g} of the "
+        f"furthest ({furthest:.2f}) of the {len(feasible)} settings that kept the nuclei {within}, and kept "
+        f"them best of those ({kept})."
+    )
 
 
 def setting_of(row: dict) -> Setting:

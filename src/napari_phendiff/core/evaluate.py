@@ -21,8 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from . import cells as cellmeasure
 from . import metrics
-from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, overshot
+from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, cells_moved, overshot
 from .baselines import trivial_baselines
 from .checkpoint import atomic_folder, claim_new_folder, output_lock
 from .models import load_checkpoint
@@ -44,6 +45,7 @@ METRIC_KEYS = (
     "recall",
     "cycle_l2",
     "classifier_target_rate",
+    "cells_moved",
     "identity_iou_segmented",
 )
 
@@ -104,6 +106,9 @@ def evaluate(
         results = _scores(model, evaluation, classifier, extractor, source, target)
         table, summary = _cell_measurements(model, evaluation)
         results["overshot_measurements"] = overshot(summary)
+        # what `phendiff calibrate` chooses by; the nuclear and kept channels left out, as calibrate leaves them
+        nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
+        results["cells_moved"] = cells_moved(table, summary, tuple(dict.fromkeys([*forward.keep_channels, nuclear])))
         results.update(_truth_and_baselines(model, evaluation, classifier, extractor, target, forward, truth))
         results.update(
             {

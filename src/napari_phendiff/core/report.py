@@ -52,6 +52,14 @@ EXPLANATIONS = {
         "higher is better",
         "Share of translated images that a condition classifier trained on real images calls the target condition.",
     ),
+    "cells_moved": (
+        "Cells moved (per-cell measurements)",
+        "higher is better",
+        "Share of translated cells that look like real target cells: most of their measurements that differ "
+        "between the real conditions lie nearer the real target cells' median than the real source cells'; on the "
+        "scale from the real source cells (0) to the real target cells (1). What phendiff calibrate chooses by. "
+        "Not a number when the measurements tell too few real cells apart.",
+    ),
     "phenotype_transfer": (
         "Phenotype transfer (ground truth)",
         "higher is better",
@@ -92,6 +100,7 @@ RATES = {
     "precision",
     "recall",
     "classifier_target_rate",
+    "cells_moved",
     "phenotype_transfer",
     "phenotype_unmeasured",
     "conversion_rate",
