@@ -194,15 +194,16 @@ def cell(x: dict) -> str:
     )
 
 
-BEFORE_TOLERANCE = (
-    0.16  # the rule before the cells were counted: its tolerance, with the medians' way and the classifier
-)
+# The rule before the cells were counted (reached from the medians' way and the classifier): its tolerance and its
+# tie window (settings within it of the furthest tied; the one keeping the nuclei best won).
+BEFORE_TOLERANCE = 0.16
+BEFORE_TIE = 0.05
 
 
 def before_rule(r: dict):
     """calibrate's choice before it counted cells: reached = the mean of the medians' way and the classifier."""
     how = REACHED["mean of the medians' way and the classifier (the rule before)"]
-    return cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"], BEFORE_TOLERANCE)
+    return cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"], BEFORE_TOLERANCE, tie=BEFORE_TIE)
 
 
 def verdict(rows: list[dict], choice) -> tuple[str, bool]:
@@ -234,10 +235,7 @@ def tolerance_sweep(results: list[dict]) -> str:
     """How many directions meet the target for each pair of the rule's bars (KEPT_TOLERANCE, REACHED_MIN),
     simulator and real-nuclei cases apart."""
     rows = []
-    groups = (
-        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
-        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
-    )
+    groups = _groups(results)
     for reached_min in (0.25, 0.5, 0.75):
         for tolerance in (0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25):
             counts = [
@@ -290,10 +288,7 @@ REACHED = {
 
 def witness_sweep(results: list[dict]) -> str:
     """How many directions meet the target when calibrate's rule weighs the witnesses each way of REACHED."""
-    groups = (
-        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
-        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
-    )
+    groups = _groups(results)
     lines = []
     for name, how in REACHED.items():
         counts = [
@@ -305,6 +300,31 @@ def witness_sweep(results: list[dict]) -> str:
         ]
         lines.append([name, *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)]])
     return table(["reached, from", "simulator directions met", "real-nuclei directions met"], lines)
+
+
+def tie_sweep(results: list[dict]) -> str:
+    """How many directions meet the target when settings within a window of the furthest count as tied (the one
+    keeping the nuclei best of those wins), at the rule's bars."""
+    lines = []
+    for tie in (0.0, 0.02, 0.05, 0.1):
+        counts = [
+            sum(verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tie=tie))[1] for r in members)
+            for _, members in _groups(results)
+        ]
+        lines.append(
+            [
+                f"{tie:g}" + (" (used)" if tie == 0 else ""),
+                *[f"{c} / {len(m)}" for c, (_, m) in zip(counts, _groups(results))],
+            ]
+        )
+    return table(["tie window (share of the way)", "simulator directions met", "real-nuclei directions met"], lines)
+
+
+def _groups(results: list[dict]) -> tuple:
+    return (
+        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
+        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
+    )
 
 
 def collect(args) -> str:
@@ -377,7 +397,8 @@ def collect(args) -> str:
         table(header, lines),
         "",
         f"Target met in {met} of {len(results)} directions by this rule, in {met_before} by the rule before (reached "
-        f"from the medians' way and the classifier, tolerance {BEFORE_TOLERANCE:g}); by the previous rule's choice in "
+        f"from the medians' way and the classifier, tolerance {BEFORE_TOLERANCE:g}, tie window {BEFORE_TIE:g}); by the "
+        "previous rule's choice in "
         f"{sum(setting_met(r['rows'], old_rule(r['rows'])) for r in results)}, by the project default in "
         f"{sum(setting_met(r['rows'], next(x for x in r['rows'] if _key(x) == DEFAULT)) for r in results)} "
         "(a fixed setting meets it when it is within 0.05 of the truth-best transfer at identity >= "
@@ -408,6 +429,10 @@ def collect(args) -> str:
         "The witnesses weighed other ways (the bars as above):",
         "",
         witness_sweep(results),
+        "",
+        "Settings near the furthest counted as tied, the one keeping the nuclei best of those taken (the bars as above):",
+        "",
+        tie_sweep(results),
     ]
     text += ["", f"![calibration rule]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(text)

@@ -73,10 +73,13 @@ def test_the_rule_moves_the_phenotype_first_then_keeps_the_cells():
     # an absolute bar on the nuclei overlap (0.84) would have taken s 0.3: the control says 0.82 is the model's own
     rows[1]["change_DNA"] = 0.5  # its DNA changed too much: out, the next furthest wins
     assert cal.choose(rows, ["DNA"]).row is rows[2]
-    # within REACHED_TIE of the furthest, the one keeping the nuclei better wins; past the real target is no better
-    tied = [row(0.5, 6.0, 1.8, 0.80, kept_control=0.84), row(0.3, 6.0, 0.97, 0.84, kept_control=0.85)]
+    # past the real target is no better: of those as far, the one keeping the nuclei better wins
+    tied = [row(0.5, 6.0, 1.8, 0.80, kept_control=0.84), row(0.3, 6.0, 1.0, 0.84, kept_control=0.85)]
     choice = cal.choose(tied)
-    assert choice.row is tied[1] and "within 0.05 of the furthest (1.00)" in choice.reason
+    assert choice.row is tied[1] and "of those as far, it kept the nuclei best" in choice.reason
+    # but a setting that moved fewer cells does not win by keeping more (a mix would pick it)
+    close = [row(0.3, 4.0, 0.90, 0.80, kept_control=0.90), row(0.2, 4.0, 0.87, 0.89, kept_control=0.90)]
+    assert cal.choose(close).row is close[0]
 
 
 def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():

@@ -40,7 +40,6 @@ from .calibration_rule import (  # noqa: F401  (read from here by the tests and 
     KEPT_FLOOR,
     KEPT_TOLERANCE,
     REACHED_MIN,
-    REACHED_TIE,
     UNAFFECTED_MAX,
     keeps_cells,
 )
