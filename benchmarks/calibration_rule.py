@@ -198,11 +198,12 @@ def cell(x: dict) -> str:
 # tie window (settings within it of the furthest tied; the one keeping the nuclei best won).
 BEFORE_TOLERANCE = 0.16
 BEFORE_TIE = 0.05
+BEFORE_WITNESSES = "mean of the medians' way and the classifier (the rule before's witnesses)"
 
 
 def before_rule(r: dict):
     """calibrate's choice before it counted cells: reached = the mean of the medians' way and the classifier."""
-    how = REACHED["mean of the medians' way and the classifier (the rule before)"]
+    how = REACHED[BEFORE_WITNESSES]
     return cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"], BEFORE_TOLERANCE, tie=BEFORE_TIE)
 
 
@@ -278,9 +279,7 @@ REACHED = {
     "mean of cells moved and the classifier": lambda r: _finite_mean(
         min(r["cells_moved"], 1.0), r["classifier_reached"]
     ),
-    "mean of the medians' way and the classifier (the rule before)": lambda r: _finite_mean(
-        min(r["measurements_moved"], 1.0), r["classifier_reached"]
-    ),
+    BEFORE_WITNESSES: lambda r: _finite_mean(min(r["measurements_moved"], 1.0), r["classifier_reached"]),
     "the medians' way alone": lambda r: min(r["measurements_moved"], 1.0),
     "the classifier alone": lambda r: r["classifier_reached"],
 }

@@ -58,9 +58,10 @@ def translations(
     return {s: saved[key(s)] for s in settings}
 
 
-def cells_moved(model, originals: np.ndarray, translated: np.ndarray, targets: list[np.ndarray]) -> tuple[float, int]:
+def medians_moved(model, originals: np.ndarray, translated: np.ndarray, targets: list[np.ndarray]) -> tuple[float, int]:
     """Median `moved` of evaluate's per-cell measurements that differ between the real conditions, and how many.
-    (The median, as this section's figures were measured; calibrate now weighs them: cellstats.phenotype_moved.)"""
+    (As this section's figures were measured, under the key "cells_moved"; calibrate now counts the cells that
+    moved instead: cellstats.cells_moved.)"""
     moved = [
         s["moved"]
         for s in summary_of(originals, translated, targets, model.channel_names)
@@ -107,7 +108,7 @@ def run(folder: Path, phenotype: str, args) -> tuple[dict, list]:
         rows, real_mean = [], float(np.mean(sets[b]["images"][:, shown], dtype=np.float64))
         for setting, out in [(None, sets[a]["images"])] + list(translated.items()):
             truth = score(phenotype, model, classifier, sets[a], sets[b], b, out)
-            moved, n = cells_moved(model, sets[a]["images"], out, targets)
+            moved, n = medians_moved(model, sets[a]["images"], out, targets)
             rows.append(
                 {
                     "setting": "untranslated" if setting is None else f"s {setting.strength:g}, w {setting.guidance:g}",

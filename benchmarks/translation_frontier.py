@@ -149,13 +149,12 @@ def score_rows(
     """Truth and no-truth scores of a sweep's translations `out` ({(target, setting): stack}). The no-truth ones
     leave out, as calibrate does by default, the kept channels and the nuclear one (untouched by conditions)."""
     stack = sets[source]["images"]
-    nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
     witnesses = cal.Witnesses(
         classifier,
         cal.target_probability(classifier, real_targets, target),
         classifier.accuracy >= cal.CLASSIFIER_MIN_ACCURACY,
         RealCells(stack, real_targets, model.channel_names),
-        tuple(dict.fromkeys([*kept, nuclear])),
+        cal.left_out_channels(model.channel_names, kept),
     )
     rows = []
     for s in settings:

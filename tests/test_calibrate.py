@@ -89,7 +89,7 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
     unwitnessed = [row(0.2, 2.0, float("nan"), 0.9), row(0.4, 4.0, float("nan"), 0.85)]
     choice = cal.choose(unwitnessed)  # no measurement separates the real cells and the classifier is not trusted
-    assert choice.row is None and choice.status == "not moved" and "Nothing witnessed" in choice.reason
+    assert choice.row is None and choice.status == "not witnessed" and "Nothing witnessed" in choice.reason
     assert choice.best is unwitnessed[0]
     lost = [row(1.0, 1.0, 0.9, 0.2, kept_control=0.9), row(0.6, 4.0, 0.9, 0.45, kept_control=0.5)]
     choice = cal.choose(lost)  # the second is within tolerance of its control but below the floor
@@ -168,6 +168,12 @@ def test_cells_moved_is_not_counted_where_the_real_cells_overlap():
     summary = cell_summary(rows)
     assert any(s["differs"] for s in summary)
     assert np.isnan(cells_moved(rows, summary))
+    few = (  # far apart, but three real target cells: too few to put a share on
+        cell_rows("real source", rng.normal(0, 1, 200), rng.normal(0, 1, 200))
+        + cell_rows("real target", [4.0, 4.2, 3.9], [4.1, 3.8, 4.0])
+        + cell_rows("translated", rng.normal(4, 1, 200), rng.normal(4, 1, 200))
+    )
+    assert np.isnan(cells_moved(few, cell_summary(few)))
     assert cal.reached(float("nan"), 0.7) == 0.7  # then the classifier is the witness
     assert cal.reached(1.4, 0.2) == 1.0  # past the real target is no further
 
@@ -175,7 +181,7 @@ def test_cells_moved_is_not_counted_where_the_real_cells_overlap():
 def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
     import argparse
 
-    from napari_phendiff.cli.commands import _print_calibration
+    from napari_phendiff.cli.commands import print_calibration
 
     args = argparse.Namespace(source="untreated", target="TNFa", out=tmp_path, no_store=True, checkpoint="m")
     chosen = {
@@ -195,15 +201,21 @@ def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
         "keep_channels": [],
         "overshot_measurements": [],
     }
-    _print_calibration(args, chosen)
+    print_calibration(args, chosen)
     printed = capsys.readouterr()
-    assert (
-        "too few real untreated and TNFa cells apart" in printed.err
-        and "rests on the condition classifier" in printed.err
-    )
+    assert "could not count moved cells" in printed.err and "rests on the condition classifier" in printed.err
     assert "reached 0.80 of the way to real TNFa (cells moved not countable; classifier P 0.78" in printed.out
-    _print_calibration(args, {**chosen, "cells_moved": 0.8})
-    assert "too few" not in capsys.readouterr().err
+    # neither witness: said once, no claim that either decided
+    print_calibration(
+        args, {**chosen, "classifier_trusted": False, "classifier_accuracy": 0.6, "status": "not witnessed"}
+    )
+    printed = capsys.readouterr().err
+    assert "only 60% of held-out ones" in printed and "nothing could say how far the phenotype moved" in printed
+    assert "rests on" not in printed
+    # the cells counted: the classifier, trusted or not, did not decide, and no warning says otherwise
+    for trusted in (True, False):
+        print_calibration(args, {**chosen, "cells_moved": 0.8, "classifier_trusted": trusted})
+        assert "could not count" not in capsys.readouterr().err
 
 
 def test_a_choice_that_exaggerates_the_target_is_flagged():
@@ -250,7 +262,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
                 "--guidances",
                 "3",
                 "--n",
-                "2",
+                "4",  # every untreated image: enough cells to count (cellstats.MIN_CELLS)
                 "--steps",
                 "4",
                 "--classifier-steps",
@@ -262,7 +274,7 @@ def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, s
         == 0
     )
     printed = capsys.readouterr()
-    assert "the choice rests on the per-cell measurements alone" in printed.err
+    assert "could not count moved cells" not in printed.err  # the cells decided: the untrusted classifier did not
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["chosen"]["classifier_trusted"] is False
     assert all(row["reached"] == pytest.approx(min(row["cells_moved"], 1.0), nan_ok=True) for row in saved["rows"])
@@ -336,7 +348,7 @@ def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_d
             "1",
             "3",
             "--n",
-            "2",
+            "4",  # every untreated image: enough cells to count (cellstats.MIN_CELLS)
             "--steps",
             "8",
             "--classifier-steps",

@@ -200,25 +200,25 @@ def calibrate_command(args) -> None:
         progress=bar,
     )
     bar.close()
-    _print_calibration(args, chosen)
+    print_calibration(args, chosen)
 
 
-def _print_calibration(args, chosen: dict) -> None:
+def print_calibration(args, chosen: dict) -> None:
     """What a calibration chose and why, its warnings, and where the frontier and the choice went."""
     from ..core.calibrate import CLASSIFIER_MIN_ACCURACY
 
-    if not chosen["classifier_trusted"]:
-        print(
-            f"warning: the condition classifier told real {args.source} and {args.target} images apart in only "
-            f"{chosen['classifier_accuracy']:.0%} of held-out ones (< {CLASSIFIER_MIN_ACCURACY:.0%}); the choice "
-            "rests on the per-cell measurements alone.",
-            file=sys.stderr,
+    counted = math.isfinite(chosen["cells_moved"])
+    cells = f"{chosen['cells_moved']:.2f}" if counted else "not countable"
+    if not counted:  # the classifier is the witness, if it is trusted
+        untrusted = (
+            f" and the condition classifier told real {args.source} and {args.target} images apart in only "
+            f"{chosen['classifier_accuracy']:.0%} of held-out ones (< {CLASSIFIER_MIN_ACCURACY:.0%}): nothing could "
+            "say how far the phenotype moved."
         )
-    cells = f"{chosen['cells_moved']:.2f}" if math.isfinite(chosen["cells_moved"]) else "not countable"
-    if not math.isfinite(chosen["cells_moved"]):
         print(
-            f"warning: the per-cell measurements tell too few real {args.source} and {args.target} cells apart to "
-            "count moved cells; the choice rests on the condition classifier.",
+            f"warning: the per-cell measurements could not count moved cells (too few cells, or too few real "
+            f"{args.source} and {args.target} cells told apart by them)"
+            + (untrusted if not chosen["classifier_trusted"] else "; the choice rests on the condition classifier."),
             file=sys.stderr,
         )
     verdict = "chosen" if chosen["status"] == "calibrated" else f"not calibrated ({chosen['status']}); closest"

@@ -69,7 +69,7 @@ from .options import (
 from .sweep import Setting, sweep_pairs
 from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
-from .witnesses import Witnesses, target_probability
+from .witnesses import Witnesses, left_out_channels, target_probability
 from .witnesses import channel_change, kept_score, reached  # noqa: F401  (read from here by core/baselines.py and benchmarks/)
 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -222,7 +222,7 @@ def _witnesses(
         target_probability(classifier, target_images, target),
         classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
         RealCells(stack, target_images, model.channel_names),
-        tuple(dict.fromkeys([*base.keep_channels, *unaffected])),
+        left_out_channels(model.channel_names, base.keep_channels, unaffected),
     )
 
 
@@ -334,7 +334,7 @@ def _record(
     """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
     from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
     shown = choice.best
-    # the best setting's translations exaggerating what differs: the sign its `moved` overrates them
+    # the best setting's translations exaggerating what differs: the sign its `reached` overrates them
     overshot_measurements = overshot(witnesses.cells.summary(best_translated))
     return {
         **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},

@@ -29,6 +29,7 @@ OVERSHOOT = 2.0
 # cells_moved needs the real cells to differ: at least this share more of the real target cells than of the real
 # source cells must look like target cells (target_like), else the measurements cannot count moved cells.
 MIN_SEPARATION = 0.25
+MIN_CELLS = 10  # and at least this many measured real source and real target cells: a share of 3 cells says little
 
 
 def cell_table(
@@ -138,9 +139,10 @@ def phenotype_moved(summary: list[dict], ignored_channels: Sequence[str] = ()) -
     return float(np.sum(weights * shares) / np.sum(weights)), len(used)
 
 
-def target_like(rows: list[dict], used: list[dict], group: str) -> float:
-    """Share of the cells of `group` that look like real target cells: over the `used` measurements (weighted by
-    |Cohen's d|), more of the cell's weight lies nearer the real target median than the real source median.
+def target_like(rows: list[dict], used: list[dict], group: str) -> tuple[float, int]:
+    """Share of the cells of `group` that look like real target cells, and how many cells were judged: over the
+    `used` measurements (weighted by |Cohen's d|), more of the cell's weight lies nearer the real target median than
+    the real source median.
 
     Written here rather than with a classifier library: it is the per-cell rule the simulator's ground truth applies
     to its one phenotype value (measure.transfer_rate: nearer the target's median than the source's), spread over
@@ -157,19 +159,23 @@ def target_like(rows: list[dict], used: list[dict], group: str) -> float:
     with np.errstate(invalid="ignore"):
         nearer = (np.abs(values - target) < np.abs(values - source)) & finite
     towards, measured = nearer @ weights, finite @ weights
-    return float(np.mean(towards[measured > 0] > measured[measured > 0] / 2)) if np.any(measured > 0) else float("nan")
+    judged = measured > 0
+    share = float(np.mean(towards[judged] > measured[judged] / 2)) if np.any(judged) else float("nan")
+    return share, int(np.sum(judged))
 
 
 def cells_moved(rows: list[dict], summary: list[dict], ignored_channels: Sequence[str] = ()) -> float:
     """Share of the translated cells that moved to the target, on the scale from the real source cells (0) to the
     real target cells (1): (target-like translated - target-like source) / (target-like target - target-like
-    source), with `target_like`. NaN when the measurements tell fewer than MIN_SEPARATION of real cells apart (no
-    per-cell phenotype to count)."""
+    source), with `target_like`. NaN when there is nothing to count with: fewer than MIN_CELLS measured real source
+    or real target cells, or measurements that tell less than MIN_SEPARATION of the real cells apart."""
     used = phenotype_measurements(summary, ignored_channels)
     if not used:
         return float("nan")
-    source, target, translated = (target_like(rows, used, g) for g in ("real source", "real target", "translated"))
-    if not target - source >= MIN_SEPARATION:
+    (source, n_source), (target, n_target), (translated, _) = (
+        target_like(rows, used, g) for g in ("real source", "real target", "translated")
+    )
+    if min(n_source, n_target) < MIN_CELLS or not target - source >= MIN_SEPARATION:
         return float("nan")
     return (translated - source) / (target - source)
 

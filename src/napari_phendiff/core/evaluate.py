@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 
-from . import cells as cellmeasure
 from . import metrics
 from .cellstats import MAX_P, MIN_EFFECT, cell_summary, cell_table, cells_moved, overshot
 from .baselines import trivial_baselines
@@ -35,7 +34,7 @@ from .option_words import describe
 from .options import TranslateOptions, check_count, check_given
 from .translate import TranslateEvent, is_direct, translate, translation_options
 from .truth import check_truth, truth_metrics
-from .witnesses import channel_change, kept_score
+from .witnesses import channel_change, kept_score, left_out_channels
 
 METRIC_KEYS = (
     "fid",
@@ -106,9 +105,10 @@ def evaluate(
         results = _scores(model, evaluation, classifier, extractor, source, target)
         table, summary = _cell_measurements(model, evaluation)
         results["overshot_measurements"] = overshot(summary)
-        # what `phendiff calibrate` chooses by; the nuclear and kept channels left out, as calibrate leaves them
-        nuclear = model.channel_names[cellmeasure.nuclear_channel(model.channel_names)]
-        results["cells_moved"] = cells_moved(table, summary, tuple(dict.fromkeys([*forward.keep_channels, nuclear])))
+        # what `phendiff calibrate` chooses by, with the channels it leaves out by default
+        results["cells_moved"] = cells_moved(
+            table, summary, left_out_channels(model.channel_names, forward.keep_channels)
+        )
         results.update(_truth_and_baselines(model, evaluation, classifier, extractor, target, forward, truth))
         results.update(
             {

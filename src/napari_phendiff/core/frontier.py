@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, setting_of
@@ -79,7 +80,12 @@ def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict
         label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)",
     )
     ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
-    ax.set_ylabel("reached: share of cells moved to the real target")
+    counted = any(math.isfinite(r.get("cells_moved", math.nan)) for r in rows)
+    ax.set_ylabel(
+        "reached: share of cells moved to the real target"
+        if counted
+        else "reached: classifier P(target) over real target images' (cells not countable)"
+    )
     ax.set_title(f"{title} (numbers: strength)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()

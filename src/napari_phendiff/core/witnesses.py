@@ -5,6 +5,7 @@ classifier trained on the real images, and the per-cell measurements of real sou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -32,6 +33,15 @@ def channel_change(model, originals: Images, translated: Images) -> dict[str, fl
     a = model.normalization.forward(np.asarray(originals))
     b = model.normalization.forward(np.asarray(translated))
     return {name: float(np.sqrt(np.mean((a[:, c] - b[:, c]) ** 2))) for c, name in enumerate(model.channel_names)}
+
+
+def left_out_channels(
+    channel_names: list[str], keep_channels: Sequence[str] = (), unaffected: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The channels whose measurements the witnesses leave out: those kept as the original's, and those the
+    condition should not change (`unaffected`, default the nuclear one), whose differences are sampling."""
+    unaffected = list(unaffected) if unaffected else [channel_names[cellmeasure.nuclear_channel(channel_names)]]
+    return tuple(dict.fromkeys([*keep_channels, *unaffected]))
 
 
 def target_probability(classifier: TrainedClassifier, images: Images, target: str) -> float:
