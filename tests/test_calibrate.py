@@ -206,12 +206,11 @@ def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
     assert "could not count moved cells" in printed.err and "rests on the condition classifier" in printed.err
     assert "reached 0.80 of the way to real TNFa (cells moved not countable; classifier P 0.78" in printed.out
     # neither witness: said once, no claim that either decided
-    print_calibration(
-        args, {**chosen, "classifier_trusted": False, "classifier_accuracy": 0.6, "status": "not witnessed"}
-    )
-    printed = capsys.readouterr().err
-    assert "only 60% of held-out ones" in printed and "nothing could say how far the phenotype moved" in printed
-    assert "rests on" not in printed
+    neither = {**chosen, "classifier_trusted": False, "classifier_accuracy": 0.6, "status": "not witnessed"}
+    print_calibration(args, {**neither, "reached": float("nan")})
+    printed = capsys.readouterr()
+    assert "only 60% of held-out ones" in printed.err and "nothing could say how far the phenotype moved" in printed.err
+    assert "rests on" not in printed.err and "reached unknown of the way" in printed.out
     # the cells counted: the classifier, trusted or not, did not decide, and no warning says otherwise
     for trusted in (True, False):
         print_calibration(args, {**chosen, "cells_moved": 0.8, "classifier_trusted": trusted})

@@ -209,6 +209,7 @@ def print_calibration(args, chosen: dict) -> None:
 
     counted = math.isfinite(chosen["cells_moved"])
     cells = f"{chosen['cells_moved']:.2f}" if counted else "not countable"
+    reached = f"{chosen['reached']:.2f}" if math.isfinite(chosen["reached"]) else "unknown"
     if not counted:  # the classifier is the witness, if it is trusted
         untrusted = (
             f" and the condition classifier told real {args.source} and {args.target} images apart in only "
@@ -224,7 +225,7 @@ def print_calibration(args, chosen: dict) -> None:
     verdict = "chosen" if chosen["status"] == "calibrated" else f"not calibrated ({chosen['status']}); closest"
     print(
         f"{verdict}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} ({chosen['negative']}): "
-        f"reached {chosen['reached']:.2f} of the way to real {args.target} (cells moved {cells}; "
+        f"reached {reached} of the way to real {args.target} (cells moved {cells}; "
         f"classifier P {chosen['moved']:.2f}, real {args.target} {chosen['real_target_moved']:.2f}), "
         f"kept {chosen['kept']:.2f} (nuclei IoU; the {args.source} -> {args.source} control "
         f"{chosen['kept_control']:.2f})"
