@@ -203,8 +203,9 @@ BEFORE_WITNESSES = "mean of the medians' way and the classifier (the rule before
 
 def before_rule(r: dict):
     """calibrate's choice before it counted cells: reached = the mean of the medians' way and the classifier."""
-    how = REACHED[BEFORE_WITNESSES]
-    return cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"], BEFORE_TOLERANCE, tie=BEFORE_TIE)
+    return cal.choose(
+        _reweighed(r["rows"], REACHED[BEFORE_WITNESSES]), r["unaffected"], BEFORE_TOLERANCE, tie=BEFORE_TIE
+    )
 
 
 def verdict(rows: list[dict], choice) -> tuple[str, bool]:
@@ -236,22 +237,14 @@ def tolerance_sweep(results: list[dict]) -> str:
     """How many directions meet the target for each pair of the rule's bars (KEPT_TOLERANCE, REACHED_MIN),
     simulator and real-nuclei cases apart."""
     rows = []
-    groups = _groups(results)
     for reached_min in (0.25, 0.5, 0.75):
         for tolerance in (0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25):
-            counts = [
-                sum(
-                    verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tolerance, reached_min))[1]
-                    for r in members
-                )
-                for _, members in groups
-            ]
             used = (tolerance, reached_min) == (cal.KEPT_TOLERANCE, cal.REACHED_MIN)
             rows.append(
                 [
                     f"{tolerance:g}",
                     f"{reached_min:g}" + (" (used)" if used else ""),
-                    *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)],
+                    *_met(results, lambda r: cal.choose(r["rows"], r["unaffected"], tolerance, reached_min)),
                 ]
             )
     return table(
@@ -287,43 +280,39 @@ REACHED = {
 
 def witness_sweep(results: list[dict]) -> str:
     """How many directions meet the target when calibrate's rule weighs the witnesses each way of REACHED."""
-    groups = _groups(results)
-    lines = []
-    for name, how in REACHED.items():
-        counts = [
-            sum(
-                verdict(r["rows"], cal.choose([{**x, "reached": how(x)} for x in r["rows"]], r["unaffected"]))[1]
-                for r in members
-            )
-            for _, members in groups
-        ]
-        lines.append([name, *[f"{c} / {len(members)}" for c, (_, members) in zip(counts, groups)]])
+    lines = [
+        [name, *_met(results, lambda r: cal.choose(_reweighed(r["rows"], how), r["unaffected"]))]
+        for name, how in REACHED.items()
+    ]
     return table(["reached, from", "simulator directions met", "real-nuclei directions met"], lines)
 
 
 def tie_sweep(results: list[dict]) -> str:
     """How many directions meet the target when settings within a window of the furthest count as tied (the one
     keeping the nuclei best of those wins), at the rule's bars."""
-    lines = []
-    for tie in (0.0, 0.02, 0.05, 0.1):
-        counts = [
-            sum(verdict(r["rows"], cal.choose(r["rows"], r["unaffected"], tie=tie))[1] for r in members)
-            for _, members in _groups(results)
+    lines = [
+        [
+            f"{tie:g}" + (" (used)" if tie == 0 else ""),
+            *_met(results, lambda r: cal.choose(r["rows"], r["unaffected"], tie=tie)),
         ]
-        lines.append(
-            [
-                f"{tie:g}" + (" (used)" if tie == 0 else ""),
-                *[f"{c} / {len(m)}" for c, (_, m) in zip(counts, _groups(results))],
-            ]
-        )
+        for tie in (0.0, 0.02, 0.05, 0.1)
+    ]
     return table(["tie window (share of the way)", "simulator directions met", "real-nuclei directions met"], lines)
 
 
-def _groups(results: list[dict]) -> tuple:
-    return (
-        ("simulator", [r for r in results if not r["case"].startswith("semireal")]),
-        ("real nuclei", [r for r in results if r["case"].startswith("semireal")]),
+def _met(results: list[dict], choice_of) -> list[str]:
+    """'met / directions' for the simulator's cases and the real-nuclei ones, each direction's choice by
+    `choice_of(result)`."""
+    groups = (
+        [r for r in results if not r["case"].startswith("semireal")],
+        [r for r in results if r["case"].startswith("semireal")],
     )
+    return [f"{sum(verdict(r['rows'], choice_of(r))[1] for r in members)} / {len(members)}" for members in groups]
+
+
+def _reweighed(rows: list[dict], how) -> list[dict]:
+    """The sweep's rows with `reached` from `how` (one of REACHED)."""
+    return [{**x, "reached": how(x)} for x in rows]
 
 
 def collect(args) -> str:

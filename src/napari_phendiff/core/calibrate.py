@@ -6,7 +6,7 @@ what a biologist can check on held-out source images (witnesses.py):
   translated cells that moved to the target, counted on the per-cell measurements that differ between the two real
   conditions (a cell moved when most of its measurements, weighted by how well each tells the real conditions apart,
   lie nearer the real target cells' median than the real source cells'; the share is put on the scale from the real
-  source cells, 0, to the real target cells, 1). Where no measurement tells the real cells apart, a condition
+  source cells, 0, to the real target cells, 1). Where the cells cannot be counted (cellstats.cells_moved), a condition
   classifier trained on the real images of DATA witnesses instead (its mean P(target) on the translations over its
   mean P(target) on real target images), and only if its accuracy on real images held out from its training is at
   least CLASSIFIER_MIN_ACCURACY. Both witnesses, and how far the measurements' medians moved, are reported beside;

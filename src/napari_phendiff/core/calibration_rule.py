@@ -41,7 +41,8 @@ class Choice:
     """The rule's verdict on a sweep: the chosen row (None when nothing may be stored), why, and the status:
     'calibrated', 'not moved' (the cells were kept but the phenotype did not move), 'not witnessed' (the cells were
     kept, but neither the per-cell measurements nor a trusted classifier could say how far the phenotype moved) or
-    'not kept' (no setting kept the nuclei). `best` is the row the rule would have taken, shown even when nothing is stored."""
+    'not kept' (no setting kept the nuclei). `best` is the row the rule would have taken, shown even when nothing is
+    stored."""
 
     row: dict | None
     status: str

@@ -84,7 +84,7 @@ class Witnesses:
 
 def reached(cells: float, classifier: float) -> float:
     """How far translations went towards the real target (1 = all the way) from the two witnesses: the share of
-    cells moved, capped at 1; the classifier's where no per-cell measurement tells the real cells apart."""
+    cells moved, capped at 1; the classifier's where the cells cannot be counted (cellstats.cells_moved)."""
     if np.isfinite(cells):
         return min(cells, 1.0)
     return classifier
