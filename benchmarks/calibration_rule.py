@@ -56,31 +56,31 @@ OLD_KEEP_MIN, OLD_TIE = 0.84, 0.02  # the rule calibrate used before (kept >= 0.
 CASES = {
     "semireal_1000": (
         "{semireal}/model_1000",
-        "{semireal}/held_out",
+        "{semireal}/{held_out}",
         "{semireal}/train",
         "real nuclei + painted translocation, tiny, 1000 steps",
     ),
     "semireal_250": (
         "{semireal}/model_250",
-        "{semireal}/held_out",
+        "{semireal}/{held_out}",
         "{semireal}/train",
         "real nuclei + painted translocation, tiny, 250 steps (undertrained)",
     ),
     "demo": ("demo", None, "{sim}/translocation_96/train", "translocation, the shipped demo model"),
     "translocation_250": (
         "{sim}/translocation/model_250",
-        "{sim}/translocation/held_out",
+        "{sim}/translocation/{held_out}",
         "{sim}/translocation/train",
         "translocation, tiny, 250 steps (undertrained)",
     ),
     "translocation_1984": (
         "{claim}/pixel_100",
-        "{claim}/held_out",
+        "{claim}/{held_out}",
         "{claim}/train_100",
         "translocation, tiny, 1984 steps (finetune_claim.py's PhenDiff from scratch)",
     ),
-    "golgi_1200": ("{sim}/golgi/model_1200", "{sim}/golgi/held_out", "{sim}/golgi/train", "golgi, tiny, 1200 steps"),
-    "actin_1200": ("{sim}/actin/model_1200", "{sim}/actin/held_out", "{sim}/actin/train", "actin, tiny, 1200 steps"),
+    "golgi_1200": ("{sim}/golgi/model_1200", "{sim}/golgi/{held_out}", "{sim}/golgi/train", "golgi, tiny, 1200 steps"),
+    "actin_1200": ("{sim}/actin/model_1200", "{sim}/actin/{held_out}", "{sim}/actin/train", "actin, tiny, 1200 steps"),
 }
 
 
@@ -98,7 +98,7 @@ def unaffected(channel_names: list[str]) -> list[str]:
 
 
 def resolve(text: str, args) -> str:
-    return text.format(semireal=args.semireal, sim=args.sim, claim=args.claim)
+    return text.format(semireal=args.semireal, sim=args.sim, claim=args.claim, held_out=args.held_out)
 
 
 def run_case(name: str, args) -> None:
@@ -107,7 +107,7 @@ def run_case(name: str, args) -> None:
     if held_out:
         phenotype, sets = folder_sets(Path(held_out), args.fields)
     else:
-        phenotype, sets = simulated_sets(model, args.fields, 2_000_000)
+        phenotype, sets = simulated_sets(model, args.fields, args.demo_seed)
     if not Path(calibration).exists():  # the demo's: its own simulator settings, seeds it never saw
         sim = model.manifest["metadata"]["simulator"]
         simulate_dataset(calibration, sim["phenotype"], 100, sim["size"], seed=7, cell_diameter=sim["cell_diameter"])
@@ -315,20 +315,28 @@ def _reweighed(rows: list[dict], how) -> list[dict]:
     return [{**x, "reached": how(x)} for x in rows]
 
 
-def collect(args) -> str:
-    results = [json.loads(p.read_text()) for p in sorted(args.work.glob("*-to-*.json"))]
+def load_results(work: Path) -> list[dict]:
+    """The cached directions of --work, in CASES' order."""
+    results = [json.loads(p.read_text()) for p in sorted(work.glob("*-to-*.json"))]
     order = {name: i for i, name in enumerate(CASES)}
-    results.sort(key=lambda r: (order.get(r["case"], 99), r["source"]))
-    header = [
-        "case",
-        "direction",
-        "truth-best",
-        "project default",
-        "previous rule",
-        "rule before (medians + classifier)",
-        "calibrate (this rule)",
-        "target met",
-    ]
+    return sorted(results, key=lambda r: (order.get(r["case"], 99), r["source"]))
+
+
+HEADER = [
+    "case",
+    "direction",
+    "truth-best",
+    "project default",
+    "previous rule",
+    "rule before (medians + classifier)",
+    "calibrate (this rule)",
+    "target met",
+]
+
+
+def compare(results: list[dict]) -> tuple[list[list[str]], int, int, list[tuple]]:
+    """Per direction a line of HEADER, the directions met by this rule and by the rule before, and what `plot`
+    draws."""
     lines, met, met_before, plotted = [], 0, 0, []
     for r in results:
         rows = r["rows"]
@@ -352,6 +360,22 @@ def collect(args) -> str:
             ]
         )
         plotted.append((r, best, default, old, choice))
+    return lines, met, met_before, plotted
+
+
+def fixed_met(results: list[dict]) -> tuple[int, int]:
+    """Directions met by the previous rule's choice and by the project default (`setting_met`)."""
+    return (
+        sum(setting_met(r["rows"], old_rule(r["rows"])) for r in results),
+        sum(setting_met(r["rows"], next(x for x in r["rows"] if _key(x) == DEFAULT)) for r in results),
+    )
+
+
+def collect(args) -> str:
+    results = load_results(args.work)
+    if args.held_out != "held_out":
+        return validation(results, args)
+    lines, met, met_before, plotted = compare(results)
     figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_rule.png"
     if not args.no_write:
         plot(plotted, figure)
@@ -382,13 +406,11 @@ def collect(args) -> str:
         "",
         "Cases: " + "; ".join(f"`{name}` {CASES[name][3]}" for name in dict.fromkeys(r["case"] for r in results)) + ".",
         "",
-        table(header, lines),
+        table(HEADER, lines),
         "",
         f"Target met in {met} of {len(results)} directions by this rule, in {met_before} by the rule before (reached "
         f"from the medians' way and the classifier, tolerance {BEFORE_TOLERANCE:g}, tie window {BEFORE_TIE:g}); by the "
-        "previous rule's choice in "
-        f"{sum(setting_met(r['rows'], old_rule(r['rows'])) for r in results)}, by the project default in "
-        f"{sum(setting_met(r['rows'], next(x for x in r['rows'] if _key(x) == DEFAULT)) for r in results)} "
+        f"previous rule's choice in {fixed_met(results)[0]}, by the project default in {fixed_met(results)[1]} "
         "(a fixed setting meets it when it is within 0.05 of the truth-best transfer at identity >= "
         f"{IDENTITY_MIN}; it cannot decline).",
         "",
@@ -424,6 +446,39 @@ def collect(args) -> str:
     ]
     text += ["", f"![calibration rule]({figure.relative_to(figure.parent.parent)})"]
     return "\n".join(text)
+
+
+def validation(results: list[dict], args) -> str:
+    """The comparison on a second held-out set: fields no bar of the rule was chosen on."""
+    lines, met, met_before, plotted = compare(results)
+    figure = Path(__file__).resolve().parent.parent / "docs" / "images" / "calibration_rule_validation.png"
+    if not args.no_write:
+        plot(plotted, figure)
+    old, default = fixed_met(results)
+    return "\n".join(
+        [
+            "## calibrate's choice on a second held-out set (`benchmarks/calibration_rule.py --held-out validation`)",
+            "",
+            f"The same models, calibration folders and grid as above, on other held-out fields ("
+            f"{results[0]['fields'] if results else 0} per direction: `phendiff simulate ... --seed 3`, "
+            "`semireal.py --held-out-only validation --seed 3`, the demo's fresh fields from seed 3000000) that "
+            "no bar of the rule was chosen on. Hardware: "
+            f"{results[0]['hardware'] if results else hardware()}.",
+            "",
+            table(HEADER, lines),
+            "",
+            f"Target met in {met} of {len(results)} directions by this rule, in {met_before} by the rule before, "
+            f"by the previous rule's choice in {old}, by the project default in {default}.",
+            "",
+            *[f"- {r['case']} {r['source']} -> {r['target']}: {choice.reason}" for r, *_, choice in plotted],
+            "",
+            "The rule's bars on these fields:",
+            "",
+            tolerance_sweep(results),
+            "",
+            f"![calibration rule, second held-out set]({figure.relative_to(figure.parent.parent)})",
+        ]
+    )
 
 
 def plot(plotted: list, path: Path) -> Path | None:
@@ -467,6 +522,12 @@ def main() -> None:
     parser.add_argument("--sim", default="/tmp/sim", help="simulated data sets and models (see docs/benchmarks.md)")
     parser.add_argument("--claim", default="/tmp/claim", help="benchmarks/finetune_claim.py's --work")
     parser.add_argument("--fields", type=int, default=8, help="held-out fields per direction")
+    parser.add_argument(
+        "--held-out",
+        default="held_out",
+        help="the held-out folders' name in each case's data set (another set checks a choice made on the first)",
+    )
+    parser.add_argument("--demo-seed", type=int, default=2_000_000, help="first seed of the demo's fresh fields")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--threads", type=int)
@@ -486,7 +547,8 @@ def main() -> None:
     text = collect(args)
     print(text)
     if not args.no_write:
-        print(f"written to {write_section('calibration_rule', text)}")
+        section = "calibration_rule" if args.held_out == "held_out" else "calibration_rule_validation"
+        print(f"written to {write_section(section, text)}")
 
 
 if __name__ == "__main__":

@@ -138,15 +138,29 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=100, help="training images per condition")
     parser.add_argument("--held-out", type=int, default=24, help="held-out images per condition")
     parser.add_argument("--wheels", type=Path, default=Path("/tmp/wheels"))
+    parser.add_argument(
+        "--held-out-only",
+        metavar="NAME",
+        help="write only another held-out set, OUT/NAME (fresh cuts and cells of the held-out columns, seed "
+        "--seed), to check a choice made on the first one",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the held-out set's seed (training uses 0)")
     args = parser.parse_args()
     image, mask = real_image(args.wheels)
     width = image.shape[1]
-    write_set(args.out / "train", image, mask, (0, HELD_OUT_FROM), args.train, 0, None)
-    write_set(args.out / "held_out", image, mask, (HELD_OUT_FROM, width), args.held_out, 1, args.out / "held_out_truth")
-    print(
-        f"written: {args.out}/train ({args.train} per condition), {args.out}/held_out ({args.held_out}, truth "
-        f"in held_out_truth)"
+    held_out = args.held_out_only or "held_out"
+    if not args.held_out_only:
+        write_set(args.out / "train", image, mask, (0, HELD_OUT_FROM), args.train, 0, None)
+    write_set(
+        args.out / held_out,
+        image,
+        mask,
+        (HELD_OUT_FROM, width),
+        args.held_out,
+        args.seed,
+        args.out / f"{held_out}_truth",
     )
+    print(f"written: {args.out}/{held_out} ({args.held_out} per condition, truth in {held_out}_truth)")
 
 
 if __name__ == "__main__":
