@@ -470,7 +470,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpo
         raise CheckpointError(f"{folder}: nothing can be written there (Permission denied).")
 
     monkeypatch.setattr(cal, "check_writable", read_only)
-    monkeypatch.setattr(cal, "sweep_pairs", lambda *a, **k: pytest.fail("the sweep ran"))
+    monkeypatch.setattr(cal, "iter_sweep_pairs", lambda *a, **k: pytest.fail("the sweep ran"))
     with pytest.raises(CheckpointError, match="the checkpoint cannot be written.*--no-store"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c")
     assert not (tmp_path / "c").exists()

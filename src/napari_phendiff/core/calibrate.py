@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -66,8 +66,8 @@ from .options import (
     direction_key,
     model_defaults,
 )
-from .sweep import Setting, sweep_pairs
-from .sweep import sweep  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
+from .sweep import Setting, follow, iter_sweep_pairs
+from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
 from .witnesses import Witnesses, left_out_channels, target_probability
 from .witnesses import channel_change, kept_score, reached  # noqa: F401  (read from here by core/baselines.py and benchmarks/)
@@ -113,6 +113,20 @@ def calibrate(
     target: str,
     out: str | Path,
     *,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> dict:
+    """`iter_calibrate` to its end (its keyword options), `progress(done, total)` after each step of the sweep."""
+    return follow(iter_calibrate(checkpoint, data, source, target, out, **options), progress)
+
+
+def iter_calibrate(
+    checkpoint,
+    data: str | Path,
+    source: str,
+    target: str,
+    out: str | Path,
+    *,
     settings: Sequence[Setting] | None = None,
     unaffected: Sequence[str] | None = None,
     n: int | None = 16,
@@ -123,11 +137,12 @@ def calibrate(
     device: str = "auto",
     store: bool = True,
     keep_channels: Sequence[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
+) -> Generator[tuple[int, int], None, dict]:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
-    checkpoint's manifest as the default for source -> target. Returns the record of the choice, with `status`.
+    checkpoint's manifest as the default for source -> target. Yields (done, total) as the sweep goes: each
+    translation, then each setting scored; returns the record of the choice, with `status`. Closed early (a cancel),
+    it writes and stores nothing.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
@@ -149,7 +164,7 @@ def calibrate(
         stack, target_images = _held_out(images, source, target, n)
         base = _base_options(model, steps, seed, batch_size, keep_channels)
         witnesses = _witnesses(model, images, stack, target_images, target, base, unaffected, classifier_steps, seed)
-        rows, translated = _sweep_rows(model, stack, source, target, settings, base, witnesses, progress)
+        rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses)
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
         record = _record(
             choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
@@ -234,19 +249,17 @@ def _sweep_rows(
     settings: list[Setting],
     base: TranslateOptions,
     witnesses: Witnesses,
-    progress: Callable[[int, int], None] | None,
-) -> tuple[list[dict], dict]:
-    """Translate the stack at every setting and its source -> source control; one scored row per setting, and
-    the translations by (condition, setting)."""
+) -> Generator[tuple[int, int], None, tuple[list[dict], dict]]:
+    """Translate the stack at every setting and its source -> source control, then score each setting, yielding
+    (done, total) after each; returns one scored row per setting and the translations by (condition, setting)."""
     pairs = [(target, s) for s in settings] + [(source, control_of(s)) for s in settings]
-    translated = sweep_pairs(model, stack, source, pairs, base, progress=progress)
-    rows = [
-        {
-            **asdict(s),
-            **witnesses.score(model, stack, translated[(target, s)], translated[(source, control_of(s))], target),
-        }
-        for s in settings
-    ]
+    total = len(dict.fromkeys(pairs)) + len(settings)
+    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total)
+    rows = []
+    for s in settings:
+        control = translated[(source, control_of(s))]
+        rows.append({**asdict(s), **witnesses.score(model, stack, translated[(target, s)], control, target)})
+        yield total - len(settings) + len(rows), total
     return rows, translated
 
 
@@ -262,7 +275,8 @@ def _untranslated(model, witnesses: Witnesses, stack: np.ndarray, target: str) -
 
 def _check_storable(checkpoint, path: Path) -> None:
     """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
-    if str(checkpoint) in NAMED_CHECKPOINTS:
+    shipped = {Path(folder).resolve() for folder in NAMED_CHECKPOINTS.values()}
+    if str(checkpoint) in NAMED_CHECKPOINTS or Path(path).resolve() in shipped:  # by name, or a loaded model's folder
         raise CheckpointError(
             f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
             f"({path}) and calibrate the copy, or calibrate with store=False (--no-store)."

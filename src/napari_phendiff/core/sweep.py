@@ -7,7 +7,7 @@ state it needs. `phendiff calibrate` scores a sweep; benchmarks/ compare its set
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence, TypeVar
 
 import numpy as np
 
@@ -58,8 +58,22 @@ def sweep_pairs(
     base: TranslateOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[tuple[str, Setting], np.ndarray]:
-    """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`;
-    {(target, setting): stack in the input's dtype}, each equal to `translate` with that setting alone.
+    """`iter_sweep_pairs` to its end, `progress(done, total)` after each pair."""
+    return follow(iter_sweep_pairs(model, images, source, pairs, base), progress)
+
+
+def iter_sweep_pairs(
+    model,
+    images: np.ndarray,
+    source: str,
+    pairs: Sequence[tuple[str, Setting]],
+    base: TranslateOptions | None = None,
+    of: int | None = None,
+) -> Generator[tuple[int, int], None, dict[tuple[str, Setting], np.ndarray]]:
+    """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`, yielding
+    (pairs done, `of`) after each (`of`: the pairs, or a caller's total that counts steps of its own after these);
+    returns {(target, setting): stack in the input's dtype}, each equal to `translate`
+    with that setting alone.
 
     Every pair goes through `iter_translate` with one inversion cache: pairs run deepest strength first within each
     inversion method, so the images are inverted once per method and every other pair regenerates from the
@@ -74,6 +88,19 @@ def sweep_pairs(
     results = {}
     for done, (target, setting) in enumerate(sorted(pairs, key=lambda p: (p[1].inversion, -p[1].strength)), 1):
         results[(target, setting)] = translate(model, stack, source, target, setting.options(base), cache=cache)
-        if progress:
-            progress(done, len(pairs))
+        yield done, of or len(pairs)
     return {pair: results[pair] for pair in pairs}
+
+
+Value = TypeVar("Value")
+
+
+def follow(events: Generator[tuple[int, int], None, Value], progress: Callable[[int, int], None] | None) -> Value:
+    """Run a generator of (done, total) to its end, telling `progress` each; return the generator's value."""
+    while True:
+        try:
+            done, total = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if progress:
+            progress(done, total)
