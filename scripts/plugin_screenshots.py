@@ -1,13 +1,16 @@
 """Retake the dock screenshots of docs/plugin.md with the shipped demo model, the shipped base and the sample data.
 
-    xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py [--train-only | --translate-only]
-    # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png, plugin_reveal.png and
-    # train_dock_finetune.png
+    xvfb-run -a -s "-screen 0 1680x1050x24" python scripts/plugin_screenshots.py \
+        [--train-only | --translate-only | --calibrate-only]
+    # writes docs/images/plugin_translate.png, plugin_morph.png, plugin_cells.png, plugin_reveal.png,
+    # train_dock_finetune.png and plugin_calibrate.png
 
 Opens a real napari viewer, loads the plugin's sample data, translates the untreated layer's first field to TNFa
 through the dock (its preselected strength and guidance), waits for the worker, and saves the whole window; then
 morphs the same field and measures its cells, saving the window after each. Then fine-tunes the shipped base with
 LoRA in the Train dock on simulated translocation cells (100 per condition, 80 steps, previews) and saves the window.
+Last, calibrates a copy of the demo on fields simulated as its training data (24 per condition, seeds it never saw)
+in the Translate dock's Calibrate section, translates with the stored choice and saves the window.
 """
 
 from __future__ import annotations
@@ -23,10 +26,45 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
 def main() -> None:
-    if "--train-only" not in sys.argv:
+    only = [flag for flag in ("--train-only", "--translate-only", "--calibrate-only") if flag in sys.argv]
+    if not only or "--translate-only" in only:
         translate_shots()
-    if "--translate-only" not in sys.argv:
+    if not only or "--train-only" in only:
         train_shot()
+    if not only or "--calibrate-only" in only:
+        calibrate_shot()
+
+
+def calibrate_shot() -> None:
+    import shutil
+
+    from napari_phendiff.core.checkpoint import DEMO_CHECKPOINT
+    from napari_phendiff.core.models import read_manifest
+    from napari_phendiff.core.simulate import simulate_dataset
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1680, 1050)
+    viewer.open_sample("napari-phendiff", "simulated_cells")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-phendiff", "Translate")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = shutil.copytree(DEMO_CHECKPOINT, Path(tmp) / "my-model")
+        sim = read_manifest(model)["metadata"]["simulator"]
+        data = simulate_dataset(
+            Path(tmp) / "held-out", sim["phenotype"], 24, sim["size"], seed=7, cell_diameter=sim["cell_diameter"]
+        )
+        dock.select_checkpoint(model)
+        dock.set_channel_layers(["untreated"])
+        dock.source.setCurrentText("untreated")
+        dock.target.setCurrentText("TNFa")
+        dock.device.setCurrentIndex(dock.device.findData("cpu"))
+        for name, section in dock.sections.items():
+            section.set_expanded(name in ("Translate", "Calibrate"))
+        wait(dock.calibrate_on(data, Path(tmp) / "calibration"))
+        said = dock.status.text()
+        wait(dock.translate())  # with the stored choice, preselected
+        dock.status.setText(said)
+        shoot(viewer, dock, "plugin_calibrate.png")
+    viewer.close()
 
 
 def train_shot() -> None:

@@ -75,7 +75,7 @@ def form_rects(dock) -> list[tuple[str, QRect]]:
 def test_the_dock_scrolls_and_its_sections_collapse(qtbot, viewer, dock):
     area = dock.findChild(QScrollArea)
     assert area is not None and area.widgetResizable()
-    assert list(dock.sections) == ["Translate", "Run", "Explore", "Cells", "Folder"]
+    assert list(dock.sections) == ["Translate", "Run", "Explore", "Cells", "Folder", "Calibrate"]
     assert all(area.widget().isAncestorOf(section) for section in dock.sections.values())
     assert dock.sections["Translate"].is_expanded() and not dock.sections["Cells"].is_expanded()
     cells = dock.sections["Cells"]

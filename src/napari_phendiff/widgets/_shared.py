@@ -46,6 +46,11 @@ def default_checkpoint_folder() -> Path:
     return Path(platformdirs.user_data_dir(APP, appauthor=False)) / "checkpoints"
 
 
+def default_calibration_folder() -> Path:
+    """Where the Translate dock writes a calibration's frontier and scores: a per-user folder, as for checkpoints."""
+    return Path(platformdirs.user_data_dir(APP, appauthor=False)) / "calibrations"
+
+
 @evented
 @dataclass
 class Checkpoints:

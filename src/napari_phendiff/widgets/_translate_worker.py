@@ -12,6 +12,7 @@ import numpy as np
 from napari.qt.threading import thread_worker
 
 from ..core.batch import iter_translate_files
+from ..core.calibrate import iter_calibrate
 from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_and_reveal
 from ..core.features import stored_classifier
 from ..core.models import load_checkpoint
@@ -53,10 +54,10 @@ class TranslateRequest:
 @dataclass(frozen=True)
 class PendingRun:
     """The run whose result the dock awaits: a translation of the ticked layers (translate, morph, control,
-    estimate: `request.mode` says which), a folder (no layers: `inputs` is None) or Measure cells on the last
-    translation's layers."""
+    estimate: `request.mode` says which), a folder or a calibration (no layers: `inputs` is None) or Measure cells
+    on the last translation's layers."""
 
-    kind: Literal["translate", "folder", "cells"]
+    kind: Literal["translate", "folder", "cells", "calibrate"]
     inputs: ImageInput | None
     request: TranslateRequest
 
@@ -179,3 +180,46 @@ def run_measure(
         rows += [{"image": index, **row} for row in found]
         yield Progress(index + 1, len(originals))
     yield Result(Cells(np.stack(labels), rows, np.stack(masks)))
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What a calibration chose (core.calibrate's record, with its `status` and `reason`) and where its frontier is."""
+
+    record: dict
+    out: Path
+
+
+@thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
+def run_calibration(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int):
+    """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
+    seed, batch and kept channels: Progress per translation and per setting scored, the Result (Calibrated) at the
+    end. Cancel stops between two of them; nothing is then written or stored."""
+    with explain_memory_errors(request.device, MEMORY_ADVICE):
+        if model is None:
+            model = load_checkpoint(request.checkpoint, device=request.device)
+        yield Loaded(model)
+        options = request.options
+        events = iter_calibrate(
+            model,
+            folder,
+            request.source,
+            request.target,
+            out,
+            n=n,
+            steps=options.steps if request.sources.get("steps") == "given" else None,
+            seed=options.seed,
+            batch_size=options.batch_size,
+            device=request.device,
+            keep_channels=options.keep_channels,
+        )
+        try:
+            while True:
+                try:
+                    done, total = next(events)
+                except StopIteration as stop:
+                    yield Result(Calibrated(stop.value, out))
+                    return
+                yield Progress(done, total)
+        finally:
+            events.close()  # a cancel closes the calibration here: its locks go, nothing is written

@@ -4,7 +4,8 @@ The work happens in _translate_worker.py (napari's thread_worker over the core g
 control, samples, a folder, measuring cells); the dock only gathers parameters, shows progress and turns the
 results into layers (_results.py) and the per-cell table (_cells_panel.py). Its sections are parts of TranslateDock:
 the image layers and the checkpoint (_checkpoint_panel.py), the source and target (_direction_panel.py), the
-settings (_options_panel.py), Cells (_cells_panel.py) and Folder (_folder_panel.py).
+settings (_options_panel.py), Cells (_cells_panel.py), Folder (_folder_panel.py) and Calibrate
+(_calibrate_panel.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..core.errors import PhenDiffError
 from ..core.models.base import ConditionedModel
 from ..core.pace import duration, percent_done
 from ..core.estimate import Estimate
+from ._calibrate_panel import CalibratePanel
 from ._cells_panel import CellsPanel
 from ._checkpoint_panel import CheckpointPanel
 from ._comparison import ChannelRow
@@ -31,12 +33,14 @@ from ._options_panel import OptionsPanel
 from ._results import ResultLayers
 from ._shared import CHECKPOINTS, ERROR_STYLE, Section, WorkerDock, button, connect_while_alive, in_dock_words, scrolled
 from ._shared import row as in_a_row  # (row: a ChannelRow here)
-from ._translate_worker import Cells, Folder, PendingRun, Spread, TranslateRequest, run_translation
+from ._translate_worker import Calibrated, Cells, Folder, PendingRun, Spread, TranslateRequest, run_translation
 
 __all__ = ["TranslateDock", "guess_condition"]  # guess_condition: _direction_panel.py's, named here as before
 
 
-class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers, CellsPanel, FolderPanel, WorkerDock):
+class TranslateDock(
+    CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers, CellsPanel, FolderPanel, CalibratePanel, WorkerDock
+):
     """Translate image layers from a source condition to a target condition with a PhenDiff checkpoint."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -78,6 +82,9 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             "Explore": Section("Explore: morph, control", form(self._make_explore_controls()), expanded=False),
             "Cells": Section("Cells", self._make_cells_controls(), expanded=False),
             "Folder": Section("Folder", self._make_folder_controls(), expanded=False),
+            "Calibrate": Section(
+                "Calibrate: this direction's setting", self._make_calibrate_controls(), expanded=False
+            ),
         }
         layout = QVBoxLayout(scrolled(self))
         layout.setContentsMargins(6, 6, 6, 6)
@@ -210,6 +217,8 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             )
         elif isinstance(result, Cells):
             self._show_cells(result)
+        elif isinstance(result, Calibrated):
+            self._show_calibration(result)
         elif isinstance(result, Spread):
             self._show_spread(result.images)
         else:
@@ -239,7 +248,7 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
 
     def on_finished(self, aborted: bool) -> None:
         if aborted or self._cancelled:  # a fast run may end before the stop request reaches it
-            self.status.setText("Cancelled: no layers were added.")
+            self.status.setText("Cancelled: nothing was added or stored.")
         self._pending, self._cancelled = None, False
 
     def on_error(self, exc: Exception) -> None:
@@ -255,6 +264,7 @@ class TranslateDock(CheckpointPanel, DirectionPanel, OptionsPanel, ResultLayers,
             self.control_button,
             self.measure_button,
             self.folder_button,
+            self.calibrate_button,
         ]
 
     def stop_buttons(self) -> list:

@@ -1,0 +1,114 @@
+"""The Translate dock's Calibrate section: `phendiff calibrate` from the dock. It sweeps strength and guidance for
+the chosen direction on real images of both conditions (a folder with one subfolder per condition, images the model
+did not train on), chooses by core/calibration_rule.py's rule (move the phenotype first, keep the nuclei within a
+tolerance of the source -> source control) and, when a setting does both, stores it in the checkpoint: the dock then
+preselects it. A part of TranslateDock (translate_dock.py), which owns the settings, the cached model and the run."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QFileDialog, QSpinBox, QVBoxLayout
+
+from ..core.checkpoint import MANIFEST, NAMED_CHECKPOINTS
+from ..core.errors import PhenDiffError
+from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin
+from ._translate_worker import Calibrated, PendingRun, run_calibration
+
+DEFAULT_IMAGES = 16  # held-out source images translated at every setting (core.calibrate's default)
+
+
+class CalibratePanel:
+    """Calibrate on a folder…: check the folder and the direction, run core.calibrate.iter_calibrate in a worker,
+    then say what was chosen and why, and preselect it."""
+
+    def _make_calibrate_controls(self) -> QVBoxLayout:
+        """The Calibrate section's line, image count and button."""
+        self.calibrate_info = Note(
+            "Find the strength and guidance that move the phenotype of this direction and keep the cells, on real "
+            "images of both conditions the model did not train on; the choice becomes the direction's default."
+        )
+        self.calibrate_images = spin(
+            QSpinBox(),
+            2,
+            1024,
+            DEFAULT_IMAGES,
+            "Source images translated at every setting (the first ones of the source's subfolder): more are slower "
+            "and steadier.",
+        )
+        self.calibrate_images.setSuffix(" images")
+        self.calibrate_button = button(
+            "Calibrate on a folder…",
+            self.browse_calibration,
+            "Choose a folder with one subfolder of real images per condition (named as the conditions). Every "
+            "setting of a strength x guidance grid translates the source images, beside a source -> source control; "
+            "the frontier and the scores go into a new folder.",
+        )
+        calibrate = QVBoxLayout()
+        calibrate.addWidget(self.calibrate_info)
+        calibrate.addWidget(row(self.calibrate_images, self.calibrate_button))
+        return calibrate
+
+    def browse_calibration(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of real images, one subfolder per condition")
+        if folder:
+            self.calibrate_on(folder)
+
+    def calibrate_on(self, folder: str | Path, out: str | Path | None = None):
+        """Calibrate the chosen direction on the real images of `folder` (one subfolder per condition), the frontier
+        and scores written into `out` (default: a new per-user folder); returns the worker (None if something must be
+        fixed first)."""
+        if self.running:
+            self._report("A run is active: wait for it or press Cancel.")
+            return None
+        folder = Path(folder)
+        try:
+            if self.manifest is None:
+                raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+            source, target = self.source.currentText(), self.target.currentText()
+            if not source or not target or source == target:
+                raise PhenDiffError("Choose a source and a different target condition to calibrate.")
+            missing = [c for c in (source, target) if not (folder / c).is_dir()]
+            if missing:
+                raise PhenDiffError(
+                    f"{folder}: has no subfolder {' or '.join(repr(c) for c in missing)}; calibration needs real "
+                    f"images of both conditions, in subfolders named {source!r} and {target!r}."
+                )
+            request = self._settings_request(source, target, np.zeros((0,)), "calibrate")
+            if request.checkpoint.resolve() in {Path(p).resolve() for p in NAMED_CHECKPOINTS.values()}:
+                raise PhenDiffError(
+                    f"The shipped checkpoint cannot be changed, so a calibration could not be stored in it: copy its "
+                    f"folder ({request.checkpoint}), choose the copy with Browse…, and calibrate that."
+                )
+        except PhenDiffError as exc:
+            self._report(str(exc))
+            return None
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = default_calibration_folder() / f"{request.checkpoint.name}-{source}-to-{target}-{stamp}"
+        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        model = self.model if key == self._model_key else None
+        worker = run_calibration(request, model, folder, Path(out), self.calibrate_images.value())
+        self._pending, self._run_key = PendingRun("calibrate", None, request), key
+        return self.start_worker(
+            worker,
+            f"Calibrating {source} → {target} on up to {self.calibrate_images.value()} images of {folder.name}…",
+        )
+
+    def _show_calibration(self, result: Calibrated) -> None:
+        """Say what the calibration chose and why; a stored choice is read back and preselected."""
+        chosen = result.record
+        if chosen["status"] == "calibrated":
+            self._load_manifest()  # the manifest now holds the choice: preselect it
+            head = (
+                f"Calibrated: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} "
+                f"({chosen['negative']}) is now this direction's setting."
+            )
+        else:
+            head = WARNING_STYLE.format(
+                f"Not calibrated ({chosen['status']}): nothing was stored; the settings stay as they were. Check "
+                "the model (train longer?) and the frontier."
+            )
+        self.status.setText(f"{head} {chosen['reason']} Frontier and scores: {result.out}")

@@ -1,0 +1,106 @@
+"""The Translate dock's Calibrate section: core.calibrate from the dock, its choice stored and preselected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_phendiff.core import calibrate as cal  # noqa: E402
+from napari_phendiff.core.calibration_rule import Choice  # noqa: E402
+
+from conftest import wait_for  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
+WAIT_MS = 300_000
+SMALL_GRID = [cal.Setting(0.3, 1.0), cal.Setting(0.3, 3.0), cal.Setting(0.5, 3.0)]
+
+
+@pytest.fixture
+def dock(make_napari_viewer, tiny_checkpoint, tmp_path, monkeypatch):
+    """The Translate dock on a copy of the tiny checkpoint (a calibration writes into it), untreated -> TNFa, 2
+    steps on the CPU, sweeping a small grid."""
+    monkeypatch.setattr(cal, "grid", lambda *a, **k: list(SMALL_GRID))
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, copy)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-phendiff", "Translate")
+    widget.select_checkpoint(copy)
+    widget.steps.setValue(2)
+    widget.device.setCurrentIndex(widget.device.findData("cpu"))
+    widget.source.setCurrentText("untreated")
+    widget.target.setCurrentText("TNFa")
+    return widget
+
+
+def stored(checkpoint) -> dict:
+    return json.loads((checkpoint / "phendiff.json").read_text()).get("calibration", {})
+
+
+def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, dock, sim_data, tmp_path):
+    steps = []
+    worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
+    worker.yielded.connect(lambda message: steps.append((dock.progress_bar.value(), dock.progress_bar.maximum())))
+    wait_for(qtbot, worker, WAIT_MS)
+    record = json.loads((tmp_path / "frontier" / "calibration.json").read_text())["chosen"]
+    text = dock.status.text()
+    assert record["reason"][:40] in text and str(tmp_path / "frontier") in text
+    assert record["steps"] == 2 and record["images"] == 4  # the dock's steps; every source image of the folder
+    # 3 settings and 2 controls (one per strength) translated, then 3 settings scored: counted to the end
+    assert steps[-1] == (8, 8)
+    if record["status"] == "calibrated":
+        assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated: strength" in text
+    else:
+        assert stored(tmp_path / "model") == {} and "Not calibrated" in text
+    assert dock.calibrate_button.isEnabled() and dock.translate_button.isEnabled()
+
+
+def test_a_stored_choice_becomes_the_dock_setting(qtbot, dock, sim_data, tmp_path, monkeypatch):
+    def take_the_second(rows, unaffected=()):  # the rule has its own tests: here, one that calibrates
+        row = next(r for r in rows if r["guidance"] == 3.0 and r["strength"] == 0.3)
+        return Choice(row, "calibrated", "it moved most.", row)
+
+    monkeypatch.setattr(cal, "choose", take_the_second)
+    dock.strength.setValue(0.7)
+    wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
+    entry = stored(tmp_path / "model")["untreated->TNFa"]
+    assert (entry["strength"], entry["guidance"]) == (0.3, 3.0)
+    assert (dock.strength.value(), dock.guidance.value()) == (0.3, 3.0)  # preselected from the manifest
+    assert "calibrated for this checkpoint" in dock.settings_info.text()
+    assert "Calibrated: strength 0.3, guidance 3" in dock.status.text() and "it moved most." in dock.status.text()
+
+
+def test_a_cancelled_calibration_writes_and_stores_nothing(qtbot, dock, sim_data, tmp_path):
+    worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
+    worker.yielded.connect(lambda message: dock.cancel() if type(message).__name__ == "Progress" else None)
+    wait_for(qtbot, worker, WAIT_MS)
+    assert "Cancelled: nothing was added or stored" in dock.status.text()
+    assert not (tmp_path / "frontier").exists() and stored(tmp_path / "model") == {}
+    wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)  # nothing left locked
+    assert (tmp_path / "frontier" / "calibration.json").is_file()
+
+
+def test_calibration_refuses_a_folder_without_both_conditions_before_any_work(dock, sim_data, tmp_path):
+    (tmp_path / "plate" / "untreated").mkdir(parents=True)
+    assert dock.calibrate_on(tmp_path / "plate", tmp_path / "frontier") is None
+    assert "has no subfolder 'TNFa'" in dock.status.text() and dock.calibrate_button.isEnabled()
+    dock.target.setCurrentText("untreated")
+    assert dock.calibrate_on(sim_data, tmp_path / "frontier") is None
+    assert "different target" in dock.status.text() and not (tmp_path / "frontier").exists()
+    dock.target.setCurrentText("TNFa")
+    dock.select_checkpoint("demo")
+    assert dock.calibrate_on(sim_data, tmp_path / "frontier") is None
+    assert "shipped checkpoint cannot be changed" in dock.status.text()
+
+
+def test_a_loaded_shipped_checkpoint_is_refused_as_its_name_is(sim_data, tmp_path):
+    from napari_phendiff.core.errors import CheckpointError
+    from napari_phendiff.core.models import load_checkpoint
+
+    with pytest.raises(CheckpointError, match="shipped checkpoint"):
+        cal.calibrate(load_checkpoint("demo", device="cpu"), sim_data, "untreated", "TNFa", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
