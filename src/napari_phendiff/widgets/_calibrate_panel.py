@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QSpinBox, QVBoxLayout
 
-from ..core.checkpoint import MANIFEST, NAMED_CHECKPOINTS
+from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.errors import PhenDiffError
 from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin
 from ._translate_worker import Calibrated, PendingRun, run_calibration
@@ -60,13 +60,11 @@ class CalibratePanel:
         """Calibrate the chosen direction on the real images of `folder` (one subfolder per condition), the frontier
         and scores written into `out` (default: a new per-user folder); returns the worker (None if something must be
         fixed first)."""
-        if self.running:
-            self._report("A run is active: wait for it or press Cancel.")
+        if not self.free_for_a_run():
             return None
         folder = Path(folder)
         try:
-            if self.manifest is None:
-                raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+            self.require_manifest()
             source, target = self.source.currentText(), self.target.currentText()
             if not source or not target or source == target:
                 raise PhenDiffError("Choose a source and a different target condition to calibrate.")
@@ -88,8 +86,7 @@ class CalibratePanel:
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = default_calibration_folder() / f"{request.checkpoint.name}-{source}-to-{target}-{stamp}"
-        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
-        model = self.model if key == self._model_key else None
+        model, key = self.cached_model(request)
         worker = run_calibration(request, model, folder, Path(out), self.calibrate_images.value())
         self._pending, self._run_key = PendingRun("calibrate", None, request), key
         return self.start_worker(

@@ -10,7 +10,6 @@ import numpy as np
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout
 
 from ..core.files import named_condition, plan_jobs
-from ..core.checkpoint import MANIFEST
 from ..core.errors import PhenDiffError
 from ._shared import Note, button
 from ._translate_worker import PendingRun, run_folder
@@ -45,13 +44,11 @@ class FolderPanel:
         """Translate every image of `folder` into `out` with the dock's settings (strength, ...); returns the worker
         (None if something must be fixed first). A folder named after a condition, or inside one, sets the source;
         otherwise the source must have been chosen in the dock (one set from a layer's name is not the folder's)."""
-        if self.running:
-            self._report("A run is active: wait for it or press Cancel.")
+        if not self.free_for_a_run():
             return None
         folder = Path(folder)
         try:
-            if self.manifest is None:
-                raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+            self.require_manifest()
             named = named_condition(folder, self.manifest["conditions"])
             if named is not None:
                 origin = (
@@ -72,8 +69,8 @@ class FolderPanel:
         except PhenDiffError as exc:
             self._report(str(exc))
             return None
-        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
-        worker = run_folder(request, self.model if key == self._model_key else None, Path(folder), Path(out))
+        model, key = self.cached_model(request)
+        worker = run_folder(request, model, Path(folder), Path(out))
         self._pending, self._run_key = PendingRun("folder", None, request), key
         origin = f" (source from {self._source_from[1]})" if self._source_from else ""
         return self.start_worker(worker, f"Translating the images of {folder} {source} → {target}{origin}…")

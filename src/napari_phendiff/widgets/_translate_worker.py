@@ -151,13 +151,7 @@ def run_folder(request: TranslateRequest, model: ConditionedModel | None, folder
             samples=request.samples,
             **given,
         )
-        while True:
-            try:
-                names, event = next(events)
-            except StopIteration as stop:
-                yield Result(Folder(stop.value, out))
-                return
-            yield Progress(event.step, event.total, event, where=names)  # counted per file, named
+        yield from relay(events, lambda done: Folder(done, out), _file_progress)
 
 
 @thread_worker(progress={"desc": "PhenDiff: measuring cells"}, worker_class=StoppableWorker, ignore_errors=True)
@@ -214,12 +208,23 @@ def run_calibration(request: TranslateRequest, model: ConditionedModel | None, f
             keep_channels=options.keep_channels,
         )
         try:
-            while True:
-                try:
-                    done, total = next(events)
-                except StopIteration as stop:
-                    yield Result(Calibrated(stop.value, out))
-                    return
-                yield Progress(done, total)
+            yield from relay(events, lambda record: Calibrated(record, out), lambda counts: Progress(*counts))
         finally:
             events.close()  # a cancel closes the calibration here: its locks go, nothing is written
+
+
+def _file_progress(item: tuple) -> Progress:
+    """A step of a folder run, counted per file and named (core.batch yields (names, event))."""
+    names, event = item
+    return Progress(event.step, event.total, event, where=names)
+
+
+def relay(events, result, progress):
+    """A core generator's items as `progress(item)` messages, then its return value as Result(`result(value)`)."""
+    while True:
+        try:
+            item = next(events)
+        except StopIteration as stop:
+            yield Result(result(stop.value))
+            return
+        yield progress(item)

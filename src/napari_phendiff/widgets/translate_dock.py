@@ -166,12 +166,11 @@ class TranslateDock(
         except PhenDiffError as exc:
             self._report(str(exc))
             return None
-        # a checkpoint trained further in place has a newer manifest: the cached weights are then stale
-        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
         if self.running:
             self._report("A translation is already running: wait for it or press Cancel.")
             return None
-        worker = run_translation(request, self.model if key == self._model_key else None, self._inversions)
+        model, key = self.cached_model(request)
+        worker = run_translation(request, model, self._inversions)
         self._pending, self._run_key = PendingRun("translate", inputs, request), key
         what = {
             "translate": "Translating",
@@ -183,6 +182,24 @@ class TranslateDock(
         return self.start_worker(
             worker, f"{what} {request.images.shape[0]} image(s) {request.source} → {request.shown_target}{matched}…"
         )
+
+    def free_for_a_run(self) -> bool:
+        """Whether no run is active; if one is, the status line says so."""
+        if self.running:
+            self._report("A run is active: wait for it or press Cancel.")
+        return not self.running
+
+    def require_manifest(self) -> None:
+        """Raise PhenDiffError, saying what is wrong, unless a checkpoint's manifest was read."""
+        if self.manifest is None:
+            raise PhenDiffError(self.manifest_error or "Choose a checkpoint first.")
+
+    def cached_model(self, request: TranslateRequest) -> tuple[ConditionedModel | None, tuple]:
+        """The model the dock holds when it was loaded for this request's checkpoint and device (else None), and
+        the key a run keeps for on_loaded. A checkpoint trained further or calibrated in place has a newer manifest:
+        the model held for it is then stale."""
+        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        return (self.model if key == self._model_key else None), key
 
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
