@@ -104,3 +104,15 @@ def test_a_loaded_shipped_checkpoint_is_refused_as_its_name_is(sim_data, tmp_pat
     with pytest.raises(CheckpointError, match="shipped checkpoint"):
         cal.calibrate(load_checkpoint("demo", device="cpu"), sim_data, "untreated", "TNFa", tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_without_an_output_folder_the_frontier_goes_to_a_new_per_user_folder(
+    qtbot, dock, sim_data, tmp_path, monkeypatch
+):
+    from napari_phendiff.widgets import _calibrate_panel
+
+    monkeypatch.setattr(_calibrate_panel, "default_calibration_folder", lambda: tmp_path / "user" / "calibrations")
+    wait_for(qtbot, dock.calibrate_on(sim_data), WAIT_MS)
+    (made,) = (tmp_path / "user" / "calibrations").iterdir()
+    assert made.name.startswith("model-untreated-to-TNFa-") and (made / "frontier.png").is_file()
+    assert str(made) in dock.status.text()
