@@ -9,7 +9,9 @@ caches (its translations and scores), on each held-out set it was run on:
 calibration_rule.py `choose`) and judged by calibration_rule.py's `verdict` against the truth:
 - what "kept the nuclei" is measured with: calibrate's foreground IoU of the nuclei segmented on the original and on
   the translation, beside the Dice overlap, the overlap within 1 px, the share of nuclei matched at IoU >= 0.5 (F1),
-  the same threshold for both images (the original's Otsu), and the correlation of the smoothed nuclear channels,
+  the same threshold for both images (the original's Otsu), the correlation of the smoothed nuclear channels, and
+  the mean of the IoU's loss and the change of the nuclei's area (outlines that jitter count half, nuclei that
+  shrink or grow count whole, as the truth's IoU would),
   each against its own source -> source control with a tolerance set the way KEPT_TOLERANCE is (the median, over the
   simulator's directions of the first set, of the loss beyond the control at true identity 0.9);
 - how a translated cell is counted as moved: cellstats.target_like (the |d|-weighted majority of the measurements that
@@ -54,6 +56,7 @@ KEPT = {  # cache key: what the tables call it
     "f1": "nuclei matched (F1)",
     "threshold": "one threshold",
     "correlation": "correlation",
+    "size": "IoU loss and area change, averaged",
 }
 COUNTS = {
     "vote": "majority weighted by effect size (calibrate's)",
@@ -73,6 +76,9 @@ def kept_measures(originals: np.ndarray, translated: np.ndarray, nuclear: int) -
         a, b = a_labels > 0, b_labels > 0
         total = max(int(a.sum() + b.sum()), 1)
         values["iou"].append(cellmeasure.mask_iou(a_labels, b_labels))
+        # jitter of the outline half, shrinking or growing whole: what the truth's IoU counts of each
+        resized = abs(float(b.sum()) / max(int(a.sum()), 1) - 1)
+        values["size"].append(1 - (1 - values["iou"][-1] + resized) / 2)
         values["dice"].append(2 * float((a & b).sum()) / total)
         near = float((b & ndi.binary_dilation(a)).sum() + (a & ndi.binary_dilation(b)).sum())
         values["near"].append(near / total)
