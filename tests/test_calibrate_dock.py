@@ -53,25 +53,60 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     # 3 settings and 2 controls (one per strength) translated, then 3 settings scored: counted to the end
     assert steps[-1] == (8, 8)
     if record["status"] == "calibrated":
-        assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated: strength" in text
+        assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:
         assert stored(tmp_path / "model") == {} and "Not calibrated" in text
     assert dock.calibrate_button.isEnabled() and dock.translate_button.isEnabled()
 
 
-def test_a_stored_choice_becomes_the_dock_setting(qtbot, dock, sim_data, tmp_path, monkeypatch):
-    def take_the_second(rows, unaffected=()):  # the rule has its own tests: here, one that calibrates
-        row = next(r for r in rows if r["guidance"] == 3.0 and r["strength"] == 0.3)
+@pytest.fixture
+def calibrates(monkeypatch):
+    """The rule takes s 0.5, w 3 (it has its own tests: here, one that calibrates)."""
+
+    def take_it(rows, unaffected=()):
+        row = next(r for r in rows if r["guidance"] == 3.0 and r["strength"] == 0.5)
         return Choice(row, "calibrated", "it moved most.", row)
 
-    monkeypatch.setattr(cal, "choose", take_the_second)
+    monkeypatch.setattr(cal, "choose", take_it)
+
+
+def test_a_stored_choice_becomes_the_dock_setting(qtbot, dock, sim_data, tmp_path, calibrates):
     dock.strength.setValue(0.7)
     wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
     entry = stored(tmp_path / "model")["untreated->TNFa"]
-    assert (entry["strength"], entry["guidance"]) == (0.3, 3.0)
-    assert (dock.strength.value(), dock.guidance.value()) == (0.3, 3.0)  # preselected from the manifest
+    assert (entry["strength"], entry["guidance"]) == (0.5, 3.0)
+    assert (dock.strength.value(), dock.guidance.value()) == (0.5, 3.0)  # preselected from the manifest
     assert "calibrated for this checkpoint" in dock.settings_info.text()
-    assert "Calibrated: strength 0.3, guidance 3" in dock.status.text() and "it moved most." in dock.status.text()
+    text = dock.status.text()
+    assert "Calibrated untreated → TNFa: strength 0.5, guidance 3" in text and "it moved most." in text
+    held, _ = dock.cached_model_key(tmp_path / "model", "cpu")  # the weights did not change: still held
+    assert held is dock.model and held.manifest["calibration"]["untreated->TNFa"]["strength"] == 0.5
+
+
+def test_a_choice_stored_after_a_late_cancel_is_shown(qtbot, dock, sim_data, tmp_path, calibrates, monkeypatch):
+    import time
+
+    writing = cal.write_frontier
+
+    def slowly(*args, **kwargs):  # Cancel arrives while the last step writes and stores
+        time.sleep(1.0)
+        return writing(*args, **kwargs)
+
+    monkeypatch.setattr(cal, "write_frontier", slowly)
+    worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
+    worker.yielded.connect(lambda message: dock.cancel() if getattr(message, "step", 0) == 8 else None)
+    wait_for(qtbot, worker, WAIT_MS)
+    assert "untreated->TNFa" in stored(tmp_path / "model")
+    assert "Calibrated untreated → TNFa" in dock.status.text() and "Cancelled" not in dock.status.text()
+
+
+def test_a_choice_for_a_direction_the_dock_left_is_not_preselected(qtbot, dock, sim_data, tmp_path, calibrates):
+    worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
+    dock.source.setCurrentText("TNFa")  # while it runs
+    dock.target.setCurrentText("untreated")
+    wait_for(qtbot, worker, WAIT_MS)
+    assert "untreated->TNFa" in stored(tmp_path / "model")
+    assert "Calibrated untreated → TNFa" in dock.status.text() and dock.strength.value() != 0.5
 
 
 def test_a_cancelled_calibration_writes_and_stores_nothing(qtbot, dock, sim_data, tmp_path):

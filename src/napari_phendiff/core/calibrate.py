@@ -75,6 +75,7 @@ from .witnesses import channel_change, kept_score, reached  # noqa: F401  (read 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
+NO_STORE = " (or calibrate with store=False, --no-store)"  # the command line's way out (a dock leaves it out)
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
 
 
@@ -277,17 +278,17 @@ def _check_storable(checkpoint, path: Path) -> None:
     """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
     shipped = {Path(folder).resolve() for folder in NAMED_CHECKPOINTS.values()}
     if str(checkpoint) in NAMED_CHECKPOINTS or Path(path).resolve() in shipped:  # by name, or a loaded model's folder
+        name = checkpoint if isinstance(checkpoint, (str, Path)) else Path(path).name
         raise CheckpointError(
-            f"{checkpoint!r} is a shipped checkpoint and cannot be changed; copy its folder "
-            f"({path}) and calibrate the copy, or calibrate with store=False (--no-store)."
+            f"{str(name)!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and calibrate "
+            f"the copy{NO_STORE}."
         )
     try:
         check_writable(path)
     except CheckpointError as exc:
         raise CheckpointError(
-            f"{path}: the checkpoint cannot be written, so the choice could not be stored in "
-            "it; make it writable, calibrate a copy, or calibrate with store=False "
-            "(--no-store)."
+            f"{path}: the checkpoint cannot be written, so the choice could not be stored in it; make it writable or "
+            f"calibrate a copy{NO_STORE}."
         ) from exc
 
 

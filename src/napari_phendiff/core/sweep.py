@@ -97,10 +97,13 @@ Value = TypeVar("Value")
 
 def follow(events: Generator[tuple[int, int], None, Value], progress: Callable[[int, int], None] | None) -> Value:
     """Run a generator of (done, total) to its end, telling `progress` each; return the generator's value."""
-    while True:
-        try:
-            done, total = next(events)
-        except StopIteration as stop:
-            return stop.value
-        if progress:
-            progress(done, total)
+    try:
+        while True:
+            try:
+                done, total = next(events)
+            except StopIteration as stop:
+                return stop.value
+            if progress:
+                progress(done, total)
+    finally:
+        events.close()  # a progress that raised (an interrupt) still lets the generator clean up

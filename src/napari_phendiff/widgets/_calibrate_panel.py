@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QSpinBox, QVBoxLayout
 
-from ..core.checkpoint import NAMED_CHECKPOINTS
+from ..core.checkpoint import NAMED_CHECKPOINTS, resolve_checkpoint
+from ..core.models import read_manifest
 from ..core.errors import PhenDiffError
 from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin
 from ._translate_worker import Calibrated, PendingRun, run_calibration
@@ -95,17 +96,31 @@ class CalibratePanel:
         )
 
     def _show_calibration(self, result: Calibrated) -> None:
-        """Say what the calibration chose and why; a stored choice is read back and preselected."""
-        chosen = result.record
+        """Say what the calibration chose and why (naming its direction: the dock's may have changed meanwhile); a
+        stored choice is preselected when the dock still shows that checkpoint and direction."""
+        chosen, direction = result.record, f"{result.source} → {result.target}"
         if chosen["status"] == "calibrated":
-            self._load_manifest()  # the manifest now holds the choice: preselect it
+            self._take_stored(result)
             head = (
-                f"Calibrated: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} "
-                f"({chosen['negative']}) is now this direction's setting."
+                f"Calibrated {direction}: strength {chosen['strength']:g}, guidance {chosen['guidance']:g} (contrast "
+                f"with {chosen['negative']}) is stored in {result.checkpoint.name} as this direction's setting."
             )
         else:
             head = WARNING_STYLE.format(
-                f"Not calibrated ({chosen['status']}): nothing was stored; the settings stay as they were. Check "
-                "the model (train longer?) and the frontier."
+                f"Not calibrated {direction}: nothing was stored; the settings stay as they were. Check the model "
+                "(train longer?) and the frontier."
             )
         self.status.setText(f"{head} {chosen['reason']} Frontier and scores: {result.out}")
+
+    def _take_stored(self, result: Calibrated) -> None:
+        """After a choice was stored in `result.checkpoint`: the dock's manifest and the model it holds for that
+        checkpoint take the new calibration (the weights are unchanged, so the model stays cached), and the dock
+        preselects the choice if it still shows that direction."""
+        if self.manifest is None or resolve_checkpoint(self.checkpoint.currentData()) != result.checkpoint:
+            return
+        self.manifest = read_manifest(result.checkpoint)
+        if self.model is not None and self._model_key is not None and self._model_key[0] == result.checkpoint:
+            self.model.manifest = self.manifest
+            _, self._model_key = self.cached_model_key(result.checkpoint, self._model_key[1])
+        if (self.source.currentText(), self.target.currentText()) == (result.source, result.target):
+            self._preselect_options()

@@ -133,6 +133,7 @@ class Result:
 
 # Core messages name command-line flags; in a dock they name its controls.
 DOCK_WORDS = {
+    " (or calibrate with store=False, --no-store)": "",  # the dock always stores a calibration's choice
     "Add --resume to continue": "Tick Resume to continue",
     "add --resume": "tick Resume",
     "--resume": "Resume",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Generator, Literal
 
 import numpy as np
 from napari.qt.threading import thread_worker
@@ -178,10 +178,14 @@ def run_measure(
 
 @dataclass(frozen=True)
 class Calibrated:
-    """What a calibration chose (core.calibrate's record, with its `status` and `reason`) and where its frontier is."""
+    """What a calibration of `checkpoint`'s `source` -> `target` chose (core.calibrate's record, with its `status` and
+    `reason`) and where its frontier is."""
 
     record: dict
     out: Path
+    checkpoint: Path
+    source: str
+    target: str
 
 
 @thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
@@ -207,10 +211,11 @@ def run_calibration(request: TranslateRequest, model: ConditionedModel | None, f
             device=request.device,
             keep_channels=options.keep_channels,
         )
-        try:
-            yield from relay(events, lambda record: Calibrated(record, out), lambda counts: Progress(*counts))
-        finally:
-            events.close()  # a cancel closes the calibration here: its locks go, nothing is written
+        yield from relay(  # a cancel closes the calibration: its locks go, nothing is written
+            events,
+            lambda record: Calibrated(record, out, request.checkpoint, request.source, request.target),
+            lambda counts: Progress(*counts),
+        )
 
 
 def _file_progress(item: tuple) -> Progress:
@@ -219,12 +224,19 @@ def _file_progress(item: tuple) -> Progress:
     return Progress(event.step, event.total, event, where=names)
 
 
-def relay(events, result, progress):
-    """A core generator's items as `progress(item)` messages, then its return value as Result(`result(value)`)."""
-    while True:
-        try:
-            item = next(events)
-        except StopIteration as stop:
-            yield Result(result(stop.value))
-            return
-        yield progress(item)
+def relay(
+    events: Generator[Any, None, Any], result: Callable[[Any], object], progress: Callable[[Any], Progress]
+) -> Generator[Progress | Result, None, None]:
+    """A core generator's items as `progress(item)` messages, then its return value as Result(`result(value)`). The
+    core generator is closed however this ends (a cancel closes this one between two messages), so its clean-up (its
+    locks) runs in the worker's thread at once."""
+    try:
+        while True:
+            try:
+                item = next(events)
+            except StopIteration as stop:
+                yield Result(result(stop.value))
+                return
+            yield progress(item)
+    finally:
+        events.close()

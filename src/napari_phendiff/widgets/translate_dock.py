@@ -11,6 +11,7 @@ settings (_options_panel.py), Cells (_cells_panel.py), Folder (_folder_panel.py)
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import napari
 import numpy as np
@@ -54,6 +55,7 @@ class TranslateDock(
         self._last: tuple[ImageInput, TranslateRequest, np.ndarray] | None = None  # the last translation shown
         self._cancelled = False
         self._estimated = False  # this run's time was announced (on_progress)
+        self._shown = False  # this run's result was shown (a calibration's, even when Cancel came too late)
         self.cells: Cells | None = None
         # the last run's files for Save results: (file stem, [(layer, channel)]); the channel layers of one
         # multichannel layer's results make one file with those channels, as the CLI writes it
@@ -198,13 +200,19 @@ class TranslateDock(
         """The model the dock holds when it was loaded for this request's checkpoint and device (else None), and
         the key a run keeps for on_loaded. A checkpoint trained further or calibrated in place has a newer manifest:
         the model held for it is then stale."""
-        key = (request.checkpoint, request.device, (request.checkpoint / MANIFEST).stat().st_mtime_ns)
+        return self.cached_model_key(request.checkpoint, request.device)
+
+    def cached_model_key(self, checkpoint: Path, device: str) -> tuple[ConditionedModel | None, tuple]:
+        """`cached_model` for a checkpoint folder and a device."""
+        key = (checkpoint, device, (checkpoint / MANIFEST).stat().st_mtime_ns)
         return (self.model if key == self._model_key else None), key
 
     def cancel(self) -> None:
         """Stop between two steps; nothing is added."""
         if self.running and self._pending is not None:
-            self._pending, self._cancelled = None, True
+            if self._pending.kind != "calibrate":  # a calibration's last step stores its choice: show it if it comes
+                self._pending = None
+            self._cancelled = True
             self.stop_worker()
             self.status.setText("Cancelling after the current step…")
 
@@ -218,6 +226,7 @@ class TranslateDock(
     def on_result(self, result) -> None:
         if self._pending is None:  # cancelled
             return
+        self._shown = True
         if isinstance(result, Folder):
             done = result.result
             self.status.setText(
@@ -242,7 +251,7 @@ class TranslateDock(
             self._show_result(result)
 
     def start_worker(self, worker, message: str):
-        self._estimated = False
+        self._estimated, self._shown = False, False
         return super().start_worker(worker, message)
 
     def progress_text(self, step: int, total: int, left: float | None) -> str:
@@ -264,7 +273,7 @@ class TranslateDock(
             )
 
     def on_finished(self, aborted: bool) -> None:
-        if aborted or self._cancelled:  # a fast run may end before the stop request reaches it
+        if (aborted or self._cancelled) and not self._shown:  # a fast run may end before the stop request reaches it
             self.status.setText("Cancelled: nothing was added or stored.")
         self._pending, self._cancelled = None, False
 
