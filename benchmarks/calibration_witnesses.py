@@ -35,10 +35,10 @@ from skimage import filters
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
 from napari_phendiff.core.cellstats import (
-    MIN_CELLS,
-    MIN_SEPARATION,
     RealCells,
     cell_summary,
+    cells_moved,
+    on_the_real_scale,
     phenotype_measurements,
     target_like,
 )
@@ -117,23 +117,28 @@ def counted(real: list[dict], translated: list[dict], ignored: tuple[str, ...]) 
     """Share of translated cells moved, from the real source cells (0) to the real target cells (1), by each way of
     COUNTS; NaN where, as in cellstats.cells_moved, the real cells are too few or too alike."""
     rows = real + translated
-    used = phenotype_measurements(cell_summary(rows), ignored)
+    summary = cell_summary(rows)
+    used = phenotype_measurements(summary, ignored)
     if not used:
         return dict.fromkeys(COUNTS, np.nan)
     names = [u["measurement"] for u in used]
     order = np.argsort([-abs(u["effect_target_vs_source"]) for u in used])
     groups = ("real source", "real target", "translated")
-    out = {"vote": _moved(*(target_like(rows, used, g) for g in groups))}
+    out = {"vote": cells_moved(rows, summary, ignored)}  # calibrate's own count
     for name, top in (("top1", 1), ("top2", 2)):
         chosen = [used[i] for i in order[:top]]
-        out[name] = _moved(*(target_like(rows, chosen, g) for g in groups))
+        out[name] = _scaled(*(target_like(rows, chosen, g) for g in groups))
     matrices = [_matrix([r for r in rows if r["group"] == g], names) for g in groups]
     matrices = [m[np.all(np.isfinite(m), axis=1)] for m in matrices]
     axis = _discriminant(matrices[0], matrices[1])
     projected = [m @ axis for m in matrices]
     centre_s, centre_t = np.median(projected[0]), np.median(projected[1])
-    out["discriminant"] = _moved(*((_share_nearer(p, centre_s, centre_t), len(p)) for p in projected))
+    out["discriminant"] = _scaled(*((_share_nearer(p, centre_s, centre_t), len(p)) for p in projected))
     return out
+
+
+def _scaled(source: tuple[float, int], target: tuple[float, int], translated: tuple[float, int]) -> float:
+    return on_the_real_scale(source, target, translated[0])
 
 
 def _discriminant(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -143,13 +148,6 @@ def _discriminant(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     s, t = source / scale, target / scale
     pooled = 0.5 * (np.atleast_2d(np.cov(s.T)) + np.atleast_2d(np.cov(t.T))) + 1e-3 * np.eye(s.shape[1])
     return np.linalg.solve(pooled, t.mean(0) - s.mean(0)) / scale
-
-
-def _moved(source: tuple[float, int], target: tuple[float, int], translated: tuple[float, int]) -> float:
-    (s, n_s), (t, n_t), (x, _) = source, target, translated
-    if min(n_s, n_t) < MIN_CELLS or not t - s >= MIN_SEPARATION:
-        return float("nan")
-    return (x - s) / (t - s)
 
 
 def measure_direction(result: dict, work: Path, held_out: str, demo_seed: int, args) -> dict:

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from napari_phendiff.core import calibrate as cal  # noqa: E402
 from napari_phendiff.core.calibration_rule import Choice  # noqa: E402
 
-from conftest import wait_for  # noqa: E402
+from conftest import random_image, wait_for, write_tif  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("isolated_recent_checkpoints")
 WAIT_MS = 300_000
@@ -120,7 +120,8 @@ def test_a_cancelled_calibration_writes_and_stores_nothing(qtbot, dock, sim_data
 
 
 def test_calibration_refuses_a_folder_without_both_conditions_before_any_work(dock, sim_data, tmp_path):
-    (tmp_path / "plate" / "untreated").mkdir(parents=True)
+    write_tif(tmp_path / "plate" / "untreated" / "a.tif", random_image((2, 48, 48)))
+    write_tif(tmp_path / "plate" / "latB" / "b.tif", random_image((2, 48, 48)))
     assert dock.calibrate_on(tmp_path / "plate", tmp_path / "frontier") is None
     assert "has no subfolder 'TNFa'" in dock.status.text() and dock.calibrate_button.isEnabled()
     dock.target.setCurrentText("untreated")

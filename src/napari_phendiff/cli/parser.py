@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.options import DEMO_FIELDS, DEVICES, MORPH_PATHS, condition_name
+from ..core.options import CALIBRATION_IMAGES, DEMO_FIELDS, DEVICES, MORPH_PATHS, condition_name
 from .commands import (
     calibrate_command,
     demo_command,
@@ -215,7 +215,12 @@ def _add_calibrate(sub) -> None:
     p.add_argument(
         "--guidances", type=float, nargs="+", help="guidance scales to try, source as the negative (default 1 2 3 4 6)"
     )
-    p.add_argument("--n", type=count, default=16, help="held-out source images to translate (default 16)")
+    p.add_argument(
+        "--n",
+        type=count,
+        default=CALIBRATION_IMAGES,
+        help=f"held-out source images to translate (default {CALIBRATION_IMAGES})",
+    )
     p.add_argument(
         "--steps",
         type=count,

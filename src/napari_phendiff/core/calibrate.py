@@ -46,20 +46,21 @@ from .calibration_rule import (  # noqa: F401  (read from here by the tests and 
 from .cellstats import RealCells, overshot
 from .checkpoint import (
     MANIFEST,
-    NAMED_CHECKPOINTS,
     check_writable,
     claim_new_folder,
+    is_shipped,
     output_lock,
     resolve_checkpoint,
 )
 from .models import load_checkpoint
-from .dataset import load_folder
+from .dataset import load_folder, scan_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import save_classifier, train_classifier
 from .frontier import frontier_figure  # noqa: F401  (read from here by the tests and benchmarks)
 from .frontier import write_frontier
 from .options import (
     CALIBRATED_FIELDS,
+    CALIBRATION_IMAGES,
     DEFAULT_STEPS,
     TranslateOptions,
     check_count,
@@ -130,7 +131,7 @@ def iter_calibrate(
     *,
     settings: Sequence[Setting] | None = None,
     unaffected: Sequence[str] | None = None,
-    n: int | None = 16,
+    n: int | None = CALIBRATION_IMAGES,
     steps: int | None = None,
     classifier_steps: int = 400,
     seed: int = 0,
@@ -160,6 +161,7 @@ def iter_calibrate(
     model = load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
     _check_direction(model, path, source, target)
     unaffected = _unaffected_channels(model, unaffected)
+    check_calibration_folder(data, source, target)
     with _calibration_locks(out, path, store):
         images = load_folder(data)
         stack, target_images = _held_out(images, source, target, n)
@@ -276,11 +278,10 @@ def _untranslated(model, witnesses: Witnesses, stack: np.ndarray, target: str) -
 
 def _check_storable(checkpoint, path: Path) -> None:
     """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
-    shipped = {Path(folder).resolve() for folder in NAMED_CHECKPOINTS.values()}
-    if str(checkpoint) in NAMED_CHECKPOINTS or Path(path).resolve() in shipped:  # by name, or a loaded model's folder
-        name = checkpoint if isinstance(checkpoint, (str, Path)) else Path(path).name
+    if is_shipped(path):  # named, or a loaded model's folder
+        name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else Path(path).name
         raise CheckpointError(
-            f"{str(name)!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and calibrate "
+            f"{name!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and calibrate "
             f"the copy{NO_STORE}."
         )
     try:
@@ -316,16 +317,20 @@ def _unaffected_channels(model, unaffected: Sequence[str] | None) -> list[str]:
     return unaffected
 
 
+def check_calibration_folder(data: str | Path, source: str, target: str) -> None:
+    """Raise DataError, before any image is read, unless `data` has a subfolder of images for both conditions."""
+    folder = scan_folder(data)
+    for name in (source, target):
+        if name not in folder.conditions:
+            raise DataError(
+                f"{folder.root}: has no subfolder {name!r} (it has {', '.join(folder.conditions)}); calibration "
+                "needs real images of both conditions."
+            )
+
+
 def _held_out(images, source: str, target: str, n: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The first `n` source images of the labelled folder as one stack (they must share a size), and every real
     target image."""
-    for name in (source, target):
-        if name not in images.conditions:
-            raise DataError(
-                f"{images.root}: has no subfolder {name!r} (it has "
-                f"{', '.join(images.conditions)}); calibration needs real images of both "
-                "conditions."
-            )
     source_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == source][:n]
     shapes = {im.shape for im in source_images}
     if len(shapes) != 1:

@@ -172,12 +172,18 @@ def cells_moved(rows: list[dict], summary: list[dict], ignored_channels: Sequenc
     used = phenotype_measurements(summary, ignored_channels)
     if not used:
         return float("nan")
-    (source, n_source), (target, n_target), (translated, _) = (
-        target_like(rows, used, g) for g in ("real source", "real target", "translated")
-    )
-    if min(n_source, n_target) < MIN_CELLS or not target - source >= MIN_SEPARATION:
+    source, target, (translated, _) = (target_like(rows, used, g) for g in ("real source", "real target", "translated"))
+    return on_the_real_scale(source, target, translated)
+
+
+def on_the_real_scale(source: tuple[float, int], target: tuple[float, int], translated: float) -> float:
+    """The translated cells' target-like share put on the scale from the real source cells (0) to the real target
+    cells (1), from each real group's (share, cells judged); NaN with fewer than MIN_CELLS real cells a side or
+    shares less than MIN_SEPARATION apart."""
+    (s, n_source), (t, n_target) = source, target
+    if min(n_source, n_target) < MIN_CELLS or not t - s >= MIN_SEPARATION:
         return float("nan")
-    return (translated - source) / (target - source)
+    return (translated - s) / (t - s)
 
 
 def overshoots(

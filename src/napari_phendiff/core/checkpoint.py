@@ -38,6 +38,13 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "demo"
 NAMED_CHECKPOINTS = {"demo": DEMO_CHECKPOINT}
 
 
+def is_shipped(path_or_name: str | Path) -> bool:
+    """Whether a checkpoint is one the package ships (by its name, or its folder), which no command may change."""
+    if str(path_or_name) in NAMED_CHECKPOINTS:
+        return True
+    return Path(path_or_name).expanduser().resolve() in {folder.resolve() for folder in NAMED_CHECKPOINTS.values()}
+
+
 def resolve_checkpoint(path_or_name: str | Path) -> Path:
     """A checkpoint folder from a path or a shipped name ("demo")."""
     if str(path_or_name) in NAMED_CHECKPOINTS:
@@ -190,8 +197,8 @@ def sign_checkpoint(path: str | Path) -> Path:
     """Record the digest of a checkpoint's weights as they are now (`phendiff sign`): for one an older
     napari-phendiff wrote, or one the user edited on purpose and trusts. The manifest is replaced atomically."""
     path = Path(path)
-    if str(path) in NAMED_CHECKPOINTS:
-        raise CheckpointError(f"{path!r} is a shipped checkpoint; it is signed already.")
+    if is_shipped(path):
+        raise CheckpointError(f"{str(path)!r} is a shipped checkpoint; it is signed already.")
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: is not a napari-phendiff checkpoint ({MANIFEST} is missing).")

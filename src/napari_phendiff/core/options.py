@@ -62,6 +62,9 @@ DEFAULT_NEGATIVE = "source"
 # median alone came out 0.56 on 3 fields, 0.58 on 8 and 0.62 on 20; 8 fields take about twice the time of 3.
 DEMO_FIELDS = 8
 
+# Held-out source images `phendiff calibrate` (and the Translate dock's Calibrate) translates at every setting.
+CALIBRATION_IMAGES = 16
+
 # How a morph goes from the original to the translation (core/explore.py; compared in docs/benchmarks.md morph_path).
 MORPH_PATHS = ("strength", "embedding")
 

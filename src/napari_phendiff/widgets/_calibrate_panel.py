@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QSpinBox, QVBoxLayout
 
-from ..core.checkpoint import NAMED_CHECKPOINTS, resolve_checkpoint
+from ..core.calibrate import check_calibration_folder
+from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
+from ..core.options import CALIBRATION_IMAGES
 from ..core.errors import PhenDiffError
 from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin
 from ._translate_worker import Calibrated, PendingRun, run_calibration
-
-DEFAULT_IMAGES = 16  # held-out source images translated at every setting (core.calibrate's default)
 
 
 class CalibratePanel:
@@ -35,7 +35,7 @@ class CalibratePanel:
             QSpinBox(),
             2,
             1024,
-            DEFAULT_IMAGES,
+            CALIBRATION_IMAGES,
             "Source images translated at every setting (the first ones of the source's subfolder): more are slower "
             "and steadier.",
         )
@@ -69,14 +69,9 @@ class CalibratePanel:
             source, target = self.source.currentText(), self.target.currentText()
             if not source or not target or source == target:
                 raise PhenDiffError("Choose a source and a different target condition to calibrate.")
-            missing = [c for c in (source, target) if not (folder / c).is_dir()]
-            if missing:
-                raise PhenDiffError(
-                    f"{folder}: has no subfolder {' or '.join(repr(c) for c in missing)}; calibration needs real "
-                    f"images of both conditions, in subfolders named {source!r} and {target!r}."
-                )
+            check_calibration_folder(folder, source, target)
             request = self._settings_request(source, target, np.zeros((0,)), "calibrate")
-            if request.checkpoint.resolve() in {Path(p).resolve() for p in NAMED_CHECKPOINTS.values()}:
+            if is_shipped(request.checkpoint):
                 raise PhenDiffError(
                     f"The shipped checkpoint cannot be changed, so a calibration could not be stored in it: copy its "
                     f"folder ({request.checkpoint}), choose the copy with Browse…, and calibrate that."
