@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import napari
+from qtpy.QtCore import QEventLoop
 from qtpy.QtWidgets import QApplication
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -124,10 +125,11 @@ def translate_shots() -> None:
 
 
 def wait(worker) -> None:
-    done = []
-    worker.finished.connect(lambda: done.append(True))
-    while not done:
-        QApplication.processEvents()
+    """Run Qt's event loop until the worker ends, idle as napari's own loop waits (polling would take a CPU core)."""
+    loop = QEventLoop()
+    worker.finished.connect(loop.quit)
+    if not getattr(worker, "dock_done", False):
+        loop.exec()
 
 
 def shoot(viewer, dock, name: str) -> None:
