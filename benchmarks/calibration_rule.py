@@ -33,6 +33,7 @@ import torch
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
+from napari_phendiff.core.calibration_rule import DEFAULT_MARGIN
 from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.features import train_classifier
 from napari_phendiff.core.models import load_checkpoint
@@ -49,7 +50,8 @@ from translation_frontier import (
     truth_optimum,
 )
 
-DEFAULT = (0.3, 4.0)
+DEFAULT = (TranslateOptions().strength, TranslateOptions().guidance)  # the project default
+PROJECT_DEFAULT = cal.Setting(*DEFAULT)  # what every case's checkpoint translates with uncalibrated
 OLD_KEEP_MIN, OLD_TIE = 0.84, 0.02  # the rule calibrate used before (kept >= 0.84, most classifier P(target))
 # name: (checkpoint, held-out folder with truth or None for fresh fields of the checkpoint's simulator,
 #        calibration folder, what the model is)
@@ -140,7 +142,7 @@ def run_case(name: str, args) -> None:
             np.savez_compressed(cache, **{_cache_key(pair): v for pair, v in out.items()})
         targets = [im for im, label in zip(real.images, real.labels) if real.conditions[label] == target]
         rows = score_rows(phenotype, model, sets, source, target, settings, out, classifier, targets)
-        choice = cal.choose(rows, unaffected(model.channel_names))
+        choice = rule(rows, unaffected(model.channel_names))
         result = {
             "case": name,
             "phenotype": phenotype,
@@ -201,6 +203,12 @@ BEFORE_TIE = 0.05
 BEFORE_WITNESSES = "mean of the medians' way and the classifier (the rule before's witnesses)"
 
 
+def rule(rows: list[dict], unaffected: list[str], *bars, **named):
+    """calibrate's choice on a case's sweep (core/calibration_rule.py `choose`, with the case's uncalibrated setting,
+    the project default, as calibrate passes it); `bars` and `named` as `choose` takes them."""
+    return cal.choose(rows, unaffected, *bars, default=PROJECT_DEFAULT, **named)
+
+
 def before_rule(r: dict):
     """calibrate's choice before it counted cells: reached = the mean of the medians' way and the classifier."""
     return cal.choose(
@@ -244,7 +252,7 @@ def tolerance_sweep(results: list[dict]) -> str:
                 [
                     f"{tolerance:g}",
                     f"{reached_min:g}" + (" (used)" if used else ""),
-                    *_met(results, lambda r: cal.choose(r["rows"], r["unaffected"], tolerance, reached_min)),
+                    *_met(results, lambda r: rule(r["rows"], r["unaffected"], tolerance, reached_min)),
                 ]
             )
     return table(
@@ -281,7 +289,7 @@ REACHED = {
 def witness_sweep(results: list[dict]) -> str:
     """How many directions meet the target when calibrate's rule weighs the witnesses each way of REACHED."""
     lines = [
-        [name, *_met(results, lambda r: cal.choose(_reweighed(r["rows"], how), r["unaffected"]))]
+        [name, *_met(results, lambda r: rule(_reweighed(r["rows"], how), r["unaffected"]))]
         for name, how in REACHED.items()
     ]
     return table(["reached, from", "simulator directions met", "real-nuclei directions met"], lines)
@@ -293,7 +301,7 @@ def tie_sweep(results: list[dict]) -> str:
     lines = [
         [
             f"{tie:g}" + (" (used)" if tie == 0 else ""),
-            *_met(results, lambda r: cal.choose(r["rows"], r["unaffected"], tie=tie)),
+            *_met(results, lambda r: rule(r["rows"], r["unaffected"], tie=tie)),
         ]
         for tie in (0.0, 0.02, 0.05, 0.1)
     ]
@@ -342,7 +350,7 @@ def compare(results: list[dict]) -> tuple[list[list[str]], int, int, list[tuple]
         rows = r["rows"]
         best, old = truth_optimum(rows), old_rule(rows)
         default = next(x for x in rows if _key(x) == DEFAULT)
-        choice = cal.choose(rows, r["unaffected"])
+        choice = rule(rows, r["unaffected"])
         shown, ok = verdict(rows, choice)
         before_shown, before_ok = verdict(rows, before_rule(r))
         met += ok
@@ -398,7 +406,9 @@ def collect(args) -> str:
         f"default*: s {DEFAULT[0]:g}, w {DEFAULT[1]:g} against the source. *Previous rule*: the most classifier "
         f"P(target) among settings keeping nuclei IoU >= {OLD_KEEP_MIN}. *This rule*: core/calibrate.py `choose` "
         f"(move first: the furthest towards the real target by the share of cells moved, witnesses.reached; keep: within "
-        f"{cal.KEPT_TOLERANCE:g} of the source -> source control). Calibrate's scores use no truth: its classifier "
+        f"{cal.KEPT_TOLERANCE:g} of the source -> source control; the project default, each checkpoint's setting "
+        f"without calibration, stays unless another that keeps the nuclei went {DEFAULT_MARGIN:g} further of the way; "
+        f"other margins: calibration_witnesses below). Calibrate's scores use no truth: its classifier "
         f"and real target cells come from the case's training folder. *Target met*: within 0.05 of the truth-best "
         f"transfer at identity >= {IDENTITY_MIN}, and no less transfer than the project default where the default "
         f"keeps identity >= {IDENTITY_MIN}. Classifier held-out accuracy: {accuracy}. Hardware: "

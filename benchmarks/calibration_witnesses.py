@@ -34,6 +34,7 @@ from skimage import filters
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
+from napari_phendiff.core.calibration_rule import DEFAULT_MARGIN
 from napari_phendiff.core.cellstats import (
     RealCells,
     cell_summary,
@@ -45,7 +46,7 @@ from napari_phendiff.core.cellstats import (
 from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.models import load_checkpoint
 
-from calibration_rule import CASES, _cache_key, load_results, resolve, verdict
+from calibration_rule import CASES, DEFAULT, _cache_key, _key, load_results, resolve, rule, verdict
 from report import table, write_section
 from translation_frontier import IDENTITY_MIN, folder_sets, simulated_sets
 
@@ -65,6 +66,7 @@ COUNTS = {
     "discriminant": "linear discriminant",
 }
 TOLERANCES = (0.12, 0.13, 0.135, 0.14, 0.145, 0.15, 0.16, 0.17)
+MARGINS = (None, 0.0, 0.05, 0.1, 0.15, 0.2)  # how much further than the default a setting must go (None: no default)
 
 
 def kept_measures(originals: np.ndarray, translated: np.ndarray, nuclear: int) -> dict[str, float]:
@@ -208,7 +210,7 @@ def _rows_with(measured: dict, kept: str | None = None, count: str | None = None
 
 def met(results: list[dict], rows_of, tolerance: float | None = None) -> int:
     """Directions where calibrate's rule, on the rows `rows_of(result)`, meets the target (calibration_rule.verdict)."""
-    return sum(verdict(r["rows"], cal.choose(rows_of(r), r["unaffected"], tolerance))[1] for r in results)
+    return sum(verdict(r["rows"], rule(rows_of(r), r["unaffected"], tolerance))[1] for r in results)
 
 
 def loss_at_identity(rows: list[dict]) -> float:
@@ -278,12 +280,49 @@ def pooled(sets: list[tuple[str, list[dict], dict]]) -> list[dict]:
     return out
 
 
+def margin_table(sets: list[tuple[str, list[dict], dict]], together: list[dict]) -> str:
+    """Directions met on each set and pooled when the project default stays unless another setting went further by
+    each of MARGINS."""
+    lines = []
+    for margin in MARGINS:
+        if margin is None:
+            label, choice_of = (
+                "no default weighed (the furthest wins)",
+                lambda r: cal.choose(r["rows"], r["unaffected"]),
+            )
+        else:
+            label = f"{margin:g}" + (" (used)" if margin == DEFAULT_MARGIN else "")
+            choice_of = lambda r, m=margin: rule(r["rows"], r["unaffected"], margin=m)  # noqa: E731
+        counts = [sum(verdict(r["rows"], choice_of(r))[1] for r in results) for results in [*(s[1] for s in sets)]]
+        together_met = sum(verdict(r["rows"], choice_of(r))[1] for r in together)
+        lines.append([label, *(f"{c} / {len(together)}" for c in counts), f"{together_met} / {len(together)}"])
+    return table(["further than the default by", *(f"met, {n}" for n, _, _ in sets), "met, pooled"], lines)
+
+
+def difference_spread(sets: list[tuple[str, list[dict], dict]]) -> tuple[float, int]:
+    """How much a setting's reached minus the default's (the same fields) changes from the first set to the second:
+    the robust standard deviation of one set's difference (median absolute change x 1.4826 / sqrt 2), over the
+    settings that kept the nuclei on the first set, and how many there were."""
+    second = {_id(r): {_key(x): x for x in r["rows"]} for r in sets[1][1]}
+    changes = []
+    for r in sets[0][1]:
+        first, other = {_key(x): x for x in r["rows"]}, second[_id(r)]
+        for key, x in first.items():
+            values = (x["reached"], first[DEFAULT]["reached"], other[key]["reached"], other[DEFAULT]["reached"])
+            if key == DEFAULT or not np.all(np.isfinite(values)) or not cal.keeps_cells(x, r["unaffected"]):
+                continue
+            a, b, c, d = (min(v, 1.0) for v in values)
+            changes.append(abs((a - b) - (c - d)))
+    return float(np.median(changes) * 1.4826 / np.sqrt(2)), len(changes)
+
+
 def _id(result: dict) -> tuple[str, str]:
     return result["case"], result["source"]
 
 
 def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
     together = pooled(sets)
+    spread, changes = difference_spread(sets) if len(sets) > 1 else (float("nan"), 0)
     tolerance_lines = [
         [
             f"{t:g}" + (" (used)" if t == cal.KEPT_TOLERANCE else ""),
@@ -318,6 +357,14 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
                 tolerance_lines,
             ),
             "",
+            "The project default, what every case's checkpoint translates with uncalibrated, stays unless another "
+            "setting that keeps the nuclei went further by a margin (calibrate's DEFAULT_MARGIN, "
+            f"{DEFAULT_MARGIN:g}: a setting's share of the way minus the default's, on the same fields, changed from "
+            f"one set to the other by a robust standard deviation of {spread:.3f} over the {changes} settings that kept "
+            f"the nuclei, and {DEFAULT_MARGIN:g} is about 1.645 of it); the rule at other margins:",
+            "",
+            margin_table(sets, together),
+            "",
             "Missed on every set and pooled, at the rule's bars: "
             + (", ".join(f"{case} {source} -> {target}" for case, source, target in always_missed(sets)) or "none")
             + ".",
@@ -332,7 +379,7 @@ def always_missed(sets: list[tuple[str, list[dict], dict]]) -> list[tuple[str, s
         here = {
             (r["case"], r["source"], r["target"])
             for r in results
-            if not verdict(r["rows"], cal.choose(r["rows"], r["unaffected"]))[1]
+            if not verdict(r["rows"], rule(r["rows"], r["unaffected"]))[1]
         }
         missed = here if missed is None else missed & here
     order = [(r["case"], r["source"], r["target"]) for r in sets[0][1]]

@@ -260,7 +260,8 @@ def run(args) -> dict:
 
 def _calibrated(rows: list[dict], channel_names: list[str]) -> dict:
     """calibrate's rule on the rows: its choice, or the closest when it would store nothing."""
-    return cal.choose(rows, [channel_names[cellmeasure.nuclear_channel(channel_names)]]).best
+    default = cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)  # the checkpoints' uncalibrated
+    return cal.choose(rows, [channel_names[cellmeasure.nuclear_channel(channel_names)]], default=default).best
 
 
 def markdown(results: dict, args, figure: Path) -> str:

@@ -96,6 +96,44 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
 
 
+def test_the_uncalibrated_setting_stays_unless_another_goes_clearly_further():
+    default = cal.Setting(0.3, 4.0)
+    rows = [
+        row(0.3, 4.0, 0.91, 0.84, kept_control=0.95),  # the checkpoint's setting without calibration
+        row(0.6, 2.0, 0.97, 0.86, kept_control=0.95),  # the furthest, but by less than the margin
+        row(0.2, 1.0, 0.10, 0.95, kept_control=0.95),
+    ]
+    assert cal.choose(rows).row is rows[1]  # without a default the furthest wins
+    choice = cal.choose(rows, default=default)
+    assert choice.row is rows[0] and choice.status == "calibrated" and choice.best is rows[0]
+    assert "s 0.3, w 4 (source), the checkpoint's setting without calibration, went 0.91" in choice.reason
+    assert "went 0.1 further (the furthest, s 0.6, w 2 (source), 0.97), so it stays" in choice.reason
+    rows[1]["reached"] = 1.2  # all the way (capped at 1): 0.09 further is still within the margin
+    assert cal.choose(rows, default=default).row is rows[0]
+    rows[0]["reached"] = 1.0  # as far (all the way): the default stays where a tie went to the gentlest
+    choice = cal.choose(rows, default=default)
+    assert choice.row is rows[0] and "none of the 3 settings that kept them went further, so it stays" in choice.reason
+    rows[0]["reached"] = 0.85  # 0.15 behind: the other went clearly further
+    assert cal.choose(rows, default=default).row is rows[1]
+    assert cal.choose(rows, default=default, margin=0.2).row is rows[0]
+    rows[0].update(reached=0.91, kept=0.7)  # the default loses the nuclei: it is no candidate
+    assert cal.choose(rows, default=default).row is rows[1]
+    rows[0].update(reached=0.45, kept=0.84)  # within the margin, but it did not move the phenotype half way
+    rows[1]["reached"] = 0.52
+    assert cal.choose(rows, default=default).row is rows[1]
+    assert cal.choose(rows, default=cal.Setting(0.3, 4.0, "null")).row is rows[1]  # another setting: no match
+
+
+def test_the_uncalibrated_setting_ignores_a_stored_calibration(checkpoint):
+    model = pd.load_checkpoint(checkpoint, device="cpu")
+    before = cal.uncalibrated_setting(model, "untreated", "TNFa")
+    assert before == cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)
+    cal.store_calibration(checkpoint, "untreated", "TNFa", {"strength": 0.6, "guidance": 2.0, "negative": "source"})
+    calibrated = pd.load_checkpoint(checkpoint, device="cpu")
+    assert translation_options(calibrated, "untreated", "TNFa")[0].strength == 0.6  # what translations now use
+    assert cal.uncalibrated_setting(calibrated, "untreated", "TNFa") == before  # what calibration weighs against
+
+
 def test_an_unreliable_classifier_is_not_a_witness(sim_data):
     from napari_phendiff.core.cellstats import RealCells
     from napari_phendiff.core.dataset import load_folder
@@ -359,6 +397,15 @@ def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_d
     assert "chosen: strength" in printed
     saved = json.loads((out / "calibration.json").read_text())
     assert len(saved["rows"]) == 4 and (out / "frontier.png").stat().st_size > 0
+    without = TranslateOptions()  # what the copy translated with before: recorded beside the bars it was weighed with
+    assert saved["rules"]["default"] == dict(
+        strength=without.strength,
+        guidance=without.guidance,
+        negative=without.negative,
+        inversion=without.inversion,
+        guidance_interval=list(without.guidance_interval),
+    )
+    assert saved["rules"]["default_margin"] == rule.DEFAULT_MARGIN
     header = (out / "frontier.csv").read_text().splitlines()[0].split(",")
     assert {"strength", "guidance", "moved", "cells_moved", "reached", "kept", "kept_control", "change_DNA"} <= set(
         header

@@ -63,7 +63,7 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
 def calibrates(monkeypatch):
     """The rule takes s 0.5, w 3 (it has its own tests: here, one that calibrates)."""
 
-    def take_it(rows, unaffected=()):
+    def take_it(rows, unaffected=(), **bars):
         row = next(r for r in rows if r["guidance"] == 3.0 and r["strength"] == 0.5)
         return Choice(row, "calibrated", "it moved most.", row)
 

@@ -66,6 +66,7 @@ from .options import (
     check_count,
     direction_key,
     model_defaults,
+    resolve_options,
 )
 from .sweep import Setting, follow, iter_sweep_pairs
 from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
@@ -168,18 +169,28 @@ def iter_calibrate(
         base = _base_options(model, steps, seed, batch_size, keep_channels)
         witnesses = _witnesses(model, images, stack, target_images, target, base, unaffected, classifier_steps, seed)
         rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses)
-        choice = choose(rows, [c for c in unaffected if c not in base.keep_channels])
+        default = uncalibrated_setting(model, source, target)
+        choice = choose(rows, [c for c in unaffected if c not in base.keep_channels], default=default)
         record = _record(
             choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
         )
         baseline = _untranslated(model, witnesses, stack, target)
-        rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
+        rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY, "default": asdict(default)}
         write_frontier(out, rows, choice, record, baseline, source, target, rules)
         if store and choice.status == "calibrated":
             store_calibration(path, source, target, record)
             if witnesses.trusted:  # for reveal's masks (core/reveal_classifier.py)
                 save_classifier(witnesses.classifier, path)
         return record
+
+
+def uncalibrated_setting(model, source: str, target: str) -> Setting:
+    """The setting the checkpoint translates source -> target with when no calibration is stored: its own defaults
+    (translation_defaults), else the project's. Calibration keeps it unless another setting goes clearly further."""
+    manifest = {k: v for k, v in model.manifest.items() if k != "calibration"}
+    options, _ = resolve_options(manifest, source, target)
+    low, high = options.guidance_interval
+    return Setting(options.strength, options.guidance, options.negative, options.inversion, (low, high))
 
 
 def _checked_sweep(

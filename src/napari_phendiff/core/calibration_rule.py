@@ -5,9 +5,11 @@
 one that reached furthest (witnesses.reached: the share of cells moved, capped at 1: going past the real target is
 no better); of those as far (all the way, say), the one that keeps most, then the gentlest. Within the tolerance the
 phenotype alone decides: a setting that moved fewer cells does not win by keeping more (benchmarks/calibration_rule.py
-measured tie windows, which trade cells for overlap, against none: none met the target in the most directions). If
-no setting that keeps the nuclei reached REACHED_MIN of the way, or none keeps them, the sweep is reported as such
-and nothing is stored.
+measured tie windows, which trade cells for overlap, against none: none met the target in the most directions). The
+setting the checkpoint translates with uncalibrated (`default`) stays unless another that keeps the nuclei
+went DEFAULT_MARGIN further: less is what sampling the held-out images moves such a difference, no evidence that the
+other setting moves more cells. If no setting that keeps the nuclei reached REACHED_MIN of the way, or none keeps
+them, the sweep is reported as such and nothing is stored.
 benchmarks/calibration_rule.py checks the choice against the simulator's ground truth.
 """
 
@@ -30,11 +32,18 @@ from .sweep import Setting
 # in 6 of the 10 simulator directions on both sweeps (no pair more on 8 fields; on 16, 0.14 with a quarter of the way
 # 7), and in the 4 real-nuclei directions, not used to choose. The count falls off on either side (0.12: 4 and 2;
 # 0.16: 4 and 3). On a second held-out set no bar was chosen on, 0.14 again met the target in the most directions of
-# 0.12-0.17 (9 of 14; calibration_witnesses in docs/benchmarks.md).
+# 0.12-0.17 (9 of 14; calibration_witnesses in docs/benchmarks.md). These counts are from before the default stayed
+# (DEFAULT_MARGIN); with it 0.14 still meets as many as any (docs/benchmarks.md).
 KEPT_TOLERANCE = 0.14  # nuclei IoU a translation may lose beyond its control
 KEPT_FLOOR = 0.5  # below this the nuclei are lost, whatever the control did
 UNAFFECTED_MAX = 0.2  # RMSE (normalised units) of a channel the condition does not touch
 REACHED_MIN = 0.5  # "moved the phenotype": at least half the way to the real target (untranslated: 0)
+# How much further than the default a setting must go to replace it. The difference between a setting's reached and
+# the default's, both on the same 16 held-out images, changed from one set of 16 images to another by 0.06 (robust
+# standard deviation over the 141 settings that kept the nuclei in the 14 directions of benchmarks/calibration_rule.py's
+# two held-out sets); 0.1 is 1.645 of those: a setting that went further by more is further in 19 of 20 samples.
+# Set from that spread, then measured against the target (calibration_witnesses in docs/benchmarks.md).
+DEFAULT_MARGIN = 0.1
 
 
 @dataclass
@@ -66,12 +75,16 @@ def choose(
     tolerance: float | None = None,
     reached_min: float | None = None,
     tie: float = 0.0,
+    default: Setting | None = None,
+    margin: float | None = None,
 ) -> Choice:
     """Move the phenotype first, keep the cells second (the module docstring has the rule and its bars;
-    `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN, and `tie` counts settings within it of the
-    furthest as tied, for benchmarks/calibration_rule.py, which measured them)."""
+    `default`: the checkpoint's setting without calibration, which stays unless another goes `margin` (DEFAULT_MARGIN)
+    further; `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN, and `tie` counts settings within it
+    of the furthest as tied, for benchmarks/calibration_rule.py, which measured them)."""
     tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
     reached_min = REACHED_MIN if reached_min is None else reached_min
+    margin = DEFAULT_MARGIN if margin is None else margin
     feasible = [r for r in rows if keeps_cells(r, unaffected, tolerance)]
     if not feasible:
         best = max(rows, key=lambda r: r["kept"] - r.get("kept_control", 1.0))
@@ -103,6 +116,9 @@ def choose(
             f"{reached_min:g} needed).",
             best,
         )
+    stays = next((r for r in feasible if default is not None and setting_of(r) == default), None)
+    if stays is not None and stays is not best and _reached(stays) >= max(furthest - margin, reached_min):
+        return Choice(stays, "calibrated", _why_default(stays, best, len(feasible), tolerance, margin), stays)
     return Choice(best, "calibrated", _why(best, feasible, len(tied), furthest, tolerance), best)
 
 
@@ -142,9 +158,30 @@ def _why(best: dict, feasible: list[dict], tied: int, furthest: float, tolerance
     )
 
 
+def _why_default(stays: dict, furthest: dict, feasible: int, tolerance: float, margin: float) -> str:
+    """One sentence on why the checkpoint's setting without calibration stayed."""
+    others = (
+        f"none of the {feasible} settings that kept them went further"
+        if _reached(furthest) <= _reached(stays)
+        else f"none of the {feasible} settings that kept them went {margin:g} further (the furthest, "
+        f"{_label(furthest)}, {_reached(furthest):.2f})"
+    )
+    return (
+        f"{_label(stays)}, the checkpoint's setting without calibration, went {_reached(stays):.2f} of the way to the "
+        f"real target and kept the nuclei within {tolerance:g} of the source -> source control (it kept "
+        f"{stays['kept']:.2f}, the control {stays.get('kept_control', 1.0):.2f}); {others}, so it stays."
+    )
+
+
 def setting_of(row: dict) -> Setting:
-    """The setting a sweep row was made with."""
-    return Setting(row["strength"], row["guidance"], row["negative"], row["inversion"], tuple(row["guidance_interval"]))
+    """The setting a sweep row was made with (a row without negative, inversion or interval has the defaults)."""
+    return Setting(
+        row["strength"],
+        row["guidance"],
+        row.get("negative", "source"),
+        row.get("inversion", "ddim"),
+        tuple(row.get("guidance_interval", (0.0, 1.0))),
+    )
 
 
 def bars() -> dict[str, float]:
@@ -154,4 +191,5 @@ def bars() -> dict[str, float]:
         "kept_floor": KEPT_FLOOR,
         "unaffected_max": UNAFFECTED_MAX,
         "reached_min": REACHED_MIN,
+        "default_margin": DEFAULT_MARGIN,
     }

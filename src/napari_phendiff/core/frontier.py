@@ -18,7 +18,8 @@ def write_frontier(
     out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str, target: str, rules: dict
 ) -> None:
     """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing). `rules`: the
-    bars the choice was made with, recorded in calibration.json."""
+    bars the choice was made with (and the setting without calibration, "default"), recorded in calibration.json."""
+    default = rules.get("default")
     with atomic_folder(out) as folder:
         _write_rows(folder / "frontier.csv", rows)
         (folder / "calibration.json").write_text(
@@ -34,7 +35,14 @@ def write_frontier(
                 default=float,
             )
         )
-        frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}")
+        frontier_figure(
+            folder / "frontier.png",
+            rows,
+            choice,
+            baseline,
+            f"{source} -> {target}",
+            Setting(**{**default, "guidance_interval": tuple(default["guidance_interval"])}) if default else None,
+        )
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -44,9 +52,12 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict, title: str) -> Path:
+def frontier_figure(
+    path: Path, rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None
+) -> Path:
     """How far each setting reached against the nuclei overlap it lost beyond its control, one line per guidance
-    scale through the strengths, the rule's bars drawn and the choice circled."""
+    scale through the strengths, the rule's bars drawn, the choice circled and the setting without calibration
+    (`default`) squared."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     fig = Figure(figsize=(6.2, 4.6))
@@ -70,6 +81,9 @@ def frontier_figure(path: Path, rows: list[dict], choice: Choice, baseline: dict
     ax.axhline(1.0, color="grey", lw=0.6)
     ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
+    for r in rows:
+        if default is not None and setting_of(r) == default:
+            ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
     ax.plot(
         [lost(choice.best)],
         [choice.best["reached"]],
