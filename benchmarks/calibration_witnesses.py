@@ -349,7 +349,7 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "",
             count_table(sets),
             "",
-            "calibrate's rule at other tolerances, on each set and on both sets pooled (their scores averaged: "
+            "calibrate's rule at other tolerances, on each set and on the sets pooled (their scores averaged: "
             f"{together[0]['fields'] if together else 0} fields per direction):",
             "",
             table(
@@ -360,7 +360,7 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "The project default, what every case's checkpoint translates with uncalibrated, stays unless another "
             "setting that keeps the nuclei went further by a margin (calibrate's DEFAULT_MARGIN, "
             f"{DEFAULT_MARGIN:g}: a setting's share of the way minus the default's, on the same fields, changed from "
-            f"one set to the other by a robust standard deviation of {spread:.3f} over the {changes} settings that kept "
+            f"the first set to the second by a robust standard deviation of {spread:.3f} over the {changes} settings that kept "
             f"the nuclei, and {DEFAULT_MARGIN:g} is about 1.645 of it); the rule at other margins:",
             "",
             margin_table(sets, together),
