@@ -2,8 +2,12 @@
 caches (its translations and scores), on each held-out set it was run on:
 
     python benchmarks/calibration_rule.py --work /tmp/calrule --fields 16                      # first set
-    python benchmarks/calibration_rule.py --work /tmp/calval --fields 16 --held-out validation --demo-seed 3000000
-    python benchmarks/calibration_witnesses.py --set /tmp/calrule:held_out:2000000 --set /tmp/calval:validation:3000000
+    python benchmarks/calibration_rule.py --work /tmp/calval --fields 16 --held-out validation --held-out-seed 3 \
+        --demo-seed 3000000                                                                 # second set
+    python benchmarks/calibration_rule.py --work /tmp/caltest --fields 16 --held-out test --held-out-seed 4 \
+        --demo-seed 4000000                                                                 # third set
+    python benchmarks/calibration_witnesses.py --set /tmp/calrule:held_out:2000000 --set /tmp/calval:validation:3000000 \
+        --set /tmp/caltest:test:4000000
 
 (the same --sim, --semireal, --claim as calibration_rule.py). Compared, each with calibrate's rule (core/
 calibration_rule.py `choose`) and judged by calibration_rule.py's `verdict` against the truth:
