@@ -121,6 +121,8 @@ def run_case(name: str, args) -> None:
     base = TranslateOptions(steps=args.steps, batch_size=args.batch).validate()
     conditions = list(sets)
     for source, target in ((conditions[0], conditions[1]), (conditions[1], conditions[0])):
+        if cal.uncalibrated_setting(model.manifest, source, target) != PROJECT_DEFAULT:  # what `rule` weighs against
+            raise SystemExit(f"{name}: its setting without calibration is not the project default; `rule` assumes it")
         saved = args.work / f"{name}_{source}-to-{target}.json"
         cache = saved.with_suffix(".npz")  # the translations: the scores can be recomputed without translating
         if saved.is_file() and not args.rescore:
@@ -397,6 +399,7 @@ def collect(args) -> str:
                 choice,
                 {"reached": 0.0},
                 f"demo: {r['source']} -> {r['target']}",
+                PROJECT_DEFAULT,
             )
     accuracy = ", ".join(sorted({f"{r['case']} {r['classifier_accuracy']:.2f}" for r in results}))
     text = [
@@ -409,7 +412,7 @@ def collect(args) -> str:
         f"P(target) among settings keeping nuclei IoU >= {OLD_KEEP_MIN}. *This rule*: core/calibrate.py `choose` "
         f"(move first: the furthest towards the real target by the share of cells moved, witnesses.reached; keep: within "
         f"{cal.KEPT_TOLERANCE:g} of the source -> source control; the project default, each checkpoint's setting "
-        f"without calibration, stays unless another that keeps the nuclei went {DEFAULT_MARGIN:g} further of the way; "
+        f"without calibration, is chosen unless another that keeps the nuclei went {DEFAULT_MARGIN:g} further of the way; "
         f"other margins: calibration_witnesses below). Calibrate's scores use no truth: its classifier "
         f"and real target cells come from the case's training folder. *Target met*: within 0.05 of the truth-best "
         f"transfer at identity >= {IDENTITY_MIN}, and no less transfer than the project default where the default "

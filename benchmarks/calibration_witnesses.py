@@ -285,22 +285,39 @@ def pooled(sets: list[tuple[str, list[dict], dict]]) -> list[dict]:
 
 
 def margin_table(sets: list[tuple[str, list[dict], dict]], together: list[dict]) -> str:
-    """Directions met on each set and pooled when the project default stays unless another setting went further by
-    each of MARGINS."""
-    lines = []
-    for margin in MARGINS:
-        if margin is None:
-            label, choice_of = (
-                "no default weighed (the furthest wins)",
-                lambda r: cal.choose(r["rows"], r["unaffected"]),
-            )
-        else:
-            label = f"{margin:g}" + (" (used)" if margin == DEFAULT_MARGIN else "")
-            choice_of = lambda r, m=margin: rule(r["rows"], r["unaffected"], margin=m)  # noqa: E731
-        counts = [sum(verdict(r["rows"], choice_of(r))[1] for r in results) for results in [*(s[1] for s in sets)]]
-        together_met = sum(verdict(r["rows"], choice_of(r))[1] for r in together)
-        lines.append([label, *(f"{c} / {len(together)}" for c in counts), f"{together_met} / {len(together)}"])
+    """Directions met on each set and pooled when the project default is chosen unless another setting went further
+    by each of MARGINS, and at DEFAULT_MARGIN when a setting as far that kept the nuclei better replaces it."""
+    ways = {"no default weighed (the furthest wins)": lambda r: cal.choose(r["rows"], r["unaffected"])}
+    for margin in MARGINS[1:]:
+        label = f"{margin:g}" + (" (used)" if margin == DEFAULT_MARGIN else "")
+        ways[label] = lambda r, m=margin: rule(r["rows"], r["unaffected"], margin=m)
+    ways[f"{DEFAULT_MARGIN:g}, but a setting as far that kept the nuclei better replaces the default"] = kept_better
+    lines = [
+        [label, *(f"{sum(verdict(r['rows'], way(r))[1] for r in results)} / {len(results)}" for results in groups)]
+        for label, way in ways.items()
+        for groups in [[*(s[1] for s in sets), together]]
+    ]
     return table(["further than the default by", *(f"met, {n}" for n, _, _ in sets), "met, pooled"], lines)
+
+
+def kept_better(result: dict):
+    """calibrate's choice, unless it is the default and a setting at least as far kept the nuclei better (then the
+    furthest of those, the best kept of them)."""
+    choice = rule(result["rows"], result["unaffected"])
+    if choice.row is None or _key(choice.row) != DEFAULT:
+        return choice
+    lost = lambda r: r["kept_control"] - r["kept"]  # noqa: E731
+    better = [
+        r
+        for r in result["rows"]
+        if cal.keeps_cells(r, result["unaffected"])
+        and min(r["reached"], 1.0) >= min(choice.row["reached"], 1.0)
+        and lost(r) < lost(choice.row)
+    ]
+    if not better:
+        return choice
+    row = max(better, key=lambda r: (min(r["reached"], 1.0), -lost(r)))
+    return cal.Choice(row, "calibrated", "", row)
 
 
 def difference_spread(sets: list[tuple[str, list[dict], dict]]) -> tuple[float, int]:
@@ -361,11 +378,12 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
                 tolerance_lines,
             ),
             "",
-            "The project default, what every case's checkpoint translates with uncalibrated, stays unless another "
+            "The project default, what every case's checkpoint translates with uncalibrated, is chosen unless another "
             "setting that keeps the nuclei went further by a margin (calibrate's DEFAULT_MARGIN, "
-            f"{DEFAULT_MARGIN:g}: a setting's share of the way minus the default's, on the same fields, changed from "
-            f"the first set to the second by a robust standard deviation of {spread:.3f} over the {changes} settings that kept "
-            f"the nuclei, and {DEFAULT_MARGIN:g} is about 1.645 of it); the rule at other margins:",
+            f"{DEFAULT_MARGIN:g}: a setting's share of the way minus the default's, on the same fields, spreads from one "
+            f"sample of fields to another by {spread:.3f}, one set's robust standard deviation from the change between "
+            f"the first two sets (median x 1.4826 / sqrt 2) over the {changes} settings that kept the nuclei, and "
+            f"{DEFAULT_MARGIN:g} is about 1.645 of it); the rule at other margins:",
             "",
             margin_table(sets, together),
             "",

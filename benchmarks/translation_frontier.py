@@ -247,10 +247,12 @@ def run(args) -> dict:
             progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True),
         )
         untranslated = score(phenotype, model, classifier, sets[source], sets[target], target, sets[source]["images"])
+        default = asdict(cal.uncalibrated_setting(model.manifest, source, target))
         results["directions"][f"{source}->{target}"] = {
             "rows": rows,
             "untranslated": untranslated,
-            "calibrated": _calibrated(rows, model.channel_names),
+            "default": default,
+            "calibrated": _calibrated(rows, model.channel_names, default),
             "truth_optimum": truth_optimum(rows),
             "seconds": time.perf_counter() - start,
         }
@@ -258,10 +260,14 @@ def run(args) -> dict:
     return results
 
 
-def _calibrated(rows: list[dict], channel_names: list[str]) -> dict:
-    """calibrate's rule on the rows: its choice, or the closest when it would store nothing."""
-    default = cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)  # the checkpoints' uncalibrated
-    return cal.choose(rows, [channel_names[cellmeasure.nuclear_channel(channel_names)]], default=default).best
+def _calibrated(rows: list[dict], channel_names: list[str], default: dict | None) -> dict:
+    """calibrate's rule on the rows, weighed against the checkpoint's setting without calibration (`default`, as
+    recorded; runs that did not record it were all of pixel models, whose setting is the project default): its
+    choice, or the closest when it would store nothing."""
+    without = (
+        cal.setting_of(default) if default else cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)
+    )
+    return cal.choose(rows, [channel_names[cellmeasure.nuclear_channel(channel_names)]], default=without).best
 
 
 def markdown(results: dict, args, figure: Path) -> str:
@@ -406,7 +412,7 @@ def main() -> None:
         results = json.loads(saved.read_text())
         for entry in results["directions"].values():  # the choice under the current rule (core/calibrate.py)
             if "kept_control" in entry["rows"][0]:  # runs before the controls were swept keep their old choice
-                entry["calibrated"] = _calibrated(entry["rows"], ["DNA"])
+                entry["calibrated"] = _calibrated(entry["rows"], ["DNA"], entry.get("default"))
     else:
         results = run(args)
         saved.write_text(json.dumps(results, indent=1, default=float))

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import napari
-from qtpy.QtCore import QEventLoop
+from qtpy.QtCore import QEventLoop, QTimer
 from qtpy.QtWidgets import QApplication
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -125,11 +125,14 @@ def translate_shots() -> None:
 
 
 def wait(worker) -> None:
-    """Run Qt's event loop until the worker ends, idle as napari's own loop waits (polling would take a CPU core)."""
+    """Run Qt's event loop until the dock has handled the end of the run, idle as napari's own loop waits (a loop of
+    processEvents would take a CPU core from the run); a timer looks, so an end before this call is not missed."""
     loop = QEventLoop()
-    worker.finished.connect(loop.quit)
-    if not getattr(worker, "dock_done", False):
-        loop.exec()
+    timer = QTimer()
+    timer.timeout.connect(lambda: worker.dock_done and loop.quit())
+    timer.start(100)
+    loop.exec()
+    timer.stop()
 
 
 def shoot(viewer, dock, name: str) -> None:

@@ -96,7 +96,7 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
 
 
-def test_the_uncalibrated_setting_stays_unless_another_goes_clearly_further():
+def test_the_uncalibrated_setting_is_chosen_unless_another_goes_clearly_further():
     default = cal.Setting(0.3, 4.0)
     rows = [
         row(0.3, 4.0, 0.91, 0.84, kept_control=0.95),  # the checkpoint's setting without calibration
@@ -107,12 +107,20 @@ def test_the_uncalibrated_setting_stays_unless_another_goes_clearly_further():
     choice = cal.choose(rows, default=default)
     assert choice.row is rows[0] and choice.status == "calibrated" and choice.best is rows[0]
     assert "s 0.3, w 4 (source), the checkpoint's setting without calibration, went 0.91" in choice.reason
-    assert "went 0.1 further (the furthest, s 0.6, w 2 (source), 0.97), so it stays" in choice.reason
+    assert "went 0.1 further (the furthest, s 0.6, w 2 (source), 0.97), so it is chosen" in choice.reason
+    assert cal.choose(rows, default=cal.Setting(0.1 + 0.2, 4.0)).row is rows[0]  # the same walk, however computed
     rows[1]["reached"] = 1.2  # all the way (capped at 1): 0.09 further is still within the margin
     assert cal.choose(rows, default=default).row is rows[0]
-    rows[0]["reached"] = 1.0  # as far (all the way): the default stays where a tie went to the gentlest
+    # as far (all the way): the default is chosen, though without it the tie went to s 0.6, which kept more (a
+    # difference in what was kept within the tolerance is no evidence either)
+    rows[0]["reached"] = 1.0
+    assert cal.choose(rows).row is rows[1]
     choice = cal.choose(rows, default=default)
-    assert choice.row is rows[0] and "none of the 3 settings that kept them went further, so it stays" in choice.reason
+    assert choice.row is rows[0] and "none of the 3 settings that kept them went further, so it is" in choice.reason
+    rows[1]["reached"] = 0.5  # the default is the furthest itself: chosen as the furthest
+    choice = cal.choose(rows, default=default)
+    assert choice.row is rows[0] and "went 1.00 of the way to the real target, the furthest of the 3" in choice.reason
+    rows[1]["reached"] = 1.2
     rows[0]["reached"] = 0.85  # 0.15 behind: the other went clearly further
     assert cal.choose(rows, default=default).row is rows[1]
     assert cal.choose(rows, default=default, margin=0.2).row is rows[0]
@@ -122,16 +130,29 @@ def test_the_uncalibrated_setting_stays_unless_another_goes_clearly_further():
     rows[1]["reached"] = 0.52
     assert cal.choose(rows, default=default).row is rows[1]
     assert cal.choose(rows, default=cal.Setting(0.3, 4.0, "null")).row is rows[1]  # another setting: no match
+    without = [row(0.2, 1.0, 0.85, 0.95), row(0.4, 1.0, 0.9, 0.9)]  # without guidance, the negative changes nothing
+    assert cal.choose(without, default=cal.Setting(0.2, 1.0, "null", guidance_interval=(0.5, 1.0))).row is without[0]
+
+
+def test_the_uncalibrated_setting_is_swept_when_the_settings_leave_it_out():
+    default = cal.Setting(0.3, 4.0)
+    asked = cal.grid([0.25, 0.5], [1.0, 3.0])
+    assert cal.with_default(asked, default) == [*asked, default]
+    assert cal.with_default(cal.grid(), default) == cal.grid()  # the default grid has it
+    same = [cal.Setting(0.1 + 0.2, 4.0)]
+    assert cal.with_default(same, default) == same
 
 
 def test_the_uncalibrated_setting_ignores_a_stored_calibration(checkpoint):
     model = pd.load_checkpoint(checkpoint, device="cpu")
-    before = cal.uncalibrated_setting(model, "untreated", "TNFa")
+    before = cal.uncalibrated_setting(model.manifest, "untreated", "TNFa")
     assert before == cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)
     cal.store_calibration(checkpoint, "untreated", "TNFa", {"strength": 0.6, "guidance": 2.0, "negative": "source"})
     calibrated = pd.load_checkpoint(checkpoint, device="cpu")
     assert translation_options(calibrated, "untreated", "TNFa")[0].strength == 0.6  # what translations now use
-    assert cal.uncalibrated_setting(calibrated, "untreated", "TNFa") == before  # what calibration weighs against
+    assert cal.uncalibrated_setting(calibrated.manifest, "untreated", "TNFa") == before  # what calibration weighs
+    own = {**calibrated.manifest, "translation_defaults": {"strength": 1.0, "keep_channels": ["DNA"]}}
+    assert cal.uncalibrated_setting(own, "untreated", "TNFa") == cal.Setting(1.0, TranslateOptions().guidance)
 
 
 def test_an_unreliable_classifier_is_not_a_witness(sim_data):
@@ -396,8 +417,10 @@ def test_calibrate_writes_the_frontier_and_becomes_the_default(checkpoint, sim_d
     printed = capsys.readouterr().out
     assert "chosen: strength" in printed
     saved = json.loads((out / "calibration.json").read_text())
-    assert len(saved["rows"]) == 4 and (out / "frontier.png").stat().st_size > 0
+    # the four settings asked for and the checkpoint's setting without calibration, which the rule weighs them against
     without = TranslateOptions()  # what the copy translated with before: recorded beside the bars it was weighed with
+    assert len(saved["rows"]) == 5 and (out / "frontier.png").stat().st_size > 0
+    assert [(r["strength"], r["guidance"]) for r in saved["rows"]][-1] == (without.strength, without.guidance)
     assert saved["rules"]["default"] == dict(
         strength=without.strength,
         guidance=without.guidance,

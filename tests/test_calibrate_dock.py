@@ -50,8 +50,9 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     text = dock.status.text()
     assert record["reason"][:40] in text and str(tmp_path / "frontier") in text
     assert record["steps"] == 2 and record["images"] == 4  # the dock's steps; every source image of the folder
-    # 3 settings and 2 controls (one per strength) translated, then 3 settings scored: counted to the end
-    assert steps[-1] == (8, 8)
+    # 3 settings, the checkpoint's setting without calibration (s 0.3, w 4) and 2 controls (one per strength)
+    # translated, then 4 settings scored: counted to the end
+    assert steps[-1] == (10, 10)
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:
@@ -86,16 +87,26 @@ def test_a_stored_choice_becomes_the_dock_setting(qtbot, dock, sim_data, tmp_pat
 def test_a_choice_stored_after_a_late_cancel_is_shown(qtbot, dock, sim_data, tmp_path, calibrates, monkeypatch):
     import time
 
+    from qtpy.QtCore import QObject, Signal
+
+    class Bell(QObject):
+        rung = Signal()
+
+    bell = Bell()  # lives in the test's (main) thread: rung from the worker, it presses Cancel there
+    bell.rung.connect(dock.cancel)
     writing = cal.write_frontier
 
-    def slowly(*args, **kwargs):  # Cancel arrives while the last step writes and stores
-        time.sleep(1.0)
+    def meanwhile(*args, **kwargs):  # Cancel arrives while the last step writes and stores, past the worker's check
+        bell.rung.emit()
+        deadline = time.monotonic() + 10
+        while not worker.abort_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
         return writing(*args, **kwargs)
 
-    monkeypatch.setattr(cal, "write_frontier", slowly)
+    monkeypatch.setattr(cal, "write_frontier", meanwhile)
     worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
-    worker.yielded.connect(lambda message: dock.cancel() if getattr(message, "step", 0) == 8 else None)
     wait_for(qtbot, worker, WAIT_MS)
+    assert worker.abort_requested  # Cancel was pressed
     assert "untreated->TNFa" in stored(tmp_path / "model")
     assert "Calibrated untreated → TNFa" in dock.status.text() and "Cancelled" not in dock.status.text()
 

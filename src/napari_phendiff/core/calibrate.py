@@ -35,7 +35,7 @@ from typing import Callable, Generator, Iterator, Sequence
 import numpy as np
 
 from . import cells as cellmeasure
-from .calibration_rule import Choice, bars, choose, setting_of
+from .calibration_rule import Choice, bars, choose, setting_of, uncalibrated_setting, with_default
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
     KEPT_FLOOR,
     KEPT_TOLERANCE,
@@ -66,7 +66,6 @@ from .options import (
     check_count,
     direction_key,
     model_defaults,
-    resolve_options,
 )
 from .sweep import Setting, follow, iter_sweep_pairs
 from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
@@ -145,7 +144,7 @@ def iter_calibrate(
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
     checkpoint's manifest as the default for source -> target. Yields (done, total) as the sweep goes: each
     translation, then each setting scored; returns the record of the choice, with `status`. Closed early (a cancel),
-    it writes and stores nothing.
+    it writes and stores nothing. The checkpoint's setting without calibration is swept too: the rule weighs by it.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
@@ -161,6 +160,8 @@ def iter_calibrate(
         _check_storable(checkpoint, path)
     model = load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
     _check_direction(model, path, source, target)
+    default = uncalibrated_setting(model.manifest, source, target)
+    settings = with_default(settings, default)
     unaffected = _unaffected_channels(model, unaffected)
     check_calibration_folder(data, source, target)
     with _calibration_locks(out, path, store):
@@ -169,28 +170,18 @@ def iter_calibrate(
         base = _base_options(model, steps, seed, batch_size, keep_channels)
         witnesses = _witnesses(model, images, stack, target_images, target, base, unaffected, classifier_steps, seed)
         rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses)
-        default = uncalibrated_setting(model, source, target)
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels], default=default)
         record = _record(
             choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
         )
         baseline = _untranslated(model, witnesses, stack, target)
-        rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY, "default": asdict(default)}
-        write_frontier(out, rows, choice, record, baseline, source, target, rules)
+        rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
+        write_frontier(out, rows, choice, record, baseline, source, target, rules, default)
         if store and choice.status == "calibrated":
             store_calibration(path, source, target, record)
             if witnesses.trusted:  # for reveal's masks (core/reveal_classifier.py)
                 save_classifier(witnesses.classifier, path)
         return record
-
-
-def uncalibrated_setting(model, source: str, target: str) -> Setting:
-    """The setting the checkpoint translates source -> target with when no calibration is stored: its own defaults
-    (translation_defaults), else the project's. Calibration keeps it unless another setting goes clearly further."""
-    manifest = {k: v for k, v in model.manifest.items() if k != "calibration"}
-    options, _ = resolve_options(manifest, source, target)
-    low, high = options.guidance_interval
-    return Setting(options.strength, options.guidance, options.negative, options.inversion, (low, high))
 
 
 def _checked_sweep(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, setting_of
@@ -15,11 +16,18 @@ from .sweep import Setting
 
 
 def write_frontier(
-    out: Path, rows: list[dict], choice: Choice, record: dict, baseline: dict, source: str, target: str, rules: dict
+    out: Path,
+    rows: list[dict],
+    choice: Choice,
+    record: dict,
+    baseline: dict,
+    source: str,
+    target: str,
+    rules: dict,
+    default: Setting | None = None,
 ) -> None:
     """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing). `rules`: the
-    bars the choice was made with (and the setting without calibration, "default"), recorded in calibration.json."""
-    default = rules.get("default")
+    bars the choice was made with, recorded in calibration.json with the setting without calibration (`default`)."""
     with atomic_folder(out) as folder:
         _write_rows(folder / "frontier.csv", rows)
         (folder / "calibration.json").write_text(
@@ -28,7 +36,7 @@ def write_frontier(
                     "direction": direction_key(source, target),
                     "chosen": record,
                     "baseline_untranslated": baseline,
-                    "rules": rules,
+                    "rules": {**rules, "default": asdict(default) if default else None},
                     "rows": rows,
                 },
                 indent=2,
@@ -41,7 +49,7 @@ def write_frontier(
             choice,
             baseline,
             f"{source} -> {target}",
-            Setting(**{**default, "guidance_interval": tuple(default["guidance_interval"])}) if default else None,
+            default,
         )
 
 
@@ -82,7 +90,7 @@ def frontier_figure(
     ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
     for r in rows:
-        if default is not None and setting_of(r) == default:
+        if default is not None and setting_of(r).walk() == default.walk():
             ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
     ax.plot(
         [lost(choice.best)],

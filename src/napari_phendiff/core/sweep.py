@@ -29,6 +29,18 @@ class Setting:
     def options(self, base: TranslateOptions) -> TranslateOptions:
         return TranslateOptions.from_record({**base.record(), **asdict(self)})
 
+    def walk(self) -> Setting:
+        """The setting as the walk runs it, for telling settings apart: without guidance the negative and the
+        interval change nothing, and strengths and scales are compared to 6 decimals (0.1 + 0.2 is 0.3)."""
+        guided = self.guidance != 1.0
+        return Setting(
+            round(self.strength, 6),
+            round(self.guidance, 6),
+            self.negative if guided else "source",
+            self.inversion,
+            (round(self.guidance_interval[0], 6), round(self.guidance_interval[1], 6)) if guided else (0.0, 1.0),
+        )
+
     def label(self) -> str:
         guided = f"w {self.guidance:g} ({self.negative})" if self.guidance != 1.0 else "no guidance"
         if self.guidance != 1.0 and tuple(self.guidance_interval) != (0.0, 1.0):
