@@ -9,8 +9,9 @@ measured tie windows, which trade cells for overlap, against none: none met the 
 setting the checkpoint translates with uncalibrated (`default`) is chosen unless another that keeps the nuclei
 went DEFAULT_MARGIN further: a smaller lead may be only the sampling of the held-out images, no evidence that the
 other setting moves more cells; nor is a setting within the margin that kept the nuclei a little better (letting one
-replace the default met the target in fewer directions: benchmarks/calibration_witnesses.py). If no setting that keeps the nuclei reached REACHED_MIN of the way, or none keeps
-them, the sweep is reported as such and nothing is stored.
+replace the default met the target in fewer directions: benchmarks/calibration_witnesses.py). If no setting that
+keeps the nuclei reached REACHED_MIN of the way, or none keeps them, the sweep is reported as such and nothing is
+stored.
 benchmarks/calibration_rule.py checks the choice against the simulator's ground truth.
 """
 
@@ -120,9 +121,9 @@ def choose(
             f"{reached_min:g} needed).",
             best,
         )
-    kept = next((r for r in feasible if default is not None and setting_of(r).walk() == default.walk()), None)
-    if kept is not None and kept is not best and _reached(kept) >= max(furthest - margin, reached_min):
-        return Choice(kept, "calibrated", _why_default(kept, best, len(feasible), tolerance, margin), kept)
+    stays = next((r for r in feasible if default is not None and made_with(r, default)), None)
+    if stays is not None and stays is not best and _reached(stays) >= max(furthest - margin, reached_min):
+        return Choice(stays, "calibrated", _why_default(stays, best, len(feasible), tolerance, margin), stays)
     return Choice(best, "calibrated", _why(best, feasible, len(tied), furthest, tolerance), best)
 
 
@@ -162,18 +163,18 @@ def _why(best: dict, feasible: list[dict], tied: int, furthest: float, tolerance
     )
 
 
-def _why_default(default: dict, furthest: dict, feasible: int, tolerance: float, margin: float) -> str:
-    """One sentence on why the checkpoint's setting without calibration was chosen."""
+def _why_default(row: dict, furthest: dict, feasible: int, tolerance: float, margin: float) -> str:
+    """One sentence on why the checkpoint's setting without calibration (its `row`) was chosen."""
     others = (
         f"none of the {feasible} settings that kept them went further"
-        if _reached(furthest) <= _reached(default)
+        if _reached(furthest) <= _reached(row)
         else f"none of the {feasible} settings that kept them went {margin:g} further (the furthest, "
         f"{_label(furthest)}, {_reached(furthest):.2f})"
     )
     return (
-        f"{_label(default)}, the checkpoint's setting without calibration, went {_reached(default):.2f} of the way to "
+        f"{_label(row)}, the checkpoint's setting without calibration, went {_reached(row):.2f} of the way to "
         f"the real target and kept the nuclei within {tolerance:g} of the source -> source control (it kept "
-        f"{default['kept']:.2f}, the control {default.get('kept_control', 1.0):.2f}); {others}, so it is chosen."
+        f"{row['kept']:.2f}, the control {row.get('kept_control', 1.0):.2f}); {others}, so it is chosen."
     )
 
 
@@ -183,6 +184,11 @@ def setting_of(row: dict) -> Setting:
     if "guidance_interval" in given:
         given["guidance_interval"] = tuple(given["guidance_interval"])
     return Setting(**given)
+
+
+def made_with(row: dict, setting: Setting) -> bool:
+    """Whether a sweep row's translation walked as `setting` does (Setting.walk)."""
+    return setting_of(row).walk() == setting.walk()
 
 
 def uncalibrated_setting(manifest: dict, source: str, target: str) -> Setting:

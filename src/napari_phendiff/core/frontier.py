@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, setting_of
+from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, made_with, setting_of
 from .checkpoint import atomic_folder
 from .options import direction_key
 from .sweep import Setting
@@ -43,14 +43,7 @@ def write_frontier(
                 default=float,
             )
         )
-        frontier_figure(
-            folder / "frontier.png",
-            rows,
-            choice,
-            baseline,
-            f"{source} -> {target}",
-            default,
-        )
+        frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}", default)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -90,7 +83,7 @@ def frontier_figure(
     ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
     for r in rows:
-        if default is not None and setting_of(r).walk() == default.walk():
+        if default is not None and made_with(r, default):
             ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
     ax.plot(
         [lost(choice.best)],
