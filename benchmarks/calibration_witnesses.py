@@ -21,7 +21,9 @@ calibration_rule.py `choose`) and judged by calibration_rule.py's `verdict` agai
 - how a translated cell is counted as moved: cellstats.target_like (the |d|-weighted majority of the measurements that
   tell the real conditions apart), the strongest measurement alone, the two strongest, and a linear discriminant
   (pooled covariance) of the real cells;
-- the tolerance on every set, and the two sets pooled (32 fields per direction).
+- the tolerance on every set, and the two sets pooled (32 fields per direction);
+- a choice carried to other fields: made on one set (or the others pooled), judged on another set's truth, for
+  calibrate's rule, the truth-best setting and the project default.
 The per-direction measures are cached beside each set's translations (WORK/witnesses/).
 """
 
@@ -50,9 +52,19 @@ from napari_phendiff.core.cellstats import (
 from napari_phendiff.core.dataset import load_folder
 from napari_phendiff.core.models import load_checkpoint
 
-from calibration_rule import CASES, DEFAULT, _cache_key, _key, load_results, resolve, rule, verdict
+from calibration_rule import (
+    CASES,
+    DEFAULT,
+    NOTHING_TO_FIND,
+    _cache_key,
+    _key,
+    load_results,
+    resolve,
+    rule,
+    verdict,
+)
 from report import table, write_section
-from translation_frontier import IDENTITY_MIN, folder_sets, simulated_sets
+from translation_frontier import IDENTITY_MIN, folder_sets, simulated_sets, truth_optimum
 
 KEPT = {  # cache key: what the tables call it
     "iou": "IoU (calibrate's)",
@@ -320,6 +332,56 @@ def kept_better(result: dict):
     return cal.Choice(row, "calibrated", "", row)
 
 
+def carried(choice: cal.Choice, judged: dict) -> bool:
+    """Whether a choice made on one set's fields meets the target on another's (`judged`, the same direction): the
+    setting translates other images, as calibrate's stored choice does a user's."""
+    same = {_key(x): x for x in judged["rows"]}
+    if choice.row is None:
+        return verdict(judged["rows"], cal.Choice(None, choice.status, "", same[_key(choice.best)]))[1]
+    return verdict(judged["rows"], cal.Choice(same[_key(choice.row)], "calibrated", "", choice.best))[1]
+
+
+CARRIED = {  # what chooses, from one direction's sweep: a Choice
+    "calibrate's rule (no truth)": lambda r: rule(r["rows"], r["unaffected"]),
+    "the truth-best setting (truth)": lambda r: truth_choice(r["rows"]),
+    "the project default": lambda r: cal.Choice(
+        next(x for x in r["rows"] if _key(x) == DEFAULT), "calibrated", "", None
+    ),
+}
+
+
+def truth_choice(rows: list[dict]) -> cal.Choice:
+    """What a rule that saw the truth would choose: the truth-best setting, or nothing where it moved at most
+    NOTHING_TO_FIND of the cells or kept no identity (where `verdict` counts storing nothing as right)."""
+    best = truth_optimum(rows)
+    if best["transfer"] <= NOTHING_TO_FIND or best["identity"] < IDENTITY_MIN:
+        return cal.Choice(None, "not moved", "", best)
+    return cal.Choice(best, "calibrated", "", best)
+
+
+def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
+    """Directions met on each set by a choice made on its own fields (as the tables above judge calibrate's), on
+    another set's, or on the others pooled."""
+    lines = []
+    for b, (judged_name, judged, _) in enumerate(sets):
+        others = [s for a, s in enumerate(sets) if a != b]
+        sources = [(f"{judged_name} (the same fields)", judged), *((name, results) for name, results, _ in others)]
+        if len(others) > 1:
+            sources.append((" and ".join(name for name, _, _ in others) + ", pooled", pooled(others)))
+        for chosen_name, chosen in sources:
+            lines.append(
+                [
+                    judged_name,
+                    chosen_name,
+                    *(
+                        f"{sum(carried(way(c), j) for c, j in zip(chosen, judged))} / {len(judged)}"
+                        for way in CARRIED.values()
+                    ),
+                ]
+            )
+    return table(["judged on", "chosen on", *(f"met, {label}" for label in CARRIED)], lines)
+
+
 def difference_spread(sets: list[tuple[str, list[dict], dict]]) -> tuple[float, int]:
     """How much a setting's reached minus the default's (the same fields) changes from the first set to the second:
     the robust standard deviation of one set's difference (median absolute change x 1.4826 / sqrt 2), over the
@@ -386,6 +448,13 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             f"{DEFAULT_MARGIN:g} is about 1.645 of it); the rule at other margins:",
             "",
             margin_table(sets, together),
+            "",
+            "A stored choice translates other images than those it was chosen on. Each set judged (its truth) with "
+            "the choice made on its own fields, on another set's fields or on the others pooled; beside calibrate's "
+            "rule, a rule that saw the truth (the truth-best setting; nothing stored where it moved at most "
+            f"{NOTHING_TO_FIND:g} of the cells) and the project default:",
+            "",
+            carried_table(sets),
             "",
             "Missed on every set and pooled, at the rule's bars: "
             + (", ".join(f"{case} {source} -> {target}" for case, source, target in always_missed(sets)) or "none")
