@@ -332,13 +332,23 @@ def kept_better(result: dict):
     return cal.Choice(row, "calibrated", "", row)
 
 
-def carried(choice: cal.Choice, judged: dict) -> bool:
-    """Whether a choice made on one set's fields meets the target on another's (`judged`, the same direction): the
-    setting translates other images, as calibrate's stored choice does a user's."""
+def carried(choice: cal.Choice, judged: dict) -> cal.Choice:
+    """A choice made on one set's fields as it translates another's (`judged`, the same direction): its setting's row
+    there, as calibrate's stored choice translates a user's other images."""
     same = {_key(x): x for x in judged["rows"]}
     if choice.row is None:
-        return verdict(judged["rows"], cal.Choice(None, choice.status, "", same[_key(choice.best)]))[1]
-    return verdict(judged["rows"], cal.Choice(same[_key(choice.row)], "calibrated", "", choice.best))[1]
+        return cal.Choice(None, choice.status, "", same[_key(choice.best)])
+    return cal.Choice(same[_key(choice.row)], "calibrated", "", None)
+
+
+def worse_than_default(rows: list[dict], choice: cal.Choice) -> bool:
+    """What the user translates with after the choice (the stored setting, else the default as it was) moved more
+    than 0.05 less of the cells than the project default, or lost identity, where the default kept it."""
+    default = next(x for x in rows if _key(x) == DEFAULT)
+    used = choice.row or default
+    return default["identity"] >= IDENTITY_MIN and (
+        used["identity"] < IDENTITY_MIN or used["transfer"] < default["transfer"] - 0.05
+    )
 
 
 CARRIED = {  # what chooses, from one direction's sweep: a Choice
@@ -369,17 +379,21 @@ def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
         if len(others) > 1:
             sources.append((" and ".join(name for name, _, _ in others) + ", pooled", pooled(others)))
         for chosen_name, chosen in sources:
+            choices = {label: [carried(way(c), j) for c, j in zip(chosen, judged)] for label, way in CARRIED.items()}
+            mine = choices[next(iter(CARRIED))]
             lines.append(
                 [
                     judged_name,
                     chosen_name,
                     *(
-                        f"{sum(carried(way(c), j) for c, j in zip(chosen, judged))} / {len(judged)}"
-                        for way in CARRIED.values()
+                        f"{sum(verdict(j['rows'], c)[1] for c, j in zip(made, judged))} / {len(judged)}"
+                        for made in choices.values()
                     ),
+                    f"{sum(worse_than_default(j['rows'], c) for c, j in zip(mine, judged))} / {len(judged)}",
                 ]
             )
-    return table(["judged on", "chosen on", *(f"met, {label}" for label in CARRIED)], lines)
+    head = ["judged on", "chosen on", *(f"met, {label}" for label in CARRIED), "calibrate's worse than the default"]
+    return table(head, lines)
 
 
 def difference_spread(sets: list[tuple[str, list[dict], dict]]) -> tuple[float, int]:
@@ -452,7 +466,9 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "A stored choice translates other images than those it was chosen on. Each set judged (its truth) with "
             "the choice made on its own fields, on another set's fields or on the others pooled; beside calibrate's "
             "rule, a rule that saw the truth (the truth-best setting; nothing stored where it moved at most "
-            f"{NOTHING_TO_FIND:g} of the cells) and the project default:",
+            f"{NOTHING_TO_FIND:g} of the cells) and the project default; *worse than the default*: what the user "
+            "translates with after calibrate (its stored choice, else the default as it was) moved more than 0.05 less "
+            "of the cells than the project default, or lost identity, where the default kept identity >= 0.9:",
             "",
             carried_table(sets),
             "",
