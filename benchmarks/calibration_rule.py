@@ -130,7 +130,7 @@ def run_case(name: str, args) -> None:
         start = time.perf_counter()
         if cache.is_file():
             stored = np.load(cache)
-            out = {pair: stored[_cache_key(pair)] for pair in _pairs(settings, source, target)}
+            out = {pair: stored[_cache_key(pair)] for pair in cal.with_controls(settings, source, target)}
             seconds = json.loads(saved.read_text())["seconds"] if saved.is_file() else float("nan")
         else:
             out = sweep_with_controls(
@@ -164,10 +164,6 @@ def run_case(name: str, args) -> None:
         }
         saved.write_text(json.dumps(result, indent=1, default=float))
         print(f"\n{name} {source}->{target}: {choice.status}: {choice.reason} ({seconds:.0f} s)", flush=True)
-
-
-def _pairs(settings: list[cal.Setting], source: str, target: str) -> list[tuple[str, cal.Setting]]:
-    return [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
 
 
 def _cache_key(pair: tuple[str, cal.Setting]) -> str:

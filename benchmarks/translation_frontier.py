@@ -130,8 +130,7 @@ def sweep_with_controls(
     base: TranslateOptions,
     progress=None,
 ) -> dict:
-    pairs = [(target, s) for s in settings] + [(source, cal.control_of(s)) for s in settings]
-    return cal.sweep_pairs(model, stack, source, pairs, base, progress=progress)
+    return cal.sweep_pairs(model, stack, source, cal.with_controls(settings, source, target), base, progress=progress)
 
 
 def score_rows(

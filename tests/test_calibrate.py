@@ -572,6 +572,35 @@ def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoin
 
 
 @pytest.mark.slow
+def test_the_progress_moves_while_the_folder_is_read_and_the_witnesses_prepared(
+    checkpoint, sim_data, tmp_path, monkeypatch
+):
+    seen = []
+    train = cal.train_classifier
+
+    def training(*args, **kwargs):  # the folder was read and counted as a step before the classifier trains
+        assert seen == [(0, 9), (1, 9)]
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(cal, "train_classifier", training)
+    settings = cal.grid([0.5], [3.0])  # with the uncalibrated s 0.3, w 4 and a control per strength: 4 translations
+    cal.calibrate(
+        checkpoint,
+        sim_data,
+        "untreated",
+        "TNFa",
+        tmp_path / "c",
+        settings=settings,
+        n=2,
+        steps=4,
+        classifier_steps=5,
+        store=False,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    # read, classifier trained, real cells measured; 4 translations; 2 settings scored
+    assert seen == [(step, 9) for step in range(10)]
+
+
 def test_a_stored_calibration_keeps_its_classifier_for_reveal(checkpoint, sim_data, tmp_path, monkeypatch):
     from napari_phendiff.core.features import CLASSIFIER_FOLDER, stored_classifier
 

@@ -50,9 +50,9 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     text = dock.status.text()
     assert record["reason"][:40] in text and str(tmp_path / "frontier") in text
     assert record["steps"] == 2 and record["images"] == 4  # the dock's steps; every source image of the folder
-    # 3 settings, the checkpoint's setting without calibration (s 0.3, w 4) and 2 controls (one per strength)
-    # translated, then 4 settings scored: counted to the end
-    assert steps[-1] == (10, 10)
+    # the folder read, the classifier trained, the real cells measured; 3 settings, the checkpoint's setting without
+    # calibration (s 0.3, w 4) and 2 controls (one per strength) translated, then 4 settings scored: to the end
+    assert steps[-1] == (13, 13)
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:

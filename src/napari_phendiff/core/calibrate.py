@@ -53,6 +53,7 @@ from .checkpoint import (
     resolve_checkpoint,
 )
 from .models import load_checkpoint
+from .models.base import ConditionedModel
 from .dataset import load_folder, scan_folder
 from .errors import CheckpointError, ConfigError, DataError
 from .features import save_classifier, train_classifier
@@ -67,7 +68,7 @@ from .options import (
     direction_key,
     model_defaults,
 )
-from .sweep import Setting, follow, iter_sweep_pairs
+from .sweep import Setting, control_of, follow, iter_sweep_pairs, with_controls
 from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
 from .witnesses import Witnesses, left_out_channels, target_probability
@@ -78,6 +79,7 @@ GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
 NO_STORE = " (or calibrate with store=False, --no-store)"  # the command line's way out (a dock leaves it out)
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
+PREPARATION = 3  # steps counted before the sweep: the folder read, the classifier trained, the real cells measured
 
 
 def grid(
@@ -98,14 +100,6 @@ def grid(
                             Setting(float(s), float(w), negative, inversion, (float(interval[0]), float(interval[1])))
                         )
     return settings
-
-
-def control_of(setting: Setting) -> Setting:
-    """The source -> source translation that shows what `setting` changes anyway. Guidance against the source
-    condition has no effect when the target is the source, so those controls are one per strength and inversion."""
-    if setting.negative == "source":
-        return Setting(setting.strength, 1.0, "source", setting.inversion)
-    return setting
 
 
 def calibrate(
@@ -142,9 +136,10 @@ def iter_calibrate(
 ) -> Generator[tuple[int, int], None, dict]:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
-    checkpoint's manifest as the default for source -> target. Yields (done, total) as the sweep goes: each
-    translation, then each setting scored; returns the record of the choice, with `status`. Closed early (a cancel),
-    it writes and stores nothing. The checkpoint's setting without calibration is swept too: the rule weighs by it.
+    checkpoint's manifest as the default for source -> target. Yields (done, total) as it goes: the folder read,
+    the classifier trained and the real cells measured (PREPARATION), each translation, then each setting scored;
+    returns the record of the choice, with `status`. Closed early (a cancel), it writes and stores nothing. The
+    checkpoint's setting without calibration is swept too: the rule weighs by it.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
@@ -155,20 +150,18 @@ def iter_calibrate(
     """
     settings, n = _checked_sweep(settings, n, steps, classifier_steps)
     out = claim_new_folder(out, "the calibration")
-    path = resolve_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.path
-    if store:  # before the sweep, not after it
-        _check_storable(checkpoint, path)
-    model = load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
+    path, model = _opened(checkpoint, store, device)
     _check_direction(model, path, source, target)
     default = uncalibrated_setting(model.manifest, source, target)
     settings = with_default(settings, default)
     unaffected = _unaffected_channels(model, unaffected)
+    base = _base_options(model, steps, seed, batch_size, keep_channels)
     check_calibration_folder(data, source, target)
     with _calibration_locks(out, path, store):
-        images = load_folder(data)
-        stack, target_images = _held_out(images, source, target, n)
-        base = _base_options(model, steps, seed, batch_size, keep_channels)
-        witnesses = _witnesses(model, images, stack, target_images, target, base, unaffected, classifier_steps, seed)
+        total = PREPARATION + len(with_controls(settings, source, target)) + len(settings)
+        stack, witnesses = yield from _prepared(
+            model, data, source, target, n, base, unaffected, classifier_steps, seed, total
+        )
         rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses)
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels], default=default)
         record = _record(
@@ -223,27 +216,44 @@ def _base_options(
     return base
 
 
-def _witnesses(
+def _opened(checkpoint, store: bool, device: str) -> tuple[Path, ConditionedModel]:
+    """The checkpoint's folder, checked to take a stored choice (store=True), and its model (loaded unless given)."""
+    path = resolve_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.path
+    if store:  # before the sweep, not after it
+        _check_storable(checkpoint, path)
+    return path, load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
+
+
+def _prepared(
     model,
-    images,
-    stack: np.ndarray,
-    target_images: list[np.ndarray],
+    data,
+    source: str,
     target: str,
-    base: TranslateOptions,
+    n: int | None,
+    base,
     unaffected: list[str],
     classifier_steps: int,
     seed: int,
-) -> Witnesses:
-    """What scores the sweep: a condition classifier trained on the real images (trusted only when it tells the
-    held-out ones apart well enough), the real cells' measurements, and the channels that should not change."""
+    total: int,
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, Witnesses]]:
+    """The held-out source stack and what scores the sweep: the condition classifier trained on the real images
+    (trusted only when it tells the held-out ones apart well enough), the real cells' measurements and the channels
+    that should not change; yields a step of `total` before and after each of the PREPARATION steps."""
+    yield 0, total
+    images = load_folder(data)
+    stack, target_images = _held_out(images, source, target, n)
+    yield 1, total
     classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed)
-    return Witnesses(
+    yield 2, total
+    witnesses = Witnesses(
         classifier,
         target_probability(classifier, target_images, target),
         classifier.accuracy >= CLASSIFIER_MIN_ACCURACY,
         RealCells(stack, target_images, model.channel_names),
         left_out_channels(model.channel_names, base.keep_channels, unaffected),
     )
+    yield PREPARATION, total
+    return stack, witnesses
 
 
 def _sweep_rows(
@@ -256,10 +266,11 @@ def _sweep_rows(
     witnesses: Witnesses,
 ) -> Generator[tuple[int, int], None, tuple[list[dict], dict]]:
     """Translate the stack at every setting and its source -> source control, then score each setting, yielding
-    (done, total) after each; returns one scored row per setting and the translations by (condition, setting)."""
-    pairs = [(target, s) for s in settings] + [(source, control_of(s)) for s in settings]
-    total = len(dict.fromkeys(pairs)) + len(settings)
-    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total)
+    (done, total) after each, the PREPARATION steps counted before them; returns one scored row per setting and the
+    translations by (condition, setting)."""
+    pairs = with_controls(settings, source, target)
+    total = PREPARATION + len(pairs) + len(settings)
+    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=PREPARATION)
     rows = []
     for s in settings:
         control = translated[(source, control_of(s))]

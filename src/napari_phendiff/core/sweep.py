@@ -62,6 +62,20 @@ def sweep(
     return {setting: result for (_, setting), result in pairs.items()}
 
 
+def control_of(setting: Setting) -> Setting:
+    """The source -> source translation that shows what `setting` changes anyway. Guidance against the source
+    condition has no effect when the target is the source, so those controls are one per strength and inversion."""
+    if setting.negative == "source":
+        return Setting(setting.strength, 1.0, "source", setting.inversion)
+    return setting
+
+
+def with_controls(settings: Sequence[Setting], source: str, target: str) -> list[tuple[str, Setting]]:
+    """The (condition, setting) pairs a calibration sweep translates: every setting to `target` and its source ->
+    source control, each once."""
+    return list(dict.fromkeys([(target, s) for s in settings] + [(source, control_of(s)) for s in settings]))
+
+
 def sweep_pairs(
     model,
     images: np.ndarray,
@@ -81,9 +95,11 @@ def iter_sweep_pairs(
     pairs: Sequence[tuple[str, Setting]],
     base: TranslateOptions | None = None,
     of: int | None = None,
+    after: int = 0,
 ) -> Generator[tuple[int, int], None, dict[tuple[str, Setting], np.ndarray]]:
     """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`, yielding
-    (pairs done, `of`) after each (`of`: the pairs, or a caller's total that counts steps of its own after these);
+    (steps done, `of`) after each (`of`: `after` + the pairs, or a caller's total that counts steps of its own after
+    these; `after`: the caller's steps before these);
     returns {(target, setting): stack in the input's dtype}, each equal to `translate`
     with that setting alone.
 
@@ -100,7 +116,7 @@ def iter_sweep_pairs(
     results = {}
     for done, (target, setting) in enumerate(sorted(pairs, key=lambda p: (p[1].inversion, -p[1].strength)), 1):
         results[(target, setting)] = translate(model, stack, source, target, setting.options(base), cache=cache)
-        yield done, of or len(pairs)
+        yield after + done, of or after + len(pairs)
     return {pair: results[pair] for pair in pairs}
 
 
