@@ -42,9 +42,12 @@ def stored(checkpoint) -> dict:
 
 
 def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, dock, sim_data, tmp_path):
-    steps = []
+    steps, shown = [], []
     worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
     worker.yielded.connect(lambda message: steps.append((dock.progress_bar.value(), dock.progress_bar.maximum())))
+    worker.yielded.connect(
+        lambda message: shown.append((message.step, dock.progress_bar.format())) if hasattr(message, "step") else None
+    )
     wait_for(qtbot, worker, WAIT_MS)
     record = json.loads((tmp_path / "frontier" / "calibration.json").read_text())["chosen"]
     text = dock.status.text()
@@ -53,6 +56,9 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     # the folder read, the classifier trained, the real cells measured; 3 settings, the checkpoint's setting without
     # calibration (s 0.3, w 4) and 2 controls (one per strength) translated, then 4 settings scored: to the end
     assert steps[-1] == (13, 13)
+    # no time left from the preparation's pace: it is timed from the first translation on
+    assert [step for step, _ in shown[:4]] == [0, 1, 2, 3] and not any("left" in text for _, text in shown[:4])
+    assert all("left" in text for _, text in shown[4:-1])
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:

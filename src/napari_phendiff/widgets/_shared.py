@@ -122,6 +122,8 @@ class Progress:
     total: int
     event: object = None
     where: str = ""  # a folder run: the file(s) being translated ("a.tif (file 3 of 40)"); step and total are theirs
+    timed: bool = True  # False: a step whose pace says nothing of the rest (a calibration's preparation); the pace
+    # and the time left are measured from the last such step
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ class WorkerDock(QWidget):
                 self._pbar.reset(total=message.total)
                 self._pbar.set_description(message.where)
             self.on_progress(message.event)
+            if not message.timed:  # the time left is measured from the first step that is
+                self._started = None
             self._show_progress(message.step, message.total, getattr(message.event, "seconds_left", None))
             if self._pbar.total != message.total:
                 self._pbar.total = message.total
