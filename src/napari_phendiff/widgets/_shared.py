@@ -122,8 +122,7 @@ class Progress:
     total: int
     event: object = None
     where: str = ""  # a folder run: the file(s) being translated ("a.tif (file 3 of 40)"); step and total are theirs
-    timed: bool = True  # False: a step whose pace says nothing of the rest (a calibration's preparation); the pace
-    # and the time left are measured from the last such step
+    timed: bool = True  # False: its pace says nothing of the rest (a calibration's preparation): not timed
 
 
 @dataclass(frozen=True)
