@@ -13,6 +13,7 @@ import napari_phendiff as pd
 from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import calibration_rule as rule
+from napari_phendiff.core import calibration_store
 from napari_phendiff.core import translate as translate_module
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.evaluate import evaluate
@@ -299,7 +300,7 @@ def test_a_choice_that_exaggerates_the_target_is_flagged():
 def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
-    monkeypatch.setattr(cal, "overshot", lambda *args, **kwargs: exaggerated)
+    monkeypatch.setattr(calibration_store, "overshot", lambda *args, **kwargs: exaggerated)
     monkeypatch.setattr(rule, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 1.01)  # no classifier is trusted: the cells decide
     assert (
@@ -539,7 +540,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_sweep(checkpo
     def read_only(folder):  # what checkpoint.check_writable raises for a read-only folder (root writes anyway)
         raise CheckpointError(f"{folder}: nothing can be written there (Permission denied).")
 
-    monkeypatch.setattr(cal, "check_writable", read_only)
+    monkeypatch.setattr(calibration_store, "check_writable", read_only)
     monkeypatch.setattr(cal, "iter_sweep_pairs", lambda *a, **k: pytest.fail("the sweep ran"))
     with pytest.raises(CheckpointError, match="the checkpoint cannot be written.*--no-store"):
         cal.calibrate(checkpoint, sim_data, "untreated", "TNFa", tmp_path / "c")
@@ -572,18 +573,16 @@ def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoin
 
 
 @pytest.mark.slow
-def test_the_progress_moves_while_the_folder_is_read_and_the_witnesses_prepared(
-    checkpoint, sim_data, tmp_path, monkeypatch
-):
+def test_the_progress_counts_the_preparation_then_network_calls(checkpoint, sim_data, tmp_path, monkeypatch):
     seen = []
     train = cal.train_classifier
 
     def training(*args, **kwargs):  # the folder was read and counted as a step before the classifier trains
-        assert seen == [(0, 9), (1, 9)]
+        assert seen == [(0, 16), (1, 16)]
         return train(*args, **kwargs)
 
     monkeypatch.setattr(cal, "train_classifier", training)
-    settings = cal.grid([0.5], [3.0])  # with the uncalibrated s 0.3, w 4 and a control per strength: 4 translations
+    settings = cal.grid([0.5], [3.0])  # with the uncalibrated s 0.3, w 4 and a control per strength
     cal.calibrate(
         checkpoint,
         sim_data,
@@ -597,8 +596,11 @@ def test_the_progress_moves_while_the_folder_is_read_and_the_witnesses_prepared(
         store=False,
         progress=lambda done, total: seen.append((done, total)),
     )
-    # read, classifier trained, real cells measured; 4 translations; 2 settings scored
-    assert seen == [(step, 9) for step in range(10)]
+    # read, classifier trained, real cells measured (0-3); then network calls: s 0.5 walks 2 of the 4 steps, so
+    # s 0.5, w 3 inverts 2 and regenerates 2 through both branches (6), its control regenerates 2 (2); s 0.3 walks 1:
+    # guided 2, control 1; then each of the 2 settings scored counts SCORING_CALLS (1)
+    assert cal.SCORING_CALLS == 1
+    assert [done for done, _ in seen] == [0, 1, 2, 3, 9, 11, 13, 14, 15, 16] and {total for _, total in seen} == {16}
 
 
 def test_a_stored_calibration_keeps_its_classifier_for_reveal(checkpoint, sim_data, tmp_path, monkeypatch):

@@ -25,9 +25,6 @@ One inversion per image serves the whole sweep and its controls (sweep.py).
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Generator, Iterator, Sequence
@@ -35,7 +32,8 @@ from typing import Callable, Generator, Iterator, Sequence
 import numpy as np
 
 from . import cells as cellmeasure
-from .calibration_rule import Choice, bars, choose, setting_of, uncalibrated_setting, with_default
+from .calibration_rule import bars, choose, setting_of, uncalibrated_setting, with_default
+from .calibration_store import calibration_record, check_storable, store_calibration
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
     KEPT_FLOOR,
     KEPT_TOLERANCE,
@@ -43,32 +41,27 @@ from .calibration_rule import (  # noqa: F401  (read from here by the tests and 
     UNAFFECTED_MAX,
     keeps_cells,
 )
-from .cellstats import RealCells, overshot
+from .cellstats import RealCells
 from .checkpoint import (
-    MANIFEST,
-    check_writable,
     claim_new_folder,
-    is_shipped,
     output_lock,
     resolve_checkpoint,
 )
 from .models import load_checkpoint
 from .models.base import ConditionedModel
 from .dataset import load_folder, scan_folder
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import ConfigError, DataError
 from .features import save_classifier, train_classifier
 from .frontier import frontier_figure  # noqa: F401  (read from here by the tests and benchmarks)
 from .frontier import write_frontier
 from .options import (
-    CALIBRATED_FIELDS,
     CALIBRATION_IMAGES,
     DEFAULT_STEPS,
     TranslateOptions,
     check_count,
-    direction_key,
     model_defaults,
 )
-from .sweep import Setting, control_of, follow, iter_sweep_pairs, with_controls
+from .sweep import Setting, control_of, follow, iter_sweep_pairs, sweep_calls, with_controls
 from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
 from .witnesses import Witnesses, left_out_channels, target_probability
@@ -77,9 +70,13 @@ from .witnesses import channel_change, kept_score, reached  # noqa: F401  (read 
 STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
-NO_STORE = " (or calibrate with store=False, --no-store)"  # the command line's way out (a dock leaves it out)
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
-PREPARATION = 3  # steps counted before the sweep: the folder read, the classifier trained, the real cells measured
+# What runs after each of the progress's first steps (the dock shows it: their pace is not the sweep's). From the last
+# the progress counts network calls (sweep.sweep_calls), so that its pace holds from the deep settings to the shallow
+# ones, and SCORING_CALLS for each setting scored: measured on the demo's 16 images of 48 px on a 2-core CPU, a
+# setting scored took 0.27 s, a network call 0.19 s.
+PREPARATION = ("reading the folder", "training the condition classifier", "measuring the real cells", "translating")
+SCORING_CALLS = 1
 
 
 def grid(
@@ -137,9 +134,9 @@ def iter_calibrate(
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
     checkpoint's manifest as the default for source -> target. Yields (done, total) as it goes: the folder read,
-    the classifier trained and the real cells measured (PREPARATION), each translation, then each setting scored;
-    returns the record of the choice, with `status`. Closed early (a cancel), it writes and stores nothing. The
-    checkpoint's setting without calibration is swept too: the rule weighs by it.
+    the classifier trained and the real cells measured (PREPARATION), each translation (its network calls), each
+    setting scored; returns the record of the choice, with `status`. Closed early (a cancel), it writes and stores
+    nothing. The checkpoint's setting without calibration is swept too: the rule weighs by it.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
     keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
@@ -158,13 +155,13 @@ def iter_calibrate(
     base = _base_options(model, steps, seed, batch_size, keep_channels)
     check_calibration_folder(data, source, target)
     with _calibration_locks(out, path, store):
-        total = PREPARATION + len(with_controls(settings, source, target)) + len(settings)
+        total = _progress_total(settings, source, target, base)
         stack, witnesses = yield from _prepared(
             model, data, source, target, n, base, unaffected, classifier_steps, seed, total
         )
-        rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses)
+        rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses, total)
         choice = choose(rows, [c for c in unaffected if c not in base.keep_channels], default=default)
-        record = _record(
+        record = calibration_record(
             choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
         )
         baseline = _untranslated(model, witnesses, stack, target)
@@ -220,8 +217,14 @@ def _opened(checkpoint, store: bool, device: str) -> tuple[Path, ConditionedMode
     """The checkpoint's folder, checked to take a stored choice (store=True), and its model (loaded unless given)."""
     path = resolve_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.path
     if store:  # before the sweep, not after it
-        _check_storable(checkpoint, path)
+        check_storable(checkpoint, path)
     return path, load_checkpoint(path, device=device) if isinstance(checkpoint, (str, Path)) else checkpoint
+
+
+def _progress_total(settings: list[Setting], source: str, target: str, base: TranslateOptions) -> int:
+    """What the progress counts to: PREPARATION's steps, the sweep's network calls, SCORING_CALLS per setting."""
+    pairs = with_controls(settings, source, target)
+    return len(PREPARATION) - 1 + sweep_calls(pairs, base) + SCORING_CALLS * len(settings)
 
 
 def _prepared(
@@ -238,7 +241,7 @@ def _prepared(
 ) -> Generator[tuple[int, int], None, tuple[np.ndarray, Witnesses]]:
     """The held-out source stack and what scores the sweep: the condition classifier trained on the real images
     (trusted only when it tells the held-out ones apart well enough), the real cells' measurements and the channels
-    that should not change; yields a step of `total` before and after each of the PREPARATION steps."""
+    that should not change; yields the steps of PREPARATION (of `total`)."""
     yield 0, total
     images = load_folder(data)
     stack, target_images = _held_out(images, source, target, n)
@@ -252,7 +255,7 @@ def _prepared(
         RealCells(stack, target_images, model.channel_names),
         left_out_channels(model.channel_names, base.keep_channels, unaffected),
     )
-    yield PREPARATION, total
+    yield 3, total
     return stack, witnesses
 
 
@@ -264,18 +267,18 @@ def _sweep_rows(
     settings: list[Setting],
     base: TranslateOptions,
     witnesses: Witnesses,
+    total: int,
 ) -> Generator[tuple[int, int], None, tuple[list[dict], dict]]:
     """Translate the stack at every setting and its source -> source control, then score each setting, yielding
-    (done, total) after each, the PREPARATION steps counted before them; returns one scored row per setting and the
+    (done, `total`) after each, counted after PREPARATION's steps; returns one scored row per setting and the
     translations by (condition, setting)."""
     pairs = with_controls(settings, source, target)
-    total = PREPARATION + len(pairs) + len(settings)
-    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=PREPARATION)
+    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
     rows = []
     for s in settings:
         control = translated[(source, control_of(s))]
         rows.append({**asdict(s), **witnesses.score(model, stack, translated[(target, s)], control, target)})
-        yield total - len(settings) + len(rows), total
+        yield total - SCORING_CALLS * (len(settings) - len(rows)), total
     return rows, translated
 
 
@@ -287,23 +290,6 @@ def _untranslated(model, witnesses: Witnesses, stack: np.ndarray, target: str) -
         "kept_control": 1.0,
         "moved": target_probability(witnesses.classifier, stack, target),
     }
-
-
-def _check_storable(checkpoint, path: Path) -> None:
-    """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
-    if is_shipped(path):  # named, or a loaded model's folder
-        name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else Path(path).name
-        raise CheckpointError(
-            f"{name!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and calibrate "
-            f"the copy{NO_STORE}."
-        )
-    try:
-        check_writable(path)
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"{path}: the checkpoint cannot be written, so the choice could not be stored in it; make it writable or "
-            f"calibrate a copy{NO_STORE}."
-        ) from exc
 
 
 def _check_direction(model, path: Path, source: str, target: str) -> None:
@@ -353,48 +339,3 @@ def _held_out(images, source: str, target: str, n: int | None) -> tuple[np.ndarr
         )
     target_images = [im for im, label in zip(images.images, images.labels) if images.conditions[label] == target]
     return np.stack(source_images), target_images
-
-
-def _record(
-    choice: Choice,
-    witnesses: Witnesses,
-    best_translated: np.ndarray,
-    base: TranslateOptions,
-    unaffected: list[str],
-    data,
-    images: int,
-) -> dict:
-    """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
-    from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
-    shown = choice.best
-    # the best setting's translations exaggerating what differs: the sign its `reached` overrates them
-    overshot_measurements = overshot(witnesses.cells.summary(best_translated))
-    return {
-        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
-        "status": choice.status,
-        "reason": choice.reason,
-        "keep_channels": list(base.keep_channels),
-        "real_target_moved": witnesses.real_moved,
-        "steps": base.steps,
-        **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
-        "unaffected": unaffected,
-        "keeps_cells": choice.status != "not kept",
-        "overshot_measurements": overshot_measurements,
-        "data": str(Path(data).resolve()),
-        "images": images,
-        "classifier_accuracy": witnesses.classifier.accuracy,
-        "classifier_trusted": witnesses.trusted,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
-    """Write the chosen setting into the manifest (atomically: a new file renamed over the old one)."""
-    manifest_path = resolve_checkpoint(checkpoint) / MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    entry = {k: record[k] for k in CALIBRATED_FIELDS if k in record}
-    entry.update({k: v for k, v in record.items() if k not in entry})
-    manifest.setdefault("calibration", {})[direction_key(source, target)] = entry
-    tmp = manifest_path.with_name(f".{MANIFEST}.writing")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, manifest_path)

@@ -14,6 +14,7 @@ import numpy as np
 from .errors import ConfigError
 from .options import TranslateOptions
 from .translate import is_direct, translate
+from .walk import network_steps
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def sweep_pairs(
     base: TranslateOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[tuple[str, Setting], np.ndarray]:
-    """`iter_sweep_pairs` to its end, `progress(done, total)` after each pair."""
+    """`iter_sweep_pairs` to its end, `progress(done, total)` after each pair (in network calls)."""
     return follow(iter_sweep_pairs(model, images, source, pairs, base), progress)
 
 
@@ -98,10 +99,9 @@ def iter_sweep_pairs(
     after: int = 0,
 ) -> Generator[tuple[int, int], None, dict[tuple[str, Setting], np.ndarray]]:
     """Translate a stack (N, C, Y, X) of `source` images to each (target condition, setting) of `pairs`, yielding
-    (steps done, `of`) after each (`of`: `after` + the pairs, or a caller's total that counts steps of its own after
-    these; `after`: the caller's steps before these);
-    returns {(target, setting): stack in the input's dtype}, each equal to `translate`
-    with that setting alone.
+    (done, `of`) after each, counted in network calls (`sweep_calls`) from `after` (a caller's steps before these;
+    `of`: `after` + the sweep's calls, or a caller's total that counts steps of its own after these); returns
+    {(target, setting): stack in the input's dtype}, each equal to `translate` with that setting alone.
 
     Every pair goes through `iter_translate` with one inversion cache: pairs run deepest strength first within each
     inversion method, so the images are inverted once per method and every other pair regenerates from the
@@ -110,14 +110,42 @@ def iter_sweep_pairs(
     if is_direct(model):
         raise ConfigError("A CycleGAN has no strength or guidance to calibrate.")
     base = (base or TranslateOptions()).validate()
-    pairs = list(dict.fromkeys(pairs))
+    order = in_sweep_order(pairs)
+    calls = _pair_calls(order, base)
     stack = np.asarray(images)
     cache: dict = {}
     results = {}
-    for done, (target, setting) in enumerate(sorted(pairs, key=lambda p: (p[1].inversion, -p[1].strength)), 1):
+    done, total = after, of or after + sum(calls)
+    for (target, setting), cost in zip(order, calls):
         results[(target, setting)] = translate(model, stack, source, target, setting.options(base), cache=cache)
-        yield after + done, of or after + len(pairs)
-    return {pair: results[pair] for pair in pairs}
+        done += cost
+        yield done, total
+    return {pair: results[pair] for pair in dict.fromkeys(pairs)}
+
+
+def in_sweep_order(pairs: Sequence[tuple[str, Setting]]) -> list[tuple[str, Setting]]:
+    """The pairs, each once, in the order a sweep runs them: deepest strength first within each inversion method."""
+    return sorted(dict.fromkeys(pairs), key=lambda p: (p[1].inversion, -p[1].strength))
+
+
+def sweep_calls(pairs: Sequence[tuple[str, Setting]], base: TranslateOptions) -> int:
+    """The network calls (per image) of a sweep of `pairs`: what its progress counts, so that the pace it shows is
+    the same from the deep pairs to the shallow ones (a count of pairs ran 5x slow at the start)."""
+    return sum(_pair_calls(in_sweep_order(pairs), base))
+
+
+def _pair_calls(order: list[tuple[str, Setting]], base: TranslateOptions) -> list[int]:
+    """Network calls of each pair, in sweep order: the first pair of each inversion method inverts to the deepest
+    strength, and every pair regenerates over its strength's steps, a guided one through both branches. Counted
+    here, before anything runs, rather than timed (estimate.py); the guidance interval and reused deep features,
+    which make some steps cheaper, are left out."""
+    calls, inverted = [], set()
+    for _, setting in order:
+        options = setting.options(base)
+        inverse, forward = network_steps(options)
+        calls.append((0 if options.inversion in inverted else inverse) + forward * (2 if options.guided else 1))
+        inverted.add(options.inversion)
+    return calls
 
 
 Value = TypeVar("Value")

@@ -1,5 +1,5 @@
 """Pieces both docks use: the checkpoints they offer, per-user folders, device choice, the stoppable worker, the
-typed messages a worker yields (Loaded | Progress | Result), the WorkerDock that runs one worker at a time, the
+WorkerDock that runs one worker at a time and turns its messages (_messages.py) into progress and results, the
 layout pieces (a scroll area, sections that collapse) and tooltips made from core/options.py's help."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..core.checkpoint import NAMED_CHECKPOINTS
 from ..core.device import DEVICE_CHOICES, available_devices
 from ..core.errors import PhenDiffError
+from ._messages import Loaded, Progress, Result
 
 APP = "napari-phendiff"
 RECENT_FILE = Path(platformdirs.user_config_dir(APP, appauthor=False)) / "recent_checkpoints.json"
@@ -102,34 +103,6 @@ class StoppableWorker(GeneratorWorker):
             return super().work()
         finally:
             self._gen.close()
-
-
-# --- what a worker yields to its dock: a tagged message, so no dock inspects the classes of what it receives ---------
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """The worker loaded a model (whatever its kind); the dock keeps it for the next run."""
-
-    model: object
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A step of the core generator: `event` is its own event (TranslateEvent, TrainEvent or Previews)."""
-
-    step: int
-    total: int
-    event: object = None
-    where: str = ""  # a folder run: the file(s) being translated ("a.tif (file 3 of 40)"); step and total are theirs
-    timed: bool = True  # False: its pace says nothing of the rest (a calibration's preparation): not timed
-
-
-@dataclass(frozen=True)
-class Result:
-    """What the run produced (the translated images); the last message of a run that was not cancelled."""
-
-    value: object
 
 
 # Core messages name command-line flags; in a dock they name its controls.
@@ -209,9 +182,11 @@ class WorkerDock(QWidget):
                 self._pbar.reset(total=message.total)
                 self._pbar.set_description(message.where)
             self.on_progress(message.event)
-            if not message.timed:  # the time left is measured from the first step that is
+            if message.stage:  # named instead of timed: the time left is measured from the step after the last
                 self._started = None
             self._show_progress(message.step, message.total, getattr(message.event, "seconds_left", None))
+            if message.stage and self.progress_bar is not None:
+                self.progress_bar.setFormat(f"{message.stage}…")
             if self._pbar.total != message.total:
                 self._pbar.total = message.total
             if message.step > self._pbar.n:

@@ -14,7 +14,8 @@ from ..core.checkpoint import manifest_kind
 from ..core.errors import PhenDiffError
 from ..core.models import KINDS, read_manifest
 from ..core.models.bases import DEFAULT_BASE, is_hub_id
-from ._shared import ERROR_STYLE, Progress, in_dock_words
+from ._messages import Progress
+from ._shared import ERROR_STYLE, in_dock_words
 from ._train_choice import STARTING, without_flags
 from ._train_worker import BaseRead, read_base_model
 

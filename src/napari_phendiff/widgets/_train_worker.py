@@ -15,7 +15,8 @@ from ..core.errors import PhenDiffError
 from ..core.models.bases import is_hub_id, iter_fetch
 from ..core.options import TrainConfig
 from ..core.training.run import iter_train
-from ._shared import Progress, Result, StoppableWorker
+from ._messages import Progress, Result
+from ._shared import StoppableWorker
 
 MEMORY_ADVICE = (
     "Lower the batch size or the image size, or choose device cpu; for a fine-tuned model, tick "

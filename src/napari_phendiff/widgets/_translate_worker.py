@@ -22,7 +22,8 @@ from ..core.estimate import estimate_translation
 from ..core.translate import is_direct, iter_translate
 from ..core.device import explain_memory_errors
 from ._layers import ImageInput
-from ._shared import Loaded, Progress, Result, StoppableWorker
+from ._messages import Loaded, Progress, Result
+from ._shared import StoppableWorker
 
 MEMORY_ADVICE = (
     "Lower 'Tiles per batch', translate the current plane instead of the whole stack, press "
@@ -191,8 +192,8 @@ class Calibrated:
 @thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_calibration(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int):
     """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
-    seed, batch and kept channels: Progress per step of its preparation (untimed), per translation and per setting
-    scored, the Result (Calibrated) at the end. Cancel stops between two of them; nothing is then written or stored."""
+    seed, batch and kept channels: Progress per step of its preparation (naming what runs next), then in network
+    calls as it translates and per setting scored, the Result (Calibrated) at the end. Cancel stops between two of them; nothing is then written or stored."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
@@ -214,7 +215,7 @@ def run_calibration(request: TranslateRequest, model: ConditionedModel | None, f
         yield from relay(  # a cancel closes the calibration: its locks go, nothing is written
             events,
             lambda record: Calibrated(record, out, request.checkpoint, request.source, request.target),
-            lambda counts: Progress(*counts, timed=counts[0] > PREPARATION),  # the sweep's pace, not the folder's
+            lambda counts: Progress(*counts, stage=PREPARATION[counts[0]] if counts[0] < len(PREPARATION) else ""),
         )
 
 

@@ -1,0 +1,82 @@
+"""What a calibration stores in a checkpoint: its record (calibration.json's "chosen", and the manifest's entry for
+the direction), written atomically, and the check, before any work, that the checkpoint can take it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .calibration_rule import Choice
+from .cellstats import overshot
+from .checkpoint import MANIFEST, check_writable, is_shipped, resolve_checkpoint
+from .errors import CheckpointError
+from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
+from .witnesses import Witnesses
+
+NO_STORE = " (or calibrate with store=False, --no-store)"  # the command line's way out (a dock leaves it out)
+
+
+def check_storable(checkpoint, path: Path) -> None:
+    """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written."""
+    if is_shipped(path):  # named, or a loaded model's folder
+        name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else Path(path).name
+        raise CheckpointError(
+            f"{name!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and calibrate "
+            f"the copy{NO_STORE}."
+        )
+    try:
+        check_writable(path)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{path}: the checkpoint cannot be written, so the choice could not be stored in it; make it writable or "
+            f"calibrate a copy{NO_STORE}."
+        ) from exc
+
+
+def calibration_record(
+    choice: Choice,
+    witnesses: Witnesses,
+    best_translated: np.ndarray,
+    base: TranslateOptions,
+    unaffected: list[str],
+    data,
+    images: int,
+) -> dict:
+    """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
+    from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
+    shown = choice.best
+    # the best setting's translations exaggerating what differs: the sign its `reached` overrates them
+    overshot_measurements = overshot(witnesses.cells.summary(best_translated))
+    return {
+        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
+        "status": choice.status,
+        "reason": choice.reason,
+        "keep_channels": list(base.keep_channels),
+        "real_target_moved": witnesses.real_moved,
+        "steps": base.steps,
+        **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
+        "unaffected": unaffected,
+        "keeps_cells": choice.status != "not kept",
+        "overshot_measurements": overshot_measurements,
+        "data": str(Path(data).resolve()),
+        "images": images,
+        "classifier_accuracy": witnesses.classifier.accuracy,
+        "classifier_trusted": witnesses.trusted,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
+    """Write the chosen setting into the manifest (atomically: a new file renamed over the old one)."""
+    manifest_path = resolve_checkpoint(checkpoint) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    entry = {k: record[k] for k in CALIBRATED_FIELDS if k in record}
+    entry.update({k: v for k, v in record.items() if k not in entry})
+    manifest.setdefault("calibration", {})[direction_key(source, target)] = entry
+    tmp = manifest_path.with_name(f".{MANIFEST}.writing")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, manifest_path)
