@@ -129,8 +129,8 @@ def in_sweep_order(pairs: Sequence[tuple[str, Setting]]) -> list[tuple[str, Sett
 
 
 def sweep_calls(pairs: Sequence[tuple[str, Setting]], base: TranslateOptions) -> int:
-    """The network calls (per image) of a sweep of `pairs`: what its progress counts, so that the pace it shows is
-    the same from the deep pairs to the shallow ones (a count of pairs ran 5x slow at the start)."""
+    """The network calls (per image) of a sweep of `pairs`: what its progress counts, so that its pace holds from the
+    deep pairs to the shallow ones (counted in pairs, a calibration's time left read 5x too long at the start)."""
     return sum(_pair_calls(in_sweep_order(pairs), base))
 
 

@@ -193,7 +193,8 @@ class Calibrated:
 def run_calibration(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int):
     """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
     seed, batch and kept channels: Progress per step of its preparation (naming what runs next), then in network
-    calls as it translates and per setting scored, the Result (Calibrated) at the end. Cancel stops between two of them; nothing is then written or stored."""
+    calls as it translates and per setting scored, the Result (Calibrated) at the end. Cancel stops between two of
+    them; nothing is then written or stored."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
