@@ -140,7 +140,7 @@ def run_case(name: str, args) -> None:
                 target,
                 settings,
                 base,
-                progress=lambda d, t: print(f"\r{name} {source}->{target} {d}/{t}", end="", flush=True),
+                progress=lambda d, t: print(f"\r{name} {source}->{target} {d}/{t} network calls", end="", flush=True),
             )
             seconds = time.perf_counter() - start
             np.savez_compressed(cache, **{_cache_key(pair): v for pair, v in out.items()})

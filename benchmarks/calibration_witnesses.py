@@ -40,7 +40,7 @@ from skimage import filters
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
-from napari_phendiff.core.calibration_rule import DEFAULT_MARGIN
+from napari_phendiff.core.calibration_rule import DEFAULT_MARGIN, Choice
 from napari_phendiff.core.cellstats import (
     RealCells,
     cell_summary,
@@ -329,19 +329,19 @@ def kept_better(result: dict):
     if not better:
         return choice
     row = max(better, key=lambda r: (min(r["reached"], 1.0), -lost(r)))
-    return cal.Choice(row, "calibrated", "", row)
+    return Choice(row, "calibrated", "", row)
 
 
-def carried(choice: cal.Choice, judged: dict) -> cal.Choice:
+def carried(choice: Choice, judged: dict) -> Choice:
     """A choice made on one set's fields as it translates another's (`judged`, the same direction): its setting's row
     there, as calibrate's stored choice translates a user's other images."""
     same = {_key(x): x for x in judged["rows"]}
     if choice.row is None:
-        return cal.Choice(None, choice.status, "", same[_key(choice.best)])
-    return cal.Choice(same[_key(choice.row)], "calibrated", "", None)
+        return Choice(None, choice.status, "", same[_key(choice.best)])
+    return Choice(same[_key(choice.row)], "calibrated", "", None)
 
 
-def worse_than_default(rows: list[dict], choice: cal.Choice) -> bool:
+def worse_than_default(rows: list[dict], choice: Choice) -> bool:
     """What the user translates with after the choice (the stored setting, else the default as it was) moved more
     than 0.05 less of the cells than the project default, or lost identity, where the default kept it."""
     default = next(x for x in rows if _key(x) == DEFAULT)
@@ -354,19 +354,17 @@ def worse_than_default(rows: list[dict], choice: cal.Choice) -> bool:
 CARRIED = {  # what chooses, from one direction's sweep: a Choice
     "calibrate's rule (no truth)": lambda r: rule(r["rows"], r["unaffected"]),
     "the truth-best setting (truth)": lambda r: truth_choice(r["rows"]),
-    "the project default": lambda r: cal.Choice(
-        next(x for x in r["rows"] if _key(x) == DEFAULT), "calibrated", "", None
-    ),
+    "the project default": lambda r: Choice(next(x for x in r["rows"] if _key(x) == DEFAULT), "calibrated", "", None),
 }
 
 
-def truth_choice(rows: list[dict]) -> cal.Choice:
+def truth_choice(rows: list[dict]) -> Choice:
     """What a rule that saw the truth would choose: the truth-best setting, or nothing where it moved at most
     NOTHING_TO_FIND of the cells or kept no identity (where `verdict` counts storing nothing as right)."""
     best = truth_optimum(rows)
     if best["transfer"] <= NOTHING_TO_FIND or best["identity"] < IDENTITY_MIN:
-        return cal.Choice(None, "not moved", "", best)
-    return cal.Choice(best, "calibrated", "", best)
+        return Choice(None, "not moved", "", best)
+    return Choice(best, "calibrated", "", best)
 
 
 def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
@@ -379,7 +377,8 @@ def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
         if len(others) > 1:
             sources.append((" and ".join(name for name, _, _ in others) + ", pooled", pooled(others)))
         for chosen_name, chosen in sources:
-            choices = {label: [carried(way(c), j) for c, j in zip(chosen, judged)] for label, way in CARRIED.items()}
+            made_on = {_id(r): r for r in chosen}  # each direction's choice judged on the same direction's truth
+            choices = {label: [carried(way(made_on[_id(j)]), j) for j in judged] for label, way in CARRIED.items()}
             mine = choices[next(iter(CARRIED))]
             lines.append(
                 [
@@ -466,7 +465,7 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "A stored choice translates other images than those it was chosen on. Each set judged (its truth) with "
             "the choice made on its own fields, on another set's fields or on the others pooled; beside calibrate's "
             "rule, a rule that saw the truth (the truth-best setting; nothing stored where it moved at most "
-            f"{NOTHING_TO_FIND:g} of the cells) and the project default; *worse than the default*: what the user "
+            f"{NOTHING_TO_FIND:g} of the cells or kept identity below {IDENTITY_MIN:g}) and the project default; *worse than the default*: what the user "
             "translates with after calibrate (its stored choice, else the default as it was) moved more than 0.05 less "
             "of the cells than the project default, or lost identity, where the default kept identity >= 0.9:",
             "",

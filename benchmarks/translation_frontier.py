@@ -243,7 +243,7 @@ def run(args) -> dict:
             base,
             classifier,
             real[target],
-            progress=lambda d, t: print(f"\r{source}->{target} {d}/{t}", end="", flush=True),
+            progress=lambda d, t: print(f"\r{source}->{target} {d}/{t} network calls", end="", flush=True),
         )
         untranslated = score(phenotype, model, classifier, sets[source], sets[target], target, sets[source]["images"])
         default = asdict(cal.uncalibrated_setting(model.manifest, source, target))

@@ -572,13 +572,12 @@ def test_a_calibration_edited_into_nonsense_names_the_checkpoint_entry(checkpoin
     assert translation_options(model, "TNFa", "untreated")[1]["strength"] == "default"  # the other direction runs
 
 
-@pytest.mark.slow
 def test_the_progress_counts_the_preparation_then_network_calls(checkpoint, sim_data, tmp_path, monkeypatch):
     seen = []
     train = cal.train_classifier
 
     def training(*args, **kwargs):  # the folder was read and counted as a step before the classifier trains
-        assert seen == [(0, 16), (1, 16)]
+        assert seen == [(0, 16, "reading the folder"), (1, 16, "training the condition classifier")]
         return train(*args, **kwargs)
 
     monkeypatch.setattr(cal, "train_classifier", training)
@@ -594,15 +593,21 @@ def test_the_progress_counts_the_preparation_then_network_calls(checkpoint, sim_
         steps=4,
         classifier_steps=5,
         store=False,
-        progress=lambda done, total: seen.append((done, total)),
+        progress=lambda done, total, stage: seen.append((done, total, stage)),
     )
-    # read, classifier trained, real cells measured (0-3); then network calls: s 0.5 walks 2 of the 4 steps, so
-    # s 0.5, w 3 inverts 2 and regenerates 2 through both branches (6), its control regenerates 2 (2); s 0.3 walks 1:
-    # guided 2, control 1; then each of the 2 settings scored counts SCORING_CALLS (1)
-    assert cal.SCORING_CALLS == 1
-    assert [done for done, _ in seen] == [0, 1, 2, 3, 9, 11, 13, 14, 15, 16] and {total for _, total in seen} == {16}
+    # read, classifier trained, real cells measured (0-3), named; then network calls: s 0.5 walks 2 of the 4 steps,
+    # so s 0.5, w 3 inverts 2 and regenerates 2 through both branches (6), its control regenerates 2 (2); s 0.3 walks
+    # 1: guided 2, control 1; then each of the 2 settings scored, named, counts SCORING_CALLS (1)
+    assert cal.SCORING_CALLS == 1 and {total for _, total, _ in seen} == {16}
+    assert [(done, stage) for done, _, stage in seen] == [
+        *enumerate(cal.PREPARATION),
+        *((done, "") for done in (9, 11, 13, 14)),
+        (15, "scoring the settings"),
+        (16, "scoring the settings"),
+    ]
 
 
+@pytest.mark.slow
 def test_a_stored_calibration_keeps_its_classifier_for_reveal(checkpoint, sim_data, tmp_path, monkeypatch):
     from napari_phendiff.core.features import CLASSIFIER_FOLDER, stored_classifier
 

@@ -58,7 +58,9 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     # the preparation named, not timed (its pace is not the sweep's); timed from the first translation on
     stages = ["reading the folder", "training the condition classifier", "measuring the real cells", "translating"]
     assert shown[:4] == [(step, f"{stage}…") for step, stage in enumerate(stages)]
-    assert all("left" in text for _, text in shown[4:-1])
+    # 4 settings scored, named; the translations between timed
+    assert [text for _, text in shown[-4:]] == ["scoring the settings…"] * 4
+    assert len(shown) > 8 and all("left" in text for _, text in shown[4:-4])
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:

@@ -268,21 +268,21 @@ def test_the_translation_bar_shows_percent_and_time_left_not_tile_steps(capsys):
     assert "field.tif: about 30 min more on this computer" in shown
 
 
-def test_the_calibration_bar_names_its_preparation_then_times_the_sweep(monkeypatch):
+def test_the_calibration_bar_names_its_stages_and_times_what_follows(monkeypatch):
     from napari_phendiff.cli.progress import CountingBar
 
     now = [0.0]
     monkeypatch.setattr("tqdm.std.time", lambda: now[0])
-    bar = CountingBar("calibrating", percent=True, stages=("reading the folder", "training", "translating"))
-    bar(0, 103)
+    bar = CountingBar("calibrating", percent=True)
+    bar(0, 103, "reading the folder")
     assert str(bar.bar).startswith("calibrating (reading the folder):   0%") and "left" not in str(bar.bar)
     now[0] = 1.0
-    bar(1, 103)
+    bar(1, 103, "training")
     assert str(bar.bar).startswith("calibrating (training):") and "left" not in str(bar.bar)
     now[0] = 10.0
-    bar(2, 103)  # translating: the sweep's clock starts here
+    bar(2, 103, "translating")  # the clock starts again here
     assert "left" not in str(bar.bar)
     now[0] = 30.0
-    bar(22, 103)  # 20 calls in the 20 s since the preparation ended (not 22 in 30): 81 more take 81 s
+    bar(22, 103)  # 20 calls in the 20 s since the last stage (not 22 in 30): 81 more take 81 s
     assert str(bar.bar).startswith("calibrating:  21%") and str(bar.bar).endswith("| 01:21 left")
     bar.close()

@@ -177,9 +177,9 @@ def evaluate_command(args) -> None:
 
 
 def calibrate_command(args) -> None:
-    from ..core.calibrate import GUIDANCES, PREPARATION, STRENGTHS, calibrate, grid
+    from ..core.calibrate import GUIDANCES, STRENGTHS, calibrate, grid
 
-    bar = CountingBar("calibrating", percent=True, stages=PREPARATION)  # counted in network calls
+    bar = CountingBar("calibrating", percent=True)  # counted in network calls
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
     chosen = calibrate(
         args.checkpoint,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
 
 
 def progress_bar(total: int, desc: str):
@@ -49,24 +48,23 @@ class TranslationBar:
 
 
 class CountingBar:
-    """A progress bar moved by progress(done, total) callbacks; it appears with the first one, so an error raised
-    before any work is the only output. `percent`: shown in percent and time left, for counts that mean nothing to a
-    user (a calibration's network calls). `stages`: what runs after each of the first steps (a calibration's
-    preparation), named instead of timed; the time left is measured from the last of them."""
+    """A progress bar moved by progress(done, total[, stage]) callbacks; it appears with the first one, so an error
+    raised before any work is the only output. `percent`: shown in percent and time left, for counts that mean nothing
+    to a user (a calibration's network calls). A step with a `stage` (a calibration's preparation, its scoring) is
+    named instead of timed, and the time left is measured from the last such step."""
 
-    def __init__(self, desc: str, percent: bool = False, stages: Sequence[str] = ()):
-        self.desc, self.bar, self.percent, self.stages = desc, None, percent, tuple(stages)
+    def __init__(self, desc: str, percent: bool = False):
+        self.desc, self.bar, self.percent = desc, None, percent
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
         if self.bar is None:
             self.bar = progress_bar(total, self.desc)
-        staged = done < len(self.stages)
-        if done == len(self.stages) - 1:
-            self.bar.reset(total)  # its clock starts here: the time left is the pace of what follows
+        if stage:
+            self.bar.reset(total)  # its clock starts again: the time left is the pace of what follows
             self.bar.initial = done
-        if self.percent or staged:
-            self.bar.bar_format = PERCENT_BAR if staged else f"{PERCENT_BAR} {{remaining}} left"
-        self.bar.set_description_str(f"{self.desc} ({self.stages[done]})" if staged else self.desc, refresh=False)
+        if self.percent or stage:
+            self.bar.bar_format = PERCENT_BAR if stage else f"{PERCENT_BAR} {{remaining}} left"
+        self.bar.set_description_str(f"{self.desc} ({stage})" if stage else self.desc, refresh=False)
         self.bar.total = total
         self.bar.n = done
         self.bar.refresh()

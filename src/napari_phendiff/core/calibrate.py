@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Generator, Iterator, Sequence
+from typing import Callable, Generator, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ from .options import (
     check_count,
     model_defaults,
 )
-from .sweep import Setting, control_of, follow, iter_sweep_pairs, sweep_calls, with_controls
+from .sweep import Setting, control_of, follow, iter_sweep_pairs, relabelled, sweep_calls, with_controls
 from .sweep import sweep, sweep_pairs  # noqa: F401  (read from here by the benchmarks, with the rest of a calibration)
 from .translate import is_direct, kept_channels
 from .witnesses import Witnesses, left_out_channels, target_probability
@@ -71,12 +71,22 @@ STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 GUIDANCES = (1.0, 2.0, 3.0, 4.0, 6.0)
 NEGATIVES = ("source",)
 CLASSIFIER_MIN_ACCURACY = 0.8  # held-out accuracy on real images below which the classifier is not trusted
-# What runs after each of the progress's first steps (the dock shows it: their pace is not the sweep's). From the last
-# the progress counts network calls (sweep.sweep_calls), so that its pace holds from the deep settings to the shallow
-# ones, and SCORING_CALLS for each setting scored: measured on the demo's 16 images of 48 px on a 2-core CPU, a
-# setting scored took 0.27 s, a network call 0.19 s.
+# What runs after each of the progress's first steps, named: their pace is not the translations'. These count network
+# calls (sweep.sweep_calls), so that the pace holds from the deep settings to the shallow ones; the settings are then
+# scored, named too (on a GPU the network is fast and the scoring, on the CPU, is not: no pace holds for both), each
+# counting SCORING_CALLS: on a 2-core CPU a setting scored took 0.27 s, a network call 0.19 s (16 images of 48 px).
 PREPARATION = ("reading the folder", "training the condition classifier", "measuring the real cells", "translating")
+SCORING = "scoring the settings"
 SCORING_CALLS = 1
+
+
+class Step(NamedTuple):
+    """A step of a calibration's progress: done and total (network calls, the preparation's steps and the settings
+    scored counted as one each), and what runs until the next step where its pace is not the translations'."""
+
+    done: int
+    total: int
+    stage: str = ""
 
 
 def grid(
@@ -106,10 +116,10 @@ def calibrate(
     target: str,
     out: str | Path,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
     **options,
 ) -> dict:
-    """`iter_calibrate` to its end (its keyword options), `progress(done, total)` after each step of the sweep."""
+    """`iter_calibrate` to its end (its keyword options), `progress(done, total, stage)` after each of its Steps."""
     return follow(iter_calibrate(checkpoint, data, source, target, out, **options), progress)
 
 
@@ -130,10 +140,10 @@ def iter_calibrate(
     device: str = "auto",
     store: bool = True,
     keep_channels: Sequence[str] | None = None,
-) -> Generator[tuple[int, int], None, dict]:
+) -> Generator[Step, None, dict]:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
-    checkpoint's manifest as the default for source -> target. Yields (done, total) as it goes: the folder read,
+    checkpoint's manifest as the default for source -> target. Yields Steps as it goes: the folder read,
     the classifier trained and the real cells measured (PREPARATION), each translation (its network calls), each
     setting scored; returns the record of the choice, with `status`. Closed early (a cancel), it writes and stores
     nothing. The checkpoint's setting without calibration is swept too: the rule weighs by it.
@@ -238,16 +248,16 @@ def _prepared(
     classifier_steps: int,
     seed: int,
     total: int,
-) -> Generator[tuple[int, int], None, tuple[np.ndarray, Witnesses]]:
+) -> Generator[Step, None, tuple[np.ndarray, Witnesses]]:
     """The held-out source stack and what scores the sweep: the condition classifier trained on the real images
     (trusted only when it tells the held-out ones apart well enough), the real cells' measurements and the channels
     that should not change; yields the steps of PREPARATION (of `total`)."""
-    yield 0, total
+    yield Step(0, total, PREPARATION[0])
     images = load_folder(data)
     stack, target_images = _held_out(images, source, target, n)
-    yield 1, total
+    yield Step(1, total, PREPARATION[1])
     classifier = train_classifier(images.images, images.labels, images.conditions, steps=classifier_steps, seed=seed)
-    yield 2, total
+    yield Step(2, total, PREPARATION[2])
     witnesses = Witnesses(
         classifier,
         target_probability(classifier, target_images, target),
@@ -255,7 +265,7 @@ def _prepared(
         RealCells(stack, target_images, model.channel_names),
         left_out_channels(model.channel_names, base.keep_channels, unaffected),
     )
-    yield 3, total
+    yield Step(3, total, PREPARATION[3])
     return stack, witnesses
 
 
@@ -268,17 +278,18 @@ def _sweep_rows(
     base: TranslateOptions,
     witnesses: Witnesses,
     total: int,
-) -> Generator[tuple[int, int], None, tuple[list[dict], dict]]:
+) -> Generator[Step, None, tuple[list[dict], dict]]:
     """Translate the stack at every setting and its source -> source control, then score each setting, yielding
     (done, `total`) after each, counted after PREPARATION's steps; returns one scored row per setting and the
     translations by (condition, setting)."""
     pairs = with_controls(settings, source, target)
-    translated = yield from iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
+    translations = iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
+    translated = yield from relabelled(translations, Step)
     rows = []
     for s in settings:
         control = translated[(source, control_of(s))]
         rows.append({**asdict(s), **witnesses.score(model, stack, translated[(target, s)], control, target)})
-        yield total - SCORING_CALLS * (len(settings) - len(rows)), total
+        yield Step(total - SCORING_CALLS * (len(settings) - len(rows)), total, SCORING)
     return rows, translated
 
 

@@ -7,7 +7,7 @@ state it needs. `phendiff calibrate` scores a sweep; benchmarks/ compare its set
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Generator, Sequence, TypeVar
+from typing import Any, Callable, Generator, Sequence, TypeVar
 
 import numpy as np
 
@@ -151,15 +151,29 @@ def _pair_calls(order: list[tuple[str, Setting]], base: TranslateOptions) -> lis
 Value = TypeVar("Value")
 
 
-def follow(events: Generator[tuple[int, int], None, Value], progress: Callable[[int, int], None] | None) -> Value:
-    """Run a generator of (done, total) to its end, telling `progress` each; return the generator's value."""
+def relabelled(events: Generator[tuple, None, Value], label: Callable[..., Any]) -> Generator[Any, None, Value]:
+    """A generator's steps as `label(*step)`, its value returned; closed, it closes the generator."""
     try:
         while True:
             try:
-                done, total = next(events)
+                step = next(events)
+            except StopIteration as stop:
+                return stop.value
+            yield label(*step)
+    finally:
+        events.close()
+
+
+def follow(events: Generator[tuple, None, Value], progress: Callable[..., None] | None) -> Value:
+    """Run a generator of (done, total[, stage]) steps to its end, telling `progress(*step)` each; return the
+    generator's value."""
+    try:
+        while True:
+            try:
+                step = next(events)
             except StopIteration as stop:
                 return stop.value
             if progress:
-                progress(done, total)
+                progress(*step)
     finally:
         events.close()  # a progress that raised (an interrupt) still lets the generator clean up

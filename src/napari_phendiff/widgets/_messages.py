@@ -21,9 +21,9 @@ class Progress:
     total: int
     event: object = None
     where: str = ""  # a folder run: the file(s) being translated ("a.tif (file 3 of 40)"); step and total are theirs
-    stage: str = (
-        ""  # what runs until the next step when its pace says nothing of the rest (a calibration's preparation)
-    )
+    # what runs until the next step, shown instead of a time left where its pace says nothing of the rest (a
+    # calibration's preparation and scoring)
+    stage: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 from napari.qt.threading import thread_worker
 
 from ..core.batch import iter_translate_files
-from ..core.calibrate import PREPARATION, iter_calibrate
+from ..core.calibrate import iter_calibrate
 from ..core.explore import MORPH_FRAMES, iter_morph, iter_samples, measure_and_reveal
 from ..core.features import stored_classifier
 from ..core.models import load_checkpoint
@@ -192,8 +192,8 @@ class Calibrated:
 @thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_calibration(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int):
     """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
-    seed, batch and kept channels: Progress per step of its preparation (naming what runs next), then in network
-    calls as it translates and per setting scored, the Result (Calibrated) at the end. Cancel stops between two of
+    seed, batch and kept channels: Progress per core.calibrate.Step (its preparation and scoring named, its
+    translations counted in network calls), the Result (Calibrated) at the end. Cancel stops between two of
     them; nothing is then written or stored."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
@@ -216,7 +216,7 @@ def run_calibration(request: TranslateRequest, model: ConditionedModel | None, f
         yield from relay(  # a cancel closes the calibration: its locks go, nothing is written
             events,
             lambda record: Calibrated(record, out, request.checkpoint, request.source, request.target),
-            lambda counts: Progress(*counts, stage=PREPARATION[counts[0]] if counts[0] < len(PREPARATION) else ""),
+            lambda step: Progress(step.done, step.total, stage=step.stage),
         )
 
 
