@@ -238,12 +238,12 @@ def _progress_total(settings: list[Setting], source: str, target: str, base: Tra
 
 
 def _prepared(
-    model,
-    data,
+    model: ConditionedModel,
+    data: str | Path,
     source: str,
     target: str,
     n: int | None,
-    base,
+    base: TranslateOptions,
     unaffected: list[str],
     classifier_steps: int,
     seed: int,
