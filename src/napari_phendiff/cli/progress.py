@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 
-def progress_bar(total: int, desc: str):
+def progress_bar(total: int, desc: str, bar_format: str | None = None):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, bar_format=bar_format)
 
 
 PERCENT_BAR = "{desc}: {percentage:3.0f}%|{bar}|"
@@ -58,9 +58,9 @@ class CountingBar:
 
     def __call__(self, done: int, total: int, stage: str = "") -> None:
         if self.bar is None:
-            self.bar = progress_bar(total, self.desc)
-        if stage:
-            self.bar.reset(total)  # its clock starts again: the time left is the pace of what follows
+            self.bar = progress_bar(total, self.desc, PERCENT_BAR if self.percent or stage else None)
+        if stage:  # its clock starts again: the time left is the pace of what follows (tqdm's reset would draw 0%)
+            self.bar.start_t = self.bar.last_print_t = self.bar._time()
             self.bar.initial = done
         if self.percent or stage:
             self.bar.bar_format = PERCENT_BAR if stage else f"{PERCENT_BAR} {{remaining}} left"
