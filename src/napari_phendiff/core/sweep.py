@@ -166,14 +166,16 @@ def relabelled(events: Generator[tuple, None, Value], label: Callable[..., Any])
 
 def follow(events: Generator[tuple, None, Value], progress: Callable[..., None] | None) -> Value:
     """Run a generator of (done, total[, stage]) steps to its end, telling `progress(*step)` each; return the
-    generator's value."""
+    generator's value. A progress that raised (an interrupt) still lets the generator clean up."""
+    steps = relabelled(events, progress or _ignored)
     try:
         while True:
-            try:
-                step = next(events)
-            except StopIteration as stop:
-                return stop.value
-            if progress:
-                progress(*step)
+            next(steps)
+    except StopIteration as stop:
+        return stop.value
     finally:
-        events.close()  # a progress that raised (an interrupt) still lets the generator clean up
+        steps.close()
+
+
+def _ignored(*step) -> None:
+    return None
