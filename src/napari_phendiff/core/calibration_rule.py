@@ -118,13 +118,29 @@ def choose(
             "not moved",
             f"No setting that kept the nuclei moved the phenotype: the furthest, "
             f"{_label(best)}, went {_reached(best):.2f} of the way to the real target (at least "
-            f"{reached_min:g} needed).",
+            f"{reached_min:g} needed)." + _default_lost(rows, default, unaffected, tolerance),
             best,
         )
     stays = next((r for r in feasible if default is not None and made_with(r, default)), None)
     if stays is not None and stays is not best and _reached(stays) >= max(furthest - margin, reached_min):
         return Choice(stays, "calibrated", _why_default(stays, best, len(feasible), tolerance, margin), stays)
     return Choice(best, "calibrated", _why(best, feasible, len(tied), furthest, tolerance), best)
+
+
+def _default_lost(rows: list[dict], default: Setting | None, unaffected: Sequence[str], tolerance: float) -> str:
+    """Where nothing is stored: a sentence when the checkpoint's setting without calibration did not keep the nuclei
+    (what it lost), else nothing."""
+    row = next((r for r in rows if default is not None and made_with(r, default)), None)
+    if row is None or keeps_cells(row, unaffected, tolerance):
+        return ""
+    changed = [c for c in unaffected if row[f"change_{c}"] > UNAFFECTED_MAX]
+    lost = (
+        f"changed {changed[0]} by {row[f'change_{changed[0]}']:.2f} (allowed {UNAFFECTED_MAX:g})"
+        if changed
+        else f"lost {row.get('kept_control', 1.0) - row['kept']:.2f} of nuclei overlap beyond its source -> source "
+        f"control (allowed {tolerance:g}), kept {row['kept']:.2f}"
+    )
+    return f" The checkpoint's setting without calibration, {_label(row)}, did not keep the nuclei either: it {lost}."
 
 
 def _label(row: dict) -> str:
