@@ -48,6 +48,22 @@ def test_sweep_equals_one_translation_per_setting(checkpoint, sim_data, monkeypa
         assert np.array_equal(result, alone), setting
 
 
+def test_a_sweep_counts_its_progress_in_the_network_calls_it_makes(checkpoint, sim_data, monkeypatch):
+    from napari_phendiff.core import walk
+
+    model = pd.load_checkpoint(checkpoint, device="cpu")
+    stack = np.stack([pd.read_image(p) for p in sorted((sim_data / "untreated").glob("*.tif"))[:2]])
+    base = TranslateOptions(steps=8, tiles=False).validate()
+    pairs = cal.with_controls(cal.grid([0.25, 0.5], [1.0, 3.0]), "untreated", "TNFa")
+    passes = []  # images through the network per call: a guided step runs both branches in one call
+    real_predict = walk.predict
+    monkeypatch.setattr(walk, "predict", lambda m, x, *a, **k: passes.append(len(x)) or real_predict(m, x, *a, **k))
+    steps = []
+    cal.sweep_pairs(model, stack, "untreated", pairs, base, progress=lambda done, total: steps.append((done, total)))
+    assert sum(passes) == cal.sweep_calls(pairs, base) * len(stack) == steps[-1][0] * len(stack)
+    assert [total for _, total in steps] == [steps[-1][0]] * len(steps)
+
+
 def row(strength, guidance, reached, kept, kept_control=0.9, change_DNA=0.05):
     return dict(
         strength=strength,
