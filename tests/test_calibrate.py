@@ -104,19 +104,26 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     choice = cal.choose(rows)
     assert choice.row is None and choice.status == "not moved" and choice.best is rows[2]
     assert "No setting that kept the nuclei moved the phenotype" in choice.reason and "0.41" in choice.reason
-    assert "without calibration" not in choice.reason  # the default was not swept here
+    assert "without calibration" not in choice.reason
+    choice = cal.choose(rows, default=cal.Setting(0.9, 6.0))  # a default the sweep left out: nothing said of it
+    assert choice.status == "not moved" and "without calibration" not in choice.reason
     # the setting translations fall back to lost the nuclei: said, since nothing replaces it
     rows.append(row(0.3, 4.0, 0.6, 0.7, kept_control=0.92))
     choice = cal.choose(rows, default=cal.Setting(0.3, 4.0))
     assert choice.status == "not moved" and choice.reason.endswith(
-        "The checkpoint's setting without calibration, s 0.3, w 4 (source), did not keep the nuclei either: it lost "
-        "0.22 of nuclei overlap beyond its source -> source control (allowed 0.14), kept 0.70."
+        " Without calibration the checkpoint translates with s 0.3, w 4 (source), which went 0.60 of the way but did "
+        "not keep the cells: it lost 0.22 of nuclei overlap beyond its source -> source control (allowed 0.14), kept "
+        "0.70."
     )
     rows[-1].update(kept=0.9, change_DNA=0.3)  # kept the overlap but changed the DNA
     assert cal.choose(rows, ["DNA"], default=cal.Setting(0.3, 4.0)).reason.endswith(
-        "did not keep the nuclei either: it changed DNA by 0.30 (allowed 0.2)."
+        "did not keep the cells: it changed DNA by 0.30 (allowed 0.2)."
     )
-    rows[-1].update(change_DNA=0.0, reached=0.3)  # kept them (and did not move the phenotype): nothing more to say
+    rows[-1].update(kept=0.45, kept_control=0.5, change_DNA=0.3)  # within its control's reach, under the floor
+    assert cal.choose(rows, ["DNA"], default=cal.Setting(0.3, 4.0)).reason.endswith(
+        "it kept 0.45 of nuclei overlap, under the 0.5 below which they are lost; changed DNA by 0.30 (allowed 0.2)."
+    )
+    rows[-1].update(kept=0.9, kept_control=0.9, change_DNA=0.0, reached=0.3)  # kept them, moved little: nothing said
     choice = cal.choose(rows, ["DNA"], default=cal.Setting(0.3, 4.0))
     assert choice.status == "not moved" and "without calibration" not in choice.reason
     unwitnessed = [row(0.2, 2.0, float("nan"), 0.9), row(0.4, 4.0, float("nan"), 0.85)]

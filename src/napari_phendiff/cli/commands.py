@@ -181,25 +181,27 @@ def calibrate_command(args) -> None:
 
     bar = CountingBar("calibrating", percent=True)  # counted in network calls
     settings = grid(args.strengths or STRENGTHS, args.guidances or GUIDANCES)
-    chosen = calibrate(
-        args.checkpoint,
-        args.data,
-        args.source,
-        args.target,
-        args.out,
-        settings=settings,
-        unaffected=args.unaffected,
-        n=args.n,
-        steps=args.steps,
-        classifier_steps=args.classifier_steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        store=not args.no_store,
-        keep_channels=args.keep_channels,
-        progress=bar,
-    )
-    bar.close()
+    try:
+        chosen = calibrate(
+            args.checkpoint,
+            args.data,
+            args.source,
+            args.target,
+            args.out,
+            settings=settings,
+            unaffected=args.unaffected,
+            n=args.n,
+            steps=args.steps,
+            classifier_steps=args.classifier_steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            store=not args.no_store,
+            keep_channels=args.keep_channels,
+            progress=bar,
+        )
+    finally:
+        bar.close()  # the bar's line ended, an interrupt or an error printed below it
     print_calibration(args, chosen)
 
 

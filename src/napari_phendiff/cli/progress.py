@@ -59,11 +59,12 @@ class CountingBar:
     def __call__(self, done: int, total: int, stage: str = "") -> None:
         if self.bar is None:
             self.bar = progress_bar(total, self.desc, PERCENT_BAR if self.percent or stage else None)
-        if stage:  # its clock starts again: the time left is the pace of what follows (tqdm's reset would draw 0%)
+        # tqdm has no public way to restart its clock without drawing 0% (reset): its own attributes, as reset sets
+        # them (tqdm 4); tests/test_cli.py checks the time left that follows
+        if stage:  # its clock starts again: the time left is the pace of what follows
             self.bar.start_t = self.bar.last_print_t = self.bar._time()
             self.bar.initial = done
-        if self.percent or stage:
-            self.bar.bar_format = PERCENT_BAR if stage else f"{PERCENT_BAR} {{remaining}} left"
+        self.bar.bar_format = PERCENT_BAR if stage else f"{PERCENT_BAR} {{remaining}} left" if self.percent else None
         self.bar.set_description_str(f"{self.desc} ({stage})" if stage else self.desc, refresh=False)
         self.bar.total = total
         self.bar.n = done

@@ -279,12 +279,12 @@ def _sweep_rows(
     witnesses: Witnesses,
     total: int,
 ) -> Generator[Step, None, tuple[list[dict], dict]]:
-    """Translate the stack at every setting and its source -> source control, then score each setting, yielding
-    (done, `total`) after each, counted after PREPARATION's steps; returns one scored row per setting and the
+    """Translate the stack at every setting and its source -> source control, then score each setting, yielding a
+    Step of `total` after each, counted after PREPARATION's steps; returns one scored row per setting and the
     translations by (condition, setting)."""
     pairs = with_controls(settings, source, target)
     translations = iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
-    translated = yield from relabelled(translations, Step)
+    translated = yield from relabelled(translations, lambda step: Step(*step))
     rows = []
     for s in settings:
         control = translated[(source, control_of(s))]

@@ -96,9 +96,7 @@ def choose(
         return Choice(
             None,
             "not kept",
-            f"No setting kept the nuclei: the closest, {_label(best)}, lost "
-            f"{best.get('kept_control', 1.0) - best['kept']:.2f} of nuclei overlap beyond its source -> "
-            f"source control (allowed {tolerance:g}), kept {best['kept']:.2f}.",
+            f"No setting kept the nuclei: the closest, {_label(best)}, {what_lost(best, unaffected, tolerance)}.",
             best,
         )
     if not any(np.isfinite(r["reached"]) for r in feasible):
@@ -128,19 +126,37 @@ def choose(
 
 
 def _default_lost(rows: list[dict], default: Setting | None, unaffected: Sequence[str], tolerance: float) -> str:
-    """Where nothing is stored: a sentence when the checkpoint's setting without calibration did not keep the nuclei
-    (what it lost), else nothing."""
+    """Where nothing is stored: a sentence when the checkpoint's setting without calibration was swept and did not
+    keep the nuclei (how far it went, what it lost), else nothing."""
     row = next((r for r in rows if default is not None and made_with(r, default)), None)
     if row is None or keeps_cells(row, unaffected, tolerance):
         return ""
-    changed = [c for c in unaffected if row[f"change_{c}"] > UNAFFECTED_MAX]
-    lost = (
-        f"changed {changed[0]} by {row[f'change_{changed[0]}']:.2f} (allowed {UNAFFECTED_MAX:g})"
-        if changed
-        else f"lost {row.get('kept_control', 1.0) - row['kept']:.2f} of nuclei overlap beyond its source -> source "
-        f"control (allowed {tolerance:g}), kept {row['kept']:.2f}"
+    went = f"went {_reached(row):.2f} of the way but " if np.isfinite(row["reached"]) else ""
+    return (
+        f" Without calibration the checkpoint translates with {_label(row)}, which {went}did not keep the cells: it "
+        f"{what_lost(row, unaffected, tolerance)}."
     )
-    return f" The checkpoint's setting without calibration, {_label(row)}, did not keep the nuclei either: it {lost}."
+
+
+def what_lost(row: dict, unaffected: Sequence[str] = (), tolerance: float | None = None) -> str:
+    """What a sweep row failed of `keeps_cells`, every check that failed, in words ("lost 0.22 of nuclei overlap
+    beyond its source -> source control (allowed 0.14), kept 0.70"); empty when it kept them."""
+    tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
+    control = row.get("kept_control", 1.0)
+    failed = []
+    if row["kept"] < control - tolerance:
+        failed.append(
+            f"lost {control - row['kept']:.2f} of nuclei overlap beyond its source -> source control (allowed "
+            f"{tolerance:g}), kept {row['kept']:.2f}"
+        )
+    elif row["kept"] < KEPT_FLOOR:
+        failed.append(f"kept {row['kept']:.2f} of nuclei overlap, under the {KEPT_FLOOR:g} below which they are lost")
+    failed += [
+        f"changed {c} by {row[f'change_{c}']:.2f} (allowed {UNAFFECTED_MAX:g})"
+        for c in unaffected
+        if row[f"change_{c}"] > UNAFFECTED_MAX
+    ]
+    return "; ".join(failed)
 
 
 def _label(row: dict) -> str:

@@ -151,15 +151,16 @@ def _pair_calls(order: list[tuple[str, Setting]], base: TranslateOptions) -> lis
 Value = TypeVar("Value")
 
 
-def relabelled(events: Generator[tuple, None, Value], label: Callable[..., Any]) -> Generator[Any, None, Value]:
-    """A generator's steps as `label(*step)`, its value returned; closed, it closes the generator."""
+def relabelled(events: Generator[Any, None, Value], label: Callable[[Any], Any]) -> Generator[Any, None, Value]:
+    """A generator's steps as `label(step)`, its value returned; however this ends (closed, or `label` raised), it
+    closes the generator, so that its clean-up (locks) runs at once."""
     try:
         while True:
             try:
                 step = next(events)
             except StopIteration as stop:
                 return stop.value
-            yield label(*step)
+            yield label(step)
     finally:
         events.close()
 
@@ -167,7 +168,7 @@ def relabelled(events: Generator[tuple, None, Value], label: Callable[..., Any])
 def follow(events: Generator[tuple, None, Value], progress: Callable[..., None] | None) -> Value:
     """Run a generator of (done, total[, stage]) steps to its end, telling `progress(*step)` each; return the
     generator's value. A progress that raised (an interrupt) still lets the generator clean up."""
-    steps = relabelled(events, progress or _ignored)
+    steps = relabelled(events, (lambda step: progress(*step)) if progress else _ignored)
     try:
         while True:
             next(steps)
@@ -177,5 +178,5 @@ def follow(events: Generator[tuple, None, Value], progress: Callable[..., None] 
         steps.close()
 
 
-def _ignored(*step) -> None:
+def _ignored(step) -> None:
     return None

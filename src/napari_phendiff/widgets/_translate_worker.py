@@ -19,6 +19,7 @@ from ..core.models import load_checkpoint
 from ..core.models.base import ConditionedModel
 from ..core.options import TranslateOptions
 from ..core.estimate import estimate_translation
+from ..core.sweep import relabelled
 from ..core.translate import is_direct, iter_translate
 from ..core.device import explain_memory_errors
 from ._layers import ImageInput
@@ -232,13 +233,5 @@ def relay(
     """A core generator's items as `progress(item)` messages, then its return value as Result(`result(value)`). The
     core generator is closed however this ends (a cancel closes this one between two messages), so its clean-up (its
     locks) runs in the worker's thread at once."""
-    try:
-        while True:
-            try:
-                item = next(events)
-            except StopIteration as stop:
-                yield Result(result(stop.value))
-                return
-            yield progress(item)
-    finally:
-        events.close()
+    value = yield from relabelled(events, progress)
+    yield Result(result(value))
