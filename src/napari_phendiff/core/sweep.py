@@ -137,8 +137,8 @@ def sweep_calls(pairs: Sequence[tuple[str, Setting]], base: TranslateOptions) ->
 def _pair_calls(order: list[tuple[str, Setting]], base: TranslateOptions) -> list[int]:
     """Network calls of each pair, in sweep order: the first pair of each inversion method inverts to the deepest
     strength, and every pair regenerates over its strength's steps, a guided one through both branches. Counted
-    here, before anything runs, rather than timed (estimate.py); the guidance interval and reused deep features,
-    which make some steps cheaper, are left out."""
+    here, before anything runs, rather than timed (estimate.py): a step that reuses deep features counts as a call
+    though it is cheaper, and a guidance interval (fewer guided steps) is not counted."""
     calls, inverted = [], set()
     for _, setting in order:
         options = setting.options(base)
