@@ -135,6 +135,84 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
 
 
+def test_bars_a_user_sets_replace_the_rules_own():
+    from napari_phendiff.core.calibration_bars import check_bars, partial_move
+
+    rows = [row(0.2, 4.0, 0.29, 0.88), row(0.4, 4.0, 0.6, 0.6)]  # the second loses 0.3 beyond its control
+    declined = cal.choose(rows)
+    assert declined.status == "not moved" and "(at least 0.5 needed)" in declined.reason
+    # the share it did move, as a bar that stores it (0.29 x 100 is 28.999... in floating point)
+    assert partial_move({**declined.best, "status": declined.status}) == 0.29
+    accepted = cal.choose(rows, reached_min=0.29)
+    assert accepted.row is rows[0] and (accepted.reached_min, accepted.tolerance) == (0.29, rule.KEPT_TOLERANCE)
+    loose = cal.choose(rows, tolerance=0.35)  # a looser tolerance: the further setting now keeps the cells
+    assert loose.row is rows[1] and "within 0.35 of the source -> source control" in loose.reason
+    assert (loose.reached_min, loose.tolerance) == (rule.REACHED_MIN, 0.35)
+    assert rule.bars(loose)["kept_tolerance"] == 0.35 and rule.bars(declined)["kept_tolerance"] == rule.KEPT_TOLERANCE
+    # nothing to accept: a setting stored, the cells not kept, or a move too small to be a bar
+    assert partial_move({**loose.row, "status": "calibrated"}) is None
+    assert partial_move({"reached": 0.6, "status": "not kept"}) is None
+    assert partial_move({"reached": 0.24, "status": "not moved"}) is None  # under PARTIAL_MIN: nothing moved
+    for bad in (dict(reached_min=0.0), dict(reached_min=1.5), dict(tolerance=-0.1), dict(tolerance=1.0)):
+        with pytest.raises(ConfigError, match="give one"):
+            check_bars(bad.get("tolerance"), bad.get("reached_min"))
+
+
+def test_calibrate_records_the_bars_a_user_set(checkpoint, sim_data, tmp_path, capsys):
+    out = tmp_path / "calibration"
+    asked = ["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa", "--out"]
+    small = ["--strengths", "0.25", "--guidances", "1", "3", "--n", "4", "--steps", "4", "--classifier-steps", "5"]
+    for bad, said in (("0", "share of the way"), ("-0.2", "nuclei overlap")):
+        flag = "--reached-min" if said == "share of the way" else "--kept-tolerance"
+        assert main([*asked, str(out), *small, flag, bad]) == 2
+        assert said in capsys.readouterr().err and not out.exists()  # refused before any work
+    code = main([*asked, str(out), *small, "--reached-min", "0.95", "--kept-tolerance", "0.3", "--no-store"])
+    assert code == 0
+    saved = json.loads((out / "calibration.json").read_text())
+    assert (saved["rules"]["reached_min"], saved["rules"]["kept_tolerance"]) == (0.95, 0.3)
+    assert (saved["chosen"]["reached_min"], saved["chosen"]["kept_tolerance"]) == (0.95, 0.3)
+    printed = capsys.readouterr()
+    assert (
+        "judged by the bars you set: reached at least 0.95 of the way, nuclei overlap lost at most 0.3" in printed.out
+    )
+    # the tiny model moves little: the reason names the bar it missed
+    assert saved["chosen"]["status"] == "not moved" and "(at least 0.95 needed)" in saved["chosen"]["reason"]
+    assert stored_nothing(checkpoint)
+
+
+def stored_nothing(checkpoint) -> bool:
+    return "calibration" not in json.loads((checkpoint / "phendiff.json").read_text())
+
+
+def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
+    import argparse
+
+    from napari_phendiff.cli.commands import print_calibration
+
+    args = argparse.Namespace(
+        source="TNFa",
+        target="untreated",
+        out=tmp_path,
+        no_store=False,
+        checkpoint="m",
+        reached_min=None,
+        kept_tolerance=None,
+    )
+    record = dict(
+        status="not moved", strength=0.2, guidance=4.0, negative="source", reached=0.324, cells_moved=0.324,
+        moved=0.4, real_target_moved=0.95, kept=0.86, kept_control=0.98, keep_channels=[], overshot_measurements=[],
+        classifier_trusted=True, classifier_accuracy=0.97, reason="went 0.32 of the way (at least 0.5 needed).",
+    )  # fmt: skip
+    print_calibration(args, record)
+    err = capsys.readouterr().err
+    assert "nothing was stored" in err
+    assert (
+        "went 0.32 of the way: to store a partial move like it, calibrate again with --reached-min 0.32, after" in err
+    )
+    print_calibration(args, {**record, "status": "not kept"})  # a looser bar on the move would not keep the cells
+    assert "--reached-min" not in capsys.readouterr().err
+
+
 def test_the_uncalibrated_setting_is_chosen_unless_another_goes_clearly_further():
     default = cal.Setting(0.3, 4.0)
     rows = [
@@ -281,7 +359,15 @@ def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
 
     from napari_phendiff.cli.commands import print_calibration
 
-    args = argparse.Namespace(source="untreated", target="TNFa", out=tmp_path, no_store=True, checkpoint="m")
+    args = argparse.Namespace(
+        source="untreated",
+        target="TNFa",
+        out=tmp_path,
+        no_store=True,
+        checkpoint="m",
+        reached_min=None,
+        kept_tolerance=None,
+    )
     chosen = {
         "classifier_trusted": True,
         "classifier_accuracy": 0.95,

@@ -171,3 +171,22 @@ def test_without_an_output_folder_the_frontier_goes_to_a_new_per_user_folder(
     (made,) = (tmp_path / "user" / "calibrations").iterdir()
     assert made.name.startswith("model-untreated-to-TNFa-") and (made / "frontier.png").is_file()
     assert str(made) in dock.status.text()
+
+
+def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, tmp_path):
+    from napari_phendiff.widgets._calibrate_panel import _bars_said
+
+    dock.calibrate_reached.setValue(0.95)
+    dock.calibrate_tolerance.setValue(0.3)
+    wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
+    saved = json.loads((tmp_path / "frontier" / "calibration.json").read_text())
+    assert (saved["rules"]["reached_min"], saved["rules"]["kept_tolerance"]) == (0.95, 0.3)
+    assert "Judged by the bars set here: moved at least 0.95 of the way, nuclei IoU lost at most 0.3." in (
+        dock.status.text()
+    )
+    # the rule's own bars are not announced; a partial move says which bar would store it
+    own = {**saved["chosen"], "reached_min": cal.REACHED_MIN, "kept_tolerance": cal.KEPT_TOLERANCE}
+    assert _bars_said({**own, "status": "calibrated"}) == ""
+    assert _bars_said({**own, "status": "not moved", "reached": 0.414}).startswith(
+        " To store a partial move like the furthest (0.41 of the way), set 'moved ≥' to 0.41 and calibrate again"
+    )

@@ -198,6 +198,8 @@ def calibrate_command(args) -> None:
             device=args.device,
             store=not args.no_store,
             keep_channels=args.keep_channels,
+            reached_min=args.reached_min,
+            kept_tolerance=args.kept_tolerance,
             progress=bar,
         )
     finally:
@@ -233,12 +235,17 @@ def print_calibration(args, chosen: dict) -> None:
         f"{chosen['kept_control']:.2f})"
     )
     print(f"why: {chosen['reason']}")
+    if args.reached_min is not None or args.kept_tolerance is not None:
+        print(
+            f"judged by the bars you set: reached at least {chosen['reached_min']:g} of the way, nuclei overlap lost "
+            f"at most {chosen['kept_tolerance']:g} beyond the control"
+        )
     if chosen["keep_channels"]:
         print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
     if chosen["status"] != "calibrated":
         print(
             "warning: nothing was stored (the reason is above): translations keep their current settings. Check "
-            "the model (train longer?) and the frontier before translating with it.",
+            "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen),
             file=sys.stderr,
         )
     if chosen["overshot_measurements"]:
@@ -255,6 +262,20 @@ def print_calibration(args, chosen: dict) -> None:
             f"stored in {args.checkpoint}: translate, evaluate and the docks now default to it for "
             f"{args.source} -> {args.target}"
         )
+
+
+def _partial_move(chosen: dict) -> str:
+    """Where the cells were kept but the phenotype moved less than the bar: how to store that partial move anyway."""
+    from ..core.calibration_bars import partial_move
+
+    share = partial_move(chosen)
+    if share is None:
+        return ""
+    return (
+        f" The furthest that kept the cells went {share:.2f} of the way: to store a partial move like it, calibrate "
+        f"again with --reached-min {share:.2f}, after looking at its translations (a partial move may be the model's "
+        "noise rather than the phenotype)."
+    )
 
 
 def sign_command(args) -> None:

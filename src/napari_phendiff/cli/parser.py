@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core.calibration_bars import BAR_HELP
 from ..core.options import CALIBRATION_IMAGES, DEMO_FIELDS, DEVICES, MORPH_PATHS, condition_name
 from .commands import (
     calibrate_command,
@@ -234,6 +235,18 @@ def _add_calibrate(sub) -> None:
         metavar="CHANNEL",
         help="channels every setting keeps as the original's (e.g. DNA; 'none' for none); stored with the choice "
         "(default: those the checkpoint keeps by default, a fine-tune of the shipped base its DNA channel)",
+    )
+    p.add_argument(
+        "--reached-min",
+        type=float,
+        metavar="SHARE",
+        help=BAR_HELP["reached_min"],
+    )
+    p.add_argument(
+        "--kept-tolerance",
+        type=float,
+        metavar="IOU",
+        help=BAR_HELP["kept_tolerance"],
     )
     p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
     p.add_argument("--seed", type=int, default=0)

@@ -32,6 +32,7 @@ from typing import Callable, Generator, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from . import cells as cellmeasure
+from .calibration_bars import check_bars
 from .calibration_rule import bars, choose, setting_of, uncalibrated_setting, with_default
 from .calibration_store import calibration_record, check_storable, store_calibration
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
@@ -140,6 +141,8 @@ def iter_calibrate(
     device: str = "auto",
     store: bool = True,
     keep_channels: Sequence[str] | None = None,
+    reached_min: float | None = None,
+    kept_tolerance: float | None = None,
 ) -> Generator[Step, None, dict]:
     """Sweep settings on held-out `source` images of `data`, write the frontier into `out` and (store=True, and
     only when the rule found a setting that moves the phenotype and keeps the cells) the chosen setting into the
@@ -149,13 +152,13 @@ def iter_calibrate(
     nothing. The checkpoint's setting without calibration is swept too: the rule weighs by it.
 
     unaffected: channel names the condition should not change (default: the nuclear channel).
-    keep_channels: channels every setting keeps as the original's (TranslateOptions.keep_channels); stored with the
-    choice. None: those the checkpoint keeps by default (its translation_defaults: a fine-tune of the shipped base
-    keeps its DNA channel), else none.
+    keep_channels: channels every setting keeps as the original's, stored with the choice; None: those the checkpoint
+    keeps by default (translation_defaults: a fine-tune of the shipped base keeps its DNA channel), else none.
     steps: the DDIM grid every setting walks; None: the checkpoint's own (translation_defaults: a fine-tune of the
     shipped base, 50), else the project's (20), so the choice is made at the steps it will be used at.
+    reached_min, kept_tolerance: the rule's bars set by the user (calibration_bars.BAR_HELP); None: the rule's own.
     """
-    settings, n = _checked_sweep(settings, n, steps, classifier_steps)
+    settings, n = _checked_sweep(settings, n, steps, classifier_steps, (kept_tolerance, reached_min))
     out = claim_new_folder(out, "the calibration")
     path, model = _opened(checkpoint, store, device)
     _check_direction(model, path, source, target)
@@ -170,24 +173,37 @@ def iter_calibrate(
             model, data, source, target, n, base, unaffected, classifier_steps, seed, total
         )
         rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses, total)
-        choice = choose(rows, [c for c in unaffected if c not in base.keep_channels], default=default)
+        kept = [c for c in unaffected if c not in base.keep_channels]
+        choice = choose(rows, kept, tolerance=kept_tolerance, reached_min=reached_min, default=default)
         record = calibration_record(
             choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
         )
         baseline = _untranslated(model, witnesses, stack, target)
-        rules = {**bars(), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
+        rules = {**bars(choice), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
         write_frontier(out, rows, choice, record, baseline, source, target, rules, default)
         if store and choice.status == "calibrated":
-            store_calibration(path, source, target, record)
-            if witnesses.trusted:  # for reveal's masks (core/reveal_classifier.py)
-                save_classifier(witnesses.classifier, path)
+            _store(path, source, target, record, witnesses)
         return record
 
 
+def _store(path: Path, source: str, target: str, record: dict, witnesses: Witnesses) -> None:
+    """The choice into the checkpoint, and the condition classifier when it was trusted (for reveal's masks,
+    core/reveal_classifier.py)."""
+    store_calibration(path, source, target, record)
+    if witnesses.trusted:
+        save_classifier(witnesses.classifier, path)
+
+
 def _checked_sweep(
-    settings: Sequence[Setting] | None, n: int | None, steps: int | None, classifier_steps: int
+    settings: Sequence[Setting] | None,
+    n: int | None,
+    steps: int | None,
+    classifier_steps: int,
+    bars: tuple[float | None, float | None],
 ) -> tuple[list[Setting], int | None]:
-    """The settings to sweep (default: the grid) and the number of held-out images, every count checked."""
+    """The settings to sweep (default: the grid) and the number of held-out images, every count and the bars a user
+    set (kept tolerance, reached min) checked."""
+    check_bars(*bars)
     settings = list(settings or grid())
     if not settings:
         raise ConfigError("Give at least one setting to calibrate.")

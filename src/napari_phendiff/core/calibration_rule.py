@@ -17,38 +17,14 @@ benchmarks/calibration_rule.py checks the choice against the simulator's ground 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
 
+from .calibration_bars import DEFAULT_MARGIN, KEPT_FLOOR, KEPT_TOLERANCE, REACHED_MIN, UNAFFECTED_MAX
 from .options import resolve_options
 from .sweep import Setting
-
-# The rule's bars (see the module docstring), measured in benchmarks/calibration_rule.py (docs/benchmarks.md,
-# calibration_rule): identity is judged against the source -> source control at the same setting, not against a fixed
-# IoU, because what a segmentation can keep differs between data sets and models. Translations whose true identity
-# was 0.9 of the segmentation's ceiling (the bar the simulator's truth sets) lost 0.10-0.21 IoU beyond their control;
-# the median over the 10 simulator directions was 0.13 on 8 held-out fields per direction and 0.14 on 16, and the
-# tolerance is that median: the rule takes the furthest setting it allows, so its choice lands near the bar. Of the
-# bars tried with reached counted in cells (tolerance 0.05-0.25 x reached 0.25/0.5/0.75), 0.14 and 0.5 met the target
-# in 6 of the 10 simulator directions on both sweeps (no pair more on 8 fields; on 16, 0.14 with a quarter of the way
-# 7), and in the 4 real-nuclei directions, not used to choose. The count falls off on either side (0.12: 4 and 2;
-# 0.16: 4 and 3). On a second held-out set no bar was chosen on, 0.14 again met the target in the most directions of
-# 0.12-0.17 (9 of 14; calibration_witnesses in docs/benchmarks.md). These counts are from before the default stayed
-# (DEFAULT_MARGIN); with it 0.14 still meets as many as any, on a third held-out set too (docs/benchmarks.md).
-KEPT_TOLERANCE = 0.14  # nuclei IoU a translation may lose beyond its control
-KEPT_FLOOR = 0.5  # below this the nuclei are lost, whatever the control did
-UNAFFECTED_MAX = 0.2  # RMSE (normalised units) of a channel the condition does not touch
-REACHED_MIN = 0.5  # "moved the phenotype": at least half the way to the real target (untranslated: 0)
-# How much further than the default a setting must go to replace it. A setting's lead over the default (their reached,
-# both on the same 16 held-out images) spreads from one sample of 16 images to another by 0.06 (one sample's robust
-# standard deviation: the median change of the lead between benchmarks/calibration_rule.py's first two held-out sets
-# x 1.4826 / sqrt 2, over the 141 settings that kept the nuclei in 14 directions); 0.1 is 1.645 of it: a setting no
-# further than the default shows a lead that large in fewer than 1 of 20 samples.
-# Set from that spread, then measured against the target (calibration_witnesses in docs/benchmarks.md): on a third
-# held-out set no bar was chosen on, the rule met it in 10 of 14 directions with the margin, 9 without.
-DEFAULT_MARGIN = 0.1
 
 
 @dataclass
@@ -57,12 +33,15 @@ class Choice:
     'calibrated', 'not moved' (the cells were kept but the phenotype did not move), 'not witnessed' (the cells were
     kept, but neither the per-cell measurements nor a trusted classifier could say how far the phenotype moved) or
     'not kept' (no setting kept the nuclei). `best` is the row the rule would have taken, shown even when nothing is
-    stored."""
+    stored. `tolerance` and `reached_min`: the bars it was made with (KEPT_TOLERANCE and REACHED_MIN unless the user
+    set others)."""
 
     row: dict | None
     status: str
     reason: str
     best: dict
+    tolerance: float = KEPT_TOLERANCE
+    reached_min: float = REACHED_MIN
 
 
 def keeps_cells(row: dict, unaffected: Sequence[str] = (), tolerance: float | None = None) -> bool:
@@ -90,6 +69,20 @@ def choose(
     tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
     reached_min = REACHED_MIN if reached_min is None else reached_min
     margin = DEFAULT_MARGIN if margin is None else margin
+    choice = _verdict(rows, unaffected, tolerance, reached_min, tie, default, margin)
+    return replace(choice, tolerance=tolerance, reached_min=reached_min)
+
+
+def _verdict(
+    rows: list[dict],
+    unaffected: Sequence[str],
+    tolerance: float,
+    reached_min: float,
+    tie: float,
+    default: Setting | None,
+    margin: float,
+) -> Choice:
+    """`choose`, every bar given."""
     feasible = [r for r in rows if keeps_cells(r, unaffected, tolerance)]
     if not feasible:
         best = max(rows, key=lambda r: r["kept"] - r.get("kept_control", 1.0))
@@ -237,12 +230,12 @@ def with_default(settings: Sequence[Setting], default: Setting) -> list[Setting]
     return settings if any(s.walk() == default.walk() for s in settings) else [*settings, default]
 
 
-def bars() -> dict[str, float]:
-    """The rule's bars by name, as calibration.json records them."""
+def bars(choice: Choice) -> dict[str, float]:
+    """The bars `choice` was made with by name, as calibration.json records them."""
     return {
-        "kept_tolerance": KEPT_TOLERANCE,
+        "kept_tolerance": choice.tolerance,
         "kept_floor": KEPT_FLOOR,
         "unaffected_max": UNAFFECTED_MAX,
-        "reached_min": REACHED_MIN,
+        "reached_min": choice.reached_min,
         "default_margin": DEFAULT_MARGIN,
     }

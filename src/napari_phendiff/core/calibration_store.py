@@ -61,6 +61,8 @@ def calibration_record(
         **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
         "unaffected": unaffected,
         "keeps_cells": choice.status != "not kept",
+        "reached_min": choice.reached_min,  # the bars it was judged by: the user may have set their own
+        "kept_tolerance": choice.tolerance,
         "overshot_measurements": overshot_measurements,
         "data": str(Path(data).resolve()),
         "images": images,

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from .calibration_rule import KEPT_TOLERANCE, REACHED_MIN, Choice, made_with, setting_of
+from .calibration_rule import Choice, made_with, setting_of
 from .checkpoint import atomic_folder
 from .options import direction_key
 from .sweep import Setting
@@ -57,8 +57,8 @@ def frontier_figure(
     path: Path, rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None
 ) -> Path:
     """How far each setting reached against the nuclei overlap it lost beyond its control, one line per guidance
-    scale through the strengths, the rule's bars drawn, the choice circled and the setting without calibration
-    (`default`) squared."""
+    scale through the strengths, the bars the choice was made with drawn, the choice circled and the setting without
+    calibration (`default`) squared."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     fig = Figure(figsize=(6.2, 4.6))
@@ -77,11 +77,11 @@ def frontier_figure(
                 f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
             )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
-    ax.axvline(-KEPT_TOLERANCE, color="grey", lw=1, ls="--")
-    ax.axhline(REACHED_MIN, color="grey", lw=1, ls=":")
+    ax.axvline(-choice.tolerance, color="grey", lw=1, ls="--")
+    ax.axhline(choice.reached_min, color="grey", lw=1, ls=":")
     ax.axhline(1.0, color="grey", lw=0.6)
-    ax.text(-KEPT_TOLERANCE, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
-    ax.text(ax.get_xlim()[0], REACHED_MIN, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
+    ax.text(-choice.tolerance, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
+    ax.text(ax.get_xlim()[0], choice.reached_min, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
     for r in rows:
         if default is not None and made_with(r, default):
             ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")

@@ -10,14 +10,15 @@ import datetime
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QFileDialog, QSpinBox, QVBoxLayout
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QSpinBox, QVBoxLayout
 
 from ..core.calibrate import check_calibration_folder
+from ..core.calibration_bars import BAR_HELP, KEPT_TOLERANCE, REACHED_MIN, partial_move
 from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
 from ..core.options import CALIBRATION_IMAGES
 from ..core.errors import PhenDiffError
-from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin
+from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin, tooltip
 from ._translate_worker import Calibrated, PendingRun, run_calibration
 
 
@@ -47,8 +48,18 @@ class CalibratePanel:
             "setting of a strength x guidance grid translates the source images, beside a source -> source control; "
             "the frontier and the scores go into a new folder.",
         )
+        self.calibrate_reached = spin(
+            QDoubleSpinBox(decimals=2, singleStep=0.05), 0.05, 1.0, REACHED_MIN, tooltip(BAR_HELP["reached_min"])
+        )
+        self.calibrate_reached.setPrefix("moved ≥ ")
+        self.calibrate_reached.setSuffix(" of the way")
+        self.calibrate_tolerance = spin(
+            QDoubleSpinBox(decimals=2, singleStep=0.01), 0.0, 0.5, KEPT_TOLERANCE, tooltip(BAR_HELP["kept_tolerance"])
+        )
+        self.calibrate_tolerance.setPrefix("nuclei IoU lost ≤ ")
         calibrate = QVBoxLayout()
         calibrate.addWidget(self.calibrate_info)
+        calibrate.addWidget(row(self.calibrate_reached, self.calibrate_tolerance))
         calibrate.addWidget(row(self.calibrate_images, self.calibrate_button))
         return calibrate
 
@@ -83,7 +94,8 @@ class CalibratePanel:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = default_calibration_folder() / f"{request.checkpoint.name}-{source}-to-{target}-{stamp}"
         model, key = self.cached_model(request)
-        worker = run_calibration(request, model, folder, Path(out), self.calibrate_images.value())
+        bars = {"reached_min": self.calibrate_reached.value(), "kept_tolerance": self.calibrate_tolerance.value()}
+        worker = run_calibration(request, model, folder, Path(out), self.calibrate_images.value(), bars)
         self._pending, self._run_key = PendingRun("calibrate", None, request), key
         return self.start_worker(
             worker,
@@ -105,7 +117,7 @@ class CalibratePanel:
                 f"Not calibrated {direction}: nothing was stored; the settings stay as they were. Check the model "
                 "(train longer?) and the frontier."
             )
-        self.status.setText(f"{head} {chosen['reason']} Frontier and scores: {result.out}")
+        self.status.setText(f"{head} {chosen['reason']}{_bars_said(chosen)} Frontier and scores: {result.out}")
 
     def _take_stored(self, result: Calibrated) -> None:
         """After a choice was stored in `result.checkpoint`: the dock's manifest and the model it holds for that
@@ -119,3 +131,22 @@ class CalibratePanel:
             _, self._model_key = self.cached_model_key(result.checkpoint, self._model_key[1])
         if (self.source.currentText(), self.target.currentText()) == (result.source, result.target):
             self._preselect_options()
+
+
+def _bars_said(chosen: dict) -> str:
+    """What the status line adds on the bars: those set in the dock when they are not the rule's own, and where the
+    cells were kept but moved less than the bar, how to store that partial move."""
+    said = ""
+    if (chosen["reached_min"], chosen["kept_tolerance"]) != (REACHED_MIN, KEPT_TOLERANCE):
+        said += (
+            f" Judged by the bars set here: moved at least {chosen['reached_min']:g} of the way, nuclei IoU lost at "
+            f"most {chosen['kept_tolerance']:g}."
+        )
+    share = partial_move(chosen)
+    if share is not None:
+        said += (
+            f" To store a partial move like the furthest ({share:.2f} of the way), set 'moved ≥' to {share:.2f} and "
+            "calibrate again, after looking at its translations: a partial move may be the model's noise rather than "
+            "the phenotype."
+        )
+    return said

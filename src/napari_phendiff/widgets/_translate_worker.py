@@ -191,9 +191,11 @@ class Calibrated:
 
 
 @thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
-def run_calibration(request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int):
+def run_calibration(
+    request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int, bars: dict | None = None
+):
     """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
-    seed, batch and kept channels: Progress per core.calibrate.Step (its preparation and scoring named, its
+    seed, batch and kept channels, judged by `bars` (its reached_min and kept_tolerance; None: the rule's): Progress per core.calibrate.Step (its preparation and scoring named, its
     translations counted in network calls), the Result (Calibrated) at the end. Cancel stops between two of
     them; nothing is then written or stored."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
@@ -213,6 +215,7 @@ def run_calibration(request: TranslateRequest, model: ConditionedModel | None, f
             batch_size=options.batch_size,
             device=request.device,
             keep_channels=options.keep_channels,
+            **(bars or {}),
         )
         yield from relay(  # a cancel closes the calibration: its locks go, nothing is written
             events,
