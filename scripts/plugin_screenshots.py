@@ -61,6 +61,7 @@ def calibrate_shot() -> None:
         for name, section in dock.sections.items():
             section.set_expanded(name in ("Translate", "Calibrate"))
         wait(dock.calibrate_on(data, Path(tmp) / "calibration"))  # the stored choice is then preselected
+        scrolled_to(dock.calibrate_button)  # the section's last row: its bars, images and button in view
         shoot(viewer, dock, "plugin_calibrate.png")
     viewer.close()
 
@@ -133,6 +134,17 @@ def wait(worker) -> None:
     timer.start(100)
     loop.exec()
     timer.stop()
+
+
+def scrolled_to(widget) -> None:
+    """The dock's scroll area moved so that `widget` shows."""
+    from qtpy.QtWidgets import QScrollArea
+
+    area = widget.parent()
+    while not isinstance(area, QScrollArea):
+        area = area.parent()
+    QApplication.processEvents()
+    area.ensureWidgetVisible(widget)
 
 
 def shoot(viewer, dock, name: str) -> None:

@@ -58,8 +58,8 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     # the preparation named, not timed (its pace is not the sweep's); timed from the first translation on
     stages = ["reading the folder", "training the condition classifier", "measuring the real cells", "translating"]
     assert shown[:4] == [(step, f"{stage}…") for step, stage in enumerate(stages)]
-    # 4 settings scored, named; the translations between timed
-    assert [text for _, text in shown[-4:]] == ["scoring the settings…"] * 4
+    # 4 settings scored, named until the last, where the bar is full; the translations between timed
+    assert [text for _, text in shown[-4:-1]] == ["scoring the settings…"] * 3 and shown[-1][1].startswith("100%")
     assert len(shown) > 8 and all("left" in text for _, text in shown[4:-4])
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
@@ -181,7 +181,7 @@ def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, t
     wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
     saved = json.loads((tmp_path / "frontier" / "calibration.json").read_text())
     assert (saved["rules"]["reached_min"], saved["rules"]["kept_tolerance"]) == (0.95, 0.3)
-    assert "Judged by the bars set here: moved at least 0.95 of the way, nuclei IoU lost at most 0.3." in (
+    assert "Judged by the bars set here: moved ≥ 0.95 of the way, nuclei IoU lost ≤ 0.3 beyond the control." in (
         dock.status.text()
     )
     # the rule's own bars are not announced; a partial move says which bar would store it

@@ -305,7 +305,8 @@ def _sweep_rows(
     for s in settings:
         control = translated[(source, control_of(s))]
         rows.append({**asdict(s), **witnesses.score(model, stack, translated[(target, s)], control, target)})
-        yield Step(total - SCORING_CALLS * (len(settings) - len(rows)), total, SCORING)
+        done = total - SCORING_CALLS * (len(settings) - len(rows))
+        yield Step(done, total, SCORING if done < total else "")  # the last: nothing left to name
     return rows, translated
 
 

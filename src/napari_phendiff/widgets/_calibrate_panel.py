@@ -52,11 +52,10 @@ class CalibratePanel:
             QDoubleSpinBox(decimals=2, singleStep=0.05), 0.05, 1.0, REACHED_MIN, tooltip(BAR_HELP["reached_min"])
         )
         self.calibrate_reached.setPrefix("moved ≥ ")
-        self.calibrate_reached.setSuffix(" of the way")
         self.calibrate_tolerance = spin(
             QDoubleSpinBox(decimals=2, singleStep=0.01), 0.0, 0.5, KEPT_TOLERANCE, tooltip(BAR_HELP["kept_tolerance"])
         )
-        self.calibrate_tolerance.setPrefix("nuclei IoU lost ≤ ")
+        self.calibrate_tolerance.setPrefix("IoU lost ≤ ")
         calibrate = QVBoxLayout()
         calibrate.addWidget(self.calibrate_info)
         calibrate.addWidget(row(self.calibrate_reached, self.calibrate_tolerance))
@@ -139,8 +138,8 @@ def _bars_said(chosen: dict) -> str:
     said = ""
     if (chosen["reached_min"], chosen["kept_tolerance"]) != (REACHED_MIN, KEPT_TOLERANCE):
         said += (
-            f" Judged by the bars set here: moved at least {chosen['reached_min']:g} of the way, nuclei IoU lost at "
-            f"most {chosen['kept_tolerance']:g}."
+            f" Judged by the bars set here: moved ≥ {chosen['reached_min']:g} of the way, nuclei IoU lost ≤ "
+            f"{chosen['kept_tolerance']:g} beyond the control."
         )
     share = partial_move(chosen)
     if share is not None:
