@@ -40,6 +40,7 @@ from skimage import filters
 
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import cells as cellmeasure
+from napari_phendiff.core.calibration_bars import PARTIAL_MIN, partial_move
 from napari_phendiff.core.calibration_rule import DEFAULT_MARGIN, Choice
 from napari_phendiff.core.cellstats import (
     RealCells,
@@ -395,6 +396,45 @@ def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
     return table(head, lines)
 
 
+def offer_taken(result: dict) -> Choice:
+    """calibrate's rule, and where it declined and offered a partial move as a bar (calibration_bars.partial_move),
+    the rule again at that bar: what a user who takes every offer stores."""
+    choice = rule(result["rows"], result["unaffected"])
+    share = partial_move({**choice.best, "status": choice.status})
+    return choice if share is None else rule(result["rows"], result["unaffected"], None, share)
+
+
+USER_BARS = {  # the bars a user may set, as a user might set them: a Choice from one direction's sweep
+    f"the rule's own ({cal.REACHED_MIN:g} of the way)": lambda r: rule(r["rows"], r["unaffected"]),
+    "its offer taken where it declined": offer_taken,
+    f"a quarter of the way asked ({PARTIAL_MIN:g})": lambda r: rule(r["rows"], r["unaffected"], None, PARTIAL_MIN),
+}
+
+
+def user_bars_table(sets: list[tuple[str, list[dict], dict]]) -> str:
+    """Directions met and left worse than the default on each set's own fields, at the bars a user may set."""
+    lines = []
+    for label, way in USER_BARS.items():
+        made = [(results, [way(r) for r in results]) for _, results, _ in sets]
+        lines.append(
+            [
+                label,
+                *(f"{sum(verdict(r['rows'], c)[1] for r, c in zip(res, cs))} / {len(res)}" for res, cs in made),
+                *(f"{sum(worse_than_default(r['rows'], c) for r, c in zip(res, cs))}" for res, cs in made),
+            ]
+        )
+    offers = [
+        sum(
+            partial_move({**c.best, "status": c.status}) is not None
+            for c in (rule(r["rows"], r["unaffected"]) for r in res)
+        )
+        for _, res, _ in sets
+    ]
+    lines.append(["offers made (declines with a share of at least a quarter)", *map(str, offers), *("" for _ in sets)])
+    head = ["bars", *(f"met, {n}" for n, _, _ in sets), *(f"worse than the default, {n}" for n, _, _ in sets)]
+    return table(head, lines)
+
+
 def difference_spread(sets: list[tuple[str, list[dict], dict]]) -> tuple[float, int]:
     """How much a setting's reached minus the default's (the same fields) changes from the first set to the second:
     the robust standard deviation of one set's difference (median absolute change x 1.4826 / sqrt 2), over the
@@ -470,6 +510,13 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "of the cells than the project default, or lost identity, where the default kept identity >= 0.9:",
             "",
             carried_table(sets),
+            "",
+            "The bars a user may set (`--reached-min`, the dock's *moved ≥*), on each set's own fields: the rule's "
+            "own; where the rule declined because the furthest setting that kept the nuclei went at least "
+            f"{PARTIAL_MIN:g} of the way but less than {cal.REACHED_MIN:g}, its offer (that share as the bar) taken; a "
+            f"fixed {PARTIAL_MIN:g}. *Worse than the default* as above:",
+            "",
+            user_bars_table(sets),
             "",
             "Missed on every set and pooled, at the rule's bars: "
             + (", ".join(f"{case} {source} -> {target}" for case, source, target in always_missed(sets)) or "none")

@@ -144,28 +144,34 @@ def test_bars_a_user_sets_replace_the_rules_own():
     # the share it did move, as a bar that stores it (0.29 x 100 is 28.999... in floating point)
     assert partial_move({**declined.best, "status": declined.status}) == 0.29
     accepted = cal.choose(rows, reached_min=0.29)
-    assert accepted.row is rows[0] and (accepted.reached_min, accepted.tolerance) == (0.29, rule.KEPT_TOLERANCE)
+    assert accepted.row is rows[0] and (accepted.reached_min, accepted.kept_tolerance) == (0.29, rule.KEPT_TOLERANCE)
     loose = cal.choose(rows, tolerance=0.35)  # a looser tolerance: the further setting now keeps the cells
     assert loose.row is rows[1] and "within 0.35 of the source -> source control" in loose.reason
-    assert (loose.reached_min, loose.tolerance) == (rule.REACHED_MIN, 0.35)
+    assert (loose.reached_min, loose.kept_tolerance) == (rule.REACHED_MIN, 0.35)
     assert rule.bars(loose)["kept_tolerance"] == 0.35 and rule.bars(declined)["kept_tolerance"] == rule.KEPT_TOLERANCE
     # nothing to accept: a setting stored, the cells not kept, or a move too small to be a bar
     assert partial_move({**loose.row, "status": "calibrated"}) is None
     assert partial_move({"reached": 0.6, "status": "not kept"}) is None
     assert partial_move({"reached": 0.24, "status": "not moved"}) is None  # under PARTIAL_MIN: nothing moved
-    for bad in (dict(reached_min=0.0), dict(reached_min=1.5), dict(tolerance=-0.1), dict(tolerance=1.0)):
-        with pytest.raises(ConfigError, match="give one"):
-            check_bars(bad.get("tolerance"), bad.get("reached_min"))
+    check_bars(reached_min=0.25, kept_tolerance=0.0)  # the ends of the ranges are allowed
+    check_bars(reached_min=1.0, kept_tolerance=0.5)
+    for name, value, allowed in (
+        ("reached_min", 0.2, "0.25 to 1"),  # under a quarter of the way nothing moved, whatever the user asks
+        ("reached_min", 1.5, "0.25 to 1"),
+        ("kept_tolerance", -0.1, "0 to 0.5"),
+        ("kept_tolerance", 0.6, "0 to 0.5"),
+    ):
+        with pytest.raises(ConfigError, match=f"is {value:g}; give one from {allowed}"):
+            check_bars(**{"reached_min": None, "kept_tolerance": None, name: value})
 
 
 def test_calibrate_records_the_bars_a_user_set(checkpoint, sim_data, tmp_path, capsys):
     out = tmp_path / "calibration"
     asked = ["calibrate", str(checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa", "--out"]
     small = ["--strengths", "0.25", "--guidances", "1", "3", "--n", "4", "--steps", "4", "--classifier-steps", "5"]
-    for bad, said in (("0", "share of the way"), ("-0.2", "nuclei overlap")):
-        flag = "--reached-min" if said == "share of the way" else "--kept-tolerance"
+    for flag, bad in (("--reached-min", "0"), ("--kept-tolerance", "-0.2")):
         assert main([*asked, str(out), *small, flag, bad]) == 2
-        assert said in capsys.readouterr().err and not out.exists()  # refused before any work
+        assert f"({flag}, the dock's" in capsys.readouterr().err and not out.exists()  # refused before any work
     code = main([*asked, str(out), *small, "--reached-min", "0.95", "--kept-tolerance", "0.3", "--no-store"])
     assert code == 0
     saved = json.loads((out / "calibration.json").read_text())
@@ -173,7 +179,8 @@ def test_calibrate_records_the_bars_a_user_set(checkpoint, sim_data, tmp_path, c
     assert (saved["chosen"]["reached_min"], saved["chosen"]["kept_tolerance"]) == (0.95, 0.3)
     printed = capsys.readouterr()
     assert (
-        "judged by the bars you set: reached at least 0.95 of the way, nuclei overlap lost at most 0.3" in printed.out
+        "judged by bars other than the rule's own: reached at least 0.95 of the way, nuclei overlap lost at most 0.3"
+        in printed.out
     )
     # the tiny model moves little: the reason names the bar it missed
     assert saved["chosen"]["status"] == "not moved" and "(at least 0.95 needed)" in saved["chosen"]["reason"]
@@ -207,7 +214,8 @@ def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nothing was stored" in err
     assert (
-        "went 0.32 of the way: to store a partial move like it, calibrate again with --reached-min 0.32, after" in err
+        "To store a partial move like the furthest that kept the cells, calibrate again with --reached-min 0.32, after"
+        in err
     )
     print_calibration(args, {**record, "status": "not kept"})  # a looser bar on the move would not keep the cells
     assert "--reached-min" not in capsys.readouterr().err
@@ -725,7 +733,8 @@ def test_the_progress_counts_the_preparation_then_network_calls(checkpoint, sim_
     assert cal.SCORING_CALLS == 1 and {total for _, total, _ in seen} == {16}
     assert [(done, stage) for done, _, stage in seen] == [
         *enumerate(cal.PREPARATION),
-        *((done, "") for done in (9, 11, 13, 14)),
+        *((done, "") for done in (9, 11, 13)),
+        (14, "scoring the settings"),  # the last translation: what follows is the scoring
         (15, "scoring the settings"),
         (16, ""),  # done: a bar left on the stage's name would read as still scoring
     ]

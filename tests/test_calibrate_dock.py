@@ -58,9 +58,10 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     # the preparation named, not timed (its pace is not the sweep's); timed from the first translation on
     stages = ["reading the folder", "training the condition classifier", "measuring the real cells", "translating"]
     assert shown[:4] == [(step, f"{stage}…") for step, stage in enumerate(stages)]
-    # 4 settings scored, named until the last, where the bar is full; the translations between timed
-    assert [text for _, text in shown[-4:-1]] == ["scoring the settings…"] * 3 and shown[-1][1].startswith("100%")
-    assert len(shown) > 8 and all("left" in text for _, text in shown[4:-4])
+    # after the last translation the 4 settings are scored, named until the last, where the bar is full; the
+    # translations between timed
+    assert [text for _, text in shown[-5:-1]] == ["scoring the settings…"] * 4 and shown[-1][1].startswith("100%")
+    assert len(shown) > 9 and all("left" in text for _, text in shown[4:-5])
     if record["status"] == "calibrated":
         assert "untreated->TNFa" in stored(tmp_path / "model") and "Calibrated untreated → TNFa" in text
     else:
@@ -72,9 +73,11 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
 def calibrates(monkeypatch):
     """The rule takes s 0.5, w 3 (it has its own tests: here, one that calibrates)."""
 
-    def take_it(rows, unaffected=(), **bars):
+    def take_it(rows, unaffected=(), tolerance=None, reached_min=None, **named):
         row = next(r for r in rows if r["guidance"] == 3.0 and r["strength"] == 0.5)
-        return Choice(row, "calibrated", "it moved most.", row)
+        return Choice(
+            row, "calibrated", "it moved most.", row, tolerance or cal.KEPT_TOLERANCE, reached_min or cal.REACHED_MIN
+        )
 
     monkeypatch.setattr(cal, "choose", take_it)
 
@@ -85,7 +88,7 @@ def test_a_stored_choice_becomes_the_dock_setting(qtbot, dock, sim_data, tmp_pat
     entry = stored(tmp_path / "model")["untreated->TNFa"]
     assert (entry["strength"], entry["guidance"]) == (0.5, 3.0)
     assert (dock.strength.value(), dock.guidance.value()) == (0.5, 3.0)  # preselected from the manifest
-    assert "calibrated for this checkpoint" in dock.settings_info.text()
+    assert "calibrated for this checkpoint (" in dock.settings_info.text()  # by the rule's own bars: not said
     text = dock.status.text()
     assert "Calibrated untreated → TNFa: strength 0.5, guidance 3" in text and "it moved most." in text
     held, _ = dock.cached_model_key(tmp_path / "model", "cpu")  # the weights did not change: still held
@@ -174,6 +177,7 @@ def test_without_an_output_folder_the_frontier_goes_to_a_new_per_user_folder(
 
 
 def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, tmp_path):
+    from napari_phendiff.core.calibration_bars import BAR_RANGES
     from napari_phendiff.widgets._calibrate_panel import _bars_said
 
     dock.calibrate_reached.setValue(0.95)
@@ -188,5 +192,23 @@ def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, t
     own = {**saved["chosen"], "reached_min": cal.REACHED_MIN, "kept_tolerance": cal.KEPT_TOLERANCE}
     assert _bars_said({**own, "status": "calibrated"}) == ""
     assert _bars_said({**own, "status": "not moved", "reached": 0.414}).startswith(
-        " To store a partial move like the furthest (0.41 of the way), set 'moved ≥' to 0.41 and calibrate again"
+        " To store a partial move like the furthest, set 'moved ≥' to 0.41 and calibrate again, after looking"
+    )
+    # the dock's controls allow what the command line allows
+    ranges = {
+        name: box
+        for name, box in (("reached_min", dock.calibrate_reached), ("kept_tolerance", dock.calibrate_tolerance))
+    }
+    assert {name: (box.minimum(), box.maximum()) for name, box in ranges.items()} == BAR_RANGES
+
+
+def test_a_choice_stored_by_bars_set_by_hand_says_so_where_it_is_preselected(
+    qtbot, dock, sim_data, tmp_path, calibrates
+):
+    dock.calibrate_reached.setValue(0.3)
+    wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
+    entry = stored(tmp_path / "model")["untreated->TNFa"]
+    assert (entry["reached_min"], entry["kept_tolerance"]) == (0.3, cal.KEPT_TOLERANCE)
+    assert "calibrated for this checkpoint by bars set by hand (moved ≥ 0.3, IoU lost ≤ 0.14)" in (
+        dock.settings_info.text()
     )

@@ -210,6 +210,7 @@ def calibrate_command(args) -> None:
 def print_calibration(args, chosen: dict) -> None:
     """What a calibration chose and why, its warnings, and where the frontier and the choice went."""
     from ..core.calibrate import CLASSIFIER_MIN_ACCURACY
+    from ..core.calibration_bars import bars_set
 
     counted = math.isfinite(chosen["cells_moved"])
     cells = f"{chosen['cells_moved']:.2f}" if counted else "not countable"
@@ -235,10 +236,10 @@ def print_calibration(args, chosen: dict) -> None:
         f"{chosen['kept_control']:.2f})"
     )
     print(f"why: {chosen['reason']}")
-    if args.reached_min is not None or args.kept_tolerance is not None:
+    if bars_set(chosen):
         print(
-            f"judged by the bars you set: reached at least {chosen['reached_min']:g} of the way, nuclei overlap lost "
-            f"at most {chosen['kept_tolerance']:g} beyond the control"
+            f"judged by bars other than the rule's own: reached at least {chosen['reached_min']:g} of the way, nuclei "
+            f"overlap lost at most {chosen['kept_tolerance']:g} beyond the control"
         )
     if chosen["keep_channels"]:
         print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
@@ -272,9 +273,9 @@ def _partial_move(chosen: dict) -> str:
     if share is None:
         return ""
     return (
-        f" The furthest that kept the cells went {share:.2f} of the way: to store a partial move like it, calibrate "
-        f"again with --reached-min {share:.2f}, after looking at its translations (a partial move may be the model's "
-        "noise rather than the phenotype)."
+        f" To store a partial move like the furthest that kept the cells, calibrate again with --reached-min "
+        f"{share:.2f}, after looking at its translations (a partial move may be the model's noise rather than the "
+        "phenotype)."
     )
 
 

@@ -158,7 +158,7 @@ def iter_calibrate(
     shipped base, 50), else the project's (20), so the choice is made at the steps it will be used at.
     reached_min, kept_tolerance: the rule's bars set by the user (calibration_bars.BAR_HELP); None: the rule's own.
     """
-    settings, n = _checked_sweep(settings, n, steps, classifier_steps, (kept_tolerance, reached_min))
+    settings, n = _checked_sweep(settings, n, steps, classifier_steps, reached_min, kept_tolerance)
     out = claim_new_folder(out, "the calibration")
     path, model = _opened(checkpoint, store, device)
     _check_direction(model, path, source, target)
@@ -199,11 +199,12 @@ def _checked_sweep(
     n: int | None,
     steps: int | None,
     classifier_steps: int,
-    bars: tuple[float | None, float | None],
+    reached_min: float | None,
+    kept_tolerance: float | None,
 ) -> tuple[list[Setting], int | None]:
     """The settings to sweep (default: the grid) and the number of held-out images, every count and the bars a user
-    set (kept tolerance, reached min) checked."""
-    check_bars(*bars)
+    set checked."""
+    check_bars(reached_min=reached_min, kept_tolerance=kept_tolerance)
     settings = list(settings or grid())
     if not settings:
         raise ConfigError("Give at least one setting to calibrate.")
@@ -300,7 +301,10 @@ def _sweep_rows(
     translations by (condition, setting)."""
     pairs = with_controls(settings, source, target)
     translations = iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
-    translated = yield from relabelled(translations, lambda step: Step(*step))
+    scored_from = total - SCORING_CALLS * len(settings)  # the last translation's step: the scoring runs after it
+    translated = yield from relabelled(
+        translations, lambda step: Step(step[0], step[1], SCORING if step[0] == scored_from else "")
+    )
     rows = []
     for s in settings:
         control = translated[(source, control_of(s))]

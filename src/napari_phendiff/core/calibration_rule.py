@@ -33,14 +33,14 @@ class Choice:
     'calibrated', 'not moved' (the cells were kept but the phenotype did not move), 'not witnessed' (the cells were
     kept, but neither the per-cell measurements nor a trusted classifier could say how far the phenotype moved) or
     'not kept' (no setting kept the nuclei). `best` is the row the rule would have taken, shown even when nothing is
-    stored. `tolerance` and `reached_min`: the bars it was made with (KEPT_TOLERANCE and REACHED_MIN unless the user
-    set others)."""
+    stored. `kept_tolerance` and `reached_min`: the bars it was made with (KEPT_TOLERANCE and REACHED_MIN unless the
+    user set others)."""
 
     row: dict | None
     status: str
     reason: str
     best: dict
-    tolerance: float = KEPT_TOLERANCE
+    kept_tolerance: float = KEPT_TOLERANCE
     reached_min: float = REACHED_MIN
 
 
@@ -62,15 +62,16 @@ def choose(
     default: Setting | None = None,
     margin: float | None = None,
 ) -> Choice:
-    """Move the phenotype first, keep the cells second (the module docstring has the rule and its bars;
-    `default`: the checkpoint's setting without calibration, chosen unless another goes `margin` (DEFAULT_MARGIN)
-    further; `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN, and `tie` counts settings within it
-    of the furthest as tied, for benchmarks/calibration_rule.py, which measured them)."""
+    """Move the phenotype first, keep the cells second (the module docstring has the rule, calibration_bars.py its
+    bars; `default`: the checkpoint's setting without calibration, chosen unless another goes `margin` (DEFAULT_MARGIN)
+    further; `tolerance` and `reached_min` replace KEPT_TOLERANCE and REACHED_MIN (a user's kept_tolerance and
+    reached_min), and `tie` counts settings within it of the furthest as tied, for benchmarks/calibration_rule.py,
+    which measured them)."""
     tolerance = KEPT_TOLERANCE if tolerance is None else tolerance
     reached_min = REACHED_MIN if reached_min is None else reached_min
     margin = DEFAULT_MARGIN if margin is None else margin
     choice = _verdict(rows, unaffected, tolerance, reached_min, tie, default, margin)
-    return replace(choice, tolerance=tolerance, reached_min=reached_min)
+    return replace(choice, kept_tolerance=tolerance, reached_min=reached_min)
 
 
 def _verdict(
@@ -233,7 +234,7 @@ def with_default(settings: Sequence[Setting], default: Setting) -> list[Setting]
 def bars(choice: Choice) -> dict[str, float]:
     """The bars `choice` was made with by name, as calibration.json records them."""
     return {
-        "kept_tolerance": choice.tolerance,
+        "kept_tolerance": choice.kept_tolerance,
         "kept_floor": KEPT_FLOOR,
         "unaffected_max": UNAFFECTED_MAX,
         "reached_min": choice.reached_min,

@@ -62,7 +62,7 @@ def calibration_record(
         "unaffected": unaffected,
         "keeps_cells": choice.status != "not kept",
         "reached_min": choice.reached_min,  # the bars it was judged by: the user may have set their own
-        "kept_tolerance": choice.tolerance,
+        "kept_tolerance": choice.kept_tolerance,
         "overshot_measurements": overshot_measurements,
         "data": str(Path(data).resolve()),
         "images": images,

@@ -1,4 +1,4 @@
-"""A calibration's frontier as files: every setting's scores (frontier.csv), the choice with the rule's bars
+"""A calibration's frontier as files: every setting's scores (frontier.csv), the choice with the bars it was judged by
 (calibration.json) and how far each setting reached against what it kept (frontier.png)."""
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def frontier_figure(
                 f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
             )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
-    ax.axvline(-choice.tolerance, color="grey", lw=1, ls="--")
+    ax.axvline(-choice.kept_tolerance, color="grey", lw=1, ls="--")
     ax.axhline(choice.reached_min, color="grey", lw=1, ls=":")
     ax.axhline(1.0, color="grey", lw=0.6)
-    ax.text(-choice.tolerance, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
+    ax.text(-choice.kept_tolerance, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.text(ax.get_xlim()[0], choice.reached_min, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
     for r in rows:
         if default is not None and made_with(r, default):

@@ -13,7 +13,7 @@ import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QSpinBox, QVBoxLayout
 
 from ..core.calibrate import check_calibration_folder
-from ..core.calibration_bars import BAR_HELP, KEPT_TOLERANCE, REACHED_MIN, partial_move
+from ..core.calibration_bars import BAR_HELP, BAR_RANGES, KEPT_TOLERANCE, REACHED_MIN, bars_set, partial_move
 from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
 from ..core.options import CALIBRATION_IMAGES
@@ -27,7 +27,7 @@ class CalibratePanel:
     then say what was chosen and why, and preselect it."""
 
     def _make_calibrate_controls(self) -> QVBoxLayout:
-        """The Calibrate section's line, image count and button."""
+        """The Calibrate section's line, the rule's two bars, the image count and the button."""
         self.calibrate_info = Note(
             "Find the strength and guidance that move the phenotype of this direction and keep the cells, on real "
             "images of both conditions the model did not train on; the choice becomes the direction's default."
@@ -49,11 +49,17 @@ class CalibratePanel:
             "the frontier and the scores go into a new folder.",
         )
         self.calibrate_reached = spin(
-            QDoubleSpinBox(decimals=2, singleStep=0.05), 0.05, 1.0, REACHED_MIN, tooltip(BAR_HELP["reached_min"])
+            QDoubleSpinBox(decimals=2, singleStep=0.05),
+            *BAR_RANGES["reached_min"],
+            REACHED_MIN,
+            tooltip(BAR_HELP["reached_min"]),
         )
         self.calibrate_reached.setPrefix("moved ≥ ")
         self.calibrate_tolerance = spin(
-            QDoubleSpinBox(decimals=2, singleStep=0.01), 0.0, 0.5, KEPT_TOLERANCE, tooltip(BAR_HELP["kept_tolerance"])
+            QDoubleSpinBox(decimals=2, singleStep=0.01),
+            *BAR_RANGES["kept_tolerance"],
+            KEPT_TOLERANCE,
+            tooltip(BAR_HELP["kept_tolerance"]),
         )
         self.calibrate_tolerance.setPrefix("IoU lost ≤ ")
         calibrate = QVBoxLayout()
@@ -93,8 +99,15 @@ class CalibratePanel:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = default_calibration_folder() / f"{request.checkpoint.name}-{source}-to-{target}-{stamp}"
         model, key = self.cached_model(request)
-        bars = {"reached_min": self.calibrate_reached.value(), "kept_tolerance": self.calibrate_tolerance.value()}
-        worker = run_calibration(request, model, folder, Path(out), self.calibrate_images.value(), bars)
+        worker = run_calibration(
+            request,
+            model,
+            folder,
+            Path(out),
+            self.calibrate_images.value(),
+            reached_min=self.calibrate_reached.value(),
+            kept_tolerance=self.calibrate_tolerance.value(),
+        )
         self._pending, self._run_key = PendingRun("calibrate", None, request), key
         return self.start_worker(
             worker,
@@ -136,7 +149,7 @@ def _bars_said(chosen: dict) -> str:
     """What the status line adds on the bars: those set in the dock when they are not the rule's own, and where the
     cells were kept but moved less than the bar, how to store that partial move."""
     said = ""
-    if (chosen["reached_min"], chosen["kept_tolerance"]) != (REACHED_MIN, KEPT_TOLERANCE):
+    if bars_set(chosen):
         said += (
             f" Judged by the bars set here: moved ≥ {chosen['reached_min']:g} of the way, nuclei IoU lost ≤ "
             f"{chosen['kept_tolerance']:g} beyond the control."
@@ -144,8 +157,7 @@ def _bars_said(chosen: dict) -> str:
     share = partial_move(chosen)
     if share is not None:
         said += (
-            f" To store a partial move like the furthest ({share:.2f} of the way), set 'moved ≥' to {share:.2f} and "
-            "calibrate again, after looking at its translations: a partial move may be the model's noise rather than "
-            "the phenotype."
+            f" To store a partial move like the furthest, set 'moved ≥' to {share:.2f} and calibrate again, after "
+            "looking at its translations: a partial move may be the model's noise rather than the phenotype."
         )
     return said

@@ -192,12 +192,19 @@ class Calibrated:
 
 @thread_worker(progress={"desc": "PhenDiff: calibrating"}, worker_class=StoppableWorker, ignore_errors=True)
 def run_calibration(
-    request: TranslateRequest, model: ConditionedModel | None, folder: Path, out: Path, n: int, bars: dict | None = None
+    request: TranslateRequest,
+    model: ConditionedModel | None,
+    folder: Path,
+    out: Path,
+    n: int,
+    *,
+    reached_min: float | None = None,
+    kept_tolerance: float | None = None,
 ):
     """core.calibrate.iter_calibrate on the real images of `folder` for the request's direction, at the dock's steps,
-    seed, batch and kept channels, judged by `bars` (its reached_min and kept_tolerance; None: the rule's): Progress per core.calibrate.Step (its preparation and scoring named, its
-    translations counted in network calls), the Result (Calibrated) at the end. Cancel stops between two of
-    them; nothing is then written or stored."""
+    seed, batch and kept channels, judged by the dock's bars (None: the rule's own): Progress per core.calibrate.Step
+    (its preparation and scoring named, its translations counted in network calls), the Result (Calibrated) at the
+    end. Cancel stops between two of them; nothing is then written or stored."""
     with explain_memory_errors(request.device, MEMORY_ADVICE):
         if model is None:
             model = load_checkpoint(request.checkpoint, device=request.device)
@@ -215,7 +222,8 @@ def run_calibration(
             batch_size=options.batch_size,
             device=request.device,
             keep_channels=options.keep_channels,
-            **(bars or {}),
+            reached_min=reached_min,
+            kept_tolerance=kept_tolerance,
         )
         yield from relay(  # a cancel closes the calibration: its locks go, nothing is written
             events,
