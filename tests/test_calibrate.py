@@ -191,20 +191,17 @@ def stored_nothing(checkpoint) -> bool:
     return "calibration" not in json.loads((checkpoint / "phendiff.json").read_text())
 
 
-def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
+def printed_for(out, source: str, target: str, no_store: bool):
+    """The arguments print_calibration reads of `phendiff calibrate`'s."""
     import argparse
 
+    return argparse.Namespace(source=source, target=target, out=out, no_store=no_store, checkpoint="m")
+
+
+def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
     from napari_phendiff.cli.commands import print_calibration
 
-    args = argparse.Namespace(
-        source="TNFa",
-        target="untreated",
-        out=tmp_path,
-        no_store=False,
-        checkpoint="m",
-        reached_min=None,
-        kept_tolerance=None,
-    )
+    args = printed_for(tmp_path, "TNFa", "untreated", no_store=False)
     record = dict(
         status="not moved", strength=0.2, guidance=4.0, negative="source", reached=0.324, cells_moved=0.324,
         moved=0.4, real_target_moved=0.95, kept=0.86, kept_control=0.98, keep_channels=[], overshot_measurements=[],
@@ -363,19 +360,9 @@ def test_cells_moved_is_not_counted_where_the_real_cells_overlap():
 
 
 def test_calibrate_says_when_the_cells_cannot_be_counted(tmp_path, capsys):
-    import argparse
-
     from napari_phendiff.cli.commands import print_calibration
 
-    args = argparse.Namespace(
-        source="untreated",
-        target="TNFa",
-        out=tmp_path,
-        no_store=True,
-        checkpoint="m",
-        reached_min=None,
-        kept_tolerance=None,
-    )
+    args = printed_for(tmp_path, "untreated", "TNFa", no_store=True)
     chosen = {
         "classifier_trusted": True,
         "classifier_accuracy": 0.95,
