@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+from .calibration_bars import bars_set
 from .calibration_rule import Choice, made_with, setting_of
 from .checkpoint import atomic_folder
 from .options import direction_key
@@ -77,11 +78,27 @@ def frontier_figure(
                 f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
             )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
-    ax.axvline(-choice.kept_tolerance, color="grey", lw=1, ls="--")
-    ax.axhline(choice.reached_min, color="grey", lw=1, ls=":")
+    by_hand = (
+        ", set by hand"
+        if bars_set({"reached_min": choice.reached_min, "kept_tolerance": choice.kept_tolerance})
+        else ""
+    )
+    ax.axvline(
+        -choice.kept_tolerance, color="grey", lw=1, ls="--", label=f"IoU lost ≤ {choice.kept_tolerance:g}{by_hand}"
+    )
+    ax.axhline(choice.reached_min, color="grey", lw=1, ls=":", label=f"moved ≥ {choice.reached_min:g}{by_hand}")
     ax.axhline(1.0, color="grey", lw=0.6)
     ax.text(-choice.kept_tolerance, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
-    ax.text(ax.get_xlim()[0], choice.reached_min, " moved the phenotype ^", fontsize=7, va="bottom", color="grey")
+    # at the right, where the legend (lower left) does not hide it
+    ax.text(
+        ax.get_xlim()[1],
+        choice.reached_min,
+        "moved the phenotype ^ ",
+        fontsize=7,
+        va="bottom",
+        ha="right",
+        color="grey",
+    )
     for r in rows:
         if default is not None and made_with(r, default):
             ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
