@@ -61,7 +61,7 @@ def calibrate_shot() -> None:
         for name, section in dock.sections.items():
             section.set_expanded(name in ("Translate", "Calibrate"))
         wait(dock.calibrate_on(data, Path(tmp) / "calibration"))  # the stored choice is then preselected
-        scrolled_to(dock.calibrate_button)  # the section's last row: its bars, images and button in view
+        scrolled_to(dock.calibrate_frontier)  # the section's bars, button and the frontier plot in view
         shoot(viewer, dock, "plugin_calibrate.png")
     viewer.close()
 

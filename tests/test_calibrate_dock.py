@@ -67,6 +67,16 @@ def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, do
     else:
         assert stored(tmp_path / "model") == {} and "Not calibrated" in text
     assert dock.calibrate_button.isEnabled() and dock.translate_button.isEnabled()
+    # the frontier plot shown under the section's controls, no wider than the plot itself
+    from qtpy.QtGui import QPixmap
+
+    frontier = dock.calibrate_frontier
+    assert not frontier.isHidden() and not frontier.pixmap().isNull()
+    plot = tmp_path / "frontier" / "frontier.png"
+    assert 0 < frontier.pixmap().width() <= QPixmap(str(plot)).width() and str(plot) in frontier.toolTip()
+    worker = dock.calibrate_on(sim_data, tmp_path / "frontier-2")
+    assert frontier.isHidden()  # the last one's plot is not shown beside a new run
+    wait_for(qtbot, worker, WAIT_MS)
 
 
 @pytest.fixture

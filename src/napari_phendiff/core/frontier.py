@@ -78,27 +78,7 @@ def frontier_figure(
                 f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
             )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
-    by_hand = (
-        ", set by hand"
-        if bars_set({"reached_min": choice.reached_min, "kept_tolerance": choice.kept_tolerance})
-        else ""
-    )
-    ax.axvline(
-        -choice.kept_tolerance, color="grey", lw=1, ls="--", label=f"IoU lost ≤ {choice.kept_tolerance:g}{by_hand}"
-    )
-    ax.axhline(choice.reached_min, color="grey", lw=1, ls=":", label=f"moved ≥ {choice.reached_min:g}{by_hand}")
-    ax.axhline(1.0, color="grey", lw=0.6)
-    ax.text(-choice.kept_tolerance, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
-    # at the right, where the legend (lower left) does not hide it
-    ax.text(
-        ax.get_xlim()[1],
-        choice.reached_min,
-        "moved the phenotype ^ ",
-        fontsize=7,
-        va="bottom",
-        ha="right",
-        color="grey",
-    )
+    _draw_bars(ax, choice)
     for r in rows:
         if default is not None and made_with(r, default):
             ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
@@ -123,3 +103,19 @@ def frontier_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def _draw_bars(ax, choice: Choice) -> None:
+    """The bars `choice` was judged by, named in the legend (and whether the user set them), labelled where they lie."""
+    by_hand = (
+        ", set by hand"
+        if bars_set({"reached_min": choice.reached_min, "kept_tolerance": choice.kept_tolerance})
+        else ""
+    )
+    lost, moved = choice.kept_tolerance, choice.reached_min
+    ax.axvline(-lost, color="grey", lw=1, ls="--", label=f"IoU lost ≤ {lost:g}{by_hand}")
+    ax.axhline(moved, color="grey", lw=1, ls=":", label=f"moved ≥ {moved:g}{by_hand}")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.text(-lost, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
+    # at the right, where the legend (lower left) does not hide it
+    ax.text(ax.get_xlim()[1], moved, "moved the phenotype ^ ", fontsize=7, va="bottom", ha="right", color="grey")

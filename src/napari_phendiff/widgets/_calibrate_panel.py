@@ -10,7 +10,9 @@ import datetime
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QSpinBox, QVBoxLayout
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QPixmap
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLabel, QSpinBox, QVBoxLayout
 
 from ..core.calibrate import check_calibration_folder
 from ..core.calibration_bars import BAR_HELP, BAR_RANGES, KEPT_TOLERANCE, REACHED_MIN, bars_set, partial_move
@@ -20,6 +22,8 @@ from ..core.options import CALIBRATION_IMAGES
 from ..core.errors import PhenDiffError
 from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin, tooltip
 from ._translate_worker import Calibrated, PendingRun, run_calibration
+
+FRONTIER_MIN_WIDTH = 280  # px: narrower, its labels cannot be read
 
 
 class CalibratePanel:
@@ -66,6 +70,9 @@ class CalibratePanel:
         calibrate.addWidget(self.calibrate_info)
         calibrate.addWidget(row(self.calibrate_reached, self.calibrate_tolerance))
         calibrate.addWidget(row(self.calibrate_images, self.calibrate_button))
+        self.calibrate_frontier = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.calibrate_frontier.setVisible(False)  # until a calibration ends: its frontier plot
+        calibrate.addWidget(self.calibrate_frontier)
         return calibrate
 
     def browse_calibration(self) -> None:
@@ -109,6 +116,7 @@ class CalibratePanel:
             kept_tolerance=self.calibrate_tolerance.value(),
         )
         self._pending, self._run_key = PendingRun("calibrate", None, request), key
+        self.calibrate_frontier.setVisible(False)  # the last calibration's, until this one ends
         return self.start_worker(
             worker,
             f"Calibrating {source} → {target} on up to {self.calibrate_images.value()} images of {folder.name}…",
@@ -130,6 +138,21 @@ class CalibratePanel:
                 "(train longer?) and the frontier."
             )
         self.status.setText(f"{head} {chosen['reason']}{_bars_said(chosen)} Frontier and scores: {result.out}")
+        self._show_frontier(result.out / "frontier.png")
+
+    def _show_frontier(self, path: Path) -> None:
+        """The calibration's frontier plot under the Calibrate section's controls, as wide as the dock allows."""
+        pixmap = QPixmap(str(path))
+        if pixmap.isNull():  # unreadable: the status line still names the folder
+            self.calibrate_frontier.setVisible(False)
+            return
+        width = min(pixmap.width(), max(self.calibrate_button.parentWidget().width(), FRONTIER_MIN_WIDTH))
+        self.calibrate_frontier.setPixmap(pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation))
+        self.calibrate_frontier.setToolTip(
+            f"{path}: how far each setting moved the phenotype against the nuclei overlap it lost beyond its "
+            "control, the bars drawn, the choice circled and the setting without calibration squared."
+        )
+        self.calibrate_frontier.setVisible(True)
 
     def _take_stored(self, result: Calibrated) -> None:
         """After a choice was stored in `result.checkpoint`: the dock's manifest and the model it holds for that
