@@ -214,6 +214,18 @@ def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
         "To store a partial move like the furthest that kept the cells, calibrate again with --reached-min 0.32, after"
         in err
     )
+    assert "exaggerates" not in err
+    # the closest setting exaggerating the target: said of it, not of a choice, since nothing was stored
+    over = [{"measurement": "reporter_cytoplasm_mean", "moved": 2.4}]
+    print_calibration(args, {**record, "overshot_measurements": over})
+    err = capsys.readouterr().err
+    assert (
+        "warning: at this setting the translations went far past the real untreated cells (reporter_cytoplasm_mean 2.4x"
+        in err
+    )
+    assert err.rstrip().endswith("Look at the translations before trusting this setting.")
+    print_calibration(args, {**record, "overshot_measurements": over, "status": "calibrated"})
+    assert capsys.readouterr().err.rstrip().endswith("before trusting this choice.")
     print_calibration(args, {**record, "status": "not kept"})  # a looser bar on the move would not keep the cells
     assert "--reached-min" not in capsys.readouterr().err
 

@@ -198,6 +198,13 @@ def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, t
     assert "Judged by the bars set here: moved ≥ 0.95 of the way, nuclei IoU lost ≤ 0.3 beyond the control." in (
         dock.status.text()
     )
+    # a setting that exaggerates the target is said to, in the dock as on the command line
+    from napari_phendiff.widgets._translate_worker import Calibrated
+
+    over = {**saved["chosen"], "overshot_measurements": [{"measurement": "reporter_nucleus_mean", "moved": 3.2}]}
+    dock._show_calibration(Calibrated(over, tmp_path / "frontier", tmp_path / "model", "untreated", "TNFa"))
+    assert "went far past the real TNFa cells (reporter_nucleus_mean 3.2x of the way" in dock.status.text()
+    assert "before trusting this setting." in dock.status.text()  # nothing was stored: not a choice
     # the rule's own bars are not announced; a partial move says which bar would store it
     own = {**saved["chosen"], "reached_min": cal.REACHED_MIN, "kept_tolerance": cal.KEPT_TOLERANCE}
     assert _bars_said({**own, "status": "calibrated"}) == ""

@@ -211,6 +211,7 @@ def print_calibration(args, chosen: dict) -> None:
     """What a calibration chose and why, its warnings, and where the frontier and the choice went."""
     from ..core.calibrate import CLASSIFIER_MIN_ACCURACY
     from ..core.calibration_bars import bars_set
+    from ..core.calibration_store import overshoot_warning
 
     counted = math.isfinite(chosen["cells_moved"])
     cells = f"{chosen['cells_moved']:.2f}" if counted else "not countable"
@@ -249,14 +250,9 @@ def print_calibration(args, chosen: dict) -> None:
             "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen),
             file=sys.stderr,
         )
-    if chosen["overshot_measurements"]:
-        listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in chosen["overshot_measurements"][:5])
-        print(
-            f"warning: at this setting the translations went far past the real {args.target} cells ({listed} "
-            f"of the way; 1x = all the way): the model exaggerates these, and 'reached' may overrate the "
-            "translation. Look at the translations before trusting this choice.",
-            file=sys.stderr,
-        )
+    exaggerated = overshoot_warning(chosen, args.target)
+    if exaggerated:
+        print(f"warning: {exaggerated[0].lower()}{exaggerated[1:]}", file=sys.stderr)
     print(f"frontier: {args.out / 'frontier.png'}")
     if not args.no_store and chosen["status"] == "calibrated":
         print(

@@ -72,6 +72,20 @@ def calibration_record(
     }
 
 
+def overshoot_warning(record: dict, target: str) -> str:
+    """A sentence, where the setting a calibration chose (or the closest, where it stored nothing) exaggerates what
+    differs between the real conditions (record's overshot_measurements); empty where it does not."""
+    if not record["overshot_measurements"]:
+        return ""
+    listed = ", ".join(f"{m['measurement']} {m['moved']:.1f}x" for m in record["overshot_measurements"][:5])
+    which = "this choice" if record["status"] == "calibrated" else "this setting"
+    return (
+        f"At this setting the translations went far past the real {target} cells ({listed} of the way; 1x = all the "
+        f"way): the model exaggerates these, and 'reached' may overrate the translation. Look at the translations "
+        f"before trusting {which}."
+    )
+
+
 def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:
     """Write the chosen setting into the manifest (atomically: a new file renamed over the old one)."""
     manifest_path = resolve_checkpoint(checkpoint) / MANIFEST

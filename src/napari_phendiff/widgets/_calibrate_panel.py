@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLabel, QSpinBox, QVBoxL
 
 from ..core.calibrate import check_calibration_folder
 from ..core.calibration_bars import BAR_HELP, BAR_RANGES, KEPT_TOLERANCE, REACHED_MIN, bars_set, partial_move
+from ..core.calibration_store import overshoot_warning
 from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
 from ..core.options import CALIBRATION_IMAGES
@@ -137,7 +138,11 @@ class CalibratePanel:
                 f"Not calibrated {direction}: nothing was stored; the settings stay as they were. Check the model "
                 "(train longer?) and the frontier."
             )
-        self.status.setText(f"{head} {chosen['reason']}{_bars_said(chosen)} Frontier and scores: {result.out}")
+        exaggerated = overshoot_warning(chosen, result.target)
+        exaggerated = " " + WARNING_STYLE.format(exaggerated) if exaggerated else ""
+        self.status.setText(
+            f"{head} {chosen['reason']}{_bars_said(chosen)}{exaggerated} Frontier and scores: {result.out}"
+        )
         self._show_frontier(result.out / "frontier.png")
 
     def _show_frontier(self, path: Path) -> None:
