@@ -14,6 +14,7 @@ from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import calibration_rule as rule
 from napari_phendiff.core import calibration_store
+from napari_phendiff.core import witnesses
 from napari_phendiff.core import translate as translate_module
 from napari_phendiff.core.errors import CheckpointError, ConfigError
 from napari_phendiff.core.evaluate import evaluate
@@ -210,10 +211,8 @@ def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
     print_calibration(args, record)
     err = capsys.readouterr().err
     assert "nothing was stored" in err
-    assert (
-        "To store a partial move like the furthest that kept the cells, calibrate again with --reached-min 0.32, after"
-        in err
-    )
+    assert "To store a partial move like the furthest that kept the cells, judge this sweep again at that bar" in err
+    assert f"no translation runs again: phendiff rejudge {tmp_path} --out {tmp_path}-0.32 --reached-min 0.32" in err
     assert "exaggerates" not in err
     # the closest setting exaggerating the target: said of it, not of a choice, since nothing was stored
     over = [{"measurement": "reporter_cytoplasm_mean", "moved": 2.4}]
@@ -431,7 +430,7 @@ def test_a_choice_that_exaggerates_the_target_is_flagged():
 def test_calibrating_with_kept_channels_stores_them_as_the_default(checkpoint, sim_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "calibration"
     exaggerated = [{"measurement": "reporter_integrated", "moved": 3.0}]
-    monkeypatch.setattr(calibration_store, "overshot", lambda *args, **kwargs: exaggerated)
+    monkeypatch.setattr(witnesses, "overshot", lambda *args, **kwargs: exaggerated)
     monkeypatch.setattr(rule, "REACHED_MIN", -1.0)  # the tiny test model moves little: store whatever it reached
     monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 1.01)  # no classifier is trusted: the cells decide
     assert (

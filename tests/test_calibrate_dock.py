@@ -209,7 +209,7 @@ def test_the_bars_set_in_the_dock_judge_the_calibration(qtbot, dock, sim_data, t
     own = {**saved["chosen"], "reached_min": cal.REACHED_MIN, "kept_tolerance": cal.KEPT_TOLERANCE}
     assert _bars_said({**own, "status": "calibrated"}) == ""
     assert _bars_said({**own, "status": "not moved", "reached": 0.414}).startswith(
-        " To store a partial move like the furthest, set 'moved ≥' to 0.41 and calibrate again, after looking"
+        " To store a partial move like the furthest, set 'moved ≥' to 0.41 and press Judge again (no translation"
     )
     # the dock's controls allow what the command line allows
     ranges = {
@@ -229,3 +229,26 @@ def test_a_choice_stored_by_bars_set_by_hand_says_so_where_it_is_preselected(
     assert "calibrated for this checkpoint by bars set by hand (moved ≥ 0.3, IoU lost ≤ 0.14)" in (
         dock.settings_info.text()
     )
+
+
+def test_judge_again_takes_the_bars_without_translating_and_stores_what_they_choose(
+    qtbot, dock, sim_data, tmp_path, monkeypatch
+):
+    from napari_phendiff.core import walk
+
+    assert not dock.judge_again_button.isEnabled()  # nothing to judge yet
+    wait_for(qtbot, dock.calibrate_on(sim_data, tmp_path / "frontier"), WAIT_MS)
+    assert dock.judge_again_button.isEnabled() and stored(tmp_path / "model") == {}
+    # the tiny model moves nothing: its gentlest setting scored as one that moved a third of the cells would be
+    saved = json.loads((tmp_path / "frontier" / "calibration.json").read_text())
+    row = next(r for r in saved["rows"] if (r["strength"], r["guidance"]) == (0.3, 1.0))
+    row.update(reached=0.31, cells_moved=0.31, kept=row["kept_control"], change_DNA=0.0)
+    (tmp_path / "frontier" / "calibration.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(walk, "predict", lambda *a, **k: pytest.fail("judging again ran the network"))
+    dock.calibrate_reached.setValue(0.31)
+    dock.judge_again(tmp_path / "again")
+    entry = stored(tmp_path / "model")["untreated->TNFa"]
+    assert (entry["strength"], entry["guidance"], entry["reached_min"]) == (0.3, 1.0, 0.31)
+    assert "Calibrated untreated → TNFa: strength 0.3, guidance 1" in dock.status.text()
+    assert (dock.strength.value(), dock.guidance.value()) == (0.3, 1.0)  # preselected
+    assert str(tmp_path / "again" / "frontier.png") in dock.calibrate_frontier.toolTip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -247,7 +248,7 @@ def print_calibration(args, chosen: dict) -> None:
     if chosen["status"] != "calibrated":
         print(
             "warning: nothing was stored (the reason is above): translations keep their current settings. Check "
-            "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen),
+            "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen, args.out),
             file=sys.stderr,
         )
     exaggerated = overshoot_warning(chosen, args.target)
@@ -261,7 +262,7 @@ def print_calibration(args, chosen: dict) -> None:
         )
 
 
-def _partial_move(chosen: dict) -> str:
+def _partial_move(chosen: dict, out) -> str:
     """Where the cells were kept but the phenotype moved less than the bar: how to store that partial move anyway."""
     from ..core.calibration_bars import partial_move
 
@@ -269,10 +270,27 @@ def _partial_move(chosen: dict) -> str:
     if share is None:
         return ""
     return (
-        f" To store a partial move like the furthest that kept the cells, calibrate again with --reached-min "
-        f"{share:.2f}, after looking at its translations (a partial move may be the model's noise rather than the "
-        "phenotype)."
+        f" To store a partial move like the furthest that kept the cells, judge this sweep again at that bar, after "
+        f"looking at its translations (a partial move may be the model's noise rather than the phenotype); no "
+        f"translation runs again: phendiff rejudge {out} --out {out}-{share:.2f} --reached-min {share:.2f}"
     )
+
+
+def rejudge_command(args) -> None:
+    from ..core.rejudge import read_calibration, rejudge
+
+    source, target = read_calibration(args.calibration)["direction"].split("->")
+    chosen = rejudge(
+        args.calibration,
+        args.out,
+        reached_min=args.reached_min,
+        kept_tolerance=args.kept_tolerance,
+        store=not args.no_store,
+    )
+    shown = argparse.Namespace(
+        source=source, target=target, out=args.out, no_store=args.no_store, checkpoint=chosen["checkpoint"]
+    )
+    print_calibration(shown, chosen)
 
 
 def sign_command(args) -> None:

@@ -13,6 +13,7 @@ from .commands import (
     demo_command,
     evaluate_command,
     generalization_command,
+    rejudge_command,
     sign_command,
     simulate_command,
     train_command,
@@ -42,6 +43,7 @@ EXAMPLES = {
     "calibrate": "phendiff calibrate my-model held-out --source untreated --target TNFa --out calibration\n"
     "  phendiff calibrate my-model held-out --source TNFa --target untreated --out calibration-back "
     "--unaffected DNA",
+    "rejudge": "phendiff rejudge calibration --out calibration-0.34 --reached-min 0.34   # accept a partial move",
 }
 
 
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_translate,
         _add_evaluate,
         _add_calibrate,
+        _add_rejudge,
         _add_sign,
         _add_generalization,
         _add_demo,
@@ -236,22 +239,30 @@ def _add_calibrate(sub) -> None:
         help="channels every setting keeps as the original's (e.g. DNA; 'none' for none); stored with the choice "
         "(default: those the checkpoint keeps by default, a fine-tune of the shipped base its DNA channel)",
     )
-    p.add_argument(
-        "--reached-min",
-        type=float,
-        metavar="SHARE",
-        help=BAR_HELP["reached_min"],
-    )
-    p.add_argument(
-        "--kept-tolerance",
-        type=float,
-        metavar="IOU",
-        help=BAR_HELP["kept_tolerance"],
-    )
-    p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
+    _bar_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.set_defaults(run=calibrate_command)
+
+
+def _add_rejudge(sub) -> None:
+    p = _command(
+        sub,
+        "rejudge",
+        "Judge an earlier calibration's sweep again by other bars, without translating again, and store what they "
+        "choose in the checkpoint it was made with.",
+    )
+    p.add_argument("calibration", type=Path, help="a folder phendiff calibrate wrote (its calibration.json)")
+    p.add_argument("--out", type=Path, required=True, help="new folder for the frontier (table, plot, choice)")
+    _bar_arguments(p)
+    p.set_defaults(run=rejudge_command)
+
+
+def _bar_arguments(p) -> None:
+    """The two bars of calibrate's rule a user may set, and whether the choice is stored."""
+    p.add_argument("--reached-min", type=float, metavar="SHARE", help=BAR_HELP["reached_min"])
+    p.add_argument("--kept-tolerance", type=float, metavar="IOU", help=BAR_HELP["kept_tolerance"])
+    p.add_argument("--no-store", action="store_true", help="write the frontier only, do not change the checkpoint")
 
 
 def _add_sign(sub) -> None:

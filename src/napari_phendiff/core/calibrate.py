@@ -33,7 +33,8 @@ import numpy as np
 
 from . import cells as cellmeasure
 from .calibration_bars import check_bars
-from .calibration_rule import bars, choose, setting_of, uncalibrated_setting, with_default
+from .calibration_rule import bars, choose, uncalibrated_setting, with_default
+from .calibration_rule import setting_of  # noqa: F401  (read from here by the benchmarks)
 from .calibration_store import calibration_record, check_storable, store_calibration
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
     KEPT_FLOOR,
@@ -172,15 +173,15 @@ def iter_calibrate(
         stack, witnesses = yield from _prepared(
             model, data, source, target, n, base, unaffected, classifier_steps, seed, total
         )
-        rows, translated = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses, total)
+        rows = yield from _sweep_rows(model, stack, source, target, settings, base, witnesses, total)
         kept = [c for c in unaffected if c not in base.keep_channels]
         choice = choose(rows, kept, tolerance=kept_tolerance, reached_min=reached_min, default=default)
-        record = calibration_record(
-            choice, witnesses, translated[(target, setting_of(choice.best))], base, unaffected, data, len(stack)
-        )
+        record = calibration_record(choice, witnesses, base, unaffected, data, len(stack), path, model.manifest)
         baseline = _untranslated(model, witnesses, stack, target)
         rules = {**bars(choice), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
         write_frontier(out, rows, choice, record, baseline, source, target, rules, default)
+        if witnesses.trusted:  # beside the frontier, for a choice judged again later (core/rejudge.py)
+            save_classifier(witnesses.classifier, out)
         if store and choice.status == "calibrated":
             _store(path, source, target, record, witnesses)
         return record
@@ -295,10 +296,9 @@ def _sweep_rows(
     base: TranslateOptions,
     witnesses: Witnesses,
     total: int,
-) -> Generator[Step, None, tuple[list[dict], dict]]:
+) -> Generator[Step, None, list[dict]]:
     """Translate the stack at every setting and its source -> source control, then score each setting, yielding a
-    Step of `total` after each, counted after PREPARATION's steps; returns one scored row per setting and the
-    translations by (condition, setting)."""
+    Step of `total` after each, counted after PREPARATION's steps; returns one scored row per setting."""
     pairs = with_controls(settings, source, target)
     translations = iter_sweep_pairs(model, stack, source, pairs, base, of=total, after=len(PREPARATION) - 1)
     scored_from = total - SCORING_CALLS * len(settings)  # the last translation's step: the scoring runs after it
@@ -311,7 +311,7 @@ def _sweep_rows(
         rows.append({**asdict(s), **witnesses.score(model, stack, translated[(target, s)], control, target)})
         done = total - SCORING_CALLS * (len(settings) - len(rows))
         yield Step(done, total, SCORING if done < total else "")  # the last: nothing left to name
-    return rows, translated
+    return rows
 
 
 def _untranslated(model, witnesses: Witnesses, stack: np.ndarray, target: str) -> dict:

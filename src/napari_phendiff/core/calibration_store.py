@@ -8,10 +8,7 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from .calibration_rule import Choice
-from .cellstats import overshot
 from .checkpoint import MANIFEST, check_writable, is_shipped, resolve_checkpoint
 from .errors import CheckpointError
 from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
@@ -40,35 +37,45 @@ def check_storable(checkpoint, path: Path) -> None:
 def calibration_record(
     choice: Choice,
     witnesses: Witnesses,
-    best_translated: np.ndarray,
     base: TranslateOptions,
     unaffected: list[str],
     data,
     images: int,
+    checkpoint: Path,
+    manifest: dict,
 ) -> dict:
     """What a calibration found: the setting the rule took (or the closest), why, its scores and where they came
-    from (calibration.json's "chosen", and what store_calibration writes into the manifest)."""
-    shown = choice.best
-    # the best setting's translations exaggerating what differs: the sign its `reached` overrates them
-    overshot_measurements = overshot(witnesses.cells.summary(best_translated))
+    from, the checkpoint's weights included (calibration.json's "chosen", and what store_calibration writes into the
+    manifest)."""
     return {
-        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
-        "status": choice.status,
-        "reason": choice.reason,
+        **judged(choice),
         "keep_channels": list(base.keep_channels),
         "real_target_moved": witnesses.real_moved,
         "steps": base.steps,
-        **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
         "unaffected": unaffected,
-        "keeps_cells": choice.status != "not kept",
-        "reached_min": choice.reached_min,  # the bars it was judged by: the user may have set their own
-        "kept_tolerance": choice.kept_tolerance,
-        "overshot_measurements": overshot_measurements,
         "data": str(Path(data).resolve()),
         "images": images,
         "classifier_accuracy": witnesses.classifier.accuracy,
         "classifier_trusted": witnesses.trusted,
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "weights_sha256": manifest.get("weights_sha256"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def judged(choice: Choice) -> dict:
+    """What of a calibration's record the rule's verdict decides: the setting it took (or the closest), its scores,
+    the status and reason, and the bars it was judged by."""
+    shown = choice.best
+    return {
+        **{k: shown[k] for k in ("strength", "guidance", "negative", "inversion", "guidance_interval")},
+        "status": choice.status,
+        "reason": choice.reason,
+        **{k: shown[k] for k in ("reached", "moved", "cells_moved", "kept", "kept_control")},
+        "keeps_cells": choice.status != "not kept",
+        "reached_min": choice.reached_min,  # the bars it was judged by: the user may have set their own
+        "kept_tolerance": choice.kept_tolerance,
+        "overshot_measurements": shown.get("overshot_measurements", []),
     }
 
 

@@ -48,8 +48,10 @@ def write_frontier(
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
+    """The rows' numbers and names as a table (the lists, such as overshot_measurements, are in calibration.json)."""
+    columns = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from . import cells as cellmeasure
-from .cellstats import RealCells, cell_summary, cells_moved, phenotype_moved
+from .cellstats import RealCells, cell_summary, cells_moved, overshot, phenotype_moved
 from .features import TrainedClassifier
 from .images import Images
 
@@ -62,7 +62,7 @@ class Witnesses:
 
     def score(self, model, originals: np.ndarray, translated: np.ndarray, control: np.ndarray, target: str) -> dict:
         """One sweep row's scores: the witnesses (moved, classifier_reached, cells_moved, measurements_moved),
-        reached, kept, kept_control and each channel's change."""
+        reached, kept, kept_control, each channel's change and the measurements overshot (cellstats.overshot)."""
         moved = target_probability(self.classifier, translated, target)
         rows = self.cells.rows(translated)
         summary = cell_summary(rows)
@@ -79,6 +79,8 @@ class Witnesses:
             "kept": kept_score(originals, translated, model.channel_names),
             "kept_control": kept_score(originals, control, model.channel_names),
             **{f"change_{name}": value for name, value in channel_change(model, originals, translated).items()},
+            # what the translations exaggerate of what differs: the sign their `reached` overrates them
+            "overshot_measurements": overshot(summary),
         }
 
 

@@ -20,6 +20,7 @@ from ..core.calibration_store import overshoot_warning
 from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
 from ..core.options import CALIBRATION_IMAGES
+from ..core.rejudge import rejudge
 from ..core.errors import PhenDiffError
 from ._shared import WARNING_STYLE, Note, button, default_calibration_folder, row, spin, tooltip
 from ._translate_worker import Calibrated, PendingRun, run_calibration
@@ -69,7 +70,15 @@ class CalibratePanel:
         self.calibrate_tolerance.setPrefix("IoU lost ≤ ")
         calibrate = QVBoxLayout()
         calibrate.addWidget(self.calibrate_info)
-        calibrate.addWidget(row(self.calibrate_reached, self.calibrate_tolerance))
+        self.judge_again_button = button(
+            "Judge again",
+            self.judge_again,
+            "Judge the last calibration's sweep again at the bars above, without translating again (phendiff "
+            "rejudge): what they choose is stored in the checkpoint the sweep was made with.",
+        )
+        self.judge_again_button.setEnabled(False)  # until a calibration ends
+        self._last_calibration: Calibrated | None = None
+        calibrate.addWidget(row(self.calibrate_reached, self.calibrate_tolerance, self.judge_again_button))
         calibrate.addWidget(row(self.calibrate_images, self.calibrate_button))
         self.calibrate_frontier = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.calibrate_frontier.setVisible(False)  # until a calibration ends: its frontier plot
@@ -144,6 +153,30 @@ class CalibratePanel:
             f"{head} {chosen['reason']}{_bars_said(chosen)}{exaggerated} Frontier and scores: {result.out}"
         )
         self._show_frontier(result.out / "frontier.png")
+        self._last_calibration = result
+        self.judge_again_button.setEnabled(True)
+
+    def judge_again(self, out: str | Path | None = None) -> None:
+        """The last calibration's sweep judged at the dock's bars (core.rejudge: no translation, so here, at once),
+        its verdict shown and, when it calibrates, stored and preselected; `out`: its folder (default: a new
+        per-user one)."""
+        last = self._last_calibration
+        if last is None or not self.free_for_a_run():
+            return
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = default_calibration_folder() / f"{last.checkpoint.name}-{last.source}-to-{last.target}-{stamp}"
+        try:
+            record = rejudge(
+                last.out,
+                out,
+                reached_min=self.calibrate_reached.value(),
+                kept_tolerance=self.calibrate_tolerance.value(),
+            )
+        except PhenDiffError as exc:
+            self._report(str(exc))
+            return
+        self._show_calibration(Calibrated(record, Path(out), last.checkpoint, last.source, last.target))
 
     def _show_frontier(self, path: Path) -> None:
         """The calibration's frontier plot under the Calibrate section's controls, as wide as the dock allows."""
@@ -185,7 +218,8 @@ def _bars_said(chosen: dict) -> str:
     share = partial_move(chosen)
     if share is not None:
         said += (
-            f" To store a partial move like the furthest, set 'moved ≥' to {share:.2f} and calibrate again, after "
-            "looking at its translations: a partial move may be the model's noise rather than the phenotype."
+            f" To store a partial move like the furthest, set 'moved ≥' to {share:.2f} and press Judge again (no "
+            "translation runs again), after looking at its translations: a partial move may be the model's noise "
+            "rather than the phenotype."
         )
     return said
