@@ -225,6 +225,15 @@ def test_a_partial_move_says_how_to_store_it(tmp_path, capsys):
     assert err.rstrip().endswith("Look at the translations before trusting this setting.")
     print_calibration(args, {**record, "overshot_measurements": over, "status": "calibrated"})
     assert capsys.readouterr().err.rstrip().endswith("before trusting this choice.")
+    # judged at a tolerance of the user's: the command keeps it (rejudge's own default is the rule's)
+    print_calibration(
+        printed_for(tmp_path / "my calibration", "TNFa", "untreated", no_store=True),
+        {**record, "reached_min": 0.5, "kept_tolerance": 0.3},
+    )
+    assert (
+        f"phendiff rejudge '{tmp_path}/my calibration' --out '{tmp_path}/my calibration-0.32' --reached-min 0.32 "
+        "--kept-tolerance 0.3 --no-store" in capsys.readouterr().err
+    )
     print_calibration(args, {**record, "status": "not kept"})  # a looser bar on the move would not keep the cells
     assert "--reached-min" not in capsys.readouterr().err
 
@@ -280,7 +289,9 @@ def test_the_uncalibrated_setting_ignores_a_stored_calibration(checkpoint):
     model = pd.load_checkpoint(checkpoint, device="cpu")
     before = cal.uncalibrated_setting(model.manifest, "untreated", "TNFa")
     assert before == cal.Setting(TranslateOptions().strength, TranslateOptions().guidance)
-    cal.store_calibration(checkpoint, "untreated", "TNFa", {"strength": 0.6, "guidance": 2.0, "negative": "source"})
+    calibration_store.store_calibration(
+        checkpoint, "untreated", "TNFa", {"strength": 0.6, "guidance": 2.0, "negative": "source"}
+    )
     calibrated = pd.load_checkpoint(checkpoint, device="cpu")
     assert translation_options(calibrated, "untreated", "TNFa")[0].strength == 0.6  # what translations now use
     assert cal.uncalibrated_setting(calibrated.manifest, "untreated", "TNFa") == before  # what calibration weighs

@@ -252,3 +252,8 @@ def test_judge_again_takes_the_bars_without_translating_and_stores_what_they_cho
     assert "Calibrated untreated → TNFa: strength 0.3, guidance 1" in dock.status.text()
     assert (dock.strength.value(), dock.guidance.value()) == (0.3, 1.0)  # preselected
     assert str(tmp_path / "again" / "frontier.png") in dock.calibrate_frontier.toolTip()
+    # the dock moved on to another direction: Judge again does not store the last one's verdict unseen
+    dock.source.setCurrentText("TNFa")
+    dock.target.setCurrentText("untreated")
+    dock.judge_again(tmp_path / "again-2")
+    assert "Judge again judges the last calibration, of" in dock.status.text() and not (tmp_path / "again-2").exists()

@@ -10,19 +10,22 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from napari_phendiff.cli import main
+from napari_phendiff.core import calibrate as cal
 from napari_phendiff.core import walk
 from napari_phendiff.core.checkpoint import sign_checkpoint
 from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
+from napari_phendiff.core.features import CLASSIFIER_FOLDER
 from napari_phendiff.core.rejudge import rejudge
 
 
 @pytest.fixture
-def calibrated(tiny_checkpoint, sim_data, tmp_path):
+def calibrated(tiny_checkpoint, sim_data, tmp_path, monkeypatch):
     """A copy of the tiny checkpoint and a calibration of it (nothing stored) whose furthest setting that kept the
     nuclei went 0.31 of the way: the tiny model moves nothing, so that setting's share is written in, as a model that
     moved a third of the cells would have scored it."""
     model = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, model)
+    monkeypatch.setattr(cal, "CLASSIFIER_MIN_ACCURACY", 0.0)  # its classifier trusted: kept beside the frontier
     out = tmp_path / "calibration"
     small = ["--strengths", "0.25", "--guidances", "1", "3", "--n", "4", "--steps", "4", "--classifier-steps", "5"]
     asked = ["calibrate", str(model), str(sim_data), "--source", "untreated", "--target", "TNFa", "--out", str(out)]
@@ -45,6 +48,17 @@ def test_a_sweep_judged_again_at_a_lower_bar_stores_its_partial_move(calibrated,
         raise AssertionError("rejudge ran the network")
 
     monkeypatch.setattr(walk, "predict", no_network)
+    # judged without storing: the verdict, and nothing in the checkpoint, which need not even be where it was
+    moved = tmp_path / "elsewhere"
+    model.rename(moved)
+    assert rejudge(out, tmp_path / "look", reached_min=0.31, kept_tolerance=0.5, store=False)["status"] == "calibrated"
+    with pytest.raises(CheckpointError, match=r"give where that checkpoint is now \(--checkpoint\)"):
+        rejudge(out, tmp_path / "a", reached_min=0.31, kept_tolerance=0.5)
+    moved.rename(model)
+    assert "calibration" not in json.loads((model / "phendiff.json").read_text())
+    # the table is calibrate's, columns and all (the guidance interval written as calibrate writes it)
+    tables = [(f / "frontier.csv").read_text().splitlines() for f in (out, tmp_path / "look")]
+    assert tables[0][0] == tables[1][0] and len(tables[0]) == len(tables[1]) and '"(0.0, 1.0)"' in tables[1][1]
     again = tmp_path / "calibration-0.31"
     assert main(["rejudge", str(out), "--out", str(again), "--reached-min", "0.31", "--kept-tolerance", "0.5"]) == 0
     printed = capsys.readouterr().out
@@ -59,6 +73,10 @@ def test_a_sweep_judged_again_at_a_lower_bar_stores_its_partial_move(calibrated,
     assert (again / "frontier.png").stat().st_size > 0 and (again / "frontier.csv").is_file()
     entry = json.loads((model / "phendiff.json").read_text())["calibration"]["untreated->TNFa"]
     assert (entry["strength"], entry["guidance"], entry["reached_min"]) == (row["strength"], row["guidance"], 0.31)
+    assert entry["swept"] == old["chosen"]["date"]  # when the sweep ran; "date": when it was judged
+    # the classifier the calibration trusted goes with the stored choice, and beside the new frontier
+    for folder in (model, again):
+        assert (folder / CLASSIFIER_FOLDER / "classifier.safetensors").is_file()
     # the rule's own bars on the same sweep: nothing moved half way, nothing more is stored
     assert rejudge(out, tmp_path / "own", kept_tolerance=0.5, store=False)["status"] == "not moved"
 
@@ -89,4 +107,9 @@ def test_what_cannot_be_judged_again_is_refused_before_anything_is_written(calib
     (out / "calibration.json").write_text(json.dumps(saved))
     assert main(["rejudge", str(out), "--out", str(tmp_path / "a"), "--reached-min", "0.31"]) == 2
     assert "lacks weights_sha256" in capsys.readouterr().err
+    saved["chosen"]["weights_sha256"] = json.loads((model / "phendiff.json").read_text())["weights_sha256"]
+    (out / "calibration.json").write_text(json.dumps(saved))
+    shutil.rmtree(out / CLASSIFIER_FOLDER)  # the trusted classifier lost: a stored choice would lack it
+    with pytest.raises(DataError, match="trusted .condition_classifier. is missing"):
+        rejudge(out, tmp_path / "a", reached_min=0.31)
     assert not (tmp_path / "a").exists() and "calibration" not in json.loads((model / "phendiff.json").read_text())

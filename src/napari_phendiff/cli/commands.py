@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -248,7 +249,7 @@ def print_calibration(args, chosen: dict) -> None:
     if chosen["status"] != "calibrated":
         print(
             "warning: nothing was stored (the reason is above): translations keep their current settings. Check "
-            "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen, args.out),
+            "the model (train longer?) and the frontier before translating with it." + _partial_move(chosen, args),
             file=sys.stderr,
         )
     exaggerated = overshoot_warning(chosen, args.target)
@@ -262,31 +263,39 @@ def print_calibration(args, chosen: dict) -> None:
         )
 
 
-def _partial_move(chosen: dict, out) -> str:
-    """Where the cells were kept but the phenotype moved less than the bar: how to store that partial move anyway."""
-    from ..core.calibration_bars import partial_move
+def _partial_move(chosen: dict, args) -> str:
+    """Where the cells were kept but the phenotype moved less than the bar: how to store that partial move anyway (the
+    command, at the tolerance the calibration was judged by)."""
+    from ..core.calibration_bars import KEPT_TOLERANCE, partial_move
 
     share = partial_move(chosen)
     if share is None:
         return ""
+    again = ["phendiff", "rejudge", str(args.out), "--out", f"{args.out}-{share:.2f}", "--reached-min", f"{share:.2f}"]
+    if chosen.get("kept_tolerance", KEPT_TOLERANCE) != KEPT_TOLERANCE:
+        again += ["--kept-tolerance", f"{chosen['kept_tolerance']:g}"]
+    if args.no_store:
+        again.append("--no-store")
     return (
-        f" To store a partial move like the furthest that kept the cells, judge this sweep again at that bar, after "
-        f"looking at its translations (a partial move may be the model's noise rather than the phenotype); no "
-        f"translation runs again: phendiff rejudge {out} --out {out}-{share:.2f} --reached-min {share:.2f}"
+        " To store a partial move like the furthest that kept the cells, judge this sweep again at that bar, after "
+        "looking at its translations (a partial move may be the model's noise rather than the phenotype); no "
+        f"translation runs again: {shlex.join(again)}"
     )
 
 
 def rejudge_command(args) -> None:
+    from ..core.options import direction_of
     from ..core.rejudge import read_calibration, rejudge
 
-    source, target = read_calibration(args.calibration)["direction"].split("->")
     chosen = rejudge(
         args.calibration,
         args.out,
+        checkpoint=args.checkpoint,
         reached_min=args.reached_min,
         kept_tolerance=args.kept_tolerance,
         store=not args.no_store,
     )
+    source, target = direction_of(read_calibration(args.out)["direction"])
     shown = argparse.Namespace(
         source=source, target=target, out=args.out, no_store=args.no_store, checkpoint=chosen["checkpoint"]
     )

@@ -254,6 +254,12 @@ def _add_rejudge(sub) -> None:
     )
     p.add_argument("calibration", type=Path, help="a folder phendiff calibrate wrote (its calibration.json)")
     p.add_argument("--out", type=Path, required=True, help="new folder for the frontier (table, plot, choice)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="where the checkpoint the sweep was made with is now (default: where the calibration recorded it); it "
+        "must hold the same weights",
+    )
     _bar_arguments(p)
     p.set_defaults(run=rejudge_command)
 

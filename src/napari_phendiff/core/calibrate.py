@@ -24,10 +24,9 @@ One inversion per image serves the whole sweep and its controls (sweep.py).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Generator, Iterator, NamedTuple, Sequence
+from typing import Callable, Generator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -35,7 +34,7 @@ from . import cells as cellmeasure
 from .calibration_bars import check_bars
 from .calibration_rule import bars, choose, uncalibrated_setting, with_default
 from .calibration_rule import setting_of  # noqa: F401  (read from here by the benchmarks)
-from .calibration_store import calibration_record, check_storable, store_calibration
+from .calibration_store import calibration_locks, calibration_record, check_storable, store_choice
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
     KEPT_FLOOR,
     KEPT_TOLERANCE,
@@ -46,7 +45,6 @@ from .calibration_rule import (  # noqa: F401  (read from here by the tests and 
 from .cellstats import RealCells
 from .checkpoint import (
     claim_new_folder,
-    output_lock,
     resolve_checkpoint,
 )
 from .models import load_checkpoint
@@ -168,7 +166,7 @@ def iter_calibrate(
     unaffected = _unaffected_channels(model, unaffected)
     base = _base_options(model, steps, seed, batch_size, keep_channels)
     check_calibration_folder(data, source, target)
-    with _calibration_locks(out, path, store):
+    with calibration_locks(out, path, store):
         total = _progress_total(settings, source, target, base)
         stack, witnesses = yield from _prepared(
             model, data, source, target, n, base, unaffected, classifier_steps, seed, total
@@ -179,20 +177,12 @@ def iter_calibrate(
         record = calibration_record(choice, witnesses, base, unaffected, data, len(stack), path, model.manifest)
         baseline = _untranslated(model, witnesses, stack, target)
         rules = {**bars(choice), "classifier_min_accuracy": CLASSIFIER_MIN_ACCURACY}
-        write_frontier(out, rows, choice, record, baseline, source, target, rules, default)
-        if witnesses.trusted:  # beside the frontier, for a choice judged again later (core/rejudge.py)
-            save_classifier(witnesses.classifier, out)
+        # the trusted classifier beside the frontier (for a choice judged again: core/rejudge.py) and the choice
+        classifier = (lambda folder: save_classifier(witnesses.classifier, folder)) if witnesses.trusted else None
+        write_frontier(out, rows, choice, record, baseline, source, target, rules, default, classifier)
         if store and choice.status == "calibrated":
-            _store(path, source, target, record, witnesses)
+            store_choice(path, source, target, record, classifier)
         return record
-
-
-def _store(path: Path, source: str, target: str, record: dict, witnesses: Witnesses) -> None:
-    """The choice into the checkpoint, and the condition classifier when it was trusted (for reveal's masks,
-    core/reveal_classifier.py)."""
-    store_calibration(path, source, target, record)
-    if witnesses.trusted:
-        save_classifier(witnesses.classifier, path)
 
 
 def _checked_sweep(
@@ -213,16 +203,6 @@ def _checked_sweep(
     check_count("steps", steps, allow_none=True)
     check_count("classifier_steps", classifier_steps)
     return settings, n
-
-
-@contextlib.contextmanager
-def _calibration_locks(out: Path, checkpoint: Path, store: bool) -> Iterator[None]:
-    """One writer per output: the calibration folder and, when the choice is to be stored, the checkpoint."""
-    with contextlib.ExitStack() as locks:
-        locks.enter_context(output_lock(out, "a calibration"))
-        if store:
-            locks.enter_context(output_lock(checkpoint, "a calibration that will store its choice"))
-        yield
 
 
 def _base_options(

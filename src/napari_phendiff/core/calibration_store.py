@@ -3,13 +3,15 @@ the direction), written atomically, and the check, before any work, that the che
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .calibration_rule import Choice
-from .checkpoint import MANIFEST, check_writable, is_shipped, resolve_checkpoint
+from .checkpoint import MANIFEST, check_writable, is_shipped, output_lock, resolve_checkpoint
 from .errors import CheckpointError
 from .options import CALIBRATED_FIELDS, TranslateOptions, direction_key
 from .witnesses import Witnesses
@@ -91,6 +93,27 @@ def overshoot_warning(record: dict, target: str) -> str:
         f"way): the model exaggerates these, and 'reached' may overrate the translation. Look at the translations "
         f"before trusting {which}."
     )
+
+
+@contextlib.contextmanager
+def calibration_locks(out: Path, checkpoint: Path, store: bool) -> Iterator[None]:
+    """One writer per output: the calibration folder and, when the choice is to be stored, the checkpoint."""
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(out, "a calibration"))
+        if store:
+            locks.enter_context(output_lock(checkpoint, "a calibration that will store its choice"))
+        yield
+
+
+def store_choice(
+    path: Path, source: str, target: str, record: dict, classifier: Callable[[Path], object] | None
+) -> None:
+    """A calibrating choice into the checkpoint: `classifier(path)` first writes the condition classifier it trusted
+    (for reveal's masks, core/reveal_classifier.py), then the manifest entry, so that a stored choice never sits
+    beside another calibration's classifier."""
+    if classifier is not None:
+        classifier(path)
+    store_calibration(path, source, target, record)
 
 
 def store_calibration(checkpoint: str | Path, source: str, target: str, record: dict) -> None:

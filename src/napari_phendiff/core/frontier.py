@@ -8,6 +8,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from .calibration_bars import bars_set
 from .calibration_rule import Choice, made_with, setting_of
@@ -26,9 +27,11 @@ def write_frontier(
     target: str,
     rules: dict,
     default: Setting | None = None,
+    beside: Callable[[Path], object] | None = None,
 ) -> None:
     """frontier.csv, calibration.json and frontier.png, written together into `out` (all or nothing). `rules`: the
-    bars the choice was made with, recorded in calibration.json with the setting without calibration (`default`)."""
+    bars the choice was made with, recorded in calibration.json with the setting without calibration (`default`);
+    `beside(folder)` writes what else belongs with them (the trusted condition classifier), all or nothing too."""
     with atomic_folder(out) as folder:
         _write_rows(folder / "frontier.csv", rows)
         (folder / "calibration.json").write_text(
@@ -45,11 +48,13 @@ def write_frontier(
             )
         )
         frontier_figure(folder / "frontier.png", rows, choice, baseline, f"{source} -> {target}", default)
+        if beside is not None:
+            beside(folder)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    """The rows' numbers and names as a table (the lists, such as overshot_measurements, are in calibration.json)."""
-    columns = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
+    """The rows as a table (the measurements each overshot are in calibration.json)."""
+    columns = [k for k in rows[0] if k != "overshot_measurements"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

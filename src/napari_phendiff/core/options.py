@@ -304,6 +304,12 @@ def direction_key(source: str, target: str) -> str:
     return f"{condition_name(source)}->{condition_name(target)}"
 
 
+def direction_of(key: str) -> tuple[str, str]:
+    """The source and target of a direction_key."""
+    source, _, target = key.partition("->")
+    return source, target
+
+
 def calibrated_settings(manifest: dict | None, source: str, target: str) -> dict:
     """The checkpoint's calibrated settings for source -> target (empty when it was not calibrated for it).
 

@@ -112,9 +112,7 @@ class CalibratePanel:
         except PhenDiffError as exc:
             self._report(str(exc))
             return None
-        if out is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = default_calibration_folder() / f"{request.checkpoint.name}-{source}-to-{target}-{stamp}"
+        out = out if out is not None else _new_folder(request.checkpoint, source, target)
         model, key = self.cached_model(request)
         worker = run_calibration(
             request,
@@ -163,9 +161,14 @@ class CalibratePanel:
         last = self._last_calibration
         if last is None or not self.free_for_a_run():
             return
-        if out is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = default_calibration_folder() / f"{last.checkpoint.name}-{last.source}-to-{last.target}-{stamp}"
+        shown = (self.checkpoint.currentData(), self.source.currentText(), self.target.currentText())
+        if not shown[0] or (resolve_checkpoint(shown[0]), *shown[1:]) != (last.checkpoint, last.source, last.target):
+            self._report(
+                f"Judge again judges the last calibration, of {last.checkpoint} for {last.source} → {last.target}: "
+                "choose that checkpoint and direction again, or calibrate the ones shown."
+            )
+            return
+        out = out if out is not None else _new_folder(last.checkpoint, last.source, last.target, "judged-")
         try:
             record = rejudge(
                 last.out,
@@ -173,8 +176,8 @@ class CalibratePanel:
                 reached_min=self.calibrate_reached.value(),
                 kept_tolerance=self.calibrate_tolerance.value(),
             )
-        except PhenDiffError as exc:
-            self._report(str(exc))
+        except (PhenDiffError, OSError) as exc:
+            self._report(f"Judge again: {exc}")
             return
         self._show_calibration(Calibrated(record, Path(out), last.checkpoint, last.source, last.target))
 
@@ -223,3 +226,9 @@ def _bars_said(chosen: dict) -> str:
             "rather than the phenotype."
         )
     return said
+
+
+def _new_folder(checkpoint: Path, source: str, target: str, what: str = "") -> Path:
+    """A new per-user folder for a calibration's frontier and scores (`what`: "judged-" for a sweep judged again)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return default_calibration_folder() / f"{checkpoint.name}-{source}-to-{target}-{what}{stamp}"
