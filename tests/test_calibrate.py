@@ -180,7 +180,7 @@ def test_calibrate_records_the_bars_a_user_set(checkpoint, sim_data, tmp_path, c
     assert (saved["chosen"]["reached_min"], saved["chosen"]["kept_tolerance"]) == (0.95, 0.3)
     printed = capsys.readouterr()
     assert (
-        "judged by bars other than the rule's own: reached at least 0.95 of the way, nuclei overlap lost at most 0.3"
+        "judged by bars other than the rule's own: moved ≥ 0.95 of the way, nuclei IoU lost ≤ 0.3 beyond the control"
         in printed.out
     )
     # the tiny model moves little: the reason names the bar it missed

@@ -63,7 +63,7 @@ def test_a_sweep_judged_again_at_a_lower_bar_stores_its_partial_move(calibrated,
     assert main(["rejudge", str(out), "--out", str(again), "--reached-min", "0.31", "--kept-tolerance", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert f"chosen: strength {row['strength']:g}, guidance {row['guidance']:g}" in printed
-    assert "judged by bars other than the rule's own: reached at least 0.31" in printed and "stored in" in printed
+    assert "judged by bars other than the rule's own: moved ≥ 0.31 of the way" in printed and "stored in" in printed
     new, old = (json.loads((f / "calibration.json").read_text()) for f in (again, out))
     assert new["rows"] == old["rows"] and new["baseline_untranslated"] == old["baseline_untranslated"]
     chosen = new["chosen"]

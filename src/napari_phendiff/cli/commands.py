@@ -212,7 +212,7 @@ def calibrate_command(args) -> None:
 def print_calibration(args, chosen: dict) -> None:
     """What a calibration chose and why, its warnings, and where the frontier and the choice went."""
     from ..core.calibrate import CLASSIFIER_MIN_ACCURACY
-    from ..core.calibration_bars import bars_set
+    from ..core.calibration_bars import bars_by_hand
     from ..core.calibration_store import overshoot_warning
 
     counted = math.isfinite(chosen["cells_moved"])
@@ -239,11 +239,9 @@ def print_calibration(args, chosen: dict) -> None:
         f"{chosen['kept_control']:.2f})"
     )
     print(f"why: {chosen['reason']}")
-    if bars_set(chosen):
-        print(
-            f"judged by bars other than the rule's own: reached at least {chosen['reached_min']:g} of the way, nuclei "
-            f"overlap lost at most {chosen['kept_tolerance']:g} beyond the control"
-        )
+    by_hand = bars_by_hand(chosen)
+    if by_hand:
+        print(f"judged by bars other than the rule's own: {by_hand}")
     if chosen["keep_channels"]:
         print(f"kept as the original's: {', '.join(chosen['keep_channels'])}")
     if chosen["status"] != "calibrated":

@@ -77,6 +77,15 @@ def bars_set(record: dict) -> bool:
     )
 
 
+def bars_by_hand(record: dict) -> str:
+    """The bars a calibration's record (or stored entry) was judged by, in words, where they were not the rule's own
+    ("moved ≥ 0.3 of the way, nuclei IoU lost ≤ 0.14 beyond the control"); else nothing."""
+    if not bars_set(record):
+        return ""
+    moved, lost = record.get("reached_min", REACHED_MIN), record.get("kept_tolerance", KEPT_TOLERANCE)
+    return f"moved ≥ {moved:g} of the way, nuclei IoU lost ≤ {lost:g} beyond the control"
+
+
 def partial_move(record: dict) -> float | None:
     """Where a calibration kept the cells but its closest setting moved the phenotype less than the bar (a record of
     status 'not moved'): the share it moved rounded down to what a bar can be set to (0.01), the bar with which the

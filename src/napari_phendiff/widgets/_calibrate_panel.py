@@ -15,7 +15,7 @@ from qtpy.QtGui import QPixmap
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLabel, QSpinBox, QVBoxLayout
 
 from ..core.calibrate import check_calibration_folder
-from ..core.calibration_bars import BAR_HELP, BAR_RANGES, KEPT_TOLERANCE, REACHED_MIN, bars_set, partial_move
+from ..core.calibration_bars import BAR_HELP, BAR_RANGES, KEPT_TOLERANCE, REACHED_MIN, bars_by_hand, partial_move
 from ..core.calibration_store import overshoot_warning
 from ..core.checkpoint import is_shipped, resolve_checkpoint
 from ..core.models import read_manifest
@@ -212,12 +212,8 @@ class CalibratePanel:
 def _bars_said(chosen: dict) -> str:
     """What the status line adds on the bars: those set in the dock when they are not the rule's own, and where the
     cells were kept but moved less than the bar, how to store that partial move."""
-    said = ""
-    if bars_set(chosen):
-        said += (
-            f" Judged by the bars set here: moved ≥ {chosen['reached_min']:g} of the way, nuclei IoU lost ≤ "
-            f"{chosen['kept_tolerance']:g} beyond the control."
-        )
+    by_hand = bars_by_hand(chosen)
+    said = f" Judged by the bars set here: {by_hand}." if by_hand else ""
     share = partial_move(chosen)
     if share is not None:
         said += (

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QS
 
 from ..core.checkpoint import resolve_checkpoint
 from ..core.explore import MORPH_FRAMES
-from ..core.calibration_bars import KEPT_TOLERANCE, REACHED_MIN, bars_set
+from ..core.calibration_bars import bars_by_hand
 from ..core.options import HELP, MORPH_PATHS, NEGATIVES, TranslateOptions, direction_key, resolve_options
 from ._shared import Note, button, device_combo, row, spin, tooltip
 from ._translate_worker import TranslateRequest
@@ -147,7 +147,8 @@ class OptionsPanel:
             else "project defaults"
         )
         if "calibrated" in sources.values():
-            origin += _bars_by_hand(self.manifest["calibration"].get(direction_key(source, target), {}))
+            by_hand = bars_by_hand(self.manifest["calibration"].get(direction_key(source, target), {}))
+            origin += f" by bars set by hand ({by_hand})" if by_hand else ""
         shown = ", ".join(f"{name} {getattr(options, name)}" for name in ("strength", "guidance", "negative"))
         if sources["steps"] != "default":
             shown += f", {options.steps} steps"
@@ -207,11 +208,3 @@ class OptionsPanel:
             morph_path=self.morph_path.currentText(),
             samples=self.samples.value(),
         )
-
-
-def _bars_by_hand(entry: dict) -> str:
-    """Where a stored calibration was judged by bars other than the rule's own: which (else nothing)."""
-    if not bars_set(entry):
-        return ""
-    moved, lost = entry.get("reached_min", REACHED_MIN), entry.get("kept_tolerance", KEPT_TOLERANCE)
-    return f" by bars set by hand (moved ≥ {moved:g}, IoU lost ≤ {lost:g})"
