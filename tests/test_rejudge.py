@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from napari_phendiff.cli import main
 from napari_phendiff.core import calibrate as cal
+from napari_phendiff.core import calibration_store
 from napari_phendiff.core import walk
 from napari_phendiff.core.checkpoint import sign_checkpoint
 from napari_phendiff.core.errors import CheckpointError, ConfigError, DataError
@@ -113,3 +114,34 @@ def test_what_cannot_be_judged_again_is_refused_before_anything_is_written(calib
     with pytest.raises(DataError, match="trusted .condition_classifier. is missing"):
         rejudge(out, tmp_path / "a", reached_min=0.31)
     assert not (tmp_path / "a").exists() and "calibration" not in json.loads((model / "phendiff.json").read_text())
+
+
+def test_judging_again_gives_what_a_new_calibration_at_those_bars_gives(tiny_checkpoint, sim_data, tmp_path):
+    """The same verdict, reason and frontier table as calibrate at the same bars, without its sweep."""
+    small = ["--strengths", "0.25", "0.5", "--guidances", "1", "3", "--n", "4", "--steps", "4", "--classifier-steps"]
+    asked = ["calibrate", str(tiny_checkpoint), str(sim_data), "--source", "untreated", "--target", "TNFa"]
+    for name, tolerance in (("loose", "0.5"), ("strict", "0")):
+        out = tmp_path / name
+        assert main([*asked, "--out", str(out), *small, "5", "--kept-tolerance", tolerance, "--no-store"]) == 0
+    judged = json.loads(json.dumps(rejudge(tmp_path / "loose", tmp_path / "again", kept_tolerance=0.0, store=False)))
+    swept = json.loads((tmp_path / "strict" / "calibration.json").read_text())["chosen"]
+    differ = {"date", "swept", "judged_again_from"}  # when, and from which folder, it was judged
+    assert {k: v for k, v in judged.items() if k not in differ} == {k: v for k, v in swept.items() if k not in differ}
+    assert judged["kept_tolerance"] == 0 and judged["reason"] == swept["reason"]
+    tables = [(tmp_path / f / "frontier.csv").read_text() for f in ("strict", "again")]
+    assert tables[0] == tables[1]
+    loose = json.loads((tmp_path / "loose" / "calibration.json").read_text())["chosen"]
+    assert (loose["status"], swept["status"]) == ("not moved", "not kept")  # the bars changed the verdict
+
+
+def test_a_shipped_checkpoints_sweep_is_stored_in_a_copy_given_with_checkpoint(calibrated, tmp_path, monkeypatch):
+    model, out, row = calibrated
+    monkeypatch.setattr(calibration_store, "is_shipped", lambda path: path == model)  # as if the sweep were demo's
+    with pytest.raises(CheckpointError, match=r"shipped checkpoint .* give the copy \(--checkpoint\)"):
+        rejudge(out, tmp_path / "a", reached_min=0.31, kept_tolerance=0.5)
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert rejudge(out, tmp_path / "b", checkpoint=copy, reached_min=0.31, kept_tolerance=0.5)["status"] == "calibrated"
+    entry = json.loads((copy / "phendiff.json").read_text())["calibration"]["untreated->TNFa"]
+    assert (entry["strength"], entry["guidance"]) == (row["strength"], row["guidance"])
+    assert "calibration" not in json.loads((model / "phendiff.json").read_text())

@@ -118,7 +118,12 @@ def _checked_checkpoint(record: dict, folder: Path, given: str | Path | None, cl
             f"{folder}: its sweep was made with other weights than {path} holds (trained again since, or another "
             "checkpoint?); its scores say nothing of these: calibrate again, or judge without storing (--no-store)."
         )
-    check_storable(path, path)  # not a shipped checkpoint, and writable
+    check_storable(  # not a shipped checkpoint, and writable; a copy holds the same weights, so the sweep holds for it
+        path,
+        path,
+        f"copy its folder ({path}) and give the copy (--checkpoint): it holds the weights the sweep was made with; or "
+        "judge without storing (--no-store).",
+    )
     if record["classifier_trusted"] and not classifier.is_dir():
         raise DataError(
             f"{folder}: the condition classifier this calibration trusted ({CLASSIFIER_FOLDER}) is missing, and a "
