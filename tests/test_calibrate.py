@@ -136,6 +136,23 @@ def test_a_sweep_that_keeps_the_cells_but_moves_nothing_is_not_calibrated():
     assert choice.row is None and choice.status == "not kept" and choice.best is lost[1]
 
 
+def test_the_frontier_spreads_the_settings_by_strength_when_the_nuclei_are_kept_as_the_originals():
+    from napari_phendiff.core.frontier import draw_frontier
+
+    sweep = [row(s, w, 0.3 * s * w, 1.0, kept_control=1.0, change_DNA=0.0) for w in (2.0, 4.0) for s in (0.2, 0.4, 0.6)]
+    for rows, label, xs in (
+        (sweep, "strength (the nuclei kept", [0.2, 0.4, 0.6]),  # every IoU lost is 0: all at x = 0 otherwise
+        ([{**r, "kept": 1.0 - r["strength"] / 4} for r in sweep], "nuclei IoU minus", [-0.05, -0.1, -0.15]),
+    ):
+        choice = cal.choose(rows, [])
+        axes = draw_frontier(rows, choice, {"reached": 0.0}, "a -> b").axes[0]
+        assert axes.get_xlabel().startswith(label)
+        guided = [line for line in axes.get_lines() if line.get_label() == "w 2 (source)"]
+        assert list(guided[0].get_xdata()) == pytest.approx(xs)
+        drawn = {line.get_label() for line in axes.get_lines()}
+        assert ("IoU lost ≤ 0.14" in drawn) == (label == "nuclei IoU minus") and "moved ≥ 0.5" in drawn
+
+
 def test_bars_a_user_sets_replace_the_rules_own():
     from napari_phendiff.core.calibration_bars import check_bars, partial_move
 

@@ -64,33 +64,43 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 def frontier_figure(
     path: Path, rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None
 ) -> Path:
+    """draw_frontier's figure, written to `path`."""
+    draw_frontier(rows, choice, baseline, title, default).savefig(path, dpi=110)
+    return path
+
+
+def draw_frontier(rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None):
     """How far each setting reached against the nuclei overlap it lost beyond its control, one line per guidance
     scale through the strengths, the bars the choice was made with drawn, the choice circled and the setting without
-    calibration (`default`) squared."""
+    calibration (`default`) squared; a matplotlib Figure."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     fig = Figure(figsize=(6.2, 4.6))
     ax = fig.subplots()
     lost = lambda r: r["kept"] - r.get("kept_control", 1.0)  # noqa: E731
+    # nuclei kept as the original's (their channel kept): every setting keeps them alike, so strength spreads the points
+    flat = all(abs(lost(r)) < 1e-9 for r in rows)
+    x = (lambda r: r["strength"]) if flat else lost
     groups: dict[Setting, list[dict]] = {}
     for row in rows:
         groups.setdefault(setting_of({**row, "strength": 1.0}), []).append(row)
     for key, members in groups.items():
         members.sort(key=lambda r: r["strength"])
         ax.plot(
-            [lost(r) for r in members], [r["reached"] for r in members], "o-", ms=3, label=key.label().split(", ", 1)[1]
+            [x(r) for r in members], [r["reached"] for r in members], "o-", ms=3, label=key.label().split(", ", 1)[1]
         )
         for r in members:
-            ax.annotate(
-                f"{r['strength']:g}", (lost(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
-            )
+            if not flat:
+                ax.annotate(
+                    f"{r['strength']:g}", (x(r), r["reached"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+                )
     ax.plot([0.0], [baseline["reached"]], "k*", ms=10, label="untranslated")
-    _draw_bars(ax, choice)
+    _draw_bars(ax, choice, flat)
     for r in rows:
         if default is not None and made_with(r, default):
-            ax.plot([lost(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
+            ax.plot([x(r)], [r["reached"]], "s", ms=11, mfc="none", mec="black", label="without calibration")
     ax.plot(
-        [lost(choice.best)],
+        [x(choice.best)],
         [choice.best["reached"]],
         "o",
         ms=15,
@@ -98,31 +108,36 @@ def frontier_figure(
         mec="red" if choice.row is not None else "orange",
         label="chosen" if choice.row is not None else f"best ({choice.status}: not stored)",
     )
-    ax.set_xlabel("nuclei IoU minus the source -> source control's (0: kept as well as the control)")
+    ax.set_xlabel(
+        "strength (the nuclei kept as the original's: every setting keeps them)"
+        if flat
+        else "nuclei IoU minus the source -> source control's (0: kept as well as the control)"
+    )
     counted = any(math.isfinite(r.get("cells_moved", math.nan)) for r in rows)
     ax.set_ylabel(
         "reached: share of cells moved to the real target"
         if counted
         else "reached: classifier P(target) over real target images' (cells not countable)"
     )
-    ax.set_title(f"{title} (numbers: strength)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title if flat else f"{title} (numbers: strength)", fontsize=9)
+    ax.legend(fontsize=7, loc="best" if flat else "lower left")  # by strength, the lower left holds the untranslated
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
-def _draw_bars(ax, choice: Choice) -> None:
-    """The bars `choice` was judged by, named in the legend (and whether the user set them), labelled where they lie."""
+def _draw_bars(ax, choice: Choice, flat: bool) -> None:
+    """The bars `choice` was judged by, named in the legend (and whether the user set them), labelled where they lie;
+    `flat`: the nuclei kept as the original's, so the x axis is the strength and no setting can cross the IoU bar."""
     by_hand = (
         ", set by hand"
         if bars_set({"reached_min": choice.reached_min, "kept_tolerance": choice.kept_tolerance})
         else ""
     )
     lost, moved = choice.kept_tolerance, choice.reached_min
-    ax.axvline(-lost, color="grey", lw=1, ls="--", label=f"IoU lost ≤ {lost:g}{by_hand}")
+    if not flat:
+        ax.axvline(-lost, color="grey", lw=1, ls="--", label=f"IoU lost ≤ {lost:g}{by_hand}")
+        ax.text(-lost, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.axhline(moved, color="grey", lw=1, ls=":", label=f"moved ≥ {moved:g}{by_hand}")
     ax.axhline(1.0, color="grey", lw=0.6)
-    ax.text(-lost, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     # at the right, where the legend (lower left) does not hide it
     ax.text(ax.get_xlim()[1], moved, "moved the phenotype ^ ", fontsize=7, va="bottom", ha="right", color="grey")
