@@ -59,6 +59,7 @@ from calibration_rule import (
     NOTHING_TO_FIND,
     _cache_key,
     _key,
+    cell,
     load_results,
     resolve,
     rule,
@@ -518,11 +519,55 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
             "",
             user_bars_table(sets),
             "",
+            f"What the rule misses on the sets pooled ({together[0]['fields'] if together else 0} fields per direction), "
+            "and by how much (setting: transfer / identity):",
+            "",
+            shortfall_table(together),
+            "",
             "Missed on every set and pooled, at the rule's bars: "
             + (", ".join(f"{case} {source} -> {target}" for case, source, target in always_missed(sets)) or "none")
             + ".",
         ]
     )
+
+
+def shortfall(rows: list[dict], choice: Choice) -> str:
+    """By how much a choice misses calibration_rule.py's target, clause by clause (empty where it meets it)."""
+    best, default = truth_optimum(rows), next(r for r in rows if _key(r) == DEFAULT)
+    if choice.row is None:
+        over = best["transfer"] - NOTHING_TO_FIND
+        found = over > 0 and best["identity"] >= IDENTITY_MIN
+        return f"declined where the truth-best moved {over:.3f} more than {NOTHING_TO_FIND:g}" if found else ""
+    new, missed = choice.row, []
+    if new["transfer"] < best["transfer"] - 0.05:
+        missed.append(f"transfer {best['transfer'] - 0.05 - new['transfer']:.3f} short of the truth-best's less 0.05")
+    if new["identity"] < IDENTITY_MIN:
+        missed.append(f"identity {IDENTITY_MIN - new['identity']:.3f} under {IDENTITY_MIN:g}")
+    if default["identity"] >= IDENTITY_MIN and new["transfer"] < default["transfer"]:
+        missed.append(f"transfer {default['transfer'] - new['transfer']:.3f} under the project default's")
+    return "; ".join(missed)
+
+
+def shortfall_table(together: list[dict]) -> str:
+    """Each direction the rule misses on the sets pooled: the truth-best, the choice, the default, the shortfall."""
+    lines = []
+    for r in together:
+        choice = rule(r["rows"], r["unaffected"])
+        missed = shortfall(r["rows"], choice)
+        if missed:
+            default = next(x for x in r["rows"] if _key(x) == DEFAULT)
+            shown = cell(choice.row) if choice.row is not None else f"nothing stored ({choice.status})"
+            lines.append(
+                [
+                    r["case"],
+                    f"{r['source']} -> {r['target']}",
+                    cell(truth_optimum(r["rows"])),
+                    shown,
+                    cell(default),
+                    missed,
+                ]
+            )
+    return table(["case", "direction", "truth-best", "calibrate", "project default", "missed by"], lines)
 
 
 def always_missed(sets: list[tuple[str, list[dict], dict]]) -> list[tuple[str, str, str]]:
