@@ -16,6 +16,8 @@ from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_phendiff.core.device import explain_memory_errors  # noqa: E402
 from napari_phendiff.core.errors import PhenDiffError  # noqa: E402
+from napari_phendiff.widgets import _shared  # noqa: E402
+from napari_phendiff.widgets._messages import Progress  # noqa: E402
 from napari_phendiff.widgets.train_dock import TrainDock  # noqa: E402
 from napari_phendiff.widgets.translate_dock import TranslateDock  # noqa: E402
 
@@ -486,6 +488,35 @@ def test_two_whole_images_ticked_as_channels_are_refused(viewer, translate_dock)
     translate_dock.set_channel_layers(["a", "b"])
     assert translate_dock.translate() is None
     assert "each look" in translate_dock.status.text() and translate_dock.translate_button.isEnabled()
+
+
+def test_many_quick_steps_move_the_bars_a_few_times_and_end_full(translate_dock, monkeypatch):
+    """A calibration's sweep yields a step per network call: the bars (each move repaints the window) follow them
+    at most every PROGRESS_INTERVAL, named stages and the last step always, and every event reaches the dock."""
+
+    class NapariBar:  # the worker's bar in napari's activity dock, counting its moves
+        total, n, moves = 0, 0, 0
+
+        def update(self, steps):
+            self.n, self.moves = self.n + steps, self.moves + 1
+
+    class Clock:  # a hundredth of a second at each look: 500 steps take about 5 s
+        now = 0.0
+
+        @classmethod
+        def monotonic(cls):
+            cls.now += 0.01
+            return cls.now
+
+    bar, seen = NapariBar(), []
+    translate_dock._pbar = bar
+    monkeypatch.setattr(_shared, "time", Clock)
+    monkeypatch.setattr(translate_dock, "on_progress", seen.append)
+    translate_dock._dispatch(Progress(0, 500, "first", stage="preparing"))
+    for step in range(1, 501):
+        translate_dock._dispatch(Progress(step, 500, step))
+    assert seen == ["first", *range(1, 501)]
+    assert 10 <= bar.moves <= 30 and bar.n == 500 and translate_dock.progress_bar.value() == 500
 
 
 def test_progress_shows_in_the_dock_and_errors_name_its_controls(qtbot, viewer, translate_dock, tmp_path):

@@ -39,6 +39,9 @@ APP = "napari-phendiff"
 RECENT_FILE = Path(platformdirs.user_config_dir(APP, appauthor=False)) / "recent_checkpoints.json"
 MAX_RECENT = 10
 ERROR_STYLE = "<span style='color:#e06c75'>{}</span>"
+# the bars move at most this often (s): each move repaints the window, which under software OpenGL costs more than a
+# step of a calibration's sweep (one network call); every message still reaches on_progress
+PROGRESS_INTERVAL = 0.25
 WARNING_STYLE = "<span style='color:#e5c07b'>{}</span>"
 
 
@@ -143,6 +146,7 @@ class WorkerDock(QWidget):
         self._worker = self._pbar = None
         self._started: tuple[float, int] | None = None  # (time, step) of a run's (or a file's) first Progress
         self._where = ""  # what the steps count, when a run counts them per file (Progress.where)
+        self._moved = -PROGRESS_INTERVAL  # when the bars last moved (time.monotonic)
 
     @property
     def running(self) -> bool:
@@ -157,6 +161,7 @@ class WorkerDock(QWidget):
         worker.finished.connect(self._finished)
         worker.errored.connect(self._errored)
         self._worker, self._pbar, self._started, self._where = worker, worker.pbar, None, ""
+        self._moved = -PROGRESS_INTERVAL
         self.set_running(True)
         self.status.setText(message)
         worker.start()
@@ -178,12 +183,16 @@ class WorkerDock(QWidget):
             self.on_result(message.value)
         elif isinstance(message, Progress):
             if message.where != self._where:  # the next file of a folder: its own bar, pace and time left
-                self._where, self._started = message.where, None
+                self._where, self._started, self._moved = message.where, None, -PROGRESS_INTERVAL
                 self._pbar.reset(total=message.total)
                 self._pbar.set_description(message.where)
             self.on_progress(message.event)
             if message.stage:  # named instead of timed: the time left is measured from the step after the last
                 self._started = None
+            now = time.monotonic()
+            if not (message.stage or message.step >= message.total or now - self._moved >= PROGRESS_INTERVAL):
+                return
+            self._moved = now
             self._show_progress(message.step, message.total, getattr(message.event, "seconds_left", None))
             if message.stage and self.progress_bar is not None:
                 self.progress_bar.setFormat(f"{message.stage}…")
