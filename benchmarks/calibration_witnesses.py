@@ -540,7 +540,7 @@ def shortfall(rows: list[dict], choice: Choice) -> str:
         return f"declined where the truth-best moved {over:.3f} more than {NOTHING_TO_FIND:g}" if found else ""
     new, missed = choice.row, []
     if new["transfer"] < best["transfer"] - 0.05:
-        missed.append(f"transfer {best['transfer'] - 0.05 - new['transfer']:.3f} short of the truth-best's less 0.05")
+        missed.append(f"transfer {best['transfer'] - 0.05 - new['transfer']:.3f} below the truth-best's minus 0.05")
     if new["identity"] < IDENTITY_MIN:
         missed.append(f"identity {IDENTITY_MIN - new['identity']:.3f} under {IDENTITY_MIN:g}")
     if default["identity"] >= IDENTITY_MIN and new["transfer"] < default["transfer"]:
@@ -554,6 +554,10 @@ def shortfall_table(together: list[dict]) -> str:
     for r in together:
         choice = rule(r["rows"], r["unaffected"])
         missed = shortfall(r["rows"], choice)
+        assert bool(missed) != verdict(r["rows"], choice)[1], (
+            r["case"],
+            r["source"],
+        )  # the target's clauses, as judged
         if missed:
             default = next(x for x in r["rows"] if _key(x) == DEFAULT)
             shown = cell(choice.row) if choice.row is not None else f"nothing stored ({choice.status})"

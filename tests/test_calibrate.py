@@ -150,7 +150,8 @@ def test_the_frontier_spreads_the_settings_by_strength_when_the_nuclei_are_kept_
         guided = [line for line in axes.get_lines() if line.get_label() == "w 2 (source)"]
         assert list(guided[0].get_xdata()) == pytest.approx(xs)
         drawn = {line.get_label() for line in axes.get_lines()}
-        assert ("IoU lost ≤ 0.14" in drawn) == (label == "nuclei IoU minus") and "moved ≥ 0.5" in drawn
+        assert (f"IoU lost ≤ {cal.KEPT_TOLERANCE:g}" in drawn) == (label == "nuclei IoU minus")
+        assert f"moved ≥ {cal.REACHED_MIN:g}" in drawn
 
 
 def test_bars_a_user_sets_replace_the_rules_own():

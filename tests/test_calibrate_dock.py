@@ -12,6 +12,7 @@ pytest.importorskip("pytestqt")
 
 from napari_phendiff.core import calibrate as cal  # noqa: E402
 from napari_phendiff.core.calibration_rule import Choice  # noqa: E402
+from napari_phendiff.widgets import _shared  # noqa: E402
 
 from conftest import random_image, wait_for, write_tif  # noqa: E402
 
@@ -41,7 +42,8 @@ def stored(checkpoint) -> dict:
     return json.loads((checkpoint / "phendiff.json").read_text()).get("calibration", {})
 
 
-def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, dock, sim_data, tmp_path):
+def test_a_calibration_from_the_dock_says_why_and_stores_only_a_choice(qtbot, dock, sim_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(_shared, "PROGRESS_INTERVAL", 0.0)  # the bar follows every step: what it says of each
     steps, shown = [], []
     worker = dock.calibrate_on(sim_data, tmp_path / "frontier")
     worker.yielded.connect(lambda message: steps.append((dock.progress_bar.value(), dock.progress_bar.maximum())))
@@ -258,3 +260,17 @@ def test_judge_again_takes_the_bars_without_translating_and_stores_what_they_cho
     dock.target.setCurrentText("untreated")
     dock.judge_again(tmp_path / "again-2")
     assert "Judge again judges the last calibration, of" in dock.status.text() and not (tmp_path / "again-2").exists()
+    # back on its direction, the checkpoint made read-only since: refused in the dock's words, nothing written
+    from napari_phendiff.core import calibration_store
+    from napari_phendiff.core.errors import CheckpointError
+
+    def read_only(path):
+        raise CheckpointError(f"{path}: read-only")
+
+    monkeypatch.setattr(calibration_store, "check_writable", read_only)
+    dock.source.setCurrentText("untreated")
+    dock.target.setCurrentText("TNFa")
+    dock.judge_again(tmp_path / "again-3")
+    said = dock.status.text()
+    assert "the checkpoint cannot be written" in said and "calibrate the copy." in said and "--" not in said
+    assert not (tmp_path / "again-3").exists()

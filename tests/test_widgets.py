@@ -492,13 +492,20 @@ def test_two_whole_images_ticked_as_channels_are_refused(viewer, translate_dock)
 
 def test_many_quick_steps_move_the_bars_a_few_times_and_end_full(translate_dock, monkeypatch):
     """A calibration's sweep yields a step per network call: the bars (each move repaints the window) follow them
-    at most every PROGRESS_INTERVAL, named stages and the last step always, and every event reaches the dock."""
+    at most every PROGRESS_INTERVAL, named stages, a new file's first step and the last step always, and every event
+    reaches the dock."""
 
     class NapariBar:  # the worker's bar in napari's activity dock, counting its moves
         total, n, moves = 0, 0, 0
 
         def update(self, steps):
             self.n, self.moves = self.n + steps, self.moves + 1
+
+        def reset(self, total):
+            self.total, self.n = total, 0
+
+        def set_description(self, text):
+            self.description = text
 
     class Clock:  # a hundredth of a second at each look: 500 steps take about 5 s
         now = 0.0
@@ -512,11 +519,17 @@ def test_many_quick_steps_move_the_bars_a_few_times_and_end_full(translate_dock,
     translate_dock._pbar = bar
     monkeypatch.setattr(_shared, "time", Clock)
     monkeypatch.setattr(translate_dock, "on_progress", seen.append)
-    translate_dock._dispatch(Progress(0, 500, "first", stage="preparing"))
+    texts = {}
     for step in range(1, 501):
-        translate_dock._dispatch(Progress(step, 500, step))
-    assert seen == ["first", *range(1, 501)]
+        stage = "scoring the settings" if step == 251 else ""  # named in the middle of an interval
+        translate_dock._dispatch(Progress(step, 500, step, stage=stage))
+        texts[step] = translate_dock.progress_bar.format()
+    assert seen == list(range(1, 501))
     assert 10 <= bar.moves <= 30 and bar.n == 500 and translate_dock.progress_bar.value() == 500
+    assert texts[251] == "scoring the settings…" and texts[250] != texts[251]
+    translate_dock._dispatch(Progress(1, 40, "next", where="b.tif (file 2 of 2)"))  # at once, a new bar
+    assert (bar.total, bar.n, bar.description) == (40, 1, "b.tif (file 2 of 2)")
+    assert translate_dock.progress_bar.value() == 1
 
 
 def test_progress_shows_in_the_dock_and_errors_name_its_controls(qtbot, viewer, translate_dock, tmp_path):

@@ -19,21 +19,21 @@ from .witnesses import Witnesses
 NO_STORE = " (or calibrate with store=False, --no-store)"  # the command line's way out (a dock leaves it out)
 
 
-def check_storable(checkpoint, path: Path, way_out: str = "") -> None:
-    """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written; `way_out`:
-    what the caller's user does instead (default: calibrate a copy, or without storing)."""
+def check_storable(checkpoint, path: Path, copy: str = "") -> None:
+    """Refuse, before any work, to store a choice in a shipped checkpoint or in one that cannot be written; `copy`:
+    what the caller's user does with a copy of it (default: calibrate the copy, or calibrate without storing)."""
+    copy = copy or f"calibrate the copy{NO_STORE}."
     if is_shipped(path):  # named, or a loaded model's folder
         name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else Path(path).name
         raise CheckpointError(
-            f"{name!r} is a shipped checkpoint and cannot be changed; "
-            + (way_out or f"copy its folder ({path}) and calibrate the copy{NO_STORE}.")
+            f"{name!r} is a shipped checkpoint and cannot be changed; copy its folder ({path}) and {copy}"
         )
     try:
         check_writable(path)
     except CheckpointError as exc:
         raise CheckpointError(
-            f"{path}: the checkpoint cannot be written, so the choice could not be stored in it; "
-            + (way_out or f"make it writable or calibrate a copy{NO_STORE}.")
+            f"{path}: the checkpoint cannot be written, so the choice could not be stored in it; make it writable, "
+            f"or copy its folder and {copy}"
         ) from exc
 
 

@@ -8,13 +8,16 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .calibration_bars import bars_set
 from .calibration_rule import Choice, made_with, setting_of
 from .checkpoint import atomic_folder
 from .options import direction_key
 from .sweep import Setting
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def write_frontier(
@@ -69,10 +72,13 @@ def frontier_figure(
     return path
 
 
-def draw_frontier(rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None):
-    """How far each setting reached against the nuclei overlap it lost beyond its control, one line per guidance
-    scale through the strengths, the bars the choice was made with drawn, the choice circled and the setting without
-    calibration (`default`) squared; a matplotlib Figure."""
+def draw_frontier(
+    rows: list[dict], choice: Choice, baseline: dict, title: str, default: Setting | None = None
+) -> Figure:
+    """How far each setting reached against the nuclei overlap it lost beyond its control (against the strength where
+    the nuclei's channel is kept as the original's: they are then kept alike), one line per guidance scale through the
+    strengths, the bars the choice was made with drawn, the choice circled and the setting without calibration
+    (`default`) squared."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe inside napari
 
     fig = Figure(figsize=(6.2, 4.6))
@@ -139,5 +145,6 @@ def _draw_bars(ax, choice: Choice, flat: bool) -> None:
         ax.text(-lost, ax.get_ylim()[1], " keeps the nuclei ->", fontsize=7, va="top", color="grey")
     ax.axhline(moved, color="grey", lw=1, ls=":", label=f"moved ≥ {moved:g}{by_hand}")
     ax.axhline(1.0, color="grey", lw=0.6)
-    # at the right, where the legend (lower left) does not hide it
-    ax.text(ax.get_xlim()[1], moved, "moved the phenotype ^ ", fontsize=7, va="bottom", ha="right", color="grey")
+    # where the legend does not go: at the right of the lower left one; at the left, where no setting lies, by strength
+    at, side = (ax.get_xlim()[0], "left") if flat else (ax.get_xlim()[1], "right")
+    ax.text(at, moved, " moved the phenotype ^ ", fontsize=7, va="bottom", ha=side, color="grey")

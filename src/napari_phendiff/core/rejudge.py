@@ -119,10 +119,10 @@ def _checked_checkpoint(record: dict, folder: Path, given: str | Path | None, cl
             "checkpoint?); its scores say nothing of these: calibrate again, or judge without storing (--no-store)."
         )
     check_storable(  # not a shipped checkpoint, and writable; a copy holds the same weights, so the sweep holds for it
+        where,
         path,
-        path,
-        f"copy its folder ({path}) and give the copy (--checkpoint): it holds the weights the sweep was made with; or "
-        "judge without storing (--no-store).",
+        "give the copy (--checkpoint), which holds the weights the sweep was made with; or judge without storing "
+        "(--no-store).",
     )
     if record["classifier_trusted"] and not classifier.is_dir():
         raise DataError(

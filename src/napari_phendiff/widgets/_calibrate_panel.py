@@ -191,7 +191,8 @@ class CalibratePanel:
         self.calibrate_frontier.setPixmap(pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation))
         self.calibrate_frontier.setToolTip(
             f"{path}: how far each setting moved the phenotype against the nuclei overlap it lost beyond its "
-            "control, the bars drawn, the choice circled and the setting without calibration squared."
+            "control (against the strength where the nuclei are kept as the original's), the bars drawn, the choice "
+            "circled and the setting without calibration squared."
         )
         self.calibrate_frontier.setVisible(True)
 

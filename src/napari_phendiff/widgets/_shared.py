@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -39,8 +40,8 @@ APP = "napari-phendiff"
 RECENT_FILE = Path(platformdirs.user_config_dir(APP, appauthor=False)) / "recent_checkpoints.json"
 MAX_RECENT = 10
 ERROR_STYLE = "<span style='color:#e06c75'>{}</span>"
-# the bars move at most this often (s): each move repaints the window, which under software OpenGL costs more than a
-# step of a calibration's sweep (one network call); every message still reaches on_progress
+# the bars move at most this often (s): a calibration's sweep yields a step per network call and each move repaints
+# the window, which is slow under software OpenGL; every message still reaches on_progress
 PROGRESS_INTERVAL = 0.25
 WARNING_STYLE = "<span style='color:#e5c07b'>{}</span>"
 
@@ -110,6 +111,10 @@ class StoppableWorker(GeneratorWorker):
 
 # Core messages name command-line flags; in a dock they name its controls.
 DOCK_WORDS = {
+    # Judge again stores in the checkpoint the dock shows: a copy is calibrated anew, and there is no --no-store
+    "give the copy (--checkpoint), which holds the weights the sweep was made with; or judge without storing "
+    "(--no-store).": "calibrate the copy.",
+    ", or judge without storing (--no-store)": "",
     " (or calibrate with store=False, --no-store)": "",  # the dock always stores a calibration's choice
     "Add --resume to continue": "Tick Resume to continue",
     "add --resume": "tick Resume",
@@ -146,7 +151,7 @@ class WorkerDock(QWidget):
         self._worker = self._pbar = None
         self._started: tuple[float, int] | None = None  # (time, step) of a run's (or a file's) first Progress
         self._where = ""  # what the steps count, when a run counts them per file (Progress.where)
-        self._moved = -PROGRESS_INTERVAL  # when the bars last moved (time.monotonic)
+        self._moved = -math.inf  # when the bars last moved (time.monotonic)
 
     @property
     def running(self) -> bool:
@@ -161,7 +166,7 @@ class WorkerDock(QWidget):
         worker.finished.connect(self._finished)
         worker.errored.connect(self._errored)
         self._worker, self._pbar, self._started, self._where = worker, worker.pbar, None, ""
-        self._moved = -PROGRESS_INTERVAL
+        self._moved = -math.inf
         self.set_running(True)
         self.status.setText(message)
         worker.start()
@@ -183,7 +188,7 @@ class WorkerDock(QWidget):
             self.on_result(message.value)
         elif isinstance(message, Progress):
             if message.where != self._where:  # the next file of a folder: its own bar, pace and time left
-                self._where, self._started, self._moved = message.where, None, -PROGRESS_INTERVAL
+                self._where, self._started, self._moved = message.where, None, -math.inf
                 self._pbar.reset(total=message.total)
                 self._pbar.set_description(message.where)
             self.on_progress(message.event)
