@@ -216,12 +216,17 @@ def before_rule(r: dict):
     )
 
 
+def default_row(rows: list[dict]) -> dict:
+    """The sweep's row of the project default (DEFAULT), what each case translates with uncalibrated."""
+    return next(x for x in rows if _key(x) == DEFAULT)
+
+
 def verdict(rows: list[dict], choice) -> tuple[str, bool]:
     """What calibrate's choice shows and whether it met the target: within 0.05 of the truth-best transfer at
     identity >= 0.9 and no less transfer than the project default where that keeps identity; or, where the truth
     says no setting moves more than NOTHING_TO_FIND of the cells at identity >= 0.9, storing nothing."""
     best = truth_optimum(rows)
-    default = next(x for x in rows if _key(x) == DEFAULT)
+    default = default_row(rows)
     if choice.row is None:
         return (
             f"not calibrated ({choice.status}; closest {cell(choice.best)})",
@@ -349,7 +354,7 @@ def compare(results: list[dict]) -> tuple[list[list[str]], int, int, list[tuple]
     for r in results:
         rows = r["rows"]
         best, old = truth_optimum(rows), old_rule(rows)
-        default = next(x for x in rows if _key(x) == DEFAULT)
+        default = default_row(rows)
         choice = rule(rows, r["unaffected"])
         shown, ok = verdict(rows, choice)
         before_shown, before_ok = verdict(rows, before_rule(r))
@@ -375,7 +380,7 @@ def fixed_met(results: list[dict]) -> tuple[int, int]:
     """Directions met by the previous rule's choice and by the project default (`setting_met`)."""
     return (
         sum(setting_met(r["rows"], old_rule(r["rows"])) for r in results),
-        sum(setting_met(r["rows"], next(x for x in r["rows"] if _key(x) == DEFAULT)) for r in results),
+        sum(setting_met(r["rows"], default_row(r["rows"])) for r in results),
     )
 
 

@@ -60,6 +60,7 @@ from calibration_rule import (
     _cache_key,
     _key,
     cell,
+    default_row,
     load_results,
     resolve,
     rule,
@@ -278,7 +279,7 @@ def discounted_table(sets: list[tuple[str, list[dict], dict]]) -> str:
                 f"{b:g}",
                 f"{tolerance:.3f}",
                 f"{np.nanmax(losses) - np.nanmin(losses):.3f}",
-                *(f"{c} / 14" for c in counts),
+                *(f"{c} / {len(together)}" for c in counts),
             ]
         )
     return table(
@@ -381,7 +382,7 @@ def carried(choice: Choice, judged: dict) -> Choice:
 def worse_than_default(rows: list[dict], choice: Choice) -> bool:
     """What the user translates with after the choice (the stored setting, else the default as it was) moved more
     than 0.05 less of the cells than the project default, or lost identity, where the default kept it."""
-    default = next(x for x in rows if _key(x) == DEFAULT)
+    default = default_row(rows)
     used = choice.row or default
     return default["identity"] >= IDENTITY_MIN and (
         used["identity"] < IDENTITY_MIN or used["transfer"] < default["transfer"] - 0.05
@@ -391,7 +392,7 @@ def worse_than_default(rows: list[dict], choice: Choice) -> bool:
 CARRIED = {  # what chooses, from one direction's sweep: a Choice
     "calibrate's rule (no truth)": lambda r: rule(r["rows"], r["unaffected"]),
     "the truth-best setting (truth)": lambda r: truth_choice(r["rows"]),
-    "the project default": lambda r: Choice(next(x for x in r["rows"] if _key(x) == DEFAULT), "calibrated", "", None),
+    "the project default": lambda r: Choice(default_row(r["rows"]), "calibrated", "", None),
 }
 
 
@@ -432,11 +433,16 @@ def carried_table(sets: list[tuple[str, list[dict], dict]]) -> str:
     return table(head, lines)
 
 
+def offered(choice: Choice) -> float | None:
+    """The partial move calibrate offers as a bar where `choice` declined (calibration_bars.partial_move), else None."""
+    return partial_move({**choice.best, "status": choice.status})
+
+
 def offer_taken(result: dict) -> Choice:
-    """calibrate's rule, and where it declined and offered a partial move as a bar (calibration_bars.partial_move),
-    the rule again at that bar: what a user who takes every offer stores."""
+    """calibrate's rule, and where it declined and offered a partial move as a bar, the rule again at that bar: what a
+    user who takes every offer stores."""
     choice = rule(result["rows"], result["unaffected"])
-    share = partial_move({**choice.best, "status": choice.status})
+    share = offered(choice)
     return choice if share is None else rule(result["rows"], result["unaffected"], None, share)
 
 
@@ -459,13 +465,7 @@ def user_bars_table(sets: list[tuple[str, list[dict], dict]]) -> str:
                 *(f"{sum(worse_than_default(r['rows'], c) for r, c in zip(res, cs))}" for res, cs in made),
             ]
         )
-    offers = [
-        sum(
-            partial_move({**c.best, "status": c.status}) is not None
-            for c in (rule(r["rows"], r["unaffected"]) for r in res)
-        )
-        for _, res, _ in sets
-    ]
+    offers = [sum(offered(rule(r["rows"], r["unaffected"])) is not None for r in res) for _, res, _ in sets]
     lines.append(["offers made (declines with a share of at least a quarter)", *map(str, offers), *("" for _ in sets)])
     head = ["bars", *(f"met, {n}" for n, _, _ in sets), *(f"worse than the default, {n}" for n, _, _ in sets)]
     return table(head, lines)
@@ -573,7 +573,7 @@ def markdown(sets: list[tuple[str, list[dict], dict]]) -> str:
 
 def shortfall(rows: list[dict], choice: Choice) -> str:
     """By how much a choice misses calibration_rule.py's target, clause by clause (empty where it meets it)."""
-    best, default = truth_optimum(rows), next(r for r in rows if _key(r) == DEFAULT)
+    best, default = truth_optimum(rows), default_row(rows)
     if choice.row is None:
         over = best["transfer"] - NOTHING_TO_FIND
         found = over > 0 and best["identity"] >= IDENTITY_MIN
@@ -594,12 +594,10 @@ def shortfall_table(together: list[dict]) -> str:
     for r in together:
         choice = rule(r["rows"], r["unaffected"])
         missed = shortfall(r["rows"], choice)
-        assert bool(missed) != verdict(r["rows"], choice)[1], (
-            r["case"],
-            r["source"],
-        )  # the target's clauses, as judged
+        # the target's clauses, as calibration_rule.verdict judges them
+        assert bool(missed) != verdict(r["rows"], choice)[1], (r["case"], r["source"])
         if missed:
-            default = next(x for x in r["rows"] if _key(x) == DEFAULT)
+            default = default_row(r["rows"])
             shown = cell(choice.row) if choice.row is not None else f"nothing stored ({choice.status})"
             lines.append(
                 [

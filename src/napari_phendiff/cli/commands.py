@@ -285,6 +285,7 @@ def rejudge_command(args) -> None:
     from ..core.options import direction_of
     from ..core.rejudge import read_calibration, rejudge
 
+    saved = read_calibration(args.calibration)
     chosen = rejudge(
         args.calibration,
         args.out,
@@ -292,8 +293,9 @@ def rejudge_command(args) -> None:
         reached_min=args.reached_min,
         kept_tolerance=args.kept_tolerance,
         store=not args.no_store,
+        saved=saved,
     )
-    source, target = direction_of(read_calibration(args.out)["direction"])
+    source, target = direction_of(saved["direction"])
     shown = argparse.Namespace(
         source=source, target=target, out=args.out, no_store=args.no_store, checkpoint=chosen["checkpoint"]
     )

@@ -33,7 +33,6 @@ import numpy as np
 from . import cells as cellmeasure
 from .calibration_bars import check_bars
 from .calibration_rule import bars, choose, uncalibrated_setting, with_default
-from .calibration_rule import setting_of  # noqa: F401  (read from here by the benchmarks)
 from .calibration_store import calibration_locks, calibration_record, check_storable, store_choice
 from .calibration_rule import (  # noqa: F401  (read from here by the tests and benchmarks, with the rest of a calibration)
     KEPT_FLOOR,
@@ -41,6 +40,7 @@ from .calibration_rule import (  # noqa: F401  (read from here by the tests and 
     REACHED_MIN,
     UNAFFECTED_MAX,
     keeps_cells,
+    setting_of,
 )
 from .cellstats import RealCells
 from .checkpoint import (

@@ -68,13 +68,14 @@ def check_bars(*, reached_min: float | None, kept_tolerance: float | None) -> No
             raise ConfigError(f"{_NAMES[name]} is {value:g}; give one from {low:g} to {high:g}.")
 
 
+def _bars(record: dict) -> tuple[float, float]:
+    """(reached_min, kept_tolerance) a record was judged by (one written before users could set them: the rule's)."""
+    return record.get("reached_min", REACHED_MIN), record.get("kept_tolerance", KEPT_TOLERANCE)
+
+
 def bars_set(record: dict) -> bool:
-    """Whether a calibration's record was judged by bars other than the rule's own (a record written before users
-    could set them has none: the rule's own)."""
-    return (record.get("reached_min", REACHED_MIN), record.get("kept_tolerance", KEPT_TOLERANCE)) != (
-        REACHED_MIN,
-        KEPT_TOLERANCE,
-    )
+    """Whether a calibration's record was judged by bars other than the rule's own."""
+    return _bars(record) != (REACHED_MIN, KEPT_TOLERANCE)
 
 
 def bars_by_hand(record: dict) -> str:
@@ -82,7 +83,7 @@ def bars_by_hand(record: dict) -> str:
     ("moved ≥ 0.3 of the way, nuclei IoU lost ≤ 0.14 beyond the control"); else nothing."""
     if not bars_set(record):
         return ""
-    moved, lost = record.get("reached_min", REACHED_MIN), record.get("kept_tolerance", KEPT_TOLERANCE)
+    moved, lost = _bars(record)
     return f"moved ≥ {moved:g} of the way, nuclei IoU lost ≤ {lost:g} beyond the control"
 
 

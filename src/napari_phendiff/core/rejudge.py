@@ -38,14 +38,16 @@ def rejudge(
     reached_min: float | None = None,
     kept_tolerance: float | None = None,
     store: bool = True,
+    saved: dict | None = None,
 ) -> dict:
     """Judge the sweep of the calibration in folder `calibration` by the bars given (None: the rule's own, not the
     earlier calibration's), write the frontier and the verdict into the new folder `out` and (store=True) store a
     setting that calibrates in the checkpoint the sweep was made with (`checkpoint`: where it is now, if not where the
-    calibration recorded it), as calibrate would have; returns the verdict's record."""
+    calibration recorded it), as calibrate would have; returns the verdict's record. `saved`: that folder's
+    calibration.json as read_calibration read it, when the caller has it already."""
     check_bars(reached_min=reached_min, kept_tolerance=kept_tolerance)
     calibration = Path(calibration)
-    saved = read_calibration(calibration)
+    saved = saved if saved is not None else read_calibration(calibration)
     old, rules = saved["chosen"], saved["rules"]
     classifier = calibration / CLASSIFIER_FOLDER
     path = _checked_checkpoint(old, calibration, checkpoint, classifier) if store else Path(old["checkpoint"])
